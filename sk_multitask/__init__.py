@@ -1,0 +1,8 @@
+"""sk-multitask: one network, several mixed targets from images, scikit-learn native."""
+
+from .estimator import MultiTaskImageEstimator
+from .metrics import multitask_scorer
+
+__version__ = "0.1.0"
+
+__all__ = ["MultiTaskImageEstimator", "__version__", "multitask_scorer"]

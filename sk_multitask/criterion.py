@@ -1,0 +1,82 @@
+"""The masked multitask loss.
+
+Each task's term is the mean of its per-cell loss over the *labelled* cells of the
+batch (cross-entropy for a classification, squared error of the standardised value
+for a regression); the loss is the weighted sum of the terms. A task with no label in
+the batch adds exactly zero, with zero gradient: never NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tasks import CLASSIFICATION
+
+__all__ = ["MaskedMultiTaskLoss"]
+
+
+class MaskedMultiTaskLoss(nn.Module):
+    """Weighted sum of per-task losses, each over its labelled cells only.
+
+    Parameters
+    ----------
+    task_specs : sequence of (name, kind, n_outputs)
+        In the order of the network's concatenated outputs and of the target columns.
+    loss_weights : dict, optional
+        Task name to a non-negative weight; tasks not named weigh 1.
+
+    Examples
+    --------
+    >>> import torch
+    >>> loss = MaskedMultiTaskLoss([("gender", "classification", 2), ("age", "regression", 1)])
+    >>> y_pred = torch.tensor([[2.0, 0.0, 0.5], [0.0, 1.0, -1.0]])
+    >>> y_true = torch.tensor([[0.0, float("nan")], [float("nan"), float("nan")]])
+    >>> float(loss(y_pred, y_true))  # only row 0's gender is labelled
+    0.126928...
+    """
+
+    def __init__(self, task_specs, loss_weights=None):
+        super().__init__()
+        self.task_specs = [tuple(spec) for spec in task_specs]
+        names = [name for name, _, _ in self.task_specs]
+        loss_weights = dict(loss_weights or {})
+        unknown = [name for name in loss_weights if name not in names]
+        if unknown:
+            raise ValueError(f"loss_weights names unknown tasks {unknown}; tasks: {names}")
+        weights = [float(loss_weights.get(name, 1.0)) for name in names]
+        if any(not w >= 0 for w in weights):  # also refuses NaN
+            raise ValueError(f"loss_weights must be non-negative numbers, got {loss_weights}")
+        self.register_buffer("weights", torch.tensor(weights))
+
+    def split_outputs(self, y_pred):
+        """The network's concatenated outputs, split into one tensor per task."""
+        return torch.split(y_pred, [n for _, _, n in self.task_specs], dim=1)
+
+    def task_terms(self, y_pred, y_true):
+        """Per task: the loss summed over labelled cells, and their count.
+
+        Returns
+        -------
+        sums, counts : tensors of shape (n_tasks,)
+        """
+        sums, counts = [], []
+        outputs = self.split_outputs(y_pred)
+        for column, (out, (_, kind, _)) in enumerate(zip(outputs, self.task_specs)):
+            target = y_true[:, column]
+            labelled = ~torch.isnan(target)
+            filled = torch.where(labelled, target, torch.zeros_like(target))
+            if kind == CLASSIFICATION:
+                cell = F.cross_entropy(out, filled.long(), reduction="none")
+            else:
+                cell = (out[:, 0] - filled) ** 2
+            # where(), not a product, so that masked cells give exactly zero gradient.
+            sums.append(torch.where(labelled, cell, torch.zeros_like(cell)).sum())
+            counts.append(labelled.sum())
+        return torch.stack(sums), torch.stack(counts)
+
+    def forward(self, y_pred, y_true):
+        sums, counts = self.task_terms(y_pred, y_true)
+        means = sums / counts.clamp(min=1)
+        return (self.weights * means).sum()

@@ -1,0 +1,193 @@
+"""Image input: turning ``X`` into image sources, and the Dataset that decodes them.
+
+Images stay uint8 ``(3, H, W)`` tensors from decoding to the device; the network
+normalises them there (:class:`sk_multitask.module.MultiTaskModule`). Files are
+decoded lazily, one item at a time, so a dataset on disk is streamed, never loaded
+whole.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps
+from torchvision.transforms import v2
+
+__all__ = ["ImageDataset", "load_image", "resolve_images", "train_transform"]
+
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def as_size(image_size):
+    """``(height, width)`` from an int or a pair."""
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    height, width = image_size
+    return (int(height), int(width))
+
+
+def _to_rgb(img):
+    """RGB from any PIL mode: grayscale, palette, RGBA, CMYK and 16-bit included."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        # PIL's own conversion clips 16-bit values at 255; scale them instead.
+        wide = np.asarray(img).astype(np.int64)
+        img = Image.fromarray(np.clip(wide >> 8, 0, 255).astype(np.uint8))
+    elif img.mode == "P":
+        # Through RGBA, so that palette transparency is read, not warned about.
+        img = img.convert("RGBA")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def load_image(path, image_size):
+    """Decode one image file to a uint8 tensor ``(3, H, W)`` of ``image_size``.
+
+    EXIF orientation is applied; any mode is converted to RGB. JPEGs are decoded
+    at a reduced scale when that is still at least the target size.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if it cannot be decoded.
+    """
+    height, width = as_size(image_size)
+    try:
+        with Image.open(path) as img:
+            side = max(height, width)  # the draft must cover a rotated EXIF image too
+            img.draft("RGB", (side, side))
+            img = _to_rgb(ImageOps.exif_transpose(img))
+            img = img.resize((width, height), Image.Resampling.BILINEAR)
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL's decode errors
+        raise ValueError(f"cannot decode image file {os.fspath(path)!r}: {exc}") from exc
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)
+
+
+def _array_image(image, image_size):
+    """A uint8 tensor ``(3, H, W)`` of ``image_size`` from one ``(H, W[, C])`` array."""
+    tensor = torch.from_numpy(np.asarray(image))
+    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    channels = tensor.shape[0]
+    if channels == 1:
+        tensor = tensor.expand(3, -1, -1)
+    elif channels == 4:
+        tensor = tensor[:3]
+    size = as_size(image_size)
+    if tuple(tensor.shape[1:]) != size:
+        tensor = v2.functional.resize(tensor, list(size), antialias=True)
+    return tensor
+
+
+def train_transform(augment):
+    """The training-time augmentation (on uint8 tensors), or None."""
+    if not augment:
+        return None
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+        ]
+    )
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images (file paths or a uint8 array) and their encoded targets.
+
+    Items are ``(image, target)``: ``image`` a uint8 tensor ``(3, H, W)``, ``target``
+    a float32 tensor with one entry per task, NaN where missing (empty without
+    targets, so that skorch always sees an ``(X, y)`` pair).
+
+    Parameters
+    ----------
+    images : sequence of str or ndarray of shape (N, H, W) or (N, H, W, C)
+        Resolved file paths, or uint8 images.
+    targets : ndarray of shape (N, n_tasks), optional
+    image_size : int or (int, int)
+    transform : callable, optional
+        Applied to each uint8 image tensor (training augmentation).
+    """
+
+    def __init__(self, images, targets=None, *, image_size, transform=None):
+        self.images = images
+        self.targets = None if targets is None else torch.as_tensor(targets)
+        self.image_size = image_size
+        self.transform = transform
+        from_array = isinstance(images, np.ndarray) and images.dtype == np.uint8
+        self._decode = _array_image if from_array else load_image
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        image = self._decode(self.images[i], self.image_size)
+        if self.transform is not None:
+            image = self.transform(image)
+        target = torch.empty(0) if self.targets is None else self.targets[i]
+        return image, target
+
+
+def resolve_images(X, image_col="filename", image_root=None):
+    """Image sources from ``X``: resolved, existing file paths, or a uint8 array.
+
+    Parameters
+    ----------
+    X : DataFrame, Series, list of paths, or uint8 ndarray (N, H, W[, C])
+    image_col : hashable
+        The column of a DataFrame ``X`` that holds the image paths.
+    image_root : str or path, optional
+        The folder relative paths are resolved against.
+
+    Returns
+    -------
+    images : ndarray of str, or uint8 ndarray
+    index : pandas Index for the outputs (X's own for pandas input)
+    """
+    if isinstance(X, pd.DataFrame):
+        if image_col not in X.columns:
+            raise ValueError(
+                f"image column {image_col!r} is not in X; its columns are "
+                f"{list(X.columns)} (set image_col)"
+            )
+        return _resolve_paths(X[image_col], image_root), X.index
+    if isinstance(X, pd.Series):
+        return _resolve_paths(X, image_root), X.index
+    if isinstance(X, np.ndarray) and X.dtype.kind not in "OUS":
+        return _check_array(X), pd.RangeIndex(len(X))
+    if isinstance(X, (np.ndarray, Sequence)) and not isinstance(X, (str, bytes)):
+        paths = pd.Series(list(X), dtype=object)
+        return _resolve_paths(paths, image_root), pd.RangeIndex(len(paths))
+    raise TypeError(
+        "X must be a DataFrame with an image column, a Series or list of image "
+        f"paths, or a uint8 array of images; got {type(X).__name__}"
+    )
+
+
+def _check_array(X):
+    if X.dtype != np.uint8 or X.ndim not in (3, 4) or (X.ndim == 4 and X.shape[3] not in (1, 3, 4)):
+        raise ValueError(
+            "an array X must hold uint8 images of shape (N, H, W) or (N, H, W, C) "
+            f"with C in 1, 3, 4; got dtype {X.dtype} and shape {X.shape}"
+        )
+    if len(X) == 0:
+        raise ValueError("X is empty: there are no images")
+    return X
+
+
+def _resolve_paths(paths, image_root):
+    if len(paths) == 0:
+        raise ValueError("X is empty: there are no images")
+    missing = paths.isna().to_numpy()
+    if missing.any():
+        raise ValueError(
+            f"X has a missing image path at position {int(np.argmax(missing))}"
+        )
+    root = "" if image_root is None else os.fspath(image_root)
+    resolved = np.array([os.path.join(root, os.fspath(p)) for p in paths], dtype=object)
+    absent = [p for p in resolved if not os.path.isfile(p)]
+    if absent:
+        more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+        raise FileNotFoundError(f"image file not found: {absent[0]!r}{more}")
+    return resolved

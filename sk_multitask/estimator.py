@@ -1,0 +1,423 @@
+"""MultiTaskImageEstimator: one network, several mixed targets from images."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import copy
+import functools
+from collections.abc import Hashable
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+import torch
+from pandas.api import types as ptypes
+from skorch import NeuralNet
+from skorch.callbacks import ProgressBar
+from skorch.helper import predefined_split
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from .callbacks import TaskScoring
+from .criterion import MaskedMultiTaskLoss
+from .data import ImageDataset, as_size, resolve_images, train_transform
+from .metrics import task_scores
+from .module import MultiTaskModule, build_backbone
+from .tasks import CLASSIFICATION, encode_targets, fit_tasks
+
+__all__ = ["MultiTaskImageEstimator"]
+
+_OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": functools.partial(torch.optim.SGD, momentum=0.9),
+}
+
+
+class MultiTaskImageEstimator(BaseEstimator):
+    """Train one network that predicts several targets of mixed kinds from images.
+
+    A shared backbone feeds one head per column of ``y``. Each column's task kind is
+    inferred from its dtype (float: regression; object, string, category, bool:
+    classification; integer: classification if it has at most 20 distinct values,
+    else regression) unless given in ``tasks``. Missing cells (NaN, None, ``pd.NA``)
+    are left out of their task's loss and metrics; the row still trains the other
+    tasks. Regression targets are standardised for training and predicted in their
+    original units; class labels come back as they came in.
+
+    Training runs in a :class:`skorch.NeuralNet` built by :meth:`fit` (``net_``).
+
+    Parameters
+    ----------
+    image_col : hashable, default="filename"
+        The column of a DataFrame ``X`` that holds the image paths.
+    image_root : str or path, default=None
+        Folder that relative image paths are resolved against; None: as given.
+    backbone : str or torch.nn.Module, default="resnet18"
+        ``"simple_cnn"`` (a small CNN, fast on a CPU), a classification model name of
+        torchvision's registry, or a module mapping a float image batch
+        ``(N, 3, H, W)`` to feature vectors (the feature size is found by a dry run).
+    weights : str, path or None, default="DEFAULT"
+        torchvision weights of a registry backbone (``"DEFAULT"``,
+        ``"IMAGENET1K_V1"``...; downloaded once into torch's cache), the path of a
+        local state-dict file for any backbone, or None to start from random weights.
+    image_size : int or (int, int), default=224
+        Images are resized to this (height, width).
+    tasks : dict, default=None
+        Task name to ``"classification"`` or ``"regression"``, overriding inference.
+    loss_weights : dict, default=None
+        Task name to a non-negative weight of its loss term; unnamed tasks weigh 1.
+    max_epochs : int, default=10
+    lr : float, default=1e-3
+    batch_size : int, default=64
+    optimizer : {"adamw", "adam", "sgd"} or callable, default="adamw"
+        A name (SGD uses momentum 0.9), or a callable ``(params, lr=lr)`` returning a
+        torch optimizer, e.g. ``functools.partial(torch.optim.AdamW, weight_decay=0.05)``.
+    valid_split : float, str or None, default=0.2
+        A fraction of the rows held out at random for validation, the name of a
+        boolean column of ``X`` marking validation rows, or None for no validation.
+    augment : bool, default=False
+        Light augmentation of training batches (flip, small affine, colour jitter).
+    num_workers : int, default=0
+        DataLoader worker processes decoding images.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or any torch device.
+    callbacks : list, default=None
+        Extra skorch callbacks (or ``(name, callback)`` pairs): learning-rate
+        schedules, early stopping, checkpoints. They are copied, never modified.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the validation split, weight initialisation, shuffling and
+        augmentation. Torch's global random state is restored after ``fit``.
+    verbose : int, default=0
+        0: silent; 1 or more: skorch's progress bar and per-epoch table.
+
+    Attributes
+    ----------
+    tasks_ : dict
+        Task name to :class:`sk_multitask.tasks.Task` (kind, fitted encoder, classes).
+    net_ : skorch.NeuralNet
+        The trained net; ``net_.module_`` is a :class:`MultiTaskModule`.
+    history_ : skorch.History
+        Per epoch: ``train_loss``, ``valid_loss``, and per task
+        ``{train,valid}_{task}_loss`` with ``_acc`` (classification) or ``_mae`` and
+        ``_rmse`` (regression, original units).
+    image_size_ : (int, int)
+        The (height, width) the network was trained on.
+
+    Examples
+    --------
+    >>> from sk_multitask import MultiTaskImageEstimator
+    >>> from sk_multitask.datasets import make_multitask_images
+    >>> df = make_multitask_images(64, image_size=16, random_state=0)
+    >>> est = MultiTaskImageEstimator(
+    ...     image_root=df.attrs["image_root"], backbone="simple_cnn", weights=None,
+    ...     image_size=16, max_epochs=1, valid_split="is_valid", random_state=0)
+    >>> est.fit(df, df[["color", "shape", "area"]]).predict(df.head(2)).columns.tolist()
+    ['color', 'shape', 'area']
+    """
+
+    _parameter_constraints = {
+        "image_col": [Hashable],
+        "image_root": [str, os.PathLike, None],
+        "backbone": [str, nn.Module],
+        "weights": [str, os.PathLike, None],
+        "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "tasks": [dict, None],
+        "loss_weights": [dict, None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "optimizer": [StrOptions(set(_OPTIMIZERS)), callable],
+        "valid_split": [Interval(Real, 0, 1, closed="neither"), str, None],
+        "augment": ["boolean"],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "device": [str],
+        "callbacks": [list, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        image_col="filename",
+        image_root=None,
+        backbone="resnet18",
+        weights="DEFAULT",
+        image_size=224,
+        tasks=None,
+        loss_weights=None,
+        max_epochs=10,
+        lr=1e-3,
+        batch_size=64,
+        optimizer="adamw",
+        valid_split=0.2,
+        augment=False,
+        num_workers=0,
+        device="auto",
+        callbacks=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.image_col = image_col
+        self.image_root = image_root
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.tasks = tasks
+        self.loss_weights = loss_weights
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.valid_split = valid_split
+        self.augment = augment
+        self.num_workers = num_workers
+        self.device = device
+        self.callbacks = callbacks
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y):
+        """Train the network on images ``X`` and targets ``y``.
+
+        Parameters
+        ----------
+        X : DataFrame, Series, list of paths, or uint8 ndarray (N, H, W[, C])
+            A DataFrame holds image paths in ``image_col`` (and, optionally, the
+            ``valid_split`` column); paths are resolved against ``image_root``.
+        y : DataFrame or Series
+            One column per task, missing cells as NaN, None or ``pd.NA``.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        image_size = as_size(self.image_size)
+        images, _ = resolve_images(X, self.image_col, self.image_root)
+        y = self._target_frame(y)
+        if len(y) != len(images):
+            raise ValueError(f"X has {len(images)} images but y has {len(y)} rows")
+        tasks = fit_tasks(y, self.tasks)
+        targets = encode_targets(y, tasks)
+        rng = check_random_state(self.random_state)
+        train, valid = self._split(X, len(images), rng)
+        self._check_trainable(tasks, targets[train])
+        device = self._resolve_device()
+        seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
+
+        with _seeded(seed, device):
+            backbone, n_features, (mean, std) = build_backbone(
+                self.backbone, self.weights, image_size
+            )
+            module = MultiTaskModule(
+                backbone, n_features, {n: t.n_outputs for n, t in tasks.items()}, mean, std
+            )
+            criterion = MaskedMultiTaskLoss(
+                [(n, t.kind, t.n_outputs) for n, t in tasks.items()], self.loss_weights
+            )
+            train_set = ImageDataset(
+                images[train], targets[train], image_size=image_size,
+                transform=train_transform(self.augment),
+            )
+            valid_set = None if valid is None else ImageDataset(
+                images[valid], targets[valid], image_size=image_size
+            )
+            net = self._build_net(module, criterion, tasks, valid_set, len(train), device)
+            net.fit(train_set, y=None)
+        # The validation set (paths, or the user's whole array) must not be pickled
+        # with the model.
+        net.train_split = None
+
+        self.tasks_ = tasks
+        self.image_size_ = image_size
+        self.net_ = net
+        self.history_ = net.history
+        return self
+
+    def predict(self, X):
+        """Predict every task.
+
+        Returns
+        -------
+        DataFrame
+            ``X``'s index (a RangeIndex for non-pandas ``X``) and one column per task:
+            class labels with the dtype they were fitted with, regression values as
+            float in original units.
+        """
+        outputs, index = self._forward(X)
+        return pd.DataFrame(
+            {name: task.decode(outputs[name], index) for name, task in self.tasks_.items()},
+            index=index,
+        )
+
+    def predict_proba(self, X):
+        """Class probabilities of every classification task.
+
+        Returns
+        -------
+        dict
+            Task name to a DataFrame with ``X``'s index and one column per class
+            label (the original labels); rows sum to 1.
+        """
+        outputs, index = self._forward(X)
+        return {
+            name: pd.DataFrame(
+                torch.softmax(outputs[name], dim=1).numpy(),
+                index=index,
+                columns=pd.Index(task.classes_),
+            )
+            for name, task in self.tasks_.items()
+            if task.kind == CLASSIFICATION
+        }
+
+    def score(self, X, y):
+        """Mean over tasks of accuracy (classification) and R² (regression).
+
+        Each task is scored on its labelled cells in ``y`` only; ``y`` may hold a
+        subset of the tasks.
+        """
+        check_is_fitted(self)
+        return float(np.mean(list(task_scores(self, X, y).values())))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Images: paths (strings) or uint8 arrays (N, H, W[, C]), not a 2-D table.
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
+        tags.target_tags.required = True
+        tags.target_tags.multi_output = True
+        tags.target_tags.two_d_labels = True
+        return tags
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _forward(self, X):
+        """Each task's raw outputs (CPU tensors) for ``X``, and ``X``'s index."""
+        check_is_fitted(self)
+        images, index = resolve_images(X, self.image_col, self.image_root)
+        dataset = ImageDataset(images, image_size=self.image_size_)
+        outputs = self.net_.forward(dataset, training=False)
+        split = self.net_.criterion_.split_outputs(outputs)
+        return dict(zip(self.tasks_, split)), index
+
+    @staticmethod
+    def _target_frame(y):
+        """``y`` as a DataFrame of one column per task."""
+        if isinstance(y, pd.Series):
+            y = y.to_frame(name="target" if y.name is None else y.name)
+        elif not isinstance(y, pd.DataFrame):
+            array = np.asarray(y)
+            if array.ndim == 1:
+                y = pd.DataFrame({"target": array})
+            elif array.ndim == 2:
+                y = pd.DataFrame(array)
+            else:
+                raise ValueError(f"y must be a DataFrame, a Series or 1-D/2-D; got shape {array.shape}")
+        if y.shape[1] == 0:
+            raise ValueError("y has no columns: pass one column per task")
+        if y.columns.has_duplicates:
+            raise ValueError(f"y has duplicate column names: {list(y.columns)}")
+        return y
+
+    def _split(self, X, n, rng):
+        """Positions of the training and validation rows (None: no validation)."""
+        if self.valid_split is None:
+            return np.arange(n), None
+        if isinstance(self.valid_split, str):
+            if not isinstance(X, pd.DataFrame) or self.valid_split not in X.columns:
+                raise ValueError(
+                    f"valid_split={self.valid_split!r} names a column that X does not "
+                    "have; pass a DataFrame X with that boolean column, a fraction, or None"
+                )
+            column = X[self.valid_split]
+            if not ptypes.is_bool_dtype(column.dtype) or column.isna().any():
+                raise ValueError(
+                    f"the valid_split column {self.valid_split!r} must be boolean "
+                    f"without missing values; its dtype is {column.dtype}"
+                )
+            is_valid = column.to_numpy(dtype=bool)
+            return np.flatnonzero(~is_valid), (np.flatnonzero(is_valid) if is_valid.any() else None)
+        try:
+            return train_test_split(np.arange(n), test_size=self.valid_split, random_state=rng)
+        except ValueError as exc:
+            raise ValueError(f"cannot hold out valid_split={self.valid_split} of {n} rows: {exc}") from exc
+
+    @staticmethod
+    def _check_trainable(tasks, train_targets):
+        if len(train_targets) < 2:
+            raise ValueError(
+                f"need at least 2 training rows (outside the validation split); got {len(train_targets)}"
+            )
+        for column, name in enumerate(tasks):
+            if np.isnan(train_targets[:, column]).all():
+                raise ValueError(
+                    f"target {name!r} has no labelled cell among the training rows "
+                    "(its labels are all in the validation rows)"
+                )
+
+    def _resolve_device(self):
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} but no CUDA device is available; use 'auto' or 'cpu'")
+        return self.device
+
+    def _build_net(self, module, criterion, tasks, valid_set, n_train, device):
+        scoring = TaskScoring(tasks)
+        callbacks = [("task_scoring", scoring)]
+        if self.verbose:
+            callbacks.append(("progress_bar", ProgressBar()))
+        callbacks += copy.deepcopy(self.callbacks or [])
+        shown = {"train_loss", "valid_loss", *scoring.metric_keys("valid")}
+        hidden = [
+            f"{prefix}_{name}_{metric}"
+            for prefix in ("train", "valid")
+            for name in tasks
+            for metric in ("loss", "acc", "mae", "rmse")
+            if f"{prefix}_{name}_{metric}" not in shown
+        ]
+        workers = self.num_workers
+        loader = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
+        if workers:
+            loader["persistent_workers"] = True
+        optimizer = (
+            _OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else self.optimizer
+        )
+        return NeuralNet(
+            module=module,
+            criterion=criterion,
+            optimizer=optimizer,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            train_split=None if valid_set is None else predefined_split(valid_set),
+            callbacks=callbacks,
+            # A last batch of 1 would break BatchNorm; shuffling still uses every row.
+            iterator_train__drop_last=n_train > self.batch_size,
+            iterator_train__shuffle=True,
+            **{f"iterator_train__{k}": v for k, v in loader.items()},
+            **{f"iterator_valid__{k}": v for k, v in loader.items()},
+            callbacks__print_log__keys_ignored=hidden,
+            device=device,
+            verbose=self.verbose,
+        )
+
+
+@contextlib.contextmanager
+def _seeded(seed, device):
+    """Seed torch inside the block and restore its global random state after."""
+    if seed is None:
+        yield
+        return
+    cuda = device.startswith("cuda")
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,216 @@
+"""The network: a shared backbone, then one head per task.
+
+The backbone comes from torchvision's model registry (its classifier replaced by the
+identity), is the small built-in :class:`SimpleCNN`, or is the user's own module. The
+one seam between backbone and heads is :meth:`MultiTaskModule.forward_features`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+import torchvision
+from torch import nn
+
+__all__ = ["SimpleCNN", "MultiTaskModule", "build_backbone"]
+
+#: Normalisation used when the weights carry none (ImageNet statistics).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SimpleCNN(nn.Sequential):
+    """A small CNN for fast training on a CPU: four conv-BN-ReLU-pool stages.
+
+    Maps ``(N, 3, H, W)`` to ``(N, 8 * width)`` features by global average pooling.
+
+    Parameters
+    ----------
+    width : int, default=32
+        Channels of the first stage; each later stage doubles them.
+    """
+
+    def __init__(self, width=32):
+        layers, channels = [], 3
+        for stage in range(4):
+            out = width * 2**stage
+            layers += [
+                nn.Conv2d(channels, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2) if stage < 3 else nn.AdaptiveAvgPool2d(1),
+            ]
+            channels = out
+        super().__init__(*layers, nn.Flatten())
+
+
+def _is_weights_file(weights):
+    if isinstance(weights, os.PathLike):
+        return True
+    return os.path.sep in weights or weights.endswith((".pt", ".pth")) or os.path.isfile(weights)
+
+
+def _load_weights_file(model, path, backbone):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path!r}")
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"the weights file {path!r} is not a state dict of backbone {backbone!r}: {exc}"
+        ) from exc
+
+
+def _registry_weights(name, weights):
+    available = torchvision.models.get_model_weights(name)
+    try:
+        return available[weights.rsplit(".", 1)[-1]]
+    except KeyError:
+        raise ValueError(
+            f"unknown weights {weights!r} for backbone {name!r}; expected None, a "
+            f"local state-dict file, 'DEFAULT' or one of {[w.name for w in available]}"
+        ) from None
+
+
+def _registry_model(name, weights):
+    """A torchvision model with the requested weights, and their normalisation."""
+    if weights is None or _is_weights_file(weights):
+        model = torchvision.models.get_model(name, weights=None)
+        if weights is not None:
+            _load_weights_file(model, weights, name)
+        return model, (IMAGENET_MEAN, IMAGENET_STD)
+    enum = _registry_weights(name, weights)
+    try:
+        model = torchvision.models.get_model(name, weights=enum)
+    except OSError as exc:  # urllib's errors when offline are OSErrors
+        raise RuntimeError(
+            f"could not download the pretrained weights {enum} for backbone {name!r} "
+            f"({exc}). Pass weights=None to train from scratch, or weights= the path "
+            "of a local state-dict file (as saved by torch.save(model.state_dict()))."
+        ) from exc
+    preset = enum.transforms()
+    return model, (tuple(preset.mean), tuple(preset.std))
+
+
+def _strip_classifier(model, name):
+    """Replace the registry model's last linear layer by the identity."""
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ValueError(f"backbone {name!r} has no linear classifier to replace")
+    model.set_submodule(linear[-1], nn.Identity())
+    return model
+
+
+def build_backbone(backbone, weights=None, image_size=(224, 224)):
+    """The feature extractor, its feature size and its input normalisation.
+
+    Parameters
+    ----------
+    backbone : str or nn.Module
+        ``"simple_cnn"``, a classification model name of torchvision's registry
+        (``torchvision.models.list_models(module=torchvision.models)``), or a module
+        mapping ``(N, 3, H, W)`` float images to feature vectors (it is copied).
+    weights : str, path or None
+        torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) for a registry
+        backbone, or a local state-dict file for any backbone, or None.
+    image_size : (int, int)
+        Input size for the dry run that finds the feature size.
+
+    Returns
+    -------
+    module : nn.Module
+    n_features : int
+    normalisation : ((float, float, float), (float, float, float))
+        Per-channel mean and std for images scaled to [0, 1].
+    """
+    normalisation = (IMAGENET_MEAN, IMAGENET_STD)
+    if isinstance(backbone, nn.Module) or backbone == "simple_cnn":
+        own = isinstance(backbone, nn.Module)
+        module = copy.deepcopy(backbone) if own else SimpleCNN()
+        label = type(backbone).__name__ if own else backbone
+        if weights is not None:
+            if not _is_weights_file(weights):
+                raise ValueError(
+                    f"weights={weights!r} names torchvision weights, which backbone "
+                    f"{label!r} does not have; pass weights=None or the path of a "
+                    "local state-dict file"
+                )
+            _load_weights_file(module, weights, label)
+    elif backbone in torchvision.models.list_models(module=torchvision.models):
+        model, normalisation = _registry_model(backbone, weights)
+        module, label = _strip_classifier(model, backbone), backbone
+    else:
+        raise ValueError(
+            f"unknown backbone {backbone!r}: expected 'simple_cnn', a classification "
+            "model of torchvision's registry (e.g. 'resnet18'), or a torch.nn.Module"
+        )
+    return module, _feature_size(module, label, image_size), normalisation
+
+
+def _feature_size(module, label, image_size):
+    """Find the feature size by a dry run on a small batch."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            features = module(torch.zeros(2, 3, *image_size))
+    except Exception as exc:  # any failure of a user's module gets the same context
+        raise ValueError(
+            f"backbone {label!r} failed on a batch of images of size {tuple(image_size)}: {exc}"
+        ) from exc
+    finally:
+        module.train(was_training)
+    if not isinstance(features, torch.Tensor) or features.ndim < 2:
+        raise ValueError(
+            f"backbone {label!r} must map images (N, 3, H, W) to feature vectors "
+            f"(N, F); it returned {type(features).__name__} "
+            f"{tuple(getattr(features, 'shape', ()))}"
+        )
+    return int(features[0].numel())
+
+
+class MultiTaskModule(nn.Module):
+    """Backbone, then one linear head per task, fed images in 0-255 (uint8 or float).
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        Maps normalised float images ``(N, 3, H, W)`` to features (flattened here).
+    n_features : int
+    head_sizes : dict
+        Task name to the head's number of outputs (classes, or 1 for a regression).
+    mean, std : sequence of 3 floats
+        Normalisation for images scaled to [0, 1].
+
+    Notes
+    -----
+    :meth:`forward` concatenates the heads' outputs, in ``head_sizes`` order, into one
+    ``(N, sum(head_sizes))`` tensor, the form skorch collects and concatenates;
+    :meth:`forward_heads` gives them as a dict keyed by task name.
+    """
+
+    def __init__(self, backbone, n_features, head_sizes, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        self.backbone = backbone
+        self.task_names = list(head_sizes)
+        # A ModuleList, not a ModuleDict: task names need not be valid module names.
+        self.heads = nn.ModuleList(nn.Linear(n_features, n) for n in head_sizes.values())
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
+
+    def forward_features(self, images):
+        """Shared features ``(N, n_features)`` of uint8 (0-255) or float images."""
+        x = (images.float() - self.mean) / self.std
+        return torch.flatten(self.backbone(x), 1)
+
+    def forward_heads(self, features):
+        """Each task's outputs, keyed by task name."""
+        return {name: head(features) for name, head in zip(self.task_names, self.heads)}
+
+    def forward(self, images):
+        features = self.forward_features(images)
+        return torch.cat([head(features) for head in self.heads], dim=1)

@@ -1,0 +1,179 @@
+"""Task kinds, their inference from ``y``'s dtypes, per-task target encoders.
+
+Each column of ``y`` is one task. A classification task encodes its observed labels
+with :class:`~sklearn.preprocessing.LabelEncoder`; a regression task standardises
+with :class:`~sklearn.preprocessing.StandardScaler` (which ignores NaN). Missing cells
+(NaN, None, ``pd.NA``) become NaN in the encoded targets and are masked in the loss:
+they are never a class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+from sklearn.preprocessing import LabelEncoder, StandardScaler
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+TASK_KINDS = (CLASSIFICATION, REGRESSION)
+
+#: An integer column with at most this many distinct labelled values is a
+#: classification task; with more it is a regression (an integer ``age``).
+MAX_INTEGER_CLASSES = 20
+
+
+@dataclass(eq=False)
+class Task:
+    """One fitted target: its name, kind, encoder and the dtype it came in.
+
+    Attributes
+    ----------
+    name : hashable
+        The column of ``y``.
+    kind : {"classification", "regression"}
+    encoder : LabelEncoder or StandardScaler
+        Fitted on the labelled cells of the training targets.
+    dtype : dtype
+        The column's dtype; classification predictions are cast back to it.
+    """
+
+    name: object
+    kind: str
+    encoder: LabelEncoder | StandardScaler
+    dtype: object
+
+    @property
+    def classes_(self):
+        """The class labels of a classification task (None for a regression)."""
+        return self.encoder.classes_ if self.kind == CLASSIFICATION else None
+
+    @property
+    def n_outputs(self):
+        """How many outputs the task's head has: one per class, or one."""
+        return len(self.encoder.classes_) if self.kind == CLASSIFICATION else 1
+
+    def encode(self, column):
+        """Encode a column to float32: class index or standardised value, NaN if missing."""
+        encoded = np.full(len(column), np.nan, dtype=np.float32)
+        labelled = column.notna().to_numpy()
+        values = column.to_numpy()[labelled]
+        if self.kind == CLASSIFICATION:
+            encoded[labelled] = self.encoder.transform(values)
+        else:
+            encoded[labelled] = self.encoder.transform(
+                values.astype(np.float64).reshape(-1, 1)
+            ).ravel()
+        return encoded
+
+    def decode(self, outputs, index=None):
+        """Turn the head's outputs (N, n_outputs) into a Series of labels or values."""
+        outputs = np.asarray(outputs)
+        if self.kind == CLASSIFICATION:
+            labels = self.encoder.inverse_transform(outputs.argmax(axis=1))
+            return pd.Series(labels, index=index, name=self.name).astype(self.dtype)
+        values = self.encoder.inverse_transform(outputs.reshape(-1, 1)).ravel()
+        return pd.Series(values, index=index, name=self.name, dtype=np.float64)
+
+    def __repr__(self):
+        detail = f", classes={list(self.classes_)}" if self.kind == CLASSIFICATION else ""
+        return f"Task(name={self.name!r}, kind={self.kind!r}{detail})"
+
+
+def infer_task_kind(column):
+    """The task kind of a target column, from its dtype.
+
+    Float is a regression; object, string, category and bool are classifications;
+    an integer column is a classification when it has at most
+    ``MAX_INTEGER_CLASSES`` distinct labelled values, else a regression.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> infer_task_kind(pd.Series([31.0, None, 62.5]))
+    'regression'
+    >>> infer_task_kind(pd.Series(["male", None, "female"]))
+    'classification'
+    >>> infer_task_kind(pd.Series(range(100)))
+    'regression'
+    """
+    dtype = column.dtype
+    if ptypes.is_bool_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
+        return CLASSIFICATION
+    if ptypes.is_float_dtype(dtype):
+        return REGRESSION
+    if ptypes.is_integer_dtype(dtype):
+        few = column.nunique(dropna=True) <= MAX_INTEGER_CLASSES
+        return CLASSIFICATION if few else REGRESSION
+    if ptypes.is_string_dtype(dtype) or ptypes.is_object_dtype(dtype):
+        return CLASSIFICATION
+    raise ValueError(
+        f"cannot infer the task kind of target {column.name!r} from its dtype {dtype}; "
+        "pass tasks={name: 'classification' or 'regression'}"
+    )
+
+
+def fit_tasks(y, kinds=None):
+    """Infer (or take) each column's kind and fit its encoder on the labelled cells.
+
+    Parameters
+    ----------
+    y : DataFrame
+        One column per task; missing cells are NaN, None or ``pd.NA``.
+    kinds : dict, optional
+        Task name to ``"classification"`` or ``"regression"``, overriding inference.
+
+    Returns
+    -------
+    dict
+        Task name to fitted :class:`Task`, in ``y``'s column order.
+    """
+    kinds = dict(kinds or {})
+    unknown = [name for name in kinds if name not in y.columns]
+    if unknown:
+        raise ValueError(
+            f"tasks names {unknown} that are not columns of y {list(y.columns)}"
+        )
+    for name, kind in kinds.items():
+        if kind not in TASK_KINDS:
+            raise ValueError(
+                f"unknown task kind {kind!r} for target {name!r}; "
+                f"expected one of {list(TASK_KINDS)}"
+            )
+    tasks = {}
+    for name in y.columns:
+        column = y[name]
+        labelled = column.dropna()
+        if labelled.empty:
+            raise ValueError(
+                f"target {name!r} has no labelled cell: every value is missing"
+            )
+        kind = kinds.get(name) or infer_task_kind(column)
+        tasks[name] = Task(name, kind, _fit_encoder(name, kind, labelled), column.dtype)
+    return tasks
+
+
+def _fit_encoder(name, kind, labelled):
+    if kind == CLASSIFICATION:
+        encoder = LabelEncoder().fit(labelled.to_numpy())
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                f"target {name!r} has a single class {encoder.classes_[0]!r}; "
+                "a classification task needs at least two"
+            )
+        return encoder
+    if not ptypes.is_numeric_dtype(labelled.dtype) or ptypes.is_bool_dtype(
+        labelled.dtype
+    ):
+        raise ValueError(
+            f"target {name!r} is a regression task but its dtype "
+            f"{labelled.dtype} is not numeric"
+        )
+    return StandardScaler().fit(labelled.to_numpy(dtype=np.float64).reshape(-1, 1))
+
+
+def encode_targets(y, tasks):
+    """Encode every task's column: float32 array (N, n_tasks), NaN where missing."""
+    return np.column_stack([task.encode(y[name]) for name, task in tasks.items()])

@@ -52,7 +52,7 @@ class TaskScoring(Callback):
 
     def on_epoch_end(self, net, **kwargs):
         for prefix, totals in self.totals_.items():
-            for (name, task), row in zip(self.tasks.items(), totals.tolist()):
+            for (name, task), row in zip(self.tasks.items(), totals.tolist(), strict=True):
                 for metric, value in task_metrics(task, *row).items():
                     net.history.record(f"{prefix}_{name}_{metric}", value)
 
@@ -75,7 +75,7 @@ def batch_task_stats(criterion, y_pred, y_true):
     sums, counts = criterion.task_terms(y_pred, y_true)
     hits, squares = [], []
     outputs = criterion.split_outputs(y_pred)
-    for column, (out, (_, kind, _)) in enumerate(zip(outputs, criterion.task_specs)):
+    for column, (out, (_, kind, _)) in enumerate(zip(outputs, criterion.task_specs, strict=True)):
         target = y_true[:, column]
         labelled = ~torch.isnan(target)
         if kind == CLASSIFICATION:

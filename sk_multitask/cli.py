@@ -20,16 +20,26 @@ def demo(args):
     """Generate the synthetic set, fit, print per-task validation metrics, save the model."""
     os.makedirs(args.out, exist_ok=True)
     df = make_multitask_images(
-        args.n_samples, image_size=args.image_size, path=os.path.join(args.out, "images"),
+        args.n_samples,
+        image_size=args.image_size,
+        path=os.path.join(args.out, "images"),
         random_state=args.seed,
     )
     y = df[list(TARGETS)]
-    print(f"{len(df)} synthetic images in {df.attrs['image_root']}; targets {list(TARGETS)}, "
-          f"{int(y.isna().sum().sum())} cells missing")
+    print(
+        f"{len(df)} synthetic images in {df.attrs['image_root']}; targets {list(TARGETS)}, "
+        f"{int(y.isna().sum().sum())} cells missing"
+    )
     est = MultiTaskImageEstimator(
-        image_root=df.attrs["image_root"], backbone="simple_cnn", weights=None,
-        image_size=args.image_size, max_epochs=args.epochs, batch_size=32,
-        valid_split="is_valid", random_state=args.seed, verbose=1,
+        image_root=df.attrs["image_root"],
+        backbone="simple_cnn",
+        weights=None,
+        image_size=args.image_size,
+        max_epochs=args.epochs,
+        batch_size=32,
+        valid_split="is_valid",
+        random_state=args.seed,
+        verbose=1,
     )
     start = time.perf_counter()
     est.fit(df, y)
@@ -42,9 +52,11 @@ def demo(args):
         print(f"  {name:<6} {task.kind:<14} {shown}")
     valid = df["is_valid"].to_numpy()
     scores = {n: est.score(df[valid], y.loc[valid, [n]]) for n in est.tasks_}
-    print("validation scores (accuracy / R²): "
-          + ", ".join(f"{n} {s:.3f}" for n, s in scores.items())
-          + f"; mean {np.mean(list(scores.values())):.3f}")
+    print(
+        "validation scores (accuracy / R²): "
+        + ", ".join(f"{n} {s:.3f}" for n, s in scores.items())
+        + f"; mean {np.mean(list(scores.values())):.3f}"
+    )
     model = os.path.join(args.out, "model.joblib")
     joblib.dump(est, model)
     print(f"model saved to {model}")

@@ -63,7 +63,7 @@ class MaskedMultiTaskLoss(nn.Module):
         """
         sums, counts = [], []
         outputs = self.split_outputs(y_pred)
-        for column, (out, (_, kind, _)) in enumerate(zip(outputs, self.task_specs)):
+        for column, (out, (_, kind, _)) in enumerate(zip(outputs, self.task_specs, strict=True)):
             target = y_true[:, column]
             labelled = ~torch.isnan(target)
             filled = torch.where(labelled, target, torch.zeros_like(target))

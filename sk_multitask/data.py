@@ -181,9 +181,7 @@ def _resolve_paths(paths, image_root):
         raise ValueError("X is empty: there are no images")
     missing = paths.isna().to_numpy()
     if missing.any():
-        raise ValueError(
-            f"X has a missing image path at position {int(np.argmax(missing))}"
-        )
+        raise ValueError(f"X has a missing image path at position {int(np.argmax(missing))}")
     root = "" if image_root is None else os.fspath(image_root)
     resolved = np.array([os.path.join(root, os.fspath(p)) for p in paths], dtype=object)
     absent = [p for p in resolved if not os.path.isfile(p)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import copy
 import functools
+import os
 from collections.abc import Hashable
 from numbers import Integral, Real
 
@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import torch
 from pandas.api import types as ptypes
-from skorch import NeuralNet
-from skorch.callbacks import ProgressBar
-from skorch.helper import predefined_split
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+from skorch import NeuralNet
+from skorch.callbacks import ProgressBar
+from skorch.helper import predefined_split
 from torch import nn
 
 from .callbacks import TaskScoring
@@ -222,11 +222,15 @@ class MultiTaskImageEstimator(BaseEstimator):
                 [(n, t.kind, t.n_outputs) for n, t in tasks.items()], self.loss_weights
             )
             train_set = ImageDataset(
-                images[train], targets[train], image_size=image_size,
+                images[train],
+                targets[train],
+                image_size=image_size,
                 transform=train_transform(self.augment),
             )
-            valid_set = None if valid is None else ImageDataset(
-                images[valid], targets[valid], image_size=image_size
+            valid_set = (
+                None
+                if valid is None
+                else ImageDataset(images[valid], targets[valid], image_size=image_size)
             )
             net = self._build_net(module, criterion, tasks, valid_set, len(train), device)
             net.fit(train_set, y=None)
@@ -305,7 +309,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         dataset = ImageDataset(images, image_size=self.image_size_)
         outputs = self.net_.forward(dataset, training=False)
         split = self.net_.criterion_.split_outputs(outputs)
-        return dict(zip(self.tasks_, split)), index
+        return dict(zip(self.tasks_, split, strict=True)), index
 
     @staticmethod
     def _target_frame(y):
@@ -319,7 +323,9 @@ class MultiTaskImageEstimator(BaseEstimator):
             elif array.ndim == 2:
                 y = pd.DataFrame(array)
             else:
-                raise ValueError(f"y must be a DataFrame, a Series or 1-D/2-D; got shape {array.shape}")
+                raise ValueError(
+                    f"y must be a DataFrame, a Series or 1-D/2-D; got shape {array.shape}"
+                )
         if y.shape[1] == 0:
             raise ValueError("y has no columns: pass one column per task")
         if y.columns.has_duplicates:
@@ -347,13 +353,16 @@ class MultiTaskImageEstimator(BaseEstimator):
         try:
             return train_test_split(np.arange(n), test_size=self.valid_split, random_state=rng)
         except ValueError as exc:
-            raise ValueError(f"cannot hold out valid_split={self.valid_split} of {n} rows: {exc}") from exc
+            raise ValueError(
+                f"cannot hold out valid_split={self.valid_split} of {n} rows: {exc}"
+            ) from exc
 
     @staticmethod
     def _check_trainable(tasks, train_targets):
         if len(train_targets) < 2:
             raise ValueError(
-                f"need at least 2 training rows (outside the validation split); got {len(train_targets)}"
+                "need at least 2 training rows (outside the validation split); "
+                f"got {len(train_targets)}"
             )
         for column, name in enumerate(tasks):
             if np.isnan(train_targets[:, column]).all():
@@ -366,7 +375,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} but no CUDA device is available; use 'auto' or 'cpu'")
+            raise ValueError(
+                f"device={self.device!r} but no CUDA device is available; use 'auto' or 'cpu'"
+            )
         return self.device
 
     def _build_net(self, module, criterion, tasks, valid_set, n_train, device):

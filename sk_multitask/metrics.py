@@ -56,8 +56,7 @@ def task_scores(estimator, X, y, metrics=None):
     unknown = [name for name in y.columns if name not in estimator.tasks_]
     if unknown:
         raise ValueError(
-            f"y has columns {unknown} that are not tasks of the estimator "
-            f"{list(estimator.tasks_)}"
+            f"y has columns {unknown} that are not tasks of the estimator {list(estimator.tasks_)}"
         )
     metrics = dict(metrics or {})
     predictions = estimator.predict(X)

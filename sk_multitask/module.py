@@ -209,7 +209,9 @@ class MultiTaskModule(nn.Module):
 
     def forward_heads(self, features):
         """Each task's outputs, keyed by task name."""
-        return {name: head(features) for name, head in zip(self.task_names, self.heads)}
+        return {
+            name: head(features) for name, head in zip(self.task_names, self.heads, strict=True)
+        }
 
     def forward(self, images):
         features = self.forward_features(images)

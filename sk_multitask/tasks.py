@@ -133,9 +133,7 @@ def fit_tasks(y, kinds=None):
     kinds = dict(kinds or {})
     unknown = [name for name in kinds if name not in y.columns]
     if unknown:
-        raise ValueError(
-            f"tasks names {unknown} that are not columns of y {list(y.columns)}"
-        )
+        raise ValueError(f"tasks names {unknown} that are not columns of y {list(y.columns)}")
     for name, kind in kinds.items():
         if kind not in TASK_KINDS:
             raise ValueError(
@@ -147,9 +145,7 @@ def fit_tasks(y, kinds=None):
         column = y[name]
         labelled = column.dropna()
         if labelled.empty:
-            raise ValueError(
-                f"target {name!r} has no labelled cell: every value is missing"
-            )
+            raise ValueError(f"target {name!r} has no labelled cell: every value is missing")
         kind = kinds.get(name) or infer_task_kind(column)
         tasks[name] = Task(name, kind, _fit_encoder(name, kind, labelled), column.dtype)
     return tasks
@@ -164,12 +160,9 @@ def _fit_encoder(name, kind, labelled):
                 "a classification task needs at least two"
             )
         return encoder
-    if not ptypes.is_numeric_dtype(labelled.dtype) or ptypes.is_bool_dtype(
-        labelled.dtype
-    ):
+    if not ptypes.is_numeric_dtype(labelled.dtype) or ptypes.is_bool_dtype(labelled.dtype):
         raise ValueError(
-            f"target {name!r} is a regression task but its dtype "
-            f"{labelled.dtype} is not numeric"
+            f"target {name!r} is a regression task but its dtype {labelled.dtype} is not numeric"
         )
     return StandardScaler().fit(labelled.to_numpy(dtype=np.float64).reshape(-1, 1))
 

@@ -39,7 +39,9 @@ def _draw(rng, image_size):
     elif shape == "square":
         draw.rectangle(box, fill=255)
     else:
-        draw.polygon([(left, top + side), (left + side, top + side), (left + side / 2, top)], fill=255)
+        draw.polygon(
+            [(left, top + side), (left + side, top + side), (left + side / 2, top)], fill=255
+        )
     mask = mask.resize((image_size, image_size), Image.Resampling.BOX)
     alpha = np.asarray(mask, dtype=np.float64)[..., None] / 255
     background = rng.uniform(0, 110) + rng.uniform(-15, 15, size=3)

@@ -53,7 +53,9 @@ def load_utkface(path):
             skipped.append(file.name)
             continue
         age, gender, race = (int(g) for g in match.groups()[:3])
-        rows.append((file.relative_to(root).as_posix(), float(age), GENDERS[gender], ETHNICITIES[race]))
+        rows.append(
+            (file.relative_to(root).as_posix(), float(age), GENDERS[gender], ETHNICITIES[race])
+        )
     if skipped:
         warnings.warn(
             f"skipped {len(skipped)} file(s) whose names do not follow UTKFace's "

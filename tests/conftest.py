@@ -1,0 +1,44 @@
+"""Shared fixtures: seeded randomness, a small generated image set, small estimators."""
+
+import numpy as np
+import pytest
+import torch
+
+from sk_multitask import MultiTaskImageEstimator
+from sk_multitask.datasets import make_multitask_images
+
+TARGETS = ["color", "shape", "area"]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    np.random.seed(0)  # noqa: NPY002 -- random_state=None draws from the global RNG
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def image_set(tmp_path_factory):
+    """160 images of 16 px with a fifth of the target cells missing (read-only: copy it)."""
+    path = tmp_path_factory.mktemp("images")
+    return make_multitask_images(160, image_size=16, missing_rate=0.2, path=path, random_state=0)
+
+
+def small_estimator(df, **params):
+    """The small CNN on 16 px images, two epochs: fast enough for every test."""
+    defaults = dict(
+        image_root=df.attrs["image_root"],
+        backbone="simple_cnn",
+        weights=None,
+        image_size=16,
+        max_epochs=2,
+        batch_size=32,
+        valid_split="is_valid",
+        random_state=0,
+    )
+    return MultiTaskImageEstimator(**{**defaults, **params})
+
+
+@pytest.fixture(scope="module")
+def fitted(image_set):
+    """An estimator fitted on ``image_set``, shared by a test module."""
+    return small_estimator(image_set).fit(image_set, image_set[TARGETS])

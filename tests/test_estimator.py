@@ -1,0 +1,379 @@
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TARGETS, small_estimator
+from PIL import Image
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import r2_score
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import LRScheduler
+
+from sk_multitask import MultiTaskImageEstimator
+from sk_multitask.datasets import make_multitask_images
+
+
+def test_predict_returns_a_frame_with_original_labels_and_index(fitted, image_set):
+    X = image_set.iloc[10:30].set_index(pd.Index(range(100, 120), name="id"))
+
+    predicted = fitted.predict(X)
+
+    assert list(predicted.columns) == TARGETS
+    assert predicted.index.equals(X.index)
+    assert set(predicted["color"]) <= {"red", "green", "blue", "yellow", "purple"}
+    assert set(predicted["shape"]) <= {"circle", "square", "triangle"}
+    assert predicted["color"].dtype == image_set["color"].dtype
+    assert predicted["area"].dtype == np.float64
+
+
+def test_tasks_kinds_and_classes_come_from_observed_cells(fitted):
+    assert {n: t.kind for n, t in fitted.tasks_.items()} == {
+        "color": "classification",
+        "shape": "classification",
+        "area": "regression",
+    }
+    assert list(fitted.tasks_["color"].classes_) == ["blue", "green", "purple", "red", "yellow"]
+    assert list(fitted.tasks_["shape"].classes_) == ["circle", "square", "triangle"]
+    assert fitted.image_size_ == (16, 16)
+
+
+def test_predict_proba_columns_are_class_labels_and_rows_sum_to_one(fitted, image_set):
+    proba = fitted.predict_proba(image_set.head(12))
+
+    assert set(proba) == {"color", "shape"}
+    assert list(proba["shape"].columns) == ["circle", "square", "triangle"]
+    assert np.allclose(proba["color"].sum(axis=1), 1.0, atol=1e-5)
+    argmax = proba["color"].idxmax(axis=1).to_numpy()
+    assert (argmax == fitted.predict(image_set.head(12))["color"].to_numpy()).all()
+
+
+def test_history_has_per_task_losses_and_metrics_each_epoch(fitted):
+    history = fitted.history_
+    assert len(history) == 2
+    for prefix in ("train", "valid"):
+        for key in (
+            "loss",
+            "color_loss",
+            "color_acc",
+            "shape_acc",
+            "area_loss",
+            "area_mae",
+            "area_rmse",
+        ):
+            values = history[:, f"{prefix}_{key}"]
+            assert len(values) == 2 and np.isfinite(values).all(), key
+    assert 0 <= history[-1, "valid_color_acc"] <= 1
+    assert history[-1, "valid_area_rmse"] >= history[-1, "valid_area_mae"] > 0
+
+
+def test_history_metrics_match_a_recomputation_on_the_validation_rows(fitted, image_set):
+    valid = image_set[image_set["is_valid"]]
+    predicted = fitted.predict(valid)
+    labelled = valid["color"].notna()
+    accuracy = (predicted.loc[labelled, "color"] == valid.loc[labelled, "color"]).mean()
+    area = valid["area"].notna()
+    mae = (predicted.loc[area, "area"] - valid.loc[area, "area"]).abs().mean()
+
+    assert fitted.history_[-1, "valid_color_acc"] == pytest.approx(accuracy, abs=1e-6)
+    assert fitted.history_[-1, "valid_area_mae"] == pytest.approx(mae, rel=1e-4)
+
+
+def test_score_is_mean_of_accuracy_and_r2_on_labelled_cells(fitted, image_set):
+    y = image_set[TARGETS]
+    predicted = fitted.predict(image_set)
+    expected = []
+    for name in TARGETS:
+        labelled = y[name].notna()
+        truth, guess = y.loc[labelled, name], predicted.loc[labelled, name]
+        expected.append((truth == guess).mean() if name != "area" else r2_score(truth, guess))
+
+    assert fitted.score(image_set, y) == pytest.approx(np.mean(expected))
+    assert fitted.score(image_set, y[["shape"]]) == pytest.approx(expected[1])
+
+
+def test_reaches_target_quality_on_the_synthetic_set(tmp_path):
+    """The foundation's bar: >= 0.90 accuracy per classification, R² >= 0.80, on CPU."""
+    df = make_multitask_images(1000, image_size=32, missing_rate=0.1, path=tmp_path, random_state=0)
+    y = df[TARGETS]
+    est = small_estimator(df, image_size=32, max_epochs=12).fit(df, y)
+
+    valid = df["is_valid"].to_numpy()
+    scores = {name: est.score(df[valid], y.loc[valid, [name]]) for name in TARGETS}
+    assert scores["color"] >= 0.90
+    assert scores["shape"] >= 0.90
+    assert scores["area"] >= 0.80
+
+
+def test_round_trips_labels_dtypes_and_units(image_set):
+    df = image_set.copy()
+    codes = {"red": 0, "green": 1, "blue": 2, "yellow": 3, "purple": 4}
+    y = pd.DataFrame(
+        {
+            "color_code": df["color"].map(codes).fillna(-1).astype(int),
+            "shape": df["shape"].astype("category"),
+            "big": (df["area"] > 0.25).astype(bool),
+            "age": df["area"] * 1000 + 20,
+        }
+    )
+    est = small_estimator(df, max_epochs=1).fit(df, y)
+    predicted = est.predict(df)
+
+    assert {n: t.kind for n, t in est.tasks_.items()} == {
+        "color_code": "classification",
+        "shape": "classification",
+        "big": "classification",
+        "age": "regression",
+    }
+    assert predicted["color_code"].dtype == np.int64
+    assert set(predicted["color_code"]) <= {-1, 0, 1, 2, 3, 4}
+    assert isinstance(predicted["shape"].dtype, pd.CategoricalDtype)
+    assert list(predicted["shape"].cat.categories) == list(y["shape"].cat.categories)
+    assert predicted["big"].dtype == bool
+    # In original units: near the targets' scale (hundreds), not standardised (~0).
+    age = y["age"].dropna()
+    assert abs(predicted["age"].mean() - age.mean()) < age.std()
+    assert predicted["age"].min() > 0
+
+
+def test_missing_cells_never_make_a_class_nor_a_nan_loss(image_set):
+    df = image_set.copy()
+    y = df[TARGETS].copy()
+    y["color"] = y["color"].astype(object).where(y.index % 3 != 0, None)
+    y["shape"] = y["shape"].astype(object).where(y.index % 4 != 0, pd.NA)
+    y.loc[::2, "area"] = np.nan
+
+    est = small_estimator(df, max_epochs=1).fit(df, y)
+
+    assert len(est.tasks_["color"].classes_) == 5
+    assert all(isinstance(c, str) for c in est.tasks_["shape"].classes_)
+    assert np.isfinite(est.history_[:, "train_loss"]).all()
+    assert np.isfinite(est.history_[:, "valid_loss"]).all()
+    assert est.predict(df)[TARGETS].notna().all().all()
+
+
+def test_uint8_arrays_and_path_lists_are_accepted(image_set):
+    df = image_set.head(40)
+    root = df.attrs["image_root"]
+    arrays = np.stack([np.array(Image.open(f"{root}/{f}")) for f in df["filename"]])
+    y = df[TARGETS].reset_index(drop=True)
+
+    from_array = small_estimator(df, max_epochs=1, valid_split=None).fit(arrays, y)
+    from_list = small_estimator(df, max_epochs=1, valid_split=0.25).fit(list(df["filename"]), y)
+
+    assert from_array.predict(arrays[:, :, :, 0]).shape == (40, 3)  # grayscale too
+    assert from_list.predict(df["filename"]).index.equals(df.index)
+    assert len(from_list.history_[:, "valid_loss"]) == 1
+
+
+def test_a_series_y_is_one_task(image_set):
+    est = small_estimator(image_set, max_epochs=1).fit(image_set, image_set["shape"])
+    assert list(est.predict(image_set.head(3)).columns) == ["shape"]
+
+
+def test_task_kinds_can_be_overridden(image_set):
+    y = pd.DataFrame({"shape": image_set["shape"], "size": (image_set["area"] * 10).round()})
+    est = small_estimator(image_set, max_epochs=1, tasks={"size": "classification"})
+    est.fit(image_set, y)
+    assert est.tasks_["size"].kind == "classification"
+    assert est.predict(image_set.head(5))["size"].isin(est.tasks_["size"].classes_).all()
+
+
+def test_same_random_state_same_model_and_global_rng_restored(image_set):
+    y = image_set[TARGETS]
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = small_estimator(image_set, max_epochs=1).fit(image_set, y)
+    assert torch.equal(torch.get_rng_state(), before)
+    second = small_estimator(image_set, max_epochs=1).fit(image_set, y)
+
+    pd.testing.assert_frame_equal(first.predict(image_set), second.predict(image_set))
+
+
+def test_worker_processes_give_the_same_predictions(fitted, image_set):
+    with_workers = small_estimator(image_set, max_epochs=1, num_workers=2, valid_split=None)
+    with_workers.fit(image_set, image_set[TARGETS])
+    without = small_estimator(image_set, max_epochs=1, valid_split=None).fit(
+        image_set, image_set[TARGETS]
+    )
+    pd.testing.assert_frame_equal(with_workers.predict(image_set), without.predict(image_set))
+
+
+def test_augment_trains_and_predictions_stay_deterministic(image_set):
+    est = small_estimator(image_set, max_epochs=1, augment=True).fit(image_set, image_set[TARGETS])
+    pd.testing.assert_frame_equal(est.predict(image_set), est.predict(image_set))
+
+
+def test_user_callbacks_run_and_are_not_modified(image_set):
+    scheduler = LRScheduler(policy="StepLR", step_size=1, gamma=0.5)
+    est = small_estimator(image_set, lr=0.01, callbacks=[scheduler])
+    est.fit(image_set, image_set[TARGETS])
+
+    assert est.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(0.0025)
+    assert not hasattr(scheduler, "lr_scheduler_")  # the estimator trained a copy
+
+
+def test_a_user_module_as_backbone(image_set):
+    backbone = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1)
+    )
+    est = small_estimator(image_set, max_epochs=1, backbone=backbone)
+    est.fit(image_set, image_set[TARGETS])
+    assert est.net_.module_.heads[0].in_features == 8
+    assert backbone[0].weight.grad is None  # trained a copy
+
+
+def test_a_torchvision_backbone_trains(image_set):
+    df = image_set.head(40)
+    est = small_estimator(df, backbone="resnet18", image_size=32, max_epochs=1, valid_split=None)
+    est.fit(df, df[TARGETS])
+    assert est.net_.module_.heads[0].in_features == 512
+    assert est.predict(df.head(3)).shape == (3, 3)
+
+
+def test_verbose_prints_the_epoch_table_with_task_metrics(image_set, capsys):
+    small_estimator(image_set, max_epochs=1, verbose=1).fit(image_set, image_set[TARGETS])
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "epoch" in line)
+    for column in (
+        "train_loss",
+        "valid_loss",
+        "valid_color_acc",
+        "valid_shape_acc",
+        "valid_area_mae",
+        "valid_area_rmse",
+    ):
+        assert column in header
+
+
+# -- bad input: a clear error naming the cause, nothing half fitted -------------------
+
+
+def _bad_image_set(image_set, tmp_path):
+    df = image_set.head(40).copy()
+    root = df.attrs["image_root"]
+    for name in df["filename"]:
+        shutil.copy(f"{root}/{name}", tmp_path / name)
+    (tmp_path / df["filename"].iloc[7]).write_bytes(b"\xff\xd8 not a jpeg")
+    df.attrs = {"image_root": str(tmp_path)}
+    return df
+
+
+def test_corrupt_image_names_the_file_and_leaves_nothing_fitted(image_set, tmp_path):
+    df = _bad_image_set(image_set, tmp_path)
+    est = small_estimator(df, max_epochs=1, valid_split=None, batch_size=8)
+    with pytest.raises(ValueError, match=re.escape(df["filename"].iloc[7])):
+        est.fit(df, df[TARGETS])
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+
+
+def test_failed_refit_keeps_the_previous_model_intact(fitted, image_set, tmp_path):
+    est = small_estimator(image_set).fit(image_set, image_set[TARGETS])
+    before = est.predict(image_set)
+    bad = _bad_image_set(image_set, tmp_path)
+    with pytest.raises(ValueError, match="cannot decode image file"):
+        est.set_params(image_root=bad.attrs["image_root"], valid_split=None).fit(bad, bad[TARGETS])
+    est.set_params(image_root=image_set.attrs["image_root"])
+    pd.testing.assert_frame_equal(est.predict(image_set), before)
+
+
+BAD_INPUTS = {
+    "missing file": (
+        lambda df: df.assign(filename=df["filename"].where(df.index != 3, "nope.jpg")),
+        lambda df: df[TARGETS],
+        FileNotFoundError,
+        "image file not found: .*nope.jpg",
+    ),
+    "length mismatch": (
+        lambda df: df,
+        lambda df: df[TARGETS].iloc[:-1],
+        ValueError,
+        "X has 160 images but y has 159 rows",
+    ),
+    "all-missing target": (
+        lambda df: df,
+        lambda df: df[TARGETS].assign(area=np.nan),
+        ValueError,
+        "target 'area' has no labelled cell",
+    ),
+    "unknown image column": (
+        lambda df: df.rename(columns={"filename": "path"}),
+        lambda df: df[TARGETS],
+        ValueError,
+        "image column 'filename' is not in X",
+    ),
+    "y without columns": (lambda df: df, lambda df: df[[]], ValueError, "y has no columns"),
+    "empty X": (lambda df: df.iloc[:0], lambda df: df[TARGETS].iloc[:0], ValueError, "X is empty"),
+    "valid column missing": (
+        lambda df: df.drop(columns="is_valid"),
+        lambda df: df[TARGETS],
+        ValueError,
+        "valid_split='is_valid' names a column that X does not have",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_raises_a_clear_error_and_fits_nothing(image_set, case):
+    make_X, make_y, error, match = BAD_INPUTS[case]
+    est = small_estimator(image_set)
+    with pytest.raises(error, match=match):
+        est.fit(make_X(image_set), make_y(image_set))
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"tasks": {"area": "ordinal"}}, "unknown task kind 'ordinal' for target 'area'"),
+        ({"tasks": {"age": "regression"}}, "not columns of y"),
+        ({"loss_weights": {"age": 1.0}}, "loss_weights names unknown tasks"),
+        ({"backbone": "resnet9000"}, "unknown backbone 'resnet9000'"),
+        ({"max_epochs": 0}, "'max_epochs' parameter"),
+        ({"optimizer": "lbfgs2"}, "'optimizer' parameter"),
+        (
+            {"device": "cuda:0"} if not torch.cuda.is_available() else {"max_epochs": -1},
+            "no CUDA device|'max_epochs' parameter",
+        ),
+    ],
+)
+def test_bad_parameters_raise_in_fit(image_set, params, match):
+    est = small_estimator(image_set, **params)
+    with pytest.raises(ValueError, match=match):
+        est.fit(image_set, image_set[TARGETS])
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+
+
+def test_target_labelled_only_in_validation_rows_is_refused(image_set):
+    y = image_set[TARGETS].copy()
+    y.loc[~image_set["is_valid"], "area"] = np.nan
+    with pytest.raises(ValueError, match="'area' has no labelled cell among the training rows"):
+        small_estimator(image_set).fit(image_set, y)
+
+
+def test_non_boolean_valid_column_is_refused(image_set):
+    X = image_set.assign(is_valid=image_set["is_valid"].astype(int))
+    with pytest.raises(ValueError, match="must be boolean"):
+        small_estimator(image_set).fit(X, image_set[TARGETS])
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_methods_before_fit_raise_not_fitted(image_set, method):
+    with pytest.raises(NotFittedError):
+        getattr(MultiTaskImageEstimator(), method)(image_set)
+    with pytest.raises(NotFittedError):
+        MultiTaskImageEstimator().score(image_set, image_set[TARGETS])
+
+
+def test_predict_on_bad_input_names_the_cause(fitted, image_set):
+    with pytest.raises(ValueError, match="X is empty"):
+        fitted.predict(image_set.iloc[:0])
+    with pytest.raises(FileNotFoundError, match="ghost.jpg"):
+        fitted.predict(["ghost.jpg"])
+    with pytest.raises(ValueError, match="not tasks of the estimator"):
+        fitted.score(image_set, image_set[["area"]].rename(columns={"area": "size"}))

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+from conftest import TARGETS
+from sklearn.metrics import balanced_accuracy_score, mean_absolute_error
+
+from sk_multitask.metrics import multitask_scorer, task_scores
+
+
+def test_task_scores_use_labelled_cells_only(fitted, image_set):
+    y = image_set[TARGETS]
+    predicted = fitted.predict(image_set)
+    labelled = y["shape"].notna()
+
+    scores = task_scores(fitted, image_set, y)
+
+    assert list(scores) == TARGETS
+    expected = (predicted.loc[labelled, "shape"] == y.loc[labelled, "shape"]).mean()
+    assert scores["shape"] == pytest.approx(expected)
+
+
+def test_scorer_reports_each_task_and_their_mean(fitted, image_set):
+    scores = multitask_scorer()(fitted, image_set, image_set[TARGETS])
+    assert set(scores) == {*TARGETS, "mean"}
+    assert scores["mean"] == pytest.approx(np.mean([scores[t] for t in TARGETS]))
+    assert scores["mean"] == pytest.approx(fitted.score(image_set, image_set[TARGETS]))
+
+
+def test_scorer_metrics_by_name_and_callable(fitted, image_set):
+    y = image_set[TARGETS]
+    predicted = fitted.predict(image_set)
+    area, color = y["area"].notna(), y["color"].notna()
+    scorer = multitask_scorer({"area": "neg_mean_absolute_error", "color": balanced_accuracy_score})
+
+    scores = scorer(fitted, image_set, y)
+
+    assert scores["area"] == pytest.approx(
+        -mean_absolute_error(y.loc[area, "area"], predicted.loc[area, "area"])
+    )
+    assert scores["color"] == pytest.approx(
+        balanced_accuracy_score(y.loc[color, "color"], predicted.loc[color, "color"])
+    )
+
+
+def test_a_task_without_labels_is_left_out_and_all_unlabelled_is_an_error(fitted, image_set):
+    y = image_set[TARGETS].assign(area=np.nan)
+    assert list(task_scores(fitted, image_set, y)) == ["color", "shape"]
+    with pytest.raises(ValueError, match="no labelled cell in any task"):
+        task_scores(fitted, image_set, y[["area"]])
+
+
+def test_unknown_metric_name_is_refused():
+    with pytest.raises(ValueError, match="unknown metric 'accurasy'"):
+        multitask_scorer({"color": "accurasy"})

@@ -67,7 +67,7 @@ def load_image(path, image_size):
 
 def _array_image(image, image_size):
     """A uint8 tensor ``(3, H, W)`` of ``image_size`` from one ``(H, W[, C])`` array."""
-    tensor = torch.from_numpy(np.asarray(image))
+    tensor = torch.from_numpy(np.array(image))  # a copy: the array may be read-only (memmap)
     tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
     channels = tensor.shape[0]
     if channels == 1:

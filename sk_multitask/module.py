@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 
 import torch
 import torchvision
@@ -56,10 +57,10 @@ def _load_weights_file(model, path, backbone):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path!r}")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
     try:
-        model.load_state_dict(state_dict)
-    except (RuntimeError, TypeError, AttributeError) as exc:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    # UnpicklingError: a whole pickled model or not a torch file at all.
+    except (pickle.UnpicklingError, EOFError, RuntimeError, TypeError, AttributeError) as exc:
         raise ValueError(
             f"the weights file {path!r} is not a state dict of backbone {backbone!r}: {exc}"
         ) from exc

@@ -1,0 +1,268 @@
+"""Task kinds, their inference from dtypes, and the per-task encoders."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sk_multitask.tasks import (
+    CLASSIFICATION,
+    MAX_INTEGER_CLASSES,
+    REGRESSION,
+    encode_targets,
+    fit_tasks,
+    infer_task_kind,
+)
+
+
+def _one_hot(indices, n_classes):
+    """Head outputs whose argmax is ``indices``."""
+    return np.eye(n_classes, dtype=np.float32)[indices.astype(int)]
+
+
+@pytest.mark.parametrize(
+    "column, kind",
+    [
+        (pd.Series([31.0, None, 62.5]), REGRESSION),
+        (pd.Series([1.5, 2.5], dtype=np.float32), REGRESSION),
+        (pd.Series(["male", None, "female"], dtype=object), CLASSIFICATION),
+        (pd.Series(["male", None, "female"]), CLASSIFICATION),  # pandas' default str
+        (pd.Series(["male", pd.NA, "female"], dtype="string"), CLASSIFICATION),
+        (pd.Series(["lo", "hi", None], dtype="category"), CLASSIFICATION),
+        (pd.Series([1.0, 2.0, 100.0], dtype="category"), CLASSIFICATION),
+        (pd.Series([True, False, True]), CLASSIFICATION),
+        (pd.Series([True, pd.NA, False], dtype="boolean"), CLASSIFICATION),
+    ],
+    ids=[
+        "float",
+        "float32",
+        "object",
+        "str",
+        "string",
+        "category",
+        "float-category",
+        "bool",
+        "boolean",
+    ],
+)
+def test_infer_task_kind_from_dtype(column, kind):
+    assert infer_task_kind(column) == kind
+
+
+def test_infer_task_kind_integer_threshold():
+    few = pd.Series(np.arange(MAX_INTEGER_CLASSES).repeat(3))
+    many = pd.Series(np.arange(MAX_INTEGER_CLASSES + 1))
+    assert infer_task_kind(few) == CLASSIFICATION
+    assert infer_task_kind(many) == REGRESSION
+
+
+def test_infer_task_kind_nullable_integer_ignores_missing():
+    few = pd.Series([1, pd.NA, 3, pd.NA], dtype="Int64")
+    # MAX_INTEGER_CLASSES values plus pd.NA: pd.NA is not counted as a value
+    at_limit = pd.Series([*range(MAX_INTEGER_CLASSES), pd.NA], dtype="Int64")
+    many = pd.Series([*range(MAX_INTEGER_CLASSES + 1), pd.NA], dtype="Int64")
+    assert infer_task_kind(few) == CLASSIFICATION
+    assert infer_task_kind(at_limit) == CLASSIFICATION
+    assert infer_task_kind(many) == REGRESSION
+
+
+def test_infer_task_kind_rejects_datetime_naming_column():
+    column = pd.Series(pd.to_datetime(["2020-01-01", "2021-06-30"]), name="taken_at")
+    with pytest.raises(ValueError, match="cannot infer the task kind of target 'taken_at'"):
+        infer_task_kind(column)
+
+
+def test_fit_tasks_infers_kinds_in_column_order():
+    y = pd.DataFrame(
+        {
+            "age": [31.0, np.nan, 62.5, 20.0],
+            "gender": ["male", None, "female", "male"],
+            "grade": pd.Series([1, 2, pd.NA, 1], dtype="Int64"),
+        }
+    )
+    tasks = fit_tasks(y)
+    assert list(tasks) == ["age", "gender", "grade"]
+    assert [t.kind for t in tasks.values()] == [REGRESSION, CLASSIFICATION, CLASSIFICATION]
+    assert [t.n_outputs for t in tasks.values()] == [1, 2, 2]
+    assert tasks["age"].classes_ is None
+    assert tasks["gender"].name == "gender"
+    assert tasks["grade"].dtype == pd.Int64Dtype()
+
+
+def test_fit_tasks_kinds_override_inference():
+    y = pd.DataFrame({"stars": [1, 2, 3, 2], "size": [1.0, 2.0, 1.0, np.nan]})
+    tasks = fit_tasks(y, kinds={"stars": REGRESSION, "size": CLASSIFICATION})
+    assert tasks["stars"].kind == REGRESSION
+    assert tasks["size"].kind == CLASSIFICATION
+    assert list(tasks["size"].classes_) == [1.0, 2.0]
+
+
+def test_fit_tasks_rejects_all_missing_column():
+    y = pd.DataFrame({"a": ["x", "y"], "empty": [np.nan, np.nan]})
+    with pytest.raises(ValueError, match="target 'empty' has no labelled cell"):
+        fit_tasks(y)
+
+
+def test_fit_tasks_rejects_all_na_nullable_column():
+    y = pd.DataFrame({"flags": pd.Series([pd.NA, pd.NA], dtype="boolean")})
+    with pytest.raises(ValueError, match="target 'flags' has no labelled cell"):
+        fit_tasks(y)
+
+
+def test_fit_tasks_rejects_unknown_kind():
+    y = pd.DataFrame({"a": [1, 2]})
+    with pytest.raises(ValueError, match="unknown task kind 'ordinal' for target 'a'"):
+        fit_tasks(y, kinds={"a": "ordinal"})
+
+
+def test_fit_tasks_rejects_kinds_for_absent_column():
+    y = pd.DataFrame({"a": [1, 2]})
+    with pytest.raises(ValueError, match=r"tasks names \['b'\] that are not columns of y"):
+        fit_tasks(y, kinds={"b": REGRESSION})
+
+
+def test_fit_tasks_rejects_single_class():
+    y = pd.DataFrame({"only": ["a", None, "a"]})
+    with pytest.raises(ValueError, match="target 'only' has a single class 'a'"):
+        fit_tasks(y)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series(["1.5", "2.5"], dtype=object),
+        pd.Series(["1.5", "2.5"], dtype="string"),
+        pd.Series([True, False]),
+    ],
+    ids=["object", "string", "bool"],
+)
+def test_fit_tasks_rejects_regression_on_non_numeric(column):
+    y = pd.DataFrame({"t": column})
+    with pytest.raises(ValueError, match="target 't' is a regression task but its dtype"):
+        fit_tasks(y, kinds={"t": REGRESSION})
+
+
+def test_missing_values_are_never_classes():
+    y = pd.DataFrame(
+        {
+            "object": pd.Series(["a", None, np.nan, pd.NA, "b"], dtype=object),
+            "string": pd.Series(["a", pd.NA, pd.NA, "b", "a"], dtype="string"),
+            "category": pd.Series(["a", None, None, "b", "a"], dtype="category"),
+            "Int64": pd.Series([1, pd.NA, pd.NA, 2, 1], dtype="Int64"),
+        }
+    )
+    tasks = fit_tasks(y)
+    for name in ["object", "string", "category"]:
+        assert list(tasks[name].classes_) == ["a", "b"]
+    assert list(tasks["Int64"].classes_) == [1, 2]
+    encoded = encode_targets(y, tasks)
+    expected_missing = y.isna().to_numpy()
+    np.testing.assert_array_equal(np.isnan(encoded), expected_missing)
+
+
+def test_encode_classification_gives_class_indices():
+    column = pd.Series(["cat", "dog", None, "bird", "dog"], name="pet")
+    task = fit_tasks(column.to_frame())["pet"]
+    assert list(task.classes_) == ["bird", "cat", "dog"]
+    np.testing.assert_array_equal(
+        task.encode(column), np.array([1, 2, np.nan, 0, 2], dtype=np.float32)
+    )
+
+
+def test_encode_regression_standardises_labelled_cells():
+    column = pd.Series([10.0, np.nan, 20.0, 30.0, None, 60.0], name="age")
+    task = fit_tasks(column.to_frame())["age"]
+    encoded = task.encode(column)
+    assert encoded.dtype == np.float32
+    assert np.isnan(encoded[[1, 4]]).all()
+    labelled = encoded[~np.isnan(encoded)]
+    assert labelled.mean() == pytest.approx(0.0, abs=1e-6)
+    assert labelled.std() == pytest.approx(1.0, abs=1e-6)
+    expected = (np.array([10.0, 20.0, 30.0, 60.0]) - 30.0) / np.sqrt(350.0)
+    np.testing.assert_allclose(labelled, expected, rtol=1e-6)
+
+
+def test_encode_nullable_integer_regression_with_missing():
+    column = pd.Series([*range(0, 50, 2), pd.NA], dtype="Int64", name="age")
+    task = fit_tasks(column.to_frame())["age"]
+    assert task.kind == REGRESSION
+    encoded = task.encode(column)
+    assert np.isnan(encoded[-1])
+    assert encoded[:-1].mean() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series(["a", "b", None, "a", "c"], dtype=object),
+        pd.Series(["a", "b", None, "a", "c"]),
+        pd.Series(["a", "b", pd.NA, "a", "c"], dtype="string"),
+        pd.Series(["lo", "hi", None, "lo", "hi"], dtype=pd.CategoricalDtype(["lo", "mid", "hi"])),
+        pd.Series([True, False, True, True, False]),
+        pd.Series([True, False, pd.NA, True, False], dtype="boolean"),
+        pd.Series([3, 7, 3, 5, 7]),
+        pd.Series([3, 7, pd.NA, 5, 7], dtype="Int64"),
+    ],
+    ids=["object", "str", "string", "category", "bool", "boolean", "int", "Int64"],
+)
+def test_decode_round_trip_restores_labels_and_dtype(column):
+    column = column.rename("t")
+    task = fit_tasks(column.to_frame())["t"]
+    labelled = column.dropna()
+    encoded = task.encode(labelled)
+    index = pd.Index([f"r{i}" for i in range(len(labelled))])
+
+    decoded = task.decode(_one_hot(encoded, task.n_outputs), index=index)
+
+    assert decoded.name == "t"
+    assert decoded.dtype == column.dtype
+    assert decoded.index.equals(index)
+    assert decoded.tolist() == labelled.tolist()
+
+
+def test_decode_category_keeps_all_categories():
+    dtype = pd.CategoricalDtype(["lo", "mid", "hi"], ordered=True)
+    column = pd.Series(["lo", "hi", "lo"], dtype=dtype, name="level")
+    task = fit_tasks(column.to_frame())["level"]
+    decoded = task.decode(_one_hot(task.encode(column), task.n_outputs))
+    assert list(decoded.cat.categories) == ["lo", "mid", "hi"]
+    assert decoded.cat.ordered
+
+
+def test_decode_regression_in_original_units():
+    column = pd.Series([10.0, np.nan, 20.0, 30.0, 60.0], name="age")
+    task = fit_tasks(column.to_frame())["age"]
+    decoded = task.decode(task.encode(column.dropna()))
+    assert decoded.dtype == np.float64
+    assert decoded.name == "age"
+    np.testing.assert_allclose(decoded, [10.0, 20.0, 30.0, 60.0], rtol=1e-5)
+
+
+def test_decode_regression_accepts_column_vector():
+    column = pd.Series([1.0, 2.0, 3.0], name="x")
+    task = fit_tasks(column.to_frame())["x"]
+    decoded = task.decode(np.zeros((2, 1), dtype=np.float32))
+    np.testing.assert_allclose(decoded, [2.0, 2.0])
+
+
+def test_encode_targets_shape_and_dtype():
+    y = pd.DataFrame(
+        {
+            "a": ["x", "y", None, "x"],
+            "b": [1.0, np.nan, 3.0, 4.0],
+            "c": [True, False, True, False],
+        }
+    )
+    tasks = fit_tasks(y)
+    encoded = encode_targets(y, tasks)
+    assert encoded.shape == (4, 3)
+    assert encoded.dtype == np.float32
+    np.testing.assert_array_equal(encoded[:, 0], [0, 1, np.nan, 0])
+    np.testing.assert_array_equal(encoded[:, 2], [1, 0, 1, 0])
+    assert np.isnan(encoded[1, 1])
+
+
+def test_task_repr_shows_classes():
+    y = pd.DataFrame({"g": ["m", "f"], "age": [1.0, 2.0]})
+    tasks = fit_tasks(y)
+    assert repr(tasks["g"]) == "Task(name='g', kind='classification', classes=['f', 'm'])"
+    assert repr(tasks["age"]) == "Task(name='age', kind='regression')"

@@ -54,6 +54,30 @@ class MaskedMultiTaskLoss(nn.Module):
         """The network's concatenated outputs, split into one tensor per task."""
         return torch.split(y_pred, [n for _, _, n in self.task_specs], dim=1)
 
+    def cell_losses(self, y_pred, y_true):
+        """Each cell's loss, zero where the target is missing.
+
+        Returns
+        -------
+        losses : float tensor (N, n_tasks)
+            Cross-entropy (classification) or squared error of the standardised value
+            (regression); unweighted.
+        labelled : bool tensor (N, n_tasks)
+        """
+        losses = []
+        labelled = ~torch.isnan(y_true)
+        filled = torch.where(labelled, y_true, torch.zeros_like(y_true))
+        outputs = self.split_outputs(y_pred)
+        for column, (out, (_, kind, _)) in enumerate(zip(outputs, self.task_specs, strict=True)):
+            target = filled[:, column]
+            if kind == CLASSIFICATION:
+                cell = F.cross_entropy(out, target.long(), reduction="none")
+            else:
+                cell = (out[:, 0] - target) ** 2
+            # where(), not a product, so that masked cells give exactly zero gradient.
+            losses.append(torch.where(labelled[:, column], cell, torch.zeros_like(cell)))
+        return torch.stack(losses, dim=1), labelled
+
     def task_terms(self, y_pred, y_true):
         """Per task: the loss summed over labelled cells, and their count.
 
@@ -61,20 +85,8 @@ class MaskedMultiTaskLoss(nn.Module):
         -------
         sums, counts : tensors of shape (n_tasks,)
         """
-        sums, counts = [], []
-        outputs = self.split_outputs(y_pred)
-        for column, (out, (_, kind, _)) in enumerate(zip(outputs, self.task_specs, strict=True)):
-            target = y_true[:, column]
-            labelled = ~torch.isnan(target)
-            filled = torch.where(labelled, target, torch.zeros_like(target))
-            if kind == CLASSIFICATION:
-                cell = F.cross_entropy(out, filled.long(), reduction="none")
-            else:
-                cell = (out[:, 0] - filled) ** 2
-            # where(), not a product, so that masked cells give exactly zero gradient.
-            sums.append(torch.where(labelled, cell, torch.zeros_like(cell)).sum())
-            counts.append(labelled.sum())
-        return torch.stack(sums), torch.stack(counts)
+        losses, labelled = self.cell_losses(y_pred, y_true)
+        return losses.sum(dim=0), labelled.sum(dim=0)
 
     def forward(self, y_pred, y_true):
         sums, counts = self.task_terms(y_pred, y_true)

@@ -17,7 +17,13 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
-__all__ = ["ImageDataset", "load_image", "resolve_images", "train_transform"]
+__all__ = [
+    "ImageDataset",
+    "image_references",
+    "load_image",
+    "resolve_images",
+    "train_transform",
+]
 
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
@@ -163,6 +169,17 @@ def resolve_images(X, image_col="filename", image_root=None):
         "X must be a DataFrame with an image column, a Series or list of image "
         f"paths, or a uint8 array of images; got {type(X).__name__}"
     )
+
+
+def image_references(X, image_col="filename"):
+    """What names each image of ``X`` for people: its path as given, or its array position."""
+    if isinstance(X, pd.DataFrame):
+        return X[image_col].to_numpy()
+    if isinstance(X, pd.Series):
+        return X.to_numpy()
+    if isinstance(X, np.ndarray) and X.dtype.kind not in "OUS":
+        return np.arange(len(X))
+    return np.asarray(list(X), dtype=object)
 
 
 def _check_array(X):

@@ -25,8 +25,8 @@ from torch import nn
 
 from .callbacks import TaskScoring
 from .criterion import MaskedMultiTaskLoss
-from .data import ImageDataset, as_size, resolve_images, train_transform
-from .metrics import task_scores
+from .data import ImageDataset, as_size, image_references, resolve_images, train_transform
+from .metrics import evaluate_tasks, task_scores
 from .module import MultiTaskModule, build_backbone
 from .tasks import CLASSIFICATION, encode_targets, fit_tasks
 
@@ -289,6 +289,74 @@ class MultiTaskImageEstimator(BaseEstimator):
         check_is_fitted(self)
         return float(np.mean(list(task_scores(self, X, y).values())))
 
+    def evaluate(self, X, y):
+        """Per-task metrics on the labelled cells of ``y``, in original labels and units.
+
+        Parameters
+        ----------
+        X : image input, as for :meth:`fit`
+        y : DataFrame or Series
+            True targets for some or all tasks; missing cells are left out.
+
+        Returns
+        -------
+        DataFrame
+            One row per task of ``y`` (indexed by task name): ``kind``, ``n_labelled``;
+            for a classification ``accuracy``, ``balanced_accuracy``, ``f1_macro`` and
+            ``log_loss``; for a regression ``mae``, ``rmse`` and ``r2``. NaN where a
+            metric does not apply or a task has no labelled cell.
+        """
+        outputs, index = self._forward(X)
+        y = self._checked_targets(y, len(index))
+        return evaluate_tasks({n: self.tasks_[n] for n in y.columns}, outputs, y)
+
+    def top_losses(self, X, y, k=9, task=None):
+        """The ``k`` rows with the largest loss, with each task's prediction and truth.
+
+        Parameters
+        ----------
+        X : image input, as for :meth:`fit`
+        y : DataFrame or Series
+            True targets; tasks absent from ``y`` count as missing.
+        k : int, default=9
+        task : hashable, default=None
+            Rank by this task's loss, over the rows where it is labelled; None: by the
+            combined loss, the sum over labelled tasks of each task's loss times its
+            fitted loss weight (a missing truth adds nothing).
+
+        Returns
+        -------
+        DataFrame
+            ``X``'s index of those rows, largest loss first; ``image`` (the path as
+            given in ``X``, or the position in an image array), ``<task>_pred`` and
+            ``<task>_true`` for every task (a missing truth stays missing), ``loss``.
+            Losses are those of training: cross-entropy, or the squared error of the
+            standardised value.
+        """
+        if task is not None and task not in self.tasks_:
+            raise ValueError(f"unknown task {task!r}; tasks are {list(self.tasks_)}")
+        if not (isinstance(k, Integral) and k >= 1):
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        outputs, _, index = self._outputs(X)
+        y = self._checked_targets(y, len(index)).reindex(columns=list(self.tasks_))
+        criterion = self.net_.criterion_
+        targets = torch.from_numpy(encode_targets(y, self.tasks_))
+        losses, labelled = criterion.cell_losses(outputs, targets)
+        if task is None:
+            row_loss, rows = (losses * criterion.weights).sum(dim=1), np.arange(len(y))
+        else:
+            column = list(self.tasks_).index(task)
+            row_loss, rows = losses[:, column], np.flatnonzero(labelled[:, column].numpy())
+        row_loss = row_loss.numpy()
+        top = rows[np.argsort(-row_loss[rows], kind="stable")[:k]]
+        split = criterion.split_outputs(outputs[top])
+        frame = pd.DataFrame({"image": image_references(X, self.image_col)[top]}, index=index[top])
+        for (name, fitted), out in zip(self.tasks_.items(), split, strict=True):
+            frame[f"{name}_pred"] = fitted.decode(out, index[top])
+            frame[f"{name}_true"] = y[name].iloc[top].to_numpy()
+        frame["loss"] = row_loss[top]
+        return frame
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # Images: paths (strings) or uint8 arrays (N, H, W[, C]), not a 2-D table.
@@ -302,14 +370,30 @@ class MultiTaskImageEstimator(BaseEstimator):
 
     # -- helpers -------------------------------------------------------------------
 
-    def _forward(self, X):
-        """Each task's raw outputs (CPU tensors) for ``X``, and ``X``'s index."""
+    def _outputs(self, X):
+        """The network's concatenated outputs (a CPU tensor), image sources and index."""
         check_is_fitted(self)
         images, index = resolve_images(X, self.image_col, self.image_root)
         dataset = ImageDataset(images, image_size=self.image_size_)
-        outputs = self.net_.forward(dataset, training=False)
+        return self.net_.forward(dataset, training=False), images, index
+
+    def _forward(self, X):
+        """Each task's raw outputs (CPU tensors) for ``X``, and ``X``'s index."""
+        outputs, _, index = self._outputs(X)
         split = self.net_.criterion_.split_outputs(outputs)
         return dict(zip(self.tasks_, split, strict=True)), index
+
+    def _checked_targets(self, y, n_rows):
+        """``y`` as a frame of known task columns with ``n_rows`` rows."""
+        y = self._target_frame(y)
+        unknown = [name for name in y.columns if name not in self.tasks_]
+        if unknown:
+            raise ValueError(
+                f"y has columns {unknown} that are not tasks of the estimator {list(self.tasks_)}"
+            )
+        if len(y) != n_rows:
+            raise ValueError(f"X has {n_rows} images but y has {len(y)} rows")
+        return y
 
     @staticmethod
     def _target_frame(y):

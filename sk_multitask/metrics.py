@@ -7,11 +7,13 @@ units, and is higher-is-better.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import torch
 from sklearn import metrics as skm
 
 from .tasks import CLASSIFICATION
 
-__all__ = ["multitask_scorer", "task_scores"]
+__all__ = ["evaluate_tasks", "multitask_scorer", "task_scores"]
 
 #: Metrics by name: each takes ``(y_true, y_pred)`` and is higher-is-better.
 METRICS = {
@@ -73,6 +75,58 @@ def task_scores(estimator, X, y, metrics=None):
     if not scores:
         raise ValueError("y has no labelled cell in any task: nothing to score")
     return scores
+
+
+def evaluate_tasks(tasks, outputs, y):
+    """The metrics table of :meth:`MultiTaskImageEstimator.evaluate`.
+
+    Parameters
+    ----------
+    tasks : dict
+        Task name to fitted :class:`~sk_multitask.tasks.Task`, for the columns of ``y``.
+    outputs : dict
+        Task name to the head's raw outputs (tensor (N, n_outputs)).
+    y : DataFrame
+        True targets, missing cells as NaN, None or ``pd.NA``.
+    """
+    rows = {}
+    for name, task in tasks.items():
+        labelled = y[name].notna().to_numpy()
+        truth = y[name].to_numpy()[labelled]
+        out = outputs[name][np.flatnonzero(labelled)]
+        row = {"kind": task.kind, "n_labelled": int(labelled.sum())}
+        if labelled.any() and task.kind == CLASSIFICATION:
+            predicted = task.decode(out).to_numpy()
+            proba = torch.softmax(out.float(), dim=1).numpy()
+            known = np.isin(truth, task.classes_)  # log loss needs a fitted class
+            row.update(
+                accuracy=skm.accuracy_score(truth, predicted),
+                balanced_accuracy=skm.balanced_accuracy_score(truth, predicted),
+                f1_macro=skm.f1_score(truth, predicted, average="macro"),
+                log_loss=skm.log_loss(truth[known], proba[known], labels=task.classes_)
+                if known.any()
+                else np.nan,
+            )
+        elif labelled.any():
+            predicted = task.decode(out).to_numpy()
+            row.update(
+                mae=skm.mean_absolute_error(truth, predicted),
+                rmse=skm.root_mean_squared_error(truth, predicted),
+                r2=skm.r2_score(truth, predicted) if labelled.sum() > 1 else np.nan,
+            )
+        rows[name] = row
+    columns = [
+        "kind",
+        "n_labelled",
+        "accuracy",
+        "balanced_accuracy",
+        "f1_macro",
+        "log_loss",
+        "mae",
+        "rmse",
+        "r2",
+    ]
+    return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns)
 
 
 class MultitaskScorer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import math
 import os
 from collections.abc import Hashable
 from numbers import Integral, Real
@@ -22,6 +23,7 @@ from skorch import NeuralNet
 from skorch.callbacks import ProgressBar
 from skorch.helper import predefined_split
 from torch import nn
+from tqdm.auto import tqdm
 
 from .callbacks import TaskScoring
 from .criterion import MaskedMultiTaskLoss
@@ -94,7 +96,8 @@ class MultiTaskImageEstimator(BaseEstimator):
         Seeds the validation split, weight initialisation, shuffling and
         augmentation. Torch's global random state is restored after ``fit``.
     verbose : int, default=0
-        0: silent; 1 or more: skorch's progress bar and per-epoch table.
+        0: silent; 1 or more: skorch's progress bar and per-epoch table in ``fit``,
+        a progress bar in ``predict`` and the other methods that run the network.
 
     Attributes
     ----------
@@ -375,7 +378,11 @@ class MultiTaskImageEstimator(BaseEstimator):
         check_is_fitted(self)
         images, index = resolve_images(X, self.image_col, self.image_root)
         dataset = ImageDataset(images, image_size=self.image_size_)
-        return self.net_.forward(dataset, training=False), images, index
+        batches = self.net_.forward_iter(dataset, training=False, device="cpu")
+        if self.verbose:
+            total = math.ceil(len(dataset) / self.net_.batch_size)
+            batches = tqdm(batches, total=total, desc="predict", unit="batch", leave=False)
+        return torch.cat(list(batches)), images, index
 
     def _forward(self, X):
         """Each task's raw outputs (CPU tensors) for ``X``, and ``X``'s index."""

@@ -60,7 +60,15 @@ class Task:
         encoded = np.full(len(column), np.nan, dtype=np.float32)
         labelled = column.notna().to_numpy()
         values = column.to_numpy()[labelled]
+        if not labelled.any():
+            return encoded
         if self.kind == CLASSIFICATION:
+            unseen = ~np.isin(values, self.encoder.classes_)
+            if unseen.any():
+                raise ValueError(
+                    f"target {self.name!r} has labels not seen in fit: "
+                    f"{sorted(map(str, set(values[unseen])))}"
+                )
             encoded[labelled] = self.encoder.transform(values)
         else:
             encoded[labelled] = self.encoder.transform(

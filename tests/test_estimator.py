@@ -377,3 +377,101 @@ def test_predict_on_bad_input_names_the_cause(fitted, image_set):
         fitted.predict(["ghost.jpg"])
     with pytest.raises(ValueError, match="not tasks of the estimator"):
         fitted.score(image_set, image_set[["area"]].rename(columns={"area": "size"}))
+
+
+# -- evaluate and top losses ------------------------------------------------------------
+
+
+def _hand_row_losses(est, X, y):
+    """Each row's loss per task from predict/predict_proba: NaN where the truth is missing."""
+    proba, predicted = est.predict_proba(X), est.predict(X)
+    losses = pd.DataFrame(index=X.index, columns=TARGETS, dtype=float)
+    for name, task in est.tasks_.items():
+        for i, truth in zip(X.index, y[name], strict=True):
+            if pd.isna(truth):
+                continue
+            if task.kind == "classification":
+                losses.loc[i, name] = -np.log(proba[name].loc[i, truth])
+            else:
+                scale = task.encoder.scale_[0]
+                losses.loc[i, name] = ((predicted.loc[i, name] - truth) / scale) ** 2
+    return losses
+
+
+def test_top_losses_for_one_task_equal_a_hand_computation(fitted, image_set):
+    y = image_set[TARGETS]
+    expected = _hand_row_losses(fitted, image_set, y)["shape"].dropna()
+    expected = expected.sort_values(ascending=False, kind="stable").head(7)
+
+    top = fitted.top_losses(image_set, y, k=7, task="shape")
+
+    assert list(top.index) == list(expected.index)
+    assert np.allclose(top["loss"], expected, rtol=1e-4)
+    assert top["shape_true"].notna().all()  # rows without a shape label are not ranked
+    assert list(top.columns) == ["image"] + [
+        f"{t}_{s}" for t in TARGETS for s in ("pred", "true")
+    ] + ["loss"]
+    assert (top["image"] == image_set.loc[top.index, "filename"]).all()
+
+
+def test_combined_top_losses_use_loss_weights_and_ignore_missing_truth(image_set):
+    y = image_set[TARGETS]
+    est = small_estimator(image_set, max_epochs=1, loss_weights={"area": 0.5, "color": 2.0})
+    est.fit(image_set, y)
+    hand = _hand_row_losses(est, image_set, y)
+    combined = (hand * pd.Series({"color": 2.0, "shape": 1.0, "area": 0.5})).sum(axis=1)
+    expected = combined.sort_values(ascending=False, kind="stable").head(10)
+
+    top = est.top_losses(image_set, y, k=10)
+
+    assert list(top.index) == list(expected.index)
+    assert np.allclose(top["loss"], expected, rtol=1e-4)
+    # A row whose every truth is missing has zero loss, not an error.
+    unlabelled = y.iloc[:3].copy()
+    unlabelled[:] = np.nan
+    worst = est.top_losses(image_set.iloc[:3], unlabelled.astype(object), k=3)
+    assert (worst["loss"] == 0).all()
+    assert worst[[f"{t}_true" for t in TARGETS]].isna().all().all()
+
+
+def test_top_losses_on_an_image_array_reference_positions(fitted, image_set):
+    root = image_set.attrs["image_root"]
+    arrays = np.stack([np.array(Image.open(f"{root}/{f}")) for f in image_set["filename"]])
+    top = fitted.top_losses(arrays, image_set[["color"]].reset_index(drop=True), k=4, task="color")
+    assert list(top["image"]) == list(top.index)
+
+
+def test_top_losses_bad_arguments(fitted, image_set):
+    with pytest.raises(ValueError, match="unknown task 'size'"):
+        fitted.top_losses(image_set, image_set[TARGETS], task="size")
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        fitted.top_losses(image_set, image_set[TARGETS], k=0)
+
+
+def test_evaluate_reports_each_task_on_labelled_cells(fitted, image_set):
+    from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss, mean_absolute_error
+
+    y = image_set[TARGETS]
+    predicted, proba = fitted.predict(image_set), fitted.predict_proba(image_set)
+
+    table = fitted.evaluate(image_set, y)
+
+    assert list(table.index) == TARGETS
+    shape = y["shape"].notna()
+    assert table.loc["shape", "n_labelled"] == shape.sum()
+    truth, guess = y.loc[shape, "shape"], predicted.loc[shape, "shape"]
+    assert table.loc["shape", "accuracy"] == pytest.approx((truth == guess).mean())
+    assert table.loc["shape", "balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(truth, guess)
+    )
+    assert table.loc["shape", "f1_macro"] == pytest.approx(f1_score(truth, guess, average="macro"))
+    classes = list(fitted.tasks_["shape"].classes_)
+    assert table.loc["shape", "log_loss"] == pytest.approx(
+        log_loss(truth, proba["shape"].loc[shape, classes], labels=classes), rel=1e-4
+    )
+    area = y["area"].notna()
+    assert table.loc["area", "mae"] == pytest.approx(
+        mean_absolute_error(y.loc[area, "area"], predicted.loc[area, "area"])
+    )
+    assert np.isnan(table.loc["area", "accuracy"]) and np.isnan(table.loc["color", "r2"])
+    assert table.loc["area", "kind"] == "regression"

@@ -1,0 +1,314 @@
+"""Figures of what a fitted model learned: worst rows, training curves, confusions, batches.
+
+matplotlib is imported inside each function, so that importing sk_multitask does not
+import it. Every function returns a new :class:`matplotlib.figure.Figure` that pyplot
+does not track: nothing is shown, nothing accumulates, no backend is switched. Save it
+with ``fig.savefig("name.png")``; in Jupyter, with ``%matplotlib inline``, a figure that
+is a cell's value is drawn.
+
+Examples
+--------
+>>> from sk_multitask import MultiTaskImageEstimator
+>>> from sk_multitask.datasets import make_multitask_images
+>>> from sk_multitask.plotting import plot_history, plot_top_losses
+>>> df = make_multitask_images(32, image_size=16, random_state=0)
+>>> y = df[["color", "shape", "area"]]
+>>> est = MultiTaskImageEstimator(
+...     image_root=df.attrs["image_root"], backbone="simple_cnn", weights=None,
+...     image_size=16, max_epochs=1, valid_split="is_valid", random_state=0).fit(df, y)
+>>> len(plot_top_losses(est, df, y, k=4).axes)
+4
+>>> [ax.get_title() for ax in plot_history(est).axes][:3]
+['total loss', 'color: loss', 'color: accuracy']
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from .data import ImageDataset, resolve_images, train_transform
+from .tasks import CLASSIFICATION
+
+__all__ = ["plot_confusion_matrix", "plot_history", "plot_top_losses", "show_batch"]
+
+#: History metric suffix -> (axes title word, y-axis label).
+_METRIC_LABELS = {"acc": ("accuracy", "accuracy"), "mae": ("mean absolute error", "MAE")}
+_TITLE_SIZE = 9
+#: Inches per title character at ``_TITLE_SIZE`` points, to size grid cells so that
+#: neighbouring titles do not overlap.
+_CHAR_WIDTH = 0.075
+
+
+def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
+    """The ``k`` images with the largest loss, with every task's prediction and truth.
+
+    Each image is shown as the network sees it (decoded and resized to the
+    estimator's ``image_size_``), titled ``task prediction/truth`` for every task
+    (``?`` for a missing truth; numbers to 3 significant digits) and, on a second
+    line, its loss.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+    X : image input, as for ``fit``
+    y : DataFrame or Series
+        True targets; tasks absent from ``y`` count as missing.
+    k : int, default=9
+    task : hashable, default=None
+        Rank by this task's loss (over the rows where it is labelled); None: by the
+        combined loss. See :meth:`MultiTaskImageEstimator.top_losses`.
+    ncols : int, default=3
+        Images per row of the grid.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per image, largest loss first; the suptitle names the loss.
+    """
+    check_is_fitted(estimator)
+    _check_positive(ncols, "ncols")
+    top = estimator.top_losses(X, y, k=k, task=task)
+    references = top["image"].to_numpy()
+    if isinstance(X, np.ndarray) and X.dtype == np.uint8:  # references are positions
+        sources = X[references.astype(np.intp)]
+    else:
+        sources, _ = resolve_images(
+            pd.Series(references, dtype=object), image_root=estimator.image_root
+        )
+    titles = [_top_loss_title(estimator.tasks_, row) for _, row in top.iterrows()]
+    ranked_by = "combined loss" if task is None else f"{task} loss"
+    dataset = ImageDataset(sources, image_size=estimator.image_size_)
+    return _image_grid(dataset, titles, ncols, f"Largest {ranked_by} (prediction/truth)")
+
+
+def plot_history(estimator):
+    """Training curves: the total loss, then each task's loss and metric per epoch.
+
+    The first row shows the total loss; then each task has a row with its loss (left)
+    and its metric (right): accuracy for a classification, the mean absolute error in
+    original units for a regression. Every axes has a ``train`` line and, when the
+    estimator held out validation rows, a ``valid`` line.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``1 + 2 * n_tasks`` axes, titled ``"total loss"``, ``"<task>: loss"`` and
+        ``"<task>: accuracy"`` or ``"<task>: mean absolute error"``.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    check_is_fitted(estimator)
+    fig = Figure(figsize=(9, 2.3 * (1 + len(estimator.tasks_))), layout="constrained")
+    grid = fig.add_gridspec(1 + len(estimator.tasks_), 2)
+    panels = [(grid[0, :], "total loss", "loss", "loss")]
+    for row, (name, task) in enumerate(estimator.tasks_.items(), start=1):
+        metric = "acc" if task.kind == CLASSIFICATION else "mae"
+        title, label = _METRIC_LABELS[metric]
+        panels += [
+            (grid[row, 0], f"{name}: loss", "loss", f"{name}_loss"),
+            (grid[row, 1], f"{name}: {title}", label, f"{name}_{metric}"),
+        ]
+    history = estimator.history_
+    epochs = [row["epoch"] for row in history]
+    for cell, title, label, key in panels:
+        ax = fig.add_subplot(cell)
+        for prefix in ("train", "valid"):
+            column = f"{prefix}_{key}"
+            if any(column in row for row in history):  # no valid_* keys without validation
+                values = [row.get(column, np.nan) for row in history]
+                ax.plot(epochs, np.asarray(values, dtype=float), marker="o", label=prefix)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+    fig.suptitle("Training history")
+    return fig
+
+
+def plot_confusion_matrix(estimator, X, y, task, normalize=None):
+    """The confusion matrix of one classification task, on its labelled cells.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+    X : image input, as for ``fit``
+    y : DataFrame or Series
+        True targets, with a column for ``task``; missing cells are left out.
+    task : hashable
+        A classification task of the estimator.
+    normalize : {"true", "pred", "all"}, default=None
+        As in :func:`sklearn.metrics.confusion_matrix`; None: counts.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes: rows are the true classes, columns the predicted ones, both in the
+        order of the task's ``classes_``.
+    """
+    check_is_fitted(estimator)
+    fitted = _classification_task(estimator, task)
+    predicted = estimator.predict(X)[task]
+    truth = estimator._checked_targets(y, len(predicted))
+    if task not in truth.columns:
+        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
+    return _confusion_figure(fitted, truth[task], predicted, normalize)
+
+
+def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
+    """A random sample of training images as the network sees them, with their labels.
+
+    The images are decoded, resized to the estimator's ``image_size_`` and, when it
+    was fitted with ``augment=True``, augmented as in training. Each is titled with
+    its targets in ``y`` (``?`` for a missing cell).
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+    X : image input, as for ``fit``
+    y : DataFrame or Series
+        The targets of ``X``'s rows (some or all tasks).
+    n : int, default=9
+        How many images; at most the number of rows of ``X``.
+    ncols : int, default=3
+        Images per row of the grid.
+    random_state : int, RandomState instance or None, default=None
+        Seeds which rows are drawn and their augmentation.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per image.
+    """
+    check_is_fitted(estimator)
+    _check_positive(n, "n")
+    _check_positive(ncols, "ncols")
+    images, _ = resolve_images(X, estimator.image_col, estimator.image_root)
+    y = estimator._checked_targets(y, len(images))
+    rng = check_random_state(random_state)
+    rows = rng.choice(len(images), size=min(n, len(images)), replace=False)
+    titles = [
+        " | ".join(
+            f"{name} {_format_value(estimator.tasks_[name], value)}"
+            for name, value in y.iloc[row].items()
+        )
+        for row in rows
+    ]
+    dataset = ImageDataset(
+        images[rows], image_size=estimator.image_size_, transform=train_transform(estimator.augment)
+    )
+    height, width = estimator.image_size_
+    how = "augmented" if estimator.augment else "not augmented"
+    # The augmentation draws from torch's global generator: seed it, then restore it.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+        return _image_grid(dataset, titles, ncols, f"Training images at {height}×{width} px, {how}")
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def _check_positive(value, name):
+    if not (isinstance(value, Integral) and value >= 1):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _format_number(value):
+    """2-3 significant digits, without an exponent below 1000."""
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _format_value(task, value):
+    """A label as it came in, a regression value to 3 digits, ``?`` when missing."""
+    if pd.isna(value):
+        return "?"
+    return str(value) if task.kind == CLASSIFICATION else _format_number(value)
+
+
+def _top_loss_title(tasks, row):
+    """``color red/blue | area 0.31/0.62`` then ``loss 2.3`` on a second line."""
+    fields = " | ".join(
+        f"{name} {_format_value(task, row[f'{name}_pred'])}/"
+        f"{_format_value(task, row[f'{name}_true'])}"
+        for name, task in tasks.items()
+    )
+    return f"{fields}\nloss {_format_number(row['loss'])}"
+
+
+def _image_grid(dataset, titles, ncols, suptitle):
+    """One titled, axis-less image per item of ``dataset``, ``ncols`` to a row."""
+    from matplotlib.figure import Figure
+
+    ncols = min(ncols, len(titles))
+    nrows = math.ceil(len(titles) / ncols)
+    lines = [title.splitlines() for title in titles]
+    width = max(2.2, _CHAR_WIDTH * max(len(line) for title in lines for line in title))
+    image_height, image_width = dataset.image_size
+    side = min(width, 2.5)  # inches: wide titles widen the cells, not the images
+    height = side * image_height / image_width + 0.2 * max(map(len, lines))
+    fig = Figure(figsize=(ncols * width, nrows * height + 0.4), layout="constrained")
+    for i, title in enumerate(titles):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.imshow(dataset[i][0].permute(1, 2, 0).numpy())
+        ax.set_title(title, fontsize=_TITLE_SIZE)
+        ax.set_axis_off()
+    fig.suptitle(suptitle)
+    return fig
+
+
+def _classification_task(estimator, task):
+    if task not in estimator.tasks_:
+        raise ValueError(f"unknown task {task!r}; tasks are {list(estimator.tasks_)}")
+    fitted = estimator.tasks_[task]
+    if fitted.kind != CLASSIFICATION:
+        raise ValueError(
+            f"task {task!r} is a {fitted.kind}; a confusion matrix needs a classification task"
+        )
+    return fitted
+
+
+def _confusion_figure(task, truth, predicted, normalize=None):
+    """The confusion matrix of ``task`` over the labelled cells of ``truth``."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    classes = task.classes_
+    labelled = truth.notna().to_numpy()
+    # confusion_matrix silently drops labels outside `classes`: count them openly.
+    known = labelled & truth.isin(classes).to_numpy()
+    if not known.any():
+        raise ValueError(f"y has no labelled cell of a known class for task {task.name!r}")
+    side = max(3.5, 0.55 * len(classes) + 1.8)
+    fig = Figure(figsize=(side, side), layout="constrained")
+    ax = fig.add_subplot()
+    ConfusionMatrixDisplay.from_predictions(
+        truth.to_numpy()[known],
+        predicted.to_numpy()[known],
+        labels=classes,
+        normalize=normalize,
+        ax=ax,
+        cmap="Blues",
+        colorbar=False,
+        xticks_rotation=45 if max(len(str(c)) for c in classes) > 7 else "horizontal",
+        values_format=None if normalize is None else ".2f",
+    )
+    ax.set_xlabel(f"predicted {task.name}")
+    ax.set_ylabel(f"true {task.name}")
+    title = f"{task.name}: {int(known.sum())} labelled images"
+    unseen = int(labelled.sum() - known.sum())
+    if unseen:
+        title += f"\n({unseen} more of classes unseen in training)"
+    ax.set_title(title, fontsize=10)
+    return fig

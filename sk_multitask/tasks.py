@@ -79,11 +79,17 @@ class Task:
     def decode(self, outputs, index=None):
         """Turn the head's outputs (N, n_outputs) into a Series of labels or values."""
         outputs = np.asarray(outputs)
+        if len(outputs) == 0:
+            return pd.Series([], index=index, name=self.name, dtype=self._output_dtype)
         if self.kind == CLASSIFICATION:
             labels = self.encoder.inverse_transform(outputs.argmax(axis=1))
             return pd.Series(labels, index=index, name=self.name).astype(self.dtype)
         values = self.encoder.inverse_transform(outputs.reshape(-1, 1)).ravel()
         return pd.Series(values, index=index, name=self.name, dtype=np.float64)
+
+    @property
+    def _output_dtype(self):
+        return self.dtype if self.kind == CLASSIFICATION else np.float64
 
     def __repr__(self):
         detail = f", classes={list(self.classes_)}" if self.kind == CLASSIFICATION else ""

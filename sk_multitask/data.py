@@ -19,6 +19,7 @@ from torchvision.transforms import v2
 
 __all__ = [
     "ImageDataset",
+    "decode_images",
     "image_references",
     "load_image",
     "resolve_images",
@@ -51,24 +52,32 @@ def _to_rgb(img):
 def load_image(path, image_size):
     """Decode one image file to a uint8 tensor ``(3, H, W)`` of ``image_size``.
 
-    EXIF orientation is applied; any mode is converted to RGB. JPEGs are decoded
-    at a reduced scale when that is still at least the target size.
+    EXIF orientation is applied; any mode is converted to RGB; the resize is bilinear
+    with antialiasing, by torch on the decoded uint8 pixels (faster than PIL's) and
+    skipped when the image already has the size. A JPEG at least twice the target size
+    is decoded at a reduced DCT scale (PIL's draft mode), several times faster
+    (``benchmarks/bench_decode.py``).
 
     Raises
     ------
     ValueError
         Naming the file, if it cannot be decoded.
     """
-    height, width = as_size(image_size)
+    size = as_size(image_size)
     try:
         with Image.open(path) as img:
-            side = max(height, width)  # the draft must cover a rotated EXIF image too
+            side = max(size)  # the draft must cover an image that EXIF rotates, too
             img.draft("RGB", (side, side))
             img = _to_rgb(ImageOps.exif_transpose(img))
-            img = img.resize((width, height), Image.Resampling.BILINEAR)
     except (OSError, SyntaxError, ValueError) as exc:  # PIL's decode errors
         raise ValueError(f"cannot decode image file {os.fspath(path)!r}: {exc}") from exc
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1)
+    return _resized(torch.from_numpy(np.array(img)).permute(2, 0, 1), size)
+
+
+def _resized(image, size):
+    if tuple(image.shape[1:]) == size:
+        return image
+    return v2.functional.resize(image, list(size), antialias=True)
 
 
 def _array_image(image, image_size):
@@ -80,10 +89,25 @@ def _array_image(image, image_size):
         tensor = tensor.expand(3, -1, -1)
     elif channels == 4:
         tensor = tensor[:3]
-    size = as_size(image_size)
-    if tuple(tensor.shape[1:]) != size:
-        tensor = v2.functional.resize(tensor, list(size), antialias=True)
-    return tensor
+    return _resized(tensor, as_size(image_size))
+
+
+def _decoded_image(image, image_size):
+    return image
+
+
+def decode_images(images, image_size, num_workers=0, batch_size=256):
+    """Decode and resize every image once: a uint8 tensor ``(N, 3, H, W)`` in memory.
+
+    ``images`` are file paths or a uint8 array; decoding runs in ``num_workers``
+    DataLoader processes.
+    """
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(images, image_size=image_size),
+        batch_size=batch_size,
+        num_workers=num_workers,
+    )
+    return torch.cat([batch for batch, _ in loader])
 
 
 def train_transform(augment):
@@ -108,8 +132,9 @@ class ImageDataset(torch.utils.data.Dataset):
 
     Parameters
     ----------
-    images : sequence of str or ndarray of shape (N, H, W) or (N, H, W, C)
-        Resolved file paths, or uint8 images.
+    images : sequence of str, ndarray (N, H, W[, C]) or tensor (N, 3, H, W)
+        Resolved file paths, uint8 images, or images already decoded to the size
+        (:func:`decode_images`).
     targets : ndarray of shape (N, n_tasks), optional
     image_size : int or (int, int)
     transform : callable, optional
@@ -121,8 +146,12 @@ class ImageDataset(torch.utils.data.Dataset):
         self.targets = None if targets is None else torch.as_tensor(targets)
         self.image_size = image_size
         self.transform = transform
-        from_array = isinstance(images, np.ndarray) and images.dtype == np.uint8
-        self._decode = _array_image if from_array else load_image
+        if isinstance(images, torch.Tensor):
+            self._decode = _decoded_image
+        elif isinstance(images, np.ndarray) and images.dtype == np.uint8:
+            self._decode = _array_image
+        else:
+            self._decode = load_image
 
     def __len__(self):
         return len(self.images)

@@ -21,13 +21,22 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 from skorch.callbacks import ProgressBar
+from skorch.dataset import unpack_data
 from skorch.helper import predefined_split
+from skorch.utils import TeeGenerator
 from torch import nn
 from tqdm.auto import tqdm
 
 from .callbacks import TaskScoring
 from .criterion import MaskedMultiTaskLoss
-from .data import ImageDataset, as_size, image_references, resolve_images, train_transform
+from .data import (
+    ImageDataset,
+    as_size,
+    decode_images,
+    image_references,
+    resolve_images,
+    train_transform,
+)
 from .metrics import evaluate_tasks, task_scores
 from .module import MultiTaskModule, build_backbone
 from .tasks import CLASSIFICATION, encode_targets, fit_tasks
@@ -85,8 +94,19 @@ class MultiTaskImageEstimator(BaseEstimator):
         boolean column of ``X`` marking validation rows, or None for no validation.
     augment : bool, default=False
         Light augmentation of training batches (flip, small affine, colour jitter).
-    num_workers : int, default=0
-        DataLoader worker processes decoding images.
+    num_workers : int or "auto", default="auto"
+        DataLoader worker processes decoding images. ``"auto"``: none when the images
+        are cached and not augmented (there is nothing left to decode); else, on CUDA,
+        one per CPU core up to 8; on a CPU none, since torch's threads already use
+        every core to train (see ``docs/performance.md``).
+    cache : bool, default=False
+        Decode and resize every image once at the start of ``fit`` and train from
+        the uint8 pixels kept in memory (``N * 3 * H * W`` bytes): the epochs then
+        cost what the network costs. Off, images stream from disk every epoch and
+        memory does not grow with the data set.
+    precision : {"fp32", "bf16", "fp16"}, default="fp32"
+        Mixed precision for the network's forward pass (``torch.autocast``), with a
+        gradient scaler for fp16. On CUDA, convolutions also run channels-last.
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or any torch device.
     callbacks : list, default=None
@@ -138,7 +158,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         "optimizer": [StrOptions(set(_OPTIMIZERS)), callable],
         "valid_split": [Interval(Real, 0, 1, closed="neither"), str, None],
         "augment": ["boolean"],
-        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "cache": ["boolean"],
+        "precision": [StrOptions({"fp32", "bf16", "fp16"})],
         "device": [str],
         "callbacks": [list, None],
         "random_state": ["random_state"],
@@ -160,7 +182,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         optimizer="adamw",
         valid_split=0.2,
         augment=False,
-        num_workers=0,
+        num_workers="auto",
+        cache=False,
+        precision="fp32",
         device="auto",
         callbacks=None,
         random_state=None,
@@ -180,6 +204,8 @@ class MultiTaskImageEstimator(BaseEstimator):
         self.valid_split = valid_split
         self.augment = augment
         self.num_workers = num_workers
+        self.cache = cache
+        self.precision = precision
         self.device = device
         self.callbacks = callbacks
         self.random_state = random_state
@@ -214,6 +240,8 @@ class MultiTaskImageEstimator(BaseEstimator):
         device = self._resolve_device()
         seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
 
+        if self.cache:
+            images = decode_images(images, image_size, num_workers=self._num_workers(cache=False))
         with _seeded(seed, device):
             backbone, n_features, (mean, std) = build_backbone(
                 self.backbone, self.weights, image_size
@@ -221,6 +249,8 @@ class MultiTaskImageEstimator(BaseEstimator):
             module = MultiTaskModule(
                 backbone, n_features, {n: t.n_outputs for n, t in tasks.items()}, mean, std
             )
+            # channels-last lets cuDNN pick its fastest convolutions (with AMP above all).
+            module.channels_last = device.startswith("cuda")
             criterion = MaskedMultiTaskLoss(
                 [(n, t.kind, t.n_outputs) for n, t in tasks.items()], self.loss_weights
             )
@@ -336,6 +366,7 @@ class MultiTaskImageEstimator(BaseEstimator):
             Losses are those of training: cross-entropy, or the squared error of the
             standardised value.
         """
+        check_is_fitted(self)
         if task is not None and task not in self.tasks_:
             raise ValueError(f"unknown task {task!r}; tasks are {list(self.tasks_)}")
         if not (isinstance(k, Integral) and k >= 1):
@@ -357,7 +388,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         for (name, fitted), out in zip(self.tasks_.items(), split, strict=True):
             frame[f"{name}_pred"] = fitted.decode(out, index[top])
             frame[f"{name}_true"] = y[name].iloc[top].to_numpy()
-        frame["loss"] = row_loss[top]
+        frame["loss"] = row_loss[top].astype(np.float64)
         return frame
 
     def __sklearn_tags__(self):
@@ -382,7 +413,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         if self.verbose:
             total = math.ceil(len(dataset) / self.net_.batch_size)
             batches = tqdm(batches, total=total, desc="predict", unit="batch", leave=False)
-        return torch.cat(list(batches)), images, index
+        return torch.cat(list(batches)).float(), images, index
 
     def _forward(self, X):
         """Each task's raw outputs (CPU tensors) for ``X``, and ``X``'s index."""
@@ -462,6 +493,18 @@ class MultiTaskImageEstimator(BaseEstimator):
                     "(its labels are all in the validation rows)"
                 )
 
+    def _num_workers(self, cache):
+        """The DataLoader worker count that ``num_workers`` stands for."""
+        if self.num_workers != "auto":
+            return self.num_workers
+        if cache and not self.augment:
+            return 0
+        if self._resolve_device().startswith("cuda"):
+            return min(8, os.cpu_count() or 1)
+        # On a CPU every core already trains the network (torch's intra-op threads): a
+        # worker process would oversubscribe them, which cost 5-10x per epoch on 2 cores.
+        return 0
+
     def _resolve_device(self):
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
@@ -485,15 +528,16 @@ class MultiTaskImageEstimator(BaseEstimator):
             for metric in ("loss", "acc", "mae", "rmse")
             if f"{prefix}_{name}_{metric}" not in shown
         ]
-        workers = self.num_workers
+        workers = self._num_workers(cache=self.cache)
         loader = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
         if workers:
             loader["persistent_workers"] = True
         optimizer = (
             _OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else self.optimizer
         )
-        return NeuralNet(
+        return _MultiTaskNet(
             module=module,
+            precision=self.precision,
             criterion=criterion,
             optimizer=optimizer,
             lr=self.lr,
@@ -510,6 +554,50 @@ class MultiTaskImageEstimator(BaseEstimator):
             device=device,
             verbose=self.verbose,
         )
+
+
+class _MultiTaskNet(NeuralNet):
+    """skorch's NeuralNet with mixed precision: autocast forward, fp16 gradient scaling."""
+
+    def __init__(self, *args, precision="fp32", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.precision = precision
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=torch.device(self.device).type, dtype=dtype)
+
+    def infer(self, x, **fit_params):
+        with self._autocast():
+            return super().infer(x, **fit_params)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        # The loss in float32 whatever the forward pass's precision.
+        return super().get_loss(y_pred.float(), y_true, X=X, training=training)
+
+    def train_step(self, batch, **fit_params):
+        if self.precision != "fp16":
+            return super().train_step(batch, **fit_params)
+        # fp16 gradients underflow without a scaler; bf16 has float32's range.
+        if getattr(self, "grad_scaler_", None) is None:
+            self.grad_scaler_ = torch.amp.GradScaler(torch.device(self.device).type)
+        self.optimizer_.zero_grad()
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        self.grad_scaler_.scale(loss).backward()
+        self.grad_scaler_.unscale_(self.optimizer_)  # callbacks see true gradients
+        self.notify(
+            "on_grad_computed",
+            named_parameters=TeeGenerator(self.get_all_learnable_params()),
+            batch=batch,
+        )
+        self.grad_scaler_.step(self.optimizer_)
+        self.grad_scaler_.update()
+        return {"loss": loss, "y_pred": y_pred}
 
 
 @contextlib.contextmanager

@@ -202,10 +202,14 @@ class MultiTaskModule(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(n_features, n) for n in head_sizes.values())
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
+        #: Feed the backbone channels-last tensors (set on CUDA, where convolutions gain).
+        self.channels_last = False
 
     def forward_features(self, images):
         """Shared features ``(N, n_features)`` of uint8 (0-255) or float images."""
         x = (images.float() - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return torch.flatten(self.backbone(x), 1)
 
     def forward_heads(self, features):

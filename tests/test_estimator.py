@@ -475,3 +475,53 @@ def test_evaluate_reports_each_task_on_labelled_cells(fitted, image_set):
     )
     assert np.isnan(table.loc["area", "accuracy"]) and np.isnan(table.loc["color", "r2"])
     assert table.loc["area", "kind"] == "regression"
+
+
+# -- speed options: cache, workers, precision ---------------------------------------------
+
+
+def test_cache_trains_the_same_model_as_streaming(image_set):
+    y = image_set[TARGETS]
+    streamed = small_estimator(image_set, max_epochs=1, num_workers=0).fit(image_set, y)
+    cached = small_estimator(image_set, max_epochs=1, cache=True).fit(image_set, y)
+
+    pd.testing.assert_frame_equal(cached.predict(image_set), streamed.predict(image_set))
+    assert cached.history_[-1, "valid_loss"] == pytest.approx(streamed.history_[-1, "valid_loss"])
+
+
+def test_auto_workers():
+    est = MultiTaskImageEstimator(device="cpu")
+    assert est._num_workers(cache=False) == 0  # the cores train the network
+    assert est.set_params(num_workers=3)._num_workers(cache=True) == 3
+    if torch.cuda.is_available():
+        cuda = MultiTaskImageEstimator(device="cuda")
+        assert cuda._num_workers(cache=False) >= 1
+        assert cuda._num_workers(cache=True) == 0
+        assert cuda.set_params(augment=True)._num_workers(cache=True) >= 1
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_persists(image_set, precision, tmp_path):
+    import joblib
+
+    df = image_set.head(64)
+    est = small_estimator(df, max_epochs=3, precision=precision, valid_split=None, lr=3e-3)
+    est.fit(df, df[TARGETS])
+
+    losses = est.history_[:, "train_loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    predicted = est.predict(df)
+    assert predicted["area"].dtype == np.float64
+    loaded = joblib.load(joblib.dump(est, tmp_path / "m.joblib")[0])
+    pd.testing.assert_frame_equal(loaded.predict(df), predicted)
+
+
+def test_top_losses_and_evaluate_on_tiny_subsets(fitted, image_set):
+    y = image_set[TARGETS].copy()
+    y["area"] = np.nan
+    empty = fitted.top_losses(image_set.head(5), y.head(5), task="area")
+    assert len(empty) == 0 and list(empty.columns)[-1] == "loss"
+    table = fitted.evaluate(image_set.head(3), image_set[TARGETS].head(3))
+    assert (table["n_labelled"] <= 3).all()
+    with pytest.raises(NotFittedError):
+        MultiTaskImageEstimator().top_losses(image_set, y, task="area")

@@ -101,6 +101,10 @@ def run_loop(args, df, variant):
     targets = encode_targets(y, tasks)
     module, criterion = build_model(args, tasks)
     device = args.device
+    # The same compute as the estimator's: channels-last input (and weights on CUDA).
+    module.channels_last = args.channels_last
+    if device.startswith("cuda") and args.channels_last:
+        module.to(memory_format=torch.channels_last)
     module.to(device)
     criterion.to(device)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
@@ -140,16 +144,23 @@ def run_loop(args, df, variant):
         epochs.append(time.perf_counter() - start)
     fit_total = time.perf_counter() - fit_start
 
+    array = load_array(paths) if variant == "loop-array" else None
+
+    def predict():
+        module.eval()
+        dataset = (FileDataset(paths, targets, args.image_size) if array is None
+                   else ArrayDataset(array, targets))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, **loader_args)
+        with torch.no_grad():
+            return torch.cat([module(x.to(device, non_blocking=True)).cpu() for x, _ in loader])
+
+    return epochs, statistics.median(timed(predict) for _ in range(args.predict_repeats)), fit_total
+
+
+def timed(function):
     start = time.perf_counter()
-    module.eval()
-    dataset = (FileDataset(paths, targets, args.image_size) if variant != "loop-array"
-               else ArrayDataset(load_array(paths), targets))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, **loader_args)
-    with torch.no_grad():
-        outputs = [module(x.to(device, non_blocking=True)).cpu() for x, _ in loader]
-    torch.cat(outputs)
-    predict = time.perf_counter() - start
-    return epochs, predict, fit_total
+    function()
+    return time.perf_counter() - start
 
 
 # -- the estimator (a) ------------------------------------------------------------------
@@ -169,9 +180,7 @@ def run_estimator(args, df, variant):
     est.fit(X, df[TARGETS])
     fit_total = time.perf_counter() - start
     epochs = list(est.history_[:, "dur"])
-    start = time.perf_counter()
-    est.predict(X)
-    predict = time.perf_counter() - start
+    predict = statistics.median(timed(lambda: est.predict(X)) for _ in range(args.predict_repeats))
     return epochs, predict, fit_total
 
 
@@ -209,8 +218,11 @@ def read_set(folder):
 
 def spawn(args, variant, data, n=None):
     command = [sys.executable, __file__, "--child", "--variant", variant, "--data", data]
-    for name in ("image_size", "backbone", "epochs", "batch_size", "num_workers", "device"):
+    for name in ("image_size", "backbone", "epochs", "batch_size", "num_workers", "device",
+                 "predict_repeats"):
         command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if not args.channels_last:
+        command.append("--nchw-loops")
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -278,7 +290,11 @@ def main():
     parser.add_argument("--num-workers", default="auto",
                         help="DataLoader workers for every variant; auto: the estimator's default")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--predict-repeats", type=int, default=5,
+                        help="predictions per run (the median is kept)")
+    parser.add_argument("--nchw-loops", dest="channels_last", action="store_false",
+                        help="the loops feed NCHW tensors (the estimator: channels-last)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--memory", action="store_true",
                         help="instead: peak RSS of est-files with 2,000 and 20,000 files")
@@ -295,7 +311,8 @@ def main():
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, device {args.device}; "
           f"{args.backbone} at {args.image_size} px, batch {args.batch_size}, "
-          f"{args.epochs} epochs, num_workers {args.num_workers}, {args.rounds} rounds")
+          f"{args.epochs} epochs, num_workers {args.num_workers}, {args.rounds} rounds; "
+          f"loops {'channels-last' if args.channels_last else 'NCHW'}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.memory:
             return memory(args, tmp)

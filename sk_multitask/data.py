@@ -68,7 +68,10 @@ def load_image(path, image_size):
         with Image.open(path) as img:
             side = max(size)  # the draft must cover an image that EXIF rotates, too
             img.draft("RGB", (side, side))
-            img = _to_rgb(ImageOps.exif_transpose(img))
+            ImageOps.exif_transpose(img, in_place=True)  # a copy otherwise, even when upright
+            img = _to_rgb(img)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file not found: {os.fspath(path)!r}") from None
     except (OSError, SyntaxError, ValueError) as exc:  # PIL's decode errors
         raise ValueError(f"cannot decode image file {os.fspath(path)!r}: {exc}") from exc
     return _resized(torch.from_numpy(np.array(img)).permute(2, 0, 1), size)
@@ -164,7 +167,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return image, target
 
 
-def resolve_images(X, image_col="filename", image_root=None):
+def resolve_images(X, image_col="filename", image_root=None, check_files=True):
     """Image sources from ``X``: resolved, existing file paths, or a uint8 array.
 
     Parameters
@@ -174,6 +177,9 @@ def resolve_images(X, image_col="filename", image_root=None):
         The column of a DataFrame ``X`` that holds the image paths.
     image_root : str or path, optional
         The folder relative paths are resolved against.
+    check_files : bool, default=True
+        Check up front that every file exists (``fit`` does, so that it fails before
+        training; elsewhere a missing file is reported when it is read).
 
     Returns
     -------
@@ -186,14 +192,14 @@ def resolve_images(X, image_col="filename", image_root=None):
                 f"image column {image_col!r} is not in X; its columns are "
                 f"{list(X.columns)} (set image_col)"
             )
-        return _resolve_paths(X[image_col], image_root), X.index
+        return _resolve_paths(X[image_col], image_root, check_files), X.index
     if isinstance(X, pd.Series):
-        return _resolve_paths(X, image_root), X.index
+        return _resolve_paths(X, image_root, check_files), X.index
     if isinstance(X, np.ndarray) and X.dtype.kind not in "OUS":
         return _check_array(X), pd.RangeIndex(len(X))
     if isinstance(X, (np.ndarray, Sequence)) and not isinstance(X, (str, bytes)):
         paths = pd.Series(list(X), dtype=object)
-        return _resolve_paths(paths, image_root), pd.RangeIndex(len(paths))
+        return _resolve_paths(paths, image_root, check_files), pd.RangeIndex(len(paths))
     raise TypeError(
         "X must be a DataFrame with an image column, a Series or list of image "
         f"paths, or a uint8 array of images; got {type(X).__name__}"
@@ -222,7 +228,7 @@ def _check_array(X):
     return X
 
 
-def _resolve_paths(paths, image_root):
+def _resolve_paths(paths, image_root, check_files=True):
     if len(paths) == 0:
         raise ValueError("X is empty: there are no images")
     missing = paths.isna().to_numpy()
@@ -230,7 +236,7 @@ def _resolve_paths(paths, image_root):
         raise ValueError(f"X has a missing image path at position {int(np.argmax(missing))}")
     root = "" if image_root is None else os.fspath(image_root)
     resolved = np.array([os.path.join(root, os.fspath(p)) for p in paths], dtype=object)
-    absent = [p for p in resolved if not os.path.isfile(p)]
+    absent = [p for p in resolved if not os.path.isfile(p)] if check_files else []
     if absent:
         more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
         raise FileNotFoundError(f"image file not found: {absent[0]!r}{more}")

@@ -106,7 +106,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         memory does not grow with the data set.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Mixed precision for the network's forward pass (``torch.autocast``), with a
-        gradient scaler for fp16. On CUDA, convolutions also run channels-last.
+        gradient scaler for fp16. (Convolutions always run channels-last.)
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or any torch device.
     callbacks : list, default=None
@@ -249,8 +249,11 @@ class MultiTaskImageEstimator(BaseEstimator):
             module = MultiTaskModule(
                 backbone, n_features, {n: t.n_outputs for n, t in tasks.items()}, mean, std
             )
-            # channels-last lets cuDNN pick its fastest convolutions (with AMP above all).
-            module.channels_last = device.startswith("cuda")
+            # Channels-last input: 25-35% faster convolutions on a CPU here
+            # (docs/performance.md); on CUDA, with channels-last weights, cuDNN's fastest.
+            module.channels_last = True
+            if device.startswith("cuda"):
+                module.to(memory_format=torch.channels_last)
             criterion = MaskedMultiTaskLoss(
                 [(n, t.kind, t.n_outputs) for n, t in tasks.items()], self.loss_weights
             )
@@ -407,7 +410,7 @@ class MultiTaskImageEstimator(BaseEstimator):
     def _outputs(self, X):
         """The network's concatenated outputs (a CPU tensor), image sources and index."""
         check_is_fitted(self)
-        images, index = resolve_images(X, self.image_col, self.image_root)
+        images, index = resolve_images(X, self.image_col, self.image_root, check_files=False)
         dataset = ImageDataset(images, image_size=self.image_size_)
         batches = self.net_.forward_iter(dataset, training=False, device="cpu")
         if self.verbose:

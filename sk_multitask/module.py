@@ -202,7 +202,7 @@ class MultiTaskModule(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(n_features, n) for n in head_sizes.values())
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
-        #: Feed the backbone channels-last tensors (set on CUDA, where convolutions gain).
+        #: Feed the backbone channels-last tensors (faster convolutions; set in ``fit``).
         self.channels_last = False
 
     def forward_features(self, images):

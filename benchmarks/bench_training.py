@@ -14,8 +14,9 @@ same model (``MultiTaskModule`` + ``MaskedMultiTaskLoss``), optimizer, batch siz
 Each variant runs in a fresh process (so that its peak memory is its own), and the variants
 are interleaved round by round (A B C ... A B C ...), so that a slow spell of the machine
 hits them alike. Per variant it prints the median seconds per epoch (epoch 1 apart, it
-holds start-up costs), images/s, the prediction time over all images, and the peak resident
-memory (the process and its DataLoader workers). Then the ratios.
+holds start-up costs), images/s, the median time of a prediction over all images (several
+per run), and the peak resident memory (the process and its DataLoader workers). Then the
+ratios.
 
     python benchmarks/bench_training.py                  # 2-core CPU figures (docs/performance.md)
     python benchmarks/bench_training.py --backbone resnet18 --image-size 128 --device cuda

@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+_NO_TARGET = torch.empty(0)  # skorch wants (X, y) pairs even when there is no y
 
 
 def as_size(image_size):
@@ -67,8 +68,13 @@ def load_image(path, image_size):
     try:
         with Image.open(path) as img:
             side = max(size)  # the draft must cover an image that EXIF rotates, too
-            img.draft("RGB", (side, side))
-            ImageOps.exif_transpose(img, in_place=True)  # a copy otherwise, even when upright
+            if min(img.size) >= 2 * side:  # else the draft cannot reduce the DCT scale
+                img.draft("RGB", (side, side))
+            # A JPEG's EXIF is read with its header: without one there is nothing to
+            # turn. In place, as a copy costs as much as the decode for small images.
+            if img.format != "JPEG" or "exif" in img.info:
+                ImageOps.exif_transpose(img, in_place=True)
+            img.load()  # decode while the file is open
             img = _to_rgb(img)
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {os.fspath(path)!r}") from None
@@ -163,8 +169,7 @@ class ImageDataset(torch.utils.data.Dataset):
         image = self._decode(self.images[i], self.image_size)
         if self.transform is not None:
             image = self.transform(image)
-        target = torch.empty(0) if self.targets is None else self.targets[i]
-        return image, target
+        return image, _NO_TARGET if self.targets is None else self.targets[i]
 
 
 def resolve_images(X, image_col="filename", image_root=None, check_files=True):

@@ -46,6 +46,7 @@ from sk_multitask.module import MultiTaskModule, build_backbone
 from sk_multitask.tasks import encode_targets, fit_tasks
 
 TARGETS = ["color", "shape", "area"]
+PEAKS = {}  # peak RSS at the end of fit, before predicting
 VARIANTS = ["est-files", "loop-files", "est-array", "loop-array", "est-cache", "loop-memory"]
 
 
@@ -180,6 +181,7 @@ def run_estimator(args, df, variant):
     start = time.perf_counter()
     est.fit(X, df[TARGETS])
     fit_total = time.perf_counter() - start
+    PEAKS["fit"] = peak_rss_mb()
     epochs = list(est.history_[:, "dur"])
     predict = statistics.median(timed(lambda: est.predict(X)) for _ in range(args.predict_repeats))
     return epochs, predict, fit_total
@@ -206,7 +208,8 @@ def child(args):
     run = run_estimator if args.variant.startswith("est") else run_loop
     epochs, predict, fit_total = run(args, df, args.variant)
     print(json.dumps({"variant": args.variant, "epochs": epochs, "predict": predict,
-                      "fit_total": fit_total, "peak_rss_mb": peak_rss_mb(), "n": len(df)}))
+                      "fit_total": fit_total, "peak_rss_mb": peak_rss_mb(),
+                      "peak_rss_fit_mb": PEAKS.get("fit"), "n": len(df)}))
 
 
 def read_set(folder):
@@ -337,18 +340,22 @@ def main():
 
 def memory(args, tmp):
     """Peak RSS of fitting from files: 2,000 against 20,000 images on disk."""
-    args.epochs = 1
+    args.epochs, args.predict_repeats = 1, 1
     small = make_set(2000, args.image_size, os.path.join(tmp, "small"))
     large = make_set(20000, args.image_size, os.path.join(tmp, "large"))
     results = {}
     for round_ in range(args.rounds):
-        for name, data in (("2,000 files", small), ("20,000 files", large)):
+        for name, data in (("2,000", small), ("20,000", large)):
             r = spawn(args, "est-files", data)
-            results.setdefault(name, []).append(r["peak_rss_mb"])
-            print(f"round {round_ + 1} {name:<13} peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
-    peaks = {name: max(values) for name, values in results.items()}
-    growth = peaks["20,000 files"] - peaks["2,000 files"]
-    print(f"\npeak RSS: {peaks}; growth from 2,000 to 20,000 files: {growth:.0f} MB")
+            results.setdefault(name, []).append((r["peak_rss_fit_mb"], r["peak_rss_mb"]))
+            print(f"round {round_ + 1} {name:>6} files: peak RSS {r['peak_rss_fit_mb']:.0f} MB "
+                  f"by the end of fit, {r['peak_rss_mb']:.0f} MB after predicting them all",
+                  flush=True)
+    for phase, label in ((0, "fit"), (1, "fit + predict")):
+        small_peak = max(r[phase] for r in results["2,000"])
+        large_peak = max(r[phase] for r in results["20,000"])
+        print(f"{label:<14} peak RSS (max over rounds): 2,000 files {small_peak:.0f} MB, "
+              f"20,000 files {large_peak:.0f} MB, growth {large_peak - small_peak:+.0f} MB")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import joblib
 import pandas as pd
 
 from . import __version__
+from .data import resolve_images
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
 from .estimator import MultiTaskImageEstimator
@@ -80,6 +81,14 @@ def _load_model(path, images):
     return model
 
 
+def _read_images_table(path, model):
+    """The data table, with every image file checked before any work starts."""
+    data = read_table(path)
+    _columns(data, [model.image_col], "image column")
+    resolve_images(data, model.image_col, model.image_root)  # raises naming a missing file
+    return data
+
+
 def _valid_split(value):
     try:
         return float(value)
@@ -126,8 +135,7 @@ def predict(args):
     """Write predictions (and class probabilities) for every row of a table."""
     model = _load_model(args.model, args.images)
     model.set_params(verbose=1)
-    data = read_table(args.data)
-    _columns(data, [model.image_col], "image column")
+    data = _read_images_table(args.data, model)
     out = pd.concat([data[[model.image_col]], model.predict(data)], axis=1)
     if args.proba:
         for task, proba in model.predict_proba(data).items():
@@ -157,8 +165,7 @@ def evaluate(args):
     """Per-task metrics on a labelled table, as a table, CSV, JSON and an HTML report."""
     model = _load_model(args.model, args.images)
     model.set_params(verbose=1)
-    data = read_table(args.data)
-    _columns(data, [model.image_col], "image column")
+    data = _read_images_table(args.data, model)
     present = [t for t in model.tasks_ if t in data.columns]
     if not present:
         raise CommandError(

@@ -416,7 +416,15 @@ class MultiTaskImageEstimator(BaseEstimator):
         if self.verbose:
             total = math.ceil(len(dataset) / self.net_.batch_size)
             batches = tqdm(batches, total=total, desc="predict", unit="batch", leave=False)
-        return torch.cat(list(batches)).float(), images, index
+        # One buffer filled batch by batch: kept per-batch tensors fragment the heap,
+        # and memory grew with the number of images (docs/performance.md).
+        n_outputs = sum(task.n_outputs for task in self.tasks_.values())
+        outputs = torch.empty(len(dataset), n_outputs)
+        start = 0
+        for batch in batches:
+            outputs[start : start + len(batch)] = batch
+            start += len(batch)
+        return outputs, images, index
 
     def _forward(self, X):
         """Each task's raw outputs (CPU tensors) for ``X``, and ``X``'s index."""

@@ -91,7 +91,9 @@ def _resized(image, size):
 
 def _array_image(image, image_size):
     """A uint8 tensor ``(3, H, W)`` of ``image_size`` from one ``(H, W[, C])`` array."""
-    tensor = torch.from_numpy(np.array(image))  # a copy: the array may be read-only (memmap)
+    image = np.asarray(image)
+    # torch wants writable memory: copy a read-only (memmap) image, share any other.
+    tensor = torch.from_numpy(image if image.flags.writeable else image.copy())
     tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
     channels = tensor.shape[0]
     if channels == 1:

@@ -202,7 +202,7 @@ def resolve_images(X, image_col="filename", image_root=None, check_files=True):
         return _resolve_paths(X[image_col], image_root, check_files), X.index
     if isinstance(X, pd.Series):
         return _resolve_paths(X, image_root, check_files), X.index
-    if isinstance(X, np.ndarray) and X.dtype.kind not in "OUS":
+    if is_pixel_array(X):
         return _check_array(X), pd.RangeIndex(len(X))
     if isinstance(X, (np.ndarray, Sequence)) and not isinstance(X, (str, bytes)):
         paths = pd.Series(list(X), dtype=object)
@@ -213,13 +213,18 @@ def resolve_images(X, image_col="filename", image_root=None, check_files=True):
     )
 
 
+def is_pixel_array(X):
+    """Whether ``X`` holds the images' pixels (a numeric array), not their paths."""
+    return isinstance(X, np.ndarray) and X.dtype.kind not in "OUS"
+
+
 def image_references(X, image_col="filename"):
     """What names each image of ``X`` for people: its path as given, or its array position."""
     if isinstance(X, pd.DataFrame):
         return X[image_col].to_numpy()
     if isinstance(X, pd.Series):
         return X.to_numpy()
-    if isinstance(X, np.ndarray) and X.dtype.kind not in "OUS":
+    if is_pixel_array(X):
         return np.arange(len(X))
     return np.asarray(list(X), dtype=object)
 

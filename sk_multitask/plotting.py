@@ -33,7 +33,7 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .data import ImageDataset, resolve_images, train_transform
+from .data import ImageDataset, is_pixel_array, resolve_images, train_transform
 from .tasks import CLASSIFICATION
 
 __all__ = ["plot_confusion_matrix", "plot_history", "plot_top_losses", "show_batch"]
@@ -76,7 +76,7 @@ def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
     _check_positive(ncols, "ncols")
     top = estimator.top_losses(X, y, k=k, task=task)
     references = top["image"].to_numpy()
-    if isinstance(X, np.ndarray) and X.dtype == np.uint8:  # references are positions
+    if is_pixel_array(X):  # references are positions in the array
         sources = X[references.astype(np.intp)]
     else:
         sources, _ = resolve_images(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import functools
 import math
 import os
 from collections.abc import Hashable
@@ -19,11 +17,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from skorch import NeuralNet
 from skorch.callbacks import ProgressBar
-from skorch.dataset import unpack_data
 from skorch.helper import predefined_split
-from skorch.utils import TeeGenerator
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -39,16 +34,10 @@ from .data import (
 )
 from .metrics import evaluate_tasks, task_scores
 from .module import MultiTaskModule, build_backbone
-from .tasks import CLASSIFICATION, encode_targets, fit_tasks
+from .tasks import CLASSIFICATION, check_targets, encode_targets, fit_tasks, target_frame
+from .training import OPTIMIZERS, MultiTaskNet, seeded
 
 __all__ = ["MultiTaskImageEstimator"]
-
-_OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": functools.partial(torch.optim.SGD, momentum=0.9),
-}
-
 
 class MultiTaskImageEstimator(BaseEstimator):
     """Train one network that predicts several targets of mixed kinds from images.
@@ -155,7 +144,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "optimizer": [StrOptions(set(_OPTIMIZERS)), callable],
+        "optimizer": [StrOptions(set(OPTIMIZERS)), callable],
         "valid_split": [Interval(Real, 0, 1, closed="neither"), str, None],
         "augment": ["boolean"],
         "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
@@ -229,7 +218,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         self._validate_params()
         image_size = as_size(self.image_size)
         images, _ = resolve_images(X, self.image_col, self.image_root)
-        y = self._target_frame(y)
+        y = target_frame(y)
         if len(y) != len(images):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} rows")
         tasks = fit_tasks(y, self.tasks)
@@ -242,7 +231,7 @@ class MultiTaskImageEstimator(BaseEstimator):
 
         if self.cache:
             images = decode_images(images, image_size, num_workers=self._num_workers(cache=False))
-        with _seeded(seed, device):
+        with seeded(seed, device):
             backbone, n_features, (mean, std) = build_backbone(
                 self.backbone, self.weights, image_size
             )
@@ -343,7 +332,7 @@ class MultiTaskImageEstimator(BaseEstimator):
             metric does not apply or a task has no labelled cell.
         """
         outputs, index = self._forward(X)
-        y = self._checked_targets(y, len(index))
+        y = check_targets(y, self.tasks_, len(index))
         return evaluate_tasks({n: self.tasks_[n] for n in y.columns}, outputs, y)
 
     def top_losses(self, X, y, k=9, task=None):
@@ -375,7 +364,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         if not (isinstance(k, Integral) and k >= 1):
             raise ValueError(f"k must be a positive integer, got {k!r}")
         outputs, _, index = self._outputs(X)
-        y = self._checked_targets(y, len(index)).reindex(columns=list(self.tasks_))
+        y = check_targets(y, self.tasks_, len(index)).reindex(columns=list(self.tasks_))
         criterion = self.net_.criterion_
         targets = torch.from_numpy(encode_targets(y, self.tasks_))
         losses, labelled = criterion.cell_losses(outputs, targets)
@@ -431,39 +420,6 @@ class MultiTaskImageEstimator(BaseEstimator):
         outputs, _, index = self._outputs(X)
         split = self.net_.criterion_.split_outputs(outputs)
         return dict(zip(self.tasks_, split, strict=True)), index
-
-    def _checked_targets(self, y, n_rows):
-        """``y`` as a frame of known task columns with ``n_rows`` rows."""
-        y = self._target_frame(y)
-        unknown = [name for name in y.columns if name not in self.tasks_]
-        if unknown:
-            raise ValueError(
-                f"y has columns {unknown} that are not tasks of the estimator {list(self.tasks_)}"
-            )
-        if len(y) != n_rows:
-            raise ValueError(f"X has {n_rows} images but y has {len(y)} rows")
-        return y
-
-    @staticmethod
-    def _target_frame(y):
-        """``y`` as a DataFrame of one column per task."""
-        if isinstance(y, pd.Series):
-            y = y.to_frame(name="target" if y.name is None else y.name)
-        elif not isinstance(y, pd.DataFrame):
-            array = np.asarray(y)
-            if array.ndim == 1:
-                y = pd.DataFrame({"target": array})
-            elif array.ndim == 2:
-                y = pd.DataFrame(array)
-            else:
-                raise ValueError(
-                    f"y must be a DataFrame, a Series or 1-D/2-D; got shape {array.shape}"
-                )
-        if y.shape[1] == 0:
-            raise ValueError("y has no columns: pass one column per task")
-        if y.columns.has_duplicates:
-            raise ValueError(f"y has duplicate column names: {list(y.columns)}")
-        return y
 
     def _split(self, X, n, rng):
         """Positions of the training and validation rows (None: no validation)."""
@@ -544,9 +500,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         if workers:
             loader["persistent_workers"] = True
         optimizer = (
-            _OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else self.optimizer
+            OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else self.optimizer
         )
-        return _MultiTaskNet(
+        return MultiTaskNet(
             module=module,
             precision=self.precision,
             criterion=criterion,
@@ -565,60 +521,3 @@ class MultiTaskImageEstimator(BaseEstimator):
             device=device,
             verbose=self.verbose,
         )
-
-
-class _MultiTaskNet(NeuralNet):
-    """skorch's NeuralNet with mixed precision: autocast forward, fp16 gradient scaling."""
-
-    def __init__(self, *args, precision="fp32", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.precision = precision
-
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=torch.device(self.device).type, dtype=dtype)
-
-    def infer(self, x, **fit_params):
-        with self._autocast():
-            return super().infer(x, **fit_params)
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        # The loss in float32 whatever the forward pass's precision.
-        return super().get_loss(y_pred.float(), y_true, X=X, training=training)
-
-    def train_step(self, batch, **fit_params):
-        if self.precision != "fp16":
-            return super().train_step(batch, **fit_params)
-        # fp16 gradients underflow without a scaler; bf16 has float32's range.
-        if getattr(self, "grad_scaler_", None) is None:
-            self.grad_scaler_ = torch.amp.GradScaler(torch.device(self.device).type)
-        self.optimizer_.zero_grad()
-        self._set_training(True)
-        Xi, yi = unpack_data(batch)
-        y_pred = self.infer(Xi, **fit_params)
-        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
-        self.grad_scaler_.scale(loss).backward()
-        self.grad_scaler_.unscale_(self.optimizer_)  # callbacks see true gradients
-        self.notify(
-            "on_grad_computed",
-            named_parameters=TeeGenerator(self.get_all_learnable_params()),
-            batch=batch,
-        )
-        self.grad_scaler_.step(self.optimizer_)
-        self.grad_scaler_.update()
-        return {"loss": loss, "y_pred": y_pred}
-
-
-@contextlib.contextmanager
-def _seeded(seed, device):
-    """Seed torch inside the block and restore its global random state after."""
-    if seed is None:
-        yield
-        return
-    cuda = device.startswith("cuda")
-    devices = list(range(torch.cuda.device_count())) if cuda else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield

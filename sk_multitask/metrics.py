@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from sklearn import metrics as skm
 
-from .tasks import CLASSIFICATION
+from .tasks import CLASSIFICATION, check_targets
 
 __all__ = ["evaluate_tasks", "multitask_scorer", "task_scores"]
 
@@ -56,14 +56,9 @@ def task_scores(estimator, X, y, metrics=None):
         Task name to its score, in ``y``'s column order. A task with no labelled cell
         in ``y`` is left out.
     """
-    y = estimator._target_frame(y)
-    unknown = [name for name in y.columns if name not in estimator.tasks_]
-    if unknown:
-        raise ValueError(
-            f"y has columns {unknown} that are not tasks of the estimator {list(estimator.tasks_)}"
-        )
-    metrics = dict(metrics or {})
     predictions = estimator.predict(X)
+    y = check_targets(y, estimator.tasks_, len(predictions))
+    metrics = dict(metrics or {})
     scores = {}
     for name in y.columns:
         labelled = y[name].notna().to_numpy()

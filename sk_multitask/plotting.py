@@ -34,7 +34,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .data import ImageDataset, is_pixel_array, resolve_images, train_transform
-from .tasks import CLASSIFICATION
+from .tasks import CLASSIFICATION, check_targets
 
 __all__ = ["plot_confusion_matrix", "plot_history", "plot_top_losses", "show_batch"]
 
@@ -161,7 +161,7 @@ def plot_confusion_matrix(estimator, X, y, task, normalize=None):
     check_is_fitted(estimator)
     fitted = _classification_task(estimator, task)
     predicted = estimator.predict(X)[task]
-    truth = estimator._checked_targets(y, len(predicted))
+    truth = check_targets(y, estimator.tasks_, len(predicted))
     if task not in truth.columns:
         raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
     return _confusion_figure(fitted, truth[task], predicted, normalize)
@@ -196,7 +196,7 @@ def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
     _check_positive(n, "n")
     _check_positive(ncols, "ncols")
     images, _ = resolve_images(X, estimator.image_col, estimator.image_root)
-    y = estimator._checked_targets(y, len(images))
+    y = check_targets(y, estimator.tasks_, len(images))
     rng = check_random_state(random_state)
     rows = rng.choice(len(images), size=min(n, len(images)), replace=False)
     titles = [

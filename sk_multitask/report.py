@@ -28,7 +28,7 @@ import io
 import pathlib
 
 from .plotting import _confusion_figure, plot_history, plot_top_losses
-from .tasks import CLASSIFICATION
+from .tasks import CLASSIFICATION, check_targets
 
 __all__ = ["figure_to_png_bytes", "write_report"]
 
@@ -86,7 +86,7 @@ def write_report(estimator, X, y, path, k=9):
     """
     metrics = estimator.evaluate(X, y)
     predictions = estimator.predict(X)
-    y = estimator._checked_targets(y, len(predictions))
+    y = check_targets(y, estimator.tasks_, len(predictions))
     sections = [
         _section(
             "Metrics per task",

@@ -184,3 +184,52 @@ def _fit_encoder(name, kind, labelled):
 def encode_targets(y, tasks):
     """Encode every task's column: float32 array (N, n_tasks), NaN where missing."""
     return np.column_stack([task.encode(y[name]) for name, task in tasks.items()])
+
+
+def target_frame(y):
+    """``y`` as a DataFrame of one column per task.
+
+    A Series becomes one column (named ``"target"`` when it has no name); a 1-D or
+    2-D array becomes a frame with default column names.
+
+    Raises
+    ------
+    ValueError
+        If ``y`` has more than two dimensions, no column, or duplicate column names.
+    """
+    if isinstance(y, pd.Series):
+        y = y.to_frame(name="target" if y.name is None else y.name)
+    elif not isinstance(y, pd.DataFrame):
+        array = np.asarray(y)
+        if array.ndim == 1:
+            y = pd.DataFrame({"target": array})
+        elif array.ndim == 2:
+            y = pd.DataFrame(array)
+        else:
+            raise ValueError(f"y must be a DataFrame, a Series or 1-D/2-D; got shape {array.shape}")
+    if y.shape[1] == 0:
+        raise ValueError("y has no columns: pass one column per task")
+    if y.columns.has_duplicates:
+        raise ValueError(f"y has duplicate column names: {list(y.columns)}")
+    return y
+
+
+def check_targets(y, tasks, n_rows):
+    """``y`` as a frame whose columns are all fitted tasks, with ``n_rows`` rows.
+
+    Parameters
+    ----------
+    y : DataFrame, Series or array
+        True targets for some or all of ``tasks``.
+    tasks : dict
+        Task name to fitted :class:`Task`.
+    n_rows : int
+        How many rows (images) ``y`` must have.
+    """
+    y = target_frame(y)
+    unknown = [name for name in y.columns if name not in tasks]
+    if unknown:
+        raise ValueError(f"y has columns {unknown} that are not tasks of the estimator {list(tasks)}")
+    if len(y) != n_rows:
+        raise ValueError(f"X has {n_rows} images but y has {len(y)} rows")
+    return y

@@ -229,7 +229,9 @@ def check_targets(y, tasks, n_rows):
     y = target_frame(y)
     unknown = [name for name in y.columns if name not in tasks]
     if unknown:
-        raise ValueError(f"y has columns {unknown} that are not tasks of the estimator {list(tasks)}")
+        raise ValueError(
+            f"y has columns {unknown} that are not tasks of the estimator {list(tasks)}"
+        )
     if len(y) != n_rows:
         raise ValueError(f"X has {n_rows} images but y has {len(y)} rows")
     return y

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-__all__ = ["SimpleCNN", "MultiTaskModule", "build_backbone"]
+__all__ = ["SimpleCNN", "MultiTaskModule", "build_backbone", "has_pretrained_weights"]
 
 #: Normalisation used when the weights carry none (ImageNet statistics).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -106,6 +106,26 @@ def _strip_classifier(model, name):
     return model
 
 
+def has_pretrained_weights(backbone, weights):
+    """Whether ``build_backbone(backbone, weights)`` starts from trained weights.
+
+    True for a local weights file, and for torchvision weights of a registry backbone;
+    ``"DEFAULT"`` names no weights for ``"simple_cnn"`` or a module of the user's.
+
+    Examples
+    --------
+    >>> has_pretrained_weights("resnet18", "DEFAULT")
+    True
+    >>> has_pretrained_weights("simple_cnn", "DEFAULT")
+    False
+    """
+    if weights is None:
+        return False
+    if _is_weights_file(weights):
+        return True
+    return not (isinstance(backbone, nn.Module) or backbone == "simple_cnn")
+
+
 def build_backbone(backbone, weights=None, image_size=(224, 224)):
     """The feature extractor, its feature size and its input normalisation.
 
@@ -117,7 +137,9 @@ def build_backbone(backbone, weights=None, image_size=(224, 224)):
         mapping ``(N, 3, H, W)`` float images to feature vectors (it is copied).
     weights : str, path or None
         torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) for a registry
-        backbone, or a local state-dict file for any backbone, or None.
+        backbone, or a local state-dict file for any backbone, or None. ``"DEFAULT"``
+        means the backbone's default pretrained weights where it has some: random
+        weights for ``"simple_cnn"`` and a module of the user's.
     image_size : (int, int)
         Input size for the dry run that finds the feature size.
 
@@ -133,12 +155,12 @@ def build_backbone(backbone, weights=None, image_size=(224, 224)):
         own = isinstance(backbone, nn.Module)
         module = copy.deepcopy(backbone) if own else SimpleCNN()
         label = type(backbone).__name__ if own else backbone
-        if weights is not None:
+        if weights is not None and weights != "DEFAULT":
             if not _is_weights_file(weights):
                 raise ValueError(
                     f"weights={weights!r} names torchvision weights, which backbone "
-                    f"{label!r} does not have; pass weights=None or the path of a "
-                    "local state-dict file"
+                    f"{label!r} does not have; pass weights=None (or 'DEFAULT') or the "
+                    "path of a local state-dict file"
                 )
             _load_weights_file(module, weights, label)
     elif backbone in torchvision.models.list_models(module=torchvision.models):
@@ -204,6 +226,27 @@ class MultiTaskModule(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
         #: Feed the backbone channels-last tensors (faster convolutions; set in ``fit``).
         self.channels_last = False
+
+    #: Whether the backbone is frozen (see :meth:`freeze_backbone`).
+    backbone_frozen = False
+
+    def freeze_backbone(self, frozen=True):
+        """Freeze (or unfreeze) the backbone: no gradients, BatchNorm statistics kept.
+
+        While frozen, the backbone's parameters do not require gradients and the backbone
+        stays in eval mode whatever :meth:`train` is asked, so that its BatchNorm running
+        statistics do not move and its dropout is off; the heads train as usual.
+        """
+        self.backbone_frozen = frozen
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(not frozen)
+        return self.train(self.training)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
 
     def forward_features(self, images):
         """Shared features ``(N, n_features)`` of uint8 (0-255) or float images."""

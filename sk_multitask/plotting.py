@@ -36,7 +36,14 @@ from sklearn.utils.validation import check_is_fitted
 from .data import ImageDataset, is_pixel_array, resolve_images, train_transform
 from .tasks import CLASSIFICATION, check_targets
 
-__all__ = ["plot_confusion_matrix", "plot_history", "plot_top_losses", "show_batch"]
+__all__ = [
+    "plot_confusion_matrix",
+    "plot_history",
+    "plot_lr_find",
+    "plot_lr_schedule",
+    "plot_top_losses",
+    "show_batch",
+]
 
 #: History metric suffix -> (axes title word, y-axis label).
 _METRIC_LABELS = {"acc": ("accuracy", "accuracy"), "mae": ("mean absolute error", "MAE")}
@@ -135,6 +142,81 @@ def plot_history(estimator):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
     fig.suptitle("Training history")
+    return fig
+
+
+def plot_lr_find(result):
+    """The loss against the learning rate of :meth:`~sk_multitask.MultiTaskImageEstimator.lr_find`.
+
+    Parameters
+    ----------
+    result : LRFindResult
+        What ``lr_find`` returned: ``(history, suggested_lr)``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes, the rate on a log scale: the loss of each batch (faint), the smoothed
+        loss, and the suggested rate marked.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sk_multitask.training import LRFindResult
+    >>> history = pd.DataFrame({"lr": [1e-4, 1e-3, 1e-2], "loss": [2.0, 1.5, 3.0],
+    ...                         "smoothed_loss": [2.0, 1.7, 2.2]})
+    >>> plot_lr_find(LRFindResult(history, 1e-3)).axes[0].get_xscale()
+    'log'
+    """
+    from matplotlib.figure import Figure
+
+    history, suggested = result
+    fig = Figure(figsize=(6, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(history["lr"], history["loss"], color="0.75", linewidth=1, label="loss")
+    ax.plot(history["lr"], history["smoothed_loss"], label="smoothed loss")
+    ax.axvline(suggested, color="C3", linestyle="--", label=f"suggested: {suggested:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    finite = history["smoothed_loss"][np.isfinite(history["smoothed_loss"])]
+    if len(finite):  # the divergence at the end would flatten the curve
+        low, start = finite.min(), finite.iloc[0]
+        ax.set_ylim(low - 0.1 * (start - low + 1e-12), max(start, low) * 1.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Learning-rate finder")
+    return fig
+
+
+def plot_lr_schedule(estimator):
+    """The heads' and the backbone's learning rate at every training batch of the fit.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes: the heads' rate per batch (from the batch history) and the backbone's
+        per epoch (0 while frozen), with epochs as the x axis.
+    """
+    from matplotlib.figure import Figure
+
+    check_is_fitted(estimator)
+    history = estimator.history_
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    for row in history:
+        rates = [batch["event_lr"] for batch in row["batches"] if "event_lr" in batch]
+        x = row["epoch"] - 1 + np.arange(len(rates)) / max(len(rates), 1)
+        ax.plot(x, rates, color="C0", label="heads" if row["epoch"] == 1 else None)
+    epochs = np.asarray(history[:, "epoch"])
+    ax.step(epochs - 1, history[:, "backbone_lr"], where="post", color="C1", label="backbone")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.legend(fontsize=8)
+    ax.set_title("Learning-rate schedule")
     return fig
 
 

@@ -235,3 +235,42 @@ def check_targets(y, tasks, n_rows):
     if len(y) != n_rows:
         raise ValueError(f"X has {n_rows} images but y has {len(y)} rows")
     return y
+
+
+def check_same_tasks(fitted, tasks):
+    """``fitted``, if ``tasks`` have the same names and kinds (a warm start continues them).
+
+    Raises
+    ------
+    ValueError
+        Naming both sets of tasks, if they differ.
+    """
+    new = {name: task.kind for name, task in tasks.items()}
+    old = {name: task.kind for name, task in fitted.items()}
+    if new != old:
+        raise ValueError(
+            f"warm_start continues a model of tasks {old} but y has tasks {new}; "
+            "fit a new estimator (warm_start=False) to change the tasks"
+        )
+    return fitted
+
+
+def check_trainable(tasks, train_targets):
+    """Check that the training rows can train every task.
+
+    Raises
+    ------
+    ValueError
+        With fewer than 2 training rows, or a task without a labelled training cell.
+    """
+    if len(train_targets) < 2:
+        raise ValueError(
+            "need at least 2 training rows (outside the validation split); "
+            f"got {len(train_targets)}"
+        )
+    for column, name in enumerate(tasks):
+        if np.isnan(train_targets[:, column]).all():
+            raise ValueError(
+                f"target {name!r} has no labelled cell among the training rows "
+                "(its labels are all in the validation rows)"
+            )

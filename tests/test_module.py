@@ -15,6 +15,7 @@ from sk_multitask.module import (
     MultiTaskModule,
     SimpleCNN,
     build_backbone,
+    has_pretrained_weights,
 )
 
 SIZE = (32, 32)
@@ -184,9 +185,31 @@ def test_missing_weights_file(tmp_path, backbone):
         build_backbone(backbone, weights=str(path), image_size=SIZE)
 
 
-def test_torchvision_weights_for_simple_cnn():
-    with pytest.raises(ValueError, match="weights='DEFAULT' names torchvision weights"):
-        build_backbone("simple_cnn", weights="DEFAULT", image_size=SIZE)
+@pytest.mark.parametrize("backbone", ["simple_cnn", SimpleCNN(width=4)])
+def test_default_weights_of_a_backbone_without_any_are_random(backbone):
+    torch.manual_seed(0)
+    module, _, _ = build_backbone(backbone, weights="DEFAULT", image_size=SIZE)
+    torch.manual_seed(0)
+    fresh, _, _ = build_backbone(backbone, weights=None, image_size=SIZE)
+
+    assert not has_pretrained_weights(backbone, "DEFAULT")
+    for (name, value), (_, expected) in zip(
+        module.state_dict().items(), fresh.state_dict().items(), strict=True
+    ):
+        assert torch.equal(value, expected), name
+
+
+@pytest.mark.parametrize("backbone", ["simple_cnn", SimpleCNN(width=4)])
+def test_named_torchvision_weights_for_a_backbone_without_them(backbone):
+    with pytest.raises(ValueError, match="weights='IMAGENET1K_V1' names torchvision weights"):
+        build_backbone(backbone, weights="IMAGENET1K_V1", image_size=SIZE)
+
+
+def test_has_pretrained_weights(tmp_path):
+    assert has_pretrained_weights("resnet18", "DEFAULT")
+    assert has_pretrained_weights("resnet18", "IMAGENET1K_V1")
+    assert has_pretrained_weights("simple_cnn", tmp_path / "weights.pt")
+    assert not has_pretrained_weights("resnet18", None)
 
 
 def test_unknown_weights_name_lists_available():

@@ -1,7 +1,6 @@
 """The training recipe: schedules, freezing, early stopping, lr_find, warm start,
 Ctrl-C, checkpoints and resume, diverging fits."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TARGETS, small_estimator
-from skorch.callbacks import Callback
 from sklearn.base import clone
 from sklearn.model_selection import KFold, cross_validate
+from skorch.callbacks import Callback
 
 from sk_multitask import MultiTaskImageEstimator
 from sk_multitask.cli import main as cli_main

@@ -178,7 +178,17 @@ def _fit_encoder(name, kind, labelled):
         raise ValueError(
             f"target {name!r} is a regression task but its dtype {labelled.dtype} is not numeric"
         )
-    return StandardScaler().fit(labelled.to_numpy(dtype=np.float64).reshape(-1, 1))
+    values = labelled.to_numpy(dtype=np.float64).reshape(-1, 1)
+    if not np.isfinite(values).all():
+        raise ValueError(f"target {name!r} has infinite values; use NaN for a missing cell")
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        scaler = StandardScaler().fit(values)
+    if not (np.isfinite(scaler.mean_).all() and np.isfinite(scaler.var_).all()):
+        raise ValueError(
+            f"target {name!r} cannot be standardised: its values (up to "
+            f"{np.abs(values).max():.3g}) overflow float64 arithmetic; rescale it"
+        )
+    return scaler
 
 
 def encode_targets(y, tasks):

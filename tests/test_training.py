@@ -361,3 +361,17 @@ def test_an_unreadable_checkpoint_is_an_error(image_set, tmp_path):
     est = small_estimator(image_set, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="cannot read the checkpoint"):
         est.fit(image_set, image_set[TARGETS])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([1e160, 2e160, 3e160], "cannot be standardised.*overflow float64"),
+        ([1.0, np.inf, 2.0], "has infinite values"),
+    ],
+)
+def test_regression_targets_that_cannot_train_are_refused(image_set, values, message):
+    y = image_set[TARGETS].copy()
+    y["area"] = np.resize(values, len(y))
+    with pytest.raises(ValueError, match=f"target 'area' {message}"):
+        small_estimator(image_set).fit(image_set, y)

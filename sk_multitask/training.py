@@ -74,14 +74,24 @@ class StopTraining(KeyboardInterrupt):
     """
 
 
+def _raised_in(exc, function):
+    """Whether ``exc`` was raised inside ``function`` (skorch's own ``EarlyStopping``, say)."""
+    traceback = exc.__traceback__
+    while traceback is not None:
+        if traceback.tb_frame.f_code is function.__code__:
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
 class MultiTaskNet(NeuralNet):
     """skorch's NeuralNet with mixed precision and an interrupt that reaches the caller.
 
     - ``precision``: autocast forward pass ("bf16"/"fp16"), fp16 gradient scaling;
     - Ctrl-C (``KeyboardInterrupt``) ends training, drops the unfinished epoch from the
       history, runs the callbacks' ``on_train_end`` and is then raised again, so that a
-      script or a search stops (skorch alone swallows it). :class:`StopTraining` ends
-      the fit quietly.
+      script or a search stops (skorch alone swallows it). :class:`StopTraining`, and
+      skorch's ``EarlyStopping`` among the user's callbacks, end the fit quietly.
     """
 
     def __init__(self, *args, precision="fp32", **kwargs):
@@ -98,9 +108,10 @@ class MultiTaskNet(NeuralNet):
         self.epochs_completed_ = len(self.history)
         try:
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
-        except StopTraining:
-            raise
         except KeyboardInterrupt as exc:
+            if isinstance(exc, StopTraining) or _raised_in(exc, EarlyStopping.on_epoch_end):
+                raise  # a callback ending the fit: skorch stops quietly
+
             del self.history[self.epochs_completed_ :]
             self.interrupted_ = exc
             raise

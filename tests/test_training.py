@@ -14,7 +14,7 @@ import torch
 from conftest import TARGETS, small_estimator
 from sklearn.base import clone
 from sklearn.model_selection import KFold, cross_validate
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, EarlyStopping
 
 from sk_multitask import MultiTaskImageEstimator
 from sk_multitask.cli import main as cli_main
@@ -269,6 +269,14 @@ def test_ctrl_c_keeps_the_completed_epochs_and_propagates(image_set):
     assert len(est.history_) == 2  # the interrupted third epoch is not in the history
     assert "valid_loss" in est.history_[-1]
     assert len(est.predict(image_set.head(4))) == 4
+
+
+def test_skorchs_own_early_stopping_still_ends_the_fit_quietly(image_set):
+    stop = EarlyStopping(monitor="train_loss", patience=1, threshold=10.0)
+    est = small_estimator(image_set, max_epochs=5, callbacks=[stop]).fit(
+        image_set, image_set[TARGETS]
+    )
+    assert len(est.history_) == 2
 
 
 def test_ctrl_c_in_the_first_epoch_leaves_nothing_fitted(image_set):

@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 
 from .tasks import CLASSIFICATION, check_targets
 
-__all__ = ["evaluate_tasks", "multitask_scorer", "task_scores"]
+__all__ = ["evaluate_tasks", "label_codes", "multitask_scorer", "task_scores"]
 
 #: Metrics by name: each takes ``(y_true, y_pred)`` and is higher-is-better.
 METRICS = {
@@ -68,10 +68,22 @@ def task_scores(estimator, X, y, metrics=None):
         metric = _metric(metrics.get(name, DEFAULT_METRICS[kind]))
         truth = y[name].to_numpy()[labelled]
         predicted = predictions[name].to_numpy()[labelled]
+        if kind == CLASSIFICATION:
+            truth, predicted = label_codes(truth, predicted)
         scores[name] = float(metric(truth, predicted))
     if not scores:
         raise ValueError("y has no labelled cell in any task: nothing to score")
     return scores
+
+
+def label_codes(truth, predicted):
+    """Integer codes for class labels of any type, the same label the same code in both.
+
+    scikit-learn's metrics refuse an object array that mixes types or holds booleans (a
+    bool column with missing cells is of dtype object); the codes score the same.
+    """
+    codes, _ = pd.factorize(np.concatenate([truth, predicted]))
+    return codes[: len(truth)], codes[len(truth) :]
 
 
 def evaluate_tasks(tasks, outputs, y):
@@ -96,6 +108,9 @@ def evaluate_tasks(tasks, outputs, y):
             predicted = task.decode(out).to_numpy()
             proba = torch.softmax(out.float(), dim=1).numpy()
             known = np.isin(truth, task.classes_)  # log loss needs a fitted class
+            classes = np.arange(len(task.classes_))
+            fitted_codes = task.encoder.transform(truth[known]) if known.any() else classes[:0]
+            truth, predicted = label_codes(truth, predicted)
             with warnings.catch_warnings():
                 # On a small subset some predicted class may be absent from the truth;
                 # balanced accuracy is still defined (over the true classes).
@@ -105,7 +120,7 @@ def evaluate_tasks(tasks, outputs, y):
                 accuracy=skm.accuracy_score(truth, predicted),
                 balanced_accuracy=balanced,
                 f1_macro=skm.f1_score(truth, predicted, average="macro"),
-                log_loss=skm.log_loss(truth[known], proba[known], labels=task.classes_)
+                log_loss=skm.log_loss(fitted_codes, proba[known], labels=classes)
                 if known.any()
                 else np.nan,
             )

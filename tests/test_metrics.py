@@ -1,6 +1,7 @@
 import numpy as np
+import pandas as pd
 import pytest
-from conftest import TARGETS
+from conftest import TARGETS, small_estimator
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error
 
 from sk_multitask.metrics import multitask_scorer, task_scores
@@ -51,3 +52,16 @@ def test_a_task_without_labels_is_left_out_and_all_unlabelled_is_an_error(fitted
 def test_unknown_metric_name_is_refused():
     with pytest.raises(ValueError, match="unknown metric 'accurasy'"):
         multitask_scorer({"color": "accurasy"})
+
+
+def test_scores_of_a_bool_target_with_missing_cells(image_set):
+    """A bool column with a gap is of dtype object: scikit-learn's metrics call it 'unknown'."""
+    y = pd.DataFrame({"big": (image_set["area"] > 0.25).astype(object)})
+    y.loc[::7, "big"] = None
+    est = small_estimator(image_set, max_epochs=1).fit(image_set, y)
+    labelled = y["big"].notna()
+    predicted = est.predict(image_set)["big"]
+    expected = (predicted[labelled].astype(bool) == y["big"][labelled].astype(bool)).mean()
+
+    assert est.score(image_set, y) == pytest.approx(expected)
+    assert est.evaluate(image_set, y).loc["big", "accuracy"] == pytest.approx(expected)

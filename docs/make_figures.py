@@ -60,7 +60,8 @@ def main():
 def training_figures(df, y, folder):
     """lr_find on the set; the schedule of a fine-tuning fit from weights trained on half."""
     params = dict(
-        backbone="simple_cnn", image_size=32, valid_split="is_valid", random_state=0,
+        backbone="simple_cnn", image_size=32, batch_size=32, valid_split="is_valid",
+        random_state=0,
         image_root=df.attrs["image_root"],
     )
     finder = MultiTaskImageEstimator(**params).lr_find(df, y)

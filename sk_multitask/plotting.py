@@ -179,10 +179,11 @@ def plot_lr_find(result):
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
-    finite = history["smoothed_loss"][np.isfinite(history["smoothed_loss"])]
+    losses = history[["loss", "smoothed_loss"]].to_numpy()
+    finite = losses[np.isfinite(losses)]
     if len(finite):  # the divergence at the end would flatten the curve
-        low, start = finite.min(), finite.iloc[0]
-        ax.set_ylim(low - 0.1 * (start - low + 1e-12), max(start, low) * 1.3)
+        low, high = finite.min(), history["smoothed_loss"].iloc[0]
+        ax.set_ylim(low - 0.05 * (high - low + 1e-12), max(high, low) * 1.3)
     ax.legend(fontsize=8)
     ax.set_title("Learning-rate finder")
     return fig
@@ -198,21 +199,22 @@ def plot_lr_schedule(estimator):
     Returns
     -------
     matplotlib.figure.Figure
-        One axes: the heads' rate per batch (from the batch history) and the backbone's
-        per epoch (0 while frozen), with epochs as the x axis.
+        One axes: the heads' and the backbone's rate at every training batch (the batch
+        history's ``event_lr`` and ``event_backbone_lr``), with epochs as the x axis.
     """
     from matplotlib.figure import Figure
 
     check_is_fitted(estimator)
-    history = estimator.history_
     fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.add_subplot()
-    for row in history:
-        rates = [batch["event_lr"] for batch in row["batches"] if "event_lr" in batch]
-        x = row["epoch"] - 1 + np.arange(len(rates)) / max(len(rates), 1)
-        ax.plot(x, rates, color="C0", label="heads" if row["epoch"] == 1 else None)
-    epochs = np.asarray(history[:, "epoch"])
-    ax.step(epochs - 1, history[:, "backbone_lr"], where="post", color="C1", label="backbone")
+    x, rates = [], {"event_lr": [], "event_backbone_lr": []}
+    for row in estimator.history_:
+        batches = [batch for batch in row["batches"] if "event_lr" in batch]  # training
+        x += list(row["epoch"] - 1 + np.arange(len(batches)) / max(len(batches), 1))
+        for key, values in rates.items():
+            values += [batch.get(key, np.nan) for batch in batches]
+    ax.plot(x, rates["event_lr"], label="heads")
+    ax.plot(x, rates["event_backbone_lr"], label="backbone (0: frozen)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.legend(fontsize=8)

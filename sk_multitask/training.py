@@ -201,9 +201,9 @@ class FineTuneSchedule(LRScheduler):
     - ``"constant"``: ``lr`` throughout.
 
     Per epoch, ``lr`` (the heads' rate) and ``backbone_lr`` (0 while frozen) of the
-    epoch's last batch are recorded in the history; each batch's heads rate is in the
-    batch history as ``event_lr``. A resumed fit (more history than ``start_epoch``) picks
-    the plan up where it stopped.
+    epoch's last batch are recorded in the history; each batch's are in the batch history
+    as ``event_lr`` and ``event_backbone_lr``. A resumed fit (more history than
+    ``start_epoch``) picks the plan up where it stopped.
     """
 
     def __init__(
@@ -240,16 +240,20 @@ class FineTuneSchedule(LRScheduler):
 
     def on_batch_end(self, net, training, **kwargs):
         if training:
-            self.lrs_ = [group["lr"] for group in net.optimizer_.param_groups]
+            self.lrs_ = self._rates(net)
+            net.history.record_batch("event_backbone_lr", self.lrs_[1])
         super().on_batch_end(net, training, **kwargs)
 
     def on_epoch_end(self, net, **kwargs):
-        backbone = _backbone_group(net)
         net.history.record("lr", self.lrs_[0])
+        net.history.record("backbone_lr", self.lrs_[1])
+
+    def _rates(self, net):
+        """The heads' and the backbone's rate now (the backbone's is 0 while frozen)."""
+        groups = net.optimizer_.param_groups
+        backbone = _backbone_group(net)
         frozen = self.phase_ is not None and self.phase_[2]
-        net.history.record(
-            "backbone_lr", 0.0 if frozen or backbone is None else self.lrs_[backbone]
-        )
+        return groups[0]["lr"], 0.0 if frozen or backbone is None else groups[backbone]["lr"]
 
     def on_train_end(self, net, **kwargs):
         net.module_.freeze_backbone(False)

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .callbacks import TaskScoring
-from .criterion import MaskedMultiTaskLoss
+from .criterion import LOSS_WEIGHTINGS, REGRESSION_LOSSES, MaskedMultiTaskLoss
 from .data import (
     ImageDataset,
     as_size,
@@ -34,8 +34,9 @@ from .data import (
 )
 from .metrics import evaluate_tasks, task_scores
 from .module import MultiTaskModule, build_backbone
-from .tasks import CLASSIFICATION, check_targets, encode_targets, fit_tasks, target_frame
+from .tasks import REGRESSION, check_targets, encode_targets, fit_tasks, target_frame
 from .training import OPTIMIZERS, MultiTaskNet, seeded
+from .weighting import DynamicWeightAverage, class_weights
 
 __all__ = ["MultiTaskImageEstimator"]
 
@@ -69,9 +70,25 @@ class MultiTaskImageEstimator(BaseEstimator):
     image_size : int or (int, int), default=224
         Images are resized to this (height, width).
     tasks : dict, default=None
-        Task name to ``"classification"`` or ``"regression"``, overriding inference.
-    loss_weights : dict, default=None
-        Task name to a non-negative weight of its loss term; unnamed tasks weigh 1.
+        Task name to ``"classification"``, ``"regression"`` or ``"multilabel"``,
+        overriding inference. A column whose labelled cells are lists, sets or tuples
+        of labels is inferred multi-label: one sigmoid output per label, an empty
+        list a labelled "no label".
+    loss_weights : dict, "uncertainty", "dwa" or None, default=None
+        How the task losses are weighted. A dict: task name to a finite non-negative
+        weight (unnamed tasks weigh 1). ``"uncertainty"``: learned weights (Kendall
+        et al. 2018), ``sum_t exp(-s_t) * L_t + s_t`` with a learned ``s_t`` per task.
+        ``"dwa"``: dynamic weight average (Liu et al. 2019, T=2), from the ratio of
+        each task's training loss in the last two epochs. The weights in effect are
+        in ``history_`` as ``{task}_weight``.
+    class_weight : None, "balanced" or dict, default=None
+        Class weights of classification tasks' cross-entropy: ``"balanced"`` (every
+        classification task, scikit-learn's ``compute_class_weight`` on the labelled
+        training cells), or a dict from task name to ``"balanced"`` or
+        ``{label: weight}`` (unnamed labels weigh 1).
+    regression_loss : {"mse", "l1", "huber"} or dict, default="mse"
+        The regression tasks' loss on the standardised targets (Huber: delta 1), or
+        a dict from regression task name to one (unnamed tasks: ``"mse"``).
     max_epochs : int, default=10
     lr : float, default=1e-3
     batch_size : int, default=64
@@ -116,8 +133,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         The trained net; ``net_.module_`` is a :class:`MultiTaskModule`.
     history_ : skorch.History
         Per epoch: ``train_loss``, ``valid_loss``, and per task
-        ``{train,valid}_{task}_loss`` with ``_acc`` (classification) or ``_mae`` and
-        ``_rmse`` (regression, original units).
+        ``{train,valid}_{task}_loss`` with ``_acc`` (classification), ``_mae`` and
+        ``_rmse`` (regression, original units) or ``_f1`` (multi-label, micro F1),
+        and ``{task}_weight``, the task's loss weight.
     image_size_ : (int, int)
         The (height, width) the network was trained on.
 
@@ -140,7 +158,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         "weights": [str, os.PathLike, None],
         "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list],
         "tasks": [dict, None],
-        "loss_weights": [dict, None],
+        "loss_weights": [dict, StrOptions(set(LOSS_WEIGHTINGS)), None],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "regression_loss": [dict, StrOptions(set(REGRESSION_LOSSES))],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -165,6 +185,8 @@ class MultiTaskImageEstimator(BaseEstimator):
         image_size=224,
         tasks=None,
         loss_weights=None,
+        class_weight=None,
+        regression_loss="mse",
         max_epochs=10,
         lr=1e-3,
         batch_size=64,
@@ -186,6 +208,8 @@ class MultiTaskImageEstimator(BaseEstimator):
         self.image_size = image_size
         self.tasks = tasks
         self.loss_weights = loss_weights
+        self.class_weight = class_weight
+        self.regression_loss = regression_loss
         self.max_epochs = max_epochs
         self.lr = lr
         self.batch_size = batch_size
@@ -225,7 +249,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         targets = encode_targets(y, tasks)
         rng = check_random_state(self.random_state)
         train, valid = self._split(X, len(images), rng)
-        self._check_trainable(tasks, targets[train])
+        self._check_trainable(y.iloc[train])
         device = self._resolve_device()
         seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
 
@@ -244,7 +268,10 @@ class MultiTaskImageEstimator(BaseEstimator):
             if device.startswith("cuda"):
                 module.to(memory_format=torch.channels_last)
             criterion = MaskedMultiTaskLoss(
-                [(n, t.kind, t.n_outputs) for n, t in tasks.items()], self.loss_weights
+                [(n, t.kind, t.n_outputs) for n, t in tasks.items()],
+                self.loss_weights,
+                class_weights(self.class_weight, tasks, y.iloc[train]),
+                self.regression_loss,
             )
             train_set = ImageDataset(
                 images[train],
@@ -286,27 +313,25 @@ class MultiTaskImageEstimator(BaseEstimator):
         )
 
     def predict_proba(self, X):
-        """Class probabilities of every classification task.
+        """Class probabilities of every classification and multi-label task.
 
         Returns
         -------
         dict
             Task name to a DataFrame with ``X``'s index and one column per class
-            label (the original labels); rows sum to 1.
+            label (the original labels); rows sum to 1 for a classification. A
+            multi-label task has one independent probability per label.
         """
         outputs, index = self._forward(X)
         return {
-            name: pd.DataFrame(
-                torch.softmax(outputs[name], dim=1).numpy(),
-                index=index,
-                columns=pd.Index(task.classes_),
-            )
+            name: task.proba(outputs[name], index)
             for name, task in self.tasks_.items()
-            if task.kind == CLASSIFICATION
+            if task.kind != REGRESSION
         }
 
     def score(self, X, y):
-        """Mean over tasks of accuracy (classification) and R² (regression).
+        """Mean over tasks of accuracy (classification), R² (regression) and micro F1
+        over labels (multi-label).
 
         Each task is scored on its labelled cells in ``y`` only; ``y`` may hold a
         subset of the tasks.
@@ -328,7 +353,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         DataFrame
             One row per task of ``y`` (indexed by task name): ``kind``, ``n_labelled``;
             for a classification ``accuracy``, ``balanced_accuracy``, ``f1_macro`` and
-            ``log_loss``; for a regression ``mae``, ``rmse`` and ``r2``. NaN where a
+            ``log_loss``; for a regression ``mae``, ``rmse`` and ``r2``; for a
+            multi-label task ``accuracy`` (exact label set), ``f1_macro``,
+            ``f1_micro``, ``hamming_loss`` and ``log_loss`` (per label). NaN where a
             metric does not apply or a task has no labelled cell.
         """
         outputs, index = self._forward(X)
@@ -347,7 +374,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         task : hashable, default=None
             Rank by this task's loss, over the rows where it is labelled; None: by the
             combined loss, the sum over labelled tasks of each task's loss times its
-            fitted loss weight (a missing truth adds nothing).
+            loss weight at the end of training (a missing truth adds nothing).
 
         Returns
         -------
@@ -355,8 +382,9 @@ class MultiTaskImageEstimator(BaseEstimator):
             ``X``'s index of those rows, largest loss first; ``image`` (the path as
             given in ``X``, or the position in an image array), ``<task>_pred`` and
             ``<task>_true`` for every task (a missing truth stays missing), ``loss``.
-            Losses are those of training: cross-entropy, or the squared error of the
-            standardised value.
+            Losses are those of training (see ``MaskedMultiTaskLoss.cell_losses``):
+            cross-entropy (times the true label's class weight), binary cross-entropy
+            averaged over labels, or the regression loss of the standardised value.
         """
         check_is_fitted(self)
         if task is not None and task not in self.tasks_:
@@ -447,14 +475,14 @@ class MultiTaskImageEstimator(BaseEstimator):
             ) from exc
 
     @staticmethod
-    def _check_trainable(tasks, train_targets):
-        if len(train_targets) < 2:
+    def _check_trainable(y_train):
+        if len(y_train) < 2:
             raise ValueError(
                 "need at least 2 training rows (outside the validation split); "
-                f"got {len(train_targets)}"
+                f"got {len(y_train)}"
             )
-        for column, name in enumerate(tasks):
-            if np.isnan(train_targets[:, column]).all():
+        for name in y_train.columns:
+            if y_train[name].isna().all():
                 raise ValueError(
                     f"target {name!r} has no labelled cell among the training rows "
                     "(its labels are all in the validation rows)"
@@ -484,15 +512,17 @@ class MultiTaskImageEstimator(BaseEstimator):
     def _build_net(self, module, criterion, tasks, valid_set, n_train, device):
         scoring = TaskScoring(tasks)
         callbacks = [("task_scoring", scoring)]
+        if self.loss_weights == "dwa":
+            callbacks.append(("dynamic_weight_average", DynamicWeightAverage()))
         if self.verbose:
             callbacks.append(("progress_bar", ProgressBar()))
         callbacks += copy.deepcopy(self.callbacks or [])
         shown = {"train_loss", "valid_loss", *scoring.metric_keys("valid")}
-        hidden = [
+        hidden = [f"{name}_weight" for name in tasks] + [
             f"{prefix}_{name}_{metric}"
             for prefix in ("train", "valid")
             for name in tasks
-            for metric in ("loss", "acc", "mae", "rmse")
+            for metric in ("loss", "acc", "mae", "rmse", "f1")
             if f"{prefix}_{name}_{metric}" not in shown
         ]
         workers = self._num_workers(cache=self.cache)

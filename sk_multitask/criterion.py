@@ -228,4 +228,3 @@ class MaskedMultiTaskLoss(nn.Module):
             terms = torch.exp(-self.log_vars) * means + self.log_vars
             return torch.where(present, terms, torch.zeros_like(terms)).sum()
         return (self.task_weights * means).sum()
-

@@ -150,4 +150,3 @@ def test_figures_and_report_handle_a_multilabel_task(multilabel_fitted, image_se
     assert "tags (multilabel, 2 labels)" in text
     assert text.count("<h2>Confusion matrix:") == 1  # colour only
     assert "f1_micro" in text
-

@@ -97,7 +97,10 @@ def test_dwa_sets_the_weights_each_epoch_from_the_training_losses(image_set):
 
 def test_uncertainty_log_variances_are_optimised_and_recorded(image_set):
     est = small_estimator(
-        image_set, loss_weights="uncertainty", lr=0.05, class_weight="balanced",
+        image_set,
+        loss_weights="uncertainty",
+        lr=0.05,
+        class_weight="balanced",
         regression_loss="huber",
     )
 

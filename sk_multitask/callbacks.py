@@ -7,7 +7,7 @@ import math
 import torch
 from skorch.callbacks import Callback
 
-from .tasks import CLASSIFICATION
+from .tasks import CLASSIFICATION, MULTILABEL
 
 __all__ = ["TaskScoring"]
 
@@ -22,10 +22,13 @@ class TaskScoring(Callback):
     - ``{prefix}_{task}_loss``: the task's mean loss over its labelled cells;
     - classification: ``{prefix}_{task}_acc``, the accuracy;
     - regression: ``{prefix}_{task}_mae`` and ``{prefix}_{task}_rmse``, in the
-      target's original units.
+      target's original units;
+    - multi-label: ``{prefix}_{task}_f1``, the micro-averaged F1 over labels.
 
-    A task with no labelled cell in an epoch's data records NaN. Training statistics
-    are those of the batches as trained (augmentation and dropout on).
+    and ``{task}_weight``, the task's loss weight at the end of the epoch (see
+    ``MaskedMultiTaskLoss.weights``). A task with no labelled cell in an epoch's data
+    records NaN. Training statistics are those of the batches as trained
+    (augmentation and dropout on).
 
     Parameters
     ----------
@@ -46,11 +49,13 @@ class TaskScoring(Callback):
     def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
         y_true = batch[1].to(y_pred.device)
         with torch.no_grad():
-            stats = batch_task_stats(net.criterion_, y_pred.detach(), y_true)
+            stats = batch_task_stats(net.criterion_, y_pred.detach().float(), y_true)
         prefix = "train" if training else "valid"
         self.totals_[prefix] = self.totals_[prefix] + stats if prefix in self.totals_ else stats
 
     def on_epoch_end(self, net, **kwargs):
+        for name, weight in zip(self.tasks, net.criterion_.weights.tolist(), strict=True):
+            net.history.record(f"{name}_weight", weight)
         for prefix, totals in self.totals_.items():
             for (name, task), row in zip(self.tasks.items(), totals.tolist(), strict=True):
                 for metric, value in task_metrics(task, *row).items():
@@ -61,43 +66,59 @@ class TaskScoring(Callback):
         return [
             f"{prefix}_{name}_{metric}"
             for name, task in self.tasks.items()
-            for metric in task_metrics(task, 0, 0, 0, 0)
+            for metric in task_metrics(task, 0, 0, 0, 0, 0)
             if metric != "loss"
         ]
 
 
 def batch_task_stats(criterion, y_pred, y_true):
-    """Per task ``(loss sum, labelled count, hits or absolute-error sum, squared-error sum)``.
+    """Per task, statistics that sum over batches, as a float tensor (n_tasks, 5).
 
-    Returns a float tensor (n_tasks, 4) on ``y_pred``'s device; errors are in
-    standardised units.
+    The columns are the loss sum, the loss weight sum (the term is their ratio),
+    the labelled count, then two kind-specific sums: hits and 0 (classification);
+    absolute and squared errors in standardised units (regression); per-label hits
+    and true positives (multi-label). On ``y_pred``'s device.
     """
-    sums, counts = criterion.task_terms(y_pred, y_true)
-    hits, squares = [], []
+    sums, norms = criterion.task_terms(y_pred, y_true)
+    counts, firsts, seconds = [], [], []
     outputs = criterion.split_outputs(y_pred)
-    for column, (out, (_, kind, _)) in enumerate(zip(outputs, criterion.task_specs, strict=True)):
-        target = y_true[:, column]
-        labelled = ~torch.isnan(target)
+    targets = criterion.split_targets(y_true)
+    for out, target, (_, kind, _) in zip(outputs, targets, criterion.task_specs, strict=True):
+        labelled = ~torch.isnan(target[:, 0])
+        counts.append(labelled.sum().float())
         if kind == CLASSIFICATION:
-            correct = (out.argmax(dim=1) == target) & labelled
-            hits.append(correct.sum().float())
-            squares.append(torch.zeros((), device=out.device))
+            correct = (out.argmax(dim=1) == target[:, 0]) & labelled
+            firsts.append(correct.sum().float())
+            seconds.append(torch.zeros((), device=out.device))
+        elif kind == MULTILABEL:
+            predicted, truth = out > 0, target > 0.5  # NaN > 0.5 is False: masked below
+            rows = labelled[:, None]
+            firsts.append(((predicted == truth) & rows).sum().float())
+            seconds.append((predicted & truth & rows).sum().float())
         else:
-            error = torch.where(labelled, out[:, 0] - target, torch.zeros_like(target))
-            hits.append(error.abs().sum())
-            squares.append((error**2).sum())
-    return torch.stack([sums, counts.float(), torch.stack(hits), torch.stack(squares)], dim=1)
+            error = torch.where(labelled, out[:, 0] - target[:, 0], torch.zeros_like(out[:, 0]))
+            firsts.append(error.abs().sum())
+            seconds.append((error**2).sum())
+    return torch.stack([sums, norms, *map(torch.stack, (counts, firsts, seconds))], dim=1)
 
 
-def task_metrics(task, loss_sum, count, hits, squares):
-    """Turn summed statistics into the task's loss and metric(s); NaN when unlabelled."""
+def task_metrics(task, loss_sum, loss_norm, count, first, second):
+    """Turn summed statistics (:func:`batch_task_stats`) into the task's loss and metric(s).
+
+    Classification: ``acc``; regression: ``mae`` and ``rmse`` in original units;
+    multi-label: ``f1``, the micro-averaged F1 over labels (0 when there is no
+    positive, true or predicted). NaN when the task has no labelled cell.
+    """
     if count == 0:
-        count = math.nan
-    metrics = {"loss": loss_sum / count}
+        count = loss_norm = math.nan
+    metrics = {"loss": loss_sum / loss_norm if loss_norm else 0.0}
     if task.kind == CLASSIFICATION:
-        metrics["acc"] = hits / count
+        metrics["acc"] = first / count
+    elif task.kind == MULTILABEL:
+        errors = count * task.n_outputs - first
+        metrics["f1"] = 2 * second / (2 * second + errors) if 2 * second + errors else 0.0
     else:
         scale = float(task.encoder.scale_[0])
-        metrics["mae"] = hits / count * scale
-        metrics["rmse"] = math.sqrt(squares / count) * scale
+        metrics["mae"] = first / count * scale
+        metrics["rmse"] = math.sqrt(second / count) * scale
     return metrics

@@ -1,20 +1,36 @@
 """The masked multitask loss.
 
 Each task's term is the mean of its per-cell loss over the *labelled* cells of the
-batch (cross-entropy for a classification, squared error of the standardised value
-for a regression); the loss is the weighted sum of the terms. A task with no label in
-the batch adds exactly zero, with zero gradient: never NaN.
+batch: cross-entropy for a classification (a weighted mean with class weights),
+binary cross-entropy averaged over the labels for a multi-label task, and the squared
+error (or absolute error, or Huber loss) of the standardised value for a regression.
+The loss is the weighted sum of the terms. A task with no label in the batch adds
+exactly zero, with zero gradient: never NaN.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tasks import CLASSIFICATION
+from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, target_width
+from .weighting import is_weight
 
-__all__ = ["MaskedMultiTaskLoss"]
+__all__ = ["LOSS_WEIGHTINGS", "REGRESSION_LOSSES", "MaskedMultiTaskLoss"]
+
+#: Per-cell regression losses by the name ``regression_loss`` takes, on the
+#: standardised scale (Huber: delta 1, i.e. one standard deviation).
+REGRESSION_LOSSES = {
+    "mse": functools.partial(F.mse_loss, reduction="none"),
+    "l1": functools.partial(F.l1_loss, reduction="none"),
+    "huber": functools.partial(F.huber_loss, reduction="none", delta=1.0),
+}
+
+#: The task weightings ``loss_weights`` takes by name (else a dict of static weights).
+LOSS_WEIGHTINGS = ("uncertainty", "dwa")
 
 
 class MaskedMultiTaskLoss(nn.Module):
@@ -23,9 +39,28 @@ class MaskedMultiTaskLoss(nn.Module):
     Parameters
     ----------
     task_specs : sequence of (name, kind, n_outputs)
-        In the order of the network's concatenated outputs and of the target columns.
-    loss_weights : dict, optional
-        Task name to a non-negative weight; tasks not named weigh 1.
+        In the order of the network's concatenated outputs and of the target columns
+        (one column per task, ``n_outputs`` columns for a multi-label task).
+    loss_weights : dict, "uncertainty", "dwa" or None, default=None
+        A dict: task name to a finite non-negative weight; tasks not named weigh 1.
+        ``"uncertainty"`` (Kendall, Gal & Cipolla 2018, in LibMTL's form, without
+        1/2 factors): a learned log-variance ``s_t`` per task (the parameter
+        ``log_vars``, starting at 0), the loss being ``sum_t exp(-s_t) * L_t + s_t``
+        over the tasks labelled in the batch. ``"dwa"``: weights in the buffer
+        ``task_weights``, 1 until set by
+        :class:`~sk_multitask.weighting.DynamicWeightAverage` each epoch.
+    class_weight : dict, optional
+        Classification task name to its class weights, one per output (class index
+        order). The task's term is then the weighted mean of the cross-entropy over
+        its labelled cells, as ``torch.nn.functional.cross_entropy(weight=...)``.
+    regression_loss : {"mse", "l1", "huber"} or dict, default="mse"
+        The per-cell loss of the regression tasks, on their standardised scale, or a
+        dict from regression task name to one (unnamed tasks: ``"mse"``).
+
+    Attributes
+    ----------
+    weights : tensor (n_tasks,)
+        The task weights in effect: the static or DWA weights, or ``exp(-s_t)``.
 
     Examples
     --------
@@ -37,22 +72,123 @@ class MaskedMultiTaskLoss(nn.Module):
     0.126928...
     """
 
-    def __init__(self, task_specs, loss_weights=None):
+    def __init__(self, task_specs, loss_weights=None, class_weight=None, regression_loss="mse"):
         super().__init__()
         self.task_specs = [tuple(spec) for spec in task_specs]
-        names = [name for name, _, _ in self.task_specs]
+        self.names = [name for name, _, _ in self.task_specs]
+        self.loss_weights = loss_weights
+        if isinstance(loss_weights, str):
+            if loss_weights not in LOSS_WEIGHTINGS:
+                raise ValueError(
+                    f"loss_weights={loss_weights!r} is not a weighting; expected a dict, "
+                    f"None or one of {list(LOSS_WEIGHTINGS)}"
+                )
+            weights = [1.0] * len(self.names)
+        else:
+            weights = self._static_weights(loss_weights)
+        self.register_buffer("task_weights", torch.tensor(weights))
+        if loss_weights == "uncertainty":
+            self.log_vars = nn.Parameter(torch.zeros(len(self.names)))
+        self.regression_losses = self._regression_losses(regression_loss)
+        self.class_weights = {}
+        for name, weights in self._class_weights(class_weight).items():
+            self.register_buffer(f"class_weight_{self.names.index(name)}", weights)
+            self.class_weights[name] = f"class_weight_{self.names.index(name)}"
+
+    @property
+    def weights(self):
+        """The task weights in effect (a tensor without gradient)."""
+        if self.loss_weights == "uncertainty":
+            return torch.exp(-self.log_vars.detach())
+        return self.task_weights
+
+    def _static_weights(self, loss_weights):
         loss_weights = dict(loss_weights or {})
-        unknown = [name for name in loss_weights if name not in names]
+        self._check_names("loss_weights", loss_weights)
+        weights = [loss_weights.get(name, 1.0) for name in self.names]
+        if not all(map(is_weight, weights)):
+            raise ValueError(
+                f"loss_weights must be finite non-negative numbers, got {loss_weights}"
+            )
+        return [float(w) for w in weights]
+
+    def _regression_losses(self, regression_loss):
+        """Task name to its per-cell loss function, for every regression task."""
+        regression = [name for name, kind, _ in self.task_specs if kind == REGRESSION]
+        chosen = regression_loss if isinstance(regression_loss, dict) else {}
+        self._check_names("regression_loss", chosen, allowed=regression, kind="regression")
+        default = "mse" if isinstance(regression_loss, dict) else regression_loss
+        losses = {}
+        for name in regression:
+            loss = chosen.get(name, default)
+            if loss not in REGRESSION_LOSSES:
+                raise ValueError(
+                    f"unknown regression_loss {loss!r} for task {name!r}; "
+                    f"expected one of {list(REGRESSION_LOSSES)}"
+                )
+            losses[name] = REGRESSION_LOSSES[loss]
+        return losses
+
+    def _class_weights(self, class_weight):
+        """Task name to a float tensor of class weights, checked against the task."""
+        class_weight = dict(class_weight or {})
+        n_classes = {name: n for name, kind, n in self.task_specs if kind == CLASSIFICATION}
+        self._check_names("class_weight", class_weight, allowed=n_classes, kind="classification")
+        tensors = {}
+        for name, weights in class_weight.items():
+            weights = list(weights)
+            if len(weights) != n_classes[name] or not all(map(is_weight, weights)):
+                raise ValueError(
+                    f"class_weight of task {name!r} must be {n_classes[name]} finite "
+                    f"non-negative numbers (one per class), got {weights}"
+                )
+            tensors[name] = torch.tensor([float(w) for w in weights])
+        return tensors
+
+    def _check_names(self, parameter, given, allowed=None, kind=None):
+        unknown = [name for name in given if name not in self.names]
         if unknown:
-            raise ValueError(f"loss_weights names unknown tasks {unknown}; tasks: {names}")
-        weights = [float(loss_weights.get(name, 1.0)) for name in names]
-        if any(not w >= 0 for w in weights):  # also refuses NaN
-            raise ValueError(f"loss_weights must be non-negative numbers, got {loss_weights}")
-        self.register_buffer("weights", torch.tensor(weights))
+            raise ValueError(f"{parameter} names unknown tasks {unknown}; tasks: {self.names}")
+        if allowed is not None:
+            wrong = [name for name in given if name not in allowed]
+            if wrong:
+                raise ValueError(f"{parameter} names tasks {wrong} that are not {kind} tasks")
 
     def split_outputs(self, y_pred):
         """The network's concatenated outputs, split into one tensor per task."""
         return torch.split(y_pred, [n for _, _, n in self.task_specs], dim=1)
+
+    def split_targets(self, y_true):
+        """The encoded targets, split into one tensor (N, width) per task."""
+        widths = [target_width(kind, n) for _, kind, n in self.task_specs]
+        return torch.split(y_true, widths, dim=1)
+
+    def _cells(self, y_pred, y_true):
+        """Per cell: the loss (times its class weight), its weight, whether labelled."""
+        losses, weights, labelled = [], [], []
+        outputs = self.split_outputs(y_pred)
+        for out, target, (name, kind, _) in zip(
+            outputs, self.split_targets(y_true), self.task_specs, strict=True
+        ):
+            known = ~torch.isnan(target[:, 0])
+            filled = torch.where(torch.isnan(target), torch.zeros_like(target), target)
+            weight = known.to(out.dtype)
+            if kind == CLASSIFICATION:
+                classes = filled[:, 0].long()
+                cell = F.cross_entropy(out, classes, reduction="none")
+                if name in self.class_weights:
+                    weight = weight * getattr(self, self.class_weights[name])[classes]
+                    cell = cell * weight
+            elif kind == MULTILABEL:
+                cell = F.binary_cross_entropy_with_logits(out, filled, reduction="none")
+                cell = cell.mean(dim=1)
+            else:
+                cell = self.regression_losses[name](out[:, 0], filled[:, 0])
+            # where(), not a product, so that masked cells give exactly zero gradient.
+            losses.append(torch.where(known, cell, torch.zeros_like(cell)))
+            weights.append(weight)
+            labelled.append(known)
+        return torch.stack(losses, dim=1), torch.stack(weights, dim=1), torch.stack(labelled, 1)
 
     def cell_losses(self, y_pred, y_true):
         """Each cell's loss, zero where the target is missing.
@@ -60,35 +196,35 @@ class MaskedMultiTaskLoss(nn.Module):
         Returns
         -------
         losses : float tensor (N, n_tasks)
-            Cross-entropy (classification) or squared error of the standardised value
-            (regression); unweighted.
+            Cross-entropy (classification; times the class weight of the true label
+            with ``class_weight``), binary cross-entropy averaged over the labels
+            (multi-label) or the regression loss of the standardised value; not
+            weighted by the task weights.
         labelled : bool tensor (N, n_tasks)
         """
-        losses = []
-        labelled = ~torch.isnan(y_true)
-        filled = torch.where(labelled, y_true, torch.zeros_like(y_true))
-        outputs = self.split_outputs(y_pred)
-        for column, (out, (_, kind, _)) in enumerate(zip(outputs, self.task_specs, strict=True)):
-            target = filled[:, column]
-            if kind == CLASSIFICATION:
-                cell = F.cross_entropy(out, target.long(), reduction="none")
-            else:
-                cell = (out[:, 0] - target) ** 2
-            # where(), not a product, so that masked cells give exactly zero gradient.
-            losses.append(torch.where(labelled[:, column], cell, torch.zeros_like(cell)))
-        return torch.stack(losses, dim=1), labelled
+        losses, _, labelled = self._cells(y_pred, y_true)
+        return losses, labelled
 
     def task_terms(self, y_pred, y_true):
-        """Per task: the loss summed over labelled cells, and their count.
+        """Per task: the loss summed over labelled cells, and the sum of their weights.
+
+        Each task's term of the loss is the ratio (zero when the weight sum is zero).
+        Without class weights, a cell weighs 1 and the weight sum is the count of
+        labelled cells.
 
         Returns
         -------
-        sums, counts : tensors of shape (n_tasks,)
+        sums, norms : tensors of shape (n_tasks,)
         """
-        losses, labelled = self.cell_losses(y_pred, y_true)
-        return losses.sum(dim=0), labelled.sum(dim=0)
+        losses, weights, _ = self._cells(y_pred, y_true)
+        return losses.sum(dim=0), weights.sum(dim=0)
 
     def forward(self, y_pred, y_true):
-        sums, counts = self.task_terms(y_pred, y_true)
-        means = sums / counts.clamp(min=1)
-        return (self.weights * means).sum()
+        sums, norms = self.task_terms(y_pred, y_true)
+        present = norms > 0
+        # A safe divisor, so that an absent task's zero term has a zero (not NaN) gradient.
+        means = sums / torch.where(present, norms, torch.ones_like(norms))
+        if self.loss_weights == "uncertainty":
+            terms = torch.exp(-self.log_vars) * means + self.log_vars
+            return torch.where(present, terms, torch.zeros_like(terms)).sum()
+        return (self.task_weights * means).sum()

@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from .criterion import MaskedMultiTaskLoss
+from .criterion import LOSS_WEIGHTINGS, REGRESSION_LOSSES, MaskedMultiTaskLoss
 from .data import (
     ImageDataset,
     as_size,
@@ -32,7 +32,7 @@ from .data import (
 from .metrics import evaluate_tasks, task_scores
 from .module import MultiTaskModule, build_backbone, has_pretrained_weights
 from .tasks import (
-    CLASSIFICATION,
+    REGRESSION,
     check_same_tasks,
     check_targets,
     check_trainable,
@@ -50,6 +50,7 @@ from .training import (
     run_fingerprint,
     seeded,
 )
+from .weighting import class_weights
 
 __all__ = ["MultiTaskImageEstimator"]
 
@@ -87,9 +88,25 @@ class MultiTaskImageEstimator(BaseEstimator):
     image_size : int or (int, int), default=224
         Images are resized to this (height, width).
     tasks : dict, default=None
-        Task name to ``"classification"`` or ``"regression"``, overriding inference.
-    loss_weights : dict, default=None
-        Task name to a non-negative weight of its loss term; unnamed tasks weigh 1.
+        Task name to ``"classification"``, ``"regression"`` or ``"multilabel"``,
+        overriding inference. A column whose labelled cells are lists, sets or tuples
+        of labels is inferred multi-label: one sigmoid output per label, an empty
+        list a labelled "no label".
+    loss_weights : dict, "uncertainty", "dwa" or None, default=None
+        How the task losses are weighted. A dict: task name to a finite non-negative
+        weight (unnamed tasks weigh 1). ``"uncertainty"``: learned weights (Kendall
+        et al. 2018), ``sum_t exp(-s_t) * L_t + s_t`` with a learned ``s_t`` per task.
+        ``"dwa"``: dynamic weight average (Liu et al. 2019, T=2), from the ratio of
+        each task's training loss in the last two epochs. The weights in effect are
+        in ``history_`` as ``{task}_weight``.
+    class_weight : None, "balanced" or dict, default=None
+        Class weights of classification tasks' cross-entropy: ``"balanced"`` (every
+        classification task, scikit-learn's ``compute_class_weight`` on the labelled
+        training cells), or a dict from task name to ``"balanced"`` or
+        ``{label: weight}`` (unnamed labels weigh 1).
+    regression_loss : {"mse", "l1", "huber"} or dict, default="mse"
+        The regression tasks' loss on the standardised targets (Huber: delta 1), or
+        a dict from regression task name to one (unnamed tasks: ``"mse"``).
     max_epochs : int, default=10
         Epochs of training, the frozen ones included.
     lr : float, default=1e-3
@@ -173,8 +190,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         The trained net; ``net_.module_`` is a :class:`MultiTaskModule`.
     history_ : skorch.History
         Per epoch: ``train_loss``, ``valid_loss``, and per task
-        ``{train,valid}_{task}_loss`` with ``_acc`` (classification) or ``_mae`` and
-        ``_rmse`` (regression, original units).
+        ``{train,valid}_{task}_loss`` with ``_acc`` (classification), ``_mae`` and
+        ``_rmse`` (regression, original units) or ``_f1`` (multi-label, micro F1),
+        and ``{task}_weight``, the task's loss weight.
     image_size_ : (int, int)
         The (height, width) the network was trained on.
     best_epoch_ : int
@@ -200,7 +218,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         "weights": [str, os.PathLike, None],
         "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list],
         "tasks": [dict, None],
-        "loss_weights": [dict, None],
+        "loss_weights": [dict, StrOptions(set(LOSS_WEIGHTINGS)), None],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "regression_loss": [dict, StrOptions(set(REGRESSION_LOSSES))],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "lr_schedule": [StrOptions(set(LR_SCHEDULES))],
@@ -233,6 +253,8 @@ class MultiTaskImageEstimator(BaseEstimator):
         image_size=224,
         tasks=None,
         loss_weights=None,
+        class_weight=None,
+        regression_loss="mse",
         max_epochs=10,
         lr=1e-3,
         lr_schedule="onecycle",
@@ -262,6 +284,8 @@ class MultiTaskImageEstimator(BaseEstimator):
         self.image_size = image_size
         self.tasks = tasks
         self.loss_weights = loss_weights
+        self.class_weight = class_weight
+        self.regression_loss = regression_loss
         self.max_epochs = max_epochs
         self.lr = lr
         self.lr_schedule = lr_schedule
@@ -380,27 +404,25 @@ class MultiTaskImageEstimator(BaseEstimator):
         )
 
     def predict_proba(self, X):
-        """Class probabilities of every classification task.
+        """Class probabilities of every classification and multi-label task.
 
         Returns
         -------
         dict
             Task name to a DataFrame with ``X``'s index and one column per class
-            label (the original labels); rows sum to 1.
+            label (the original labels); rows sum to 1 for a classification. A
+            multi-label task has one independent probability per label.
         """
         outputs, index = self._forward(X)
         return {
-            name: pd.DataFrame(
-                torch.softmax(outputs[name], dim=1).numpy(),
-                index=index,
-                columns=pd.Index(task.classes_),
-            )
+            name: task.proba(outputs[name], index)
             for name, task in self.tasks_.items()
-            if task.kind == CLASSIFICATION
+            if task.kind != REGRESSION
         }
 
     def score(self, X, y):
-        """Mean over tasks of accuracy (classification) and R² (regression).
+        """Mean over tasks of accuracy (classification), R² (regression) and micro F1
+        over labels (multi-label).
 
         Each task is scored on its labelled cells in ``y`` only; ``y`` may hold a
         subset of the tasks.
@@ -422,7 +444,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         DataFrame
             One row per task of ``y`` (indexed by task name): ``kind``, ``n_labelled``;
             for a classification ``accuracy``, ``balanced_accuracy``, ``f1_macro`` and
-            ``log_loss``; for a regression ``mae``, ``rmse`` and ``r2``. NaN where a
+            ``log_loss``; for a regression ``mae``, ``rmse`` and ``r2``; for a
+            multi-label task ``accuracy`` (exact label set), ``f1_macro``,
+            ``f1_micro``, ``hamming_loss`` and ``log_loss`` (per label). NaN where a
             metric does not apply or a task has no labelled cell.
         """
         outputs, index = self._forward(X)
@@ -441,7 +465,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         task : hashable, default=None
             Rank by this task's loss, over the rows where it is labelled; None: by the
             combined loss, the sum over labelled tasks of each task's loss times its
-            fitted loss weight (a missing truth adds nothing).
+            loss weight at the end of training (a missing truth adds nothing).
 
         Returns
         -------
@@ -449,8 +473,9 @@ class MultiTaskImageEstimator(BaseEstimator):
             ``X``'s index of those rows, largest loss first; ``image`` (the path as
             given in ``X``, or the position in an image array), ``<task>_pred`` and
             ``<task>_true`` for every task (a missing truth stays missing), ``loss``.
-            Losses are those of training: cross-entropy, or the squared error of the
-            standardised value.
+            Losses are those of training (see ``MaskedMultiTaskLoss.cell_losses``):
+            cross-entropy (times the true label's class weight), binary cross-entropy
+            averaged over labels, or the regression loss of the standardised value.
         """
         check_is_fitted(self)
         if task is not None and task not in self.tasks_:
@@ -554,7 +579,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         targets = encode_targets(y, tasks)
         rng = check_random_state(self.random_state)
         train, valid = split_rows(X, len(images), self.valid_split, rng)
-        check_trainable(tasks, targets[train])
+        check_trainable(y.iloc[train])
         if self.early_stopping:
             check_monitor(self.monitor, tasks, has_valid=valid is not None)
         device = self._resolve_device()
@@ -588,6 +613,7 @@ class MultiTaskImageEstimator(BaseEstimator):
             else ImageDataset(images[valid], targets[valid], image_size=image_size)
         )
         return SimpleNamespace(
+            class_weights=class_weights(self.class_weight, tasks, y.iloc[train]),
             tasks=tasks,
             image_size=image_size,
             device=device,
@@ -622,7 +648,10 @@ class MultiTaskImageEstimator(BaseEstimator):
             if run.device.startswith("cuda"):
                 module.to(memory_format=torch.channels_last)
             criterion = MaskedMultiTaskLoss(
-                [(n, t.kind, t.n_outputs) for n, t in tasks.items()], self.loss_weights
+                [(n, t.kind, t.n_outputs) for n, t in tasks.items()],
+                self.loss_weights,
+                run.class_weights,
+                self.regression_loss,
             )
         module.pretrained = run.pretrained or getattr(module, "pretrained", False)
         net = build_net(

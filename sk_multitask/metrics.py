@@ -1,7 +1,8 @@
 """Per-task scores and the scorer for scikit-learn's model selection.
 
 Every score is computed on the labelled cells of its task only, in original labels and
-units, and is higher-is-better.
+units, and is higher-is-better. A multi-label task is scored on its label indicator
+matrices (one column per label, as scikit-learn's multi-label metrics take them).
 """
 
 from __future__ import annotations
@@ -10,23 +11,25 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn import metrics as skm
 
-from .tasks import CLASSIFICATION, check_targets
+from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
 
 __all__ = ["evaluate_tasks", "label_codes", "multitask_scorer", "task_scores"]
 
-#: Metrics by name: each takes ``(y_true, y_pred)`` and is higher-is-better.
+#: Metrics by name: each takes ``(y_true, y_pred)`` and is higher-is-better. An F1
+#: without any positive (true or predicted) is 0, scikit-learn's value, unwarned.
 METRICS = {
     "accuracy": skm.accuracy_score,
     "balanced_accuracy": skm.balanced_accuracy_score,
-    "f1_macro": lambda t, p: skm.f1_score(t, p, average="macro"),
+    "f1_macro": lambda t, p: skm.f1_score(t, p, average="macro", zero_division=0),
+    "f1_micro": lambda t, p: skm.f1_score(t, p, average="micro", zero_division=0),
+    "jaccard_samples": lambda t, p: skm.jaccard_score(t, p, average="samples", zero_division=0),
     "r2": skm.r2_score,
     "neg_mean_absolute_error": lambda t, p: -skm.mean_absolute_error(t, p),
     "neg_root_mean_squared_error": lambda t, p: -skm.root_mean_squared_error(t, p),
 }
-DEFAULT_METRICS = {CLASSIFICATION: "accuracy", "regression": "r2"}
+DEFAULT_METRICS = {CLASSIFICATION: "accuracy", REGRESSION: "r2", MULTILABEL: "f1_micro"}
 
 
 def _metric(spec):
@@ -48,7 +51,8 @@ def task_scores(estimator, X, y, metrics=None):
         True targets; its columns must be tasks of the estimator (a subset is fine).
     metrics : dict, optional
         Task name to a metric name of ``METRICS`` or a callable ``(y_true, y_pred)``;
-        by default accuracy for a classification and R² for a regression.
+        by default accuracy for a classification, R² for a regression and micro F1
+        (on the label indicator matrices) for a multi-label task.
 
     Returns
     -------
@@ -64,11 +68,11 @@ def task_scores(estimator, X, y, metrics=None):
         labelled = y[name].notna().to_numpy()
         if not labelled.any():
             continue
-        kind = estimator.tasks_[name].kind
-        metric = _metric(metrics.get(name, DEFAULT_METRICS[kind]))
-        truth = y[name].to_numpy()[labelled]
-        predicted = predictions[name].to_numpy()[labelled]
-        if kind == CLASSIFICATION:
+        task = estimator.tasks_[name]
+        metric = _metric(metrics.get(name, DEFAULT_METRICS[task.kind]))
+        truth = _comparable(task, y[name].to_numpy()[labelled])
+        predicted = _comparable(task, predictions[name].to_numpy()[labelled])
+        if task.kind == CLASSIFICATION:
             truth, predicted = label_codes(truth, predicted)
         scores[name] = float(metric(truth, predicted))
     if not scores:
@@ -84,6 +88,11 @@ def label_codes(truth, predicted):
     """
     codes, _ = pd.factorize(np.concatenate([truth, predicted]))
     return codes[: len(truth)], codes[len(truth) :]
+
+
+def _comparable(task, values):
+    """Labels or values as metrics take them: indicator matrices for a multi-label task."""
+    return task.binarize(values) if task.kind == MULTILABEL else values
 
 
 def evaluate_tasks(tasks, outputs, y):
@@ -104,9 +113,20 @@ def evaluate_tasks(tasks, outputs, y):
         truth = y[name].to_numpy()[labelled]
         out = outputs[name][np.flatnonzero(labelled)]
         row = {"kind": task.kind, "n_labelled": int(labelled.sum())}
-        if labelled.any() and task.kind == CLASSIFICATION:
+        if labelled.any() and task.kind == MULTILABEL:
+            truth, predicted = task.binarize(truth), task.binarize(task.decode(out))
+            row.update(
+                accuracy=skm.accuracy_score(truth, predicted),
+                f1_macro=METRICS["f1_macro"](truth, predicted),
+                f1_micro=METRICS["f1_micro"](truth, predicted),
+                hamming_loss=skm.hamming_loss(truth, predicted),
+                log_loss=skm.log_loss(
+                    truth.ravel(), task.proba(out).to_numpy().ravel(), labels=[0, 1]
+                ),
+            )
+        elif labelled.any() and task.kind == CLASSIFICATION:
             predicted = task.decode(out).to_numpy()
-            proba = torch.softmax(out.float(), dim=1).numpy()
+            proba = task.proba(out).to_numpy()
             known = np.isin(truth, task.classes_)  # log loss needs a fitted class
             classes = np.arange(len(task.classes_))
             fitted_codes = task.encoder.transform(truth[known]) if known.any() else classes[:0]
@@ -138,6 +158,8 @@ def evaluate_tasks(tasks, outputs, y):
         "accuracy",
         "balanced_accuracy",
         "f1_macro",
+        "f1_micro",
+        "hamming_loss",
         "log_loss",
         "mae",
         "rmse",
@@ -175,10 +197,11 @@ def multitask_scorer(metrics=None):
     ----------
     metrics : dict, optional
         Task name to a metric name (``"accuracy"``, ``"balanced_accuracy"``,
-        ``"f1_macro"``, ``"r2"``, ``"neg_mean_absolute_error"``,
-        ``"neg_root_mean_squared_error"``) or a callable ``(y_true, y_pred)`` giving a
-        higher-is-better float. By default accuracy for a classification and R² for a
-        regression.
+        ``"f1_macro"``, ``"f1_micro"``, ``"jaccard_samples"``, ``"r2"``,
+        ``"neg_mean_absolute_error"``, ``"neg_root_mean_squared_error"``) or a
+        callable ``(y_true, y_pred)`` giving a higher-is-better float. By default
+        accuracy for a classification, R² for a regression and micro F1 for a
+        multi-label task (which metrics get as label indicator matrices).
 
     Returns
     -------

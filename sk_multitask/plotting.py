@@ -34,7 +34,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .data import ImageDataset, is_pixel_array, resolve_images, train_transform
-from .tasks import CLASSIFICATION, check_targets
+from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets, is_missing
 
 __all__ = [
     "plot_confusion_matrix",
@@ -45,8 +45,14 @@ __all__ = [
     "show_batch",
 ]
 
+#: The history metric plotted per task kind.
+_KIND_METRICS = {CLASSIFICATION: "acc", REGRESSION: "mae", MULTILABEL: "f1"}
 #: History metric suffix -> (axes title word, y-axis label).
-_METRIC_LABELS = {"acc": ("accuracy", "accuracy"), "mae": ("mean absolute error", "MAE")}
+_METRIC_LABELS = {
+    "acc": ("accuracy", "accuracy"),
+    "mae": ("mean absolute error", "MAE"),
+    "f1": ("micro F1", "micro F1"),
+}
 _TITLE_SIZE = 9
 #: Inches per title character at ``_TITLE_SIZE`` points, to size grid cells so that
 #: neighbouring titles do not overlap.
@@ -100,7 +106,8 @@ def plot_history(estimator):
 
     The first row shows the total loss; then each task has a row with its loss (left)
     and its metric (right): accuracy for a classification, the mean absolute error in
-    original units for a regression. Every axes has a ``train`` line and, when the
+    original units for a regression, the micro F1 over labels for a multi-label task.
+    Every axes has a ``train`` line and, when the
     estimator held out validation rows, a ``valid`` line.
 
     Parameters
@@ -111,7 +118,8 @@ def plot_history(estimator):
     -------
     matplotlib.figure.Figure
         ``1 + 2 * n_tasks`` axes, titled ``"total loss"``, ``"<task>: loss"`` and
-        ``"<task>: accuracy"`` or ``"<task>: mean absolute error"``.
+        ``"<task>: accuracy"``, ``"<task>: mean absolute error"`` or
+        ``"<task>: micro F1"``.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -121,7 +129,7 @@ def plot_history(estimator):
     grid = fig.add_gridspec(1 + len(estimator.tasks_), 2)
     panels = [(grid[0, :], "total loss", "loss", "loss")]
     for row, (name, task) in enumerate(estimator.tasks_.items(), start=1):
-        metric = "acc" if task.kind == CLASSIFICATION else "mae"
+        metric = _KIND_METRICS[task.kind]
         title, label = _METRIC_LABELS[metric]
         panels += [
             (grid[row, 0], f"{name}: loss", "loss", f"{name}_loss"),
@@ -315,10 +323,13 @@ def _format_number(value):
 
 
 def _format_value(task, value):
-    """A label as it came in, a regression value to 3 digits, ``?`` when missing."""
-    if pd.isna(value):
+    """A label as it came in, a regression value to 3 digits, a multi-label cell as
+    ``[a, b]``, ``?`` when missing."""
+    if is_missing(value):
         return "?"
-    return str(value) if task.kind == CLASSIFICATION else _format_number(value)
+    if task.kind == MULTILABEL:
+        return "[" + ", ".join(map(str, value)) + "]"
+    return _format_number(value) if task.kind == REGRESSION else str(value)
 
 
 def _top_loss_title(tasks, row):

@@ -28,7 +28,7 @@ import io
 import pathlib
 
 from .plotting import _confusion_figure, plot_history, plot_top_losses
-from .tasks import CLASSIFICATION, check_targets
+from .tasks import CLASSIFICATION, REGRESSION, check_targets
 
 __all__ = ["figure_to_png_bytes", "write_report"]
 
@@ -126,9 +126,10 @@ def write_report(estimator, X, y, path, k=9):
 
 
 def _describe(name, task):
-    if task.kind == CLASSIFICATION:
-        return f"{name} ({task.kind}, {len(task.classes_)} classes)"
-    return f"{name} ({task.kind})"
+    if task.kind == REGRESSION:
+        return f"{name} ({task.kind})"
+    what = "classes" if task.kind == CLASSIFICATION else "labels"
+    return f"{name} ({task.kind}, {len(task.classes_)} {what})"
 
 
 def _format_float(value):

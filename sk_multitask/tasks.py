@@ -2,9 +2,11 @@
 
 Each column of ``y`` is one task. A classification task encodes its observed labels
 with :class:`~sklearn.preprocessing.LabelEncoder`; a regression task standardises
-with :class:`~sklearn.preprocessing.StandardScaler` (which ignores NaN). Missing cells
+with :class:`~sklearn.preprocessing.StandardScaler` (which ignores NaN); a multi-label
+task (cells that are lists, sets or tuples of labels) binarises them with
+:class:`~sklearn.preprocessing.MultiLabelBinarizer`, one column per label. Missing cells
 (NaN, None, ``pd.NA``) become NaN in the encoded targets and are masked in the loss:
-they are never a class.
+they are never a class. An empty list is a labelled cell with no label.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
-from sklearn.preprocessing import LabelEncoder, StandardScaler
+from scipy.special import expit, softmax
+from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer, StandardScaler
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
-TASK_KINDS = (CLASSIFICATION, REGRESSION)
+MULTILABEL = "multilabel"
+TASK_KINDS = (CLASSIFICATION, REGRESSION, MULTILABEL)
+
+#: The cell types that hold the labels of a multi-label task.
+LABEL_SETS = (list, tuple, set, frozenset)
 
 #: An integer column with at most this many distinct labelled values is a
 #: classification task; with more it is a regression (an integer ``age``).
@@ -33,8 +40,8 @@ class Task:
     ----------
     name : hashable
         The column of ``y``.
-    kind : {"classification", "regression"}
-    encoder : LabelEncoder or StandardScaler
+    kind : {"classification", "regression", "multilabel"}
+    encoder : LabelEncoder, StandardScaler or MultiLabelBinarizer
         Fitted on the labelled cells of the training targets.
     dtype : dtype
         The column's dtype; classification predictions are cast back to it.
@@ -42,27 +49,44 @@ class Task:
 
     name: object
     kind: str
-    encoder: LabelEncoder | StandardScaler
+    encoder: LabelEncoder | StandardScaler | MultiLabelBinarizer
     dtype: object
 
     @property
     def classes_(self):
-        """The class labels of a classification task (None for a regression)."""
-        return self.encoder.classes_ if self.kind == CLASSIFICATION else None
+        """The labels of a classification or multi-label task (None for a regression)."""
+        return None if self.kind == REGRESSION else self.encoder.classes_
 
     @property
     def n_outputs(self):
-        """How many outputs the task's head has: one per class, or one."""
-        return len(self.encoder.classes_) if self.kind == CLASSIFICATION else 1
+        """How many outputs the task's head has: one per class or label, or one."""
+        return 1 if self.kind == REGRESSION else len(self.encoder.classes_)
+
+    @property
+    def width(self):
+        """How many columns the task takes in the encoded targets."""
+        return target_width(self.kind, self.n_outputs)
 
     def encode(self, column):
-        """Encode a column to float32: class index or standardised value, NaN if missing."""
-        encoded = np.full(len(column), np.nan, dtype=np.float32)
+        """Encode a column to float32, NaN where missing.
+
+        Returns
+        -------
+        ndarray
+            ``(N,)`` class indices or standardised values; for a multi-label task
+            ``(N, n_labels)`` indicators (a missing cell is a row of NaN).
+        """
+        if self.kind == MULTILABEL:
+            encoded = np.full((len(column), self.width), np.nan, dtype=np.float32)
+        else:
+            encoded = np.full(len(column), np.nan, dtype=np.float32)
         labelled = column.notna().to_numpy()
         values = column.to_numpy()[labelled]
         if not labelled.any():
             return encoded
-        if self.kind == CLASSIFICATION:
+        if self.kind == MULTILABEL:
+            encoded[labelled] = self.binarize(values)
+        elif self.kind == CLASSIFICATION:
             unseen = ~np.isin(values, self.encoder.classes_)
             if unseen.any():
                 raise ValueError(
@@ -76,24 +100,79 @@ class Task:
             ).ravel()
         return encoded
 
+    def binarize(self, cells):
+        """The 0/1 indicator matrix ``(n, n_labels)`` of a multi-label task's labelled cells.
+
+        Raises
+        ------
+        ValueError
+            If a cell is not a list, set or tuple, or holds a label not seen in fit.
+        """
+        cells = list(cells)
+        _check_label_sets(self.name, cells)
+        unseen = set().union(*map(set, cells)) - set(self.encoder.classes_.tolist())
+        if unseen:
+            raise ValueError(
+                f"target {self.name!r} has labels not seen in fit: {sorted(map(str, unseen))}"
+            )
+        return self.encoder.transform(cells)
+
     def decode(self, outputs, index=None):
-        """Turn the head's outputs (N, n_outputs) into a Series of labels or values."""
+        """Turn the head's outputs (N, n_outputs) into a Series of labels or values.
+
+        A multi-label task gives, per row, the list of labels whose probability is
+        above 0.5, in the order of ``classes_``.
+        """
         outputs = np.asarray(outputs)
         if len(outputs) == 0:
             return pd.Series([], index=index, name=self.name, dtype=self._output_dtype)
+        if self.kind == MULTILABEL:
+            classes = np.asarray(self.encoder.classes_.tolist(), dtype=object)
+            labels = [classes[row > 0].tolist() for row in outputs]  # logit > 0: p > 0.5
+            return pd.Series(labels, index=index, name=self.name, dtype=object)
         if self.kind == CLASSIFICATION:
             labels = self.encoder.inverse_transform(outputs.argmax(axis=1))
             return pd.Series(labels, index=index, name=self.name).astype(self.dtype)
         values = self.encoder.inverse_transform(outputs.reshape(-1, 1)).ravel()
         return pd.Series(values, index=index, name=self.name, dtype=np.float64)
 
+    def proba(self, outputs, index=None):
+        """The probabilities of a classification (softmax, rows sum to 1) or multi-label
+        task (independent sigmoids), from the head's outputs: a DataFrame with the
+        labels as columns.
+        """
+        if self.kind == REGRESSION:
+            raise ValueError(f"task {self.name!r} is a regression: it has no probabilities")
+        outputs = np.asarray(outputs, dtype=np.float64)
+        proba = expit(outputs) if self.kind == MULTILABEL else softmax(outputs, axis=1)
+        return pd.DataFrame(proba, index=index, columns=pd.Index(self.classes_))
+
     @property
     def _output_dtype(self):
-        return self.dtype if self.kind == CLASSIFICATION else np.float64
+        return {CLASSIFICATION: self.dtype, MULTILABEL: object}.get(self.kind, np.float64)
 
     def __repr__(self):
-        detail = f", classes={list(self.classes_)}" if self.kind == CLASSIFICATION else ""
+        detail = "" if self.kind == REGRESSION else f", classes={list(self.classes_)}"
         return f"Task(name={self.name!r}, kind={self.kind!r}{detail})"
+
+
+def target_width(kind, n_outputs):
+    """How many encoded-target columns a task of ``kind`` with ``n_outputs`` takes."""
+    return n_outputs if kind == MULTILABEL else 1
+
+
+def is_missing(value):
+    """Whether one target cell is missing (NaN, None, ``pd.NA``); a list never is."""
+    return not isinstance(value, LABEL_SETS) and bool(pd.isna(value))
+
+
+def _check_label_sets(name, cells):
+    not_sets = [cell for cell in cells if not isinstance(cell, LABEL_SETS)]
+    if not_sets:
+        raise ValueError(
+            f"target {name!r} is a multilabel task, but some of its labelled cells are "
+            f"not lists, sets or tuples of labels, e.g. {not_sets[0]!r}"
+        )
 
 
 def infer_task_kind(column):
@@ -101,7 +180,9 @@ def infer_task_kind(column):
 
     Float is a regression; object, string, category and bool are classifications;
     an integer column is a classification when it has at most
-    ``MAX_INTEGER_CLASSES`` distinct labelled values, else a regression.
+    ``MAX_INTEGER_CLASSES`` distinct labelled values, else a regression. An object
+    column whose labelled cells are lists, sets or tuples of labels is a multi-label
+    task.
 
     Examples
     --------
@@ -112,6 +193,8 @@ def infer_task_kind(column):
     'classification'
     >>> infer_task_kind(pd.Series(range(100)))
     'regression'
+    >>> infer_task_kind(pd.Series([["cat", "dog"], [], None]))
+    'multilabel'
     """
     dtype = column.dtype
     if ptypes.is_bool_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
@@ -121,12 +204,19 @@ def infer_task_kind(column):
     if ptypes.is_integer_dtype(dtype):
         few = column.nunique(dropna=True) <= MAX_INTEGER_CLASSES
         return CLASSIFICATION if few else REGRESSION
+    if ptypes.is_object_dtype(dtype) and column.dropna().map(_is_label_set).any():
+        _check_label_sets(column.name, column.dropna())
+        return MULTILABEL
     if ptypes.is_string_dtype(dtype) or ptypes.is_object_dtype(dtype):
         return CLASSIFICATION
     raise ValueError(
         f"cannot infer the task kind of target {column.name!r} from its dtype {dtype}; "
-        "pass tasks={name: 'classification' or 'regression'}"
+        "pass tasks={name: 'classification', 'regression' or 'multilabel'}"
     )
+
+
+def _is_label_set(value):
+    return isinstance(value, LABEL_SETS)
 
 
 def fit_tasks(y, kinds=None):
@@ -137,7 +227,8 @@ def fit_tasks(y, kinds=None):
     y : DataFrame
         One column per task; missing cells are NaN, None or ``pd.NA``.
     kinds : dict, optional
-        Task name to ``"classification"`` or ``"regression"``, overriding inference.
+        Task name to ``"classification"``, ``"regression"`` or ``"multilabel"``,
+        overriding inference.
 
     Returns
     -------
@@ -166,6 +257,17 @@ def fit_tasks(y, kinds=None):
 
 
 def _fit_encoder(name, kind, labelled):
+    if kind == MULTILABEL:
+        _check_label_sets(name, labelled)
+        encoder = MultiLabelBinarizer().fit(labelled.tolist())
+        if len(encoder.classes_) == 0:
+            raise ValueError(f"target {name!r} is a multilabel task with no label in any cell")
+        return encoder
+    if labelled.map(_is_label_set).any():
+        raise ValueError(
+            f"target {name!r} holds lists of labels, so it cannot be a {kind} task; "
+            f"it is a multi-label task (tasks={{{name!r}: 'multilabel'}})"
+        )
     if kind == CLASSIFICATION:
         encoder = LabelEncoder().fit(labelled.to_numpy())
         if len(encoder.classes_) < 2:
@@ -192,7 +294,11 @@ def _fit_encoder(name, kind, labelled):
 
 
 def encode_targets(y, tasks):
-    """Encode every task's column: float32 array (N, n_tasks), NaN where missing."""
+    """Encode every task's column: float32 array (N, total width), NaN where missing.
+
+    Each task takes :attr:`Task.width` columns, in ``tasks``' order: one, or one per
+    label for a multi-label task.
+    """
     return np.column_stack([task.encode(y[name]) for name, task in tasks.items()])
 
 
@@ -265,21 +371,21 @@ def check_same_tasks(fitted, tasks):
     return fitted
 
 
-def check_trainable(tasks, train_targets):
-    """Check that the training rows can train every task.
+def check_trainable(y_train):
+    """Check that the training rows (their targets ``y_train``) can train every task.
 
     Raises
     ------
     ValueError
         With fewer than 2 training rows, or a task without a labelled training cell.
     """
-    if len(train_targets) < 2:
+    if len(y_train) < 2:
         raise ValueError(
             "need at least 2 training rows (outside the validation split); "
-            f"got {len(train_targets)}"
+            f"got {len(y_train)}"
         )
-    for column, name in enumerate(tasks):
-        if np.isnan(train_targets[:, column]).all():
+    for name in y_train.columns:
+        if y_train[name].isna().all():
             raise ValueError(
                 f"target {name!r} has no labelled cell among the training rows "
                 "(its labels are all in the validation rows)"

@@ -38,6 +38,7 @@ from skorch.utils import TeeGenerator
 from torch.optim import lr_scheduler
 
 from .callbacks import TaskScoring
+from .weighting import DynamicWeightAverage
 
 __all__ = [
     "OPTIMIZERS",
@@ -588,9 +589,10 @@ def build_net(
     """The skorch net that trains ``module`` with the recipe of ``estimator``'s parameters.
 
     Callbacks, in order: per-task scoring, the non-finite loss check, the learning-rate
-    schedule, early stopping (``early_stopping``), the progress bar (``verbose``), the
-    user's ``callbacks`` (copied), and the checkpoint (``checkpoint_dir``), last, so that
-    it saves what every other callback recorded.
+    schedule, dynamic weight average (``loss_weights="dwa"``), early stopping
+    (``early_stopping``), the progress bar (``verbose``), the user's ``callbacks``
+    (copied), and the checkpoint (``checkpoint_dir``), last, so that it saves what every
+    other callback recorded.
     """
     scoring = TaskScoring(tasks)
     callbacks = [
@@ -608,6 +610,8 @@ def build_net(
             ),
         ),
     ]
+    if estimator.loss_weights == "dwa":
+        callbacks.append(("dynamic_weight_average", DynamicWeightAverage()))
     if estimator.early_stopping:
         callbacks.append(
             (
@@ -623,11 +627,11 @@ def build_net(
             ("checkpoint", EpochCheckpoint(os.fspath(estimator.checkpoint_dir), fingerprint))
         )
     shown = {"train_loss", "valid_loss", "lr", *scoring.metric_keys("valid")}
-    hidden = [
+    hidden = [f"{name}_weight" for name in tasks] + [
         f"{prefix}_{name}_{metric}"
         for prefix in ("train", "valid")
         for name in tasks
-        for metric in ("loss", "acc", "mae", "rmse")
+        for metric in ("loss", "acc", "mae", "rmse", "f1")
         if f"{prefix}_{name}_{metric}" not in shown
     ] + ["backbone_lr"]
     loader = {"num_workers": num_workers, "pin_memory": device.startswith("cuda")}

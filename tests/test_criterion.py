@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sk_multitask.criterion import MaskedMultiTaskLoss
 from sk_multitask.module import MultiTaskModule, SimpleCNN
@@ -110,3 +111,177 @@ def test_split_outputs_follows_head_sizes():
 def test_bad_loss_weights(weights, match):
     with pytest.raises(ValueError, match=match):
         MaskedMultiTaskLoss(SPECS, loss_weights=weights)
+
+
+# -- class weights, regression losses, multi-label tasks, task weightings ---------------
+
+ML_SPECS = [*SPECS, ("tags", "multilabel", 3)]
+
+
+def _batch(n=8, seed=0):
+    """Random outputs and targets for ML_SPECS, with missing cells in every task."""
+    generator = torch.Generator().manual_seed(seed)
+    y_pred = torch.randn(n, 9, generator=generator) * 2
+    tags = (torch.rand(n, 3, generator=generator) > 0.5).float()
+    y_true = torch.stack(
+        [
+            torch.randint(0, 2, (n,), generator=generator).float(),
+            torch.randint(0, 3, (n,), generator=generator).float(),
+            torch.randn(n, generator=generator),
+        ],
+        dim=1,
+    )
+    y_true = torch.cat([y_true, tags], dim=1)
+    for column, rows in [(0, [1, 4]), (1, [0, 5, 6]), (2, [2, 3])]:
+        y_true[rows, column] = NAN
+    y_true[[0, 7], 3:] = NAN  # a missing multi-label cell: all its columns
+    return y_pred, y_true
+
+
+def test_class_weighted_term_equals_torch_weighted_cross_entropy_on_labelled_rows():
+    y_pred, y_true = _batch()
+    weights = [0.5, 2.0, 3.0]
+    criterion = MaskedMultiTaskLoss(ML_SPECS, class_weight={"ethnicity": weights})
+
+    sums, norms = criterion.task_terms(y_pred, y_true)
+
+    labelled = ~torch.isnan(y_true[:, 1])
+    expected = F.cross_entropy(
+        y_pred[labelled, 2:5], y_true[labelled, 1].long(), weight=torch.tensor(weights)
+    )
+    assert (sums[1] / norms[1]).item() == pytest.approx(expected.item(), rel=1e-6)
+    labelled = ~torch.isnan(y_true[:, 0])
+    unweighted = F.cross_entropy(y_pred[labelled, 0:2], y_true[labelled, 0].long())
+    assert (sums[0] / norms[0]).item() == pytest.approx(unweighted.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, reference",
+    [("mse", F.mse_loss), ("l1", F.l1_loss), ("huber", F.huber_loss)],
+)
+def test_regression_loss_term_equals_torch_on_labelled_cells(name, reference):
+    y_pred, y_true = _batch()
+    criterion = MaskedMultiTaskLoss(ML_SPECS, regression_loss={"age": name})
+
+    sums, norms = criterion.task_terms(y_pred, y_true)
+
+    labelled = ~torch.isnan(y_true[:, 2])
+    expected = reference(y_pred[labelled, 5], y_true[labelled, 2])
+    assert (sums[2] / norms[2]).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_huber_is_quadratic_within_one_standard_deviation_and_linear_beyond():
+    criterion = MaskedMultiTaskLoss([("age", "regression", 1)], regression_loss="huber")
+    losses, _ = criterion.cell_losses(torch.tensor([[0.5], [3.0]]), torch.tensor([[0.0], [0.0]]))
+    assert losses[:, 0].tolist() == pytest.approx([0.5 * 0.5**2, 3.0 - 0.5])
+
+
+def test_multilabel_term_is_bce_averaged_over_labels_then_labelled_cells():
+    y_pred, y_true = _batch()
+    criterion = MaskedMultiTaskLoss(ML_SPECS)
+
+    sums, norms = criterion.task_terms(y_pred, y_true)
+
+    labelled = ~torch.isnan(y_true[:, 3])
+    expected = F.binary_cross_entropy_with_logits(y_pred[labelled, 6:9], y_true[labelled, 3:6])
+    assert norms[3].item() == labelled.sum().item() == 6
+    assert (sums[3] / norms[3]).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+VARIANTS = {
+    "plain": {},
+    "class weights": {"class_weight": {"gender": [1.0, 4.0], "ethnicity": [0.2, 1.0, 9.0]}},
+    "l1": {"regression_loss": "l1"},
+    "huber": {"regression_loss": "huber"},
+    "uncertainty": {"loss_weights": "uncertainty"},
+    "dwa": {"loss_weights": "dwa"},
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_masked_cells_give_exactly_zero_loss_and_gradient_in_every_variant(variant):
+    y_pred, y_true = _batch()
+    y_pred.requires_grad_(True)
+    criterion = MaskedMultiTaskLoss(ML_SPECS, **VARIANTS[variant])
+
+    loss = criterion(y_pred, y_true)
+    loss.backward()
+
+    losses, labelled = criterion.cell_losses(y_pred, y_true)
+    assert torch.isfinite(loss)
+    assert (losses[~labelled] == 0).all()
+    columns = [slice(0, 2), slice(2, 5), slice(5, 6), slice(6, 9)]
+    for task, outputs in enumerate(columns):
+        masked = ~labelled[:, task]
+        assert torch.count_nonzero(y_pred.grad[masked, outputs]) == 0
+        assert torch.count_nonzero(y_pred.grad[~masked, outputs]) > 0
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_a_task_without_label_in_the_batch_adds_zero_in_every_variant(variant):
+    y_pred, y_true = _batch()
+    y_true[:, 3:] = NAN  # no multi-label cell in this batch
+    criterion = MaskedMultiTaskLoss(ML_SPECS, **VARIANTS[variant])
+    without_tags = MaskedMultiTaskLoss(SPECS, **VARIANTS[variant])
+    y_pred.requires_grad_(True)
+
+    loss = criterion(y_pred, y_true)
+    loss.backward()
+
+    assert loss.item() == pytest.approx(without_tags(y_pred[:, :6], y_true[:, :3]).item())
+    assert torch.count_nonzero(y_pred.grad[:, 6:]) == 0
+    if variant == "uncertainty":
+        assert criterion.log_vars.grad[3] == 0
+        assert torch.count_nonzero(criterion.log_vars.grad[:3]) == 3
+
+
+def test_uncertainty_loss_is_libmtl_form_and_its_log_variances_get_gradients():
+    y_pred, y_true = _batch()
+    criterion = MaskedMultiTaskLoss(ML_SPECS, loss_weights="uncertainty")
+    with torch.no_grad():
+        criterion.log_vars.copy_(torch.tensor([0.5, -0.3, 1.0, 0.0]))
+
+    loss = criterion(y_pred, y_true)
+    loss.backward()
+
+    sums, norms = MaskedMultiTaskLoss(ML_SPECS).task_terms(y_pred, y_true)
+    s = criterion.log_vars.detach()
+    terms = sums / norms
+    assert loss.item() == pytest.approx((torch.exp(-s) * terms + s).sum().item(), rel=1e-6)
+    # d/ds_t = 1 - exp(-s_t) * L_t
+    expected_grad = 1 - torch.exp(-s) * terms
+    assert criterion.log_vars.grad.tolist() == pytest.approx(expected_grad.tolist(), rel=1e-5)
+    assert criterion.weights.tolist() == pytest.approx(torch.exp(-s).tolist())
+    assert [n for n, _ in criterion.named_parameters()] == ["log_vars"]
+
+
+def test_dwa_weights_live_in_a_buffer_and_weigh_the_terms():
+    y_pred, y_true = _batch()
+    criterion = MaskedMultiTaskLoss(ML_SPECS, loss_weights="dwa")
+    assert criterion.weights.tolist() == [1.0] * 4
+    assert list(criterion.parameters()) == []
+    criterion.task_weights.copy_(torch.tensor([0.5, 1.5, 1.0, 1.0]))
+
+    sums, norms = criterion.task_terms(y_pred, y_true)
+
+    expected = (torch.tensor([0.5, 1.5, 1.0, 1.0]) * sums / norms).sum()
+    assert criterion(y_pred, y_true).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"loss_weights": {"age": float("inf")}}, "finite non-negative"),
+        ({"loss_weights": "equal"}, "is not a weighting"),
+        ({"class_weight": {"age": [1.0]}}, "not classification tasks"),
+        ({"class_weight": {"height": [1.0]}}, "unknown tasks \\['height'\\]"),
+        ({"class_weight": {"gender": [1.0, 2.0, 3.0]}}, "must be 2 finite non-negative"),
+        ({"class_weight": {"gender": [1.0, float("nan")]}}, "must be 2 finite non-negative"),
+        ({"regression_loss": "cauchy"}, "unknown regression_loss 'cauchy' for task 'age'"),
+        ({"regression_loss": {"gender": "l1"}}, "not regression tasks"),
+        ({"regression_loss": {"age": "l2"}}, "unknown regression_loss 'l2'"),
+    ],
+)
+def test_bad_weighting_parameters_name_the_cause(params, match):
+    with pytest.raises(ValueError, match=match):
+        MaskedMultiTaskLoss(SPECS, **params)

@@ -7,6 +7,7 @@ import pytest
 from sk_multitask.tasks import (
     CLASSIFICATION,
     MAX_INTEGER_CLASSES,
+    MULTILABEL,
     REGRESSION,
     encode_targets,
     fit_tasks,
@@ -266,3 +267,85 @@ def test_task_repr_shows_classes():
     tasks = fit_tasks(y)
     assert repr(tasks["g"]) == "Task(name='g', kind='classification', classes=['f', 'm'])"
     assert repr(tasks["age"]) == "Task(name='age', kind='regression')"
+
+
+# -- multi-label tasks ------------------------------------------------------------------
+
+TAGS = pd.Series([["dog", "cat"], [], None, ("bird",), {"cat"}, np.nan], name="tags")
+
+
+def test_a_column_of_label_lists_sets_or_tuples_is_a_multilabel_task():
+    assert infer_task_kind(TAGS) == MULTILABEL
+    task = fit_tasks(TAGS.to_frame())["tags"]
+    assert task.kind == MULTILABEL
+    assert list(task.classes_) == ["bird", "cat", "dog"]
+    assert task.n_outputs == task.width == 3
+    assert repr(task) == "Task(name='tags', kind='multilabel', classes=['bird', 'cat', 'dog'])"
+
+
+def test_multilabel_encoding_has_one_column_per_label_an_empty_list_is_labelled():
+    task = fit_tasks(TAGS.to_frame())["tags"]
+
+    encoded = task.encode(TAGS)
+
+    assert encoded.shape == (6, 3) and encoded.dtype == np.float32
+    np.testing.assert_array_equal(
+        encoded,
+        [[0, 1, 1], [0, 0, 0], [np.nan] * 3, [1, 0, 0], [0, 1, 0], [np.nan] * 3],
+    )
+
+
+def test_encode_targets_gives_each_task_its_width():
+    y = pd.DataFrame({"g": ["m", "f", None, "m", "f", "m"], "tags": TAGS, "age": np.arange(6.0)})
+    tasks = fit_tasks(y)
+
+    encoded = encode_targets(y, tasks)
+
+    assert [t.width for t in tasks.values()] == [1, 3, 1]
+    assert encoded.shape == (6, 5)
+    np.testing.assert_array_equal(encoded[:, 1:4], tasks["tags"].encode(TAGS))
+    np.testing.assert_array_equal(encoded[:, 0], [1, 0, np.nan, 1, 0, 1])
+
+
+def test_multilabel_decode_thresholds_probabilities_at_one_half_in_class_order():
+    task = fit_tasks(TAGS.to_frame())["tags"]
+    logits = np.array([[2.0, -1.0, 0.5], [-3.0, -0.1, -2.0], [0.1, 0.2, 0.3]])
+    index = pd.Index(["a", "b", "c"])
+
+    decoded = task.decode(logits, index)
+    proba = task.proba(logits, index)
+
+    assert decoded.tolist() == [["bird", "dog"], [], ["bird", "cat", "dog"]]
+    assert decoded.index.equals(index) and decoded.name == "tags"
+    assert list(proba.columns) == ["bird", "cat", "dog"]
+    np.testing.assert_allclose(proba.to_numpy(), 1 / (1 + np.exp(-logits)))
+    assert task.decode(np.empty((0, 3))).tolist() == []
+
+
+def test_classification_proba_is_a_softmax_and_regression_has_none():
+    y = pd.DataFrame({"g": ["m", "f"], "age": [1.0, 2.0]})
+    tasks = fit_tasks(y)
+    proba = tasks["g"].proba(np.array([[0.0, np.log(3.0)]]))
+    assert list(proba.columns) == ["f", "m"]
+    np.testing.assert_allclose(proba.to_numpy(), [[0.25, 0.75]])
+    with pytest.raises(ValueError, match="task 'age' is a regression: it has no probabilities"):
+        tasks["age"].proba(np.zeros((1, 1)))
+
+
+def test_multilabel_kind_can_be_forced_and_columns_are_checked():
+    tasks = fit_tasks(pd.DataFrame({"t": [["a"], None, []]}), kinds={"t": MULTILABEL})
+    assert list(tasks["t"].classes_) == ["a"]
+    with pytest.raises(ValueError, match="'t' is a multilabel task, but .* e.g. 'a'"):
+        fit_tasks(pd.DataFrame({"t": ["a", "b"]}), kinds={"t": MULTILABEL})
+    with pytest.raises(ValueError, match="'t' holds lists of labels, so it cannot be a classif"):
+        fit_tasks(pd.DataFrame({"t": [["a"], ["b"]]}), kinds={"t": CLASSIFICATION})
+    with pytest.raises(ValueError, match="'t' is a multilabel task, but .* e.g. 'b'"):
+        infer_task_kind(pd.Series([["a"], "b"], name="t"))
+    with pytest.raises(ValueError, match="'t' is a multilabel task with no label in any cell"):
+        fit_tasks(pd.DataFrame({"t": [[], [], None]}))
+
+
+def test_multilabel_unseen_label_is_an_error_naming_it():
+    task = fit_tasks(TAGS.to_frame())["tags"]
+    with pytest.raises(ValueError, match="target 'tags' has labels not seen in fit: \\['fish'\\]"):
+        task.encode(pd.Series([["cat", "fish"]]))

@@ -1,0 +1,169 @@
+"""Weighting the loss: class weights for imbalanced labels, dynamic task weights.
+
+:func:`class_weights` turns the estimator's ``class_weight`` into per-class weights of
+the classification tasks; :class:`DynamicWeightAverage` is the skorch callback that
+sets the task weights of ``loss_weights="dwa"`` every epoch. The ``"uncertainty"``
+weighting is learned inside the loss
+(:class:`~sk_multitask.criterion.MaskedMultiTaskLoss`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.special import softmax
+from sklearn.utils.class_weight import compute_class_weight
+from skorch.callbacks import Callback
+
+from .tasks import CLASSIFICATION
+
+__all__ = ["DynamicWeightAverage", "class_weights", "dwa_weights", "is_weight"]
+
+
+def is_weight(value):
+    """Whether ``value`` is a usable loss weight: a finite, non-negative number."""
+    try:
+        return math.isfinite(value) and value >= 0
+    except TypeError:
+        return False
+
+
+def class_weights(class_weight, tasks, y):
+    """Per-class weights of classification tasks, from the estimator's ``class_weight``.
+
+    Parameters
+    ----------
+    class_weight : None, "balanced" or dict
+        ``"balanced"`` weighs every classification task; a dict maps a task name to
+        ``"balanced"`` or to ``{label: weight}`` (labels not named weigh 1).
+    tasks : dict
+        Task name to fitted :class:`~sk_multitask.tasks.Task`.
+    y : DataFrame
+        The targets of the training rows.
+
+    Returns
+    -------
+    dict
+        Task name to its weights, an array in the order of the task's ``classes_``.
+        ``"balanced"`` weights are scikit-learn's
+        ``compute_class_weight("balanced", ...)`` over the task's labelled training
+        cells, ``n_labelled / (n_classes * n_label)``; a class seen only in the
+        validation rows weighs 1 (no training cell carries it).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sk_multitask.tasks import fit_tasks
+    >>> y = pd.DataFrame({"pet": ["cat", "cat", "cat", "dog", None]})
+    >>> class_weights("balanced", fit_tasks(y), y)
+    {'pet': array([0.666..., 2. ])}
+    >>> class_weights({"pet": {"dog": 5.0}}, fit_tasks(y), y)
+    {'pet': array([1., 5.])}
+    """
+    if class_weight is None:
+        return {}
+    classification = [name for name, task in tasks.items() if task.kind == CLASSIFICATION]
+    if class_weight == "balanced":
+        class_weight = dict.fromkeys(classification, "balanced")
+    unknown = [name for name in class_weight if name not in tasks]
+    if unknown:
+        raise ValueError(f"class_weight names unknown tasks {unknown}; tasks: {list(tasks)}")
+    wrong = [name for name in class_weight if name not in classification]
+    if wrong:
+        raise ValueError(f"class_weight names tasks {wrong} that are not classification tasks")
+    return {
+        name: _task_class_weights(tasks[name], spec, y[name].dropna().to_numpy())
+        for name, spec in class_weight.items()
+    }
+
+
+def _task_class_weights(task, spec, labels):
+    classes = task.classes_
+    if isinstance(spec, str) and spec == "balanced":
+        weights = np.ones(len(classes))
+        present = np.isin(classes, labels)
+        weights[present] = compute_class_weight("balanced", classes=classes[present], y=labels)
+        return weights
+    if not isinstance(spec, dict):
+        raise ValueError(
+            f"class_weight of task {task.name!r} must be 'balanced' or a dict from "
+            f"label to weight, got {spec!r}"
+        )
+    known = classes.tolist()
+    unknown = [label for label in spec if label not in known]
+    if unknown:
+        raise ValueError(
+            f"class_weight of task {task.name!r} names labels {unknown} that are not "
+            f"among its classes {known}"
+        )
+    bad = {label: weight for label, weight in spec.items() if not is_weight(weight)}
+    if bad:
+        raise ValueError(
+            f"class_weight of task {task.name!r} must map labels to finite non-negative "
+            f"numbers, got {bad}"
+        )
+    return np.array([spec.get(label, 1.0) for label in known], dtype=np.float64)
+
+
+def dwa_weights(history, names, temperature=2.0):
+    """Dynamic weight average (Liu, Johns & Davison 2019) after the epochs of ``history``.
+
+    ``w_t = K * softmax(r / T)_t`` with ``r_t = L_t(e-1) / L_t(e-2)``, the ratio of
+    task ``t``'s training loss (``train_<t>_loss``) in the last two epochs and ``K``
+    the number of tasks, so that the weights sum to ``K``. Before two epochs every
+    weight is 1; a ratio that cannot be formed (a task without label in an epoch)
+    counts as 1.
+
+    Parameters
+    ----------
+    history : sequence of dict
+        The finished epochs' rows (skorch's ``History``).
+    names : sequence
+        Task names, in the loss's order.
+    temperature : float, default=2.0
+
+    Examples
+    --------
+    >>> rows = [{"train_a_loss": 1.0, "train_b_loss": 1.0},
+    ...         {"train_a_loss": 0.5, "train_b_loss": 1.0}]
+    >>> dwa_weights(rows, ["a", "b"]).round(3)  # b improved less: it weighs more
+    array([0.876, 1.124])
+    """
+    if len(history) < 2:
+        return np.ones(len(names))
+    last, before = history[-1], history[-2]
+    ratios = np.array(
+        [_ratio(last.get(f"train_{n}_loss"), before.get(f"train_{n}_loss")) for n in names]
+    )
+    return len(names) * softmax(ratios / temperature)
+
+
+def _ratio(last, before):
+    if last is None or before is None or not (math.isfinite(last) and before > 0):
+        return 1.0
+    return last / before
+
+
+class DynamicWeightAverage(Callback):
+    """Set the loss's task weights by :func:`dwa_weights` at the start of every epoch.
+
+    The weighting of ``loss_weights="dwa"``: the net's criterion must be a
+    :class:`~sk_multitask.criterion.MaskedMultiTaskLoss`, whose ``task_weights``
+    buffer this callback overwrites.
+
+    Parameters
+    ----------
+    temperature : float, default=2.0
+        ``T`` of the softmax: larger, the weights stay closer to 1.
+    """
+
+    def __init__(self, temperature=2.0):
+        self.temperature = temperature
+
+    def on_epoch_begin(self, net, **kwargs):
+        criterion = net.criterion_
+        # skorch opened the current epoch's row before this runs: the finished ones precede it.
+        weights = dwa_weights(net.history[:-1], criterion.names, self.temperature)
+        criterion.task_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, PrintLog, ProgressBar
 
 from .tasks import CLASSIFICATION
 
-__all__ = ["TaskScoring"]
+__all__ = ["EpochTable", "TaskScoring", "epoch_table", "progress_bar"]
 
 
 class TaskScoring(Callback):
@@ -56,15 +57,6 @@ class TaskScoring(Callback):
                 for metric, value in task_metrics(task, *row).items():
                     net.history.record(f"{prefix}_{name}_{metric}", value)
 
-    def metric_keys(self, prefix):
-        """The history keys this callback records for ``prefix`` (losses excluded)."""
-        return [
-            f"{prefix}_{name}_{metric}"
-            for name, task in self.tasks.items()
-            for metric in task_metrics(task, 0, 0, 0, 0)
-            if metric != "loss"
-        ]
-
 
 def batch_task_stats(criterion, y_pred, y_true):
     """Per task ``(loss sum, labelled count, hits or absolute-error sum, squared-error sum)``.
@@ -101,3 +93,91 @@ def task_metrics(task, loss_sum, count, hits, squares):
         metrics["mae"] = hits / count * scale
         metrics["rmse"] = math.sqrt(squares / count) * scale
     return metrics
+
+
+class EpochTable(PrintLog):
+    """skorch's epoch table with its columns in a chosen order, coloured only on a terminal.
+
+    Columns: ``epoch``, then ``columns`` in their order, then any other key that is
+    not ignored (a user callback's score, ``event_*``), then ``dur``. The best values
+    are highlighted with ANSI colours only when standard output is a terminal, so a
+    redirected log holds plain text.
+
+    Parameters
+    ----------
+    columns : list of str
+        History keys to show first, in this order (absent ones are skipped).
+    keys_ignored : list of str, optional
+        History keys never shown.
+    """
+
+    def __init__(self, columns=(), keys_ignored=None, **kwargs):
+        super().__init__(keys_ignored=keys_ignored, **kwargs)
+        self.columns = columns
+
+    def _sorted_keys(self, keys):
+        default = super()._sorted_keys(keys)
+        first = [key for key in self.columns if key in default]
+        rest = [key for key in default if key not in first and key not in ("epoch", "dur")]
+        return [k for k in ("epoch",) if k in default] + first + rest + (
+            ["dur"] if "dur" in default else []
+        )
+
+    def format_row(self, row, key, color):
+        if not sys.stdout.isatty():
+            row = {k: v for k, v in row.items() if not k.endswith("_best")}
+        return super().format_row(row, key, color)
+
+
+def epoch_table(tasks, validation):
+    """The epoch table the estimator prints with ``verbose=1``.
+
+    The losses first, then one metric per task (accuracy, or the mean absolute error in
+    the target's units), on the validation data when there is some, else on the
+    training batches; other per-task keys stay in ``history_`` only. With three tasks
+    it is about 90 characters wide.
+
+    Parameters
+    ----------
+    tasks : dict
+        Task name to fitted :class:`sk_multitask.tasks.Task`.
+    validation : bool
+        Whether the net has validation data.
+
+    Returns
+    -------
+    EpochTable
+    """
+    prefix = "valid" if validation else "train"
+    shown = [f"{prefix}_{name}_{_table_metric(task)}" for name, task in tasks.items()]
+    hidden = [
+        f"{side}_{name}_{metric}"
+        for side in ("train", "valid")
+        for name, task in tasks.items()
+        for metric in task_metrics(task, 0, 0, 0, 0)
+        if f"{side}_{name}_{metric}" not in shown
+    ]
+    return EpochTable(["train_loss", "valid_loss", *shown], keys_ignored=hidden)
+
+
+def _table_metric(task):
+    return "acc" if task.kind == CLASSIFICATION else "mae"
+
+
+def progress_bar(n_train, n_valid, batch_size, drop_last):
+    """skorch's progress bar, its total counting the batches each epoch really has.
+
+    Parameters
+    ----------
+    n_train, n_valid : int
+        Rows trained on and validated on.
+    batch_size : int
+    drop_last : bool
+        Whether the last, smaller training batch is dropped.
+
+    Returns
+    -------
+    skorch.callbacks.ProgressBar
+    """
+    train = n_train // batch_size if drop_last else math.ceil(n_train / batch_size)
+    return ProgressBar(batches_per_epoch=train + math.ceil(n_valid / batch_size))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tasks import CLASSIFICATION
+from .tasks import CLASSIFICATION, check_task_names
 
 __all__ = ["MaskedMultiTaskLoss"]
 
@@ -42,9 +42,7 @@ class MaskedMultiTaskLoss(nn.Module):
         self.task_specs = [tuple(spec) for spec in task_specs]
         names = [name for name, _, _ in self.task_specs]
         loss_weights = dict(loss_weights or {})
-        unknown = [name for name in loss_weights if name not in names]
-        if unknown:
-            raise ValueError(f"loss_weights names unknown tasks {unknown}; tasks: {names}")
+        check_task_names(loss_weights, names, "loss_weights")
         weights = [float(loss_weights.get(name, 1.0)) for name in names]
         if any(not w >= 0 for w in weights):  # also refuses NaN
             raise ValueError(f"loss_weights must be non-negative numbers, got {loss_weights}")

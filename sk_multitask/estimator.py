@@ -12,34 +12,41 @@ import numpy as np
 import pandas as pd
 import torch
 from pandas.api import types as ptypes
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from skorch.callbacks import ProgressBar
 from skorch.helper import predefined_split
 from torch import nn
 from tqdm.auto import tqdm
 
-from .callbacks import TaskScoring
+from .callbacks import TaskScoring, epoch_table, progress_bar
 from .criterion import MaskedMultiTaskLoss
 from .data import (
     ImageDataset,
     as_size,
+    check_image_size,
     decode_images,
     image_references,
     resolve_images,
     train_transform,
 )
-from .metrics import evaluate_tasks, task_scores
+from .metrics import evaluate_tasks, per_class_metrics, task_scores
 from .module import MultiTaskModule, build_backbone
-from .tasks import CLASSIFICATION, check_targets, encode_targets, fit_tasks, target_frame
+from .tasks import (
+    CLASSIFICATION,
+    check_not_inputs,
+    check_targets,
+    encode_targets,
+    fit_tasks,
+    target_frame,
+)
 from .training import OPTIMIZERS, MultiTaskNet, seeded
 
 __all__ = ["MultiTaskImageEstimator"]
 
-class MultiTaskImageEstimator(BaseEstimator):
+class MultiTaskImageEstimator(ClassNamePrefixFeaturesOutMixin, BaseEstimator):
     """Train one network that predicts several targets of mixed kinds from images.
 
     A shared backbone feeds one head per column of ``y``. Each column's task kind is
@@ -62,12 +69,15 @@ class MultiTaskImageEstimator(BaseEstimator):
         ``"simple_cnn"`` (a small CNN, fast on a CPU), a classification model name of
         torchvision's registry, or a module mapping a float image batch
         ``(N, 3, H, W)`` to feature vectors (the feature size is found by a dry run).
+        A torchvision classification model instance (``torchvision.models.resnet18()``)
+        has its classifier replaced by the identity, as a registry name does.
     weights : str, path or None, default="DEFAULT"
         torchvision weights of a registry backbone (``"DEFAULT"``,
         ``"IMAGENET1K_V1"``...; downloaded once into torch's cache), the path of a
         local state-dict file for any backbone, or None to start from random weights.
     image_size : int or (int, int), default=224
-        Images are resized to this (height, width).
+        Images are resized to this (height, width). ``fit`` warns, with their measured
+        size, when the images are less than half of it on both sides.
     tasks : dict, default=None
         Task name to ``"classification"`` or ``"regression"``, overriding inference.
     loss_weights : dict, default=None
@@ -221,6 +231,11 @@ class MultiTaskImageEstimator(BaseEstimator):
         y = target_frame(y)
         if len(y) != len(images):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} rows")
+        check_not_inputs(
+            y,
+            image_col=self.image_col if isinstance(X, pd.DataFrame) else None,
+            valid_col=self.valid_split if isinstance(self.valid_split, str) else None,
+        )
         tasks = fit_tasks(y, self.tasks)
         targets = encode_targets(y, tasks)
         rng = check_random_state(self.random_state)
@@ -228,6 +243,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         self._check_trainable(tasks, targets[train])
         device = self._resolve_device()
         seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
+        check_image_size(images, image_size)
 
         if self.cache:
             images = decode_images(images, image_size, num_workers=self._num_workers(cache=False))
@@ -314,7 +330,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         check_is_fitted(self)
         return float(np.mean(list(task_scores(self, X, y).values())))
 
-    def evaluate(self, X, y):
+    def evaluate(self, X, y, per_class=False):
         """Per-task metrics on the labelled cells of ``y``, in original labels and units.
 
         Parameters
@@ -322,6 +338,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         X : image input, as for :meth:`fit`
         y : DataFrame or Series
             True targets for some or all tasks; missing cells are left out.
+        per_class : bool, default=False
+            Return the per-class table of the classification tasks instead
+            (:func:`sk_multitask.metrics.per_class_metrics`).
 
         Returns
         -------
@@ -329,11 +348,47 @@ class MultiTaskImageEstimator(BaseEstimator):
             One row per task of ``y`` (indexed by task name): ``kind``, ``n_labelled``;
             for a classification ``accuracy``, ``balanced_accuracy``, ``f1_macro`` and
             ``log_loss``; for a regression ``mae``, ``rmse`` and ``r2``. NaN where a
-            metric does not apply or a task has no labelled cell.
+            metric does not apply or a task has no labelled cell. With ``per_class``:
+            one row per (task, class) with ``precision``, ``recall``, ``f1``,
+            ``support`` and one-vs-rest ``roc_auc``.
         """
         outputs, index = self._forward(X)
         y = check_targets(y, self.tasks_, len(index))
-        return evaluate_tasks({n: self.tasks_[n] for n in y.columns}, outputs, y)
+        tasks = {n: self.tasks_[n] for n in y.columns}
+        return (per_class_metrics if per_class else evaluate_tasks)(tasks, outputs, y)
+
+    def transform(self, X):
+        """The backbone's features of every image: the estimator as a feature extractor.
+
+        In a :class:`~sklearn.pipeline.Pipeline` it feeds the features to the next
+        step (a ``LogisticRegression``, UMAP...); the network is the one ``fit``
+        trained (with ``max_epochs`` epochs on ``y``).
+
+        Parameters
+        ----------
+        X : image input, as for :meth:`fit`
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_features), float32
+            Named by :meth:`get_feature_names_out`.
+        """
+        check_is_fitted(self)
+        images, _ = resolve_images(X, self.image_col, self.image_root, check_files=False)
+        loader = self.net_.get_iterator(
+            ImageDataset(images, image_size=self.image_size_), training=False
+        )
+        module = self.net_.module_.eval()
+        with torch.no_grad():
+            features = [
+                module.forward_features(batch.to(self.net_.device)).float().cpu()
+                for batch, _ in loader
+            ]
+        return torch.cat(features).numpy()
+
+    @property
+    def _n_features_out(self):
+        return self.net_.module_.heads[0].in_features
 
     def top_losses(self, X, y, k=9, task=None):
         """The ``k`` rows with the largest loss, with each task's prediction and truth.
@@ -482,19 +537,15 @@ class MultiTaskImageEstimator(BaseEstimator):
         return self.device
 
     def _build_net(self, module, criterion, tasks, valid_set, n_train, device):
-        scoring = TaskScoring(tasks)
-        callbacks = [("task_scoring", scoring)]
+        callbacks = [("task_scoring", TaskScoring(tasks))]
+        # A last batch of 1 would break BatchNorm; shuffling still uses every row.
+        drop_last = n_train > self.batch_size
         if self.verbose:
-            callbacks.append(("progress_bar", ProgressBar()))
+            n_valid = 0 if valid_set is None else len(valid_set)
+            callbacks.append(
+                ("progress_bar", progress_bar(n_train, n_valid, self.batch_size, drop_last))
+            )
         callbacks += copy.deepcopy(self.callbacks or [])
-        shown = {"train_loss", "valid_loss", *scoring.metric_keys("valid")}
-        hidden = [
-            f"{prefix}_{name}_{metric}"
-            for prefix in ("train", "valid")
-            for name in tasks
-            for metric in ("loss", "acc", "mae", "rmse")
-            if f"{prefix}_{name}_{metric}" not in shown
-        ]
         workers = self._num_workers(cache=self.cache)
         loader = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
         if workers:
@@ -512,12 +563,11 @@ class MultiTaskImageEstimator(BaseEstimator):
             batch_size=self.batch_size,
             train_split=None if valid_set is None else predefined_split(valid_set),
             callbacks=callbacks,
-            # A last batch of 1 would break BatchNorm; shuffling still uses every row.
-            iterator_train__drop_last=n_train > self.batch_size,
+            iterator_train__drop_last=drop_last,
             iterator_train__shuffle=True,
             **{f"iterator_train__{k}": v for k, v in loader.items()},
             **{f"iterator_valid__{k}": v for k, v in loader.items()},
-            callbacks__print_log__keys_ignored=hidden,
+            callbacks__print_log=epoch_table(tasks, validation=valid_set is not None),
             device=device,
             verbose=self.verbose,
         )

@@ -13,9 +13,9 @@ import pandas as pd
 import torch
 from sklearn import metrics as skm
 
-from .tasks import CLASSIFICATION, check_targets
+from .tasks import CLASSIFICATION, check_targets, check_task_names
 
-__all__ = ["evaluate_tasks", "multitask_scorer", "task_scores"]
+__all__ = ["evaluate_tasks", "multitask_scorer", "per_class_metrics", "task_scores"]
 
 #: Metrics by name: each takes ``(y_true, y_pred)`` and is higher-is-better.
 METRICS = {
@@ -56,6 +56,7 @@ def task_scores(estimator, X, y, metrics=None):
         Task name to its score, in ``y``'s column order. A task with no labelled cell
         in ``y`` is left out.
     """
+    check_task_names(metrics, estimator.tasks_, "metrics")
     predictions = estimator.predict(X)
     y = check_targets(y, estimator.tasks_, len(predictions))
     metrics = dict(metrics or {})
@@ -129,6 +130,57 @@ def evaluate_tasks(tasks, outputs, y):
         "r2",
     ]
     return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns)
+
+
+def per_class_metrics(tasks, outputs, y):
+    """Per-class precision, recall, F1, support and ROC AUC of the classification tasks.
+
+    The table of :meth:`MultiTaskImageEstimator.evaluate(X, y, per_class=True)
+    <sk_multitask.MultiTaskImageEstimator.evaluate>`, on each task's labelled cells.
+
+    Parameters
+    ----------
+    tasks : dict
+        Task name to fitted :class:`~sk_multitask.tasks.Task`, for the columns of ``y``
+        (regression tasks are left out).
+    outputs : dict
+        Task name to the head's raw outputs (tensor (N, n_outputs)).
+    y : DataFrame
+        True targets, missing cells as NaN, None or ``pd.NA``.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by (``task``, ``class``), every fitted class of every classification
+        task: ``precision``, ``recall``, ``f1``, ``support`` (labelled cells of that
+        class) and ``roc_auc`` (the class's probability against the rest; NaN when
+        the truth holds only that class or none of it).
+    """
+    rows = {}
+    for name, task in tasks.items():
+        if task.kind != CLASSIFICATION:
+            continue
+        labelled = y[name].notna().to_numpy()
+        truth = y[name].to_numpy()[labelled]
+        out = outputs[name][np.flatnonzero(labelled)]
+        predicted = task.decode(out).to_numpy()
+        proba = torch.softmax(out.float(), dim=1).numpy()
+        precision, recall, f1, support = skm.precision_recall_fscore_support(
+            truth, predicted, labels=task.classes_, zero_division=0.0
+        )
+        for i, label in enumerate(task.classes_):
+            positive = truth == label
+            both = 0 < positive.sum() < len(truth)
+            rows[(name, label)] = {
+                "precision": precision[i],
+                "recall": recall[i],
+                "f1": f1[i],
+                "support": int(support[i]),
+                "roc_auc": skm.roc_auc_score(positive, proba[:, i]) if both else np.nan,
+            }
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index = pd.MultiIndex.from_tuples(list(rows), names=["task", "class"])
+    return frame.reindex(columns=["precision", "recall", "f1", "support", "roc_auc"])
 
 
 class MultitaskScorer:

@@ -116,7 +116,7 @@ def test_fit_tasks_rejects_unknown_kind():
 
 def test_fit_tasks_rejects_kinds_for_absent_column():
     y = pd.DataFrame({"a": [1, 2]})
-    with pytest.raises(ValueError, match=r"tasks names \['b'\] that are not columns of y"):
+    with pytest.raises(ValueError, match=r"tasks names unknown tasks \[.b.\]"):
         fit_tasks(y, kinds={"b": REGRESSION})
 
 

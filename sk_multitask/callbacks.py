@@ -119,8 +119,11 @@ class EpochTable(PrintLog):
         default = super()._sorted_keys(keys)
         first = [key for key in self.columns if key in default]
         rest = [key for key in default if key not in first and key not in ("epoch", "dur")]
-        return [k for k in ("epoch",) if k in default] + first + rest + (
-            ["dur"] if "dur" in default else []
+        return (
+            [k for k in ("epoch",) if k in default]
+            + first
+            + rest
+            + (["dur"] if "dur" in default else [])
         )
 
     def format_row(self, row, key, color):

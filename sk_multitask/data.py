@@ -322,7 +322,6 @@ def _resolve_paths(paths, image_root, check_files=True):
     if absent:
         more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
         raise FileNotFoundError(
-            f"image file not found: {absent[0]!r}{more}; {_ROOT_HINT} "
-            f"(image_root={image_root!r})"
+            f"image file not found: {absent[0]!r}{more}; {_ROOT_HINT} (image_root={image_root!r})"
         )
     return resolved

@@ -218,7 +218,7 @@ def check_task_names(mapping, task_names, parameter):
     >>> check_task_names({"agge": 2.0}, ["age", "gender"], "loss_weights")
     Traceback (most recent call last):
     ...
-    ValueError: loss_weights names unknown tasks ['agge']; the tasks (columns of y) are ['age', 'gender']
+    ValueError: loss_weights names unknown tasks ['agge']; the tasks (columns of y) are ...
     """
     names = list(task_names)
     unknown = [key for key in (mapping or {}) if key not in names]

@@ -28,16 +28,16 @@ from .data import (
     as_size,
     check_image_size,
     decode_images,
-    image_references,
     resolve_images,
     train_transform,
 )
-from .metrics import evaluate_tasks, per_class_metrics, task_scores
+from .metrics import evaluate_tasks, per_class_metrics, task_scores, top_loss_table
 from .module import MultiTaskModule, build_backbone
 from .tasks import (
     CLASSIFICATION,
     check_not_inputs,
     check_targets,
+    data_sizes,
     encode_targets,
     fit_tasks,
     target_frame,
@@ -130,6 +130,9 @@ class MultiTaskImageEstimator(ClassNamePrefixFeaturesOutMixin, BaseEstimator):
         ``_rmse`` (regression, original units).
     image_size_ : (int, int)
         The (height, width) the network was trained on.
+    data_sizes_ : DataFrame
+        Rows and labelled cells of each task (index ``rows``, then the tasks) in the
+        ``train`` and ``valid`` parts of the data given to ``fit``.
 
     Examples
     --------
@@ -280,6 +283,7 @@ class MultiTaskImageEstimator(ClassNamePrefixFeaturesOutMixin, BaseEstimator):
         net.train_split = None
 
         self.tasks_ = tasks
+        self.data_sizes_ = data_sizes(targets, list(tasks), train=train, valid=valid)
         self.image_size_ = image_size
         self.net_ = net
         self.history_ = net.history
@@ -295,7 +299,7 @@ class MultiTaskImageEstimator(ClassNamePrefixFeaturesOutMixin, BaseEstimator):
             class labels with the dtype they were fitted with, regression values as
             float in original units.
         """
-        outputs, index = self._forward(X)
+        outputs, index = self.forward(X)
         return pd.DataFrame(
             {name: task.decode(outputs[name], index) for name, task in self.tasks_.items()},
             index=index,
@@ -310,7 +314,7 @@ class MultiTaskImageEstimator(ClassNamePrefixFeaturesOutMixin, BaseEstimator):
             Task name to a DataFrame with ``X``'s index and one column per class
             label (the original labels); rows sum to 1.
         """
-        outputs, index = self._forward(X)
+        outputs, index = self.forward(X)
         return {
             name: pd.DataFrame(
                 torch.softmax(outputs[name], dim=1).numpy(),
@@ -352,7 +356,7 @@ class MultiTaskImageEstimator(ClassNamePrefixFeaturesOutMixin, BaseEstimator):
             one row per (task, class) with ``precision``, ``recall``, ``f1``,
             ``support`` and one-vs-rest ``roc_auc``.
         """
-        outputs, index = self._forward(X)
+        outputs, index = self.forward(X)
         y = check_targets(y, self.tasks_, len(index))
         tasks = {n: self.tasks_[n] for n in y.columns}
         return (per_class_metrics if per_class else evaluate_tasks)(tasks, outputs, y)
@@ -418,25 +422,26 @@ class MultiTaskImageEstimator(ClassNamePrefixFeaturesOutMixin, BaseEstimator):
             raise ValueError(f"unknown task {task!r}; tasks are {list(self.tasks_)}")
         if not (isinstance(k, Integral) and k >= 1):
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        outputs, index = self.forward(X)
+        return top_loss_table(self, X, y, outputs, index, k=k, task=task)
+
+    def forward(self, X):
+        """Each task's raw outputs: what the heads compute, before decoding.
+
+        :meth:`predict`, :meth:`evaluate` and :meth:`top_losses` are computed from
+        them; :func:`sk_multitask.report.write_report` runs the network once for all.
+
+        Returns
+        -------
+        outputs : dict
+            Task name to a float CPU tensor ``(N, n_outputs)``: class logits, or the
+            standardised regression value.
+        index : pandas Index
+            ``X``'s index (a RangeIndex for non-pandas ``X``).
+        """
         outputs, _, index = self._outputs(X)
-        y = check_targets(y, self.tasks_, len(index)).reindex(columns=list(self.tasks_))
-        criterion = self.net_.criterion_
-        targets = torch.from_numpy(encode_targets(y, self.tasks_))
-        losses, labelled = criterion.cell_losses(outputs, targets)
-        if task is None:
-            row_loss, rows = (losses * criterion.weights).sum(dim=1), np.arange(len(y))
-        else:
-            column = list(self.tasks_).index(task)
-            row_loss, rows = losses[:, column], np.flatnonzero(labelled[:, column].numpy())
-        row_loss = row_loss.numpy()
-        top = rows[np.argsort(-row_loss[rows], kind="stable")[:k]]
-        split = criterion.split_outputs(outputs[top])
-        frame = pd.DataFrame({"image": image_references(X, self.image_col)[top]}, index=index[top])
-        for (name, fitted), out in zip(self.tasks_.items(), split, strict=True):
-            frame[f"{name}_pred"] = fitted.decode(out, index[top])
-            frame[f"{name}_true"] = y[name].iloc[top].to_numpy()
-        frame["loss"] = row_loss[top].astype(np.float64)
-        return frame
+        split = self.net_.criterion_.split_outputs(outputs)
+        return dict(zip(self.tasks_, split, strict=True)), index
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -469,12 +474,6 @@ class MultiTaskImageEstimator(ClassNamePrefixFeaturesOutMixin, BaseEstimator):
             outputs[start : start + len(batch)] = batch
             start += len(batch)
         return outputs, images, index
-
-    def _forward(self, X):
-        """Each task's raw outputs (CPU tensors) for ``X``, and ``X``'s index."""
-        outputs, _, index = self._outputs(X)
-        split = self.net_.criterion_.split_outputs(outputs)
-        return dict(zip(self.tasks_, split, strict=True)), index
 
     def _split(self, X, n, rng):
         """Positions of the training and validation rows (None: no validation)."""

@@ -13,9 +13,16 @@ import pandas as pd
 import torch
 from sklearn import metrics as skm
 
-from .tasks import CLASSIFICATION, check_targets, check_task_names
+from .data import image_references
+from .tasks import CLASSIFICATION, check_targets, check_task_names, encode_targets
 
-__all__ = ["evaluate_tasks", "multitask_scorer", "per_class_metrics", "task_scores"]
+__all__ = [
+    "evaluate_tasks",
+    "multitask_scorer",
+    "per_class_metrics",
+    "task_scores",
+    "top_loss_table",
+]
 
 #: Metrics by name: each takes ``(y_true, y_pred)`` and is higher-is-better.
 METRICS = {
@@ -181,6 +188,41 @@ def per_class_metrics(tasks, outputs, y):
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index = pd.MultiIndex.from_tuples(list(rows), names=["task", "class"])
     return frame.reindex(columns=["precision", "recall", "f1", "support", "roc_auc"])
+
+
+def top_loss_table(estimator, X, y, outputs, index, k=9, task=None):
+    """The table of :meth:`MultiTaskImageEstimator.top_losses`, from computed outputs.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+    X : image input the outputs were computed on
+    y : DataFrame or Series
+        True targets; tasks absent from ``y`` count as missing.
+    outputs, index
+        As returned by :meth:`MultiTaskImageEstimator.forward`.
+    k : int, default=9
+    task : hashable, default=None
+        Rank by this task's loss over its labelled rows; None: the combined loss.
+    """
+    tasks = estimator.tasks_
+    y = check_targets(y, tasks, len(index)).reindex(columns=list(tasks))
+    criterion = estimator.net_.criterion_
+    targets = torch.from_numpy(encode_targets(y, tasks))
+    losses, labelled = criterion.cell_losses(torch.cat(list(outputs.values()), dim=1), targets)
+    if task is None:
+        row_loss, rows = (losses * criterion.weights).sum(dim=1), np.arange(len(y))
+    else:
+        column = list(tasks).index(task)
+        row_loss, rows = losses[:, column], np.flatnonzero(labelled[:, column].numpy())
+    row_loss = row_loss.numpy()
+    top = rows[np.argsort(-row_loss[rows], kind="stable")[:k]]
+    frame = pd.DataFrame({"image": image_references(X, estimator.image_col)[top]}, index=index[top])
+    for name, fitted in tasks.items():
+        frame[f"{name}_pred"] = fitted.decode(outputs[name][top], index[top])
+        frame[f"{name}_true"] = y[name].iloc[top].to_numpy()
+    frame["loss"] = row_loss[top].astype(np.float64)
+    return frame
 
 
 class MultitaskScorer:

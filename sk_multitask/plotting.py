@@ -36,7 +36,15 @@ from sklearn.utils.validation import check_is_fitted
 from .data import ImageDataset, is_pixel_array, resolve_images, train_transform
 from .tasks import CLASSIFICATION, check_targets
 
-__all__ = ["plot_confusion_matrix", "plot_history", "plot_top_losses", "show_batch"]
+__all__ = [
+    "plot_confusion_matrix",
+    "plot_history",
+    "plot_regression",
+    "plot_top_losses",
+    "regression_figure",
+    "show_batch",
+    "top_losses_figure",
+]
 
 #: History metric suffix -> (axes title word, y-axis label).
 _METRIC_LABELS = {"acc": ("accuracy", "accuracy"), "mae": ("mean absolute error", "MAE")}
@@ -75,6 +83,27 @@ def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
     check_is_fitted(estimator)
     _check_positive(ncols, "ncols")
     top = estimator.top_losses(X, y, k=k, task=task)
+    ranked_by = "combined loss" if task is None else f"{task} loss"
+    return top_losses_figure(estimator, X, top, ranked_by, ncols)
+
+
+def top_losses_figure(estimator, X, top, ranked_by="combined loss", ncols=3):
+    """The figure of :func:`plot_top_losses` from a computed ``top_losses`` table.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+    X : image input the table was computed on
+    top : DataFrame
+        As returned by :meth:`MultiTaskImageEstimator.top_losses`.
+    ranked_by : str, default="combined loss"
+        What the rows are ranked by, for the title.
+    ncols : int, default=3
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     references = top["image"].to_numpy()
     if is_pixel_array(X):  # references are positions in the array
         sources = X[references.astype(np.intp)]
@@ -83,7 +112,6 @@ def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
             pd.Series(references, dtype=object), image_root=estimator.image_root
         )
     titles = [_top_loss_title(estimator.tasks_, row) for _, row in top.iterrows()]
-    ranked_by = "combined loss" if task is None else f"{task} loss"
     dataset = ImageDataset(sources, image_size=estimator.image_size_)
     return _image_grid(dataset, titles, ncols, f"Largest {ranked_by} (prediction/truth)")
 
@@ -165,6 +193,58 @@ def plot_confusion_matrix(estimator, X, y, task, normalize=None):
     if task not in truth.columns:
         raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
     return _confusion_figure(fitted, truth[task], predicted, normalize)
+
+
+def plot_regression(estimator, X, y, task):
+    """Predicted against true values of one regression task, and the residuals.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+    X : image input, as for ``fit``
+    y : DataFrame or Series
+        True targets, with a column for ``task``; missing cells are left out.
+    task : hashable
+        A regression task of the estimator.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes: predicted against true (with the diagonal), and the residual
+        (true - predicted) against the prediction, both in the target's units.
+    """
+    check_is_fitted(estimator)
+    if estimator.tasks_.get(task) is None or estimator.tasks_[task].kind == CLASSIFICATION:
+        raise ValueError(f"task {task!r} is not a regression task of the estimator")
+    predicted = estimator.predict(X)[task]
+    truth = check_targets(y, estimator.tasks_, len(predicted))
+    if task not in truth.columns:
+        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
+    return regression_figure(task, truth[task], predicted)
+
+
+def regression_figure(name, truth, predicted):
+    """The figure of :func:`plot_regression` from true and predicted Series."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import PredictionErrorDisplay
+
+    labelled = truth.notna().to_numpy()
+    if not labelled.any():
+        raise ValueError(f"y has no labelled cell for task {name!r}")
+    true = truth.to_numpy(dtype=float)[labelled]
+    pred = predicted.to_numpy(dtype=float)[labelled]
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    kinds = (
+        ("actual_vs_predicted", "true against predicted"),
+        ("residual_vs_predicted", "residuals"),
+    )
+    for ax, (kind, title) in zip(fig.subplots(1, 2), kinds, strict=True):
+        PredictionErrorDisplay.from_predictions(
+            true, pred, kind=kind, ax=ax, subsample=2000, random_state=0
+        )
+        ax.set_title(f"{name}: {title}", fontsize=10)
+    fig.suptitle(f"{name}: {int(labelled.sum())} labelled images")
+    return fig
 
 
 def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):

@@ -257,6 +257,40 @@ def check_not_inputs(y, image_col=None, valid_col=None):
         )
 
 
+def data_sizes(targets, task_names, **parts):
+    """How many rows, and labelled cells of each task, each part of the data has.
+
+    Parameters
+    ----------
+    targets : ndarray (N, n_tasks)
+        Encoded targets, NaN where missing (:func:`encode_targets`).
+    task_names : list
+    **parts : array of row positions, or None
+        E.g. ``train=..., valid=...``; None: an empty part.
+
+    Returns
+    -------
+    DataFrame
+        Index ``rows`` then the task names; one integer column per part.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> targets = np.array([[0.0, np.nan], [1.0, 0.5], [np.nan, 0.1]])
+    >>> data_sizes(targets, ["color", "area"], train=[0, 1], valid=[2])
+           train  valid
+    rows       2      1
+    color      2      0
+    area       1      1
+    """
+    columns = {}
+    for part, rows in parts.items():
+        rows = np.asarray([] if rows is None else rows, dtype=np.intp)
+        labelled = ~np.isnan(targets[rows]).reshape(len(rows), len(task_names))
+        columns[part] = [len(rows), *labelled.sum(axis=0).tolist()]
+    return pd.DataFrame(columns, index=["rows", *task_names])
+
+
 def encode_targets(y, tasks):
     """Encode every task's column: float32 array (N, n_tasks), NaN where missing."""
     return np.column_stack([task.encode(y[name]) for name, task in tasks.items()])

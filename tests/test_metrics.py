@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 from conftest import TARGETS
-from sklearn.metrics import balanced_accuracy_score, mean_absolute_error
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    mean_absolute_error,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 from sk_multitask.metrics import multitask_scorer, task_scores
 
@@ -51,3 +56,32 @@ def test_a_task_without_labels_is_left_out_and_all_unlabelled_is_an_error(fitted
 def test_unknown_metric_name_is_refused():
     with pytest.raises(ValueError, match="unknown metric 'accurasy'"):
         multitask_scorer({"color": "accurasy"})
+
+
+def test_unknown_task_in_scorer_metrics_is_refused(fitted, image_set):
+    scorer = multitask_scorer({"nope": "r2"})
+    with pytest.raises(ValueError, match=r"metrics names unknown tasks \['nope'\]"):
+        scorer(fitted, image_set, image_set[TARGETS])
+
+
+def test_evaluate_per_class_matches_scikit_learn(fitted, image_set):
+    y = image_set[TARGETS]
+    table = fitted.evaluate(image_set, y, per_class=True)
+
+    assert list(table.columns) == ["precision", "recall", "f1", "support", "roc_auc"]
+    assert list(table.index.get_level_values("task").unique()) == ["color", "shape"]
+    labelled = y["shape"].notna()
+    truth = y.loc[labelled, "shape"]
+    predicted = fitted.predict(image_set)["shape"][labelled]
+    classes = ["circle", "square", "triangle"]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, labels=classes, zero_division=0.0
+    )
+    shape = table.loc["shape"]
+    assert shape["precision"].to_numpy() == pytest.approx(precision)
+    assert shape["recall"].to_numpy() == pytest.approx(recall)
+    assert shape["f1"].to_numpy() == pytest.approx(f1)
+    assert shape["support"].tolist() == support.tolist()
+    proba = fitted.predict_proba(image_set)["shape"][labelled]
+    expected_auc = roc_auc_score(truth == "square", proba["square"])
+    assert shape.loc["square", "roc_auc"] == pytest.approx(expected_auc)

@@ -8,6 +8,7 @@ from sk_multitask.tasks import (
     CLASSIFICATION,
     MAX_INTEGER_CLASSES,
     REGRESSION,
+    check_task_names,
     encode_targets,
     fit_tasks,
     infer_task_kind,
@@ -266,3 +267,20 @@ def test_task_repr_shows_classes():
     tasks = fit_tasks(y)
     assert repr(tasks["g"]) == "Task(name='g', kind='classification', classes=['f', 'm'])"
     assert repr(tasks["age"]) == "Task(name='age', kind='regression')"
+
+
+def test_identifier_column_is_refused_but_many_classes_with_repeats_are_fine():
+    names = pd.DataFrame({"id": [f"img_{i}.jpg" for i in range(40)]})
+    with pytest.raises(ValueError, match="'id' looks like an identifier.*: 40 classes for 40 "):
+        fit_tasks(names)
+    repeated = pd.DataFrame({"breed": [f"breed {i % 15}" for i in range(40)]})
+    assert fit_tasks(repeated)["breed"].n_outputs == 15
+
+
+def test_check_task_names_names_the_parameter_and_the_tasks():
+    check_task_names(None, ["a"], "class_weight")
+    check_task_names({"a": 1}, ["a", "b"], "class_weight")
+    with pytest.raises(
+        ValueError, match=r"class_weight names unknown tasks \['c'\]; .* \['a', 'b'\]"
+    ):
+        check_task_names({"a": 1, "c": 2}, ["a", "b"], "class_weight")

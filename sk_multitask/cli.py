@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+import warnings
 
 import joblib
 import pandas as pd
@@ -396,8 +397,14 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"sk-multitask {args.command}: warning: {as_options(str(message))}", file=sys.stderr)
+
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return args.run(args)
     except (CommandError, ValueError, TypeError, OSError, RuntimeError) as exc:
         message = as_options(_one_line(exc))
         print(f"sk-multitask {args.command}: error: {message}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 
@@ -10,7 +11,7 @@ from skorch.callbacks import Callback, PrintLog, ProgressBar
 
 from .tasks import CLASSIFICATION
 
-__all__ = ["EpochTable", "TaskScoring", "epoch_table", "progress_bar"]
+__all__ = ["EpochTable", "TaskScoring", "copy_callbacks", "epoch_table", "progress_bar"]
 
 
 class TaskScoring(Callback):
@@ -184,3 +185,30 @@ def progress_bar(n_train, n_valid, batch_size, drop_last):
     """
     train = n_train // batch_size if drop_last else math.ceil(n_train / batch_size)
     return ProgressBar(batches_per_epoch=train + math.ceil(n_valid / batch_size))
+
+
+def copy_callbacks(callbacks):
+    """Copies of the user's callbacks (or ``(name, callback)`` pairs) for one fit.
+
+    skorch sets fitted state on the callbacks it runs; working on copies leaves the
+    estimator's ``callbacks`` parameter as it was given. A callback holding a live
+    resource that cannot be deep-copied (skorch's ``TensorBoard`` and its
+    ``SummaryWriter``) is copied shallowly: the copy writes to the same resource.
+
+    Parameters
+    ----------
+    callbacks : list or None
+
+    Returns
+    -------
+    list
+    """
+    copies = []
+    for item in callbacks or []:
+        try:
+            copies.append(copy.deepcopy(item))
+        except TypeError:  # "cannot pickle '_thread.lock' object" and the like
+            name, callback = item if isinstance(item, (tuple, list)) else (None, item)
+            shallow = copy.copy(callback)
+            copies.append(shallow if name is None else (name, shallow))
+    return copies

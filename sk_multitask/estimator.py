@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import Hashable
@@ -21,7 +20,7 @@ from skorch.helper import predefined_split
 from torch import nn
 from tqdm.auto import tqdm
 
-from .callbacks import TaskScoring, epoch_table, progress_bar
+from .callbacks import TaskScoring, copy_callbacks, epoch_table, progress_bar
 from .criterion import MaskedMultiTaskLoss
 from .data import (
     ImageDataset,
@@ -544,7 +543,7 @@ class MultiTaskImageEstimator(ClassNamePrefixFeaturesOutMixin, BaseEstimator):
             callbacks.append(
                 ("progress_bar", progress_bar(n_train, n_valid, self.batch_size, drop_last))
             )
-        callbacks += copy.deepcopy(self.callbacks or [])
+        callbacks += copy_callbacks(self.callbacks)
         workers = self._num_workers(cache=self.cache)
         loader = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
         if workers:

@@ -26,7 +26,7 @@ MAX_INTEGER_CLASSES = 20
 
 #: A classification target with more labelled cells than MAX_INTEGER_CLASSES and more
 #: classes than this fraction of them is taken for an identifier (a file name, an id).
-IDENTIFIER_CLASS_FRACTION = 0.5
+IDENTIFIER_CLASS_FRACTION = 0.9
 
 
 @dataclass(eq=False)

@@ -34,7 +34,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .data import ImageDataset, is_pixel_array, resolve_images, train_transform
-from .tasks import CLASSIFICATION, check_targets
+from .tasks import CLASSIFICATION, REGRESSION, check_targets
 
 __all__ = [
     "plot_confusion_matrix",
@@ -187,12 +187,8 @@ def plot_confusion_matrix(estimator, X, y, task, normalize=None):
         order of the task's ``classes_``.
     """
     check_is_fitted(estimator)
-    fitted = _classification_task(estimator, task)
-    predicted = estimator.predict(X)[task]
-    truth = check_targets(y, estimator.tasks_, len(predicted))
-    if task not in truth.columns:
-        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
-    return _confusion_figure(fitted, truth[task], predicted, normalize)
+    fitted = _fitted_task(estimator, task, CLASSIFICATION, "a confusion matrix")
+    return _confusion_figure(fitted, *_truth_and_prediction(estimator, X, y, task), normalize)
 
 
 def plot_regression(estimator, X, y, task):
@@ -214,13 +210,8 @@ def plot_regression(estimator, X, y, task):
         (true - predicted) against the prediction, both in the target's units.
     """
     check_is_fitted(estimator)
-    if estimator.tasks_.get(task) is None or estimator.tasks_[task].kind == CLASSIFICATION:
-        raise ValueError(f"task {task!r} is not a regression task of the estimator")
-    predicted = estimator.predict(X)[task]
-    truth = check_targets(y, estimator.tasks_, len(predicted))
-    if task not in truth.columns:
-        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
-    return regression_figure(task, truth[task], predicted)
+    _fitted_task(estimator, task, REGRESSION, "a predicted-against-true plot")
+    return regression_figure(task, *_truth_and_prediction(estimator, X, y, task))
 
 
 def regression_figure(name, truth, predicted):
@@ -348,15 +339,23 @@ def _image_grid(dataset, titles, ncols, suptitle):
     return fig
 
 
-def _classification_task(estimator, task):
+def _fitted_task(estimator, task, kind, figure):
+    """The fitted task named ``task``, which ``figure`` needs to be of ``kind``."""
     if task not in estimator.tasks_:
         raise ValueError(f"unknown task {task!r}; tasks are {list(estimator.tasks_)}")
     fitted = estimator.tasks_[task]
-    if fitted.kind != CLASSIFICATION:
-        raise ValueError(
-            f"task {task!r} is a {fitted.kind}; a confusion matrix needs a classification task"
-        )
+    if fitted.kind != kind:
+        raise ValueError(f"task {task!r} is a {fitted.kind}; {figure} needs a {kind} task")
     return fitted
+
+
+def _truth_and_prediction(estimator, X, y, task):
+    """``task``'s column of ``y`` and its prediction for ``X``, as Series."""
+    predicted = estimator.predict(X)[task]
+    truth = check_targets(y, estimator.tasks_, len(predicted))
+    if task not in truth.columns:
+        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
+    return truth[task], predicted
 
 
 def _confusion_figure(task, truth, predicted, normalize=None):

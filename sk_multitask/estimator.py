@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from pandas.api import types as ptypes
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -45,7 +45,7 @@ from .training import OPTIMIZERS, MultiTaskNet, seeded
 
 __all__ = ["MultiTaskImageEstimator"]
 
-class MultiTaskImageEstimator(ClassNamePrefixFeaturesOutMixin, BaseEstimator):
+class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin, BaseEstimator):
     """Train one network that predicts several targets of mixed kinds from images.
 
     A shared backbone feeds one head per column of ``y``. Each column's task kind is

@@ -610,3 +610,5 @@ def test_transform_gives_features_for_a_pipeline(image_set):
     assert len(names) == 256 and names[0] == "multitaskimageestimator0"
     assert set(pipe.predict(df.head(5))) <= set(df["color"])
     assert pipe.score(df, df["color"]) > 0.3  # 5 classes: features carry the colour
+    frame = fitted_features.set_output(transform="pandas").transform(df.head(2))
+    assert list(frame.columns) == list(names) and frame.index.equals(df.head(2).index)

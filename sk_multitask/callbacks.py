@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import sys
 
 import torch
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, PrintLog, ProgressBar
 
 from .tasks import CLASSIFICATION, MULTILABEL
 
-__all__ = ["TaskScoring"]
+__all__ = ["EpochTable", "TaskScoring", "copy_callbacks", "epoch_table", "progress_bar"]
 
 
 class TaskScoring(Callback):
@@ -122,3 +124,122 @@ def task_metrics(task, loss_sum, loss_norm, count, first, second):
         metrics["mae"] = first / count * scale
         metrics["rmse"] = math.sqrt(second / count) * scale
     return metrics
+
+
+class EpochTable(PrintLog):
+    """skorch's epoch table with its columns in a chosen order, coloured only on a terminal.
+
+    Columns: ``epoch``, then ``columns`` in their order, then any other key that is
+    not ignored (a user callback's score, ``event_*``), then ``dur``. The best values
+    are highlighted with ANSI colours only when standard output is a terminal, so a
+    redirected log holds plain text.
+
+    Parameters
+    ----------
+    columns : list of str
+        History keys to show first, in this order (absent ones are skipped).
+    keys_ignored : list of str, optional
+        History keys never shown.
+    """
+
+    def __init__(self, columns=(), keys_ignored=None, **kwargs):
+        super().__init__(keys_ignored=keys_ignored, **kwargs)
+        self.columns = columns
+
+    def _sorted_keys(self, keys):
+        default = super()._sorted_keys(keys)
+        first = [key for key in self.columns if key in default]
+        rest = [key for key in default if key not in first and key not in ("epoch", "dur")]
+        return (
+            [k for k in ("epoch",) if k in default]
+            + first
+            + rest
+            + (["dur"] if "dur" in default else [])
+        )
+
+    def format_row(self, row, key, color):
+        if not sys.stdout.isatty():
+            row = {k: v for k, v in row.items() if not k.endswith("_best")}
+        return super().format_row(row, key, color)
+
+
+def epoch_table(tasks, validation):
+    """The epoch table the estimator prints with ``verbose=1``.
+
+    The losses first, then one metric per task (accuracy, micro F1 for a multi-label
+    task, or the mean absolute error in the target's units), on the validation data
+    when there is some, else on the training batches, then the heads' learning rate;
+    other per-task keys (losses, RMSE, loss weights) stay in ``history_`` only. With
+    three tasks it is about 100 characters wide.
+
+    Parameters
+    ----------
+    tasks : dict
+        Task name to fitted :class:`sk_multitask.tasks.Task`.
+    validation : bool
+        Whether the net has validation data.
+
+    Returns
+    -------
+    EpochTable
+    """
+    prefix = "valid" if validation else "train"
+    shown = [f"{prefix}_{name}_{_table_metric(task)}" for name, task in tasks.items()]
+    hidden = [f"{name}_weight" for name in tasks] + ["backbone_lr"] + [
+        f"{side}_{name}_{metric}"
+        for side in ("train", "valid")
+        for name, task in tasks.items()
+        for metric in task_metrics(task, 0, 0, 0, 0, 0)
+        if f"{side}_{name}_{metric}" not in shown
+    ]
+    return EpochTable(["train_loss", "valid_loss", *shown, "lr"], keys_ignored=hidden)
+
+
+def _table_metric(task):
+    return {CLASSIFICATION: "acc", MULTILABEL: "f1"}.get(task.kind, "mae")
+
+
+def progress_bar(n_train, n_valid, batch_size, drop_last):
+    """skorch's progress bar, its total counting the batches each epoch really has.
+
+    Parameters
+    ----------
+    n_train, n_valid : int
+        Rows trained on and validated on.
+    batch_size : int
+    drop_last : bool
+        Whether the last, smaller training batch is dropped.
+
+    Returns
+    -------
+    skorch.callbacks.ProgressBar
+    """
+    train = n_train // batch_size if drop_last else math.ceil(n_train / batch_size)
+    return ProgressBar(batches_per_epoch=train + math.ceil(n_valid / batch_size))
+
+
+def copy_callbacks(callbacks):
+    """Copies of the user's callbacks (or ``(name, callback)`` pairs) for one fit.
+
+    skorch sets fitted state on the callbacks it runs; working on copies leaves the
+    estimator's ``callbacks`` parameter as it was given. A callback holding a live
+    resource that cannot be deep-copied (skorch's ``TensorBoard`` and its
+    ``SummaryWriter``) is copied shallowly: the copy writes to the same resource.
+
+    Parameters
+    ----------
+    callbacks : list or None
+
+    Returns
+    -------
+    list
+    """
+    copies = []
+    for item in callbacks or []:
+        try:
+            copies.append(copy.deepcopy(item))
+        except TypeError:  # "cannot pickle '_thread.lock' object" and the like
+            name, callback = item if isinstance(item, (tuple, list)) else (None, item)
+            shallow = copy.copy(callback)
+            copies.append(shallow if name is None else (name, shallow))
+    return copies

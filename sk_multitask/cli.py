@@ -1,7 +1,8 @@
 """The ``sk-multitask`` command line: fit, predict, evaluate, demo.
 
 Every command ends a bad path, column or value with a one-line error on stderr and exit
-status 1, without a traceback; ``--help`` works everywhere.
+status 1, without a traceback, naming command-line options rather than Python
+parameters; ``--help`` works everywhere and shows the defaults.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
+import warnings
 
 import joblib
 import pandas as pd
+from PIL import Image
 
 from . import __version__
 from .data import resolve_images
@@ -27,21 +31,78 @@ class CommandError(Exception):
     """An error the command line reports in one line."""
 
 
+_PARQUET = (".parquet", ".pq")
+#: Output formats by file extension; "-" (standard output) is CSV.
+OUTPUT_FORMATS = (".csv", *_PARQUET, ".json")
+
+
 def read_table(path):
     """A DataFrame from a CSV or parquet file."""
     if not os.path.isfile(path):
         raise CommandError(f"data file not found: {path}")
-    if path.endswith((".parquet", ".pq")):
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
+    try:
+        if path.lower().endswith(_PARQUET):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise CommandError(f"cannot read {path} as a CSV or parquet table: {exc}") from exc
+
+
+def is_image_file(path):
+    """Whether ``path``'s extension is one PIL reads (``.jpg``, ``.png``, ``.webp``...)."""
+    return os.path.splitext(path)[1].lower() in Image.registered_extensions()
+
+
+def read_images_input(path, image_col):
+    """The table to predict on: a CSV/parquet table, one image file, or a folder of images.
+
+    Returns
+    -------
+    data : DataFrame
+        A table as read; for an image or a folder, ``image_col`` holds the paths
+        (relative to the folder, or as given for one file).
+    root : str or None
+        The folder the paths are relative to (a folder input), else None.
+    """
+    if os.path.isdir(path):
+        names = sorted(
+            os.path.relpath(os.path.join(folder, name), path)
+            for folder, _, files in os.walk(path)
+            for name in files
+            if is_image_file(name)
+        )
+        if not names:
+            raise CommandError(f"no image file in the folder {path}")
+        return pd.DataFrame({image_col: names}), os.path.abspath(path)
+    if is_image_file(path):
+        if not os.path.isfile(path):
+            raise CommandError(f"image file not found: {path}")
+        return pd.DataFrame({image_col: [os.path.abspath(path)]}), None
+    return read_table(path), None
+
+
+def check_output(path):
+    """Refuse an output file whose format is unknown, before any work is done."""
+    if path != "-" and not path.lower().endswith(OUTPUT_FORMATS):
+        raise CommandError(
+            f"--out {path}: unknown output format; name a {', '.join(OUTPUT_FORMATS)} "
+            "file, or - for CSV on standard output"
+        )
 
 
 def write_table(frame, path):
+    """Write ``frame`` as CSV, parquet or JSON (records) by ``path``'s extension; ``-``: stdout."""
+    if path == "-":
+        frame.to_csv(sys.stdout, index=False)
+        return
+    check_output(path)
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    if path.endswith((".parquet", ".pq")):
-        frame.to_parquet(path)
+    if path.lower().endswith(_PARQUET):
+        frame.to_parquet(path, index=False)
+    elif path.lower().endswith(".json"):
+        frame.to_json(path, orient="records", indent=2)
     else:
         frame.to_csv(path, index=False)
 
@@ -73,20 +134,48 @@ def _task_kinds(spec):
 def _load_model(path, images):
     if not os.path.isfile(path):
         raise CommandError(f"model file not found: {path}")
-    model = joblib.load(path)
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # unpickling arbitrary bytes fails in many ways
+        raise CommandError(
+            f"{path} is not a model file saved by 'sk-multitask fit' ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(model, MultiTaskImageEstimator):
         raise CommandError(f"{path} holds a {type(model).__name__}, not a MultiTaskImageEstimator")
     if images is not None:
-        model.set_params(image_root=images)
+        model.set_params(image_root=os.path.abspath(images))
     return model
 
 
 def _read_images_table(path, model):
-    """The data table, with every image file checked before any work starts."""
-    data = read_table(path)
+    """The data (table, image or folder), with every image file checked before any work."""
+    data, root = read_images_input(path, model.image_col)
+    if root is not None:
+        model.set_params(image_root=root)
+    elif is_image_file(path):
+        model.set_params(image_root=None)
     _columns(data, [model.image_col], "image column")
     resolve_images(data, model.image_col, model.image_root)  # raises naming a missing file
     return data
+
+
+def _check_writable(path):
+    """Fail now, not after hours of training, if the model file cannot be written."""
+    existed = os.path.exists(path)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise CommandError(f"cannot write the model to {path}: {exc.strerror or exc}") from exc
+    if not existed:
+        os.remove(path)
+
+
+def _save(est, path):
+    """Save a model quiet (``verbose=0``): a later ``predict`` in Python shows no bars."""
+    est.set_params(verbose=0)
+    joblib.dump(est, path)
 
 
 def _valid_split(value):
@@ -105,9 +194,11 @@ def fit(args):
     valid_split = args.valid_col if args.valid_col else _valid_split(args.valid_split)
     if args.valid_col:
         _columns(data, [args.valid_col], "validation column")
+    _check_writable(args.model)
     est = MultiTaskImageEstimator(
         image_col=args.image_col,
-        image_root=args.images,
+        # Absolute: the saved model predicts from any working folder.
+        image_root=None if args.images is None else os.path.abspath(args.images),
         backbone=args.backbone,
         weights=None if args.weights.lower() == "none" else args.weights,
         image_size=args.image_size,
@@ -124,8 +215,7 @@ def fit(args):
     )
     start = time.perf_counter()
     est.fit(data, y)
-    os.makedirs(os.path.dirname(os.path.abspath(args.model)), exist_ok=True)
-    joblib.dump(est, args.model)
+    _save(est, args.model)
     kinds = ", ".join(f"{n} ({t.kind})" for n, t in est.tasks_.items())
     print(f"fitted {kinds} in {time.perf_counter() - start:.1f} s; model saved to {args.model}")
     return 0
@@ -133,6 +223,7 @@ def fit(args):
 
 def predict(args):
     """Write predictions (and class probabilities) for every row of a table."""
+    check_output(args.out)
     model = _load_model(args.model, args.images)
     model.set_params(verbose=1)
     data = _read_images_table(args.data, model)
@@ -141,7 +232,9 @@ def predict(args):
         for task, proba in model.predict_proba(data).items():
             out = out.join(proba.add_prefix(f"{task}_proba_"))
     write_table(out, args.out)
-    print(f"{len(out)} predictions written to {args.out}")
+    # With --out -, standard output holds the table only.
+    sink = sys.stderr if args.out == "-" else sys.stdout
+    print(f"{len(out)} predictions written to {args.out}", file=sink)
     return 0
 
 
@@ -163,6 +256,10 @@ def _evaluate_to(model, data, y, out):
 
 def evaluate(args):
     """Per-task metrics on a labelled table, as a table, CSV, JSON and an HTML report."""
+    if os.path.isdir(args.data) or is_image_file(args.data):
+        raise CommandError(
+            f"evaluate needs a CSV or parquet table with target columns, not images ({args.data})"
+        )
     model = _load_model(args.model, args.images)
     model.set_params(verbose=1)
     data = _read_images_table(args.data, model)
@@ -181,9 +278,11 @@ def demo(args):
     df = make_multitask_images(
         args.n_samples,
         image_size=args.image_size,
-        path=os.path.join(args.out, "images"),
+        path=os.path.abspath(os.path.join(args.out, "images")),
         random_state=args.seed,
     )
+    data = os.path.join(args.out, "data.csv")
+    df.to_csv(data, index=False)
     y = df[list(TARGETS)]
     print(
         f"{len(df)} synthetic images in {df.attrs['image_root']}; targets {list(TARGETS)}, "
@@ -204,12 +303,31 @@ def demo(args):
     est.fit(df, y)
     print(f"fitted in {time.perf_counter() - start:.1f} s")
     model = os.path.join(args.out, "model.joblib")
-    joblib.dump(est, model)
+    _save(est, model)
     print(f"model saved to {model}")
     valid = df["is_valid"].to_numpy()
     print("validation metrics (labelled cells only):")
     _evaluate_to(est, df[valid], y[valid], args.out)
+    print(f"the data is in {data}; try: sk-multitask predict {data} --model {model} --out -")
     return 0
+
+
+def _num_workers(value):
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {value!r}") from None
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show an option's default, where it has one worth showing."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser():
@@ -220,7 +338,12 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("fit", help="fit a model on a CSV/parquet of image paths and targets")
+    def command(name, help):
+        return commands.add_parser(
+            name, help=help, description=help, formatter_class=_DefaultsFormatter
+        )
+
+    p = command("fit", "fit a model on a CSV/parquet of image paths and targets")
     p.add_argument("data", help="CSV or parquet file with an image column and target columns")
     p.add_argument("--images", help="folder the image paths are relative to")
     p.add_argument("--targets", required=True, help="comma-separated target columns")
@@ -231,48 +354,107 @@ def build_parser():
     p.add_argument("--tasks", help="task kinds overriding inference: age=regression,...")
     p.add_argument("--backbone", default="resnet18", help="torchvision model name or simple_cnn")
     p.add_argument("--weights", default="DEFAULT", help="torchvision weights, a .pth file, or none")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--image-size", type=int, default=224, help="side images are resized to")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--augment", action="store_true", help="augment training images")
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--num-workers", type=_num_workers, default="auto", help="image decoding processes, or auto"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or a torch device")
+    p.add_argument("--seed", type=int, default=None, help="random seed (none: not seeded)")
     p.set_defaults(run=fit)
 
-    p = commands.add_parser("predict", help="predict every target for a table of images")
-    p.add_argument("data", help="CSV or parquet file with the image column")
+    p = command("predict", "predict every target for a table, an image file or a folder")
+    p.add_argument(
+        "data", help="CSV or parquet file with the image column, an image file, or a folder"
+    )
     p.add_argument("--model", required=True, help="a model saved by 'fit'")
     p.add_argument("--images", help="folder the image paths are relative to (default: the model's)")
     p.add_argument("--proba", action="store_true", help="add class probability columns")
-    p.add_argument("--out", required=True, help="output CSV or parquet file")
+    p.add_argument(
+        "--out", required=True, help="output .csv, .parquet or .json file; - for CSV on stdout"
+    )
     p.set_defaults(run=predict)
 
-    p = commands.add_parser("evaluate", help="per-task metrics and an HTML report")
+    p = command("evaluate", "per-task metrics and an HTML report")
     p.add_argument("data", help="CSV or parquet file with the image column and targets")
     p.add_argument("--model", required=True, help="a model saved by 'fit'")
     p.add_argument("--images", help="folder the image paths are relative to (default: the model's)")
     p.add_argument("--out", required=True, help="folder for metrics.csv, metrics.json, report.html")
     p.set_defaults(run=evaluate)
 
-    p = commands.add_parser("demo", help="generate a synthetic set, fit, evaluate, report")
-    p.add_argument("--out", default="demo-output", help="folder for images, model and report")
-    p.add_argument("--n-samples", type=int, default=1000)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
+    p = command("demo", "generate a synthetic set, fit, evaluate, report")
+    p.add_argument("--out", default="demo-output", help="folder for images, data, model, report")
+    p.add_argument("--n-samples", type=int, default=1000, help="synthetic images")
+    p.add_argument("--image-size", type=int, default=32, help="their side in pixels")
+    p.add_argument("--epochs", type=int, default=12, help="training epochs")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(run=demo)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"sk-multitask {args.command}: warning: {as_options(str(message))}", file=sys.stderr)
+
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return args.run(args)
     except (CommandError, ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"sk-multitask {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        message = as_options(_one_line(exc))
+        print(f"sk-multitask {args.command}: error: {message}", file=sys.stderr)
         return 1
+
+
+#: The estimator's parameters that are command-line options, by option.
+OPTIONS = {
+    "image_root": "--images",
+    "image_col": "--image-col",
+    "image_size": "--image-size",
+    "valid_split": "--valid-split",
+    "batch_size": "--batch-size",
+    "max_epochs": "--epochs",
+    "num_workers": "--num-workers",
+    "random_state": "--seed",
+    "backbone": "--backbone",
+    "weights": "--weights",
+    "tasks": "--tasks",
+    "device": "--device",
+    "lr": "--lr",
+}
+_ASSIGNMENT = re.compile(
+    r"\b(" + "|".join(OPTIONS) + r")=(\{[^}]*\}|'[^']*'|\"[^\"]*\"|[^\s,;:)]+)"
+)
+
+
+def as_options(message):
+    """A library message in the command line's words: ``weights=None`` → ``--weights none``.
+
+    Examples
+    --------
+    >>> as_options("pass weights=None or set image_root to the folder")
+    'pass --weights none or set --images to the folder'
+    """
+
+    def option(match):
+        name, value = match.groups()
+        if name == "tasks" and value.startswith("{"):
+            value = "NAME=KIND"
+        value = "none" if value == "None" else value.strip("'\"")
+        return f"{OPTIONS[name]} {value}"
+
+    message = _ASSIGNMENT.sub(option, message)
+    # A bare parameter name with an underscore is no English word: name its option.
+    return re.sub(
+        r"\b(" + "|".join(n for n in OPTIONS if "_" in n) + r")\b",
+        lambda m: OPTIONS[m.group(1)],
+        message,
+    )
 
 
 def _one_line(exc):

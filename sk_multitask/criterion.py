@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, target_width
+from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_task_names, target_width
 from .weighting import is_weight
 
 __all__ = ["LOSS_WEIGHTINGS", "REGRESSION_LOSSES", "MaskedMultiTaskLoss"]
@@ -146,9 +146,7 @@ class MaskedMultiTaskLoss(nn.Module):
         return tensors
 
     def _check_names(self, parameter, given, allowed=None, kind=None):
-        unknown = [name for name in given if name not in self.names]
-        if unknown:
-            raise ValueError(f"{parameter} names unknown tasks {unknown}; tasks: {self.names}")
+        check_task_names(given, self.names, parameter)
         if allowed is not None:
             wrong = [name for name in given if name not in allowed]
             if wrong:

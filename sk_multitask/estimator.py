@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -23,19 +23,21 @@ from .criterion import LOSS_WEIGHTINGS, REGRESSION_LOSSES, MaskedMultiTaskLoss
 from .data import (
     ImageDataset,
     as_size,
+    check_image_size,
     decode_images,
-    image_references,
     resolve_images,
     split_rows,
     train_transform,
 )
-from .metrics import evaluate_tasks, task_scores
+from .metrics import evaluate_tasks, per_class_metrics, task_scores, top_loss_table
 from .module import MultiTaskModule, build_backbone, has_pretrained_weights
 from .tasks import (
     REGRESSION,
+    check_not_inputs,
     check_same_tasks,
     check_targets,
     check_trainable,
+    data_sizes,
     encode_targets,
     fit_tasks,
     target_frame,
@@ -55,7 +57,7 @@ from .weighting import class_weights
 __all__ = ["MultiTaskImageEstimator"]
 
 
-class MultiTaskImageEstimator(BaseEstimator):
+class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin, BaseEstimator):
     """Train one network that predicts several targets of mixed kinds from images.
 
     A shared backbone feeds one head per column of ``y``. Each column's task kind is
@@ -81,12 +83,15 @@ class MultiTaskImageEstimator(BaseEstimator):
         ``"simple_cnn"`` (a small CNN, fast on a CPU), a classification model name of
         torchvision's registry, or a module mapping a float image batch
         ``(N, 3, H, W)`` to feature vectors (the feature size is found by a dry run).
+        A torchvision classification model instance (``torchvision.models.resnet18()``)
+        has its classifier replaced by the identity, as a registry name does.
     weights : str, path or None, default="DEFAULT"
         torchvision weights of a registry backbone (``"DEFAULT"``,
         ``"IMAGENET1K_V1"``...; downloaded once into torch's cache), the path of a
         local state-dict file for any backbone, or None to start from random weights.
     image_size : int or (int, int), default=224
-        Images are resized to this (height, width).
+        Images are resized to this (height, width). ``fit`` warns, with their measured
+        size, when the images are less than half of it on both sides.
     tasks : dict, default=None
         Task name to ``"classification"``, ``"regression"`` or ``"multilabel"``,
         overriding inference. A column whose labelled cells are lists, sets or tuples
@@ -198,6 +203,9 @@ class MultiTaskImageEstimator(BaseEstimator):
     best_epoch_ : int
         With ``early_stopping``: the epoch (as numbered in ``history_``) whose weights
         the model has.
+    data_sizes_ : DataFrame
+        Rows and labelled cells of each task (index ``rows``, then the tasks) in the
+        ``train`` and ``valid`` parts of the data given to ``fit``.
 
     Examples
     --------
@@ -397,7 +405,7 @@ class MultiTaskImageEstimator(BaseEstimator):
             class labels with the dtype they were fitted with, regression values as
             float in original units.
         """
-        outputs, index = self._forward(X)
+        outputs, index = self.forward(X)
         return pd.DataFrame(
             {name: task.decode(outputs[name], index) for name, task in self.tasks_.items()},
             index=index,
@@ -413,7 +421,7 @@ class MultiTaskImageEstimator(BaseEstimator):
             label (the original labels); rows sum to 1 for a classification. A
             multi-label task has one independent probability per label.
         """
-        outputs, index = self._forward(X)
+        outputs, index = self.forward(X)
         return {
             name: task.proba(outputs[name], index)
             for name, task in self.tasks_.items()
@@ -430,7 +438,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         check_is_fitted(self)
         return float(np.mean(list(task_scores(self, X, y).values())))
 
-    def evaluate(self, X, y):
+    def evaluate(self, X, y, per_class=False):
         """Per-task metrics on the labelled cells of ``y``, in original labels and units.
 
         Parameters
@@ -438,6 +446,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         X : image input, as for :meth:`fit`
         y : DataFrame or Series
             True targets for some or all tasks; missing cells are left out.
+        per_class : bool, default=False
+            Return the per-class table of the classification tasks instead
+            (:func:`sk_multitask.metrics.per_class_metrics`).
 
         Returns
         -------
@@ -447,11 +458,47 @@ class MultiTaskImageEstimator(BaseEstimator):
             ``log_loss``; for a regression ``mae``, ``rmse`` and ``r2``; for a
             multi-label task ``accuracy`` (exact label set), ``f1_macro``,
             ``f1_micro``, ``hamming_loss`` and ``log_loss`` (per label). NaN where a
-            metric does not apply or a task has no labelled cell.
+            metric does not apply or a task has no labelled cell. With ``per_class``:
+            one row per (task, class) with ``precision``, ``recall``, ``f1``,
+            ``support`` and one-vs-rest ``roc_auc``.
         """
-        outputs, index = self._forward(X)
+        outputs, index = self.forward(X)
         y = check_targets(y, self.tasks_, len(index))
-        return evaluate_tasks({n: self.tasks_[n] for n in y.columns}, outputs, y)
+        tasks = {n: self.tasks_[n] for n in y.columns}
+        return (per_class_metrics if per_class else evaluate_tasks)(tasks, outputs, y)
+
+    def transform(self, X):
+        """The backbone's features of every image: the estimator as a feature extractor.
+
+        In a :class:`~sklearn.pipeline.Pipeline` it feeds the features to the next
+        step (a ``LogisticRegression``, UMAP...); the network is the one ``fit``
+        trained (with ``max_epochs`` epochs on ``y``).
+
+        Parameters
+        ----------
+        X : image input, as for :meth:`fit`
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_features), float32
+            Named by :meth:`get_feature_names_out`.
+        """
+        check_is_fitted(self)
+        images, _ = resolve_images(X, self.image_col, self.image_root, check_files=False)
+        loader = self.net_.get_iterator(
+            ImageDataset(images, image_size=self.image_size_), training=False
+        )
+        module = self.net_.module_.eval()
+        with torch.no_grad():
+            features = [
+                module.forward_features(batch.to(self.net_.device)).float().cpu()
+                for batch, _ in loader
+            ]
+        return torch.cat(features).numpy()
+
+    @property
+    def _n_features_out(self):
+        return self.net_.module_.heads[0].in_features
 
     def top_losses(self, X, y, k=9, task=None):
         """The ``k`` rows with the largest loss, with each task's prediction and truth.
@@ -482,25 +529,26 @@ class MultiTaskImageEstimator(BaseEstimator):
             raise ValueError(f"unknown task {task!r}; tasks are {list(self.tasks_)}")
         if not (isinstance(k, Integral) and k >= 1):
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        outputs, index = self.forward(X)
+        return top_loss_table(self, X, y, outputs, index, k=k, task=task)
+
+    def forward(self, X):
+        """Each task's raw outputs: what the heads compute, before decoding.
+
+        :meth:`predict`, :meth:`evaluate` and :meth:`top_losses` are computed from
+        them; :func:`sk_multitask.report.write_report` runs the network once for all.
+
+        Returns
+        -------
+        outputs : dict
+            Task name to a float CPU tensor ``(N, n_outputs)``: class logits, or the
+            standardised regression value.
+        index : pandas Index
+            ``X``'s index (a RangeIndex for non-pandas ``X``).
+        """
         outputs, _, index = self._outputs(X)
-        y = check_targets(y, self.tasks_, len(index)).reindex(columns=list(self.tasks_))
-        criterion = self.net_.criterion_
-        targets = torch.from_numpy(encode_targets(y, self.tasks_))
-        losses, labelled = criterion.cell_losses(outputs, targets)
-        if task is None:
-            row_loss, rows = (losses * criterion.weights).sum(dim=1), np.arange(len(y))
-        else:
-            column = list(self.tasks_).index(task)
-            row_loss, rows = losses[:, column], np.flatnonzero(labelled[:, column].numpy())
-        row_loss = row_loss.numpy()
-        top = rows[np.argsort(-row_loss[rows], kind="stable")[:k]]
-        split = criterion.split_outputs(outputs[top])
-        frame = pd.DataFrame({"image": image_references(X, self.image_col)[top]}, index=index[top])
-        for (name, fitted), out in zip(self.tasks_.items(), split, strict=True):
-            frame[f"{name}_pred"] = fitted.decode(out, index[top])
-            frame[f"{name}_true"] = y[name].iloc[top].to_numpy()
-        frame["loss"] = row_loss[top].astype(np.float64)
-        return frame
+        split = self.net_.criterion_.split_outputs(outputs)
+        return dict(zip(self.tasks_, split, strict=True)), index
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -534,11 +582,6 @@ class MultiTaskImageEstimator(BaseEstimator):
             start += len(batch)
         return outputs, images, index
 
-    def _forward(self, X):
-        """Each task's raw outputs (CPU tensors) for ``X``, and ``X``'s index."""
-        outputs, _, index = self._outputs(X)
-        split = self.net_.criterion_.split_outputs(outputs)
-        return dict(zip(self.tasks_, split, strict=True)), index
 
     def _num_workers(self, cache):
         """The DataLoader worker count that ``num_workers`` stands for."""
@@ -573,6 +616,11 @@ class MultiTaskImageEstimator(BaseEstimator):
         y = target_frame(y)
         if len(y) != len(images):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} rows")
+        check_not_inputs(
+            y,
+            image_col=self.image_col if isinstance(X, pd.DataFrame) else None,
+            valid_col=self.valid_split if isinstance(self.valid_split, str) else None,
+        )
         tasks = fit_tasks(y, self.tasks)
         if continuing:
             tasks = check_same_tasks(self.tasks_, tasks)
@@ -584,6 +632,7 @@ class MultiTaskImageEstimator(BaseEstimator):
             check_monitor(self.monitor, tasks, has_valid=valid is not None)
         device = self._resolve_device()
         seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
+        check_image_size(images, image_size)
         pretrained = not continuing and has_pretrained_weights(self.backbone, self.weights)
         freeze_epochs = self.freeze_epochs
         if continuing:
@@ -614,6 +663,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         )
         return SimpleNamespace(
             class_weights=class_weights(self.class_weight, tasks, y.iloc[train]),
+            data_sizes=data_sizes(targets, list(tasks), train=train, valid=valid),
             tasks=tasks,
             image_size=image_size,
             device=device,
@@ -678,6 +728,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         # with the model.
         net.train_split = None
         self.tasks_ = run.tasks
+        self.data_sizes_ = run.data_sizes
         self.image_size_ = run.image_size
         self.net_ = net
         self.history_ = net.history

@@ -11,11 +11,27 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn import metrics as skm
 
-from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
+from .data import image_references
+from .tasks import (
+    CLASSIFICATION,
+    MULTILABEL,
+    REGRESSION,
+    check_targets,
+    check_task_names,
+    encode_targets,
+)
 
-__all__ = ["evaluate_tasks", "label_codes", "multitask_scorer", "task_scores"]
+__all__ = [
+    "evaluate_tasks",
+    "label_codes",
+    "multitask_scorer",
+    "per_class_metrics",
+    "task_scores",
+    "top_loss_table",
+]
 
 #: Metrics by name: each takes ``(y_true, y_pred)`` and is higher-is-better. An F1
 #: without any positive (true or predicted) is 0, scikit-learn's value, unwarned.
@@ -60,6 +76,7 @@ def task_scores(estimator, X, y, metrics=None):
         Task name to its score, in ``y``'s column order. A task with no labelled cell
         in ``y`` is left out.
     """
+    check_task_names(metrics, estimator.tasks_, "metrics")
     predictions = estimator.predict(X)
     y = check_targets(y, estimator.tasks_, len(predictions))
     metrics = dict(metrics or {})
@@ -166,6 +183,92 @@ def evaluate_tasks(tasks, outputs, y):
         "r2",
     ]
     return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns)
+
+
+def per_class_metrics(tasks, outputs, y):
+    """Per-class precision, recall, F1, support and ROC AUC of the classification tasks.
+
+    The table of :meth:`MultiTaskImageEstimator.evaluate(X, y, per_class=True)
+    <sk_multitask.MultiTaskImageEstimator.evaluate>`, on each task's labelled cells.
+
+    Parameters
+    ----------
+    tasks : dict
+        Task name to fitted :class:`~sk_multitask.tasks.Task`, for the columns of ``y``
+        (regression tasks are left out).
+    outputs : dict
+        Task name to the head's raw outputs (tensor (N, n_outputs)).
+    y : DataFrame
+        True targets, missing cells as NaN, None or ``pd.NA``.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by (``task``, ``class``), every fitted class of every classification
+        task: ``precision``, ``recall``, ``f1``, ``support`` (labelled cells of that
+        class) and ``roc_auc`` (the class's probability against the rest; NaN when
+        the truth holds only that class or none of it).
+    """
+    rows = {}
+    for name, task in tasks.items():
+        if task.kind != CLASSIFICATION:
+            continue
+        labelled = y[name].notna().to_numpy()
+        truth = y[name].to_numpy()[labelled]
+        out = outputs[name][np.flatnonzero(labelled)]
+        predicted = task.decode(out).to_numpy()
+        proba = torch.softmax(out.float(), dim=1).numpy()
+        precision, recall, f1, support = skm.precision_recall_fscore_support(
+            truth, predicted, labels=task.classes_, zero_division=0.0
+        )
+        for i, label in enumerate(task.classes_):
+            positive = truth == label
+            both = 0 < positive.sum() < len(truth)
+            rows[(name, label)] = {
+                "precision": precision[i],
+                "recall": recall[i],
+                "f1": f1[i],
+                "support": int(support[i]),
+                "roc_auc": skm.roc_auc_score(positive, proba[:, i]) if both else np.nan,
+            }
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index = pd.MultiIndex.from_tuples(list(rows), names=["task", "class"])
+    return frame.reindex(columns=["precision", "recall", "f1", "support", "roc_auc"])
+
+
+def top_loss_table(estimator, X, y, outputs, index, k=9, task=None):
+    """The table of :meth:`MultiTaskImageEstimator.top_losses`, from computed outputs.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+    X : image input the outputs were computed on
+    y : DataFrame or Series
+        True targets; tasks absent from ``y`` count as missing.
+    outputs, index
+        As returned by :meth:`MultiTaskImageEstimator.forward`.
+    k : int, default=9
+    task : hashable, default=None
+        Rank by this task's loss over its labelled rows; None: the combined loss.
+    """
+    tasks = estimator.tasks_
+    y = check_targets(y, tasks, len(index)).reindex(columns=list(tasks))
+    criterion = estimator.net_.criterion_
+    targets = torch.from_numpy(encode_targets(y, tasks))
+    losses, labelled = criterion.cell_losses(torch.cat(list(outputs.values()), dim=1), targets)
+    if task is None:
+        row_loss, rows = (losses * criterion.weights).sum(dim=1), np.arange(len(y))
+    else:
+        column = list(tasks).index(task)
+        row_loss, rows = losses[:, column], np.flatnonzero(labelled[:, column].numpy())
+    row_loss = row_loss.numpy()
+    top = rows[np.argsort(-row_loss[rows], kind="stable")[:k]]
+    frame = pd.DataFrame({"image": image_references(X, estimator.image_col)[top]}, index=index[top])
+    for name, fitted in tasks.items():
+        frame[f"{name}_pred"] = fitted.decode(outputs[name][top], index[top])
+        frame[f"{name}_true"] = y[name].iloc[top].to_numpy()
+    frame["loss"] = row_loss[top].astype(np.float64)
+    return frame
 
 
 class MultitaskScorer:

@@ -15,7 +15,13 @@ import torch
 import torchvision
 from torch import nn
 
-__all__ = ["SimpleCNN", "MultiTaskModule", "build_backbone", "has_pretrained_weights"]
+__all__ = [
+    "SimpleCNN",
+    "MultiTaskModule",
+    "build_backbone",
+    "has_pretrained_weights",
+    "is_torchvision_classifier",
+]
 
 #: Normalisation used when the weights carry none (ImageNet statistics).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -126,6 +132,22 @@ def has_pretrained_weights(backbone, weights):
     return not (isinstance(backbone, nn.Module) or backbone == "simple_cnn")
 
 
+def is_torchvision_classifier(module):
+    """Whether ``module`` is one of torchvision's classification models (it ends in a classifier).
+
+    Examples
+    --------
+    >>> import torchvision
+    >>> is_torchvision_classifier(torchvision.models.resnet18())
+    True
+    >>> is_torchvision_classifier(SimpleCNN())
+    False
+    """
+    name = type(module).__module__
+    detection = ("detection", "segmentation", "video", "optical_flow")
+    return name.startswith("torchvision.models.") and name.split(".")[2] not in detection
+
+
 def build_backbone(backbone, weights=None, image_size=(224, 224)):
     """The feature extractor, its feature size and its input normalisation.
 
@@ -134,7 +156,10 @@ def build_backbone(backbone, weights=None, image_size=(224, 224)):
     backbone : str or nn.Module
         ``"simple_cnn"``, a classification model name of torchvision's registry
         (``torchvision.models.list_models(module=torchvision.models)``), or a module
-        mapping ``(N, 3, H, W)`` float images to feature vectors (it is copied).
+        mapping ``(N, 3, H, W)`` float images to feature vectors (it is copied). A
+        torchvision classification model given as an instance (``resnet18()``)
+        loses its classifier, as a registry name does: its last linear layer
+        becomes the identity.
     weights : str, path or None
         torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) for a registry
         backbone, or a local state-dict file for any backbone, or None. ``"DEFAULT"``
@@ -163,6 +188,8 @@ def build_backbone(backbone, weights=None, image_size=(224, 224)):
                     "path of a local state-dict file"
                 )
             _load_weights_file(module, weights, label)
+        if is_torchvision_classifier(module):
+            module = _strip_classifier(module, label)
     elif backbone in torchvision.models.list_models(module=torchvision.models):
         model, normalisation = _registry_model(backbone, weights)
         module, label = _strip_classifier(model, backbone), backbone

@@ -41,8 +41,11 @@ __all__ = [
     "plot_history",
     "plot_lr_find",
     "plot_lr_schedule",
+    "plot_regression",
     "plot_top_losses",
+    "regression_figure",
     "show_batch",
+    "top_losses_figure",
 ]
 
 #: The history metric plotted per task kind.
@@ -88,6 +91,27 @@ def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
     check_is_fitted(estimator)
     _check_positive(ncols, "ncols")
     top = estimator.top_losses(X, y, k=k, task=task)
+    ranked_by = "combined loss" if task is None else f"{task} loss"
+    return top_losses_figure(estimator, X, top, ranked_by, ncols)
+
+
+def top_losses_figure(estimator, X, top, ranked_by="combined loss", ncols=3):
+    """The figure of :func:`plot_top_losses` from a computed ``top_losses`` table.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+    X : image input the table was computed on
+    top : DataFrame
+        As returned by :meth:`MultiTaskImageEstimator.top_losses`.
+    ranked_by : str, default="combined loss"
+        What the rows are ranked by, for the title.
+    ncols : int, default=3
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     references = top["image"].to_numpy()
     if is_pixel_array(X):  # references are positions in the array
         sources = X[references.astype(np.intp)]
@@ -96,7 +120,6 @@ def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
             pd.Series(references, dtype=object), image_root=estimator.image_root
         )
     titles = [_top_loss_title(estimator.tasks_, row) for _, row in top.iterrows()]
-    ranked_by = "combined loss" if task is None else f"{task} loss"
     dataset = ImageDataset(sources, image_size=estimator.image_size_)
     return _image_grid(dataset, titles, ncols, f"Largest {ranked_by} (prediction/truth)")
 
@@ -251,12 +274,55 @@ def plot_confusion_matrix(estimator, X, y, task, normalize=None):
         order of the task's ``classes_``.
     """
     check_is_fitted(estimator)
-    fitted = _classification_task(estimator, task)
-    predicted = estimator.predict(X)[task]
-    truth = check_targets(y, estimator.tasks_, len(predicted))
-    if task not in truth.columns:
-        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
-    return _confusion_figure(fitted, truth[task], predicted, normalize)
+    fitted = _fitted_task(estimator, task, CLASSIFICATION, "a confusion matrix")
+    return _confusion_figure(fitted, *_truth_and_prediction(estimator, X, y, task), normalize)
+
+
+def plot_regression(estimator, X, y, task):
+    """Predicted against true values of one regression task, and the residuals.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+    X : image input, as for ``fit``
+    y : DataFrame or Series
+        True targets, with a column for ``task``; missing cells are left out.
+    task : hashable
+        A regression task of the estimator.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes: predicted against true (with the diagonal), and the residual
+        (true - predicted) against the prediction, both in the target's units.
+    """
+    check_is_fitted(estimator)
+    _fitted_task(estimator, task, REGRESSION, "a predicted-against-true plot")
+    return regression_figure(task, *_truth_and_prediction(estimator, X, y, task))
+
+
+def regression_figure(name, truth, predicted):
+    """The figure of :func:`plot_regression` from true and predicted Series."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import PredictionErrorDisplay
+
+    labelled = truth.notna().to_numpy()
+    if not labelled.any():
+        raise ValueError(f"y has no labelled cell for task {name!r}")
+    true = truth.to_numpy(dtype=float)[labelled]
+    pred = predicted.to_numpy(dtype=float)[labelled]
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    kinds = (
+        ("actual_vs_predicted", "true against predicted"),
+        ("residual_vs_predicted", "residuals"),
+    )
+    for ax, (kind, title) in zip(fig.subplots(1, 2), kinds, strict=True):
+        PredictionErrorDisplay.from_predictions(
+            true, pred, kind=kind, ax=ax, subsample=2000, random_state=0
+        )
+        ax.set_title(f"{name}: {title}", fontsize=10)
+    fig.suptitle(f"{name}: {int(labelled.sum())} labelled images")
+    return fig
 
 
 def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
@@ -363,15 +429,23 @@ def _image_grid(dataset, titles, ncols, suptitle):
     return fig
 
 
-def _classification_task(estimator, task):
+def _fitted_task(estimator, task, kind, figure):
+    """The fitted task named ``task``, which ``figure`` needs to be of ``kind``."""
     if task not in estimator.tasks_:
         raise ValueError(f"unknown task {task!r}; tasks are {list(estimator.tasks_)}")
     fitted = estimator.tasks_[task]
-    if fitted.kind != CLASSIFICATION:
-        raise ValueError(
-            f"task {task!r} is a {fitted.kind}; a confusion matrix needs a classification task"
-        )
+    if fitted.kind != kind:
+        raise ValueError(f"task {task!r} is a {fitted.kind}; {figure} needs a {kind} task")
     return fitted
+
+
+def _truth_and_prediction(estimator, X, y, task):
+    """``task``'s column of ``y`` and its prediction for ``X``, as Series."""
+    predicted = estimator.predict(X)[task]
+    truth = check_targets(y, estimator.tasks_, len(predicted))
+    if task not in truth.columns:
+        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
+    return truth[task], predicted
 
 
 def _confusion_figure(task, truth, predicted, normalize=None):

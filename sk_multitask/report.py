@@ -17,7 +17,7 @@ Examples
 >>> with tempfile.TemporaryDirectory() as folder:
 ...     path = write_report(est, df, y, os.path.join(folder, "report.html"), k=4)
 ...     path.name, path.read_text().count("data:image/png;base64,")
-('report.html', 4)
+('report.html', 5)
 """
 
 from __future__ import annotations
@@ -26,11 +26,19 @@ import base64
 import html
 import io
 import pathlib
+import platform
 
-from .plotting import _confusion_figure, plot_history, plot_top_losses
+import pandas as pd
+
+from . import __version__
+from .metrics import evaluate_tasks, per_class_metrics, top_loss_table
+from .plotting import _confusion_figure, plot_history, regression_figure, top_losses_figure
 from .tasks import CLASSIFICATION, REGRESSION, check_targets
 
 __all__ = ["figure_to_png_bytes", "write_report"]
+
+#: Packages whose versions the report names, besides sk-multitask and Python.
+_PACKAGES = ("torch", "torchvision", "skorch", "sklearn", "pandas", "numpy")
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
@@ -62,11 +70,15 @@ def figure_to_png_bytes(fig, dpi=100):
 def write_report(estimator, X, y, path, k=9):
     """Write an HTML report of the model's per-task performance on ``X``, ``y``.
 
-    The report holds the per-task metrics table (:meth:`evaluate
-    <sk_multitask.MultiTaskImageEstimator.evaluate>`), the training history, a
-    confusion matrix for each classification task of ``y`` with a labelled cell, and
-    the ``k`` images with the largest combined loss. Figures are embedded as PNG
-    data: the file needs nothing else to open.
+    The report holds the versions it was made with, the data sizes (rows and labelled
+    cells per task in training, validation and the evaluated data), the per-task
+    metrics table (:meth:`evaluate <sk_multitask.MultiTaskImageEstimator.evaluate>`)
+    and the per-class one of the classification tasks, the training history (figure
+    and epoch table), a confusion matrix for each classification task of ``y`` and a
+    predicted-against-true plot with residuals for each regression task, the ``k``
+    images with the largest combined loss, and the estimator's parameters. The
+    network runs once over ``X``. Figures are embedded as PNG data: the file needs
+    nothing else to open.
 
     Parameters
     ----------
@@ -84,27 +96,50 @@ def write_report(estimator, X, y, path, k=9):
     pathlib.Path
         ``path``.
     """
-    metrics = estimator.evaluate(X, y)
-    predictions = estimator.predict(X)
-    y = check_targets(y, estimator.tasks_, len(predictions))
+    outputs, index = estimator.forward(X)
+    y = check_targets(y, estimator.tasks_, len(index))
+    tasks = {name: estimator.tasks_[name] for name in y.columns}
+    metrics = evaluate_tasks(tasks, outputs, y)
     sections = [
+        _section("Data", _table(_sizes(estimator, y))),
         _section(
             "Metrics per task",
             "<p>Each task on its labelled cells only; mae and rmse in the target's units.</p>\n"
-            + metrics.to_html(float_format=_format_float, na_rep=""),
+            + _table(metrics),
         ),
-        _section("Training history", _image(plot_history(estimator), "training history")),
     ]
-    for name in y.columns:
-        task = estimator.tasks_[name]
-        if task.kind == CLASSIFICATION and y[name].notna().any():
-            figure = _confusion_figure(task, y[name], predictions[name])
-            sections.append(
-                _section(f"Confusion matrix: {name}", _image(figure, f"{name} confusion matrix"))
+    if any(task.kind == CLASSIFICATION for task in tasks.values()):
+        sections.append(
+            _section(
+                "Metrics per class",
+                "<p>One class against the rest; roc_auc from the predicted probability.</p>\n"
+                + _table(per_class_metrics(tasks, outputs, y)),
             )
-    top_losses = plot_top_losses(estimator, X, y, k=k)
-    sections.append(_section("Largest losses", _image(top_losses, "images with the largest loss")))
-    tasks = ", ".join(_describe(name, task) for name, task in estimator.tasks_.items())
+        )
+    sections.append(
+        _section(
+            "Training history",
+            _image(plot_history(estimator), "training history") + _table(_epochs(estimator)),
+        )
+    )
+    for name, task in tasks.items():
+        if not y[name].notna().any():
+            continue
+        predicted = task.decode(outputs[name], index)
+        if task.kind == CLASSIFICATION:
+            figure, title = _confusion_figure(task, y[name], predicted), "Confusion matrix"
+        else:
+            figure, title = regression_figure(name, y[name], predicted), "Predicted and true"
+        sections.append(_section(f"{title}: {name}", _image(figure, f"{name} {title.lower()}")))
+    top = top_loss_table(estimator, X, y, outputs, index, k=k)
+    sections.append(
+        _section("Largest losses", _image(top_losses_figure(estimator, X, top), "largest losses"))
+    )
+    parameters = pd.DataFrame(
+        {"value": {name: repr(v) for name, v in estimator.get_params(deep=False).items()}}
+    )
+    sections.append(_section("Parameters", _table(parameters)))
+    described = ", ".join(_describe(name, task) for name, task in estimator.tasks_.items())
     document = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -114,8 +149,8 @@ def write_report(estimator, X, y, path, k=9):
 </head>
 <body>
 <h1>Model report</h1>
-<p>{len(predictions)} images. Tasks: {html.escape(tasks)}.</p>
-<pre>{html.escape(repr(estimator))}</pre>
+<p>{len(index)} images. Tasks: {html.escape(described)}.</p>
+<p>{html.escape(_versions())}</p>
 {"".join(sections)}
 </body>
 </html>
@@ -123,6 +158,35 @@ def write_report(estimator, X, y, path, k=9):
     path = pathlib.Path(path)
     path.write_text(document, encoding="utf-8")
     return path
+
+
+def _versions():
+    import importlib
+
+    versions = [f"sk-multitask {__version__}", f"Python {platform.python_version()}"]
+    for name in _PACKAGES:
+        module = importlib.import_module(name)
+        versions.append(f"{'scikit-learn' if name == 'sklearn' else name} {module.__version__}")
+    return "Made with " + ", ".join(versions) + "."
+
+
+def _sizes(estimator, y):
+    """Rows and labelled cells per task: training, validation (as fitted), evaluated."""
+    sizes = estimator.data_sizes_.copy()
+    evaluated = y.notna().sum().reindex(sizes.index[1:])
+    sizes["evaluated"] = [len(y), *evaluated.fillna(0).astype(int).tolist()]
+    return sizes
+
+
+def _epochs(estimator):
+    """The history as a table: epoch, the losses, each task's metrics, duration."""
+    rows = [{k: v for k, v in row.items() if k != "batches"} for row in estimator.history_]
+    frame = pd.DataFrame(rows).set_index("epoch")
+    return frame[[c for c in frame.columns if not c.endswith("_best")]]
+
+
+def _table(frame):
+    return frame.to_html(float_format=_format_float, na_rep="")
 
 
 def _describe(name, task):

@@ -31,6 +31,10 @@ LABEL_SETS = (list, tuple, set, frozenset)
 #: classification task; with more it is a regression (an integer ``age``).
 MAX_INTEGER_CLASSES = 20
 
+#: A classification target with more labelled cells than MAX_INTEGER_CLASSES and more
+#: classes than this fraction of them is taken for an identifier (a file name, an id).
+IDENTIFIER_CLASS_FRACTION = 0.9
+
 
 @dataclass(eq=False)
 class Task:
@@ -236,9 +240,7 @@ def fit_tasks(y, kinds=None):
         Task name to fitted :class:`Task`, in ``y``'s column order.
     """
     kinds = dict(kinds or {})
-    unknown = [name for name in kinds if name not in y.columns]
-    if unknown:
-        raise ValueError(f"tasks names {unknown} that are not columns of y {list(y.columns)}")
+    check_task_names(kinds, y.columns, "tasks")
     for name, kind in kinds.items():
         if kind not in TASK_KINDS:
             raise ValueError(
@@ -275,6 +277,14 @@ def _fit_encoder(name, kind, labelled):
                 f"target {name!r} has a single class {encoder.classes_[0]!r}; "
                 "a classification task needs at least two"
             )
+        n_classes, n_labelled = len(encoder.classes_), len(labelled)
+        if n_labelled > MAX_INTEGER_CLASSES and n_classes > IDENTIFIER_CLASS_FRACTION * n_labelled:
+            raise ValueError(
+                f"target {name!r} looks like an identifier, not a classification: "
+                f"{n_classes} classes for {n_labelled} labelled cells (e.g. "
+                f"{list(encoder.classes_[:3])}). Leave it out of y; if it is a number, "
+                f"pass tasks={{{name!r}: 'regression'}}"
+            )
         return encoder
     if not ptypes.is_numeric_dtype(labelled.dtype) or ptypes.is_bool_dtype(labelled.dtype):
         raise ValueError(
@@ -291,6 +301,106 @@ def _fit_encoder(name, kind, labelled):
             f"{np.abs(values).max():.3g}) overflow float64 arithmetic; rescale it"
         )
     return scaler
+
+
+def check_task_names(mapping, task_names, parameter):
+    """Refuse a per-task dict that names something that is not a task.
+
+    Every parameter keyed by task name (``tasks``, ``loss_weights``, the metrics of
+    :func:`~sk_multitask.metrics.multitask_scorer`...) calls this, so that a typo is
+    an error, never silently ignored.
+
+    Parameters
+    ----------
+    mapping : dict or None
+        Task name to anything.
+    task_names : iterable
+        The tasks (the columns of ``y``).
+    parameter : str
+        The parameter's name, for the message.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, the unknown keys and the tasks.
+
+    Examples
+    --------
+    >>> check_task_names({"age": 2.0}, ["age", "gender"], "loss_weights")
+    >>> check_task_names({"agge": 2.0}, ["age", "gender"], "loss_weights")
+    Traceback (most recent call last):
+    ...
+    ValueError: loss_weights names unknown tasks ['agge']; the tasks (columns of y) are ...
+    """
+    names = list(task_names)
+    unknown = [key for key in (mapping or {}) if key not in names]
+    if unknown:
+        raise ValueError(
+            f"{parameter} names unknown tasks {unknown}; the tasks (columns of y) are {names}"
+        )
+
+
+def check_not_inputs(y, image_col=None, valid_col=None):
+    """Refuse a ``y`` that holds the image column or the validation column of ``X``.
+
+    ``est.fit(df, df)`` or ``y = df.drop(columns="filename")`` would otherwise train a
+    head on the file names or on the validation marker.
+
+    Parameters
+    ----------
+    y : DataFrame
+    image_col : hashable, optional
+        The column of ``X`` holding the image paths (None: ``X`` is not a DataFrame).
+    valid_col : hashable, optional
+        The boolean column of ``X`` marking validation rows, if any; a column named
+        ``"is_valid"`` counts as one whatever ``valid_split`` is.
+    """
+    for column, what in ((image_col, "the image column"), (valid_col, "the validation column")):
+        if column is not None and column in y.columns:
+            raise ValueError(
+                f"y holds {what} {column!r} of X as a target; pass the target columns "
+                f"only, e.g. y = df[[...]] or df.drop(columns=[{column!r}, ...])"
+            )
+    if "is_valid" in y.columns and ptypes.is_bool_dtype(y["is_valid"].dtype):
+        raise ValueError(
+            "y holds a boolean column 'is_valid', which marks validation rows, as a "
+            "target; leave it out of y (and pass valid_split='is_valid' to use it), or "
+            "rename it if it really is a target"
+        )
+
+
+def data_sizes(targets, task_names, **parts):
+    """How many rows, and labelled cells of each task, each part of the data has.
+
+    Parameters
+    ----------
+    targets : ndarray (N, n_tasks)
+        Encoded targets, NaN where missing (:func:`encode_targets`).
+    task_names : list
+    **parts : array of row positions, or None
+        E.g. ``train=..., valid=...``; None: an empty part.
+
+    Returns
+    -------
+    DataFrame
+        Index ``rows`` then the task names; one integer column per part.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> targets = np.array([[0.0, np.nan], [1.0, 0.5], [np.nan, 0.1]])
+    >>> data_sizes(targets, ["color", "area"], train=[0, 1], valid=[2])
+           train  valid
+    rows       2      1
+    color      2      0
+    area       1      1
+    """
+    columns = {}
+    for part, rows in parts.items():
+        rows = np.asarray([] if rows is None else rows, dtype=np.intp)
+        labelled = ~np.isnan(targets[rows]).reshape(len(rows), len(task_names))
+        columns[part] = [len(rows), *labelled.sum(axis=0).tolist()]
+    return pd.DataFrame(columns, index=["rows", *task_names])
 
 
 def encode_targets(y, tasks):

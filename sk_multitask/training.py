@@ -17,7 +17,6 @@ from the estimator's parameters by :func:`build_net`:
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import hashlib
 import json
@@ -30,14 +29,14 @@ import numpy as np
 import pandas as pd
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback, EarlyStopping, LRScheduler, ProgressBar
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from skorch.dataset import unpack_data
 from skorch.helper import predefined_split
 from skorch.history import History
 from skorch.utils import TeeGenerator
 from torch.optim import lr_scheduler
 
-from .callbacks import TaskScoring
+from .callbacks import TaskScoring, copy_callbacks, epoch_table, progress_bar
 from .weighting import DynamicWeightAverage
 
 __all__ = [
@@ -619,21 +618,18 @@ def build_net(
                 EarlyStop(estimator.monitor, estimator.patience, start_epoch=start_epoch),
             )
         )
+    # A last batch of 1 would break BatchNorm; shuffling still uses every row.
+    drop_last = n_train > estimator.batch_size
     if estimator.verbose:
-        callbacks.append(("progress_bar", ProgressBar()))
-    callbacks += copy.deepcopy(estimator.callbacks or [])
+        n_valid = 0 if valid_set is None else len(valid_set)
+        callbacks.append(
+            ("progress_bar", progress_bar(n_train, n_valid, estimator.batch_size, drop_last))
+        )
+    callbacks += copy_callbacks(estimator.callbacks)
     if estimator.checkpoint_dir is not None:
         callbacks.append(
             ("checkpoint", EpochCheckpoint(os.fspath(estimator.checkpoint_dir), fingerprint))
         )
-    shown = {"train_loss", "valid_loss", "lr", *scoring.metric_keys("valid")}
-    hidden = [f"{name}_weight" for name in tasks] + [
-        f"{prefix}_{name}_{metric}"
-        for prefix in ("train", "valid")
-        for name in tasks
-        for metric in ("loss", "acc", "mae", "rmse", "f1")
-        if f"{prefix}_{name}_{metric}" not in shown
-    ] + ["backbone_lr"]
     loader = {"num_workers": num_workers, "pin_memory": device.startswith("cuda")}
     if num_workers:
         loader["persistent_workers"] = True
@@ -658,12 +654,11 @@ def build_net(
         batch_size=estimator.batch_size,
         train_split=None if valid_set is None else predefined_split(valid_set),
         callbacks=callbacks,
-        # A last batch of 1 would break BatchNorm; shuffling still uses every row.
-        iterator_train__drop_last=n_train > estimator.batch_size,
+        iterator_train__drop_last=drop_last,
         iterator_train__shuffle=True,
         **{f"iterator_train__{k}": v for k, v in loader.items()},
         **{f"iterator_valid__{k}": v for k, v in loader.items()},
-        callbacks__print_log__keys_ignored=hidden,
+        callbacks__print_log=epoch_table(tasks, validation=valid_set is not None),
         device=device,
         verbose=estimator.verbose,
     )

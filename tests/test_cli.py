@@ -1,6 +1,8 @@
 """The command line, end to end through subprocesses, as a user runs it."""
 
+import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -174,6 +176,150 @@ def test_help_everywhere(command, capsys):
     assert f"sk-multitask {command}" in capsys.readouterr().out
 
 
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: resnet18)", "(default: 224)", "(default: 0.2)"):
+        assert default in out
+    assert re.search(r"--num-workers NUM_WORKERS .*\(default: auto\)", out)
+
+
+def test_model_saved_by_fit_has_absolute_images_and_is_quiet(workspace, tmp_path, monkeypatch):
+    root, df, _ = workspace
+    data = root / "data.csv"
+    monkeypatch.chdir(root)
+    args = ["fit", "data.csv", "--images", "images", "--targets", "color", "--model", "m.joblib"]
+    small = ["--backbone", "simple_cnn", "--weights", "none", "--image-size", "16"]
+    assert main([*args, *small, "--epochs", "1", "--valid-split", "none"]) == 0
+    model = joblib.load(root / "m.joblib")
+    assert model.image_root == str(root / "images") and model.verbose == 0
+
+    monkeypatch.chdir(tmp_path)  # predict from another folder
+    assert main(["predict", str(data), "--model", str(root / "m.joblib"), "--out", "p.csv"]) == 0
+    assert len(pd.read_csv(tmp_path / "p.csv")) == len(df)
+
+
+def test_predict_streams_csv_to_stdout(workspace, capsys):
+    root, df, _ = workspace
+    code = main(
+        ["predict", str(root / "data.csv"), "--model", str(root / "model.joblib"), "--out", "-"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    preds = pd.read_csv(io.StringIO(captured.out))  # stdout holds the table only
+    assert list(preds.columns) == ["filename", "color", "shape", "area"] and len(preds) == len(df)
+    assert "predictions written to -" in captured.err
+    assert not Path("-").exists()
+
+
+def test_predict_on_an_image_file_and_a_folder(workspace, tmp_path, capsys):
+    root, df, _ = workspace
+    model = joblib.load(root / "model.joblib")
+    image = root / "images" / "img_00003.jpg"
+    assert main(["predict", str(image), "--model", str(root / "model.joblib"), "--out", "-"]) == 0
+    one = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert one["filename"].tolist() == [str(image)]
+    assert one["shape"].iloc[0] == model.predict(df.iloc[[3]])["shape"].iloc[0]
+
+    out = tmp_path / "folder.json"
+    assert (
+        main(
+            [
+                "predict",
+                str(root / "images"),
+                "--model",
+                str(root / "model.joblib"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    records = json.loads(out.read_text())
+    assert [r["filename"] for r in records] == sorted(df["filename"])
+    assert records[3]["area"] == pytest.approx(model.predict(df.iloc[[3]])["area"].iloc[0])
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".json", ".csv"])
+def test_output_format_follows_the_extension(workspace, tmp_path, suffix):
+    root, df, _ = workspace
+    out = tmp_path / f"p{suffix}"
+    assert (
+        main(
+            [
+                "predict",
+                str(root / "data.csv"),
+                "--model",
+                str(root / "model.joblib"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    read = {".parquet": pd.read_parquet, ".json": pd.read_json, ".csv": pd.read_csv}[suffix]
+    assert read(out)["filename"].tolist() == df["filename"].tolist()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"just some text\n", b"filename,color\na.jpg,red\n", b""],
+    ids=["text", "csv", "empty"],
+)
+def test_a_model_option_that_is_no_model_file_ends_in_one_line(
+    workspace, tmp_path, content, capsys
+):
+    root, _, _ = workspace
+    bad = tmp_path / "model.joblib"
+    bad.write_bytes(content)
+    code = main(["predict", str(root / "data.csv"), "--model", str(bad), "--out", "p.csv"])
+    _assert_one_line_error(code, capsys.readouterr().err, "is not a model file saved by")
+
+
+def test_fit_to_an_unwritable_model_path_fails_before_training(workspace, capsys):
+    root, _, _ = workspace
+    model = root / "data.csv" / "model.joblib"  # under a file: cannot be created
+    code = main(["fit", str(root / "data.csv"), "--targets", "color", "--model", str(model)])
+    captured = capsys.readouterr()
+    _assert_one_line_error(code, captured.err, "cannot write the model to .*model.joblib")
+    assert "epoch" not in captured.out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backbone", "simple_cnn", "--image-size", "16"], "pass --weights none"),
+        (["--valid-split", "flag"], "--valid-split flag names a column"),
+    ],
+)
+def test_errors_name_command_line_options(workspace, tmp_path, args, message, capsys):
+    root, _, _ = workspace
+    code = main(
+        [
+            "fit",
+            str(root / "data.csv"),
+            "--images",
+            str(root / "images"),
+            "--targets",
+            "color",
+            "--model",
+            str(tmp_path / "m.joblib"),
+            *args,
+        ]
+    )
+    _assert_one_line_error(code, capsys.readouterr().err, message)
+
+
+def test_unknown_output_format_and_images_to_evaluate_are_refused(workspace, capsys):
+    root, _, _ = workspace
+    model = str(root / "model.joblib")
+    code = main(["predict", str(root / "data.csv"), "--model", model, "--out", "p.xlsx"])
+    _assert_one_line_error(code, capsys.readouterr().err, "--out p.xlsx: unknown output format")
+    code = main(["evaluate", str(root / "images"), "--model", model, "--out", "ev"])
+    _assert_one_line_error(code, capsys.readouterr().err, "evaluate needs a CSV or parquet table")
+
+
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("sk-multitask")
     result = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
@@ -188,6 +334,23 @@ def test_demo_fits_evaluates_and_reports(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "validation metrics" in out
-    for name in ("model.joblib", "metrics.csv", "metrics.json", "report.html"):
+    for name in ("model.joblib", "metrics.csv", "metrics.json", "report.html", "data.csv"):
         assert (tmp_path / name).is_file(), name
-    assert set(joblib.load(tmp_path / "model.joblib").tasks_) == {"color", "shape", "area"}
+    model = joblib.load(tmp_path / "model.joblib")
+    assert set(model.tasks_) == {"color", "shape", "area"}
+    assert model.verbose == 0 and os.path.isabs(model.image_root)
+    # The CLI can be tried on the demo's data at once.
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "data.csv"),
+                "--model",
+                str(tmp_path / "model.joblib"),
+                "--out",
+                str(tmp_path / "p.csv"),
+            ]
+        )
+        == 0
+    )
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 80

@@ -14,6 +14,7 @@ from sk_multitask.data import (
     _array_image,
     as_size,
     load_image,
+    median_image_size,
     resolve_images,
     train_transform,
 )
@@ -317,8 +318,34 @@ def test_resolve_images_missing_files_counted(tmp_path):
 
 
 def test_resolve_images_one_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"'gone\.png'$"):
+    with pytest.raises(FileNotFoundError, match=r"'gone\.png'; set image_root to the folder"):
         resolve_images(["gone.png"])
+
+
+def test_missing_file_read_later_hints_at_image_root(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"gone\.png'; set image_root to the folder"):
+        load_image(tmp_path / "gone.png", 8)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_one_colour_image_array_is_refused_naming_both_readings(channels):
+    image = np.zeros((32, 32, channels), dtype=np.uint8)
+    with pytest.raises(
+        ValueError,
+        match=r"32 grayscale images of 32 x \d pixels, or one colour "
+        r"image\? Pass one colour image as img\[None\].*X\[\.\.\., None\]",
+    ):
+        resolve_images(image)
+    images, _ = resolve_images(image[None])
+    assert images.shape == (1, 32, 32, channels)
+
+
+def test_median_image_size_reads_a_sample_of_headers(tmp_path):
+    for i, (width, height) in enumerate([(20, 10), (22, 12), (40, 30), (24, 14), (26, 16)]):
+        Image.new("RGB", (width, height)).save(tmp_path / f"{i}.png")
+    paths = np.array([str(tmp_path / f"{i}.png") for i in range(5)], dtype=object)
+    assert median_image_size(paths) == (14, 24)
+    assert median_image_size(np.zeros((2, 9, 7, 3), dtype=np.uint8)) == (9, 7)
 
 
 @pytest.mark.parametrize(

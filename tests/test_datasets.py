@@ -2,6 +2,8 @@
 
 import os
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -88,6 +90,17 @@ def test_make_multitask_images_temporary_folder(tmp_path, monkeypatch):
     assert root.parent == tmp_path
     assert root.name.startswith("sk_multitask_")
     assert sorted(p.name for p in root.iterdir()) == list(df["filename"])
+
+
+def test_make_multitask_images_temporary_folder_is_removed_at_exit():
+    code = (
+        "import os; from sk_multitask.datasets import make_multitask_images; "
+        "root = make_multitask_images(3, image_size=8).attrs['image_root']; "
+        "assert len(os.listdir(root)) == 3; print(root)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not os.path.exists(result.stdout.strip())
 
 
 @pytest.mark.parametrize(

@@ -225,6 +225,17 @@ def test_a_user_module_as_backbone(image_set):
     assert backbone[0].weight.grad is None  # trained a copy
 
 
+def test_a_torchvision_model_instance_loses_its_classifier(image_set):
+    import torchvision
+
+    df = image_set.head(40)
+    backbone = torchvision.models.resnet18(weights=None)
+    est = small_estimator(df, backbone=backbone, max_epochs=1, valid_split=None)
+    est.fit(df, df[TARGETS])
+    assert est.net_.module_.heads[0].in_features == 512  # features, not 1000 logits
+    assert isinstance(backbone.fc, torch.nn.Linear)  # the user's model is left alone
+
+
 def test_a_torchvision_backbone_trains(image_set):
     df = image_set.head(40)
     est = small_estimator(df, backbone="resnet18", image_size=32, max_epochs=1, valid_split=None)
@@ -234,18 +245,32 @@ def test_a_torchvision_backbone_trains(image_set):
 
 
 def test_verbose_prints_the_epoch_table_with_task_metrics(image_set, capsys):
-    small_estimator(image_set, max_epochs=1, verbose=1).fit(image_set, image_set[TARGETS])
-    out = capsys.readouterr().out
-    header = next(line for line in out.splitlines() if "epoch" in line)
-    for column in (
+    # 128 training rows in batches of 48: the last batch (32) is dropped, so an epoch
+    # has 2 training batches and 1 validation batch.
+    est = small_estimator(image_set, max_epochs=2, batch_size=48, verbose=1)
+    est.fit(image_set, image_set[TARGETS])
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    header = next(line for line in lines if "epoch" in line)
+    columns = ["epoch", "train_loss", "valid_loss", "valid_color_acc", "valid_shape_acc"]
+    assert header.split() == [*columns, "valid_area_mae", "dur"]  # losses first, task order
+    assert max(len(line) for line in lines) <= 100
+    assert "\x1b[" not in captured.out  # no colour codes in a redirected log
+    assert "3/3" in captured.err and "/4" not in captured.err  # the progress bar's total
+
+
+def test_epoch_table_without_validation_shows_training_metrics(image_set, capsys):
+    est = small_estimator(image_set, max_epochs=1, valid_split=None, verbose=1)
+    est.fit(image_set, image_set[TARGETS])
+    header = next(line for line in capsys.readouterr().out.splitlines() if "epoch" in line)
+    assert header.split() == [
+        "epoch",
         "train_loss",
-        "valid_loss",
-        "valid_color_acc",
-        "valid_shape_acc",
-        "valid_area_mae",
-        "valid_area_rmse",
-    ):
-        assert column in header
+        "train_color_acc",
+        "train_shape_acc",
+        "train_area_mae",
+        "dur",
+    ]
 
 
 # -- bad input: a clear error naming the cause, nothing half fitted -------------------
@@ -330,7 +355,7 @@ def test_bad_input_raises_a_clear_error_and_fits_nothing(image_set, case):
     "params, match",
     [
         ({"tasks": {"area": "ordinal"}}, "unknown task kind 'ordinal' for target 'area'"),
-        ({"tasks": {"age": "regression"}}, "not columns of y"),
+        ({"tasks": {"age": "regression"}}, r"tasks names unknown tasks \['age'\]"),
         ({"loss_weights": {"age": 1.0}}, "loss_weights names unknown tasks"),
         ({"backbone": "resnet9000"}, "unknown backbone 'resnet9000'"),
         ({"max_epochs": 0}, "'max_epochs' parameter"),
@@ -525,3 +550,65 @@ def test_top_losses_and_evaluate_on_tiny_subsets(fitted, image_set):
     assert (table["n_labelled"] <= 3).all()
     with pytest.raises(NotFittedError):
         MultiTaskImageEstimator().top_losses(image_set, y, task="area")
+
+
+# -- a new user's mistakes: refused or warned, never silently wrong -------------------
+
+
+def test_one_colour_image_array_is_refused_with_the_fix(fitted, image_set):
+    image = np.array(Image.open(f"{image_set.attrs['image_root']}/img_00000.jpg"))
+    assert image.shape == (16, 16, 3)
+    with pytest.raises(ValueError, match=re.escape("img[None]")):
+        fitted.predict(image)
+    assert fitted.predict(image[None]).shape == (1, 3)
+    assert fitted.predict(np.stack([image[..., 0]] * 2)).shape == (2, 3)  # grayscale batch
+
+
+@pytest.mark.parametrize(
+    "make_y, params, match",
+    [
+        (lambda df: df, {}, "y holds the image column 'filename'"),
+        (lambda df: df.drop(columns="filename"), {}, "y holds the validation column 'is_valid'"),
+        (
+            lambda df: df.drop(columns="filename"),
+            {"valid_split": 0.2},
+            "y holds a boolean column 'is_valid'",
+        ),
+        (
+            lambda df: df[TARGETS].assign(id=[f"person {i}" for i in range(len(df))]),
+            {},
+            "target 'id' looks like an identifier",
+        ),
+    ],
+    ids=["fit(df, df)", "is_valid in y", "is_valid in y, fraction split", "identifier"],
+)
+def test_inputs_inside_y_are_refused(image_set, make_y, params, match):
+    est = small_estimator(image_set, **params)
+    with pytest.raises(ValueError, match=match):
+        est.fit(image_set, make_y(image_set))
+
+
+def test_images_much_smaller_than_image_size_warn_with_their_size(image_set):
+    df = image_set.head(24)
+    est = small_estimator(df, image_size=40, max_epochs=1, valid_split=None)
+    with pytest.warns(UserWarning, match="images are about 16x16 pixels .* image_size=40"):
+        est.fit(df, df[TARGETS])
+
+
+def test_transform_gives_features_for_a_pipeline(image_set):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    df = image_set[image_set["color"].notna()]
+    features = small_estimator(df, max_epochs=1)
+    pipe = make_pipeline(features, LogisticRegression(max_iter=500)).fit(df, df["color"])
+
+    fitted_features = pipe[0]
+    X = fitted_features.transform(df.head(5))
+    assert X.shape == (5, 256) and X.dtype == np.float32
+    names = pipe[:-1].get_feature_names_out()
+    assert len(names) == 256 and names[0] == "multitaskimageestimator0"
+    assert set(pipe.predict(df.head(5))) <= set(df["color"])
+    assert pipe.score(df, df["color"]) > 0.3  # 5 classes: features carry the colour
+    frame = fitted_features.set_output(transform="pandas").transform(df.head(2))
+    assert list(frame.columns) == list(names) and frame.index.equals(df.head(2).index)

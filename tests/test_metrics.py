@@ -2,7 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TARGETS, small_estimator
-from sklearn.metrics import balanced_accuracy_score, mean_absolute_error
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    mean_absolute_error,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 from sk_multitask.metrics import multitask_scorer, task_scores
 
@@ -65,3 +70,32 @@ def test_scores_of_a_bool_target_with_missing_cells(image_set):
 
     assert est.score(image_set, y) == pytest.approx(expected)
     assert est.evaluate(image_set, y).loc["big", "accuracy"] == pytest.approx(expected)
+
+
+def test_unknown_task_in_scorer_metrics_is_refused(fitted, image_set):
+    scorer = multitask_scorer({"nope": "r2"})
+    with pytest.raises(ValueError, match=r"metrics names unknown tasks \['nope'\]"):
+        scorer(fitted, image_set, image_set[TARGETS])
+
+
+def test_evaluate_per_class_matches_scikit_learn(fitted, image_set):
+    y = image_set[TARGETS]
+    table = fitted.evaluate(image_set, y, per_class=True)
+
+    assert list(table.columns) == ["precision", "recall", "f1", "support", "roc_auc"]
+    assert list(table.index.get_level_values("task").unique()) == ["color", "shape"]
+    labelled = y["shape"].notna()
+    truth = y.loc[labelled, "shape"]
+    predicted = fitted.predict(image_set)["shape"][labelled]
+    classes = ["circle", "square", "triangle"]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, labels=classes, zero_division=0.0
+    )
+    shape = table.loc["shape"]
+    assert shape["precision"].to_numpy() == pytest.approx(precision)
+    assert shape["recall"].to_numpy() == pytest.approx(recall)
+    assert shape["f1"].to_numpy() == pytest.approx(f1)
+    assert shape["support"].tolist() == support.tolist()
+    proba = fitted.predict_proba(image_set)["shape"][labelled]
+    expected_auc = roc_auc_score(truth == "square", proba["square"])
+    assert shape.loc["square", "roc_auc"] == pytest.approx(expected_auc)

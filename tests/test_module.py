@@ -16,6 +16,7 @@ from sk_multitask.module import (
     SimpleCNN,
     build_backbone,
     has_pretrained_weights,
+    is_torchvision_classifier,
 )
 
 SIZE = (32, 32)
@@ -66,6 +67,17 @@ def test_mobilenet_feature_size_matches_forward():
     # Only the last linear layer goes: the hidden one of the classifier stays.
     assert isinstance(module.classifier[-1], nn.Identity)
     assert isinstance(module.classifier[0], nn.Linear)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_torchvision_instance_loses_its_classifier_like_a_name(name):
+    model = torchvision.models.get_model(name, weights=None)
+    module, n_features, _ = build_backbone(model, None, SIZE)
+    _, n_registry, _ = build_backbone(name, None, SIZE)
+    assert n_features == n_registry != 1000
+    assert module(torch.zeros(2, 3, *SIZE)).shape == (2, n_features)
+    assert is_torchvision_classifier(model) and not is_torchvision_classifier(SimpleCNN())
+    assert [type(m) for m in model.modules()][-1] is nn.Linear  # the user's model unchanged
 
 
 def test_user_module_copied_not_mutated():

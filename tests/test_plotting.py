@@ -16,6 +16,7 @@ from sk_multitask.data import load_image
 from sk_multitask.plotting import (
     plot_confusion_matrix,
     plot_history,
+    plot_regression,
     plot_top_losses,
     show_batch,
 )
@@ -167,6 +168,24 @@ def test_confusion_matrix_leaves_out_classes_unseen_in_training(fitted, image_se
 def test_confusion_matrix_refuses_what_it_cannot_draw(fitted, image_set, task, y_columns, message):
     with pytest.raises(ValueError, match=message):
         plot_confusion_matrix(fitted, image_set, image_set[y_columns], task)
+
+
+def test_regression_plot_shows_labelled_cells_against_predictions(fitted, image_set):
+    y = image_set[TARGETS]
+    labelled = y["area"].notna().to_numpy()
+    predicted = fitted.predict(image_set)["area"].to_numpy()[labelled]
+
+    fig = plot_regression(fitted, image_set, y, "area")
+
+    truth_ax, residual_ax = fig.axes
+    x, true = truth_ax.collections[0].get_offsets().T
+    assert sorted(x) == pytest.approx(sorted(predicted))
+    assert sorted(true) == pytest.approx(sorted(y["area"].to_numpy()[labelled]))
+    _, residuals = residual_ax.collections[0].get_offsets().T
+    assert sorted(residuals) == pytest.approx(sorted(y["area"].to_numpy()[labelled] - predicted))
+    assert fig.get_suptitle() == f"area: {labelled.sum()} labelled images"
+    with pytest.raises(ValueError, match="a predicted-against-true plot needs a regression task"):
+        plot_regression(fitted, image_set, y, "shape")
 
 
 def test_show_batch_titles_each_image_with_its_labels(fitted, image_set):

@@ -2,10 +2,13 @@ import base64
 import io
 import re
 
+import sklearn
+import torch
 from conftest import TARGETS
 from matplotlib.figure import Figure
 from PIL import Image
 
+from sk_multitask import __version__
 from sk_multitask.report import figure_to_png_bytes, write_report
 
 
@@ -23,9 +26,10 @@ def test_report_is_one_html_file_with_metrics_and_embedded_figures(fitted, image
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")
     assert "<table" in text and "balanced_accuracy" in text and "<th>area</th>" in text
-    # history, one confusion matrix per classification task, top losses
-    assert text.count("data:image/png;base64,") == 4
+    # history, one confusion matrix per classification task, area's plot, top losses
+    assert text.count("data:image/png;base64,") == 5
     assert text.count("<h2>Confusion matrix:") == 2
+    assert "<h2>Predicted and true: area</h2>" in text
     for image in embedded_images(text):
         image.load()
         assert image.format == "PNG" and image.width > 100 and image.height > 100
@@ -38,8 +42,45 @@ def test_report_on_a_regression_target_has_no_confusion_matrix(fitted, image_set
     path = write_report(fitted, image_set, image_set[["area"]], tmp_path / "area.html", k=2)
 
     text = path.read_text(encoding="utf-8")
-    assert "Confusion matrix" not in text
-    assert len(embedded_images(text)) == 2
+    assert "Confusion matrix" not in text and "Metrics per class" not in text
+    assert "<h2>Predicted and true: area</h2>" in text
+    assert len(embedded_images(text)) == 3  # history, predicted and true, top losses
+
+
+def test_report_names_versions_sizes_epochs_classes_and_parameters(fitted, image_set, tmp_path):
+    y = image_set[TARGETS]
+    text = write_report(fitted, image_set, y, tmp_path / "report.html", k=2).read_text()
+
+    for version in (
+        f"sk-multitask {__version__}",
+        f"torch {torch.__version__}",
+        f"scikit-learn {sklearn.__version__}",
+    ):
+        assert version in text
+    sizes = re.search(r"<h2>Data</h2>(.*?)</table>", text, re.S).group(1)
+    n_valid = int(image_set["is_valid"].sum())
+    cells = ["rows", len(image_set) - n_valid, n_valid, len(image_set)]
+    assert re.search(r"\s*".join(f"<t[hd]>{c}</t[hd]>" for c in cells), sizes)
+    labelled = ["area", *fitted.data_sizes_.loc["area"], y["area"].notna().sum()]
+    assert re.search(r"\s*".join(f"<t[hd]>{c}</t[hd]>" for c in labelled), sizes)
+    per_class = re.search(r"<h2>Metrics per class</h2>(.*?)</table>", text, re.S).group(1)
+    assert "roc_auc" in per_class and "triangle" in per_class and "purple" in per_class
+    history = re.search(r"<h2>Training history</h2>(.*?)</table>", text, re.S).group(1)
+    assert "valid_color_acc" in history and "valid_area_mae" in history
+    assert "<th>max_epochs</th>" in text and "<td>'simple_cnn'</td>" in text
+
+
+def test_report_runs_the_network_once(fitted, image_set, tmp_path, monkeypatch):
+    calls = []
+    forward_iter = fitted.net_.forward_iter
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return forward_iter(*args, **kwargs)
+
+    monkeypatch.setattr(fitted.net_, "forward_iter", counted)
+    write_report(fitted, image_set, image_set[TARGETS], tmp_path / "report.html", k=2)
+    assert len(calls) == 1
 
 
 def test_figure_to_png_bytes_renders_at_the_given_dpi():

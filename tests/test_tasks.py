@@ -9,6 +9,7 @@ from sk_multitask.tasks import (
     MAX_INTEGER_CLASSES,
     MULTILABEL,
     REGRESSION,
+    check_task_names,
     encode_targets,
     fit_tasks,
     infer_task_kind,
@@ -117,7 +118,7 @@ def test_fit_tasks_rejects_unknown_kind():
 
 def test_fit_tasks_rejects_kinds_for_absent_column():
     y = pd.DataFrame({"a": [1, 2]})
-    with pytest.raises(ValueError, match=r"tasks names \['b'\] that are not columns of y"):
+    with pytest.raises(ValueError, match=r"tasks names unknown tasks \[.b.\]"):
         fit_tasks(y, kinds={"b": REGRESSION})
 
 
@@ -349,3 +350,20 @@ def test_multilabel_unseen_label_is_an_error_naming_it():
     task = fit_tasks(TAGS.to_frame())["tags"]
     with pytest.raises(ValueError, match="target 'tags' has labels not seen in fit: \\['fish'\\]"):
         task.encode(pd.Series([["cat", "fish"]]))
+
+
+def test_identifier_column_is_refused_but_many_classes_with_repeats_are_fine():
+    names = pd.DataFrame({"id": [f"img_{i}.jpg" for i in range(40)]})
+    with pytest.raises(ValueError, match="'id' looks like an identifier.*: 40 classes for 40 "):
+        fit_tasks(names)
+    repeated = pd.DataFrame({"breed": [f"breed {i % 30}" for i in range(40)]})
+    assert fit_tasks(repeated)["breed"].n_outputs == 30
+
+
+def test_check_task_names_names_the_parameter_and_the_tasks():
+    check_task_names(None, ["a"], "class_weight")
+    check_task_names({"a": 1}, ["a", "b"], "class_weight")
+    with pytest.raises(
+        ValueError, match=r"class_weight names unknown tasks \['c'\]; .* \['a', 'b'\]"
+    ):
+        check_task_names({"a": 1, "c": 2}, ["a", "b"], "class_weight")

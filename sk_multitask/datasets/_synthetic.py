@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from numbers import Integral, Real
 
@@ -82,8 +84,10 @@ def make_multitask_images(
         Fraction of target cells made missing, independently per cell (at least one
         cell of each target stays labelled).
     path : str or path, default=None
-        Folder to write the images into (created if needed); None: a new temporary
-        folder, which the caller may delete.
+        Folder to write the images into (created if needed), kept. None: a new
+        folder ``sk_multitask_*`` in the system's temporary folder
+        (:func:`tempfile.gettempdir`), deleted when the Python process exits; pass
+        ``path`` to keep the images for a later session.
     random_state : int, RandomState instance or None, default=None
 
     Returns
@@ -101,7 +105,11 @@ def make_multitask_images(
     ['filename', 'color', 'shape', 'area', 'is_valid']
     """
     rng = check_random_state(random_state)
-    root = tempfile.mkdtemp(prefix="sk_multitask_") if path is None else os.fspath(path)
+    if path is None:
+        root = tempfile.mkdtemp(prefix="sk_multitask_")
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+    else:
+        root = os.fspath(path)
     os.makedirs(root, exist_ok=True)
     rows = []
     for i in range(n_samples):

@@ -185,8 +185,8 @@ def _valid_split(value):
         return None if value.lower() == "none" else value
 
 
-def fit(args):
-    """Fit a model on a table of image paths and targets and save it with joblib."""
+def _data_and_estimator(args):
+    """The table, the targets and the estimator that the fit options describe."""
     data = read_table(args.data)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     y = _columns(data, targets, "targets")
@@ -194,7 +194,6 @@ def fit(args):
     valid_split = args.valid_col if args.valid_col else _valid_split(args.valid_split)
     if args.valid_col:
         _columns(data, [args.valid_col], "validation column")
-    _check_writable(args.model)
     est = MultiTaskImageEstimator(
         image_col=args.image_col,
         # Absolute: the saved model predicts from any working folder.
@@ -205,6 +204,13 @@ def fit(args):
         tasks=_task_kinds(args.tasks),
         max_epochs=args.epochs,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        freeze_epochs=args.freeze_epochs,
+        backbone_lr_scale=args.backbone_lr_scale,
+        early_stopping=args.early_stopping,
+        patience=args.patience,
+        monitor=args.monitor,
+        checkpoint_dir=args.checkpoint_dir,
         batch_size=args.batch_size,
         valid_split=valid_split,
         augment=args.augment,
@@ -213,11 +219,36 @@ def fit(args):
         random_state=args.seed,
         verbose=1,
     )
+    return data, y, est
+
+
+def fit(args):
+    """Fit a model on a table of image paths and targets and save it with joblib."""
+    data, y, est = _data_and_estimator(args)
+    _check_writable(args.model)
     start = time.perf_counter()
     est.fit(data, y)
     _save(est, args.model)
     kinds = ", ".join(f"{n} ({t.kind})" for n, t in est.tasks_.items())
     print(f"fitted {kinds} in {time.perf_counter() - start:.1f} s; model saved to {args.model}")
+    return 0
+
+
+def lr_find(args):
+    """Run the learning-rate range test of the fit the options describe; suggest a rate."""
+    data, y, est = _data_and_estimator(args)
+    if args.plot and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
+        raise CommandError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
+    result = est.lr_find(data, y, start_lr=args.start_lr, end_lr=args.end_lr, num_it=args.num_it)
+    history, suggested = result
+    with pd.option_context("display.width", 120):
+        print(history.iloc[:: max(1, len(history) // 12)].to_string(index=False))
+    if args.plot:
+        from .plotting import plot_lr_find  # matplotlib only when plotting
+
+        plot_lr_find(result).savefig(args.plot, dpi=100)
+        print(f"plot written to {args.plot}")
+    print(f"suggested learning rate: {suggested:.3g} (fit with --lr {suggested:.3g})")
     return 0
 
 
@@ -330,6 +361,55 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _auto_or(kind):
+    """An argparse type: ``auto``, or a value of ``kind``."""
+
+    def parse(value):
+        return "auto" if value == "auto" else kind(value)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _training_options(p):
+    """The data and training options that ``fit`` and ``lr-find`` share."""
+    p.add_argument("data", help="CSV or parquet file with an image column and target columns")
+    p.add_argument("--images", help="folder the image paths are relative to")
+    p.add_argument("--targets", required=True, help="comma-separated target columns")
+    p.add_argument("--image-col", default="filename", help="column with image paths")
+    p.add_argument("--valid-col", help="boolean column marking validation rows")
+    p.add_argument("--valid-split", default="0.2", help="validation fraction, or none")
+    p.add_argument("--tasks", help="task kinds overriding inference: age=regression,...")
+    p.add_argument("--backbone", default="resnet18", help="torchvision model name or simple_cnn")
+    p.add_argument("--weights", default="DEFAULT", help="torchvision weights, a .pth file, or none")
+    p.add_argument("--image-size", type=int, default=224, help="side images are resized to")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs, frozen ones included")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="(peak) learning rate of the heads")
+    p.add_argument(
+        "--lr-schedule", default="onecycle", choices=["onecycle", "cosine", "constant"],
+        help="learning rate over the fit, stepped per batch",
+    )
+    p.add_argument(
+        "--freeze-epochs", type=_auto_or(int), default="auto",
+        help="first epochs training the heads only (auto: 1 with pretrained weights)",
+    )
+    p.add_argument(
+        "--backbone-lr-scale", type=_auto_or(float), default="auto",
+        help="backbone rate / heads' rate (auto: 0.1 with pretrained weights)",
+    )
+    p.add_argument("--early-stopping", action="store_true", help="stop when --monitor stalls")
+    p.add_argument("--patience", type=int, default=5, help="epochs without improvement")
+    p.add_argument("--monitor", default="valid_loss", help="history key early stopping watches")
+    p.add_argument("--checkpoint-dir", help="checkpoint every epoch there; resume from it")
+    p.add_argument("--augment", action="store_true", help="augment training images")
+    p.add_argument(
+        "--num-workers", type=_num_workers, default="auto", help="image decoding processes, or auto"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or a torch device")
+    p.add_argument("--seed", type=int, default=None, help="random seed (none: not seeded)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="sk-multitask",
@@ -344,27 +424,17 @@ def build_parser():
         )
 
     p = command("fit", "fit a model on a CSV/parquet of image paths and targets")
-    p.add_argument("data", help="CSV or parquet file with an image column and target columns")
-    p.add_argument("--images", help="folder the image paths are relative to")
-    p.add_argument("--targets", required=True, help="comma-separated target columns")
+    _training_options(p)
     p.add_argument("--model", required=True, help="where to save the fitted model (joblib)")
-    p.add_argument("--image-col", default="filename", help="column with image paths")
-    p.add_argument("--valid-col", help="boolean column marking validation rows")
-    p.add_argument("--valid-split", default="0.2", help="validation fraction, or none")
-    p.add_argument("--tasks", help="task kinds overriding inference: age=regression,...")
-    p.add_argument("--backbone", default="resnet18", help="torchvision model name or simple_cnn")
-    p.add_argument("--weights", default="DEFAULT", help="torchvision weights, a .pth file, or none")
-    p.add_argument("--image-size", type=int, default=224, help="side images are resized to")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    p.add_argument("--augment", action="store_true", help="augment training images")
-    p.add_argument(
-        "--num-workers", type=_num_workers, default="auto", help="image decoding processes, or auto"
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or a torch device")
-    p.add_argument("--seed", type=int, default=None, help="random seed (none: not seeded)")
     p.set_defaults(run=fit)
+
+    p = command("lr-find", "the learning-rate range test: loss against rate, a suggested rate")
+    _training_options(p)
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate")
+    p.add_argument("--num-it", type=int, default=100, help="training batches")
+    p.add_argument("--plot", help="write the loss-against-rate figure there (.png, .pdf, .svg)")
+    p.set_defaults(run=lr_find)
 
     p = command("predict", "predict every target for a table, an image file or a folder")
     p.add_argument(
@@ -405,7 +475,10 @@ def main(argv=None):
         with warnings.catch_warnings():
             warnings.showwarning = show_warning
             return args.run(args)
-    except (CommandError, ValueError, TypeError, OSError, RuntimeError) as exc:
+    except KeyboardInterrupt:
+        print(f"sk-multitask {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, ValueError, TypeError, OSError, RuntimeError, ArithmeticError) as exc:
         message = as_options(_one_line(exc))
         print(f"sk-multitask {args.command}: error: {message}", file=sys.stderr)
         return 1
@@ -426,6 +499,13 @@ OPTIONS = {
     "tasks": "--tasks",
     "device": "--device",
     "lr": "--lr",
+    "lr_schedule": "--lr-schedule",
+    "freeze_epochs": "--freeze-epochs",
+    "backbone_lr_scale": "--backbone-lr-scale",
+    "early_stopping": "--early-stopping",
+    "patience": "--patience",
+    "monitor": "--monitor",
+    "checkpoint_dir": "--checkpoint-dir",
 }
 _ASSIGNMENT = re.compile(
     r"\b(" + "|".join(OPTIONS) + r")=(\{[^}]*\}|'[^']*'|\"[^\"]*\"|[^\s,;:)]+)"

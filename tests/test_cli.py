@@ -168,7 +168,7 @@ def test_bad_paths_and_columns_end_with_one_line(workspace, case, capsys):
     _assert_one_line_error(code, capsys.readouterr().err, message)
 
 
-@pytest.mark.parametrize("command", ["fit", "predict", "evaluate", "demo"])
+@pytest.mark.parametrize("command", ["fit", "lr-find", "predict", "evaluate", "demo"])
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
@@ -354,3 +354,52 @@ def test_demo_fits_evaluates_and_reports(tmp_path, capsys):
         == 0
     )
     assert len(pd.read_csv(tmp_path / "p.csv")) == 80
+
+
+def test_lr_find_prints_a_suggestion_and_plots(workspace, tmp_path, capsys):
+    root, _, _ = workspace
+    plot = tmp_path / "lr.png"
+    code = main([
+        "lr-find", str(root / "data.csv"), "--images", str(root / "images"),
+        "--targets", "color,area", "--backbone", "simple_cnn", "--image-size", "16",
+        "--batch-size", "16", "--num-it", "12", "--seed", "0", "--plot", str(plot),
+    ])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "smoothed_loss" in out
+    suggested = float(out.split("suggested learning rate: ")[1].split()[0])
+    assert 1e-7 <= suggested <= 10
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_takes_the_training_recipe_options(workspace, tmp_path, capsys):
+    root, _, _ = workspace
+    code = main([
+        "fit", str(root / "data.csv"), "--images", str(root / "images"), "--targets", "color,area",
+        "--valid-col", "is_valid", "--backbone", "simple_cnn", "--image-size", "16",
+        "--epochs", "3", "--lr-schedule", "cosine", "--freeze-epochs", "1",
+        "--backbone-lr-scale", "0.5", "--early-stopping", "--patience", "2",
+        "--monitor", "valid_color_acc", "--checkpoint-dir", str(tmp_path / "ckpt"),
+        "--model", str(tmp_path / "m.joblib"),
+    ])
+    assert code == 0, capsys.readouterr().err
+    model = joblib.load(tmp_path / "m.joblib")
+    params = model.get_params()
+    assert (params["lr_schedule"], params["freeze_epochs"], params["backbone_lr_scale"]) == (
+        "cosine", 1, 0.5
+    )
+    assert params["early_stopping"] and params["monitor"] == "valid_color_acc"
+    assert model.history_[0, "backbone_lr"] == 0.0  # the frozen epoch
+    assert (tmp_path / "ckpt" / "checkpoint.pt").exists()
+
+
+def test_a_bad_monitor_is_named_as_an_option(workspace, tmp_path, capsys):
+    root, _, _ = workspace
+    code = main([
+        "fit", str(root / "data.csv"), "--images", str(root / "images"), "--targets", "color",
+        "--backbone", "simple_cnn", "--image-size", "16", "--early-stopping",
+        "--monitor", "valid_nope_acc", "--model", str(tmp_path / "m.joblib"),
+    ])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "--monitor valid_nope_acc is not recorded" in err

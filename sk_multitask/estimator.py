@@ -22,19 +22,29 @@ from skorch.helper import predefined_split
 from torch import nn
 from tqdm.auto import tqdm
 
-from .callbacks import TaskScoring
+from .callbacks import TaskScoring, check_callbacks
 from .criterion import MaskedMultiTaskLoss
 from .data import (
     ImageDataset,
     as_size,
+    bad_image_log,
     decode_images,
     image_references,
     resolve_images,
+    screen_images,
     train_transform,
+    warn_skipped,
 )
 from .metrics import evaluate_tasks, task_scores
 from .module import MultiTaskModule, build_backbone
-from .tasks import CLASSIFICATION, check_targets, encode_targets, fit_tasks, target_frame
+from .tasks import (
+    CLASSIFICATION,
+    check_aligned,
+    check_targets,
+    encode_targets,
+    fit_tasks,
+    target_frame,
+)
 from .training import OPTIMIZERS, MultiTaskNet, seeded
 
 __all__ = ["MultiTaskImageEstimator"]
@@ -68,6 +78,17 @@ class MultiTaskImageEstimator(BaseEstimator):
         local state-dict file for any backbone, or None to start from random weights.
     image_size : int or (int, int), default=224
         Images are resized to this (height, width).
+    on_bad_image : {"raise", "skip"}, default="raise"
+        What an image file that is missing, empty, truncated or not an image does.
+        ``"raise"``: an error naming it. ``"skip"``: in ``fit`` its row is left out of
+        every task (``skipped_images_``); in ``predict`` and the other methods its row
+        of predictions is missing (NaN, None or ``pd.NA``). One
+        :class:`~sk_multitask.data.BadImageWarning` counts them and names the first
+        few. See ``docs/reliability.md``.
+    check_images : bool, default=False
+        Before training, open every image file's header (PIL ``verify``, no
+        decoding) so that a bad file fails the run in seconds (or is skipped), not
+        during an epoch. A truncated JPEG passes this check; it is found when decoded.
     tasks : dict, default=None
         Task name to ``"classification"`` or ``"regression"``, overriding inference.
     loss_weights : dict, default=None
@@ -120,6 +141,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         ``_rmse`` (regression, original units).
     image_size_ : (int, int)
         The (height, width) the network was trained on.
+    skipped_images_ : list of str
+        The image files left out of training (``on_bad_image="skip"``); empty when
+        every image was read.
 
     Examples
     --------
@@ -138,7 +162,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         "image_root": [str, os.PathLike, None],
         "backbone": [str, nn.Module],
         "weights": [str, os.PathLike, None],
-        "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, np.ndarray],
+        "on_bad_image": [StrOptions({"raise", "skip"})],
+        "check_images": ["boolean"],
         "tasks": [dict, None],
         "loss_weights": [dict, None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -163,6 +189,8 @@ class MultiTaskImageEstimator(BaseEstimator):
         backbone="resnet18",
         weights="DEFAULT",
         image_size=224,
+        on_bad_image="raise",
+        check_images=False,
         tasks=None,
         loss_weights=None,
         max_epochs=10,
@@ -184,6 +212,8 @@ class MultiTaskImageEstimator(BaseEstimator):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
+        self.on_bad_image = on_bad_image
+        self.check_images = check_images
         self.tasks = tasks
         self.loss_weights = loss_weights
         self.max_epochs = max_epochs
@@ -217,10 +247,16 @@ class MultiTaskImageEstimator(BaseEstimator):
         """
         self._validate_params()
         image_size = as_size(self.image_size)
-        images, _ = resolve_images(X, self.image_col, self.image_root)
+        skip = self.on_bad_image == "skip"
+        images, _ = resolve_images(X, self.image_col, self.image_root, check_files=not skip)
+        check_aligned(X, y)
         y = target_frame(y)
         if len(y) != len(images):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} rows")
+        keep, skipped = screen_images(images, self.on_bad_image, self.check_images)
+        if not keep.all():  # rows of files found bad up front ("skip")
+            X = X.iloc[keep] if isinstance(X, (pd.DataFrame, pd.Series)) else X
+            y, images = y.iloc[keep], images[keep]
         tasks = fit_tasks(y, self.tasks)
         targets = encode_targets(y, tasks)
         rng = check_random_state(self.random_state)
@@ -229,8 +265,13 @@ class MultiTaskImageEstimator(BaseEstimator):
         device = self._resolve_device()
         seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
 
+        bad_images = bad_image_log(self.on_bad_image)  # None: raise
         if self.cache:
-            images = decode_images(images, image_size, num_workers=self._num_workers(cache=False))
+            images = decode_images(
+                images, image_size, self._num_workers(cache=False), bad_images=bad_images
+            )
+            if bad_images is not None:  # rows of images that cannot be decoded train nothing
+                targets[list(bad_images.read())] = np.nan
         with seeded(seed, device):
             backbone, n_features, (mean, std) = build_backbone(
                 self.backbone, self.weights, image_size
@@ -251,11 +292,14 @@ class MultiTaskImageEstimator(BaseEstimator):
                 targets[train],
                 image_size=image_size,
                 transform=train_transform(self.augment),
+                bad_images=bad_images,
             )
             valid_set = (
                 None
                 if valid is None
-                else ImageDataset(images[valid], targets[valid], image_size=image_size)
+                else ImageDataset(
+                    images[valid], targets[valid], image_size=image_size, bad_images=bad_images
+                )
             )
             net = self._build_net(module, criterion, tasks, valid_set, len(train), device)
             net.fit(train_set, y=None)
@@ -267,6 +311,12 @@ class MultiTaskImageEstimator(BaseEstimator):
         self.image_size_ = image_size
         self.net_ = net
         self.history_ = net.history
+        if bad_images is not None:
+            skipped += bad_images.collect().values()
+        skipped = dict(skipped)  # path: reason
+        self.skipped_images_ = list(skipped)
+        if skipped:
+            warn_skipped(list(skipped.items()), "left out of training")
         return self
 
     def predict(self, X):
@@ -331,6 +381,7 @@ class MultiTaskImageEstimator(BaseEstimator):
             ``log_loss``; for a regression ``mae``, ``rmse`` and ``r2``. NaN where a
             metric does not apply or a task has no labelled cell.
         """
+        check_aligned(X, y)
         outputs, index = self._forward(X)
         y = check_targets(y, self.tasks_, len(index))
         return evaluate_tasks({n: self.tasks_[n] for n in y.columns}, outputs, y)
@@ -363,6 +414,7 @@ class MultiTaskImageEstimator(BaseEstimator):
             raise ValueError(f"unknown task {task!r}; tasks are {list(self.tasks_)}")
         if not (isinstance(k, Integral) and k >= 1):
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        check_aligned(X, y)
         outputs, _, index = self._outputs(X)
         y = check_targets(y, self.tasks_, len(index)).reindex(columns=list(self.tasks_))
         criterion = self.net_.criterion_
@@ -374,6 +426,7 @@ class MultiTaskImageEstimator(BaseEstimator):
             column = list(self.tasks_).index(task)
             row_loss, rows = losses[:, column], np.flatnonzero(labelled[:, column].numpy())
         row_loss = row_loss.numpy()
+        rows = rows[~np.isnan(row_loss[rows])]  # images that could not be read
         top = rows[np.argsort(-row_loss[rows], kind="stable")[:k]]
         split = criterion.split_outputs(outputs[top])
         frame = pd.DataFrame({"image": image_references(X, self.image_col)[top]}, index=index[top])
@@ -400,7 +453,8 @@ class MultiTaskImageEstimator(BaseEstimator):
         """The network's concatenated outputs (a CPU tensor), image sources and index."""
         check_is_fitted(self)
         images, index = resolve_images(X, self.image_col, self.image_root, check_files=False)
-        dataset = ImageDataset(images, image_size=self.image_size_)
+        bad_images = bad_image_log(self.on_bad_image)
+        dataset = ImageDataset(images, image_size=self.image_size_, bad_images=bad_images)
         batches = self.net_.forward_iter(dataset, training=False, device="cpu")
         if self.verbose:
             total = math.ceil(len(dataset) / self.net_.batch_size)
@@ -413,6 +467,10 @@ class MultiTaskImageEstimator(BaseEstimator):
         for batch in batches:
             outputs[start : start + len(batch)] = batch
             start += len(batch)
+        bad = {} if bad_images is None else bad_images.collect()
+        if bad:
+            outputs[list(bad)] = float("nan")  # decoded to missing predictions
+            warn_skipped(list(bad.values()), "given missing predictions", stacklevel=4)
         return outputs, images, index
 
     def _forward(self, X):
@@ -475,6 +533,13 @@ class MultiTaskImageEstimator(BaseEstimator):
     def _resolve_device(self):
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            torch.device(self.device)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"device={self.device!r} is not a torch device ('auto', 'cpu', 'cuda', "
+                f"'cuda:1', 'mps'...): {exc}"
+            ) from exc
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(
                 f"device={self.device!r} but no CUDA device is available; use 'auto' or 'cpu'"
@@ -486,6 +551,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         callbacks = [("task_scoring", scoring)]
         if self.verbose:
             callbacks.append(("progress_bar", ProgressBar()))
+        check_callbacks(self.callbacks)
         callbacks += copy.deepcopy(self.callbacks or [])
         shown = {"train_loss", "valid_loss", *scoring.metric_keys("valid")}
         hidden = [
@@ -509,11 +575,11 @@ class MultiTaskImageEstimator(BaseEstimator):
             optimizer=optimizer,
             lr=self.lr,
             max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
+            batch_size=int(self.batch_size),  # torch refuses numpy integers (a grid's)
             train_split=None if valid_set is None else predefined_split(valid_set),
             callbacks=callbacks,
             # A last batch of 1 would break BatchNorm; shuffling still uses every row.
-            iterator_train__drop_last=n_train > self.batch_size,
+            iterator_train__drop_last=bool(n_train > self.batch_size),
             iterator_train__shuffle=True,
             **{f"iterator_train__{k}": v for k, v in loader.items()},
             **{f"iterator_valid__{k}": v for k, v in loader.items()},

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from sklearn import metrics as skm
 
-from .tasks import CLASSIFICATION, check_targets
+from .tasks import CLASSIFICATION, check_aligned, check_targets
 
 __all__ = ["evaluate_tasks", "multitask_scorer", "task_scores"]
 
@@ -37,6 +37,15 @@ def _metric(spec):
     return METRICS[spec]
 
 
+def plain_labels(values):
+    """Labels as a plain numpy array (bool, int, float, str).
+
+    pandas' nullable columns (``boolean``, ``Int64``, ``string``) give object arrays,
+    whose type scikit-learn's metrics cannot tell ("unknown" targets).
+    """
+    return np.array(list(values)) if values.dtype == object else values
+
+
 def task_scores(estimator, X, y, metrics=None):
     """Score each task of ``y`` on its labelled cells.
 
@@ -56,18 +65,20 @@ def task_scores(estimator, X, y, metrics=None):
         Task name to its score, in ``y``'s column order. A task with no labelled cell
         in ``y`` is left out.
     """
+    check_aligned(X, y)
     predictions = estimator.predict(X)
     y = check_targets(y, estimator.tasks_, len(predictions))
     metrics = dict(metrics or {})
     scores = {}
     for name in y.columns:
-        labelled = y[name].notna().to_numpy()
+        # A row whose image could not be read has no prediction: left out too.
+        labelled = y[name].notna().to_numpy() & predictions[name].notna().to_numpy()
         if not labelled.any():
             continue
         kind = estimator.tasks_[name].kind
         metric = _metric(metrics.get(name, DEFAULT_METRICS[kind]))
-        truth = y[name].to_numpy()[labelled]
-        predicted = predictions[name].to_numpy()[labelled]
+        truth = plain_labels(y[name].to_numpy()[labelled])
+        predicted = plain_labels(predictions[name].to_numpy()[labelled])
         scores[name] = float(metric(truth, predicted))
     if not scores:
         raise ValueError("y has no labelled cell in any task: nothing to score")
@@ -88,12 +99,13 @@ def evaluate_tasks(tasks, outputs, y):
     """
     rows = {}
     for name, task in tasks.items():
-        labelled = y[name].notna().to_numpy()
-        truth = y[name].to_numpy()[labelled]
+        # A row whose image could not be read (NaN outputs) is left out, as a missing truth.
+        labelled = y[name].notna().to_numpy() & ~torch.isnan(outputs[name]).any(dim=1).numpy()
+        truth = plain_labels(y[name].to_numpy()[labelled])
         out = outputs[name][np.flatnonzero(labelled)]
         row = {"kind": task.kind, "n_labelled": int(labelled.sum())}
         if labelled.any() and task.kind == CLASSIFICATION:
-            predicted = task.decode(out).to_numpy()
+            predicted = plain_labels(task.decode(out).to_numpy())
             proba = torch.softmax(out.float(), dim=1).numpy()
             known = np.isin(truth, task.classes_)  # log loss needs a fitted class
             with warnings.catch_warnings():

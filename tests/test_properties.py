@@ -23,7 +23,7 @@ from sk_multitask.tasks import encode_targets, fit_tasks
 
 FAST = settings(max_examples=25, deadline=None)
 SLOW = settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 # -- targets: any column names, dtypes and missing patterns ----------------------------------

@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import TARGETS, small_estimator
 from PIL import Image
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.utils.validation import check_is_fitted
@@ -105,12 +106,12 @@ def test_skip_leaves_bad_images_out_with_one_warning(broken_set):
 
 
 def test_skip_missing_and_empty_files_train_as_if_their_rows_were_absent(image_set, tmp_path):
-    df = _copy_set(image_set, tmp_path / "images")
+    df = _copy_set(image_set, tmp_path / "images").iloc[:64]
     _break(df, {3: "missing", 5: "empty"})
     y = df[TARGETS]
-    skipped, _ = _fit_quietly(small_estimator(df, on_bad_image="skip"), df, y)
+    skipped, _ = _fit_quietly(small_estimator(df, on_bad_image="skip", max_epochs=1), df, y)
     kept = df.drop(index=[3, 5])
-    without = small_estimator(df).fit(kept, y.drop(index=[3, 5]))
+    without = small_estimator(df, max_epochs=1).fit(kept, y.drop(index=[3, 5]))
 
     pd.testing.assert_frame_equal(skipped.predict(kept), without.predict(kept))
     assert skipped.history_[:, "train_loss"] == without.history_[:, "train_loss"]
@@ -124,10 +125,9 @@ def test_skip_a_file_found_bad_while_decoding_adds_nothing_to_the_loss(broken_se
     other = broken_set[TARGETS].copy()
     other.loc[bad_rows] = other.loc[bad_rows[::-1]].to_numpy()
     assert not other.loc[bad_rows].equals(broken_set.loc[bad_rows, TARGETS])
-    first, _ = _fit_quietly(
-        small_estimator(broken_set, on_bad_image="skip"), broken_set, broken_set[TARGETS]
-    )
-    second, _ = _fit_quietly(small_estimator(broken_set, on_bad_image="skip"), broken_set, other)
+    est = small_estimator(broken_set, on_bad_image="skip", max_epochs=1)
+    first, _ = _fit_quietly(est, broken_set, broken_set[TARGETS])
+    second, _ = _fit_quietly(clone(est), broken_set, other)
 
     assert first.history_[:, "train_loss"] == second.history_[:, "train_loss"]
 
@@ -180,13 +180,12 @@ def test_check_images_fails_before_training_naming_the_files(image_set, tmp_path
 
 
 def test_check_images_with_skip_leaves_them_out_before_training(image_set, tmp_path):
-    df = _copy_set(image_set, tmp_path / "images")
+    df = _copy_set(image_set, tmp_path / "images").iloc[:64]
     broken = _break(df, {2: "not an image", 9: "bad png checksum"})
-    est, record = _fit_quietly(
-        small_estimator(df, on_bad_image="skip", check_images=True), df, df[TARGETS]
-    )
+    est = small_estimator(df, on_bad_image="skip", check_images=True, max_epochs=1)
+    est, record = _fit_quietly(est, df, df[TARGETS])
     kept = df.drop(index=[2, 9])
-    without = small_estimator(df).fit(kept, df[TARGETS].drop(index=[2, 9]))
+    without = small_estimator(df, max_epochs=1).fit(kept, df[TARGETS].drop(index=[2, 9]))
 
     assert est.skipped_images_ == broken
     assert len(_skip_warnings(record)) == 1
@@ -214,7 +213,8 @@ def test_every_image_bad_is_an_error(image_set, tmp_path):
 
 @pytest.fixture(scope="module")
 def fitted_skip(image_set):
-    return small_estimator(image_set, on_bad_image="skip").fit(image_set, image_set[TARGETS])
+    est = small_estimator(image_set, on_bad_image="skip", max_epochs=1)
+    return est.fit(image_set, image_set[TARGETS])
 
 
 @pytest.fixture(scope="module")
@@ -287,9 +287,10 @@ def _images_as_array(df):
     ids=["files", "array", "cache", "workers-augment"],
 )
 def test_same_random_state_same_history_and_predictions(image_set, source, options):
-    X = _images_as_array(image_set) if source == "array" else image_set
-    y = image_set[TARGETS] if source == "files" else image_set[TARGETS].reset_index(drop=True)
-    runs = [small_estimator(image_set, **options).fit(X, y) for _ in range(2)]
+    df = image_set.iloc[:64]
+    X = _images_as_array(df) if source == "array" else df
+    y = df[TARGETS] if source == "files" else df[TARGETS].reset_index(drop=True)
+    runs = [small_estimator(df, **options).fit(X, y) for _ in range(2)]
 
     for key in ("train_loss", "valid_loss", "train_color_loss", "valid_area_loss"):
         assert runs[0].history_[:, key] == runs[1].history_[:, key]
@@ -297,8 +298,9 @@ def test_same_random_state_same_history_and_predictions(image_set, source, optio
 
 
 def test_different_random_states_differ(fitted, image_set):
-    other = small_estimator(image_set, random_state=1).fit(image_set, image_set[TARGETS])
-    assert other.history_[:, "train_loss"] != fitted.history_[:, "train_loss"]
+    other = small_estimator(image_set, random_state=1, max_epochs=1)
+    other.fit(image_set, image_set[TARGETS])
+    assert other.history_[0, "train_loss"] != fitted.history_[0, "train_loss"]
 
 
 # -- concurrent prediction --------------------------------------------------------------------
@@ -648,23 +650,26 @@ def test_bad_input_errors_name_their_cause(image_set, tmp_path, case):
 
 
 def test_numpy_numbers_as_parameters(image_set):
+    df = image_set.iloc[:64]
     est = small_estimator(
-        image_set,
+        df,
         image_size=np.int64(16),
         batch_size=np.int64(32),
         max_epochs=np.int64(1),
         num_workers=np.int64(0),
         lr=np.float32(1e-3),
-    ).fit(image_set, image_set[TARGETS])
+    ).fit(df, df[TARGETS])
     assert est.image_size_ == (16, 16)
-    assert est.set_params(image_size=np.array([16, 16])).fit(image_set, image_set[TARGETS])
+    est.set_params(image_size=np.array([12, 16])).fit(df, df[TARGETS])
+    assert est.image_size_ == (12, 16)
 
 
 def test_grid_search_over_numpy_arrays(image_set):
-    est = small_estimator(image_set, max_epochs=1, valid_split=None)
+    df = image_set.iloc[:64]
+    est = small_estimator(df, max_epochs=1, valid_split=None)
     grid = {"image_size": np.array([12, 16]), "batch_size": np.array([32])}
     search = GridSearchCV(est, grid, cv=KFold(2), error_score="raise")
-    search.fit(image_set, image_set[TARGETS])
+    search.fit(df, df[TARGETS])
     assert search.best_estimator_.image_size_ in {(12, 12), (16, 16)}
 
 

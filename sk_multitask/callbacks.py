@@ -11,7 +11,31 @@ from skorch.callbacks import Callback, PrintLog, ProgressBar
 
 from .tasks import CLASSIFICATION, MULTILABEL
 
-__all__ = ["EpochTable", "TaskScoring", "copy_callbacks", "epoch_table", "progress_bar"]
+__all__ = [
+    "EpochTable",
+    "TaskScoring",
+    "check_callbacks",
+    "copy_callbacks",
+    "epoch_table",
+    "progress_bar",
+]
+
+
+def check_callbacks(callbacks):
+    """Refuse, naming its position, an entry of ``callbacks`` that skorch cannot use.
+
+    Each entry is a skorch :class:`~skorch.callbacks.Callback` (an instance or a
+    class) or a ``(name, callback)`` pair of a string and one.
+    """
+    for position, entry in enumerate(callbacks or []):
+        pair = isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str)
+        callback = entry[1] if pair else entry
+        is_class = isinstance(callback, type) and issubclass(callback, Callback)
+        if not (is_class or isinstance(callback, Callback)):
+            raise TypeError(
+                f"callbacks[{position}] is {entry!r}: expected a skorch Callback or a "
+                "(name, callback) pair"
+            )
 
 
 class TaskScoring(Callback):

@@ -23,16 +23,20 @@ from .criterion import LOSS_WEIGHTINGS, REGRESSION_LOSSES, MaskedMultiTaskLoss
 from .data import (
     ImageDataset,
     as_size,
+    bad_image_log,
     check_image_size,
     decode_images,
     resolve_images,
+    screen_images,
     split_rows,
     train_transform,
+    warn_skipped,
 )
 from .metrics import evaluate_tasks, per_class_metrics, task_scores, top_loss_table
 from .module import MultiTaskModule, build_backbone, has_pretrained_weights
 from .tasks import (
     REGRESSION,
+    check_aligned,
     check_not_inputs,
     check_same_tasks,
     check_targets,
@@ -92,6 +96,17 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
     image_size : int or (int, int), default=224
         Images are resized to this (height, width). ``fit`` warns, with their measured
         size, when the images are less than half of it on both sides.
+    on_bad_image : {"raise", "skip"}, default="raise"
+        What an image file that is missing, empty, truncated or not an image does.
+        ``"raise"``: an error naming it. ``"skip"``: in ``fit`` its row is left out of
+        every task (``skipped_images_``); in ``predict`` and the other methods its row
+        of predictions is missing (NaN, None or ``pd.NA``). One
+        :class:`~sk_multitask.data.BadImageWarning` counts them and names the first
+        few. See ``docs/reliability.md``.
+    check_images : bool, default=False
+        Before training, open every image file's header (PIL ``verify``, no
+        decoding) so that a bad file fails the run in seconds (or is skipped), not
+        during an epoch. A truncated JPEG passes this check; it is found when decoded.
     tasks : dict, default=None
         Task name to ``"classification"``, ``"regression"`` or ``"multilabel"``,
         overriding inference. A column whose labelled cells are lists, sets or tuples
@@ -206,6 +221,9 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
     data_sizes_ : DataFrame
         Rows and labelled cells of each task (index ``rows``, then the tasks) in the
         ``train`` and ``valid`` parts of the data given to ``fit``.
+    skipped_images_ : list of str
+        The image files left out of training (``on_bad_image="skip"``); empty when
+        every image was read.
 
     Examples
     --------
@@ -224,7 +242,9 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
         "image_root": [str, os.PathLike, None],
         "backbone": [str, nn.Module],
         "weights": [str, os.PathLike, None],
-        "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, np.ndarray],
+        "on_bad_image": [StrOptions({"raise", "skip"})],
+        "check_images": ["boolean"],
         "tasks": [dict, None],
         "loss_weights": [dict, StrOptions(set(LOSS_WEIGHTINGS)), None],
         "class_weight": [dict, StrOptions({"balanced"}), None],
@@ -259,6 +279,8 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
         backbone="resnet18",
         weights="DEFAULT",
         image_size=224,
+        on_bad_image="raise",
+        check_images=False,
         tasks=None,
         loss_weights=None,
         class_weight=None,
@@ -290,6 +312,8 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
+        self.on_bad_image = on_bad_image
+        self.check_images = check_images
         self.tasks = tasks
         self.loss_weights = loss_weights
         self.class_weight = class_weight
@@ -462,6 +486,7 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
             one row per (task, class) with ``precision``, ``recall``, ``f1``,
             ``support`` and one-vs-rest ``roc_auc``.
         """
+        check_aligned(X, y)
         outputs, index = self.forward(X)
         y = check_targets(y, self.tasks_, len(index))
         tasks = {n: self.tasks_[n] for n in y.columns}
@@ -529,6 +554,7 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
             raise ValueError(f"unknown task {task!r}; tasks are {list(self.tasks_)}")
         if not (isinstance(k, Integral) and k >= 1):
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        check_aligned(X, y)
         outputs, index = self.forward(X)
         return top_loss_table(self, X, y, outputs, index, k=k, task=task)
 
@@ -567,7 +593,8 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
         """The network's concatenated outputs (a CPU tensor), image sources and index."""
         check_is_fitted(self)
         images, index = resolve_images(X, self.image_col, self.image_root, check_files=False)
-        dataset = ImageDataset(images, image_size=self.image_size_)
+        bad_images = bad_image_log(self.on_bad_image)
+        dataset = ImageDataset(images, image_size=self.image_size_, bad_images=bad_images)
         batches = self.net_.forward_iter(dataset, training=False, device="cpu")
         if self.verbose:
             total = math.ceil(len(dataset) / self.net_.batch_size)
@@ -580,6 +607,10 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
         for batch in batches:
             outputs[start : start + len(batch)] = batch
             start += len(batch)
+        bad = {} if bad_images is None else bad_images.collect()
+        if bad:
+            outputs[list(bad)] = float("nan")  # decoded to missing predictions
+            warn_skipped(list(bad.values()), "given missing predictions", stacklevel=4)
         return outputs, images, index
 
 
@@ -598,6 +629,13 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
     def _resolve_device(self):
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            torch.device(self.device)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"device={self.device!r} is not a torch device ('auto', 'cpu', 'cuda', "
+                f"'cuda:1', 'mps'...): {exc}"
+            ) from exc
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(
                 f"device={self.device!r} but no CUDA device is available; use 'auto' or 'cpu'"
@@ -612,10 +650,16 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
             raise ValueError(
                 f"warm_start: image_size {image_size} differs from the fitted {self.image_size_}"
             )
-        images, _ = resolve_images(X, self.image_col, self.image_root)
+        skip = self.on_bad_image == "skip"
+        images, _ = resolve_images(X, self.image_col, self.image_root, check_files=not skip)
+        check_aligned(X, y)
         y = target_frame(y)
         if len(y) != len(images):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} rows")
+        keep, skipped = screen_images(images, self.on_bad_image, self.check_images)
+        if not keep.all():  # rows of files found bad up front ("skip")
+            X = X.iloc[keep] if isinstance(X, (pd.DataFrame, pd.Series)) else X
+            y, images = y.iloc[keep], images[keep]
         check_not_inputs(
             y,
             image_col=self.image_col if isinstance(X, pd.DataFrame) else None,
@@ -648,22 +692,32 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
             for name in ("verbose", "checkpoint_dir", "num_workers", "device"):
                 params.pop(name)
             fingerprint = run_fingerprint(params, images, targets, train, valid)
+        bad_images = bad_image_log(self.on_bad_image)  # None: raise
         if self.cache:
-            images = decode_images(images, image_size, num_workers=self._num_workers(cache=False))
+            images = decode_images(
+                images, image_size, self._num_workers(cache=False), bad_images=bad_images
+            )
+            if bad_images is not None:  # rows of images that cannot be decoded train nothing
+                targets[list(bad_images.read())] = np.nan
         train_set = ImageDataset(
             images[train],
             targets[train],
             image_size=image_size,
             transform=train_transform(self.augment),
+            bad_images=bad_images,
         )
         valid_set = (
             None
             if valid is None
-            else ImageDataset(images[valid], targets[valid], image_size=image_size)
+            else ImageDataset(
+                images[valid], targets[valid], image_size=image_size, bad_images=bad_images
+            )
         )
         return SimpleNamespace(
+            bad_images=bad_images,
+            skipped=skipped,
             class_weights=class_weights(self.class_weight, tasks, y.iloc[train]),
-            data_sizes=data_sizes(targets, list(tasks), train=train, valid=valid),
+            data_sizes=data_sizes(y, train=train, valid=valid),
             tasks=tasks,
             image_size=image_size,
             device=device,
@@ -729,6 +783,13 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
         net.train_split = None
         self.tasks_ = run.tasks
         self.data_sizes_ = run.data_sizes
+        skipped = run.skipped
+        if run.bad_images is not None:
+            skipped += run.bad_images.collect().values()
+        skipped = dict(skipped)  # path: reason
+        self.skipped_images_ = list(skipped)
+        if skipped:
+            warn_skipped(list(skipped.items()), "left out of training")
         self.image_size_ = run.image_size
         self.net_ = net
         self.history_ = net.history

@@ -19,6 +19,7 @@ from .tasks import (
     CLASSIFICATION,
     MULTILABEL,
     REGRESSION,
+    check_aligned,
     check_targets,
     check_task_names,
     encode_targets,
@@ -56,6 +57,15 @@ def _metric(spec):
     return METRICS[spec]
 
 
+def plain_labels(values):
+    """Labels as a plain numpy array (bool, int, float, str).
+
+    pandas' nullable columns (``boolean``, ``Int64``, ``string``) give object arrays,
+    whose type scikit-learn's metrics cannot tell ("unknown" targets).
+    """
+    return np.array(list(values)) if values.dtype == object else values
+
+
 def task_scores(estimator, X, y, metrics=None):
     """Score each task of ``y`` on its labelled cells.
 
@@ -77,12 +87,14 @@ def task_scores(estimator, X, y, metrics=None):
         in ``y`` is left out.
     """
     check_task_names(metrics, estimator.tasks_, "metrics")
+    check_aligned(X, y)
     predictions = estimator.predict(X)
     y = check_targets(y, estimator.tasks_, len(predictions))
     metrics = dict(metrics or {})
     scores = {}
     for name in y.columns:
-        labelled = y[name].notna().to_numpy()
+        # A row whose image could not be read has no prediction: left out too.
+        labelled = y[name].notna().to_numpy() & predictions[name].notna().to_numpy()
         if not labelled.any():
             continue
         task = estimator.tasks_[name]
@@ -126,8 +138,9 @@ def evaluate_tasks(tasks, outputs, y):
     """
     rows = {}
     for name, task in tasks.items():
-        labelled = y[name].notna().to_numpy()
-        truth = y[name].to_numpy()[labelled]
+        # A row whose image could not be read (NaN outputs) is left out, as a missing truth.
+        labelled = y[name].notna().to_numpy() & ~torch.isnan(outputs[name]).any(dim=1).numpy()
+        truth = plain_labels(y[name].to_numpy()[labelled])
         out = outputs[name][np.flatnonzero(labelled)]
         row = {"kind": task.kind, "n_labelled": int(labelled.sum())}
         if labelled.any() and task.kind == MULTILABEL:
@@ -262,6 +275,7 @@ def top_loss_table(estimator, X, y, outputs, index, k=9, task=None):
         column = list(tasks).index(task)
         row_loss, rows = losses[:, column], np.flatnonzero(labelled[:, column].numpy())
     row_loss = row_loss.numpy()
+    rows = rows[~np.isnan(row_loss[rows])]  # images that could not be read
     top = rows[np.argsort(-row_loss[rows], kind="stable")[:k]]
     frame = pd.DataFrame({"image": image_references(X, estimator.image_col)[top]}, index=index[top])
     for name, fitted in tasks.items():

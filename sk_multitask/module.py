@@ -65,8 +65,15 @@ def _load_weights_file(model, path, backbone):
         raise FileNotFoundError(f"weights file not found: {path!r}")
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    # UnpicklingError: a whole pickled model or not a torch file at all.
-    except (pickle.UnpicklingError, EOFError, RuntimeError, TypeError, AttributeError) as exc:
+    # UnpicklingError, KeyError: a whole pickled model or not a torch file at all.
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        KeyError,
+        RuntimeError,
+        TypeError,
+        AttributeError,
+    ) as exc:
         raise ValueError(
             f"the weights file {path!r} is not a state dict of backbone {backbone!r}: {exc}"
         ) from exc

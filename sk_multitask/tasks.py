@@ -99,9 +99,8 @@ class Task:
                 )
             encoded[labelled] = self.encoder.transform(values)
         else:
-            encoded[labelled] = self.encoder.transform(
-                values.astype(np.float64).reshape(-1, 1)
-            ).ravel()
+            values = _finite_values(self.name, values)
+            encoded[labelled] = self.encoder.transform(values.reshape(-1, 1)).ravel()
         return encoded
 
     def binarize(self, cells):
@@ -126,6 +125,9 @@ class Task:
 
         A multi-label task gives, per row, the list of labels whose probability is
         above 0.5, in the order of ``classes_``.
+        A row of NaN outputs (an image that could not be read) decodes to a missing
+        value: NaN, None (object labels) or ``pd.NA`` (an integer or boolean dtype
+        becomes its nullable counterpart, ``Int64`` or ``boolean``).
         """
         outputs = np.asarray(outputs)
         if len(outputs) == 0:
@@ -136,7 +138,9 @@ class Task:
             return pd.Series(labels, index=index, name=self.name, dtype=object)
         if self.kind == CLASSIFICATION:
             labels = self.encoder.inverse_transform(outputs.argmax(axis=1))
-            return pd.Series(labels, index=index, name=self.name).astype(self.dtype)
+            labels = pd.Series(labels, index=index, name=self.name).astype(self.dtype)
+            missing = np.isnan(outputs).any(axis=1)
+            return _with_missing(labels, missing) if missing.any() else labels
         values = self.encoder.inverse_transform(outputs.reshape(-1, 1)).ravel()
         return pd.Series(values, index=index, name=self.name, dtype=np.float64)
 
@@ -177,6 +181,13 @@ def _check_label_sets(name, cells):
             f"target {name!r} is a multilabel task, but some of its labelled cells are "
             f"not lists, sets or tuples of labels, e.g. {not_sets[0]!r}"
         )
+
+
+def _with_missing(labels, missing):
+    """``labels`` with the rows ``missing`` missing, in a dtype that can hold them."""
+    if isinstance(labels.dtype, np.dtype) and labels.dtype.kind in "biu":
+        labels = labels.astype(pd.array(labels.to_numpy()[:0]).dtype)  # Int64, boolean...
+    return labels.mask(missing, None) if labels.dtype == object else labels.mask(missing)
 
 
 def infer_task_kind(column):
@@ -271,7 +282,14 @@ def _fit_encoder(name, kind, labelled):
             f"it is a multi-label task (tasks={{{name!r}: 'multilabel'}})"
         )
     if kind == CLASSIFICATION:
-        encoder = LabelEncoder().fit(labelled.to_numpy())
+        try:
+            encoder = LabelEncoder().fit(labelled.to_numpy())
+        except TypeError as exc:  # labels of several types that cannot be sorted together
+            types = sorted({type(label).__name__ for label in labelled})
+            raise ValueError(
+                f"target {name!r} mixes labels of types {types}, which cannot be ordered "
+                f"together; convert the column to one type (e.g. y[{name!r}].astype(str))"
+            ) from exc
         if len(encoder.classes_) < 2:
             raise ValueError(
                 f"target {name!r} has a single class {encoder.classes_[0]!r}; "
@@ -290,9 +308,7 @@ def _fit_encoder(name, kind, labelled):
         raise ValueError(
             f"target {name!r} is a regression task but its dtype {labelled.dtype} is not numeric"
         )
-    values = labelled.to_numpy(dtype=np.float64).reshape(-1, 1)
-    if not np.isfinite(values).all():
-        raise ValueError(f"target {name!r} has infinite values; use NaN for a missing cell")
+    values = _finite_values(name, labelled.to_numpy()).reshape(-1, 1)
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
         scaler = StandardScaler().fit(values)
     if not (np.isfinite(scaler.mean_).all() and np.isfinite(scaler.var_).all()):
@@ -369,14 +385,13 @@ def check_not_inputs(y, image_col=None, valid_col=None):
         )
 
 
-def data_sizes(targets, task_names, **parts):
+def data_sizes(y, **parts):
     """How many rows, and labelled cells of each task, each part of the data has.
 
     Parameters
     ----------
-    targets : ndarray (N, n_tasks)
-        Encoded targets, NaN where missing (:func:`encode_targets`).
-    task_names : list
+    y : DataFrame
+        The targets, one column per task, missing cells as NaN, None or ``pd.NA``.
     **parts : array of row positions, or None
         E.g. ``train=..., valid=...``; None: an empty part.
 
@@ -388,19 +403,30 @@ def data_sizes(targets, task_names, **parts):
     Examples
     --------
     >>> import numpy as np
-    >>> targets = np.array([[0.0, np.nan], [1.0, 0.5], [np.nan, 0.1]])
-    >>> data_sizes(targets, ["color", "area"], train=[0, 1], valid=[2])
+    >>> y = pd.DataFrame({"color": ["red", "blue", None], "area": [np.nan, 0.5, 0.1]})
+    >>> data_sizes(y, train=[0, 1], valid=[2])
            train  valid
     rows       2      1
     color      2      0
     area       1      1
     """
+    labelled = y.notna().to_numpy()
     columns = {}
     for part, rows in parts.items():
         rows = np.asarray([] if rows is None else rows, dtype=np.intp)
-        labelled = ~np.isnan(targets[rows]).reshape(len(rows), len(task_names))
-        columns[part] = [len(rows), *labelled.sum(axis=0).tolist()]
-    return pd.DataFrame(columns, index=["rows", *task_names])
+        columns[part] = [len(rows), *labelled[rows].sum(axis=0).tolist()]
+    return pd.DataFrame(columns, index=["rows", *y.columns])
+
+
+def _finite_values(name, values):
+    """A regression target's labelled values as float64, refusing infinities."""
+    values = values.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(
+            f"target {name!r} has infinite values; a regression target must be finite "
+            "(use NaN for a missing value)"
+        )
+    return values
 
 
 def encode_targets(y, tasks):
@@ -432,12 +458,41 @@ def target_frame(y):
         elif array.ndim == 2:
             y = pd.DataFrame(array)
         else:
-            raise ValueError(f"y must be a DataFrame, a Series or 1-D/2-D; got shape {array.shape}")
+            raise ValueError(
+                "y must be a DataFrame, a Series or a 1-D/2-D array; got "
+                f"{type(y).__name__} of shape {array.shape}"
+            )
     if y.shape[1] == 0:
         raise ValueError("y has no columns: pass one column per task")
     if y.columns.has_duplicates:
         raise ValueError(f"y has duplicate column names: {list(y.columns)}")
     return y
+
+
+def check_aligned(X, y):
+    """Refuse a pandas ``y`` whose index differs from a pandas ``X``'s.
+
+    Rows pair up by position; when both carry an index that disagrees (``y`` shuffled,
+    filtered or re-indexed apart from ``X``), pairing them would silently train or
+    score on the wrong targets.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` and ``y`` are both pandas objects of the same length with different
+        indexes.
+    """
+    pandas = (pd.DataFrame, pd.Series)
+    if not (isinstance(X, pandas) and isinstance(y, pandas)) or len(X) != len(y):
+        return
+    if not X.index.equals(y.index):
+        differ = int(np.argmax(X.index.to_numpy() != y.index.to_numpy()))
+        raise ValueError(
+            "y's index does not match X's: rows pair up by position, and at position "
+            f"{differ} X has {X.index.tolist()[differ]!r} but y has "
+            f"{y.index.tolist()[differ]!r}. Align y "
+            "first (y = y.loc[X.index]) or reset both indexes"
+        )
 
 
 def check_targets(y, tasks, n_rows):

@@ -36,7 +36,7 @@ from skorch.history import History
 from skorch.utils import TeeGenerator
 from torch.optim import lr_scheduler
 
-from .callbacks import TaskScoring, copy_callbacks, epoch_table, progress_bar
+from .callbacks import TaskScoring, check_callbacks, copy_callbacks, epoch_table, progress_bar
 from .weighting import DynamicWeightAverage
 
 __all__ = [
@@ -619,12 +619,13 @@ def build_net(
             )
         )
     # A last batch of 1 would break BatchNorm; shuffling still uses every row.
-    drop_last = n_train > estimator.batch_size
+    drop_last = bool(n_train > estimator.batch_size)
     if estimator.verbose:
         n_valid = 0 if valid_set is None else len(valid_set)
         callbacks.append(
             ("progress_bar", progress_bar(n_train, n_valid, estimator.batch_size, drop_last))
         )
+    check_callbacks(estimator.callbacks)
     callbacks += copy_callbacks(estimator.callbacks)
     if estimator.checkpoint_dir is not None:
         callbacks.append(
@@ -651,7 +652,7 @@ def build_net(
         ],
         lr=estimator.lr,
         max_epochs=estimator.max_epochs,
-        batch_size=estimator.batch_size,
+        batch_size=int(estimator.batch_size),  # torch refuses numpy integers (a grid's)
         train_split=None if valid_set is None else predefined_split(valid_set),
         callbacks=callbacks,
         iterator_train__drop_last=drop_last,

@@ -289,7 +289,10 @@ def test_fit_to_an_unwritable_model_path_fails_before_training(workspace, capsys
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--backbone", "simple_cnn", "--image-size", "16"], "pass --weights none"),
+        (
+            ["--backbone", "simple_cnn", "--weights", "IMAGENET1K_V1", "--image-size", "16"],
+            "pass --weights none",
+        ),
         (["--valid-split", "flag"], "--valid-split flag names a column"),
     ],
 )

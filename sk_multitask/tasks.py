@@ -16,8 +16,24 @@ import pandas as pd
 from pandas.api import types as ptypes
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 
+__all__ = [
+    "CLASSIFICATION",
+    "MAX_INTEGER_CLASSES",
+    "REGRESSION",
+    "TASK_KINDS",
+    "Task",
+    "check_targets",
+    "encode_targets",
+    "fit_tasks",
+    "infer_task_kind",
+    "target_frame",
+]
+
+#: The kind of a task predicting one of the labels of its column.
 CLASSIFICATION = "classification"
+#: The kind of a task predicting a number in its column's units.
 REGRESSION = "regression"
+#: Every task kind, as ``tasks=`` takes them.
 TASK_KINDS = (CLASSIFICATION, REGRESSION)
 
 #: An integer column with at most this many distinct labelled values is a

@@ -147,7 +147,7 @@ def test_reference_documents_every_public_name():
             if f"{module.__name__}.{name}" not in documented and obj not in documented_objects:
                 missing.append(f"{module.__name__}.{name}")
             # The reference shows no undocumented object (mkdocs.yml: show_if_no_docstring);
-            # griffe_comments.py fails the build for an undocumented constant.
+            # griffe_docstrings.py fails the build for an undocumented constant.
             if (inspect.isclass(obj) or inspect.isroutine(obj)) and not inspect.getdoc(obj):
                 undocumented.append(f"{module.__name__}.{name}")
     assert not missing, f"not in docs/api/*.md (add '::: module' to a page): {missing}"

@@ -59,8 +59,9 @@ def _public_modules(module):
 def _link_roles(obj):
     """Rewrite the Sphinx roles of the docstrings of ``obj`` and everything it defines."""
     if obj.docstring is not None:
-        obj.docstring.value = ROLE.sub(lambda match: _reference(obj, *match.groups()),
-                                       obj.docstring.value)
+        obj.docstring.value = ROLE.sub(
+            lambda match: _reference(obj, *match.groups()), obj.docstring.value
+        )
     for member in obj.members.values():
         if not member.is_alias:
             _link_roles(member)

@@ -9,6 +9,7 @@ finder) and the HTML report, report.html. Every figure comes from this real run,
 the same seed gives the same files.
 """
 
+import os
 import pathlib
 import tempfile
 
@@ -31,7 +32,10 @@ def lr_find_figure(est, X, y):
 def main():
     IMAGES.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
-        df = make_multitask_images(600, image_size=32, path=folder, random_state=0)
+        # A relative image folder: the report shows the model's parameters, and a
+        # temporary path there would change the file at every run.
+        os.chdir(folder)
+        df = make_multitask_images(600, image_size=32, path="synthetic", random_state=0)
         y = df[["color", "shape", "area"]]
         est = MultiTaskImageEstimator(
             backbone="simple_cnn",

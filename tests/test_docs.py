@@ -53,7 +53,7 @@ def code_blocks(text):
         if i == len(lines):
             raise ValueError(f"line {start}: code fence never closed")
         if match["lang"] == "python":
-            body = [line[len(indent) :] if line.startswith(indent) else line for line in lines[start:i]]
+            body = [line.removeprefix(indent) for line in lines[start:i]]
             runs = start < 2 or lines[start - 2].strip() != NO_RUN
             blocks.append((start + 1, "\n".join(body) + "\n", runs))
         i += 1

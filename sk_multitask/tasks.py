@@ -19,9 +19,37 @@ from pandas.api import types as ptypes
 from scipy.special import expit, softmax
 from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer, StandardScaler
 
+__all__ = [
+    "CLASSIFICATION",
+    "IDENTIFIER_CLASS_FRACTION",
+    "LABEL_SETS",
+    "MAX_INTEGER_CLASSES",
+    "MULTILABEL",
+    "REGRESSION",
+    "TASK_KINDS",
+    "Task",
+    "check_aligned",
+    "check_not_inputs",
+    "check_same_tasks",
+    "check_targets",
+    "check_task_names",
+    "check_trainable",
+    "data_sizes",
+    "encode_targets",
+    "fit_tasks",
+    "infer_task_kind",
+    "is_missing",
+    "target_frame",
+    "target_width",
+]
+
+#: The kind of a task predicting one of the labels of its column.
 CLASSIFICATION = "classification"
+#: The kind of a task predicting a number in its column's units.
 REGRESSION = "regression"
+#: The kind of a task predicting a set of labels (a column of lists).
 MULTILABEL = "multilabel"
+#: Every task kind, as ``tasks=`` takes them.
 TASK_KINDS = (CLASSIFICATION, REGRESSION, MULTILABEL)
 
 #: The cell types that hold the labels of a multi-label task.

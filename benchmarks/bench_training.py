@@ -44,6 +44,7 @@ from sk_multitask.criterion import MaskedMultiTaskLoss
 from sk_multitask.datasets import make_multitask_images
 from sk_multitask.module import MultiTaskModule, build_backbone
 from sk_multitask.tasks import encode_targets, fit_tasks
+from sk_multitask.training import resolve_num_workers
 
 TARGETS = ["color", "shape", "area"]
 PEAKS = {}  # peak RSS at the end of fit, before predicting
@@ -308,7 +309,7 @@ def main():
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.num_workers == "auto":
-        args.num_workers = MultiTaskImageEstimator(device=args.device)._num_workers(cache=False)
+        args.num_workers = resolve_num_workers(MultiTaskImageEstimator(device=args.device), False)
     args.num_workers = int(args.num_workers)
     if args.child:
         return child(args)

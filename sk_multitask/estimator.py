@@ -2,61 +2,42 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import Hashable
 from numbers import Integral, Real
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from .criterion import LOSS_WEIGHTINGS, REGRESSION_LOSSES, MaskedMultiTaskLoss
+from .criterion import LOSS_WEIGHTINGS, REGRESSION_LOSSES
 from .data import (
     ImageDataset,
-    as_size,
     bad_image_log,
-    check_image_size,
-    decode_images,
     resolve_images,
-    screen_images,
-    split_rows,
-    train_transform,
     warn_skipped,
 )
 from .metrics import evaluate_tasks, per_class_metrics, task_scores, top_loss_table
-from .module import MultiTaskModule, build_backbone, has_pretrained_weights
 from .tasks import (
     REGRESSION,
     check_aligned,
-    check_not_inputs,
-    check_same_tasks,
     check_targets,
-    check_trainable,
-    data_sizes,
-    encode_targets,
-    fit_tasks,
-    target_frame,
 )
 from .training import (
     LR_SCHEDULES,
     OPTIMIZERS,
-    build_net,
-    check_monitor,
     find_lr,
     load_checkpoint,
-    run_fingerprint,
+    make_net,
+    prepare_run,
     seeded,
 )
-from .weighting import class_weights
 
 __all__ = ["MultiTaskImageEstimator"]
 
@@ -356,9 +337,9 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
         self
         """
         self._validate_params()
-        run = self._prepare(X, y)
+        run = prepare_run(self, X, y)
         with seeded(run.seed, run.device):
-            net = self._make_net(run)
+            net = make_net(self, run)
             if self.checkpoint_dir is not None:
                 load_checkpoint(net, os.fspath(self.checkpoint_dir), run.fingerprint)
             done = len(net.history) - run.start_epoch  # resumed epochs of this fit
@@ -412,9 +393,9 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
                 f"need 0 < start_lr < end_lr; got start_lr={start_lr!r}, end_lr={end_lr!r}"
             )
         self._validate_params()
-        run = self._prepare(X, y)
+        run = prepare_run(self, X, y)
         with seeded(run.seed, run.device):
-            net = self._make_net(run)
+            net = make_net(self, run)
             return find_lr(
                 net, run.train_set, start_lr, end_lr, num_it, freeze=run.freeze_epochs > 0
             )
@@ -614,169 +595,6 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
         return outputs, images, index
 
 
-    def _num_workers(self, cache):
-        """The DataLoader worker count that ``num_workers`` stands for."""
-        if self.num_workers != "auto":
-            return self.num_workers
-        if cache and not self.augment:
-            return 0
-        if self._resolve_device().startswith("cuda"):
-            return min(8, os.cpu_count() or 1)
-        # On a CPU every core already trains the network (torch's intra-op threads): a
-        # worker process would oversubscribe them, which cost 5-10x per epoch on 2 cores.
-        return 0
-
-    def _resolve_device(self):
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            torch.device(self.device)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"device={self.device!r} is not a torch device ('auto', 'cpu', 'cuda', "
-                f"'cuda:1', 'mps'...): {exc}"
-            ) from exc
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(
-                f"device={self.device!r} but no CUDA device is available; use 'auto' or 'cpu'"
-            )
-        return self.device
-
-    def _prepare(self, X, y):
-        """Check the data and parameters; everything a fit needs before the network."""
-        continuing = self.warm_start and hasattr(self, "net_")
-        image_size = as_size(self.image_size)
-        if continuing and image_size != self.image_size_:
-            raise ValueError(
-                f"warm_start: image_size {image_size} differs from the fitted {self.image_size_}"
-            )
-        skip = self.on_bad_image == "skip"
-        images, _ = resolve_images(X, self.image_col, self.image_root, check_files=not skip)
-        check_aligned(X, y)
-        y = target_frame(y)
-        if len(y) != len(images):
-            raise ValueError(f"X has {len(images)} images but y has {len(y)} rows")
-        keep, skipped = screen_images(images, self.on_bad_image, self.check_images)
-        if not keep.all():  # rows of files found bad up front ("skip")
-            X = X.iloc[keep] if isinstance(X, (pd.DataFrame, pd.Series)) else X
-            y, images = y.iloc[keep], images[keep]
-        check_not_inputs(
-            y,
-            image_col=self.image_col if isinstance(X, pd.DataFrame) else None,
-            valid_col=self.valid_split if isinstance(self.valid_split, str) else None,
-        )
-        tasks = fit_tasks(y, self.tasks)
-        if continuing:
-            tasks = check_same_tasks(self.tasks_, tasks)
-        targets = encode_targets(y, tasks)
-        rng = check_random_state(self.random_state)
-        train, valid = split_rows(X, len(images), self.valid_split, rng)
-        check_trainable(y.iloc[train])
-        if self.early_stopping:
-            check_monitor(self.monitor, tasks, has_valid=valid is not None)
-        device = self._resolve_device()
-        seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
-        check_image_size(images, image_size)
-        pretrained = not continuing and has_pretrained_weights(self.backbone, self.weights)
-        freeze_epochs = self.freeze_epochs
-        if continuing:
-            freeze_epochs = 0
-        elif freeze_epochs == "auto":
-            freeze_epochs = int(pretrained and self.max_epochs > 1)
-        scale = self.backbone_lr_scale
-        if scale == "auto":
-            scale = 0.1 if pretrained or (continuing and self._fitted_pretrained()) else 1.0
-        fingerprint = None
-        if self.checkpoint_dir is not None:
-            params = self.get_params(deep=False)
-            for name in ("verbose", "checkpoint_dir", "num_workers", "device"):
-                params.pop(name)
-            fingerprint = run_fingerprint(params, images, targets, train, valid)
-        bad_images = bad_image_log(self.on_bad_image)  # None: raise
-        if self.cache:
-            images = decode_images(
-                images, image_size, self._num_workers(cache=False), bad_images=bad_images
-            )
-            if bad_images is not None:  # rows of images that cannot be decoded train nothing
-                targets[list(bad_images.read())] = np.nan
-        train_set = ImageDataset(
-            images[train],
-            targets[train],
-            image_size=image_size,
-            transform=train_transform(self.augment),
-            bad_images=bad_images,
-        )
-        valid_set = (
-            None
-            if valid is None
-            else ImageDataset(
-                images[valid], targets[valid], image_size=image_size, bad_images=bad_images
-            )
-        )
-        return SimpleNamespace(
-            bad_images=bad_images,
-            skipped=skipped,
-            class_weights=class_weights(self.class_weight, tasks, y.iloc[train]),
-            data_sizes=data_sizes(y, train=train, valid=valid),
-            tasks=tasks,
-            image_size=image_size,
-            device=device,
-            seed=seed,
-            train_set=train_set,
-            valid_set=valid_set,
-            n_train=len(train),
-            freeze_epochs=freeze_epochs,
-            backbone_lr_scale=scale,
-            pretrained=pretrained,
-            start_epoch=len(self.history_) if continuing else 0,
-            continuing=continuing,
-            fingerprint=fingerprint,
-        )
-
-    def _make_net(self, run):
-        """The initialised net for ``run``: a new network, or a copy of the fitted one."""
-        if run.continuing:
-            module = copy.deepcopy(self.net_.module_)
-            criterion = copy.deepcopy(self.net_.criterion_)
-        else:
-            tasks = run.tasks
-            backbone, n_features, (mean, std) = build_backbone(
-                self.backbone, self.weights, run.image_size
-            )
-            module = MultiTaskModule(
-                backbone, n_features, {n: t.n_outputs for n, t in tasks.items()}, mean, std
-            )
-            # Channels-last input: 25-35% faster convolutions on a CPU here
-            # (docs/performance.md); on CUDA, with channels-last weights, cuDNN's fastest.
-            module.channels_last = True
-            if run.device.startswith("cuda"):
-                module.to(memory_format=torch.channels_last)
-            criterion = MaskedMultiTaskLoss(
-                [(n, t.kind, t.n_outputs) for n, t in tasks.items()],
-                self.loss_weights,
-                run.class_weights,
-                self.regression_loss,
-            )
-        module.pretrained = run.pretrained or getattr(module, "pretrained", False)
-        net = build_net(
-            self,
-            module,
-            criterion,
-            run.tasks,
-            run.valid_set,
-            run.n_train,
-            run.device,
-            num_workers=self._num_workers(cache=self.cache),
-            freeze_epochs=run.freeze_epochs,
-            backbone_lr_scale=run.backbone_lr_scale,
-            start_epoch=run.start_epoch,
-            fingerprint=run.fingerprint,
-        ).initialize()
-        if run.continuing:
-            net.optimizer_.load_state_dict(self.net_.optimizer_.state_dict())
-            net.history_ = copy.deepcopy(self.history_)
-        return net
-
     def _set_fitted(self, net, run):
         # The validation set (paths, or the user's whole array) must not be pickled
         # with the model.
@@ -797,6 +615,3 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
         if early is not None:
             self.best_epoch_ = int(early.best_epoch_)
         return self
-
-    def _fitted_pretrained(self):
-        return getattr(self.net_.module_, "pretrained", False)

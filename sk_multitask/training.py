@@ -17,17 +17,20 @@ from the estimator's parameters by :func:`build_net`:
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import json
 import math
 import os
 import warnings
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.utils import check_random_state
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from skorch.dataset import unpack_data
@@ -37,7 +40,30 @@ from skorch.utils import TeeGenerator
 from torch.optim import lr_scheduler
 
 from .callbacks import TaskScoring, check_callbacks, copy_callbacks, epoch_table, progress_bar
-from .weighting import DynamicWeightAverage
+from .criterion import MaskedMultiTaskLoss
+from .data import (
+    ImageDataset,
+    as_size,
+    bad_image_log,
+    check_image_size,
+    decode_images,
+    resolve_images,
+    screen_images,
+    split_rows,
+    train_transform,
+)
+from .module import MultiTaskModule, build_backbone, has_pretrained_weights
+from .tasks import (
+    check_aligned,
+    check_not_inputs,
+    check_same_tasks,
+    check_trainable,
+    data_sizes,
+    encode_targets,
+    fit_tasks,
+    target_frame,
+)
+from .weighting import DynamicWeightAverage, class_weights
 
 __all__ = [
     "OPTIMIZERS",
@@ -53,6 +79,10 @@ __all__ = [
     "check_monitor",
     "find_lr",
     "load_checkpoint",
+    "make_net",
+    "prepare_run",
+    "resolve_device",
+    "resolve_num_workers",
     "monitor_direction",
     "run_fingerprint",
     "seeded",
@@ -568,6 +598,189 @@ def load_checkpoint(net, directory, fingerprint):
     if early is not None:
         early.resumed_weights_ = state.get("best")
     return len(net.history)
+
+
+def resolve_num_workers(estimator, cache):
+    """The DataLoader worker count that the estimator's ``num_workers`` stands for.
+
+    ``cache``: whether the images are decoded already (nothing left for workers to do).
+    """
+    if estimator.num_workers != "auto":
+        return estimator.num_workers
+    if cache and not estimator.augment:
+        return 0
+    if resolve_device(estimator.device).startswith("cuda"):
+        return min(8, os.cpu_count() or 1)
+    # On a CPU every core already trains the network (torch's intra-op threads): a
+    # worker process would oversubscribe them, which cost 5-10x per epoch on 2 cores.
+    return 0
+
+
+def resolve_device(device):
+    """The torch device that the estimator's ``device`` stands for ("auto": CUDA if any)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"device={device!r} is not a torch device ('auto', 'cpu', 'cuda', "
+            f"'cuda:1', 'mps'...): {exc}"
+        ) from exc
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA device is available; use 'auto' or 'cpu'")
+    return device
+
+
+def prepare_run(estimator, X, y):
+    """Check the data and parameters: everything a fit (or ``lr_find``) needs but the net.
+
+    Resolves the images, screens bad ones (``on_bad_image``), fits the tasks (or checks
+    them against the fitted ones, for a warm start), splits the rows, resolves the
+    recipe's "auto" values and builds the datasets.
+
+    Returns
+    -------
+    SimpleNamespace
+        ``tasks``, ``train_set``, ``valid_set``, ``freeze_epochs``,
+        ``backbone_lr_scale``, ``fingerprint`` and the rest :func:`make_net` and the
+        estimator use.
+    """
+    continuing = estimator.warm_start and hasattr(estimator, "net_")
+    image_size = as_size(estimator.image_size)
+    if continuing and image_size != estimator.image_size_:
+        raise ValueError(
+            f"warm_start: image_size {image_size} differs from the fitted {estimator.image_size_}"
+        )
+    skip = estimator.on_bad_image == "skip"
+    images, _ = resolve_images(X, estimator.image_col, estimator.image_root, check_files=not skip)
+    check_aligned(X, y)
+    y = target_frame(y)
+    if len(y) != len(images):
+        raise ValueError(f"X has {len(images)} images but y has {len(y)} rows")
+    keep, skipped = screen_images(images, estimator.on_bad_image, estimator.check_images)
+    if not keep.all():  # rows of files found bad up front ("skip")
+        X = X.iloc[keep] if isinstance(X, (pd.DataFrame, pd.Series)) else X
+        y, images = y.iloc[keep], images[keep]
+    check_not_inputs(
+        y,
+        image_col=estimator.image_col if isinstance(X, pd.DataFrame) else None,
+        valid_col=estimator.valid_split if isinstance(estimator.valid_split, str) else None,
+    )
+    tasks = fit_tasks(y, estimator.tasks)
+    if continuing:
+        tasks = check_same_tasks(estimator.tasks_, tasks)
+    targets = encode_targets(y, tasks)
+    rng = check_random_state(estimator.random_state)
+    train, valid = split_rows(X, len(images), estimator.valid_split, rng)
+    check_trainable(y.iloc[train])
+    if estimator.early_stopping:
+        check_monitor(estimator.monitor, tasks, has_valid=valid is not None)
+    device = resolve_device(estimator.device)
+    seed = None if estimator.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
+    check_image_size(images, image_size)
+    pretrained = not continuing and has_pretrained_weights(estimator.backbone, estimator.weights)
+    freeze_epochs = estimator.freeze_epochs
+    if continuing:
+        freeze_epochs = 0
+    elif freeze_epochs == "auto":
+        freeze_epochs = int(pretrained and estimator.max_epochs > 1)
+    scale = estimator.backbone_lr_scale
+    if scale == "auto":  # a warm start keeps the first fit's choice
+        was_pretrained = continuing and getattr(estimator.net_.module_, "pretrained", False)
+        scale = 0.1 if pretrained or was_pretrained else 1.0
+    fingerprint = None
+    if estimator.checkpoint_dir is not None:
+        params = estimator.get_params(deep=False)
+        for name in ("verbose", "checkpoint_dir", "num_workers", "device"):
+            params.pop(name)
+        fingerprint = run_fingerprint(params, images, targets, train, valid)
+    bad_images = bad_image_log(estimator.on_bad_image)  # None: raise
+    if estimator.cache:
+        images = decode_images(
+            images, image_size, resolve_num_workers(estimator, cache=False), bad_images=bad_images
+        )
+        if bad_images is not None:  # rows of images that cannot be decoded train nothing
+            targets[list(bad_images.read())] = np.nan
+    train_set = ImageDataset(
+        images[train],
+        targets[train],
+        image_size=image_size,
+        transform=train_transform(estimator.augment),
+        bad_images=bad_images,
+    )
+    valid_set = (
+        None
+        if valid is None
+        else ImageDataset(
+            images[valid], targets[valid], image_size=image_size, bad_images=bad_images
+        )
+    )
+    return SimpleNamespace(
+        bad_images=bad_images,
+        skipped=skipped,
+        class_weights=class_weights(estimator.class_weight, tasks, y.iloc[train]),
+        data_sizes=data_sizes(y, train=train, valid=valid),
+        tasks=tasks,
+        image_size=image_size,
+        device=device,
+        seed=seed,
+        train_set=train_set,
+        valid_set=valid_set,
+        n_train=len(train),
+        freeze_epochs=freeze_epochs,
+        backbone_lr_scale=scale,
+        pretrained=pretrained,
+        start_epoch=len(estimator.history_) if continuing else 0,
+        continuing=continuing,
+        fingerprint=fingerprint,
+    )
+
+
+def make_net(estimator, run):
+    """The initialised net for ``run`` (:func:`prepare_run`): a new network, or, for a
+    warm start, a copy of the fitted one with its optimizer state and history."""
+    if run.continuing:
+        module = copy.deepcopy(estimator.net_.module_)
+        criterion = copy.deepcopy(estimator.net_.criterion_)
+    else:
+        tasks = run.tasks
+        backbone, n_features, (mean, std) = build_backbone(
+            estimator.backbone, estimator.weights, run.image_size
+        )
+        module = MultiTaskModule(
+            backbone, n_features, {n: t.n_outputs for n, t in tasks.items()}, mean, std
+        )
+        # Channels-last input: 25-35% faster convolutions on a CPU here
+        # (docs/performance.md); on CUDA, with channels-last weights, cuDNN's fastest.
+        module.channels_last = True
+        if run.device.startswith("cuda"):
+            module.to(memory_format=torch.channels_last)
+        criterion = MaskedMultiTaskLoss(
+            [(n, t.kind, t.n_outputs) for n, t in tasks.items()],
+            estimator.loss_weights,
+            run.class_weights,
+            estimator.regression_loss,
+        )
+    module.pretrained = run.pretrained or getattr(module, "pretrained", False)
+    net = build_net(
+        estimator,
+        module,
+        criterion,
+        run.tasks,
+        run.valid_set,
+        run.n_train,
+        run.device,
+        num_workers=resolve_num_workers(estimator, cache=estimator.cache),
+        freeze_epochs=run.freeze_epochs,
+        backbone_lr_scale=run.backbone_lr_scale,
+        start_epoch=run.start_epoch,
+        fingerprint=run.fingerprint,
+    ).initialize()
+    if run.continuing:
+        net.optimizer_.load_state_dict(estimator.net_.optimizer_.state_dict())
+        net.history_ = copy.deepcopy(estimator.history_)
+    return net
 
 
 def build_net(

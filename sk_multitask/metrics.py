@@ -10,7 +10,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn import metrics as skm
 
 from .tasks import CLASSIFICATION, check_targets
@@ -80,9 +79,10 @@ def evaluate_tasks(tasks, outputs, y):
     Parameters
     ----------
     tasks : dict
-        Task name to fitted :class:`~sk_multitask.tasks.Task`, for the columns of ``y``.
+        Task name to :class:`~sk_multitask.tasks.OutputDecoder` (``Task.decoder``), for
+        the columns of ``y``.
     outputs : dict
-        Task name to the head's raw outputs (tensor (N, n_outputs)).
+        Task name to the head's raw outputs (array or tensor (N, n_outputs)).
     y : DataFrame
         True targets, missing cells as NaN, None or ``pd.NA``.
     """
@@ -94,8 +94,8 @@ def evaluate_tasks(tasks, outputs, y):
         row = {"kind": task.kind, "n_labelled": int(labelled.sum())}
         if labelled.any() and task.kind == CLASSIFICATION:
             predicted = task.decode(out).to_numpy()
-            proba = torch.softmax(out.float(), dim=1).numpy()
-            known = np.isin(truth, task.classes_)  # log loss needs a fitted class
+            proba = task.probabilities(out)
+            known = np.isin(truth, task.classes)  # log loss needs a fitted class
             with warnings.catch_warnings():
                 # On a small subset some predicted class may be absent from the truth;
                 # balanced accuracy is still defined (over the true classes).
@@ -105,7 +105,7 @@ def evaluate_tasks(tasks, outputs, y):
                 accuracy=skm.accuracy_score(truth, predicted),
                 balanced_accuracy=balanced,
                 f1_macro=skm.f1_score(truth, predicted, average="macro"),
-                log_loss=skm.log_loss(truth[known], proba[known], labels=task.classes_)
+                log_loss=skm.log_loss(truth[known], proba[known], labels=task.classes)
                 if known.any()
                 else np.nan,
             )

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
-from sklearn.preprocessing import LabelEncoder, StandardScaler
+
+# scikit-learn is imported inside the functions that fit or rebuild encoders: the
+# torch-free ONNX predictor decodes outputs with OutputDecoder, without scikit-learn.
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -23,6 +25,81 @@ TASK_KINDS = (CLASSIFICATION, REGRESSION)
 #: An integer column with at most this many distinct labelled values is a
 #: classification task; with more it is a regression (an integer ``age``).
 MAX_INTEGER_CLASSES = 20
+
+
+@dataclass(frozen=True, eq=False)
+class OutputDecoder:
+    """Turns one task's head outputs into labels, values or probabilities.
+
+    Needs numpy and pandas only: :class:`Task` (the estimator) and the torch-free
+    :class:`sk_multitask.onnx.OnnxPredictor` decode with it, so they agree.
+
+    Attributes
+    ----------
+    name : hashable
+    kind : {"classification", "regression"}
+    dtype : dtype
+        The target column's dtype; predicted labels are cast back to it.
+    classes : ndarray or None
+        The class labels, in the order of the head's outputs (classification).
+    mean, scale : float
+        The standardisation a regression head's output is inverted with.
+    """
+
+    name: object
+    kind: str
+    dtype: object
+    classes: np.ndarray | None = None
+    mean: float = 0.0
+    scale: float = 1.0
+
+    @property
+    def n_outputs(self):
+        """How many outputs the task's head has: one per class, or one."""
+        return len(self.classes) if self.kind == CLASSIFICATION else 1
+
+    def decode(self, outputs, index=None):
+        """Turn the head's outputs (N, n_outputs) into a Series of labels or values."""
+        outputs = np.asarray(outputs)
+        if self.kind == CLASSIFICATION:
+            if len(outputs) == 0:
+                return pd.Series([], index=index, name=self.name, dtype=self.dtype)
+            labels = self.classes[outputs.argmax(axis=1)]
+            return pd.Series(labels, index=index, name=self.name).astype(self.dtype)
+        values = outputs.reshape(-1).astype(np.float64) * self.scale + self.mean
+        return pd.Series(values, index=index, name=self.name, dtype=np.float64)
+
+    def probabilities(self, outputs):
+        """Class probabilities (N, n_classes), float32, from a classification head's logits."""
+        logits = np.asarray(outputs, dtype=np.float32)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def to_dict(self):
+        """JSON-able data that :meth:`from_dict` rebuilds the decoder from."""
+        what = f"target {self.name!r}"
+        state = {"name": _json_scalar(self.name, "the task name"), "kind": self.kind}
+        state["dtype"] = _dtype_to_dict(self.dtype, what)
+        if self.kind == CLASSIFICATION:
+            state["classes"] = _array_to_dict(self.classes, f"the classes of {what}")
+        else:
+            state.update(mean=float(self.mean), scale=float(self.scale))
+        # A new task kind adds its fitted fields here and in from_dict.
+        return state
+
+    @classmethod
+    def from_dict(cls, state):
+        """The decoder from :meth:`to_dict`'s data."""
+        if state["kind"] not in TASK_KINDS:
+            raise ValueError(
+                f"unknown task kind {state['kind']!r} of target {state['name']!r}; "
+                f"this version knows {list(TASK_KINDS)}"
+            )
+        if state["kind"] == CLASSIFICATION:
+            fields = {"classes": _array_from_dict(state["classes"])}
+        else:
+            fields = {"mean": float(state["mean"]), "scale": float(state["scale"])}
+        return cls(state["name"], state["kind"], _dtype_from_dict(state["dtype"]), **fields)
 
 
 @dataclass(eq=False)
@@ -42,7 +119,7 @@ class Task:
 
     name: object
     kind: str
-    encoder: LabelEncoder | StandardScaler
+    encoder: object
     dtype: object
 
     @property
@@ -54,6 +131,15 @@ class Task:
     def n_outputs(self):
         """How many outputs the task's head has: one per class, or one."""
         return len(self.encoder.classes_) if self.kind == CLASSIFICATION else 1
+
+    @property
+    def decoder(self):
+        """The :class:`OutputDecoder` of the fitted task."""
+        if self.kind == CLASSIFICATION:
+            fields = {"classes": self.encoder.classes_}
+        else:
+            fields = {"mean": float(self.encoder.mean_[0]), "scale": float(self.encoder.scale_[0])}
+        return OutputDecoder(self.name, self.kind, self.dtype, **fields)
 
     def encode(self, column):
         """Encode a column to float32: class index or standardised value, NaN if missing."""
@@ -78,22 +164,112 @@ class Task:
 
     def decode(self, outputs, index=None):
         """Turn the head's outputs (N, n_outputs) into a Series of labels or values."""
-        outputs = np.asarray(outputs)
-        if len(outputs) == 0:
-            return pd.Series([], index=index, name=self.name, dtype=self._output_dtype)
-        if self.kind == CLASSIFICATION:
-            labels = self.encoder.inverse_transform(outputs.argmax(axis=1))
-            return pd.Series(labels, index=index, name=self.name).astype(self.dtype)
-        values = self.encoder.inverse_transform(outputs.reshape(-1, 1)).ravel()
-        return pd.Series(values, index=index, name=self.name, dtype=np.float64)
+        return self.decoder.decode(outputs, index)
 
-    @property
-    def _output_dtype(self):
-        return self.dtype if self.kind == CLASSIFICATION else np.float64
+    def probabilities(self, outputs):
+        """Class probabilities (N, n_classes), float32, of a classification task."""
+        return self.decoder.probabilities(outputs)
+
+    def to_dict(self):
+        """The fitted task as JSON-able data (name, kind, dtype, classes or scaling)."""
+        state = self.decoder.to_dict()
+        if self.kind != CLASSIFICATION:
+            state["n_samples_seen"] = int(self.encoder.n_samples_seen_)
+        return state
+
+    @classmethod
+    def from_dict(cls, state):
+        """The fitted task from :meth:`to_dict`'s data, its encoder rebuilt."""
+        from sklearn.preprocessing import LabelEncoder, StandardScaler
+
+        decoder = OutputDecoder.from_dict(state)
+        if decoder.kind == CLASSIFICATION:
+            encoder = LabelEncoder()
+            encoder.classes_ = decoder.classes
+        else:
+            encoder = StandardScaler()
+            encoder.mean_ = np.array([decoder.mean])
+            encoder.scale_ = np.array([decoder.scale])
+            encoder.var_ = encoder.scale_**2
+            encoder.n_features_in_ = 1
+            encoder.n_samples_seen_ = np.int64(state["n_samples_seen"])
+        return cls(decoder.name, decoder.kind, encoder, decoder.dtype)
 
     def __repr__(self):
         detail = f", classes={list(self.classes_)}" if self.kind == CLASSIFICATION else ""
         return f"Task(name={self.name!r}, kind={self.kind!r}{detail})"
+
+
+def _json_scalar(value, what):
+    """``value`` as a JSON scalar (str, int, float, bool or None), else a ValueError."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise ValueError(
+        f"{what} holds {value!r} ({type(value).__name__}), which cannot be saved: only "
+        "strings, numbers and booleans can"
+    )
+
+
+def _array_to_dict(array, what):
+    return {"dtype": array.dtype.str, "values": [_json_scalar(v, what) for v in array.tolist()]}
+
+
+def _array_from_dict(state):
+    return np.array(state["values"], dtype=np.dtype(state["dtype"]))
+
+
+def _dtype_to_dict(dtype, what):
+    """A column dtype as JSON-able data; categories and string storage are kept."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        categories = np.asarray(dtype.categories)
+        return {
+            "name": "category",
+            "categories": _array_to_dict(categories, f"the categories of {what}"),
+            "ordered": bool(dtype.ordered),
+        }
+    if isinstance(dtype, pd.StringDtype):
+        return {"name": "string", "storage": dtype.storage, "na_nan": dtype.na_value is not pd.NA}
+    return {"name": str(dtype)}
+
+
+def _dtype_from_dict(state):
+    if state["name"] == "category":
+        categories = _array_from_dict(state["categories"])
+        return pd.CategoricalDtype(categories, ordered=state["ordered"])
+    if state["name"] == "string":
+        storage = state["storage"]
+        return pd.StringDtype(storage, na_value=np.nan) if state["na_nan"] else pd.StringDtype(storage)
+    return ptypes.pandas_dtype(state["name"])
+
+
+def prediction_frame(decoders, outputs, index):
+    """What ``predict`` returns: one column per task, labels or values, ``index``.
+
+    Parameters
+    ----------
+    decoders : dict
+        Task name to :class:`OutputDecoder`.
+    outputs : dict
+        Task name to its head's outputs (N, n_outputs).
+    index : pandas Index
+    """
+    return pd.DataFrame(
+        {name: decoder.decode(outputs[name], index) for name, decoder in decoders.items()},
+        index=index,
+    )
+
+
+def probability_frames(decoders, outputs, index):
+    """What ``predict_proba`` returns: per classification task, a DataFrame of classes."""
+    return {
+        name: pd.DataFrame(
+            decoder.probabilities(outputs[name]), index=index, columns=pd.Index(decoder.classes)
+        )
+        for name, decoder in decoders.items()
+        if decoder.kind == CLASSIFICATION
+    }
 
 
 def infer_task_kind(column):
@@ -166,6 +342,8 @@ def fit_tasks(y, kinds=None):
 
 
 def _fit_encoder(name, kind, labelled):
+    from sklearn.preprocessing import LabelEncoder, StandardScaler
+
     if kind == CLASSIFICATION:
         encoder = LabelEncoder().fit(labelled.to_numpy())
         if len(encoder.classes_) < 2:

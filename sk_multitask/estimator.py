@@ -34,12 +34,20 @@ from .data import (
 )
 from .metrics import evaluate_tasks, task_scores
 from .module import MultiTaskModule, build_backbone
-from .tasks import CLASSIFICATION, check_targets, encode_targets, fit_tasks, target_frame
+from .persistence import VersionedPickleMixin, read_model, save
+from .tasks import (
+    check_targets,
+    encode_targets,
+    fit_tasks,
+    prediction_frame,
+    probability_frames,
+    target_frame,
+)
 from .training import OPTIMIZERS, MultiTaskNet, seeded
 
 __all__ = ["MultiTaskImageEstimator"]
 
-class MultiTaskImageEstimator(BaseEstimator):
+class MultiTaskImageEstimator(VersionedPickleMixin, BaseEstimator):
     """Train one network that predicts several targets of mixed kinds from images.
 
     A shared backbone feeds one head per column of ``y``. Each column's task kind is
@@ -232,20 +240,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         if self.cache:
             images = decode_images(images, image_size, num_workers=self._num_workers(cache=False))
         with seeded(seed, device):
-            backbone, n_features, (mean, std) = build_backbone(
-                self.backbone, self.weights, image_size
-            )
-            module = MultiTaskModule(
-                backbone, n_features, {n: t.n_outputs for n, t in tasks.items()}, mean, std
-            )
-            # Channels-last input: 25-35% faster convolutions on a CPU here
-            # (docs/performance.md); on CUDA, with channels-last weights, cuDNN's fastest.
-            module.channels_last = True
-            if device.startswith("cuda"):
-                module.to(memory_format=torch.channels_last)
-            criterion = MaskedMultiTaskLoss(
-                [(n, t.kind, t.n_outputs) for n, t in tasks.items()], self.loss_weights
-            )
+            module, criterion = self._network(tasks, image_size, device, self.weights)
             train_set = ImageDataset(
                 images[train],
                 targets[train],
@@ -279,11 +274,7 @@ class MultiTaskImageEstimator(BaseEstimator):
             class labels with the dtype they were fitted with, regression values as
             float in original units.
         """
-        outputs, index = self._forward(X)
-        return pd.DataFrame(
-            {name: task.decode(outputs[name], index) for name, task in self.tasks_.items()},
-            index=index,
-        )
+        return prediction_frame(self._decoders(), *self._forward(X))
 
     def predict_proba(self, X):
         """Class probabilities of every classification task.
@@ -294,16 +285,7 @@ class MultiTaskImageEstimator(BaseEstimator):
             Task name to a DataFrame with ``X``'s index and one column per class
             label (the original labels); rows sum to 1.
         """
-        outputs, index = self._forward(X)
-        return {
-            name: pd.DataFrame(
-                torch.softmax(outputs[name], dim=1).numpy(),
-                index=index,
-                columns=pd.Index(task.classes_),
-            )
-            for name, task in self.tasks_.items()
-            if task.kind == CLASSIFICATION
-        }
+        return probability_frames(self._decoders(), *self._forward(X))
 
     def score(self, X, y):
         """Mean over tasks of accuracy (classification) and R² (regression).
@@ -333,7 +315,7 @@ class MultiTaskImageEstimator(BaseEstimator):
         """
         outputs, index = self._forward(X)
         y = check_targets(y, self.tasks_, len(index))
-        return evaluate_tasks({n: self.tasks_[n] for n in y.columns}, outputs, y)
+        return evaluate_tasks({n: self.tasks_[n].decoder for n in y.columns}, outputs, y)
 
     def top_losses(self, X, y, k=9, task=None):
         """The ``k`` rows with the largest loss, with each task's prediction and truth.
@@ -383,6 +365,57 @@ class MultiTaskImageEstimator(BaseEstimator):
         frame["loss"] = row_loss[top].astype(np.float64)
         return frame
 
+    def save(self, path):
+        """Write the fitted model to ``path`` (``.skmt`` by convention) without pickle.
+
+        One zip file: the weights as safetensors and a JSON document (parameters,
+        tasks, image size, history). :meth:`load` reads it back, and reading it runs
+        no code. See :mod:`sk_multitask.persistence` and ``docs/deployment.md``.
+
+        Returns
+        -------
+        str
+            ``path``.
+        """
+        return save(self, path)
+
+    @classmethod
+    def load(cls, path, backbone=None):
+        """Load a model written by :meth:`save`; safe for files from elsewhere.
+
+        Parameters
+        ----------
+        path : str or path
+        backbone : torch.nn.Module, default=None
+            Required for a model trained with a backbone module of your own (an
+            instance built the same way; the error names its class).
+
+        Returns
+        -------
+        MultiTaskImageEstimator
+            Fitted: it predicts, scores and evaluates like the saved one, and keeps
+            its ``history_``.
+        """
+        saved = read_model(path, backbone)
+        est = cls(**saved.params)
+        cuda = torch.cuda.is_available() or not est.device.startswith("cuda")
+        device = est._resolve_device() if cuda else "cpu"  # a GPU model loads on a CPU
+        with seeded(0, device):  # the skipped random init leaves torch's RNG alone
+            module, criterion = est._network(saved.tasks, saved.image_size, device, None)
+            net = est._build_net(module, criterion, saved.tasks, None, 0, device).initialize()
+        est.net_ = saved.restore(net)
+        est.tasks_, est.image_size_, est.history_ = saved.tasks, saved.image_size, net.history
+        return est
+
+    def export_onnx(self, path):
+        """Write the network to an ONNX file, for :class:`sk_multitask.onnx.OnnxPredictor`.
+
+        Needs the ``onnx`` extra. See :func:`sk_multitask.onnx.export_onnx`.
+        """
+        from .onnx import export_onnx
+
+        return export_onnx(self, path)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # Images: paths (strings) or uint8 arrays (N, H, W[, C]), not a 2-D table.
@@ -414,6 +447,26 @@ class MultiTaskImageEstimator(BaseEstimator):
             outputs[start : start + len(batch)] = batch
             start += len(batch)
         return outputs, images, index
+
+    def _decoders(self):
+        check_is_fitted(self)
+        return {name: task.decoder for name, task in self.tasks_.items()}
+
+    def _network(self, tasks, image_size, device, weights):
+        """The module and criterion to train or to load weights into."""
+        backbone, n_features, (mean, std) = build_backbone(self.backbone, weights, image_size)
+        module = MultiTaskModule(
+            backbone, n_features, {n: t.n_outputs for n, t in tasks.items()}, mean, std
+        )
+        # Channels-last input: 25-35% faster convolutions on a CPU here
+        # (docs/performance.md); on CUDA, with channels-last weights, cuDNN's fastest.
+        module.channels_last = True
+        if device.startswith("cuda"):
+            module.to(memory_format=torch.channels_last)
+        criterion = MaskedMultiTaskLoss(
+            [(n, t.kind, t.n_outputs) for n, t in tasks.items()], self.loss_weights
+        )
+        return module, criterion
 
     def _forward(self, X):
         """Each task's raw outputs (CPU tensors) for ``X``, and ``X``'s index."""

@@ -1,7 +1,8 @@
-"""The ``sk-multitask`` command line: fit, predict, evaluate, demo.
+"""The ``sk-multitask`` command line: fit, predict, evaluate, export, demo.
 
 Every command ends a bad path, column or value with a one-line error on stderr and exit
-status 1, without a traceback; ``--help`` works everywhere.
+status 1, without a traceback; ``--help`` works everywhere. ``predict`` and
+``evaluate`` with an ONNX model do not import torch.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ import json
 import os
 import sys
 import time
+import zipfile
 
 import joblib
 import pandas as pd
 
 from . import __version__
-from .data import resolve_images
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
-from .estimator import MultiTaskImageEstimator
+from .images import resolve_images
 from .tasks import TASK_KINDS
 
 
@@ -70,12 +71,23 @@ def _task_kinds(spec):
     return kinds
 
 
-def _load_model(path, images):
+def _load_model(path, images=None, verbose=0):
+    """A saved model: a safe file (zip), an ONNX file (run without torch), or joblib."""
     if not os.path.isfile(path):
         raise CommandError(f"model file not found: {path}")
-    model = joblib.load(path)
+    if path.endswith(".onnx"):
+        from .onnx import OnnxPredictor
+
+        return OnnxPredictor(path, image_root=images)
+    from .estimator import MultiTaskImageEstimator
+
+    if path.endswith(".skmt") or zipfile.is_zipfile(path):
+        model = MultiTaskImageEstimator.load(path)
+    else:
+        model = joblib.load(path)  # a pickle: only for files from a source you trust
     if not isinstance(model, MultiTaskImageEstimator):
         raise CommandError(f"{path} holds a {type(model).__name__}, not a MultiTaskImageEstimator")
+    model.set_params(verbose=verbose)
     if images is not None:
         model.set_params(image_root=images)
     return model
@@ -102,6 +114,8 @@ def fit(args):
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     y = _columns(data, targets, "targets")
     _columns(data, [args.image_col], "image column")
+    from .estimator import MultiTaskImageEstimator
+
     valid_split = args.valid_col if args.valid_col else _valid_split(args.valid_split)
     if args.valid_col:
         _columns(data, [args.valid_col], "validation column")
@@ -133,8 +147,7 @@ def fit(args):
 
 def predict(args):
     """Write predictions (and class probabilities) for every row of a table."""
-    model = _load_model(args.model, args.images)
-    model.set_params(verbose=1)
+    model = _load_model(args.model, args.images, verbose=1)
     data = _read_images_table(args.data, model)
     out = pd.concat([data[[model.image_col]], model.predict(data)], axis=1)
     if args.proba:
@@ -147,8 +160,6 @@ def predict(args):
 
 def _evaluate_to(model, data, y, out):
     """Print the metrics table and write metrics.csv, metrics.json and report.html."""
-    from .report import write_report  # matplotlib is imported only when reporting
-
     os.makedirs(out, exist_ok=True)
     table = model.evaluate(data, y)
     with pd.option_context("display.width", 160, "display.max_columns", None):
@@ -157,14 +168,18 @@ def _evaluate_to(model, data, y, out):
     records = json.loads(table.to_json(orient="index"))
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(records, f, indent=2)
+    if not hasattr(model, "history_"):  # an ONNX model has neither history nor losses
+        print(f"metrics written to {out} (no report.html: it needs the model, not ONNX)")
+        return
+    from .report import write_report  # matplotlib is imported only when reporting
+
     report = write_report(model, data, y, os.path.join(out, "report.html"))
     print(f"metrics and report written to {out} ({os.path.basename(report)})")
 
 
 def evaluate(args):
     """Per-task metrics on a labelled table, as a table, CSV, JSON and an HTML report."""
-    model = _load_model(args.model, args.images)
-    model.set_params(verbose=1)
+    model = _load_model(args.model, args.images, verbose=1)
     data = _read_images_table(args.data, model)
     present = [t for t in model.tasks_ if t in data.columns]
     if not present:
@@ -172,6 +187,21 @@ def evaluate(args):
             f"none of the model's targets {list(model.tasks_)} is a column of the data"
         )
     _evaluate_to(model, data, data[present], args.out)
+    return 0
+
+
+def export(args):
+    """Write a saved model as a safe file (.skmt, or any other name) or as ONNX (.onnx)."""
+    model = _load_model(args.model)
+    if not hasattr(model, "save"):
+        raise CommandError(f"{args.model} is already an ONNX model; export a .joblib or .skmt")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(folder, exist_ok=True)
+    if args.out.endswith(".onnx"):
+        model.export_onnx(args.out)
+    else:
+        model.save(args.out)
+    print(f"model written to {args.out}")
     return 0
 
 
@@ -189,6 +219,8 @@ def demo(args):
         f"{len(df)} synthetic images in {df.attrs['image_root']}; targets {list(TARGETS)}, "
         f"{int(y.isna().sum().sum())} cells missing"
     )
+    from .estimator import MultiTaskImageEstimator
+
     est = MultiTaskImageEstimator(
         image_root=df.attrs["image_root"],
         backbone="simple_cnn",
@@ -210,6 +242,9 @@ def demo(args):
     print("validation metrics (labelled cells only):")
     _evaluate_to(est, df[valid], y[valid], args.out)
     return 0
+
+
+_MODEL_HELP = "a model saved by 'fit' (.joblib), by 'export' (.skmt) or an ONNX file (.onnx)"
 
 
 def build_parser():
@@ -243,7 +278,7 @@ def build_parser():
 
     p = commands.add_parser("predict", help="predict every target for a table of images")
     p.add_argument("data", help="CSV or parquet file with the image column")
-    p.add_argument("--model", required=True, help="a model saved by 'fit'")
+    p.add_argument("--model", required=True, help=_MODEL_HELP)
     p.add_argument("--images", help="folder the image paths are relative to (default: the model's)")
     p.add_argument("--proba", action="store_true", help="add class probability columns")
     p.add_argument("--out", required=True, help="output CSV or parquet file")
@@ -251,10 +286,15 @@ def build_parser():
 
     p = commands.add_parser("evaluate", help="per-task metrics and an HTML report")
     p.add_argument("data", help="CSV or parquet file with the image column and targets")
-    p.add_argument("--model", required=True, help="a model saved by 'fit'")
+    p.add_argument("--model", required=True, help=_MODEL_HELP)
     p.add_argument("--images", help="folder the image paths are relative to (default: the model's)")
     p.add_argument("--out", required=True, help="folder for metrics.csv, metrics.json, report.html")
     p.set_defaults(run=evaluate)
+
+    p = commands.add_parser("export", help="write a model as a safe file (.skmt) or as ONNX")
+    p.add_argument("--model", required=True, help="a model saved by 'fit' (.joblib) or .skmt")
+    p.add_argument("--out", required=True, help="the file to write: NAME.onnx for ONNX, else .skmt")
+    p.set_defaults(run=export)
 
     p = commands.add_parser("demo", help="generate a synthetic set, fit, evaluate, report")
     p.add_argument("--out", default="demo-output", help="folder for images, model and report")

@@ -102,8 +102,9 @@ class OnnxPredictor:
 
     Attributes
     ----------
-    tasks : dict
-        Task name to :class:`~sk_multitask.tasks.OutputDecoder` (kind, classes...).
+    tasks_ : dict
+        Task name to :class:`~sk_multitask.tasks.OutputDecoder` (kind, classes...),
+        in the order of the estimator's ``tasks_``.
     params : dict
         The estimator's parameters, as saved.
     image_col, image_root, image_size, batch_size
@@ -149,10 +150,10 @@ class OnnxPredictor:
         self.document = json.loads(metadata[METADATA_KEY])
         check_document(self.document, path)
         self.params = decode_params(self.document)
-        self.tasks = {}
+        self.tasks_ = {}
         for state in self.document["tasks"]:
             decoder = OutputDecoder.from_dict(state)
-            self.tasks[decoder.name] = decoder
+            self.tasks_[decoder.name] = decoder
         self.image_col = self.params["image_col"]
         self.image_root = self.params["image_root"] if image_root is None else image_root
         self.image_size = tuple(self.document["image_size"])
@@ -163,7 +164,7 @@ class OnnxPredictor:
         """Each task's raw head outputs (float32 arrays) for ``X``, and ``X``'s index."""
         images, index = resolve_images(X, self.image_col, self.image_root, check_files=False)
         pixels = array_pixels if is_pixel_array(images) else read_image
-        sizes = [decoder.n_outputs for decoder in self.tasks.values()]
+        sizes = [decoder.n_outputs for decoder in self.tasks_.values()]
         outputs = np.empty((len(images), sum(sizes)), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             stop = min(start + self.batch_size, len(images))
@@ -171,7 +172,7 @@ class OnnxPredictor:
             feed = {INPUT: np.ascontiguousarray(batch.transpose(0, 3, 1, 2))}
             outputs[start:stop] = self.session.run([OUTPUT], feed)[0]
         split = np.split(outputs, np.cumsum(sizes)[:-1], axis=1)
-        return dict(zip(self.tasks, split, strict=True)), index
+        return dict(zip(self.tasks_, split, strict=True)), index
 
     def predict(self, X):
         """Predict every task: the DataFrame ``MultiTaskImageEstimator.predict`` returns.
@@ -181,11 +182,11 @@ class OnnxPredictor:
         X : DataFrame with the image column, Series or list of paths, or uint8 ndarray
             (N, H, W[, C])
         """
-        return prediction_frame(self.tasks, *self.outputs(X))
+        return prediction_frame(self.tasks_, *self.outputs(X))
 
     def predict_proba(self, X):
         """Class probabilities: what ``MultiTaskImageEstimator.predict_proba`` returns."""
-        return probability_frames(self.tasks, *self.outputs(X))
+        return probability_frames(self.tasks_, *self.outputs(X))
 
     def evaluate(self, X, y):
         """Per-task metrics: the table of ``MultiTaskImageEstimator.evaluate``.
@@ -195,8 +196,8 @@ class OnnxPredictor:
         from .metrics import evaluate_tasks
 
         outputs, index = self.outputs(X)
-        y = check_targets(y, self.tasks, len(index))
-        return evaluate_tasks({n: self.tasks[n] for n in y.columns}, outputs, y)
+        y = check_targets(y, self.tasks_, len(index))
+        return evaluate_tasks({n: self.tasks_[n] for n in y.columns}, outputs, y)
 
     def __repr__(self):
         return f"OnnxPredictor({self.path!r})"

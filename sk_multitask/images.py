@@ -55,7 +55,7 @@ def _resized(img, size):
 
 
 def read_image(path, image_size):
-    """Decode one image file to uint8 pixels ``(H, W, 3)`` of ``image_size``.
+    """Decode one image file (a path, or a binary file object) to uint8 ``(H, W, 3)``.
 
     EXIF orientation is applied; any mode is converted to RGB; the resize is PIL's
     bilinear (antialiased when shrinking), skipped when the image already has the
@@ -89,10 +89,16 @@ def read_image(path, image_size):
             img.load()  # decode while the file is open
             img = _to_rgb(img)
     except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {os.fspath(path)!r}") from None
+        raise FileNotFoundError(f"image file not found: {_name(path)}") from None
     except (OSError, SyntaxError, ValueError) as exc:  # PIL's decode errors
-        raise ValueError(f"cannot decode image file {os.fspath(path)!r}: {exc}") from exc
+        raise ValueError(f"cannot decode image file {_name(path)}: {exc}") from exc
     return np.array(_resized(img, size))
+
+
+def _name(path):
+    if isinstance(path, (str, os.PathLike)):
+        return repr(os.fspath(path))
+    return f"<{type(path).__name__}>"  # an open file or a buffer
 
 
 def array_pixels(image, image_size):

@@ -77,7 +77,8 @@ def main():
         medians = {m: statistics.median(seconds[input_name, m]) for m in models}
         for model_name, median in medians.items():
             ratio = f"{medians['onnx'] / medians['estimator']:.3f}" if model_name == "onnx" else ""
-            print(f"{input_name:<8}{model_name:<11}{median:>10.3f}{args.n / median:>9.0f}{ratio:>16}")
+            speed = args.n / median
+            print(f"{input_name:<8}{model_name:<11}{median:>10.3f}{speed:>9.0f}{ratio:>16}")
 
 
 if __name__ == "__main__":

@@ -171,8 +171,8 @@ def model_document(estimator):
         JSON-able: ``format``, ``format_version``, ``versions``, ``estimator``,
         ``params``, ``backbone``, ``tasks``, ``image_size``, ``normalisation``.
     """
-    import skorch
     import sklearn
+    import skorch
     import torch
 
     params = estimator.get_params(deep=False)

@@ -239,8 +239,9 @@ def _dtype_from_dict(state):
         categories = _array_from_dict(state["categories"])
         return pd.CategoricalDtype(categories, ordered=state["ordered"])
     if state["name"] == "string":
-        storage = state["storage"]
-        return pd.StringDtype(storage, na_value=np.nan) if state["na_nan"] else pd.StringDtype(storage)
+        if state["na_nan"]:  # pandas 3's default "str"
+            return pd.StringDtype(state["storage"], na_value=np.nan)
+        return pd.StringDtype(state["storage"])
     return ptypes.pandas_dtype(state["name"])
 
 

@@ -237,7 +237,8 @@ def test_truncated_and_tampered_files_are_refused(saved, tmp_path):
 )
 def test_documents_of_another_format_are_refused(saved, tmp_path, change, match):
     document = json.loads(zipfile.ZipFile(saved).read(persistence.DOCUMENT))
-    path = rewrite(saved, tmp_path / "m.skmt", {persistence.DOCUMENT: json.dumps(document | change)})
+    changed = {persistence.DOCUMENT: json.dumps(document | change)}
+    path = rewrite(saved, tmp_path / "m.skmt", changed)
     with pytest.raises(ValueError, match=match):
         load(path)
 

@@ -34,10 +34,18 @@ def main():
     parser.add_argument("--backbone", default="simple_cnn")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="of torch and ONNX Runtime (default: theirs)"
+    )
     args = parser.parse_args()
+    options = onnxruntime.SessionOptions()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        options.intra_op_num_threads = args.threads
     print(
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime "
-        f"{onnxruntime.__version__}, {os.cpu_count()} CPUs; {args.n} images of "
+        f"{onnxruntime.__version__} ({args.threads or 'default'} threads), {os.cpu_count()} "
+        f"CPUs, load average {os.getloadavg()[0]:.1f}; {args.n} images of "
         f"{args.image_size} px, {args.backbone}, batch {args.batch_size}"
     )
     with tempfile.TemporaryDirectory() as folder:
@@ -54,7 +62,8 @@ def main():
             valid_split=None,
             random_state=0,
         ).fit(df, df[["color", "shape", "area"]])
-        predictor = OnnxPredictor(est.export_onnx(os.path.join(folder, "model.onnx")))
+        path = est.export_onnx(os.path.join(folder, "model.onnx"))
+        predictor = OnnxPredictor(path, session_options=options)
         root = df.attrs["image_root"]
         array = np.stack([read_image(os.path.join(root, f), args.image_size) for f in df.filename])
         inputs = {"files": df, "array": array}

@@ -71,7 +71,7 @@ def _task_kinds(spec):
     return kinds
 
 
-def _load_model(path, images=None, verbose=0):
+def _load_model(path, images=None, verbose=None):
     """A saved model: a safe file (zip), an ONNX file (run without torch), or joblib."""
     if not os.path.isfile(path):
         raise CommandError(f"model file not found: {path}")
@@ -87,7 +87,8 @@ def _load_model(path, images=None, verbose=0):
         model = joblib.load(path)  # a pickle: only for files from a source you trust
     if not isinstance(model, MultiTaskImageEstimator):
         raise CommandError(f"{path} holds a {type(model).__name__}, not a MultiTaskImageEstimator")
-    model.set_params(verbose=verbose)
+    if verbose is not None:
+        model.set_params(verbose=verbose)
     if images is not None:
         model.set_params(image_root=images)
     return model

@@ -1,9 +1,10 @@
-"""Image input: turning ``X`` into image sources, and the Dataset that decodes them.
+"""The torch Dataset that decodes images, and the training-time transforms.
 
-Images stay uint8 ``(3, H, W)`` tensors from decoding to the device; the network
-normalises them there (:class:`sk_multitask.module.MultiTaskModule`). Files are
-decoded lazily, one item at a time, so a dataset on disk is streamed, never loaded
-whole.
+Turning ``X`` into image sources, decoding and resizing are torch-free, in
+:mod:`sk_multitask.images` (shared with the ONNX predictor). Images stay uint8
+``(3, H, W)`` tensors from decoding to the device; the network normalises them there
+(:class:`sk_multitask.module.MultiTaskModule`). Files are decoded lazily, one item at a
+time, so a dataset on disk is streamed, never loaded whole.
 """
 
 from __future__ import annotations

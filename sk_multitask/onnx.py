@@ -99,6 +99,8 @@ class OnnxPredictor:
         Images per ONNX Runtime call; None: the estimator's ``batch_size``.
     providers : list, default=None
         ONNX Runtime execution providers; None: ``["CPUExecutionProvider"]``.
+    session_options : onnxruntime.SessionOptions, default=None
+        E.g. the number of threads (``intra_op_num_threads``); None: ONNX Runtime's.
 
     Attributes
     ----------
@@ -127,7 +129,9 @@ class OnnxPredictor:
     True
     """
 
-    def __init__(self, path, image_root=None, batch_size=None, providers=None):
+    def __init__(
+        self, path, image_root=None, batch_size=None, providers=None, session_options=None
+    ):
         try:
             import onnxruntime
         except ImportError as exc:
@@ -137,7 +141,7 @@ class OnnxPredictor:
             raise FileNotFoundError(f"ONNX file not found: {path!r}")
         try:
             self.session = onnxruntime.InferenceSession(
-                path, providers=providers or ["CPUExecutionProvider"]
+                path, session_options, providers=providers or ["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ValueError(f"{path!r} is not an ONNX model ONNX Runtime can run: {exc}") from exc

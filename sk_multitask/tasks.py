@@ -44,6 +44,15 @@ class OutputDecoder:
         The class labels, in the order of the head's outputs (classification).
     mean, scale : float
         The standardisation a regression head's output is inverted with.
+
+    Notes
+    -----
+    A new task kind (e.g. multi-label: a ``MultiLabelBinarizer``, sigmoid outputs) adds
+    its branch to :meth:`decode`, :meth:`probabilities` and :attr:`n_outputs`, its
+    fitted fields to :meth:`to_dict`/:meth:`from_dict`, its encoder to
+    :attr:`Task.decoder` and :meth:`Task.from_dict`, and its kind to the filter of
+    :func:`probability_frames`: then the safe file, ONNX metadata and the torch-free
+    predictor carry it too.
     """
 
     name: object

@@ -400,7 +400,7 @@ class MultiTaskImageEstimator(VersionedPickleMixin, BaseEstimator):
         est = cls(**saved.params)
         cuda = torch.cuda.is_available() or not est.device.startswith("cuda")
         device = est._resolve_device() if cuda else "cpu"  # a GPU model loads on a CPU
-        with seeded(0, device):  # the skipped random init leaves torch's RNG alone
+        with seeded(0, device):  # building draws initial weights: keep torch's RNG as it was
             module, criterion = est._network(saved.tasks, saved.image_size, device, None)
             net = est._build_net(module, criterion, saved.tasks, None, 0, device).initialize()
         est.net_ = saved.restore(net)

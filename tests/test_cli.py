@@ -10,6 +10,7 @@ from pathlib import Path
 import joblib
 import pandas as pd
 import pytest
+from conftest import BLOCK_TORCH
 
 from sk_multitask.cli import main
 from sk_multitask.datasets import make_multitask_images
@@ -113,17 +114,6 @@ def test_evaluate_writes_metrics_and_a_report(workspace):
     records = json.loads((out / "metrics.json").read_text())
     assert records["area"]["mae"] == pytest.approx(metrics.loc["area", "mae"])
     assert (out / "report.html").read_text().count("data:image/png;base64,") >= 3
-
-
-#: Run first in a subprocess: importing torch, torchvision or skorch then fails.
-BLOCK_TORCH = """
-import sys
-class _Blocked:
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is blocked in this test")
-sys.meta_path.insert(0, _Blocked())
-"""
 
 
 def run_without_torch(*args):

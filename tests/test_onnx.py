@@ -10,8 +10,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
-from conftest import TARGETS, small_estimator
-from test_cli import BLOCK_TORCH
+from conftest import BLOCK_TORCH, TARGETS, small_estimator
 
 from sk_multitask.datasets import make_multitask_images
 from sk_multitask.images import read_image

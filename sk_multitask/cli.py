@@ -1,8 +1,9 @@
-"""The ``sk-multitask`` command line: fit, predict, evaluate, demo.
+"""The ``sk-multitask`` command line: fit, lr-find, predict, evaluate, export, demo.
 
 Every command ends a bad path, column or value with a one-line error on stderr and exit
 status 1, without a traceback, naming command-line options rather than Python
-parameters; ``--help`` works everywhere and shows the defaults.
+parameters; ``--help`` works everywhere and shows the defaults. ``predict`` and
+``evaluate`` with an ONNX model do not import torch.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ import re
 import sys
 import time
 import warnings
+import zipfile
 
 import joblib
 import pandas as pd
 from PIL import Image
 
 from . import __version__
-from .data import resolve_images
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
-from .estimator import MultiTaskImageEstimator
+from .images import resolve_images
 from .tasks import TASK_KINDS
 
 
@@ -131,17 +132,30 @@ def _task_kinds(spec):
     return kinds
 
 
-def _load_model(path, images):
+def _load_model(path, images=None, verbose=None):
+    """A saved model: a safe file (zip), an ONNX file (run without torch), or joblib."""
     if not os.path.isfile(path):
         raise CommandError(f"model file not found: {path}")
-    try:
-        model = joblib.load(path)
-    except Exception as exc:  # unpickling arbitrary bytes fails in many ways
-        raise CommandError(
-            f"{path} is not a model file saved by 'sk-multitask fit' ({type(exc).__name__}: {exc})"
-        ) from exc
+    if path.endswith(".onnx"):
+        from .onnx import OnnxPredictor
+
+        return OnnxPredictor(path, image_root=images)
+    from .estimator import MultiTaskImageEstimator
+
+    if path.endswith(".skmt") or zipfile.is_zipfile(path):
+        model = MultiTaskImageEstimator.load(path)
+    else:
+        try:  # a pickle: only for files from a source you trust
+            model = joblib.load(path)
+        except Exception as exc:  # unpickling arbitrary bytes fails in many ways
+            raise CommandError(
+                f"{path} is not a model file saved by 'sk-multitask fit' "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
     if not isinstance(model, MultiTaskImageEstimator):
         raise CommandError(f"{path} holds a {type(model).__name__}, not a MultiTaskImageEstimator")
+    if verbose is not None:
+        model.set_params(verbose=verbose)
     if images is not None:
         model.set_params(image_root=os.path.abspath(images))
     return model
@@ -191,6 +205,8 @@ def _data_and_estimator(args):
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     y = _columns(data, targets, "targets")
     _columns(data, [args.image_col], "image column")
+    from .estimator import MultiTaskImageEstimator
+
     valid_split = args.valid_col if args.valid_col else _valid_split(args.valid_split)
     if args.valid_col:
         _columns(data, [args.valid_col], "validation column")
@@ -255,8 +271,7 @@ def lr_find(args):
 def predict(args):
     """Write predictions (and class probabilities) for every row of a table."""
     check_output(args.out)
-    model = _load_model(args.model, args.images)
-    model.set_params(verbose=1)
+    model = _load_model(args.model, args.images, verbose=1)
     data = _read_images_table(args.data, model)
     out = pd.concat([data[[model.image_col]], model.predict(data)], axis=1)
     if args.proba:
@@ -271,8 +286,6 @@ def predict(args):
 
 def _evaluate_to(model, data, y, out):
     """Print the metrics table and write metrics.csv, metrics.json and report.html."""
-    from .report import write_report  # matplotlib is imported only when reporting
-
     os.makedirs(out, exist_ok=True)
     table = model.evaluate(data, y)
     with pd.option_context("display.width", 160, "display.max_columns", None):
@@ -281,6 +294,11 @@ def _evaluate_to(model, data, y, out):
     records = json.loads(table.to_json(orient="index"))
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(records, f, indent=2)
+    if not hasattr(model, "history_"):  # an ONNX model has neither history nor losses
+        print(f"metrics written to {out} (no report.html: it needs the model, not ONNX)")
+        return
+    from .report import write_report  # matplotlib is imported only when reporting
+
     report = write_report(model, data, y, os.path.join(out, "report.html"))
     print(f"metrics and report written to {out} ({os.path.basename(report)})")
 
@@ -291,8 +309,7 @@ def evaluate(args):
         raise CommandError(
             f"evaluate needs a CSV or parquet table with target columns, not images ({args.data})"
         )
-    model = _load_model(args.model, args.images)
-    model.set_params(verbose=1)
+    model = _load_model(args.model, args.images, verbose=1)
     data = _read_images_table(args.data, model)
     present = [t for t in model.tasks_ if t in data.columns]
     if not present:
@@ -300,6 +317,21 @@ def evaluate(args):
             f"none of the model's targets {list(model.tasks_)} is a column of the data"
         )
     _evaluate_to(model, data, data[present], args.out)
+    return 0
+
+
+def export(args):
+    """Write a saved model as a safe file (.skmt, or any other name) or as ONNX (.onnx)."""
+    model = _load_model(args.model)
+    if not hasattr(model, "save"):
+        raise CommandError(f"{args.model} is already an ONNX model; export a .joblib or .skmt")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(folder, exist_ok=True)
+    if args.out.endswith(".onnx"):
+        model.export_onnx(args.out)
+    else:
+        model.save(args.out)
+    print(f"model written to {args.out}")
     return 0
 
 
@@ -319,6 +351,8 @@ def demo(args):
         f"{len(df)} synthetic images in {df.attrs['image_root']}; targets {list(TARGETS)}, "
         f"{int(y.isna().sum().sum())} cells missing"
     )
+    from .estimator import MultiTaskImageEstimator
+
     est = MultiTaskImageEstimator(
         image_root=df.attrs["image_root"],
         backbone="simple_cnn",
@@ -410,6 +444,9 @@ def _training_options(p):
     p.add_argument("--seed", type=int, default=None, help="random seed (none: not seeded)")
 
 
+_MODEL_HELP = "a model saved by 'fit' (.joblib), by 'export' (.skmt) or an ONNX file (.onnx)"
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="sk-multitask",
@@ -440,7 +477,7 @@ def build_parser():
     p.add_argument(
         "data", help="CSV or parquet file with the image column, an image file, or a folder"
     )
-    p.add_argument("--model", required=True, help="a model saved by 'fit'")
+    p.add_argument("--model", required=True, help=_MODEL_HELP)
     p.add_argument("--images", help="folder the image paths are relative to (default: the model's)")
     p.add_argument("--proba", action="store_true", help="add class probability columns")
     p.add_argument(
@@ -450,10 +487,15 @@ def build_parser():
 
     p = command("evaluate", "per-task metrics and an HTML report")
     p.add_argument("data", help="CSV or parquet file with the image column and targets")
-    p.add_argument("--model", required=True, help="a model saved by 'fit'")
+    p.add_argument("--model", required=True, help=_MODEL_HELP)
     p.add_argument("--images", help="folder the image paths are relative to (default: the model's)")
     p.add_argument("--out", required=True, help="folder for metrics.csv, metrics.json, report.html")
     p.set_defaults(run=evaluate)
+
+    p = command("export", "write a model as a safe file (.skmt) or as ONNX")
+    p.add_argument("--model", required=True, help="a model saved by 'fit' (.joblib) or .skmt")
+    p.add_argument("--out", required=True, help="the file to write: NAME.onnx for ONNX, else .skmt")
+    p.set_defaults(run=export)
 
     p = command("demo", "generate a synthetic set, fit, evaluate, report")
     p.add_argument("--out", default="demo-output", help="folder for images, data, model, report")

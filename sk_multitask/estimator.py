@@ -8,7 +8,6 @@ from collections.abc import Hashable
 from numbers import Integral, Real
 
 import numpy as np
-import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -24,10 +23,12 @@ from .data import (
     warn_skipped,
 )
 from .metrics import evaluate_tasks, per_class_metrics, task_scores, top_loss_table
+from .persistence import VersionedPickleMixin, read_model, save
 from .tasks import (
-    REGRESSION,
     check_aligned,
     check_targets,
+    prediction_frame,
+    probability_frames,
 )
 from .training import (
     LR_SCHEDULES,
@@ -36,13 +37,16 @@ from .training import (
     load_checkpoint,
     make_net,
     prepare_run,
+    resolve_device,
+    restore_net,
     seeded,
 )
 
 __all__ = ["MultiTaskImageEstimator"]
 
 
-class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin, BaseEstimator):
+class MultiTaskImageEstimator(
+    VersionedPickleMixin, TransformerMixin, ClassNamePrefixFeaturesOutMixin, BaseEstimator):
     """Train one network that predicts several targets of mixed kinds from images.
 
     A shared backbone feeds one head per column of ``y``. Each column's task kind is
@@ -410,11 +414,7 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
             class labels with the dtype they were fitted with, regression values as
             float in original units.
         """
-        outputs, index = self.forward(X)
-        return pd.DataFrame(
-            {name: task.decode(outputs[name], index) for name, task in self.tasks_.items()},
-            index=index,
-        )
+        return prediction_frame(self._decoders(), *self.forward(X))
 
     def predict_proba(self, X):
         """Class probabilities of every classification and multi-label task.
@@ -426,12 +426,7 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
             label (the original labels); rows sum to 1 for a classification. A
             multi-label task has one independent probability per label.
         """
-        outputs, index = self.forward(X)
-        return {
-            name: task.proba(outputs[name], index)
-            for name, task in self.tasks_.items()
-            if task.kind != REGRESSION
-        }
+        return probability_frames(self._decoders(), *self.forward(X))
 
     def score(self, X, y):
         """Mean over tasks of accuracy (classification), R² (regression) and micro F1
@@ -557,6 +552,56 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
         split = self.net_.criterion_.split_outputs(outputs)
         return dict(zip(self.tasks_, split, strict=True)), index
 
+    def save(self, path):
+        """Write the fitted model to ``path`` (``.skmt`` by convention) without pickle.
+
+        One zip file: the weights as safetensors and a JSON document (parameters,
+        tasks, image size, history). :meth:`load` reads it back, and reading it runs
+        no code. See :mod:`sk_multitask.persistence` and ``docs/deployment.md``.
+
+        Returns
+        -------
+        str
+            ``path``.
+        """
+        return save(self, path)
+
+    @classmethod
+    def load(cls, path, backbone=None):
+        """Load a model written by :meth:`save`; safe for files from elsewhere.
+
+        Parameters
+        ----------
+        path : str or path
+        backbone : torch.nn.Module, default=None
+            Required for a model trained with a backbone module of your own (an
+            instance built the same way; the error names its class).
+
+        Returns
+        -------
+        MultiTaskImageEstimator
+            Fitted: it predicts, scores and evaluates like the saved one, and keeps
+            its ``history_``.
+        """
+        saved = read_model(path, backbone)
+        est = cls(**saved.params)
+        cuda = torch.cuda.is_available() or not est.device.startswith("cuda")
+        device = resolve_device(est.device) if cuda else "cpu"  # a GPU model loads on a CPU
+        with seeded(0, device):  # building draws initial weights: keep torch's RNG as it was
+            net = restore_net(est, saved.tasks, saved.image_size, device, saved.class_weights)
+        est.net_ = saved.restore(net)
+        est.tasks_, est.image_size_, est.history_ = saved.tasks, saved.image_size, net.history
+        return est
+
+    def export_onnx(self, path):
+        """Write the network to an ONNX file, for :class:`sk_multitask.onnx.OnnxPredictor`.
+
+        Needs the ``onnx`` extra. See :func:`sk_multitask.onnx.export_onnx`.
+        """
+        from .onnx import export_onnx
+
+        return export_onnx(self, path)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # Images: paths (strings) or uint8 arrays (N, H, W[, C]), not a 2-D table.
@@ -594,6 +639,9 @@ class MultiTaskImageEstimator(TransformerMixin, ClassNamePrefixFeaturesOutMixin,
             warn_skipped(list(bad.values()), "given missing predictions", stacklevel=4)
         return outputs, images, index
 
+    def _decoders(self):
+        check_is_fitted(self)
+        return {name: task.decoder for name, task in self.tasks_.items()}
 
     def _set_fitted(self, net, run):
         # The validation set (paths, or the user's whole array) must not be pickled

@@ -11,7 +11,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn import metrics as skm
 
 from .data import image_references
@@ -130,16 +129,18 @@ def evaluate_tasks(tasks, outputs, y):
     Parameters
     ----------
     tasks : dict
-        Task name to fitted :class:`~sk_multitask.tasks.Task`, for the columns of ``y``.
+        Task name to :class:`~sk_multitask.tasks.OutputDecoder` (``Task.decoder``), for
+        the columns of ``y``.
     outputs : dict
-        Task name to the head's raw outputs (tensor (N, n_outputs)).
+        Task name to the head's raw outputs (array or tensor (N, n_outputs)).
     y : DataFrame
         True targets, missing cells as NaN, None or ``pd.NA``.
     """
     rows = {}
     for name, task in tasks.items():
         # A row whose image could not be read (NaN outputs) is left out, as a missing truth.
-        labelled = y[name].notna().to_numpy() & ~torch.isnan(outputs[name]).any(dim=1).numpy()
+        unread = np.isnan(np.asarray(outputs[name], dtype=np.float64)).any(axis=1)
+        labelled = y[name].notna().to_numpy() & ~unread
         truth = plain_labels(y[name].to_numpy()[labelled])
         out = outputs[name][np.flatnonzero(labelled)]
         row = {"kind": task.kind, "n_labelled": int(labelled.sum())}
@@ -159,7 +160,7 @@ def evaluate_tasks(tasks, outputs, y):
             proba = task.proba(out).to_numpy()
             known = np.isin(truth, task.classes_)  # log loss needs a fitted class
             classes = np.arange(len(task.classes_))
-            fitted_codes = task.encoder.transform(truth[known]) if known.any() else classes[:0]
+            fitted_codes = task.class_codes(truth[known]) if known.any() else classes[:0]
             truth, predicted = label_codes(truth, predicted)
             with warnings.catch_warnings():
                 # On a small subset some predicted class may be absent from the truth;
@@ -230,7 +231,7 @@ def per_class_metrics(tasks, outputs, y):
         truth = y[name].to_numpy()[labelled]
         out = outputs[name][np.flatnonzero(labelled)]
         predicted = task.decode(out).to_numpy()
-        proba = torch.softmax(out.float(), dim=1).numpy()
+        proba = task.probabilities(out)
         precision, recall, f1, support = skm.precision_recall_fscore_support(
             truth, predicted, labels=task.classes_, zero_division=0.0
         )
@@ -267,6 +268,8 @@ def top_loss_table(estimator, X, y, outputs, index, k=9, task=None):
     tasks = estimator.tasks_
     y = check_targets(y, tasks, len(index)).reindex(columns=list(tasks))
     criterion = estimator.net_.criterion_
+    import torch  # the estimator's outputs: this module itself imports no torch
+
     targets = torch.from_numpy(encode_targets(y, tasks))
     losses, labelled = criterion.cell_losses(torch.cat(list(outputs.values()), dim=1), targets)
     if task is None:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
-from scipy.special import expit, softmax
-from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer, StandardScaler
+
+# scikit-learn is imported inside the functions that fit or rebuild encoders: the
+# torch-free ONNX predictor decodes outputs with OutputDecoder, without scikit-learn.
 
 __all__ = [
     "CLASSIFICATION",
@@ -25,6 +26,7 @@ __all__ = [
     "LABEL_SETS",
     "MAX_INTEGER_CLASSES",
     "MULTILABEL",
+    "OutputDecoder",
     "REGRESSION",
     "TASK_KINDS",
     "Task",
@@ -39,6 +41,8 @@ __all__ = [
     "fit_tasks",
     "infer_task_kind",
     "is_missing",
+    "prediction_frame",
+    "probability_frames",
     "target_frame",
     "target_width",
 ]
@@ -64,6 +68,144 @@ MAX_INTEGER_CLASSES = 20
 IDENTIFIER_CLASS_FRACTION = 0.9
 
 
+@dataclass(frozen=True, eq=False)
+class OutputDecoder:
+    """Turns one task's head outputs into labels, values or probabilities.
+
+    Needs numpy and pandas only: :class:`Task` (the estimator) and the torch-free
+    :class:`sk_multitask.onnx.OnnxPredictor` decode with it, so they agree.
+
+    Attributes
+    ----------
+    name : hashable
+    kind : {"classification", "regression", "multilabel"}
+    dtype : dtype
+        The target column's dtype; predicted labels are cast back to it.
+    classes : ndarray or None
+        The class (or label) names, in the order of the head's outputs.
+    mean, scale : float
+        The standardisation a regression head's output is inverted with.
+
+    Notes
+    -----
+    A new task kind adds its branch to :meth:`decode`, :meth:`probabilities` and
+    :attr:`n_outputs`, its fitted fields to :meth:`to_dict`/:meth:`from_dict`, and its
+    encoder to :attr:`Task.decoder` and :meth:`Task.from_dict`: then the safe file, ONNX
+    metadata and the torch-free predictor carry it too.
+    """
+
+    name: object
+    kind: str
+    dtype: object
+    classes: np.ndarray | None = None
+    mean: float = 0.0
+    scale: float = 1.0
+
+    @property
+    def n_outputs(self):
+        """How many outputs the task's head has: one per class or label, or one."""
+        return 1 if self.kind == REGRESSION else len(self.classes)
+
+    @property
+    def classes_(self):
+        """The labels of a classification or multi-label task (None for a regression)."""
+        return self.classes
+
+    def decode(self, outputs, index=None):
+        """Turn the head's outputs (N, n_outputs) into a Series of labels or values.
+
+        A multi-label task gives, per row, the list of labels whose probability is
+        above 0.5, in the order of ``classes``. A row of NaN outputs (an image that
+        could not be read) decodes to a missing value: NaN, None (object labels) or
+        ``pd.NA`` (an integer or boolean dtype becomes its nullable counterpart,
+        ``Int64`` or ``boolean``).
+        """
+        outputs = np.asarray(outputs)
+        if len(outputs) == 0:
+            dtype = {CLASSIFICATION: self.dtype, MULTILABEL: object}.get(self.kind, np.float64)
+            return pd.Series([], index=index, name=self.name, dtype=dtype)
+        if self.kind == MULTILABEL:
+            classes = np.asarray(self.classes.tolist(), dtype=object)
+            labels = [  # logit > 0: probability > 0.5
+                None if np.isnan(row).any() else classes[row > 0].tolist() for row in outputs
+            ]
+            return pd.Series(labels, index=index, name=self.name, dtype=object)
+        if self.kind == CLASSIFICATION:
+            labels = pd.Series(self.classes[outputs.argmax(axis=1)], index=index, name=self.name)
+            labels = labels.astype(self.dtype)
+            missing = np.isnan(outputs).any(axis=1)
+            return _with_missing(labels, missing) if missing.any() else labels
+        values = outputs.reshape(-1).astype(np.float64) * self.scale + self.mean
+        return pd.Series(values, index=index, name=self.name, dtype=np.float64)
+
+    def probabilities(self, outputs):
+        """Probabilities (N, n_outputs), float32: a classification's softmax (rows sum
+        to 1), a multi-label task's independent sigmoids."""
+        logits = np.asarray(outputs, dtype=np.float32)
+        if self.kind == REGRESSION:
+            raise ValueError(f"task {self.name!r} is a regression: it has no probabilities")
+        if self.kind == MULTILABEL:
+            return 1 / (1 + np.exp(-logits))
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def proba(self, outputs, index=None):
+        """:meth:`probabilities` as a DataFrame with the labels as columns."""
+        columns = pd.Index(self.classes)
+        return pd.DataFrame(self.probabilities(outputs), index=index, columns=columns)
+
+    def class_codes(self, labels):
+        """The output positions of class labels seen in fit (for the log loss)."""
+        return np.searchsorted(self.classes, labels)
+
+    def binarize(self, cells):
+        """The 0/1 indicator matrix ``(n, n_labels)`` of a multi-label task's labelled cells.
+
+        Raises
+        ------
+        ValueError
+            If a cell is not a list, set or tuple, or holds a label not seen in fit.
+        """
+        cells = list(cells)
+        _check_label_sets(self.name, cells)
+        positions = {label: i for i, label in enumerate(self.classes.tolist())}
+        unseen = set().union(*map(set, cells)) - set(positions)
+        if unseen:
+            raise ValueError(
+                f"target {self.name!r} has labels not seen in fit: {sorted(map(str, unseen))}"
+            )
+        indicators = np.zeros((len(cells), len(positions)), dtype=np.int64)
+        for row, cell in enumerate(cells):
+            indicators[row, [positions[label] for label in cell]] = 1
+        return indicators
+
+    def to_dict(self):
+        """JSON-able data that :meth:`from_dict` rebuilds the decoder from."""
+        what = f"target {self.name!r}"
+        state = {"name": _json_scalar(self.name, "the task name"), "kind": self.kind}
+        state["dtype"] = _dtype_to_dict(self.dtype, what)
+        if self.kind == REGRESSION:
+            state.update(mean=float(self.mean), scale=float(self.scale))
+        else:
+            state["classes"] = _array_to_dict(self.classes, f"the classes of {what}")
+        # A new task kind adds its fitted fields here and in from_dict.
+        return state
+
+    @classmethod
+    def from_dict(cls, state):
+        """The decoder from :meth:`to_dict`'s data."""
+        if state["kind"] not in TASK_KINDS:
+            raise ValueError(
+                f"unknown task kind {state['kind']!r} of target {state['name']!r}; "
+                f"this version knows {list(TASK_KINDS)}"
+            )
+        if state["kind"] == REGRESSION:
+            fields = {"mean": float(state["mean"]), "scale": float(state["scale"])}
+        else:
+            fields = {"classes": _array_from_dict(state["classes"])}
+        return cls(state["name"], state["kind"], _dtype_from_dict(state["dtype"]), **fields)
+
+
 @dataclass(eq=False)
 class Task:
     """One fitted target: its name, kind, encoder and the dtype it came in.
@@ -81,7 +223,7 @@ class Task:
 
     name: object
     kind: str
-    encoder: LabelEncoder | StandardScaler | MultiLabelBinarizer
+    encoder: object
     dtype: object
 
     @property
@@ -131,61 +273,58 @@ class Task:
             encoded[labelled] = self.encoder.transform(values.reshape(-1, 1)).ravel()
         return encoded
 
-    def binarize(self, cells):
-        """The 0/1 indicator matrix ``(n, n_labels)`` of a multi-label task's labelled cells.
+    @property
+    def decoder(self):
+        """The :class:`OutputDecoder` of the fitted task."""
+        if self.kind == REGRESSION:
+            mean, scale = float(self.encoder.mean_[0]), float(self.encoder.scale_[0])
+            return OutputDecoder(self.name, self.kind, self.dtype, mean=mean, scale=scale)
+        return OutputDecoder(self.name, self.kind, self.dtype, classes=self.encoder.classes_)
 
-        Raises
-        ------
-        ValueError
-            If a cell is not a list, set or tuple, or holds a label not seen in fit.
-        """
-        cells = list(cells)
-        _check_label_sets(self.name, cells)
-        unseen = set().union(*map(set, cells)) - set(self.encoder.classes_.tolist())
-        if unseen:
-            raise ValueError(
-                f"target {self.name!r} has labels not seen in fit: {sorted(map(str, unseen))}"
-            )
-        return self.encoder.transform(cells)
+    def binarize(self, cells):
+        """A multi-label task's 0/1 indicators (:meth:`OutputDecoder.binarize`)."""
+        return self.decoder.binarize(cells)
 
     def decode(self, outputs, index=None):
-        """Turn the head's outputs (N, n_outputs) into a Series of labels or values.
+        """The head's outputs as labels or values (:meth:`OutputDecoder.decode`)."""
+        return self.decoder.decode(outputs, index)
 
-        A multi-label task gives, per row, the list of labels whose probability is
-        above 0.5, in the order of ``classes_``.
-        A row of NaN outputs (an image that could not be read) decodes to a missing
-        value: NaN, None (object labels) or ``pd.NA`` (an integer or boolean dtype
-        becomes its nullable counterpart, ``Int64`` or ``boolean``).
-        """
-        outputs = np.asarray(outputs)
-        if len(outputs) == 0:
-            return pd.Series([], index=index, name=self.name, dtype=self._output_dtype)
-        if self.kind == MULTILABEL:
-            classes = np.asarray(self.encoder.classes_.tolist(), dtype=object)
-            labels = [classes[row > 0].tolist() for row in outputs]  # logit > 0: p > 0.5
-            return pd.Series(labels, index=index, name=self.name, dtype=object)
-        if self.kind == CLASSIFICATION:
-            labels = self.encoder.inverse_transform(outputs.argmax(axis=1))
-            labels = pd.Series(labels, index=index, name=self.name).astype(self.dtype)
-            missing = np.isnan(outputs).any(axis=1)
-            return _with_missing(labels, missing) if missing.any() else labels
-        values = self.encoder.inverse_transform(outputs.reshape(-1, 1)).ravel()
-        return pd.Series(values, index=index, name=self.name, dtype=np.float64)
+    def probabilities(self, outputs):
+        """Probabilities (N, n_outputs) (:meth:`OutputDecoder.probabilities`)."""
+        return self.decoder.probabilities(outputs)
 
     def proba(self, outputs, index=None):
-        """The probabilities of a classification (softmax, rows sum to 1) or multi-label
-        task (independent sigmoids), from the head's outputs: a DataFrame with the
-        labels as columns.
-        """
-        if self.kind == REGRESSION:
-            raise ValueError(f"task {self.name!r} is a regression: it has no probabilities")
-        outputs = np.asarray(outputs, dtype=np.float64)
-        proba = expit(outputs) if self.kind == MULTILABEL else softmax(outputs, axis=1)
-        return pd.DataFrame(proba, index=index, columns=pd.Index(self.classes_))
+        """Probabilities as a DataFrame with the labels as columns."""
+        return self.decoder.proba(outputs, index)
 
-    @property
-    def _output_dtype(self):
-        return {CLASSIFICATION: self.dtype, MULTILABEL: object}.get(self.kind, np.float64)
+    def class_codes(self, labels):
+        """The output positions of class labels seen in fit."""
+        return self.decoder.class_codes(labels)
+
+    def to_dict(self):
+        """The fitted task as JSON-able data (name, kind, dtype, classes or scaling)."""
+        state = self.decoder.to_dict()
+        if self.kind == REGRESSION:
+            state["n_samples_seen"] = int(self.encoder.n_samples_seen_)
+        return state
+
+    @classmethod
+    def from_dict(cls, state):
+        """The fitted task from :meth:`to_dict`'s data, its encoder rebuilt."""
+        from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer, StandardScaler
+
+        decoder = OutputDecoder.from_dict(state)
+        if decoder.kind == REGRESSION:
+            encoder = StandardScaler()
+            encoder.mean_ = np.array([decoder.mean])
+            encoder.scale_ = np.array([decoder.scale])
+            encoder.var_ = encoder.scale_**2
+            encoder.n_features_in_ = 1
+            encoder.n_samples_seen_ = np.int64(state["n_samples_seen"])
+        else:
+            encoder = LabelEncoder() if decoder.kind == CLASSIFICATION else MultiLabelBinarizer()
+            encoder.classes_ = decoder.classes
+        return cls(decoder.name, decoder.kind, encoder, decoder.dtype)
 
     def __repr__(self):
         detail = "" if self.kind == REGRESSION else f", classes={list(self.classes_)}"
@@ -216,6 +355,80 @@ def _with_missing(labels, missing):
     if isinstance(labels.dtype, np.dtype) and labels.dtype.kind in "biu":
         labels = labels.astype(pd.array(labels.to_numpy()[:0]).dtype)  # Int64, boolean...
     return labels.mask(missing, None) if labels.dtype == object else labels.mask(missing)
+
+
+def _json_scalar(value, what):
+    """``value`` as a JSON scalar (str, int, float, bool or None), else a ValueError."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise ValueError(
+        f"{what} holds {value!r} ({type(value).__name__}), which cannot be saved: only "
+        "strings, numbers and booleans can"
+    )
+
+
+def _array_to_dict(array, what):
+    return {"dtype": array.dtype.str, "values": [_json_scalar(v, what) for v in array.tolist()]}
+
+
+def _array_from_dict(state):
+    return np.array(state["values"], dtype=np.dtype(state["dtype"]))
+
+
+def _dtype_to_dict(dtype, what):
+    """A column dtype as JSON-able data; categories and string storage are kept."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        categories = np.asarray(dtype.categories)
+        return {
+            "name": "category",
+            "categories": _array_to_dict(categories, f"the categories of {what}"),
+            "ordered": bool(dtype.ordered),
+        }
+    if isinstance(dtype, pd.StringDtype):
+        return {"name": "string", "storage": dtype.storage, "na_nan": dtype.na_value is not pd.NA}
+    return {"name": str(dtype)}
+
+
+def _dtype_from_dict(state):
+    if state["name"] == "category":
+        categories = _array_from_dict(state["categories"])
+        return pd.CategoricalDtype(categories, ordered=state["ordered"])
+    if state["name"] == "string":
+        if state["na_nan"]:  # pandas 3's default "str"
+            return pd.StringDtype(state["storage"], na_value=np.nan)
+        return pd.StringDtype(state["storage"])
+    return ptypes.pandas_dtype(state["name"])
+
+
+def prediction_frame(decoders, outputs, index):
+    """What ``predict`` returns: one column per task, labels or values, ``index``.
+
+    Parameters
+    ----------
+    decoders : dict
+        Task name to :class:`OutputDecoder`.
+    outputs : dict
+        Task name to its head's outputs (N, n_outputs).
+    index : pandas Index
+    """
+    return pd.DataFrame(
+        {name: decoder.decode(outputs[name], index) for name, decoder in decoders.items()},
+        index=index,
+    )
+
+
+def probability_frames(decoders, outputs, index):
+    """What ``predict_proba`` returns: per classification or multi-label task, a DataFrame
+    with the labels as columns."""
+    return {
+        name: pd.DataFrame(
+            decoder.probabilities(outputs[name]), index=index, columns=pd.Index(decoder.classes)
+        )
+        for name, decoder in decoders.items()
+        if decoder.kind != REGRESSION
+    }
 
 
 def infer_task_kind(column):
@@ -298,6 +511,8 @@ def fit_tasks(y, kinds=None):
 
 
 def _fit_encoder(name, kind, labelled):
+    from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer, StandardScaler
+
     if kind == MULTILABEL:
         _check_label_sets(name, labelled)
         encoder = MultiLabelBinarizer().fit(labelled.tolist())

@@ -83,6 +83,7 @@ __all__ = [
     "prepare_run",
     "resolve_device",
     "resolve_num_workers",
+    "restore_net",
     "monitor_direction",
     "run_fingerprint",
     "seeded",
@@ -717,6 +718,7 @@ def prepare_run(estimator, X, y):
         )
     )
     return SimpleNamespace(
+        weights=estimator.weights,
         bad_images=bad_images,
         skipped=skipped,
         class_weights=class_weights(estimator.class_weight, tasks, y.iloc[train]),
@@ -746,7 +748,7 @@ def make_net(estimator, run):
     else:
         tasks = run.tasks
         backbone, n_features, (mean, std) = build_backbone(
-            estimator.backbone, estimator.weights, run.image_size
+            estimator.backbone, run.weights, run.image_size
         )
         module = MultiTaskModule(
             backbone, n_features, {n: t.n_outputs for n, t in tasks.items()}, mean, std
@@ -781,6 +783,20 @@ def make_net(estimator, run):
         net.optimizer_.load_state_dict(estimator.net_.optimizer_.state_dict())
         net.history_ = copy.deepcopy(estimator.history_)
     return net
+
+
+def restore_net(estimator, tasks, image_size, device, class_weights=None):
+    """An initialised net of the structure ``estimator`` trains, to load saved weights into.
+
+    The backbone is built without weights (nothing is downloaded); ``class_weights``
+    (task name to its weights) gives the criterion the buffers the saved state has.
+    """
+    run = SimpleNamespace(
+        continuing=False, tasks=tasks, image_size=image_size, device=device, weights=None,
+        class_weights=class_weights, pretrained=False, valid_set=None, n_train=0,
+        freeze_epochs=0, backbone_lr_scale=1.0, start_epoch=0, fingerprint=None,
+    )
+    return make_net(estimator, run)
 
 
 def build_net(

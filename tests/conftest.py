@@ -9,6 +9,17 @@ from sk_multitask.datasets import make_multitask_images
 
 TARGETS = ["color", "shape", "area"]
 
+#: Code to run first in a subprocess: importing the packages named in BLOCKED (a set
+#: defined before it) then fails, as where they are not installed.
+BLOCK_TORCH = """
+import sys
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, _Blocked())
+"""
+
 
 @pytest.fixture(autouse=True)
 def _seed():

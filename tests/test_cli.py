@@ -11,6 +11,7 @@ from pathlib import Path
 import joblib
 import pandas as pd
 import pytest
+from conftest import BLOCK_TORCH
 
 from sk_multitask.cli import main
 from sk_multitask.datasets import make_multitask_images
@@ -116,6 +117,51 @@ def test_evaluate_writes_metrics_and_a_report(workspace):
     assert (out / "report.html").read_text().count("data:image/png;base64,") >= 3
 
 
+def run_without_torch(*args):
+    """The command line in a process where importing torch (or skorch) fails."""
+    code = f"BLOCKED = {{'torch', 'torchvision', 'skorch'}}\n{BLOCK_TORCH}\n"
+    code += f"from sk_multitask.cli import main\nsys.exit(main({list(map(str, args))!r}))"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_export_then_predict_and_evaluate_with_each_model_file(workspace, capsys):
+    root, df, _ = workspace
+    model = joblib.load(root / "model.joblib")
+    skmt, onnx = root / "out" / "model.skmt", root / "out" / "model.onnx"
+    for path in (skmt, onnx):
+        assert main(["export", "--model", str(root / "model.joblib"), "--out", str(path)]) == 0
+        assert f"model written to {path}" in capsys.readouterr().out
+    assert main(["predict", str(root / "data.csv"), "--model", str(skmt), "--proba",
+                 "--out", str(root / "preds-skmt.csv")]) == 0  # fmt: skip
+    result = run_without_torch(
+        "predict", root / "data.csv", "--model", onnx, "--proba", "--out", root / "preds-onnx.csv"
+    )
+    assert result.returncode == 0, result.stderr
+    expected = pd.concat([df[["filename"]], model.predict(df)], axis=1)
+    for task, proba in model.predict_proba(df).items():
+        expected = expected.join(proba.add_prefix(f"{task}_proba_"))
+    expected = pd.read_csv(io.StringIO(expected.to_csv(index=False)))  # as written
+    pd.testing.assert_frame_equal(pd.read_csv(root / "preds-skmt.csv"), expected)
+    predicted = pd.read_csv(root / "preds-onnx.csv")
+    labels = ["filename", "color", "shape"]
+    pd.testing.assert_frame_equal(predicted[labels], expected[labels])
+    pd.testing.assert_frame_equal(predicted, expected, atol=1e-4, rtol=0)
+
+    out = root / "onnx-evaluation"
+    result = run_without_torch("evaluate", root / "data.csv", "--model", onnx, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "no report.html" in result.stdout and not (out / "report.html").exists()
+    metrics = pd.read_csv(out / "metrics.csv", index_col="task")
+    table = model.evaluate(df, df[TARGETS.split(",")]).rename_axis("task")
+    pd.testing.assert_frame_equal(metrics, table, check_dtype=False, atol=1e-4, rtol=0)
+
+    capsys.readouterr()  # the progress bars of the model fitted with verbose=1
+    code = main(["export", "--model", str(onnx), "--out", str(root / "again.skmt")])
+    _assert_one_line_error(code, capsys.readouterr().err, "already an ONNX model")
+
+
 BAD_CALLS = {
     "data path": (
         ["fit", "nowhere.csv", "--targets", "a", "--model", "m.joblib"],
@@ -168,7 +214,7 @@ def test_bad_paths_and_columns_end_with_one_line(workspace, case, capsys):
     _assert_one_line_error(code, capsys.readouterr().err, message)
 
 
-@pytest.mark.parametrize("command", ["fit", "lr-find", "predict", "evaluate", "demo"])
+@pytest.mark.parametrize("command", ["fit", "lr-find", "predict", "evaluate", "export", "demo"])
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

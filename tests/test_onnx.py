@@ -1,0 +1,143 @@
+"""ONNX export, and the torch-free OnnxPredictor against the estimator."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+from conftest import BLOCK_TORCH, TARGETS, small_estimator
+
+from sk_multitask.datasets import make_multitask_images
+from sk_multitask.images import read_image
+from sk_multitask.onnx import METADATA_KEY, OnnxPredictor
+
+TOLERANCE = {"atol": 1e-4, "rtol": 0}
+
+
+@pytest.fixture(scope="module")
+def exported(fitted, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    fitted.export_onnx(path)
+    return path
+
+
+def pixel_array(df, size):
+    root = df.attrs["image_root"]
+    return np.stack([read_image(os.path.join(root, f), size) for f in df["filename"]])
+
+
+def assert_parity(est, predictor, X):
+    """Identical labels; probabilities and regression values within 1e-4."""
+    expected, predicted = est.predict(X), predictor.predict(X)
+    for name, task in est.tasks_.items():
+        if task.kind == "classification":
+            pd.testing.assert_series_equal(predicted[name], expected[name])
+        else:
+            pd.testing.assert_series_equal(predicted[name], expected[name], **TOLERANCE)
+    probas = predictor.predict_proba(X)
+    for name, proba in est.predict_proba(X).items():
+        pd.testing.assert_frame_equal(probas[name], proba, **TOLERANCE)
+
+
+def test_the_file_holds_the_graph_and_the_model_document(fitted, exported):
+    model = onnx.load(exported)
+    onnx.checker.check_model(model)
+    (images,) = model.graph.input
+    shape = [d.dim_param or d.dim_value for d in images.type.tensor_type.shape.dim]
+    assert images.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert shape[1:] == [3, 16, 16] and isinstance(shape[0], str)  # a dynamic batch
+    document = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    assert [task["name"] for task in document["tasks"]] == TARGETS
+    assert document["image_size"] == [16, 16]
+    assert document["params"]["backbone"] == "simple_cnn"
+
+
+def test_simple_cnn_parity_for_paths_and_arrays(fitted, exported, image_set):
+    predictor = OnnxPredictor(exported, batch_size=48)  # batches of 48 and of 16
+    assert list(predictor.tasks_) == TARGETS
+    assert_parity(fitted, predictor, image_set)
+    root = image_set.attrs["image_root"]
+    paths = [os.path.join(root, f) for f in image_set["filename"][:20]]
+    assert_parity(fitted, predictor, paths)
+    assert_parity(fitted, predictor, pd.Series(paths, index=np.arange(20) * 3))
+    assert_parity(fitted, predictor, pixel_array(image_set, 16))
+    bigger = pixel_array(image_set.iloc[:40], 28)  # resized by the shared code
+    assert_parity(fitted, predictor, bigger)
+    assert_parity(fitted, predictor, bigger[..., 0])  # grayscale
+
+
+def test_evaluate_matches_the_estimator(fitted, exported, image_set):
+    y = image_set[TARGETS]
+    table = OnnxPredictor(exported).evaluate(image_set, y)
+    expected = fitted.evaluate(image_set, y)
+    pd.testing.assert_frame_equal(table, expected, **TOLERANCE)
+
+
+def test_resnet18_parity_with_resized_files(tmp_path):
+    df = make_multitask_images(48, image_size=32, path=tmp_path / "images", random_state=1)
+    est = small_estimator(
+        df, backbone="resnet18", image_size=(20, 24), max_epochs=1, batch_size=16
+    )
+    est.fit(df, df[TARGETS])
+    predictor = OnnxPredictor(est.export_onnx(tmp_path / "resnet18.onnx"))
+    assert_parity(est, predictor, df)  # 32 px files resized to 20 x 24
+    assert_parity(est, predictor, pixel_array(df, 32))
+
+
+def test_the_predictor_runs_where_torch_cannot_be_imported(fitted, exported, image_set, tmp_path):
+    image_set.to_csv(tmp_path / "data.csv", index=False)
+    script = textwrap.dedent(
+        f"""
+        BLOCKED = {{"torch", "torchvision", "skorch", "sklearn", "scipy"}}
+        {textwrap.indent(BLOCK_TORCH, "        ").strip()}
+        import pandas as pd
+        from sk_multitask.onnx import OnnxPredictor
+
+        predictor = OnnxPredictor({str(exported)!r})
+        data = pd.read_csv({str(tmp_path / "data.csv")!r})
+        predictor.predict(data).to_pickle({str(tmp_path / "pred.pkl")!r})
+        predictor.predict_proba(data)["shape"].to_pickle({str(tmp_path / "shape.pkl")!r})
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("torch unavailable")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "torch unavailable"
+    data = pd.read_csv(tmp_path / "data.csv")
+    expected = fitted.predict(data)
+    predicted = pd.read_pickle(tmp_path / "pred.pkl")
+    pd.testing.assert_frame_equal(predicted[["color", "shape"]], expected[["color", "shape"]])
+    pd.testing.assert_series_equal(predicted["area"], expected["area"], **TOLERANCE)
+    shape = pd.read_pickle(tmp_path / "shape.pkl")
+    pd.testing.assert_frame_equal(shape, fitted.predict_proba(data)["shape"], **TOLERANCE)
+
+
+def test_files_that_are_not_sk_multitask_onnx_are_refused(exported, tmp_path):
+    with pytest.raises(FileNotFoundError, match="ONNX file not found"):
+        OnnxPredictor(tmp_path / "absent.onnx")
+    (tmp_path / "notes.onnx").write_text("hello")
+    with pytest.raises(ValueError, match="notes.onnx.*not an ONNX model"):
+        OnnxPredictor(tmp_path / "notes.onnx")
+
+    model = onnx.load(exported)
+    del model.metadata_props[:]
+    onnx.save(model, tmp_path / "bare.onnx")
+    with pytest.raises(ValueError, match="not one exported by sk-multitask"):
+        OnnxPredictor(tmp_path / "bare.onnx")
+
+    props = {p.key: p.value for p in onnx.load(exported).metadata_props}
+    document = json.loads(props[METADATA_KEY]) | {"format_version": 99}
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(document)})
+    onnx.save(model, tmp_path / "newer.onnx")
+    with pytest.raises(ValueError, match="format version 99.*upgrade sk-multitask"):
+        OnnxPredictor(tmp_path / "newer.onnx")

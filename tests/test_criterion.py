@@ -106,6 +106,8 @@ def test_split_outputs_follows_head_sizes():
         ({"height": 1.0}, "unknown tasks \\['height'\\]"),
         ({"age": -1.0}, "non-negative"),
         ({"age": float("nan")}, "non-negative"),
+        ({"age": float("inf")}, "loss_weights must be finite"),
+        ({"age": "a"}, "loss_weights must be finite"),
     ],
 )
 def test_bad_loss_weights(weights, match):

@@ -683,7 +683,7 @@ def _defined_tests(path):
 
 def test_every_row_of_the_bad_input_table_names_a_test_that_exists():
     page = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
-    table = page.split("## Rows to add")[0]
+    table = page
     rows = [line for line in table.splitlines() if line.startswith("| ") and "tests/" in line]
     assert len(rows) >= 40
     for row in rows:
@@ -691,4 +691,3 @@ def test_every_row_of_the_bad_input_table_names_a_test_that_exists():
         assert named, f"a row names no test: {row}"
         for file, test in named:
             assert test in _defined_tests(ROOT / file), f"{file}::{test} does not exist"
-    assert "## Rows to add" in page

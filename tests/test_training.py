@@ -383,3 +383,12 @@ def test_regression_targets_that_cannot_train_are_refused(image_set, values, mes
     y["area"] = np.resize(values, len(y))
     with pytest.raises(ValueError, match=f"target 'area' {message}"):
         small_estimator(image_set).fit(image_set, y)
+
+
+def test_a_write_cut_short_leaves_the_previous_checkpoint(image_set, tmp_path):
+    y = image_set[TARGETS]
+    first = small_estimator(image_set, max_epochs=2, checkpoint_dir=tmp_path).fit(image_set, y)
+    # What a kill while writing leaves: a partial temporary file beside the checkpoint.
+    (tmp_path / "checkpoint.pt.4242.tmp").write_bytes(b"\x80\x02 half a checkpoint")
+    again = small_estimator(image_set, max_epochs=2, checkpoint_dir=tmp_path).fit(image_set, y)
+    assert again.history_[:, "train_loss"] == first.history_[:, "train_loss"]

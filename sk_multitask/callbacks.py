@@ -25,7 +25,8 @@ class TaskScoring(Callback):
       target's original units.
 
     A task with no labelled cell in an epoch's data records NaN. Training statistics
-    are those of the batches as trained (augmentation and dropout on).
+    are those of the batches as trained (augmentation and dropout on). In
+    data-parallel training the statistics of every process are summed first.
 
     Parameters
     ----------
@@ -51,7 +52,11 @@ class TaskScoring(Callback):
         self.totals_[prefix] = self.totals_[prefix] + stats if prefix in self.totals_ else stats
 
     def on_epoch_end(self, net, **kwargs):
+        # Data-parallel training (sk_multitask.distributed): each process saw its shard.
+        accelerator = getattr(net, "accelerator", None)
         for prefix, totals in self.totals_.items():
+            if accelerator is not None:
+                totals = accelerator.reduce(totals, reduction="sum")
             for (name, task), row in zip(self.tasks.items(), totals.tolist(), strict=True):
                 for metric, value in task_metrics(task, *row).items():
                     net.history.record(f"{prefix}_{name}_{metric}", value)

@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 __all__ = [
     "ImageDataset",
     "decode_images",
+    "decoded_batches",
     "image_references",
     "load_image",
     "resolve_images",
@@ -103,12 +104,8 @@ def _array_image(image, image_size):
     return _resized(tensor, as_size(image_size))
 
 
-def _decoded_image(image, image_size):
-    return image
-
-
-def decode_images(images, image_size, num_workers=0, batch_size=256):
-    """Decode and resize every image once: a uint8 tensor ``(N, 3, H, W)`` in memory.
+def decoded_batches(images, image_size, num_workers=0, batch_size=256):
+    """Decode and resize images in order, yielding uint8 tensors ``(n, 3, H, W)``.
 
     ``images`` are file paths or a uint8 array; decoding runs in ``num_workers``
     DataLoader processes.
@@ -118,7 +115,13 @@ def decode_images(images, image_size, num_workers=0, batch_size=256):
         batch_size=batch_size,
         num_workers=num_workers,
     )
-    return torch.cat([batch for batch, _ in loader])
+    for batch, _ in loader:
+        yield batch
+
+
+def decode_images(images, image_size, num_workers=0, batch_size=256):
+    """Decode and resize every image once: a uint8 tensor ``(N, 3, H, W)`` in memory."""
+    return torch.cat(list(decoded_batches(images, image_size, num_workers, batch_size)))
 
 
 def train_transform(augment):
@@ -144,8 +147,9 @@ class ImageDataset(torch.utils.data.Dataset):
     Parameters
     ----------
     images : sequence of str, ndarray (N, H, W[, C]) or tensor (N, 3, H, W)
-        Resolved file paths, uint8 images, or images already decoded to the size
-        (:func:`decode_images`).
+        Resolved file paths, uint8 images, or images already decoded to the size: a
+        tensor (:func:`decode_images`) or any sequence of uint8 tensors ``(3, H, W)``
+        (:class:`sk_multitask.cache.DiskCachedImages`).
     targets : ndarray of shape (N, n_tasks), optional
     image_size : int or (int, int)
     transform : callable, optional
@@ -157,9 +161,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.targets = None if targets is None else torch.as_tensor(targets)
         self.image_size = image_size
         self.transform = transform
-        if isinstance(images, torch.Tensor):
-            self._decode = _decoded_image
-        elif isinstance(images, np.ndarray) and images.dtype == np.uint8:
+        if isinstance(images, np.ndarray) and images.dtype == np.uint8:
             self._decode = _array_image
         else:
             self._decode = load_image
@@ -168,7 +170,9 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
-        image = self._decode(self.images[i], self.image_size)
+        image = self.images[i]
+        if not isinstance(image, torch.Tensor):  # a tensor is decoded already
+            image = self._decode(image, self.image_size)
         if self.transform is not None:
             image = self.transform(image)
         return image, _NO_TARGET if self.targets is None else self.targets[i]

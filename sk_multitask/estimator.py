@@ -22,16 +22,11 @@ from skorch.helper import predefined_split
 from torch import nn
 from tqdm.auto import tqdm
 
+from .cache import cached_images
 from .callbacks import TaskScoring
 from .criterion import MaskedMultiTaskLoss
-from .data import (
-    ImageDataset,
-    as_size,
-    decode_images,
-    image_references,
-    resolve_images,
-    train_transform,
-)
+from .data import ImageDataset, as_size, image_references, resolve_images, train_transform
+from .distributed import accelerated_net, dask_worker_threads, local_net, uses_accelerate
 from .metrics import evaluate_tasks, task_scores
 from .module import MultiTaskModule, build_backbone
 from .tasks import CLASSIFICATION, check_targets, encode_targets, fit_tasks, target_frame
@@ -88,16 +83,33 @@ class MultiTaskImageEstimator(BaseEstimator):
         are cached and not augmented (there is nothing left to decode); else, on CUDA,
         one per CPU core up to 8; on a CPU none, since torch's threads already use
         every core to train (see ``docs/performance.md``).
-    cache : bool, default=False
-        Decode and resize every image once at the start of ``fit`` and train from
-        the uint8 pixels kept in memory (``N * 3 * H * W`` bytes): the epochs then
-        cost what the network costs. Off, images stream from disk every epoch and
-        memory does not grow with the data set.
+    cache : bool or "auto", default="auto"
+        True: decode and resize every image file once at the start of ``fit`` and
+        train from the uint8 pixels kept in memory (``N * 3 * H * W`` bytes): the
+        epochs then cost what the network costs. False: images stream from disk
+        every epoch and memory does not grow with the data set. ``"auto"``: True when
+        the decoded images fit ``cache_max_bytes``, else False; an array ``X`` is in
+        memory already and is not cached.
+    cache_max_bytes : int, default=None
+        The memory budget of ``cache="auto"``; None: a quarter of the memory available
+        when ``fit`` starts (``MemAvailable`` of ``/proc/meminfo`` on Linux).
+    cache_dir : str or path, default=None
+        A folder where decoded, resized images are written once, memory-mapped and
+        shared by later epochs, later fits (every fold and candidate of a search,
+        other processes) and the predicting methods; each image keyed by its path,
+        file size, modification time and ``image_size``, so a changed file is decoded
+        again (:mod:`sk_multitask.cache`). Memory stays flat for sets larger than it.
+        Set, it replaces ``cache`` for image files.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Mixed precision for the network's forward pass (``torch.autocast``), with a
         gradient scaler for fp16. (Convolutions always run channels-last.)
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or any torch device.
+    accelerator : "auto" or None, default="auto"
+        ``"auto"``: when the script runs under ``accelerate launch`` or ``torchrun``
+        with several processes, they train one model together, data-parallel
+        (:mod:`sk_multitask.distributed`; ``batch_size`` is the total over the
+        processes); else, and with None, every process trains its own.
     callbacks : list, default=None
         Extra skorch callbacks (or ``(name, callback)`` pairs): learning-rate
         schedules, early stopping, checkpoints. They are copied, never modified.
@@ -148,9 +160,12 @@ class MultiTaskImageEstimator(BaseEstimator):
         "valid_split": [Interval(Real, 0, 1, closed="neither"), str, None],
         "augment": ["boolean"],
         "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "cache": ["boolean"],
+        "cache": ["boolean", StrOptions({"auto"})],
+        "cache_max_bytes": [Interval(Integral, 0, None, closed="left"), None],
+        "cache_dir": [str, os.PathLike, None],
         "precision": [StrOptions({"fp32", "bf16", "fp16"})],
         "device": [str],
+        "accelerator": [StrOptions({"auto"}), None],
         "callbacks": [list, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -172,9 +187,12 @@ class MultiTaskImageEstimator(BaseEstimator):
         valid_split=0.2,
         augment=False,
         num_workers="auto",
-        cache=False,
+        cache="auto",
+        cache_max_bytes=None,
+        cache_dir=None,
         precision="fp32",
         device="auto",
+        accelerator="auto",
         callbacks=None,
         random_state=None,
         verbose=0,
@@ -194,8 +212,11 @@ class MultiTaskImageEstimator(BaseEstimator):
         self.augment = augment
         self.num_workers = num_workers
         self.cache = cache
+        self.cache_max_bytes = cache_max_bytes
+        self.cache_dir = cache_dir
         self.precision = precision
         self.device = device
+        self.accelerator = accelerator
         self.callbacks = callbacks
         self.random_state = random_state
         self.verbose = verbose
@@ -229,9 +250,15 @@ class MultiTaskImageEstimator(BaseEstimator):
         device = self._resolve_device()
         seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
 
-        if self.cache:
-            images = decode_images(images, image_size, num_workers=self._num_workers(cache=False))
-        with seeded(seed, device):
+        images, decoded = cached_images(
+            images,
+            image_size,
+            cache=self.cache,
+            max_bytes=self.cache_max_bytes,
+            cache_dir=self.cache_dir,
+            num_workers=self._num_workers(cache=False),
+        )
+        with seeded(seed, device), dask_worker_threads():
             backbone, n_features, (mean, std) = build_backbone(
                 self.backbone, self.weights, image_size
             )
@@ -257,8 +284,12 @@ class MultiTaskImageEstimator(BaseEstimator):
                 if valid is None
                 else ImageDataset(images[valid], targets[valid], image_size=image_size)
             )
-            net = self._build_net(module, criterion, tasks, valid_set, len(train), device)
+            net = self._build_net(
+                module, criterion, tasks, valid_set, len(train), device, decoded
+            )
             net.fit(train_set, y=None)
+            if uses_accelerate(self.accelerator):
+                net = local_net(net)  # one process's copy: predicts alone, pickles
         # The validation set (paths, or the user's whole array) must not be pickled
         # with the model.
         net.train_split = None
@@ -400,6 +431,9 @@ class MultiTaskImageEstimator(BaseEstimator):
         """The network's concatenated outputs (a CPU tensor), image sources and index."""
         check_is_fitted(self)
         images, index = resolve_images(X, self.image_col, self.image_root, check_files=False)
+        if self.cache_dir is not None:
+            images, _ = cached_images(images, self.image_size_, cache=False,
+                                      cache_dir=self.cache_dir)
         dataset = ImageDataset(images, image_size=self.image_size_)
         batches = self.net_.forward_iter(dataset, training=False, device="cpu")
         if self.verbose:
@@ -410,9 +444,10 @@ class MultiTaskImageEstimator(BaseEstimator):
         n_outputs = sum(task.n_outputs for task in self.tasks_.values())
         outputs = torch.empty(len(dataset), n_outputs)
         start = 0
-        for batch in batches:
-            outputs[start : start + len(batch)] = batch
-            start += len(batch)
+        with dask_worker_threads():
+            for batch in batches:
+                outputs[start : start + len(batch)] = batch
+                start += len(batch)
         return outputs, images, index
 
     def _forward(self, X):
@@ -481,7 +516,7 @@ class MultiTaskImageEstimator(BaseEstimator):
             )
         return self.device
 
-    def _build_net(self, module, criterion, tasks, valid_set, n_train, device):
+    def _build_net(self, module, criterion, tasks, valid_set, n_train, device, decoded):
         scoring = TaskScoring(tasks)
         callbacks = [("task_scoring", scoring)]
         if self.verbose:
@@ -495,14 +530,14 @@ class MultiTaskImageEstimator(BaseEstimator):
             for metric in ("loss", "acc", "mae", "rmse")
             if f"{prefix}_{name}_{metric}" not in shown
         ]
-        workers = self._num_workers(cache=self.cache)
+        workers = self._num_workers(cache=decoded)
         loader = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
         if workers:
             loader["persistent_workers"] = True
         optimizer = (
             OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else self.optimizer
         )
-        return MultiTaskNet(
+        params = dict(
             module=module,
             precision=self.precision,
             criterion=criterion,
@@ -521,3 +556,6 @@ class MultiTaskImageEstimator(BaseEstimator):
             device=device,
             verbose=self.verbose,
         )
+        if uses_accelerate(self.accelerator):
+            return accelerated_net(**params)
+        return MultiTaskNet(**params)

@@ -19,6 +19,7 @@ from . import __version__
 from .data import resolve_images
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
+from .distributed import is_main_process
 from .estimator import MultiTaskImageEstimator
 from .tasks import TASK_KINDS
 
@@ -118,12 +119,15 @@ def fit(args):
         valid_split=valid_split,
         augment=args.augment,
         num_workers=args.num_workers,
+        cache_dir=args.cache_dir,
         device=args.device,
         random_state=args.seed,
         verbose=1,
     )
     start = time.perf_counter()
     est.fit(data, y)
+    if not is_main_process():  # under accelerate launch / torchrun: the first one writes
+        return 0
     os.makedirs(os.path.dirname(os.path.abspath(args.model)), exist_ok=True)
     joblib.dump(est, args.model)
     kinds = ", ".join(f"{n} ({t.kind})" for n, t in est.tasks_.items())
@@ -237,6 +241,7 @@ def build_parser():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--augment", action="store_true", help="augment training images")
     p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--cache-dir", help="folder of a disk cache of decoded images (reused)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(run=fit)

@@ -6,11 +6,12 @@ decoded once trains at the speed of its network. Two caches do that:
 - in memory (:func:`fits_in_memory` decides it for ``cache="auto"``): every image decoded
   and resized once at the start of ``fit``, kept as a uint8 tensor;
 - on disk (:func:`disk_cached_images`, the estimator's ``cache_dir``): decoded images
-  written once to memory-mapped ``.npy`` files in a folder, each image keyed by a
-  fingerprint of its resolved path, file size, modification time and the image size. Later
+  written once to ``.npy`` files in a folder (``np.load(..., mmap_mode="r")`` maps one),
+  each image keyed by a fingerprint of its resolved path, file size, modification time
+  and the image size. Later
   epochs, later fits, every fold and candidate of a search and ``predict`` read them from
-  there (from the page cache when it holds them), without loading a whole file into
-  memory, so memory stays flat for a set larger than it.
+  there (from the page cache when it holds them) image by image, so the process's memory
+  stays flat for a set larger than it.
 
 A disk cache folder holds pairs of files written by one build each: ``<H>x<W>-<id>.npy``
 (the images, ``(n, 3, H, W)`` uint8) and ``<H>x<W>-<id>.keys.npy`` (their fingerprints).
@@ -147,12 +148,15 @@ def image_fingerprints(paths, image_size):
 
 
 class DiskCachedImages:
-    """Decoded images read from the memory-mapped files of a disk cache.
+    """Decoded images read from the files of a disk cache.
 
     A sequence of uint8 tensors ``(3, H, W)``; indexing with an array of positions
-    gives another :class:`DiskCachedImages` (no pixels are read). The files are opened
-    lazily, in each process that reads them (DataLoader workers included), and never
-    pickled.
+    gives another :class:`DiskCachedImages` (no pixels are read). Each image is read
+    with one positioned read into a fresh buffer: the file's pages stay in the
+    operating system's page cache (shared by every process reading the cache) and, not
+    being mapped, never count in this process's resident memory, which stays flat
+    whatever the size of the set. The files are opened lazily, in each process that
+    reads them (DataLoader workers included), and never pickled.
 
     Parameters
     ----------
@@ -166,7 +170,7 @@ class DiskCachedImages:
         self.files = list(files)
         self.file_index = np.asarray(file_index, dtype=np.intp)
         self.rows = np.asarray(rows, dtype=np.intp)
-        self._arrays = None
+        self._opened = None
 
     def __len__(self):
         return len(self.rows)
@@ -174,13 +178,32 @@ class DiskCachedImages:
     def __getitem__(self, i):
         if not np.isscalar(i):
             return DiskCachedImages(self.files, self.file_index[i], self.rows[i])
-        if self._arrays is None:
-            self._arrays = [np.load(f, mmap_mode="r") for f in self.files]
-        # One image copied out of the mapping: torch wants writable memory.
-        return torch.from_numpy(np.array(self._arrays[self.file_index[i]][self.rows[i]]))
+        if self._opened is None:
+            self._opened = [_open_npy(f) for f in self.files]
+        file, start, shape = self._opened[self.file_index[i]]
+        image = torch.empty(shape[1:], dtype=torch.uint8)
+        size = image.numel()
+        file.seek(start + int(self.rows[i]) * size)
+        if file.readinto(image.numpy()) != size:
+            raise ValueError(f"the disk cache file {file.name!r} is truncated")
+        return image
 
     def __getstate__(self):
-        return {**self.__dict__, "_arrays": None}
+        return {**self.__dict__, "_opened": None}
+
+    def __del__(self):
+        for file, _, _ in self._opened or []:
+            file.close()
+
+
+def _open_npy(path):
+    """An unbuffered file of a cache, where its pixels start, and the array's shape."""
+    file = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed with the images
+    version = np.lib.format.read_magic(file)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    shape, _, _ = read_header(file)
+    return file, file.tell(), shape
 
 
 def disk_cached_images(paths, image_size, cache_dir, num_workers=0):
@@ -249,7 +272,10 @@ def _lookup(cache_dir, size, keys):
 
 
 def _build(cache_dir, paths, keys, size, num_workers):
-    """Decode ``paths`` into a new cache file; returns its name once complete."""
+    """Decode ``paths`` into a new cache file; returns its name once complete.
+
+    Written through a memory map (``np.lib.format.open_memmap``): an ``.npy`` file.
+    """
     name = os.path.join(os.fspath(cache_dir), f"{size[0]}x{size[1]}-{uuid.uuid4().hex}")
     partial = f"{name}.partial-{os.getpid()}"
     pixels = np.lib.format.open_memmap(

@@ -1,6 +1,6 @@
 """Decoded-image caches: in memory, and on disk shared across fits.
 
-Decoding a JPEG costs more than a training step of a small network, so a set that is
+Decoding images is a share of every epoch that streams them from their files; a set
 decoded once trains at the speed of its network. Two caches do that:
 
 - in memory (:func:`fits_in_memory` decides it for ``cache="auto"``): every image decoded
@@ -8,10 +8,9 @@ decoded once trains at the speed of its network. Two caches do that:
 - on disk (:func:`disk_cached_images`, the estimator's ``cache_dir``): decoded images
   written once to ``.npy`` files in a folder (``np.load(..., mmap_mode="r")`` maps one),
   each image keyed by a fingerprint of its resolved path, file size, modification time
-  and the image size. Later
-  epochs, later fits, every fold and candidate of a search and ``predict`` read them from
-  there (from the page cache when it holds them) image by image, so the process's memory
-  stays flat for a set larger than it.
+  and the image size. Later epochs, later fits, every fold and candidate of a search and
+  ``predict`` read them from there (from the page cache when it holds them) image by
+  image, so the process's memory stays flat for a set larger than it.
 
 A disk cache folder holds pairs of files written by one build each: ``<H>x<W>-<id>.npy``
 (the images, ``(n, 3, H, W)`` uint8) and ``<H>x<W>-<id>.keys.npy`` (their fingerprints).
@@ -274,20 +273,17 @@ def _lookup(cache_dir, size, keys):
 def _build(cache_dir, paths, keys, size, num_workers):
     """Decode ``paths`` into a new cache file; returns its name once complete.
 
-    Written through a memory map (``np.lib.format.open_memmap``): an ``.npy`` file.
+    An ``.npy`` file written batch by batch (not through a memory map, whose dirty
+    pages would count in this process's memory).
     """
     name = os.path.join(os.fspath(cache_dir), f"{size[0]}x{size[1]}-{uuid.uuid4().hex}")
     partial = f"{name}.partial-{os.getpid()}"
-    pixels = np.lib.format.open_memmap(
-        partial + ".npy", mode="w+", dtype=np.uint8, shape=(len(paths), 3, *size)
-    )
+    header = {"descr": "|u1", "fortran_order": False, "shape": (len(paths), 3, *size)}
     try:
-        start = 0
-        for batch in decoded_batches(paths, size, num_workers=num_workers):
-            pixels[start : start + len(batch)] = batch.numpy()
-            start += len(batch)
-        pixels.flush()
-        del pixels
+        with open(partial + ".npy", "wb") as file:
+            np.lib.format.write_array_header_1_0(file, header)
+            for batch in decoded_batches(paths, size, num_workers=num_workers):
+                file.write(batch.numpy().data)
         np.save(partial + ".keys.npy", keys)
         os.replace(partial + ".npy", name + ".npy")
         os.replace(partial + ".keys.npy", name + ".keys.npy")  # last: the file is complete

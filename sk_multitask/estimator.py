@@ -80,7 +80,8 @@ class MultiTaskImageEstimator(BaseEstimator):
         Light augmentation of training batches (flip, small affine, colour jitter).
     num_workers : int or "auto", default="auto"
         DataLoader worker processes decoding images. ``"auto"``: none when the images
-        are cached and not augmented (there is nothing left to decode); else, on CUDA,
+        are cached (in memory or in ``cache_dir``) and not augmented (there is nothing
+        left to decode); else, on CUDA,
         one per CPU core up to 8; on a CPU none, since torch's threads already use
         every core to train (see ``docs/performance.md``).
     cache : bool or "auto", default="auto"
@@ -89,17 +90,17 @@ class MultiTaskImageEstimator(BaseEstimator):
         epochs then cost what the network costs. False: images stream from disk
         every epoch and memory does not grow with the data set. ``"auto"``: True when
         the decoded images fit ``cache_max_bytes``, else False; an array ``X`` is in
-        memory already and is not cached.
+        memory already (only ``cache=True`` copies it, resized).
     cache_max_bytes : int, default=None
         The memory budget of ``cache="auto"``; None: a quarter of the memory available
         when ``fit`` starts (``MemAvailable`` of ``/proc/meminfo`` on Linux).
     cache_dir : str or path, default=None
-        A folder where decoded, resized images are written once, memory-mapped and
-        shared by later epochs, later fits (every fold and candidate of a search,
-        other processes) and the predicting methods; each image keyed by its path,
-        file size, modification time and ``image_size``, so a changed file is decoded
-        again (:mod:`sk_multitask.cache`). Memory stays flat for sets larger than it.
-        Set, it replaces ``cache`` for image files.
+        A folder where decoded, resized images are written once (``.npy`` files) and
+        read by later epochs, later fits (every fold and candidate of a search, other
+        processes) and the predicting methods; each image keyed by its path, file
+        size, modification time and ``image_size``, so a changed file is decoded again
+        (:mod:`sk_multitask.cache`). Memory stays flat for sets larger than it. Set,
+        it replaces ``cache`` for image files.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Mixed precision for the network's forward pass (``torch.autocast``), with a
         gradient scaler for fp16. (Convolutions always run channels-last.)

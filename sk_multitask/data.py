@@ -114,6 +114,7 @@ def decoded_batches(images, image_size, num_workers=0, batch_size=256):
         ImageDataset(images, image_size=image_size),
         batch_size=batch_size,
         num_workers=num_workers,
+        generator=torch.Generator(),  # its seed draw must not move torch's global RNG
     )
     for batch, _ in loader:
         yield batch

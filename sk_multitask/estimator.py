@@ -81,9 +81,8 @@ class MultiTaskImageEstimator(BaseEstimator):
     num_workers : int or "auto", default="auto"
         DataLoader worker processes decoding images. ``"auto"``: none when the images
         are cached (in memory or in ``cache_dir``) and not augmented (there is nothing
-        left to decode); else, on CUDA,
-        one per CPU core up to 8; on a CPU none, since torch's threads already use
-        every core to train (see ``docs/performance.md``).
+        left to decode); else, on CUDA, one per CPU core up to 8; on a CPU none, since
+        torch's threads already use every core to train (see ``docs/performance.md``).
     cache : bool or "auto", default="auto"
         True: decode and resize every image file once at the start of ``fit`` and
         train from the uint8 pixels kept in memory (``N * 3 * H * W`` bytes): the

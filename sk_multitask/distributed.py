@@ -70,6 +70,15 @@ class AcceleratedMultiTaskNet(AccelerateMixin, MultiTaskNet):
     The loss each step returns is averaged over the processes, for the history.
     """
 
+    def _initialize_accelerator(self):
+        # The criterion has no parameters, and DistributedDataParallel refuses to wrap a
+        # module without any: it only goes to the device.
+        criterion, self.criterion_ = self.criterion_, None
+        try:
+            return super()._initialize_accelerator()
+        finally:
+            self.criterion_ = criterion.to(self.accelerator.device)
+
     def train_step(self, batch, **fit_params):
         step = super().train_step(batch, **fit_params)
         step["loss"] = self.accelerator.reduce(step["loss"].detach(), reduction="mean")
@@ -91,6 +100,7 @@ def accelerated_net(*, precision, batch_size, **net_params):
     local_params = {"precision": precision, "batch_size": batch_size, **net_params}
     try:
         from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration
     except ImportError as exc:
         raise ImportError(
             "data-parallel training needs Accelerate: pip install 'sk-multitask[accelerate]'"
@@ -103,7 +113,9 @@ def accelerated_net(*, precision, batch_size, **net_params):
             f"processes and must be a multiple of {processes}"
         )
     accelerator = Accelerator(
-        split_batches=True,  # batch_size is the total over the processes
+        # batch_size is the total over the processes (Accelerate ignores its own
+        # split_batches argument, deprecated, without a word).
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
         mixed_precision=_MIXED_PRECISION[precision],
         cpu=not device.startswith("cuda"),
     )

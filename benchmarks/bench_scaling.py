@@ -116,11 +116,13 @@ def search(args, tmp):
 
 
 def memory(args, tmp):
-    sets = {"2,000": make_set(2000, args.image_size, os.path.join(tmp, "small")),
-            "20,000": make_set(20000, args.image_size, os.path.join(tmp, "large"))}
-    decoded_mb = 20000 * 3 * args.image_size**2 / 2**20
-    print(f"budget (cache_max_bytes) {args.budget / 2**20:.0f} MB; the 20,000 images decoded: "
-          f"{decoded_mb:.0f} MB")
+    small_n, large_n = args.sizes
+    small, large = f"{small_n:,}", f"{large_n:,}"
+    sets = {small: make_set(small_n, args.image_size, os.path.join(tmp, "small")),
+            large: make_set(large_n, args.image_size, os.path.join(tmp, "large"))}
+    decoded_mb = large_n * 3 * args.image_size**2 / 2**20
+    print(f"budget (cache_max_bytes) {args.budget / 2**20:.1f} MB; the {large} images decoded: "
+          f"{decoded_mb:.1f} MB")
     results = {}
     for round_ in range(args.rounds):
         for name, data in sets.items():
@@ -130,10 +132,10 @@ def memory(args, tmp):
             print(f"round {round_ + 1} {name:>6} files: peak RSS {r['fit_peak_mb']:.0f} MB by "
                   f"the end of fit, {r['peak_mb']:.0f} MB after predicting them all", flush=True)
     for key, label in (("fit_peak_mb", "fit"), ("peak_mb", "fit + predict")):
-        small = max(r[key] for r in results["2,000"])
-        large = max(r[key] for r in results["20,000"])
-        print(f"{label:<14} peak RSS (max over rounds): 2,000 files {small:.0f} MB, "
-              f"20,000 files {large:.0f} MB, growth {large - small:+.0f} MB")
+        low = max(r[key] for r in results[small])
+        high = max(r[key] for r in results[large])
+        print(f"{label:<14} peak RSS (max over rounds): {small} files {low:.0f} MB, "
+              f"{large} files {high:.0f} MB, growth {high - low:+.0f} MB")
 
 
 def main():
@@ -145,6 +147,8 @@ def main():
     parser.add_argument("--image-size", type=int, default=32, help="px of training")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs=2, default=[2000, 20000],
+                        help="the two set sizes of --memory")
     parser.add_argument("--budget", type=int, default=16 * 2**20,
                         help="cache_max_bytes of --memory (bytes)")
     parser.add_argument("--child", choices=["search", "memory"], help=argparse.SUPPRESS)

@@ -1,7 +1,7 @@
 """Training on several processes: data-parallel with Accelerate, and within Dask workers.
 
 Data parallel: when a script (a user's, or the ``sk-multitask fit`` command) runs under
-``accelerate launch --num_processes N`` or ``torchrun --nproc_per_node N``, each of the
+``accelerate launch --multi_gpu --num_processes N`` or ``torchrun --nproc_per_node N``, each of the
 N processes calls ``fit`` on the same data, and the estimator (``accelerator="auto"``)
 trains one model with skorch's :class:`~skorch.hf.AccelerateMixin`: Accelerate wraps the
 network in ``DistributedDataParallel`` (gradients all-reduced every step), gives each

@@ -8,6 +8,7 @@ same model (``MultiTaskModule`` + ``MaskedMultiTaskLoss``), optimizer, batch siz
 - ``est-array``:  (a) the estimator, from an in-memory uint8 array of the images;
 - ``loop-array``: (b) the loop, with a DataLoader over the same array;
 - ``est-cache``:  the estimator with ``cache=True`` (files decoded once, kept in memory);
+- ``est-default``: the estimator with its default ``cache="auto"`` (no cache argument);
 - ``loop-memory``: (c) the loop on pre-decoded tensors in memory, batches by indexing:
   the compute-only limit.
 
@@ -48,7 +49,8 @@ from sk_multitask.training import resolve_num_workers
 
 TARGETS = ["color", "shape", "area"]
 PEAKS = {}  # peak RSS at the end of fit, before predicting
-VARIANTS = ["est-files", "loop-files", "est-array", "loop-array", "est-cache", "loop-memory"]
+VARIANTS = ["est-files", "loop-files", "est-array", "loop-array", "est-cache", "loop-memory",
+            "est-default"]
 
 
 # -- the hand-written loop (b, c) -------------------------------------------------------
@@ -170,11 +172,12 @@ def timed(function):
 
 
 def run_estimator(args, df, variant):
+    cache = {} if variant == "est-default" else {"cache": variant == "est-cache"}
     est = MultiTaskImageEstimator(
         image_root=df.attrs["image_root"], backbone=args.backbone, weights=None,
         image_size=args.image_size, max_epochs=args.epochs, batch_size=args.batch_size,
         valid_split=None, num_workers=args.num_workers, device=args.device,
-        cache=variant == "est-cache", random_state=0,
+        random_state=0, **cache,
     )
     X = df
     if variant == "est-array":
@@ -279,10 +282,13 @@ def print_ratios(rows):
         ("predict, array: (a)/(b)", "est-array", "loop-array", "predict_s"),
         ("fit, files:  (a)/(c) per epoch", "est-files", "loop-memory", "epoch_s"),
         ("cache=True, epochs after the first: (a)/(c)", "est-cache", "loop-memory", "epoch_s"),
+        ("default fit, epochs after the first: /cache=True", "est-default", "est-cache",
+         "epoch_s"),
+        ("default fit, epochs after the first: /(c)", "est-default", "loop-memory", "epoch_s"),
     ]
     for label, a, b, key in lines:
         if a in rows and b in rows:
-            print(f"  {label:<46}{ratio(a, b, key):6.3f}")
+            print(f"  {label:<50}{ratio(a, b, key):6.3f}")
 
 
 def main():

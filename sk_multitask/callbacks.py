@@ -54,7 +54,8 @@ class TaskScoring(Callback):
     and ``{task}_weight``, the task's loss weight at the end of the epoch (see
     ``MaskedMultiTaskLoss.weights``). A task with no labelled cell in an epoch's data
     records NaN. Training statistics are those of the batches as trained
-    (augmentation and dropout on).
+    (augmentation and dropout on). In
+    data-parallel training the statistics of every process are summed first.
 
     Parameters
     ----------
@@ -82,7 +83,11 @@ class TaskScoring(Callback):
     def on_epoch_end(self, net, **kwargs):
         for name, weight in zip(self.tasks, net.criterion_.weights.tolist(), strict=True):
             net.history.record(f"{name}_weight", weight)
+        # Data-parallel training (sk_multitask.distributed): each process saw its shard.
+        accelerator = getattr(net, "accelerator", None)
         for prefix, totals in self.totals_.items():
+            if accelerator is not None:
+                totals = accelerator.reduce(totals, reduction="sum")
             for (name, task), row in zip(self.tasks.items(), totals.tolist(), strict=True):
                 for metric, value in task_metrics(task, *row).items():
                     net.history.record(f"{prefix}_{name}_{metric}", value)

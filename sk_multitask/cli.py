@@ -231,6 +231,7 @@ def _data_and_estimator(args):
         valid_split=valid_split,
         augment=args.augment,
         num_workers=args.num_workers,
+        cache_dir=args.cache_dir,
         device=args.device,
         random_state=args.seed,
         verbose=1,
@@ -244,6 +245,10 @@ def fit(args):
     _check_writable(args.model)
     start = time.perf_counter()
     est.fit(data, y)
+    from .distributed import is_main_process
+
+    if not is_main_process():  # under accelerate launch / torchrun: the first one writes
+        return 0
     _save(est, args.model)
     kinds = ", ".join(f"{n} ({t.kind})" for n, t in est.tasks_.items())
     print(f"fitted {kinds} in {time.perf_counter() - start:.1f} s; model saved to {args.model}")
@@ -436,6 +441,7 @@ def _training_options(p):
     p.add_argument("--patience", type=int, default=5, help="epochs without improvement")
     p.add_argument("--monitor", default="valid_loss", help="history key early stopping watches")
     p.add_argument("--checkpoint-dir", help="checkpoint every epoch there; resume from it")
+    p.add_argument("--cache-dir", help="folder of a disk cache of decoded images (reused)")
     p.add_argument("--augment", action="store_true", help="augment training images")
     p.add_argument(
         "--num-workers", type=_num_workers, default="auto", help="image decoding processes, or auto"

@@ -45,6 +45,7 @@ __all__ = [
     "check_image_size",
     "bad_image_log",
     "decode_images",
+    "decoded_batches",
     "describe_bad_images",
     "find_bad_images",
     "image_references",
@@ -87,23 +88,31 @@ def _array_image(image, image_size):
     return torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy()).permute(2, 0, 1)
 
 
-def _decoded_image(image, image_size):
-    return image
-
-
-def decode_images(images, image_size, num_workers=0, batch_size=256, bad_images=None):
-    """Decode and resize every image once: a uint8 tensor ``(N, 3, H, W)`` in memory.
+def decoded_batches(images, image_size, num_workers=0, batch_size=256, bad_images=None):
+    """Decode and resize images in order, yielding uint8 tensors ``(n, 3, H, W)``.
 
     ``images`` are file paths or a uint8 array; decoding runs in ``num_workers``
-    DataLoader processes. With a ``bad_images`` log, an unreadable file is recorded
-    there (its image is black) instead of raising.
+    DataLoader processes. With a :class:`BadImageLog`, an image that cannot be
+    decoded is recorded there and comes out black.
     """
     loader = torch.utils.data.DataLoader(
         ImageDataset(images, image_size=image_size, bad_images=bad_images),
         batch_size=batch_size,
         num_workers=num_workers,
+        generator=torch.Generator(),  # its seed draw must not move torch's global RNG
     )
-    return torch.cat([batch for batch, _ in loader])
+    for batch, _ in loader:
+        yield batch
+
+
+def decode_images(images, image_size, num_workers=0, batch_size=256, bad_images=None):
+    """Decode and resize every image once: a uint8 tensor ``(N, 3, H, W)`` in memory.
+
+    With a ``bad_images`` log, an unreadable file is recorded there (its image is
+    black) instead of raising.
+    """
+    batches = decoded_batches(images, image_size, num_workers, batch_size, bad_images)
+    return torch.cat(list(batches))
 
 
 def train_transform(augment):
@@ -129,8 +138,9 @@ class ImageDataset(torch.utils.data.Dataset):
     Parameters
     ----------
     images : sequence of str, ndarray (N, H, W[, C]) or tensor (N, 3, H, W)
-        Resolved file paths, uint8 images, or images already decoded to the size
-        (:func:`decode_images`).
+        Resolved file paths, uint8 images, or images already decoded to the size: a
+        tensor (:func:`decode_images`) or any sequence of uint8 tensors ``(3, H, W)``
+        (:class:`sk_multitask.cache.DiskCachedImages`).
     targets : ndarray of shape (N, n_tasks), optional
     image_size : int or (int, int)
     transform : callable, optional
@@ -147,9 +157,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.image_size = image_size
         self.transform = transform
         self.bad_images = bad_images
-        if isinstance(images, torch.Tensor):
-            self._decode = _decoded_image
-        elif isinstance(images, np.ndarray) and images.dtype == np.uint8:
+        if isinstance(images, np.ndarray) and images.dtype == np.uint8:
             self._decode = _array_image
         else:
             self._decode = load_image
@@ -160,7 +168,9 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         target = _NO_TARGET if self.targets is None else self.targets[i]
         try:
-            image = self._decode(self.images[i], self.image_size)
+            image = self.images[i]
+            if not isinstance(image, torch.Tensor):  # a tensor is decoded already
+                image = self._decode(image, self.image_size)
         except BadImageError as exc:
             if self.bad_images is None:
                 raise

@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
+from .cache import cached_images
 from .criterion import LOSS_WEIGHTINGS, REGRESSION_LOSSES
 from .data import (
     ImageDataset,
@@ -22,6 +23,7 @@ from .data import (
     resolve_images,
     warn_skipped,
 )
+from .distributed import dask_worker_threads, local_net, uses_accelerate
 from .metrics import evaluate_tasks, per_class_metrics, task_scores, top_loss_table
 from .persistence import VersionedPickleMixin, read_model, save
 from .tasks import (
@@ -163,19 +165,36 @@ class MultiTaskImageEstimator(
         Light augmentation of training batches (flip, small affine, colour jitter).
     num_workers : int or "auto", default="auto"
         DataLoader worker processes decoding images. ``"auto"``: none when the images
-        are cached and not augmented (there is nothing left to decode); else, on CUDA,
-        one per CPU core up to 8; on a CPU none, since torch's threads already use
-        every core to train (see ``docs/performance.md``).
-    cache : bool, default=False
-        Decode and resize every image once at the start of ``fit`` and train from
-        the uint8 pixels kept in memory (``N * 3 * H * W`` bytes): the epochs then
-        cost what the network costs. Off, images stream from disk every epoch and
-        memory does not grow with the data set.
+        are cached (in memory or in ``cache_dir``) and not augmented (there is nothing
+        left to decode); else, on CUDA, one per CPU core up to 8; on a CPU none, since
+        torch's threads already use every core to train (see ``docs/performance.md``).
+    cache : bool or "auto", default="auto"
+        True: decode and resize every image file once at the start of ``fit`` and
+        train from the uint8 pixels kept in memory (``N * 3 * H * W`` bytes): the
+        epochs then cost what the network costs. False: images stream from disk
+        every epoch and memory does not grow with the data set. ``"auto"``: True when
+        the decoded images fit ``cache_max_bytes``, else False; an array ``X`` is in
+        memory already (only ``cache=True`` copies it, resized).
+    cache_max_bytes : int, default=None
+        The memory budget of ``cache="auto"``; None: a quarter of the memory available
+        when ``fit`` starts (``MemAvailable`` of ``/proc/meminfo`` on Linux).
+    cache_dir : str or path, default=None
+        A folder where decoded, resized images are written once (``.npy`` files) and
+        read by later epochs, later fits (every fold and candidate of a search, other
+        processes) and the predicting methods; each image keyed by its path, file
+        size, modification time and ``image_size``, so a changed file is decoded again
+        (:mod:`sk_multitask.cache`). Memory stays flat for sets larger than it. Set,
+        it replaces ``cache`` for image files.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Mixed precision for the network's forward pass (``torch.autocast``), with a
         gradient scaler for fp16. (Convolutions always run channels-last.)
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or any torch device.
+    accelerator : "auto" or None, default="auto"
+        ``"auto"``: when the script runs under ``accelerate launch`` or ``torchrun``
+        with several processes, they train one model together, data-parallel
+        (:mod:`sk_multitask.distributed`; ``batch_size`` is the total over the
+        processes); else, and with None, every process trains its own.
     callbacks : list, default=None
         Extra skorch callbacks (or ``(name, callback)`` pairs), run after the built-in
         ones (per-task scoring, the schedule, early stopping). They are copied, never
@@ -249,9 +268,12 @@ class MultiTaskImageEstimator(
         "valid_split": [Interval(Real, 0, 1, closed="neither"), str, None],
         "augment": ["boolean"],
         "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "cache": ["boolean"],
+        "cache": ["boolean", StrOptions({"auto"})],
+        "cache_max_bytes": [Interval(Integral, 0, None, closed="left"), None],
+        "cache_dir": [str, os.PathLike, None],
         "precision": [StrOptions({"fp32", "bf16", "fp16"})],
         "device": [str],
+        "accelerator": [StrOptions({"auto"}), None],
         "callbacks": [list, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -285,9 +307,12 @@ class MultiTaskImageEstimator(
         valid_split=0.2,
         augment=False,
         num_workers="auto",
-        cache=False,
+        cache="auto",
+        cache_max_bytes=None,
+        cache_dir=None,
         precision="fp32",
         device="auto",
+        accelerator="auto",
         callbacks=None,
         random_state=None,
         verbose=0,
@@ -319,8 +344,11 @@ class MultiTaskImageEstimator(
         self.augment = augment
         self.num_workers = num_workers
         self.cache = cache
+        self.cache_max_bytes = cache_max_bytes
+        self.cache_dir = cache_dir
         self.precision = precision
         self.device = device
+        self.accelerator = accelerator
         self.callbacks = callbacks
         self.random_state = random_state
         self.verbose = verbose
@@ -342,7 +370,7 @@ class MultiTaskImageEstimator(
         """
         self._validate_params()
         run = prepare_run(self, X, y)
-        with seeded(run.seed, run.device):
+        with seeded(run.seed, run.device), dask_worker_threads():
             net = make_net(self, run)
             if self.checkpoint_dir is not None:
                 load_checkpoint(net, os.fspath(self.checkpoint_dir), run.fingerprint)
@@ -619,6 +647,10 @@ class MultiTaskImageEstimator(
         """The network's concatenated outputs (a CPU tensor), image sources and index."""
         check_is_fitted(self)
         images, index = resolve_images(X, self.image_col, self.image_root, check_files=False)
+        if self.cache_dir is not None:
+            images, _ = cached_images(
+                images, self.image_size_, cache=False, cache_dir=self.cache_dir
+            )
         bad_images = bad_image_log(self.on_bad_image)
         dataset = ImageDataset(images, image_size=self.image_size_, bad_images=bad_images)
         batches = self.net_.forward_iter(dataset, training=False, device="cpu")
@@ -630,9 +662,10 @@ class MultiTaskImageEstimator(
         n_outputs = sum(task.n_outputs for task in self.tasks_.values())
         outputs = torch.empty(len(dataset), n_outputs)
         start = 0
-        for batch in batches:
-            outputs[start : start + len(batch)] = batch
-            start += len(batch)
+        with dask_worker_threads():
+            for batch in batches:
+                outputs[start : start + len(batch)] = batch
+                start += len(batch)
         bad = {} if bad_images is None else bad_images.collect()
         if bad:
             outputs[list(bad)] = float("nan")  # decoded to missing predictions
@@ -644,6 +677,8 @@ class MultiTaskImageEstimator(
         return {name: task.decoder for name, task in self.tasks_.items()}
 
     def _set_fitted(self, net, run):
+        if uses_accelerate(self.accelerator):
+            net = local_net(net)  # one process's copy: predicts alone, pickles
         # The validation set (paths, or the user's whole array) must not be pickled
         # with the model.
         net.train_split = None

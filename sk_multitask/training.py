@@ -39,6 +39,7 @@ from skorch.history import History
 from skorch.utils import TeeGenerator
 from torch.optim import lr_scheduler
 
+from .cache import cached_images
 from .callbacks import TaskScoring, check_callbacks, copy_callbacks, epoch_table, progress_bar
 from .criterion import MaskedMultiTaskLoss
 from .data import (
@@ -46,7 +47,6 @@ from .data import (
     as_size,
     bad_image_log,
     check_image_size,
-    decode_images,
     resolve_images,
     screen_images,
     split_rows,
@@ -697,12 +697,17 @@ def prepare_run(estimator, X, y):
             params.pop(name)
         fingerprint = run_fingerprint(params, images, targets, train, valid)
     bad_images = bad_image_log(estimator.on_bad_image)  # None: raise
-    if estimator.cache:
-        images = decode_images(
-            images, image_size, resolve_num_workers(estimator, cache=False), bad_images=bad_images
-        )
-        if bad_images is not None:  # rows of images that cannot be decoded train nothing
-            targets[list(bad_images.read())] = np.nan
+    images, decoded = cached_images(
+        images,
+        image_size,
+        cache=estimator.cache,
+        max_bytes=estimator.cache_max_bytes,
+        cache_dir=estimator.cache_dir,
+        num_workers=resolve_num_workers(estimator, cache=False),
+        bad_images=bad_images,
+    )
+    if decoded and bad_images is not None:  # rows of images that cannot be decoded train nothing
+        targets[list(bad_images.read())] = np.nan
     train_set = ImageDataset(
         images[train],
         targets[train],
@@ -718,6 +723,7 @@ def prepare_run(estimator, X, y):
         )
     )
     return SimpleNamespace(
+        decoded=decoded,
         weights=estimator.weights,
         bad_images=bad_images,
         skipped=skipped,
@@ -773,7 +779,7 @@ def make_net(estimator, run):
         run.valid_set,
         run.n_train,
         run.device,
-        num_workers=resolve_num_workers(estimator, cache=estimator.cache),
+        num_workers=resolve_num_workers(estimator, cache=run.decoded),
         freeze_epochs=run.freeze_epochs,
         backbone_lr_scale=run.backbone_lr_scale,
         start_epoch=run.start_epoch,
@@ -793,6 +799,7 @@ def restore_net(estimator, tasks, image_size, device, class_weights=None):
     """
     run = SimpleNamespace(
         continuing=False, tasks=tasks, image_size=image_size, device=device, weights=None,
+        decoded=False,
         class_weights=class_weights, pretrained=False, valid_set=None, n_train=0,
         freeze_epochs=0, backbone_lr_scale=1.0, start_epoch=0, fingerprint=None,
     )
@@ -868,7 +875,7 @@ def build_net(
         if isinstance(estimator.optimizer, str)
         else estimator.optimizer
     )
-    return MultiTaskNet(
+    params = dict(
         module=module,
         precision=estimator.precision,
         criterion=criterion,
@@ -892,6 +899,11 @@ def build_net(
         device=device,
         verbose=estimator.verbose,
     )
+    from .distributed import accelerated_net, uses_accelerate  # it builds on MultiTaskNet
+
+    if uses_accelerate(estimator.accelerator):
+        return accelerated_net(**params)
+    return MultiTaskNet(**params)
 
 
 class LRFindResult(NamedTuple):

@@ -1,0 +1,173 @@
+"""Decoded-image caches: the in-memory budget of cache="auto" and the disk cache."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from conftest import TARGETS, small_estimator
+from sklearn.model_selection import GridSearchCV, KFold
+
+from sk_multitask.cache import (
+    DiskCachedImages,
+    available_memory,
+    cached_images,
+    disk_cached_images,
+    fits_in_memory,
+)
+from sk_multitask.data import ImageDataset, load_image, resolve_images
+from sk_multitask.datasets import make_multitask_images
+
+
+@pytest.fixture
+def images(tmp_path):
+    """24 JPEG files of 16 px (a fresh copy: tests change them)."""
+    df = make_multitask_images(24, image_size=16, path=tmp_path / "images", random_state=0)
+    paths, _ = resolve_images(df, image_root=df.attrs["image_root"])
+    return paths
+
+
+def cache_files(folder):
+    return sorted(f for f in os.listdir(folder) if f.endswith(".npy"))
+
+
+def stored_rows(folder):
+    """The number of images stored in the cache folder, over all its files."""
+    return sum(len(np.load(folder / f, mmap_mode="r")) for f in cache_files(folder)
+               if not f.endswith(".keys.npy"))
+
+
+def test_fits_in_memory_budget():
+    assert available_memory() > 0
+    assert fits_in_memory(10, 16, max_bytes=10 * 3 * 16 * 16)
+    assert not fits_in_memory(11, 16, max_bytes=10 * 3 * 16 * 16)
+    assert fits_in_memory(10, (8, 32), max_bytes=10 * 3 * 8 * 32)
+
+
+def test_cached_images_follows_the_cache_parameters(images):
+    decoded, is_decoded = cached_images(images, 16, cache="auto", max_bytes=10**9)
+    assert is_decoded and isinstance(decoded, torch.Tensor) and decoded.shape == (24, 3, 16, 16)
+    assert torch.equal(decoded[3], load_image(images[3], 16))
+    # Over the budget, the files stream.
+    streamed, is_decoded = cached_images(images, 16, cache="auto", max_bytes=100)
+    assert not is_decoded and streamed is images
+    assert cached_images(images, 16, cache=False)[0] is images
+    assert cached_images(images, 16, cache=True, max_bytes=100)[1]
+    # An array is in memory already: "auto" leaves it as it is.
+    array = np.zeros((4, 16, 16, 3), dtype=np.uint8)
+    assert cached_images(array, 16, cache="auto", max_bytes=10**9)[0] is array
+
+
+def test_disk_cache_decodes_each_image_once(images, tmp_path):
+    folder = tmp_path / "cache"
+    first = disk_cached_images(images[:16], 16, folder)
+    assert isinstance(first, DiskCachedImages) and len(first) == 16
+    for i in (0, 15):
+        assert torch.equal(first[i], load_image(images[i], 16))
+    built = cache_files(folder)
+    assert len(built) == 2  # the images and their keys
+
+    # A subset (a fold) and the same set again are read, not decoded.
+    again = disk_cached_images(images[4:12], 16, folder)
+    assert cache_files(folder) == built
+    assert torch.equal(again[0], load_image(images[4], 16))
+
+    # A superset decodes only the images it adds, into a file of their own.
+    everything = disk_cached_images(images, 16, folder)
+    assert len(cache_files(folder)) == 4 and stored_rows(folder) == 24
+    assert torch.equal(everything[20], load_image(images[20], 16))
+    # Another image size is another entry.
+    assert tuple(disk_cached_images(images[:2], 8, folder)[1].shape) == (3, 8, 8)
+    assert stored_rows(folder) == 26
+
+
+def test_disk_cache_items_index_and_pickle(images, tmp_path):
+    import pickle
+
+    cached = disk_cached_images(images, 16, tmp_path / "cache")
+    subset = cached[np.array([5, 2])]
+    assert isinstance(subset, DiskCachedImages) and len(subset) == 2
+    assert torch.equal(subset[1], load_image(images[2], 16))
+    cached[0]  # opens the files, which are not pickled
+    restored = pickle.loads(pickle.dumps(cached))
+    assert restored._opened is None and torch.equal(restored[7], cached[7])
+    dataset = ImageDataset(subset, np.zeros((2, 1), dtype=np.float32), image_size=16)
+    assert torch.equal(dataset[0][0], load_image(images[5], 16))
+
+
+def test_disk_cache_is_invalidated_when_a_file_changes(images, tmp_path):
+    folder = tmp_path / "cache"
+    before = disk_cached_images(images, 16, folder)[0]
+    shutil.copyfile(images[1], images[0])  # another picture under the same name
+    stat = os.stat(images[0])
+    os.utime(images[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    after = disk_cached_images(images, 16, folder)[0]
+    assert not torch.equal(after, before)
+    assert torch.equal(after, load_image(images[1], 16))
+    assert stored_rows(folder) == 25  # only the changed file was decoded again
+
+
+def test_disk_cache_file_errors_name_the_file(images, tmp_path):
+    os.remove(images[2])
+    with pytest.raises(FileNotFoundError, match=os.path.basename(images[2])):
+        disk_cached_images(images, 16, tmp_path / "cache")
+
+
+def test_two_processes_building_the_same_cache(images, tmp_path):
+    folder = tmp_path / "cache"
+    script = textwrap.dedent(
+        f"""
+        from sk_multitask.cache import disk_cached_images
+        paths = {list(map(str, images))!r}
+        cached = disk_cached_images(paths, 16, {str(folder)!r})
+        print(int(sum(int(cached[i].sum()) for i in range(len(cached)))))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    sums = [int(run.communicate(timeout=120)[0]) for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    expected = sum(int(load_image(p, 16).sum()) for p in images)
+    assert sums == [expected, expected]
+    assert not [f for f in os.listdir(folder) if "partial" in f]
+    cached = disk_cached_images(images, 16, folder)
+    assert sum(int(cached[i].sum()) for i in range(len(cached))) == expected
+
+
+def test_estimator_with_cache_dir_trains_and_predicts_as_streaming(image_set, tmp_path):
+    y = image_set[TARGETS]
+    streamed = small_estimator(image_set, cache=False, max_epochs=1).fit(image_set, y)
+    cached = small_estimator(image_set, cache_dir=tmp_path / "cache", max_epochs=1)
+    cached.fit(image_set, y)
+    np.testing.assert_allclose(cached.history_[:, "train_loss"],
+                               streamed.history_[:, "train_loss"], rtol=1e-5)
+    assert stored_rows(tmp_path / "cache") == len(image_set)
+    proba = cached.predict_proba(image_set.head(10))["color"]
+    np.testing.assert_allclose(proba, streamed.predict_proba(image_set.head(10))["color"],
+                               rtol=1e-4, atol=1e-6)
+    assert stored_rows(tmp_path / "cache") == len(image_set)  # predict read the cache
+
+
+def test_search_decodes_every_image_once(image_set, tmp_path):
+    folder = tmp_path / "cache"
+    data = image_set.iloc[:60]
+    est = small_estimator(data, cache_dir=folder, max_epochs=1, valid_split=None)
+    search = GridSearchCV(est, {"lr": [1e-3, 3e-3]}, cv=KFold(3))
+    search.fit(data, data[TARGETS])
+    # Three folds, two candidates and the refit: each image decoded once.
+    assert stored_rows(folder) == len(data)
+    assert len(cache_files(folder)) == 4  # fold 1's training set, then fold 2's new images
+
+
+def test_cache_parameters_are_validated(image_set):
+    with pytest.raises(ValueError, match="'cache' parameter"):
+        small_estimator(image_set, cache="always").fit(image_set, image_set[TARGETS])
+    with pytest.raises(ValueError, match="'cache_max_bytes' parameter"):
+        small_estimator(image_set, cache_max_bytes=-1).fit(image_set, image_set[TARGETS])

@@ -838,9 +838,9 @@ def build_net(
             FineTuneSchedule(
                 estimator.lr_schedule,
                 lr=estimator.lr,
-                backbone_lr_scale=backbone_lr_scale,
-                freeze_epochs=freeze_epochs,
-                max_epochs=estimator.max_epochs,
+                backbone_lr_scale=float(backbone_lr_scale),
+                freeze_epochs=int(freeze_epochs),
+                max_epochs=int(estimator.max_epochs),  # torch's schedulers want int
                 start_epoch=start_epoch,
             ),
         ),

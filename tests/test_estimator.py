@@ -209,7 +209,7 @@ def test_augment_trains_and_predictions_stay_deterministic(image_set):
 
 def test_user_callbacks_run_and_are_not_modified(image_set):
     scheduler = LRScheduler(policy="StepLR", step_size=1, gamma=0.5)
-    est = small_estimator(image_set, lr=0.01, callbacks=[scheduler])
+    est = small_estimator(image_set, lr=0.01, lr_schedule="constant", callbacks=[scheduler])
     est.fit(image_set, image_set[TARGETS])
 
     assert est.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(0.0025)
@@ -254,7 +254,7 @@ def test_verbose_prints_the_epoch_table_with_task_metrics(image_set, capsys):
     lines = captured.out.splitlines()
     header = next(line for line in lines if "epoch" in line)
     columns = ["epoch", "train_loss", "valid_loss", "valid_color_acc", "valid_shape_acc"]
-    assert header.split() == [*columns, "valid_area_mae", "dur"]  # losses first, task order
+    assert header.split() == [*columns, "valid_area_mae", "lr", "dur"]  # losses first, tasks
     assert max(len(line) for line in lines) <= 100
     assert "\x1b[" not in captured.out  # no colour codes in a redirected log
     assert "3/3" in captured.err and "/4" not in captured.err  # the progress bar's total
@@ -270,6 +270,7 @@ def test_epoch_table_without_validation_shows_training_metrics(image_set, capsys
         "train_color_acc",
         "train_shape_acc",
         "train_area_mae",
+        "lr",
         "dur",
     ]
 

@@ -197,9 +197,9 @@ def epoch_table(tasks, validation):
 
     The losses first, then one metric per task (accuracy, micro F1 for a multi-label
     task, or the mean absolute error in the target's units), on the validation data
-    when there is some, else on the training batches, then the heads' learning rate;
-    other per-task keys (losses, RMSE, loss weights) stay in ``history_`` only. With
-    three tasks it is about 100 characters wide.
+    when there is some, else on the training batches; other per-task keys (losses,
+    RMSE, loss weights) and the learning rates stay in ``history_`` only. With three
+    tasks it is less than 100 characters wide.
 
     Parameters
     ----------
@@ -221,7 +221,8 @@ def epoch_table(tasks, validation):
         for metric in task_metrics(task, 0, 0, 0, 0, 0)
         if f"{side}_{name}_{metric}" not in shown
     ]
-    return EpochTable(["train_loss", "valid_loss", *shown, "lr"], keys_ignored=hidden)
+    hidden += ["lr"]  # in history_; the table stays within 100 characters
+    return EpochTable(["train_loss", "valid_loss", *shown], keys_ignored=hidden)
 
 
 def _table_metric(task):

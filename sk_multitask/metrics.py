@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from .data import image_references
+from .images import image_references
 from .tasks import (
     CLASSIFICATION,
     MULTILABEL,
@@ -120,7 +120,7 @@ def label_codes(truth, predicted):
 
 def _comparable(task, values):
     """Labels or values as metrics take them: indicator matrices for a multi-label task."""
-    return task.binarize(values) if task.kind == MULTILABEL else values
+    return task.binarize(values) if task.kind == MULTILABEL else plain_labels(values)
 
 
 def evaluate_tasks(tasks, outputs, y):
@@ -141,7 +141,9 @@ def evaluate_tasks(tasks, outputs, y):
         # A row whose image could not be read (NaN outputs) is left out, as a missing truth.
         unread = np.isnan(np.asarray(outputs[name], dtype=np.float64)).any(axis=1)
         labelled = y[name].notna().to_numpy() & ~unread
-        truth = plain_labels(y[name].to_numpy()[labelled])
+        truth = y[name].to_numpy()[labelled]
+        if task.kind != MULTILABEL:  # a multi-label cell is a list, not a label
+            truth = plain_labels(truth)
         out = outputs[name][np.flatnonzero(labelled)]
         row = {"kind": task.kind, "n_labelled": int(labelled.sum())}
         if labelled.any() and task.kind == MULTILABEL:

@@ -33,7 +33,7 @@ import pandas as pd
 from . import __version__
 from .metrics import evaluate_tasks, per_class_metrics, top_loss_table
 from .plotting import _confusion_figure, plot_history, regression_figure, top_losses_figure
-from .tasks import CLASSIFICATION, REGRESSION, check_targets
+from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
 
 __all__ = ["figure_to_png_bytes", "write_report"]
 
@@ -123,7 +123,8 @@ def write_report(estimator, X, y, path, k=9):
         )
     )
     for name, task in tasks.items():
-        if not y[name].notna().any():
+        # A multi-label task's metrics are in the table; it has no figure of its own.
+        if task.kind == MULTILABEL or not y[name].notna().any():
             continue
         predicted = task.decode(outputs[name], index)
         if task.kind == CLASSIFICATION:

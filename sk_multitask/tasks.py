@@ -151,8 +151,8 @@ class OutputDecoder:
 
     def proba(self, outputs, index=None):
         """:meth:`probabilities` as a DataFrame with the labels as columns."""
-        columns = pd.Index(self.classes)
-        return pd.DataFrame(self.probabilities(outputs), index=index, columns=columns)
+        probabilities = self.probabilities(outputs)
+        return pd.DataFrame(probabilities, index=index, columns=pd.Index(self.classes))
 
     def class_codes(self, labels):
         """The output positions of class labels seen in fit (for the log loss)."""

@@ -80,6 +80,7 @@ __all__ = [
     "find_lr",
     "load_checkpoint",
     "make_net",
+    "multitask_module",
     "prepare_run",
     "resolve_device",
     "resolve_num_workers",
@@ -287,7 +288,9 @@ class FineTuneSchedule(LRScheduler):
         return groups[0]["lr"], 0.0 if frozen or backbone is None else groups[backbone]["lr"]
 
     def on_train_end(self, net, **kwargs):
-        net.module_.freeze_backbone(False)
+        multitask_module(net).freeze_backbone(False)
+        # The scheduler is spent; it holds the optimizer, which need not be pickled.
+        self.lr_scheduler_ = None
 
     def _enter(self, net, epoch):
         """Start the phase that ``epoch`` is in (if not started yet), catching up within it."""
@@ -295,7 +298,7 @@ class FineTuneSchedule(LRScheduler):
         if phase is None or phase == self.phase_:
             return
         self.phase_ = start, stop, frozen = phase
-        net.module_.freeze_backbone(frozen)
+        multitask_module(net).freeze_backbone(frozen)
         backbone = _backbone_group(net)
         for i, group in enumerate(net.optimizer_.param_groups):
             group["lr"] = self.lr * (self.backbone_lr_scale if i == backbone else 1.0)
@@ -334,9 +337,17 @@ class FineTuneSchedule(LRScheduler):
         return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def multitask_module(net):
+    """The net's :class:`~sk_multitask.module.MultiTaskModule`, unwrapped from DDP if need be."""
+    module = net.module_
+    if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+        return module.module
+    return module
+
+
 def _backbone_group(net):
     """The index of the optimizer's parameter group holding the backbone (None if none)."""
-    backbone = {id(p) for p in net.module_.backbone.parameters()}
+    backbone = {id(p) for p in multitask_module(net).backbone.parameters()}
     for i, group in enumerate(net.optimizer_.param_groups):
         if any(id(p) in backbone for p in group["params"]):
             return i
@@ -945,7 +956,7 @@ def find_lr(net, dataset, start_lr=1e-7, end_lr=10.0, num_it=100, freeze=False):
         group["lr"] = start_lr * ratio
     gamma = (end_lr / start_lr) ** (1 / max(num_it - 1, 1))
     scheduler = lr_scheduler.ExponentialLR(optimizer, gamma)
-    net.module_.freeze_backbone(freeze)
+    multitask_module(net).freeze_backbone(freeze)
     rows, average, best = [], 0.0, math.inf
     while len(rows) < num_it:
         for batch in net.get_iterator(dataset, training=True):

@@ -311,6 +311,8 @@ def slow_write(self, net, **kwargs):  # time for the parent to kill mid-fit
     time.sleep(2)
 training.EpochCheckpoint.on_epoch_end = slow_write
 
+import torch
+torch.set_num_threads(int(sys.argv[3]))  # float sums depend on the thread count
 df = pd.read_pickle(sys.argv[1])
 est = MultiTaskImageEstimator(**pd.read_pickle(sys.argv[2]))
 est.fit(df, df[["color", "shape", "area"]])
@@ -328,7 +330,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_model(image_set, tmp_path):
     script.write_text(textwrap.dedent(_CHILD))
     checkpoint = tmp_path / "ckpt" / "checkpoint.pt"
     child = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "df.pkl"), str(tmp_path / "params.pkl")],
+        [
+            sys.executable, str(script), str(tmp_path / "df.pkl"), str(tmp_path / "params.pkl"),
+            str(torch.get_num_threads()),
+        ],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 120

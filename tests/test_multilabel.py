@@ -150,3 +150,26 @@ def test_figures_and_report_handle_a_multilabel_task(multilabel_fitted, image_se
     assert "tags (multilabel, 2 labels)" in text
     assert text.count("<h2>Confusion matrix:") == 1  # colour only
     assert "f1_micro" in text
+
+
+def test_safe_file_and_onnx_round_trips_keep_a_multilabel_task(
+    multilabel_fitted, image_set, tmp_path
+):
+    import sk_multitask
+    from sk_multitask.onnx import OnnxPredictor
+
+    X = image_set.head(24)
+    expected = multilabel_fitted.predict(X)
+    expected_proba = multilabel_fitted.predict_proba(X)
+
+    loaded = sk_multitask.load(multilabel_fitted.save(tmp_path / "model.skmt"))
+    pd.testing.assert_frame_equal(loaded.predict(X), expected)
+    pd.testing.assert_frame_equal(loaded.predict_proba(X)["tags"], expected_proba["tags"])
+
+    multilabel_fitted.export_onnx(tmp_path / "model.onnx")
+    predictor = OnnxPredictor(tmp_path / "model.onnx", image_root=image_set.attrs["image_root"])
+    onnx_predicted = predictor.predict(X)
+    assert onnx_predicted["tags"].tolist() == expected["tags"].tolist()
+    np.testing.assert_allclose(
+        predictor.predict_proba(X)["tags"].to_numpy(), expected_proba["tags"].to_numpy(), atol=1e-4
+    )

@@ -17,6 +17,7 @@ _EXPORTS = {
     "multitask_scorer": "metrics",
 }
 
+#: The public names of the package.
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 

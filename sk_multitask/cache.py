@@ -33,6 +33,7 @@ import torch
 from .data import as_size, decode_images, decoded_batches, is_pixel_array
 
 __all__ = [
+    "MEMORY_FRACTION",
     "DiskCachedImages",
     "available_memory",
     "cached_images",

@@ -141,7 +141,14 @@ def local_net(net):
     unwraps the module when training ends); it keeps the history, not the optimizer's
     state.
     """
-    params = {**net.local_params_, "module": net.module_, "criterion": net.criterion_}
+    params = {
+        **net.local_params_,
+        "module": net.module_,
+        "criterion": net.criterion_,
+        # The epoch table is the same instance; AccelerateMixin pointed its sink at the
+        # Accelerator's print (which holds the accelerated optimizer: not picklable).
+        "callbacks__print_log__sink": print,
+    }
     plain = MultiTaskNet(**params)
     plain.initialize()
     plain.history = net.history

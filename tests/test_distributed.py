@@ -59,12 +59,6 @@ def test_not_launched_means_one_process(monkeypatch):
     assert uses_accelerate("auto") and not uses_accelerate(None) and not is_main_process()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, open in issue 11: since the training recipe's schedule callback, the "
-    "model trained under accelerate launch fails to pickle (PicklingError on "
-    "AcceleratedOptimizer.step, which torch's LR scheduler wraps)",
-)
 def test_cli_fit_data_parallel_on_two_processes(image_set, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2 sk-multitask fit` on CPUs: one model."""
     data = tmp_path / "train.csv"

@@ -1,7 +1,7 @@
 """The disk cache (``cache_dir``) in a hyperparameter search, and its memory.
 
-Two measurements, each run in fresh processes, interleaved round by round so that a slow
-spell of the machine hits every variant alike:
+Two measurements, each run in fresh processes, interleaved round by round (each round in a
+rotated order) so that a slow spell of the machine hits every variant alike:
 
 - ``--search`` (default): wall time of a 3-fold x 2-candidate ``GridSearchCV`` (and its
   refit) of the small CNN on generated JPEG files stored larger than the training size
@@ -100,7 +100,8 @@ def search(args, tmp):
     variants = ["stream", "auto", "cache_dir"]
     runs = {v: [] for v in variants}
     for round_ in range(args.rounds):
-        for variant in variants:
+        shift = round_ % len(variants)  # each round in a rotated order
+        for variant in variants[shift:] + variants[:shift]:
             cache_dir = os.path.join(tmp, f"cache-{variant}-{round_}")  # cold for every run
             runs[variant].append(spawn(args, "search", variant, data, cache_dir))
             print(f"round {round_ + 1} {variant:<10} {runs[variant][-1]['seconds']:7.1f} s",

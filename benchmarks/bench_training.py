@@ -8,16 +8,21 @@ same model (``MultiTaskModule`` + ``MaskedMultiTaskLoss``), optimizer, batch siz
 - ``est-array``:  (a) the estimator, from an in-memory uint8 array of the images;
 - ``loop-array``: (b) the loop, with a DataLoader over the same array;
 - ``est-cache``:  the estimator with ``cache=True`` (files decoded once, kept in memory);
-- ``est-default``: the estimator with its default ``cache="auto"`` (no cache argument);
+- ``est-default``: the estimator with its default ``cache="auto"`` and ``num_workers="auto"``
+  (no argument for either);
 - ``loop-memory``: (c) the loop on pre-decoded tensors in memory, batches by indexing:
-  the compute-only limit.
+  the compute-only limit;
+- ``loop-files-sync``: (b) with ``loss.item()`` after every batch, as skorch records each
+  batch's loss: on a GPU it waits for the batch to finish before the next is fetched
+  (a diagnosis: how much of (a)/(b) that wait explains).
 
 Each variant runs in a fresh process (so that its peak memory is its own), and the variants
-are interleaved round by round (A B C ... A B C ...), so that a slow spell of the machine
-hits them alike. Per variant it prints the median seconds per epoch (epoch 1 apart, it
-holds start-up costs), images/s, the median time of a prediction over all images (several
-per run), and the peak resident memory (the process and its DataLoader workers). Then the
-ratios.
+are interleaved round by round, each round in a rotated order (A B C, B C A, ...), so that a
+slow spell of the machine, or a warm-up, hits them alike. Per variant it prints the median
+seconds per epoch (epoch 1 apart, it holds start-up costs), images/s, the median time of a
+prediction over all images (several per run), and the peak resident memory (the process and
+its DataLoader workers). Then the ratios: of the medians, and paired (the median over rounds
+of the ratio within a round).
 
     python benchmarks/bench_training.py                  # 2-core CPU figures (docs/performance.md)
     python benchmarks/bench_training.py --backbone resnet18 --image-size 128 --device cuda
@@ -50,7 +55,7 @@ from sk_multitask.training import resolve_num_workers
 TARGETS = ["color", "shape", "area"]
 PEAKS = {}  # peak RSS at the end of fit, before predicting
 VARIANTS = ["est-files", "loop-files", "est-array", "loop-array", "est-cache", "loop-memory",
-            "est-default"]
+            "est-default"]  # and loop-files-sync, on a GPU: --variants
 
 
 # -- the hand-written loop (b, c) -------------------------------------------------------
@@ -123,7 +128,7 @@ def run_loop(args, df, variant):
         y_all = torch.as_tensor(targets).to(device)
         loader = None
     else:
-        dataset = (FileDataset(paths, targets, args.image_size) if variant == "loop-files"
+        dataset = (FileDataset(paths, targets, args.image_size) if variant != "loop-array"
                    else ArrayDataset(load_array(paths), targets))
         loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
                                              drop_last=True, **loader_args)
@@ -145,6 +150,8 @@ def run_loop(args, df, variant):
             loss = criterion(module(x), yb)
             loss.backward()
             optimizer.step()
+            if variant == "loop-files-sync":
+                loss.item()
         sync(device)
         epochs.append(time.perf_counter() - start)
     fit_total = time.perf_counter() - fit_start
@@ -172,12 +179,13 @@ def timed(function):
 
 
 def run_estimator(args, df, variant):
-    cache = {} if variant == "est-default" else {"cache": variant == "est-cache"}
+    # est-default: the estimator's defaults for the cache and the DataLoader workers.
+    settings = ({} if variant == "est-default"
+                else {"cache": variant == "est-cache", "num_workers": args.num_workers})
     est = MultiTaskImageEstimator(
         image_root=df.attrs["image_root"], backbone=args.backbone, weights=None,
         image_size=args.image_size, max_epochs=args.epochs, batch_size=args.batch_size,
-        valid_split=None, num_workers=args.num_workers, device=args.device,
-        random_state=0, **cache,
+        valid_split=None, device=args.device, random_state=0, **settings,
     )
     X = df
     if variant == "est-array":
@@ -260,19 +268,27 @@ def summarise(runs, batch_size):
 
 
 def print_table(rows):
-    print(f"\n{'variant':<13}{'epoch 1 s':>10}{'epoch s':>9}{'train img/s':>12}"
+    print(f"\n{'variant':<16}{'epoch 1 s':>10}{'epoch s':>9}{'train img/s':>12}"
           f"{'fit s':>8}{'predict s':>10}{'pred img/s':>11}{'peak RSS MB':>12}")
     for variant, r in rows.items():
-        print(f"{variant:<13}{r['epoch1_s']:>10.2f}{r['epoch_s']:>9.3f}{r['train_img_s']:>12.0f}"
+        print(f"{variant:<16}{r['epoch1_s']:>10.2f}{r['epoch_s']:>9.3f}{r['train_img_s']:>12.0f}"
               f"{r['fit_total_s']:>8.2f}{r['predict_s']:>10.3f}{r['predict_img_s']:>11.0f}"
               f"{r['peak_rss_mb']:>12.0f}")
 
 
-def print_ratios(rows):
+def print_ratios(rows, runs):
     def ratio(a, b, key):
         return rows[a][key] / rows[b][key]
 
-    print("\nratios (seconds, lower is better for (a)):")
+    def paired(a, b, key):
+        if key != "epoch_s":
+            return ""
+        within = [statistics.median(x["epochs"][1:]) / statistics.median(y["epochs"][1:])
+                  for x, y in zip(runs[a], runs[b], strict=True)]
+        return (f"  paired {statistics.median(within):.3f} "
+                f"(rounds {min(within):.2f}-{max(within):.2f})")
+
+    print("\nratios (seconds, lower is better for (a)): of the medians; paired by round")
     lines = [
         ("fit, files:  (a)/(b) per epoch", "est-files", "loop-files", "epoch_s"),
         ("fit, files:  (a)/(b) whole fit", "est-files", "loop-files", "fit_total_s"),
@@ -281,6 +297,9 @@ def print_ratios(rows):
         ("predict, files: (a)/(b)", "est-files", "loop-files", "predict_s"),
         ("predict, array: (a)/(b)", "est-array", "loop-array", "predict_s"),
         ("fit, files:  (a)/(c) per epoch", "est-files", "loop-memory", "epoch_s"),
+        ("fit, files:  (a)/(b with a wait per batch)", "est-files", "loop-files-sync",
+         "epoch_s"),
+        ("loop, files: wait per batch / none", "loop-files-sync", "loop-files", "epoch_s"),
         ("cache=True, epochs after the first: (a)/(c)", "est-cache", "loop-memory", "epoch_s"),
         ("default fit, epochs after the first: /cache=True", "est-default", "est-cache",
          "epoch_s"),
@@ -288,7 +307,7 @@ def print_ratios(rows):
     ]
     for label, a, b, key in lines:
         if a in rows and b in rows:
-            print(f"  {label:<50}{ratio(a, b, key):6.3f}")
+            print(f"  {label:<50}{ratio(a, b, key):6.3f}{paired(a, b, key)}")
 
 
 def main():
@@ -306,7 +325,8 @@ def main():
                         help="predictions per run (the median is kept)")
     parser.add_argument("--nchw-loops", dest="channels_last", action="store_false",
                         help="the loops feed NCHW tensors (the estimator: channels-last)")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated; also loop-files-sync (a diagnosis for GPUs)")
     parser.add_argument("--memory", action="store_true",
                         help="instead: peak RSS of est-files with 2,000 and 20,000 files")
     parser.add_argument("--json", help="also write the summary here")
@@ -331,18 +351,19 @@ def main():
         variants = args.variants.split(",")
         runs = {v: [] for v in variants}
         for round_ in range(args.rounds):
-            for variant in variants:
+            shift = round_ % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
                 runs[variant].append(spawn(args, variant, data))
                 r = runs[variant][-1]
-                print(f"round {round_ + 1} {variant:<12} epochs "
+                print(f"round {round_ + 1} {variant:<16} epochs "
                       + " ".join(f"{e:.2f}" for e in r["epochs"])
                       + f"  predict {r['predict']:.2f}", flush=True)
         rows = summarise(runs, args.batch_size)
         print_table(rows)
-        print_ratios(rows)
+        print_ratios(rows, runs)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+                json.dump({"args": vars(args), "rows": rows, "runs": runs}, f, indent=2)
 
 
 def memory(args, tmp):

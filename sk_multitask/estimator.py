@@ -485,8 +485,8 @@ class MultiTaskImageEstimator(
             for a classification ``accuracy``, ``balanced_accuracy``, ``f1_macro`` and
             ``log_loss``; for a regression ``mae``, ``rmse`` and ``r2``; for a
             multi-label task ``accuracy`` (exact label set), ``f1_macro``,
-            ``f1_micro``, ``hamming_loss`` and ``log_loss`` (per label). NaN where a
-            metric does not apply or a task has no labelled cell. With ``per_class``:
+            ``f1_micro``, ``hamming_loss`` and ``log_loss`` (per label). Only the
+            columns of the kinds present; NaN where a task has none. With ``per_class``:
             one row per (task, class) with ``precision``, ``recall``, ``f1``,
             ``support`` and one-vs-rest ``roc_auc``.
         """

@@ -123,6 +123,20 @@ def _comparable(task, values):
     return task.binarize(values) if task.kind == MULTILABEL else plain_labels(values)
 
 
+# The metric columns of evaluate_tasks, in order, and the task kinds that have them.
+_EVALUATE_COLUMNS = {
+    "accuracy": {CLASSIFICATION, MULTILABEL},
+    "balanced_accuracy": {CLASSIFICATION},
+    "f1_macro": {CLASSIFICATION, MULTILABEL},
+    "f1_micro": {MULTILABEL},
+    "hamming_loss": {MULTILABEL},
+    "log_loss": {CLASSIFICATION, MULTILABEL},
+    "mae": {REGRESSION},
+    "rmse": {REGRESSION},
+    "r2": {REGRESSION},
+}
+
+
 def evaluate_tasks(tasks, outputs, y):
     """The metrics table of :meth:`MultiTaskImageEstimator.evaluate`.
 
@@ -185,18 +199,9 @@ def evaluate_tasks(tasks, outputs, y):
                 r2=skm.r2_score(truth, predicted) if labelled.sum() > 1 else np.nan,
             )
         rows[name] = row
-    columns = [
-        "kind",
-        "n_labelled",
-        "accuracy",
-        "balanced_accuracy",
-        "f1_macro",
-        "f1_micro",
-        "hamming_loss",
-        "log_loss",
-        "mae",
-        "rmse",
-        "r2",
+    kinds = {task.kind for task in tasks.values()}
+    columns = ["kind", "n_labelled"] + [
+        column for column, used_by in _EVALUATE_COLUMNS.items() if kinds & used_by
     ]
     return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns)
 

@@ -37,6 +37,7 @@ from .data import ImageDataset, is_pixel_array, resolve_images, train_transform
 from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets, is_missing
 
 __all__ = [
+    "confusion_figure",
     "plot_confusion_matrix",
     "plot_history",
     "plot_lr_find",
@@ -275,7 +276,7 @@ def plot_confusion_matrix(estimator, X, y, task, normalize=None):
     """
     check_is_fitted(estimator)
     fitted = _fitted_task(estimator, task, CLASSIFICATION, "a confusion matrix")
-    return _confusion_figure(fitted, *_truth_and_prediction(estimator, X, y, task), normalize)
+    return confusion_figure(fitted, *_truth_and_prediction(estimator, X, y, task), normalize)
 
 
 def plot_regression(estimator, X, y, task):
@@ -448,8 +449,13 @@ def _truth_and_prediction(estimator, X, y, task):
     return truth[task], predicted
 
 
-def _confusion_figure(task, truth, predicted, normalize=None):
-    """The confusion matrix of ``task`` over the labelled cells of ``truth``."""
+def confusion_figure(task, truth, predicted, normalize=None):
+    """The figure of :func:`plot_confusion_matrix` from true and predicted Series.
+
+    ``task`` is the fitted classification :class:`~sk_multitask.tasks.Task`; the matrix
+    counts the labelled cells of ``truth`` of a class it knows (the title says how many
+    others there were).
+    """
     from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay
 

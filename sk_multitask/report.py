@@ -32,7 +32,7 @@ import pandas as pd
 
 from . import __version__
 from .metrics import evaluate_tasks, per_class_metrics, top_loss_table
-from .plotting import _confusion_figure, plot_history, regression_figure, top_losses_figure
+from .plotting import confusion_figure, plot_history, regression_figure, top_losses_figure
 from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
 
 __all__ = ["figure_to_png_bytes", "write_report"]
@@ -128,7 +128,7 @@ def write_report(estimator, X, y, path, k=9):
             continue
         predicted = task.decode(outputs[name], index)
         if task.kind == CLASSIFICATION:
-            figure, title = _confusion_figure(task, y[name], predicted), "Confusion matrix"
+            figure, title = confusion_figure(task, y[name], predicted), "Confusion matrix"
         else:
             figure, title = regression_figure(name, y[name], predicted), "Predicted and true"
         sections.append(_section(f"{title}: {name}", _image(figure, f"{name} {title.lower()}")))

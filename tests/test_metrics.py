@@ -99,3 +99,15 @@ def test_evaluate_per_class_matches_scikit_learn(fitted, image_set):
     proba = fitted.predict_proba(image_set)["shape"][labelled]
     expected_auc = roc_auc_score(truth == "square", proba["square"])
     assert shape.loc["square", "roc_auc"] == pytest.approx(expected_auc)
+
+
+def test_evaluate_shows_the_metric_columns_of_the_kinds_present(fitted, image_set):
+    y = image_set[TARGETS]
+    table = fitted.evaluate(image_set, y)
+    assert list(table.columns) == [
+        "kind", "n_labelled", "accuracy", "balanced_accuracy", "f1_macro", "log_loss",
+        "mae", "rmse", "r2",
+    ]  # no multi-label task: no f1_micro or hamming_loss column
+    only_area = fitted.evaluate(image_set, y[["area"]])
+    assert list(only_area.columns) == ["kind", "n_labelled", "mae", "rmse", "r2"]
+    assert not only_area.isna().any().any()

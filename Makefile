@@ -12,8 +12,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
+# ruff, then the layers: import-linter's contracts in pyproject.toml (imports run one way,
+# torch-free modules import no torch, no cycles).
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check sk_multitask tests
+	$(BIN)/lint-imports
 
 # The gallery's figures come from a real run (about a minute), then the site, failing on
 # any warning: a broken link, a missing page, a docstring that does not render.

@@ -1,13 +1,21 @@
 """Shared fixtures: seeded randomness, a small generated image set, small estimators."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 from sk_multitask import MultiTaskImageEstimator
 from sk_multitask.datasets import make_multitask_images
 
 TARGETS = ["color", "shape", "area"]
+
+# CI must pass every time: there (CI=true), hypothesis draws the same examples on every run
+# and keeps no example database; locally it explores new examples on every run.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 #: Code to run first in a subprocess: importing the packages named in BLOCKED (a set
 #: defined before it) then fails, as where they are not installed.

@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .tasks import TASK_KINDS
 
@@ -164,29 +165,51 @@ TRAINING_OPTIONS = (
     Option("--images", "folder the image paths are relative to", "image_root", convert=absolute),
     Option("--image-col", "column with image paths", "image_col"),
     Option("--valid-split", "validation fraction, or none", "valid_split", valid_split),
-    Option("--valid-col", "boolean column marking validation rows", "valid_split",
-           alternative=True),
-    Option("--tasks", "task kinds overriding inference: age=regression,...", "tasks",
-           convert=task_kinds),
+    Option(
+        "--valid-col", "boolean column marking validation rows", "valid_split", alternative=True
+    ),
+    Option(
+        "--tasks",
+        "task kinds overriding inference: age=regression,...",
+        "tasks",
+        convert=task_kinds,
+    ),
     Option("--backbone", "torchvision model name or simple_cnn", "backbone"),
     Option("--weights", "torchvision weights, a .pth file, or none", "weights", none_or_str),
     Option("--image-size", "side images are resized to", "image_size", int),
     Option("--epochs", "training epochs, frozen ones included", "max_epochs", int),
     Option("--batch-size", "images per batch", "batch_size", int),
     Option("--lr", "(peak) learning rate of the heads", "lr", float),
-    Option("--lr-schedule", "learning rate over the fit, stepped per batch", "lr_schedule", choices=True),
-    Option("--freeze-epochs", "first epochs training the heads only (auto: 1 with pretrained "
-           "weights)", "freeze_epochs", auto_or(int, "an integer")),
-    Option("--backbone-lr-scale", "backbone rate / heads' rate (auto: 0.1 with pretrained "
-           "weights)", "backbone_lr_scale", auto_or(float, "a number")),
+    Option(
+        "--lr-schedule",
+        "learning rate over the fit, stepped per batch",
+        "lr_schedule",
+        choices=True,
+    ),
+    Option(
+        "--freeze-epochs",
+        "first epochs training the heads only (auto: 1 with pretrained weights)",
+        "freeze_epochs",
+        auto_or(int, "an integer"),
+    ),
+    Option(
+        "--backbone-lr-scale",
+        "backbone rate / heads' rate (auto: 0.1 with pretrained weights)",
+        "backbone_lr_scale",
+        auto_or(float, "a number"),
+    ),
     Option("--early-stopping", "stop when --monitor stalls", "early_stopping", flag_only=True),
     Option("--patience", "epochs without improvement", "patience", int),
     Option("--monitor", "history key early stopping watches", "monitor"),
     Option("--checkpoint-dir", "checkpoint every epoch there; resume from it", "checkpoint_dir"),
     Option("--cache-dir", "folder of a disk cache of decoded images (reused)", "cache_dir"),
     Option("--augment", "augment training images", "augment", flag_only=True),
-    Option("--num-workers", "image decoding processes, or auto", "num_workers",
-           auto_or(int, "an integer")),
+    Option(
+        "--num-workers",
+        "image decoding processes, or auto",
+        "num_workers",
+        auto_or(int, "an integer"),
+    ),
     Option("--device", "auto, cpu, cuda or a torch device", "device"),
     Option("--seed", "random seed (none: not seeded)", "random_state", int),
 )
@@ -212,8 +235,7 @@ COMMAND_OPTIONS = {
         Option("--model", _MODEL, required=True),
         Option("--images", _IMAGES),
         Option("--proba", "add class probability columns", flag_only=True),
-        Option("--out", "output .csv, .parquet or .json file; - for CSV on stdout",
-               required=True),
+        Option("--out", "output .csv, .parquet or .json file; - for CSV on stdout", required=True),
     ),
     "evaluate": (
         Option("data", "CSV or parquet file with the image column and targets"),

@@ -276,7 +276,7 @@ def estimator_params(args, options=TRAINING_OPTIONS):
         if option.parameter is None:
             continue
         value = getattr(args, option.dest)
-        if option.alternative and value is None:
+        if option.alternative and not value:
             continue
         params[option.parameter] = value if option.convert is None else option.convert(value)
     return params

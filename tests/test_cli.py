@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import StrOptions, validate_parameter_const
 
 from sk_multitask import MultiTaskImageEstimator
 from sk_multitask.cli import main
-from sk_multitask.cli_options import COMMAND_OPTIONS, add_options, estimator_params
+from sk_multitask.cli_options import COMMAND_OPTIONS, add_options, as_options, estimator_params
 from sk_multitask.datasets import make_multitask_images
 
 TARGETS = "color,shape,area"
@@ -550,6 +550,15 @@ def test_fit_options_become_the_estimators_parameters(tmp_path, monkeypatch):
     assert (params["num_workers"], params["random_state"], params["max_epochs"]) == (0, 3, 4)
     assert params["early_stopping"] and params["augment"]
     assert estimator_params(_parse_fit("--valid-split", "none"))["valid_split"] is None
+
+
+def test_messages_name_the_option_of_every_parameter():
+    for option in COMMAND_OPTIONS["fit"]:
+        if option.parameter is not None and not option.alternative:
+            message = f"set {option.parameter}='x' or {option.parameter}=None"
+            assert as_options(message) == f"set {option.flag} x or {option.flag} none"
+    assert as_options("tasks={'age': 'bad'} is refused") == "--tasks NAME=KIND is refused"
+    assert as_options("cache_dir and max_epochs") == "--cache-dir and --epochs"
 
 
 @pytest.fixture(scope="module")

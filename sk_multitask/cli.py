@@ -3,7 +3,10 @@
 Every command ends a bad path, column or value with a one-line error on stderr and exit
 status 1, without a traceback, naming command-line options rather than Python
 parameters; ``--help`` works everywhere and shows the defaults. ``predict`` and
-``evaluate`` with an ONNX model do not import torch.
+``evaluate`` with an ONNX model do not import torch. Every command's options are in
+:mod:`sk_multitask.cli_options`; ``--model`` takes a pickle, a safe file or an ONNX file
+(:func:`load_model`), and ``predict`` and ``evaluate`` read their data the same way for
+every kind of model (:func:`images_input`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 import warnings
@@ -22,15 +24,10 @@ import pandas as pd
 from PIL import Image
 
 from . import __version__
+from .cli_options import CommandError, add_options, as_options, estimator_params
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
 from .images import resolve_images
-from .tasks import TASK_KINDS
-
-
-class CommandError(Exception):
-    """An error the command line reports in one line."""
-
 
 _PARQUET = (".parquet", ".pq")
 #: Output formats by file extension; "-" (standard output) is CSV.
@@ -117,29 +114,17 @@ def _columns(data, names, what):
     return data[names]
 
 
-def _task_kinds(spec):
-    """``"age=regression,grade=classification"`` → dict."""
-    if not spec:
-        return None
-    kinds = {}
-    for item in spec.split(","):
-        name, _, kind = item.partition("=")
-        if kind not in TASK_KINDS:
-            raise CommandError(
-                f"--tasks wants NAME=KIND with KIND in {list(TASK_KINDS)}; got {item!r}"
-            )
-        kinds[name.strip()] = kind
-    return kinds
+def load_model(path, verbose=None):
+    """A saved model of any kind: ONNX (run without torch), a safe file, or a pickle.
 
-
-def _load_model(path, images=None, verbose=None):
-    """A saved model: a safe file (zip), an ONNX file (run without torch), or joblib."""
+    ``verbose`` is set on a model that trains (not on an ONNX one).
+    """
     if not os.path.isfile(path):
         raise CommandError(f"model file not found: {path}")
     if path.endswith(".onnx"):
         from .onnx import OnnxPredictor
 
-        return OnnxPredictor(path, image_root=images)
+        return OnnxPredictor(path)
     from .estimator import MultiTaskImageEstimator
 
     if path.endswith(".skmt") or zipfile.is_zipfile(path):
@@ -156,21 +141,29 @@ def _load_model(path, images=None, verbose=None):
         raise CommandError(f"{path} holds a {type(model).__name__}, not a MultiTaskImageEstimator")
     if verbose is not None:
         model.set_params(verbose=verbose)
-    if images is not None:
-        model.set_params(image_root=os.path.abspath(images))
     return model
 
 
-def _read_images_table(path, model):
-    """The data (table, image or folder), with every image file checked before any work."""
+def images_input(path, model, images=None):
+    """The data of ``predict`` and ``evaluate`` for any model, every image file checked.
+
+    Returns
+    -------
+    data : DataFrame
+        As :func:`read_images_input` reads ``path`` (a table, an image file or a folder).
+    X : DataFrame
+        ``data`` with the image paths resolved against the folder ``path``, else
+        ``images``, else the model's ``image_root``: what the model predicts on (the
+        model itself is left as loaded).
+    """
     data, root = read_images_input(path, model.image_col)
-    if root is not None:
-        model.set_params(image_root=root)
-    elif is_image_file(path):
-        model.set_params(image_root=None)
+    if root is None and not is_image_file(path):
+        root = model.image_root if images is None else os.path.abspath(images)
     _columns(data, [model.image_col], "image column")
-    resolve_images(data, model.image_col, model.image_root)  # raises naming a missing file
-    return data
+    paths, _ = resolve_images(data, model.image_col, root)  # raises naming a missing file
+    X = data.copy()
+    X[model.image_col] = paths
+    return data, X
 
 
 def _check_writable(path):
@@ -192,50 +185,17 @@ def _save(est, path):
     joblib.dump(est, path)
 
 
-def _valid_split(value):
-    try:
-        return float(value)
-    except ValueError:
-        return None if value.lower() == "none" else value
-
-
 def _data_and_estimator(args):
     """The table, the targets and the estimator that the fit options describe."""
     data = read_table(args.data)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     y = _columns(data, targets, "targets")
     _columns(data, [args.image_col], "image column")
-    from .estimator import MultiTaskImageEstimator
-
-    valid_split = args.valid_col if args.valid_col else _valid_split(args.valid_split)
     if args.valid_col:
         _columns(data, [args.valid_col], "validation column")
-    est = MultiTaskImageEstimator(
-        image_col=args.image_col,
-        # Absolute: the saved model predicts from any working folder.
-        image_root=None if args.images is None else os.path.abspath(args.images),
-        backbone=args.backbone,
-        weights=None if args.weights.lower() == "none" else args.weights,
-        image_size=args.image_size,
-        tasks=_task_kinds(args.tasks),
-        max_epochs=args.epochs,
-        lr=args.lr,
-        lr_schedule=args.lr_schedule,
-        freeze_epochs=args.freeze_epochs,
-        backbone_lr_scale=args.backbone_lr_scale,
-        early_stopping=args.early_stopping,
-        patience=args.patience,
-        monitor=args.monitor,
-        checkpoint_dir=args.checkpoint_dir,
-        batch_size=args.batch_size,
-        valid_split=valid_split,
-        augment=args.augment,
-        num_workers=args.num_workers,
-        cache_dir=args.cache_dir,
-        device=args.device,
-        random_state=args.seed,
-        verbose=1,
-    )
+    from .estimator import MultiTaskImageEstimator
+
+    est = MultiTaskImageEstimator(**estimator_params(args), verbose=1)
     return data, y, est
 
 
@@ -276,11 +236,11 @@ def lr_find(args):
 def predict(args):
     """Write predictions (and class probabilities) for every row of a table."""
     check_output(args.out)
-    model = _load_model(args.model, args.images, verbose=1)
-    data = _read_images_table(args.data, model)
-    out = pd.concat([data[[model.image_col]], model.predict(data)], axis=1)
+    model = load_model(args.model, verbose=1)
+    data, X = images_input(args.data, model, args.images)
+    out = pd.concat([data[[model.image_col]], model.predict(X)], axis=1)
     if args.proba:
-        for task, proba in model.predict_proba(data).items():
+        for task, proba in model.predict_proba(X).items():
             out = out.join(proba.add_prefix(f"{task}_proba_"))
     write_table(out, args.out)
     # With --out -, standard output holds the table only.
@@ -314,20 +274,20 @@ def evaluate(args):
         raise CommandError(
             f"evaluate needs a CSV or parquet table with target columns, not images ({args.data})"
         )
-    model = _load_model(args.model, args.images, verbose=1)
-    data = _read_images_table(args.data, model)
+    model = load_model(args.model, verbose=1)
+    data, X = images_input(args.data, model, args.images)
     present = [t for t in model.tasks_ if t in data.columns]
     if not present:
         raise CommandError(
             f"none of the model's targets {list(model.tasks_)} is a column of the data"
         )
-    _evaluate_to(model, data, data[present], args.out)
+    _evaluate_to(model, X, data[present], args.out)
     return 0
 
 
 def export(args):
     """Write a saved model as a safe file (.skmt, or any other name) or as ONNX (.onnx)."""
-    model = _load_model(args.model)
+    model = load_model(args.model)
     if not hasattr(model, "save"):
         raise CommandError(f"{args.model} is already an ONNX model; export a .joblib or .skmt")
     folder = os.path.dirname(os.path.abspath(args.out))
@@ -382,15 +342,6 @@ def demo(args):
     return 0
 
 
-def _num_workers(value):
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {value!r}") from None
-
-
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Show an option's default, where it has one worth showing."""
 
@@ -400,116 +351,39 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _auto_or(kind):
-    """An argparse type: ``auto``, or a value of ``kind``."""
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser, which adds the command's options when it parses.
 
-    def parse(value):
-        return "auto" if value == "auto" else kind(value)
+    The training commands' options read their defaults and choices from the estimator,
+    which imports torch; ``predict`` with an ONNX model must not.
+    """
 
-    parse.__name__ = kind.__name__
-    return parse
+    def __init__(self, *args, command=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending = command
 
-
-def _training_options(p):
-    """The data and training options that ``fit`` and ``lr-find`` share."""
-    p.add_argument("data", help="CSV or parquet file with an image column and target columns")
-    p.add_argument("--images", help="folder the image paths are relative to")
-    p.add_argument("--targets", required=True, help="comma-separated target columns")
-    p.add_argument("--image-col", default="filename", help="column with image paths")
-    p.add_argument("--valid-col", help="boolean column marking validation rows")
-    p.add_argument("--valid-split", default="0.2", help="validation fraction, or none")
-    p.add_argument("--tasks", help="task kinds overriding inference: age=regression,...")
-    p.add_argument("--backbone", default="resnet18", help="torchvision model name or simple_cnn")
-    p.add_argument("--weights", default="DEFAULT", help="torchvision weights, a .pth file, or none")
-    p.add_argument("--image-size", type=int, default=224, help="side images are resized to")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs, frozen ones included")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
-    p.add_argument("--lr", type=float, default=1e-3, help="(peak) learning rate of the heads")
-    p.add_argument(
-        "--lr-schedule", default="onecycle", choices=["onecycle", "cosine", "constant"],
-        help="learning rate over the fit, stepped per batch",
-    )
-    p.add_argument(
-        "--freeze-epochs", type=_auto_or(int), default="auto",
-        help="first epochs training the heads only (auto: 1 with pretrained weights)",
-    )
-    p.add_argument(
-        "--backbone-lr-scale", type=_auto_or(float), default="auto",
-        help="backbone rate / heads' rate (auto: 0.1 with pretrained weights)",
-    )
-    p.add_argument("--early-stopping", action="store_true", help="stop when --monitor stalls")
-    p.add_argument("--patience", type=int, default=5, help="epochs without improvement")
-    p.add_argument("--monitor", default="valid_loss", help="history key early stopping watches")
-    p.add_argument("--checkpoint-dir", help="checkpoint every epoch there; resume from it")
-    p.add_argument("--cache-dir", help="folder of a disk cache of decoded images (reused)")
-    p.add_argument("--augment", action="store_true", help="augment training images")
-    p.add_argument(
-        "--num-workers", type=_num_workers, default="auto", help="image decoding processes, or auto"
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or a torch device")
-    p.add_argument("--seed", type=int, default=None, help="random seed (none: not seeded)")
-
-
-_MODEL_HELP = "a model saved by 'fit' (.joblib), by 'export' (.skmt) or an ONNX file (.onnx)"
+    def parse_known_args(self, args=None, namespace=None):
+        if self._pending is not None:
+            command, self._pending = self._pending, None
+            add_options(self, command)
+        return super().parse_known_args(args, namespace)
 
 
 def build_parser():
+    """The ``sk-multitask`` parser: one sub-command per entry of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="sk-multitask",
         description="Train one network that predicts several targets from images.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name, help):
-        return commands.add_parser(
-            name, help=help, description=help, formatter_class=_DefaultsFormatter
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
+    for name, (run, help) in COMMANDS.items():
+        command = commands.add_parser(
+            name, help=help, description=help, formatter_class=_DefaultsFormatter, command=name
         )
-
-    p = command("fit", "fit a model on a CSV/parquet of image paths and targets")
-    _training_options(p)
-    p.add_argument("--model", required=True, help="where to save the fitted model (joblib)")
-    p.set_defaults(run=fit)
-
-    p = command("lr-find", "the learning-rate range test: loss against rate, a suggested rate")
-    _training_options(p)
-    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate")
-    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate")
-    p.add_argument("--num-it", type=int, default=100, help="training batches")
-    p.add_argument("--plot", help="write the loss-against-rate figure there (.png, .pdf, .svg)")
-    p.set_defaults(run=lr_find)
-
-    p = command("predict", "predict every target for a table, an image file or a folder")
-    p.add_argument(
-        "data", help="CSV or parquet file with the image column, an image file, or a folder"
-    )
-    p.add_argument("--model", required=True, help=_MODEL_HELP)
-    p.add_argument("--images", help="folder the image paths are relative to (default: the model's)")
-    p.add_argument("--proba", action="store_true", help="add class probability columns")
-    p.add_argument(
-        "--out", required=True, help="output .csv, .parquet or .json file; - for CSV on stdout"
-    )
-    p.set_defaults(run=predict)
-
-    p = command("evaluate", "per-task metrics and an HTML report")
-    p.add_argument("data", help="CSV or parquet file with the image column and targets")
-    p.add_argument("--model", required=True, help=_MODEL_HELP)
-    p.add_argument("--images", help="folder the image paths are relative to (default: the model's)")
-    p.add_argument("--out", required=True, help="folder for metrics.csv, metrics.json, report.html")
-    p.set_defaults(run=evaluate)
-
-    p = command("export", "write a model as a safe file (.skmt) or as ONNX")
-    p.add_argument("--model", required=True, help="a model saved by 'fit' (.joblib) or .skmt")
-    p.add_argument("--out", required=True, help="the file to write: NAME.onnx for ONNX, else .skmt")
-    p.set_defaults(run=export)
-
-    p = command("demo", "generate a synthetic set, fit, evaluate, report")
-    p.add_argument("--out", default="demo-output", help="folder for images, data, model, report")
-    p.add_argument("--n-samples", type=int, default=1000, help="synthetic images")
-    p.add_argument("--image-size", type=int, default=32, help="their side in pixels")
-    p.add_argument("--epochs", type=int, default=12, help="training epochs")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.set_defaults(run=demo)
+        command.set_defaults(run=run)
     return parser
 
 
@@ -532,59 +406,6 @@ def main(argv=None):
         return 1
 
 
-#: The estimator's parameters that are command-line options, by option.
-OPTIONS = {
-    "image_root": "--images",
-    "image_col": "--image-col",
-    "image_size": "--image-size",
-    "valid_split": "--valid-split",
-    "batch_size": "--batch-size",
-    "max_epochs": "--epochs",
-    "num_workers": "--num-workers",
-    "random_state": "--seed",
-    "backbone": "--backbone",
-    "weights": "--weights",
-    "tasks": "--tasks",
-    "device": "--device",
-    "lr": "--lr",
-    "lr_schedule": "--lr-schedule",
-    "freeze_epochs": "--freeze-epochs",
-    "backbone_lr_scale": "--backbone-lr-scale",
-    "early_stopping": "--early-stopping",
-    "patience": "--patience",
-    "monitor": "--monitor",
-    "checkpoint_dir": "--checkpoint-dir",
-}
-_ASSIGNMENT = re.compile(
-    r"\b(" + "|".join(OPTIONS) + r")=(\{[^}]*\}|'[^']*'|\"[^\"]*\"|[^\s,;:)]+)"
-)
-
-
-def as_options(message):
-    """A library message in the command line's words: ``weights=None`` → ``--weights none``.
-
-    Examples
-    --------
-    >>> as_options("pass weights=None or set image_root to the folder")
-    'pass --weights none or set --images to the folder'
-    """
-
-    def option(match):
-        name, value = match.groups()
-        if name == "tasks" and value.startswith("{"):
-            value = "NAME=KIND"
-        value = "none" if value == "None" else value.strip("'\"")
-        return f"{OPTIONS[name]} {value}"
-
-    message = _ASSIGNMENT.sub(option, message)
-    # A bare parameter name with an underscore is no English word: name its option.
-    return re.sub(
-        r"\b(" + "|".join(n for n in OPTIONS if "_" in n) + r")\b",
-        lambda m: OPTIONS[m.group(1)],
-        message,
-    )
-
-
 def _one_line(exc):
     """The message on one line; for an error re-raised from a DataLoader worker, its cause."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
@@ -592,6 +413,16 @@ def _one_line(exc):
         return lines[-1]
     return " ".join(lines) or type(exc).__name__
 
+
+#: Each command's function and help; its options are in ``cli_options.COMMAND_OPTIONS``.
+COMMANDS = {
+    "fit": (fit, "fit a model on a CSV/parquet of image paths and targets"),
+    "lr-find": (lr_find, "the learning-rate range test: loss against rate, a suggested rate"),
+    "predict": (predict, "predict every target for a table, an image file or a folder"),
+    "evaluate": (evaluate, "per-task metrics and an HTML report"),
+    "export": (export, "write a model as a safe file (.skmt) or as ONNX"),
+    "demo": (demo, "generate a synthetic set, fit, evaluate, report"),
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,6 @@
 """The command line, end to end through subprocesses, as a user runs it."""
 
+import argparse
 import io
 import json
 import os
@@ -12,8 +13,11 @@ import joblib
 import pandas as pd
 import pytest
 from conftest import BLOCK_TORCH
+from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
+from sk_multitask import MultiTaskImageEstimator
 from sk_multitask.cli import main
+from sk_multitask.cli_options import COMMAND_OPTIONS, add_options, as_options, estimator_params
 from sk_multitask.datasets import make_multitask_images
 
 TARGETS = "color,shape,area"
@@ -452,3 +456,158 @@ def test_a_bad_monitor_is_named_as_an_option(workspace, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert "--monitor valid_nope_acc is not recorded" in err
+
+
+#: The estimator parameters that ``fit`` has no option for, and why.
+NOT_OPTIONS = {
+    "on_bad_image",  # Python only: the command line fails on an unreadable image
+    "check_images",  # Python only: fit checks every image file exists anyway
+    "loss_weights",  # a dict per task or a strategy: Python only
+    "class_weight",  # a dict per task, or "balanced": Python only
+    "regression_loss",  # a loss, or a dict per task: Python only
+    "warm_start",  # each `fit` command trains a new model (resume: --checkpoint-dir)
+    "optimizer",  # a name or a callable: Python only
+    "cache",  # the in-memory cache is chosen by the estimator; --cache-dir is the disk one
+    "cache_max_bytes",  # the in-memory cache's budget: Python only
+    "precision",  # Python only (fp16/bf16)
+    "accelerator",  # chosen by launching under `accelerate launch` or torchrun
+    "callbacks",  # Python objects
+    "verbose",  # the command line fits with verbose=1 and saves the model with verbose=0
+}
+#: The ``fit`` options that set no estimator parameter.
+COMMAND_LINE_ONLY = {"data", "--targets", "--model"}
+FIT = ["fit", "data.csv", "--targets", "color", "--model", "m.joblib"]
+
+
+def _str_options(parameter):
+    constraints = MultiTaskImageEstimator._parameter_constraints[parameter]
+    return {o for c in constraints if isinstance(c, StrOptions) for o in c.options}
+
+
+def _parse_fit(*args):
+    parser = argparse.ArgumentParser()
+    add_options(parser, "fit")
+    return parser.parse_args([*FIT[1:], *args])
+
+
+def test_every_fit_option_sets_an_estimator_parameter_or_is_listed():
+    parameters = set(MultiTaskImageEstimator().get_params())
+    offered = set()
+    for option in COMMAND_OPTIONS["fit"]:
+        if option.parameter is None:
+            assert option.flag in COMMAND_LINE_ONLY
+        else:
+            assert option.parameter in parameters, option.flag
+            offered.add(option.parameter)
+    assert offered.isdisjoint(NOT_OPTIONS)
+    assert offered | NOT_OPTIONS == parameters  # a new parameter is an option or listed
+    # lr-find takes every option of fit but --model.
+    lr_find = {o.flag for o in COMMAND_OPTIONS["lr-find"]}
+    assert {o.flag for o in COMMAND_OPTIONS["fit"]} - lr_find == {"--model"}
+
+
+def test_fit_defaults_are_the_estimators_and_pass_its_constraints():
+    params = estimator_params(_parse_fit())
+    defaults = MultiTaskImageEstimator().get_params()
+    assert params == {name: defaults[name] for name in params}
+    validate_parameter_constraints(
+        MultiTaskImageEstimator._parameter_constraints, params, "MultiTaskImageEstimator"
+    )
+
+
+def test_fit_option_choices_are_the_codes(capsys):
+    parameters = {o.parameter: o for o in COMMAND_OPTIONS["fit"] if o.parameter}
+    assert _str_options("lr_schedule") == {"onecycle", "cosine", "constant"}
+    for parameter, option in parameters.items():
+        for value in sorted(_str_options(parameter)):  # every string the estimator takes
+            assert getattr(_parse_fit(option.flag, value), option.dest) == value
+        constraints = MultiTaskImageEstimator._parameter_constraints[parameter]
+        if constraints and all(isinstance(c, StrOptions) for c in constraints):
+            assert option.choices, option.flag  # a fixed set: argparse checks it
+            with pytest.raises(SystemExit) as exit_:
+                _parse_fit(option.flag, "no-such-choice")
+            assert exit_.value.code == 2
+            err = capsys.readouterr().err
+            listed = re.search(r"choose from (.*)\)", err).group(1)
+            assert sorted(listed.replace("'", "").split(", ")) == sorted(_str_options(parameter))
+
+
+def test_fit_options_become_the_estimators_parameters(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = _parse_fit(
+        "--images", "photos", "--tasks", "age=regression,grade=classification",
+        "--weights", "none", "--valid-split", "none", "--valid-col", "is_valid",
+        "--lr-schedule", "cosine", "--freeze-epochs", "2", "--backbone-lr-scale", "auto",
+        "--num-workers", "0", "--seed", "3", "--epochs", "4", "--early-stopping", "--augment",
+    )
+    params = estimator_params(args)
+    assert params["image_root"] == str(tmp_path / "photos")
+    assert params["tasks"] == {"age": "regression", "grade": "classification"}
+    assert params["weights"] is None and params["valid_split"] == "is_valid"
+    assert (params["lr_schedule"], params["freeze_epochs"], params["backbone_lr_scale"]) == (
+        "cosine", 2, "auto"
+    )
+    assert (params["num_workers"], params["random_state"], params["max_epochs"]) == (0, 3, 4)
+    assert params["early_stopping"] and params["augment"]
+    assert estimator_params(_parse_fit("--valid-split", "none"))["valid_split"] is None
+
+
+def test_messages_name_the_option_of_every_parameter():
+    for option in COMMAND_OPTIONS["fit"]:
+        if option.parameter is not None and not option.alternative:
+            message = f"set {option.parameter}='x' or {option.parameter}=None"
+            assert as_options(message) == f"set {option.flag} x or {option.flag} none"
+    assert as_options("tasks={'age': 'bad'} is refused") == "--tasks NAME=KIND is refused"
+    assert as_options("cache_dir and max_epochs") == "--cache-dir and --epochs"
+
+
+@pytest.fixture(scope="module")
+def shipped(workspace):
+    """The workspace's model exported as a safe file and as ONNX."""
+    root, _, _ = workspace
+    paths = root / "shipped" / "model.skmt", root / "shipped" / "model.onnx"
+    for path in paths:
+        assert main(["export", "--model", str(root / "model.joblib"), "--out", str(path)]) == 0
+    return paths
+
+
+def test_predict_on_an_image_file_and_a_folder_with_an_onnx_model(workspace, shipped):
+    root, df, _ = workspace
+    _, onnx = shipped
+    model = joblib.load(root / "model.joblib")
+    image, out = root / "images" / "img_00003.jpg", root / "onnx-one.csv"
+    result = run_without_torch("predict", image, "--model", onnx, "--proba", "--out", out)
+    assert result.returncode == 0, result.stderr
+    one = pd.read_csv(out)
+    expected = model.predict(df.iloc[[3]]).reset_index(drop=True)
+    assert one["filename"].tolist() == [str(image)]
+    pd.testing.assert_frame_equal(one[["color", "shape"]], expected[["color", "shape"]])
+    assert one["area"].to_numpy() == pytest.approx(expected["area"].to_numpy(), abs=1e-4)
+    proba = model.predict_proba(df.iloc[[3]])["shape"].to_numpy()[0]
+    assert one.filter(like="shape_proba_").to_numpy()[0] == pytest.approx(proba, abs=1e-4)
+
+    out = root / "onnx-folder.json"
+    result = run_without_torch("predict", root / "images", "--model", onnx, "--out", out)
+    assert result.returncode == 0, result.stderr
+    folder = pd.read_json(out)
+    order = df.sort_values("filename").reset_index(drop=True)
+    expected = model.predict(order)
+    assert folder["filename"].tolist() == order["filename"].tolist()
+    assert folder["shape"].tolist() == expected["shape"].tolist()
+    assert folder["color"].tolist() == expected["color"].tolist()
+    assert folder["area"].to_numpy() == pytest.approx(expected["area"].to_numpy(), abs=1e-4)
+
+
+def test_evaluate_with_a_safe_file_prints_the_metrics_and_exits_0(workspace, shipped):
+    root, df, _ = workspace
+    skmt, _ = shipped
+    out = root / "skmt-evaluation"
+    result = run("evaluate", root / "data.csv", "--model", skmt, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "n_labelled" in result.stdout and "balanced_accuracy" in result.stdout
+    metrics = pd.read_csv(out / "metrics.csv", index_col="task")
+    model = joblib.load(root / "model.joblib")
+    table = model.evaluate(df, df[TARGETS.split(",")]).rename_axis("task")
+    pd.testing.assert_frame_equal(metrics, table, check_dtype=False, atol=1e-6, rtol=0)
+    assert (out / "report.html").is_file()

@@ -22,7 +22,10 @@ NO_RUN = "<!-- no-run -->"
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 DIRECTIVE = re.compile(r"^:::\s*(?P<path>[\w.]+)\s*$", re.MULTILINE)
 #: Public modules documented elsewhere than the API reference, with where.
-NOT_IN_REFERENCE = {"sk_multitask.cli": "the command line, in docs/command_line.md"}
+NOT_IN_REFERENCE = {
+    "sk_multitask.cli": "the command line, in docs/command_line.md",
+    "sk_multitask.cli_options": "the command line's options, in docs/command_line.md",
+}
 
 
 def code_blocks(text):

@@ -25,7 +25,7 @@ from . import __version__
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
 from .images import resolve_images
-from .tasks import TASK_KINDS
+from .targets import TASK_KINDS
 
 
 class CommandError(Exception):

@@ -34,7 +34,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .data import ImageDataset, is_pixel_array, resolve_images, train_transform
-from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets, is_missing
+from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets, is_missing
 
 __all__ = [
     "confusion_figure",
@@ -452,7 +452,7 @@ def _truth_and_prediction(estimator, X, y, task):
 def confusion_figure(task, truth, predicted, normalize=None):
     """The figure of :func:`plot_confusion_matrix` from true and predicted Series.
 
-    ``task`` is the fitted classification :class:`~sk_multitask.tasks.Task`; the matrix
+    ``task`` is the fitted classification :class:`~sk_multitask.targets.Task`; the matrix
     counts the labelled cells of ``truth`` of a class it knows (the title says how many
     others there were).
     """

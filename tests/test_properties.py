@@ -18,8 +18,8 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, r2_score
 
 from sk_multitask import multitask_scorer
-from sk_multitask.criterion import MaskedMultiTaskLoss
-from sk_multitask.tasks import encode_targets, fit_tasks
+from sk_multitask.loss import MaskedMultiTaskLoss
+from sk_multitask.targets import encode_targets, fit_tasks
 
 FAST = settings(max_examples=25, deadline=None)
 SLOW = settings(

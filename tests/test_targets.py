@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sk_multitask.tasks import (
+from sk_multitask.targets import (
     CLASSIFICATION,
     MAX_INTEGER_CLASSES,
     MULTILABEL,
@@ -192,60 +192,6 @@ def test_encode_nullable_integer_regression_with_missing():
     assert encoded[:-1].mean() == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize(
-    "column",
-    [
-        pd.Series(["a", "b", None, "a", "c"], dtype=object),
-        pd.Series(["a", "b", None, "a", "c"]),
-        pd.Series(["a", "b", pd.NA, "a", "c"], dtype="string"),
-        pd.Series(["lo", "hi", None, "lo", "hi"], dtype=pd.CategoricalDtype(["lo", "mid", "hi"])),
-        pd.Series([True, False, True, True, False]),
-        pd.Series([True, False, pd.NA, True, False], dtype="boolean"),
-        pd.Series([3, 7, 3, 5, 7]),
-        pd.Series([3, 7, pd.NA, 5, 7], dtype="Int64"),
-    ],
-    ids=["object", "str", "string", "category", "bool", "boolean", "int", "Int64"],
-)
-def test_decode_round_trip_restores_labels_and_dtype(column):
-    column = column.rename("t")
-    task = fit_tasks(column.to_frame())["t"]
-    labelled = column.dropna()
-    encoded = task.encode(labelled)
-    index = pd.Index([f"r{i}" for i in range(len(labelled))])
-
-    decoded = task.decode(_one_hot(encoded, task.n_outputs), index=index)
-
-    assert decoded.name == "t"
-    assert decoded.dtype == column.dtype
-    assert decoded.index.equals(index)
-    assert decoded.tolist() == labelled.tolist()
-
-
-def test_decode_category_keeps_all_categories():
-    dtype = pd.CategoricalDtype(["lo", "mid", "hi"], ordered=True)
-    column = pd.Series(["lo", "hi", "lo"], dtype=dtype, name="level")
-    task = fit_tasks(column.to_frame())["level"]
-    decoded = task.decode(_one_hot(task.encode(column), task.n_outputs))
-    assert list(decoded.cat.categories) == ["lo", "mid", "hi"]
-    assert decoded.cat.ordered
-
-
-def test_decode_regression_in_original_units():
-    column = pd.Series([10.0, np.nan, 20.0, 30.0, 60.0], name="age")
-    task = fit_tasks(column.to_frame())["age"]
-    decoded = task.decode(task.encode(column.dropna()))
-    assert decoded.dtype == np.float64
-    assert decoded.name == "age"
-    np.testing.assert_allclose(decoded, [10.0, 20.0, 30.0, 60.0], rtol=1e-5)
-
-
-def test_decode_regression_accepts_column_vector():
-    column = pd.Series([1.0, 2.0, 3.0], name="x")
-    task = fit_tasks(column.to_frame())["x"]
-    decoded = task.decode(np.zeros((2, 1), dtype=np.float32))
-    np.testing.assert_allclose(decoded, [2.0, 2.0])
-
-
 def test_encode_targets_shape_and_dtype():
     y = pd.DataFrame(
         {
@@ -306,31 +252,6 @@ def test_encode_targets_gives_each_task_its_width():
     assert encoded.shape == (6, 5)
     np.testing.assert_array_equal(encoded[:, 1:4], tasks["tags"].encode(TAGS))
     np.testing.assert_array_equal(encoded[:, 0], [1, 0, np.nan, 1, 0, 1])
-
-
-def test_multilabel_decode_thresholds_probabilities_at_one_half_in_class_order():
-    task = fit_tasks(TAGS.to_frame())["tags"]
-    logits = np.array([[2.0, -1.0, 0.5], [-3.0, -0.1, -2.0], [0.1, 0.2, 0.3]])
-    index = pd.Index(["a", "b", "c"])
-
-    decoded = task.decode(logits, index)
-    proba = task.proba(logits, index)
-
-    assert decoded.tolist() == [["bird", "dog"], [], ["bird", "cat", "dog"]]
-    assert decoded.index.equals(index) and decoded.name == "tags"
-    assert list(proba.columns) == ["bird", "cat", "dog"]
-    np.testing.assert_allclose(proba.to_numpy(), 1 / (1 + np.exp(-logits)), rtol=1e-6)  # float32
-    assert task.decode(np.empty((0, 3))).tolist() == []
-
-
-def test_classification_proba_is_a_softmax_and_regression_has_none():
-    y = pd.DataFrame({"g": ["m", "f"], "age": [1.0, 2.0]})
-    tasks = fit_tasks(y)
-    proba = tasks["g"].proba(np.array([[0.0, np.log(3.0)]]))
-    assert list(proba.columns) == ["f", "m"]
-    np.testing.assert_allclose(proba.to_numpy(), [[0.25, 0.75]], rtol=1e-6)
-    with pytest.raises(ValueError, match="task 'age' is a regression: it has no probabilities"):
-        tasks["age"].proba(np.zeros((1, 1)))
 
 
 def test_multilabel_kind_can_be_forced_and_columns_are_checked():

@@ -13,6 +13,7 @@ from sk_multitask.targets import (
     encode_targets,
     fit_tasks,
     infer_task_kind,
+    split_rows,
 )
 
 
@@ -288,3 +289,71 @@ def test_check_task_names_names_the_parameter_and_the_tasks():
         ValueError, match=r"class_weight names unknown tasks \['c'\]; .* \['a', 'b'\]"
     ):
         check_task_names({"a": 1, "c": 2}, ["a", "b"], "class_weight")
+
+
+def test_a_single_category_column_gets_the_single_class_message():
+    """Issue 17: a categorical column crashed in pandas ('Categorical ... does not support
+    operation any') where an object column gets the intended message."""
+    for dtype in ["category", object]:
+        y = pd.DataFrame({"c": pd.Series(["a", "a", None], dtype=dtype)})
+        with pytest.raises(ValueError, match="target 'c' has a single class 'a'"):
+            fit_tasks(y)
+    two = fit_tasks(pd.DataFrame({"c": pd.Series(["a", "b", None], dtype="category")}))
+    assert list(two["c"].classes_) == ["a", "b"]
+
+
+def test_the_scaler_is_fitted_on_the_training_rows_only():
+    """Outliers in the validation rows leave the scaling unchanged; a label seen only
+    in the validation rows still encodes."""
+    age = [20.0, 30.0, np.nan, 40.0, 1000.0, -500.0]
+    y = pd.DataFrame({"age": age, "pet": ["cat", "dog", "cat", "dog", "bird", None]})
+    train = [0, 1, 2, 3]
+
+    tasks = fit_tasks(y, train=train)
+
+    scaler = tasks["age"].encoder
+    assert scaler.mean_[0] == pytest.approx(30.0)  # np.nanmean(age[:4])
+    assert scaler.scale_[0] == pytest.approx(np.nanstd([20.0, 30.0, 40.0]))
+    assert scaler.n_samples_seen_ == 3
+    assert list(tasks["pet"].classes_) == ["bird", "cat", "dog"]
+    np.testing.assert_allclose(
+        tasks["age"].encode(y["age"])[4:], (np.array([1000.0, -500.0]) - 30.0) / scaler.scale_[0]
+    )
+    assert fit_tasks(y)["age"].encoder.mean_[0] == pytest.approx(np.nanmean(age))  # train=None
+
+
+def test_a_regression_without_a_training_label_is_refused():
+    y = pd.DataFrame({"age": [np.nan, np.nan, 3.0]})
+    with pytest.raises(ValueError, match="'age' has no labelled cell among the training rows"):
+        fit_tasks(y, train=[0, 1])
+
+
+def test_check_task_names_of_a_kind():
+    check_task_names({"a": 1}, ["a", "b"], "regression_loss", REGRESSION, ["a"])
+    with pytest.raises(ValueError, match=r"regression_loss names tasks \['b'\] that are not regr"):
+        check_task_names({"b": 1}, ["a", "b"], "regression_loss", REGRESSION, ["a"])
+
+
+def test_split_rows_by_column_and_fraction():
+    X = pd.DataFrame({"is_valid": [False, True, False, True]})
+    train, valid = split_rows(X, 4, "is_valid", np.random.RandomState(0))
+    assert train.tolist() == [0, 2] and valid.tolist() == [1, 3]
+    train, valid = split_rows(None, 10, 0.3, np.random.RandomState(0))
+    assert len(train) == 7 and sorted([*train, *valid]) == list(range(10))
+    assert split_rows(None, 3, None, None)[1] is None
+
+
+def test_fit_scales_the_regression_by_its_training_rows(image_set):
+    """A real fit with valid_split: the validation rows' outliers leave the scaler alone."""
+    from conftest import small_estimator
+
+    data = image_set.copy()
+    valid = data["is_valid"].to_numpy()
+    data.loc[valid & data["area"].notna().to_numpy(), "area"] = 1e4
+    est = small_estimator(data, max_epochs=1).fit(data, data[["area", "shape"]])
+
+    scaler = est.tasks_["area"].encoder
+    training = data.loc[~valid, "area"]
+    assert scaler.mean_[0] == pytest.approx(training.mean())
+    assert scaler.n_samples_seen_ == training.notna().sum()
+    assert scaler.mean_[0] < 1.0  # areas are fractions of the image; the outliers are out

@@ -27,7 +27,7 @@ from .loss import LOSS_WEIGHTINGS, REGRESSION_LOSSES
 from .metrics import evaluate_tasks, per_class_metrics, task_scores, top_loss_table
 from .outputs import decoders, prediction_frame, probability_frames
 from .persistence import VersionedPickleMixin, read_model, save
-from .targets import check_aligned, check_targets
+from .targets import check_aligned, check_targets, check_task
 from .training import (
     LR_SCHEDULES,
     OPTIMIZERS,
@@ -551,8 +551,8 @@ class MultiTaskImageEstimator(
             averaged over labels, or the regression loss of the standardised value.
         """
         check_is_fitted(self)
-        if task is not None and task not in self.tasks_:
-            raise ValueError(f"unknown task {task!r}; tasks are {list(self.tasks_)}")
+        if task is not None:
+            check_task(task, self.tasks_)
         if not (isinstance(k, Integral) and k >= 1):
             raise ValueError(f"k must be a positive integer, got {k!r}")
         check_aligned(X, y)

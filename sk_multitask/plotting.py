@@ -34,7 +34,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .data import ImageDataset, is_pixel_array, resolve_images, train_transform
-from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets, is_missing
+from .targets import (
+    CLASSIFICATION,
+    MULTILABEL,
+    REGRESSION,
+    check_targets,
+    check_task,
+    is_missing,
+)
 
 __all__ = [
     "confusion_figure",
@@ -432,8 +439,7 @@ def _image_grid(dataset, titles, ncols, suptitle):
 
 def _fitted_task(estimator, task, kind, figure):
     """The fitted task named ``task``, which ``figure`` needs to be of ``kind``."""
-    if task not in estimator.tasks_:
-        raise ValueError(f"unknown task {task!r}; tasks are {list(estimator.tasks_)}")
+    check_task(task, estimator.tasks_)
     fitted = estimator.tasks_[task]
     if fitted.kind != kind:
         raise ValueError(f"task {task!r} is a {fitted.kind}; {figure} needs a {kind} task")

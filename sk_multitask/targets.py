@@ -35,6 +35,7 @@ __all__ = [
     "check_not_inputs",
     "check_same_tasks",
     "check_targets",
+    "check_task",
     "check_task_names",
     "check_trainable",
     "data_sizes",
@@ -408,6 +409,21 @@ def check_task_names(mapping, task_names, parameter, kind=None, of_kind=None):
         wrong = [key for key in mapping or {} if key not in of_kind]
         if wrong:
             raise ValueError(f"{parameter} names tasks {wrong} that are not {kind} tasks")
+
+
+def check_task(name, task_names):
+    """Refuse a task name (e.g. ``top_losses(task=...)``) that is not one of ``task_names``.
+
+    Examples
+    --------
+    >>> check_task("size", ["age", "gender"])
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown task 'size'; tasks are ['age', 'gender']
+    """
+    names = list(task_names)
+    if name not in names:
+        raise ValueError(f"unknown task {name!r}; tasks are {names}")
 
 
 def check_not_inputs(y, image_col=None, valid_col=None):

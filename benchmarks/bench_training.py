@@ -46,10 +46,10 @@ import torch
 from PIL import Image
 
 from sk_multitask import MultiTaskImageEstimator
-from sk_multitask.criterion import MaskedMultiTaskLoss
 from sk_multitask.datasets import make_multitask_images
+from sk_multitask.loss import MaskedMultiTaskLoss
 from sk_multitask.module import MultiTaskModule, build_backbone
-from sk_multitask.tasks import encode_targets, fit_tasks
+from sk_multitask.targets import encode_targets, fit_tasks
 from sk_multitask.training import resolve_num_workers
 
 TARGETS = ["color", "shape", "area"]

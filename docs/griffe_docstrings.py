@@ -6,7 +6,7 @@
   public module left with no documentation is logged as a warning, which
   ``mkdocs build --strict`` turns into a failure, so that no name of an ``__all__``
   silently drops out of the reference (objects without docstrings are not shown).
-- Sphinx roles (``:class:`~sk_multitask.tasks.Task```, ``:meth:`fit```) become links
+- Sphinx roles (``:class:`~sk_multitask.targets.Task```, ``:meth:`fit```) become links
   to the reference for the package's own objects, and code for others (skorch,
   scikit-learn...), instead of showing up raw: the docstrings also serve ``help()``.
 """

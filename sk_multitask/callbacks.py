@@ -9,7 +9,7 @@ import sys
 import torch
 from skorch.callbacks import Callback, PrintLog, ProgressBar
 
-from .tasks import CLASSIFICATION, MULTILABEL
+from .targets import CLASSIFICATION, MULTILABEL
 
 __all__ = [
     "EpochTable",
@@ -60,7 +60,7 @@ class TaskScoring(Callback):
     Parameters
     ----------
     tasks : dict
-        Task name to fitted :class:`sk_multitask.tasks.Task`, in output order.
+        Task name to fitted :class:`sk_multitask.targets.Task`, in output order.
     """
 
     def __init__(self, tasks):
@@ -204,7 +204,7 @@ def epoch_table(tasks, validation):
     Parameters
     ----------
     tasks : dict
-        Task name to fitted :class:`sk_multitask.tasks.Task`.
+        Task name to fitted :class:`sk_multitask.targets.Task`.
     validation : bool
         Whether the net has validation data.
 

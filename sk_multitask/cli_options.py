@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .tasks import TASK_KINDS
+from .targets import TASK_KINDS
 
 
 class CommandError(Exception):

@@ -16,7 +16,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .cache import cached_images
-from .criterion import LOSS_WEIGHTINGS, REGRESSION_LOSSES
 from .data import (
     ImageDataset,
     bad_image_log,
@@ -24,14 +23,11 @@ from .data import (
     warn_skipped,
 )
 from .distributed import dask_worker_threads, local_net, uses_accelerate
+from .loss import LOSS_WEIGHTINGS, REGRESSION_LOSSES
 from .metrics import evaluate_tasks, per_class_metrics, task_scores, top_loss_table
+from .outputs import decoders, prediction_frame, probability_frames
 from .persistence import VersionedPickleMixin, read_model, save
-from .tasks import (
-    check_aligned,
-    check_targets,
-    prediction_frame,
-    probability_frames,
-)
+from .targets import check_aligned, check_targets, check_task
 from .training import (
     LR_SCHEDULES,
     OPTIMIZERS,
@@ -209,7 +205,7 @@ class MultiTaskImageEstimator(
     Attributes
     ----------
     tasks_ : dict
-        Task name to :class:`sk_multitask.tasks.Task` (kind, fitted encoder, classes).
+        Task name to :class:`sk_multitask.targets.Task` (kind, fitted encoder, classes).
     net_ : skorch.NeuralNet
         The trained net; ``net_.module_`` is a :class:`MultiTaskModule`.
     history_ : skorch.History
@@ -493,7 +489,8 @@ class MultiTaskImageEstimator(
         check_aligned(X, y)
         outputs, index = self.forward(X)
         y = check_targets(y, self.tasks_, len(index))
-        tasks = {n: self.tasks_[n] for n in y.columns}
+        fitted = self._decoders()
+        tasks = {n: fitted[n] for n in y.columns}
         return (per_class_metrics if per_class else evaluate_tasks)(tasks, outputs, y)
 
     def transform(self, X):
@@ -554,8 +551,8 @@ class MultiTaskImageEstimator(
             averaged over labels, or the regression loss of the standardised value.
         """
         check_is_fitted(self)
-        if task is not None and task not in self.tasks_:
-            raise ValueError(f"unknown task {task!r}; tasks are {list(self.tasks_)}")
+        if task is not None:
+            check_task(task, self.tasks_)
         if not (isinstance(k, Integral) and k >= 1):
             raise ValueError(f"k must be a positive integer, got {k!r}")
         check_aligned(X, y)
@@ -674,7 +671,7 @@ class MultiTaskImageEstimator(
 
     def _decoders(self):
         check_is_fitted(self)
-        return {name: task.decoder for name, task in self.tasks_.items()}
+        return decoders(self.tasks_)
 
     def _set_fitted(self, net, run):
         if uses_accelerate(self.accelerator):

@@ -7,17 +7,21 @@ matrices (one column per label, as scikit-learn's multi-label metrics take them)
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+from sklearn.base import BaseEstimator
 
 from .images import image_references
-from .tasks import (
+from .outputs import decoders
+from .targets import (
     CLASSIFICATION,
     MULTILABEL,
     REGRESSION,
+    binarize,
     check_aligned,
     check_targets,
     check_task_names,
@@ -33,27 +37,42 @@ __all__ = [
     "top_loss_table",
 ]
 
-#: Metrics by name: each takes ``(y_true, y_pred)`` and is higher-is-better. An F1
-#: without any positive (true or predicted) is 0, scikit-learn's value, unwarned.
+#: The metrics by name: scikit-learn's scorers of those names (higher-is-better). The
+#: F1 and Jaccard scores are made with ``zero_division=0``: without any positive (true
+#: or predicted) they are 0, scikit-learn's value, unwarned.
 METRICS = {
-    "accuracy": skm.accuracy_score,
-    "balanced_accuracy": skm.balanced_accuracy_score,
-    "f1_macro": lambda t, p: skm.f1_score(t, p, average="macro", zero_division=0),
-    "f1_micro": lambda t, p: skm.f1_score(t, p, average="micro", zero_division=0),
-    "jaccard_samples": lambda t, p: skm.jaccard_score(t, p, average="samples", zero_division=0),
-    "r2": skm.r2_score,
-    "neg_mean_absolute_error": lambda t, p: -skm.mean_absolute_error(t, p),
-    "neg_root_mean_squared_error": lambda t, p: -skm.root_mean_squared_error(t, p),
+    "accuracy": skm.get_scorer("accuracy"),
+    "balanced_accuracy": skm.get_scorer("balanced_accuracy"),
+    "f1_macro": skm.make_scorer(skm.f1_score, average="macro", zero_division=0),
+    "f1_micro": skm.make_scorer(skm.f1_score, average="micro", zero_division=0),
+    "jaccard_samples": skm.make_scorer(skm.jaccard_score, average="samples", zero_division=0),
+    "r2": skm.get_scorer("r2"),
+    "neg_mean_absolute_error": skm.get_scorer("neg_mean_absolute_error"),
+    "neg_root_mean_squared_error": skm.get_scorer("neg_root_mean_squared_error"),
 }
 DEFAULT_METRICS = {CLASSIFICATION: "accuracy", REGRESSION: "r2", MULTILABEL: "f1_micro"}
 
 
+class _Predictions(BaseEstimator):
+    """What a scorer calls ``predict`` on when the predictions are already made:
+    ``predict(X)`` returns ``X``, so that ``scorer(_Predictions(), y_pred, y_true)``
+    scores ``y_pred``."""
+
+    def predict(self, X):
+        return X
+
+
 def _metric(spec):
+    """A function ``(y_true, y_pred) -> float`` for a metric name or callable."""
     if callable(spec):
         return spec
     if spec not in METRICS:
         raise ValueError(f"unknown metric {spec!r}; expected a callable or one of {list(METRICS)}")
-    return METRICS[spec]
+    return functools.partial(_scored, METRICS[spec])
+
+
+def _scored(scorer, truth, predicted):
+    return scorer(_Predictions(), predicted, truth)
 
 
 def plain_labels(values):
@@ -75,7 +94,7 @@ def task_scores(estimator, X, y, metrics=None):
     y : DataFrame or Series
         True targets; its columns must be tasks of the estimator (a subset is fine).
     metrics : dict, optional
-        Task name to a metric name of ``METRICS`` or a callable ``(y_true, y_pred)``;
+        Task name to a scorer name of ``METRICS`` or a callable ``(y_true, y_pred)``;
         by default accuracy for a classification, R² for a regression and micro F1
         (on the label indicator matrices) for a multi-label task.
 
@@ -120,7 +139,9 @@ def label_codes(truth, predicted):
 
 def _comparable(task, values):
     """Labels or values as metrics take them: indicator matrices for a multi-label task."""
-    return task.binarize(values) if task.kind == MULTILABEL else plain_labels(values)
+    if task.kind == MULTILABEL:
+        return binarize(task.name, task.classes_, values)
+    return plain_labels(values)
 
 
 # The metric columns of evaluate_tasks, in order, and the task kinds that have them.
@@ -143,8 +164,8 @@ def evaluate_tasks(tasks, outputs, y):
     Parameters
     ----------
     tasks : dict
-        Task name to :class:`~sk_multitask.tasks.OutputDecoder` (``Task.decoder``), for
-        the columns of ``y``.
+        Task name to :class:`~sk_multitask.outputs.OutputDecoder`, for the columns of
+        ``y``.
     outputs : dict
         Task name to the head's raw outputs (array or tensor (N, n_outputs)).
     y : DataFrame
@@ -161,11 +182,12 @@ def evaluate_tasks(tasks, outputs, y):
         out = outputs[name][np.flatnonzero(labelled)]
         row = {"kind": task.kind, "n_labelled": int(labelled.sum())}
         if labelled.any() and task.kind == MULTILABEL:
-            truth, predicted = task.binarize(truth), task.binarize(task.decode(out))
+            truth = binarize(name, task.classes_, truth)
+            predicted = binarize(name, task.classes_, task.decode(out))
             row.update(
                 accuracy=skm.accuracy_score(truth, predicted),
-                f1_macro=METRICS["f1_macro"](truth, predicted),
-                f1_micro=METRICS["f1_micro"](truth, predicted),
+                f1_macro=_metric("f1_macro")(truth, predicted),
+                f1_micro=_metric("f1_micro")(truth, predicted),
                 hamming_loss=skm.hamming_loss(truth, predicted),
                 log_loss=skm.log_loss(
                     truth.ravel(), task.proba(out).to_numpy().ravel(), labels=[0, 1]
@@ -215,8 +237,8 @@ def per_class_metrics(tasks, outputs, y):
     Parameters
     ----------
     tasks : dict
-        Task name to fitted :class:`~sk_multitask.tasks.Task`, for the columns of ``y``
-        (regression tasks are left out).
+        Task name to :class:`~sk_multitask.outputs.OutputDecoder`, for the columns of
+        ``y`` (regression tasks are left out).
     outputs : dict
         Task name to the head's raw outputs (tensor (N, n_outputs)).
     y : DataFrame
@@ -288,8 +310,8 @@ def top_loss_table(estimator, X, y, outputs, index, k=9, task=None):
     rows = rows[~np.isnan(row_loss[rows])]  # images that could not be read
     top = rows[np.argsort(-row_loss[rows], kind="stable")[:k]]
     frame = pd.DataFrame({"image": image_references(X, estimator.image_col)[top]}, index=index[top])
-    for name, fitted in tasks.items():
-        frame[f"{name}_pred"] = fitted.decode(outputs[name][top], index[top])
+    for name, decoder in decoders(tasks).items():
+        frame[f"{name}_pred"] = decoder.decode(outputs[name][top], index[top])
         frame[f"{name}_true"] = y[name].iloc[top].to_numpy()
     frame["loss"] = row_loss[top].astype(np.float64)
     return frame
@@ -323,10 +345,11 @@ def multitask_scorer(metrics=None):
     Parameters
     ----------
     metrics : dict, optional
-        Task name to a metric name (``"accuracy"``, ``"balanced_accuracy"``,
-        ``"f1_macro"``, ``"f1_micro"``, ``"jaccard_samples"``, ``"r2"``,
-        ``"neg_mean_absolute_error"``, ``"neg_root_mean_squared_error"``) or a
-        callable ``(y_true, y_pred)`` giving a higher-is-better float. By default
+        Task name to a metric name, scored by scikit-learn's scorer of that name
+        (``"accuracy"``, ``"balanced_accuracy"``, ``"f1_macro"``, ``"f1_micro"``,
+        ``"jaccard_samples"``, ``"r2"``, ``"neg_mean_absolute_error"``,
+        ``"neg_root_mean_squared_error"``), or a callable ``(y_true, y_pred)`` giving a
+        higher-is-better float. By default
         accuracy for a classification, R² for a regression and micro F1 for a
         multi-label task (which metrics get as label indicator matrices).
 

@@ -9,7 +9,7 @@ classes, image size, parameters) is stored in the file's metadata.
 :class:`OnnxPredictor` reads such a file and predicts with ONNX Runtime. It imports
 numpy, pandas, PIL and onnxruntime only, not torch, skorch or scikit-learn, and
 decodes images and outputs with the code the estimator uses
-(:mod:`sk_multitask.images`, :class:`sk_multitask.tasks.OutputDecoder`), so that
+(:mod:`sk_multitask.images`, :class:`sk_multitask.outputs.OutputDecoder`), so that
 both return the same DataFrames.
 """
 
@@ -21,8 +21,9 @@ import os
 import numpy as np
 
 from .images import array_pixels, is_pixel_array, read_image, resolve_images
+from .outputs import OutputDecoder, prediction_frame, probability_frames
 from .persistence import check_document, decode_params, model_document
-from .tasks import OutputDecoder, check_targets, prediction_frame, probability_frames
+from .targets import check_targets
 
 __all__ = ["OnnxPredictor", "export_onnx"]
 
@@ -105,7 +106,7 @@ class OnnxPredictor:
     Attributes
     ----------
     tasks_ : dict
-        Task name to :class:`~sk_multitask.tasks.OutputDecoder` (kind, classes...),
+        Task name to :class:`~sk_multitask.outputs.OutputDecoder` (kind, classes...),
         in the order of the estimator's ``tasks_``.
     params : dict
         The estimator's parameters, as saved.

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import __version__
-from .tasks import Task
+from .outputs import task_from_dict, task_to_dict
 
 __all__ = [
     "FORMAT_VERSION",
@@ -198,7 +198,7 @@ def model_document(estimator):
             if own
             else None,
         },
-        "tasks": [task.to_dict() for task in estimator.tasks_.values()],
+        "tasks": [task_to_dict(task) for task in estimator.tasks_.values()],
         "image_size": list(estimator.image_size_),
         "normalisation": {
             "mean": (module.mean / 255).flatten().tolist(),
@@ -274,7 +274,7 @@ class SavedModel:
     params : dict
         The estimator's parameters (with the ``backbone`` to build).
     tasks : dict
-        Task name to fitted :class:`~sk_multitask.tasks.Task`.
+        Task name to fitted :class:`~sk_multitask.targets.Task`.
     image_size : (int, int)
     history : list of dict
     state : dict
@@ -379,7 +379,7 @@ def read_model(path, backbone=None):
         params = decode_params(document)
         tasks = {}
         for task_state in document["tasks"]:
-            task = Task.from_dict(task_state)
+            task = task_from_dict(task_state)
             tasks[task.name] = task
         image_size = tuple(int(side) for side in document["image_size"])
         saved = document["backbone"]

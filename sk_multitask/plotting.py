@@ -34,7 +34,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .data import ImageDataset, is_pixel_array, resolve_images, train_transform
-from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets, is_missing
+from .targets import (
+    CLASSIFICATION,
+    MULTILABEL,
+    REGRESSION,
+    check_targets,
+    check_task,
+    is_missing,
+)
 
 __all__ = [
     "confusion_figure",
@@ -432,8 +439,7 @@ def _image_grid(dataset, titles, ncols, suptitle):
 
 def _fitted_task(estimator, task, kind, figure):
     """The fitted task named ``task``, which ``figure`` needs to be of ``kind``."""
-    if task not in estimator.tasks_:
-        raise ValueError(f"unknown task {task!r}; tasks are {list(estimator.tasks_)}")
+    check_task(task, estimator.tasks_)
     fitted = estimator.tasks_[task]
     if fitted.kind != kind:
         raise ValueError(f"task {task!r} is a {fitted.kind}; {figure} needs a {kind} task")
@@ -452,7 +458,7 @@ def _truth_and_prediction(estimator, X, y, task):
 def confusion_figure(task, truth, predicted, normalize=None):
     """The figure of :func:`plot_confusion_matrix` from true and predicted Series.
 
-    ``task`` is the fitted classification :class:`~sk_multitask.tasks.Task`; the matrix
+    ``task`` is the fitted classification :class:`~sk_multitask.targets.Task`; the matrix
     counts the labelled cells of ``truth`` of a class it knows (the title says how many
     others there were).
     """

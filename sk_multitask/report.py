@@ -32,8 +32,9 @@ import pandas as pd
 
 from . import __version__
 from .metrics import evaluate_tasks, per_class_metrics, top_loss_table
+from .outputs import decoders
 from .plotting import confusion_figure, plot_history, regression_figure, top_losses_figure
-from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
+from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
 
 __all__ = ["figure_to_png_bytes", "write_report"]
 
@@ -98,7 +99,8 @@ def write_report(estimator, X, y, path, k=9):
     """
     outputs, index = estimator.forward(X)
     y = check_targets(y, estimator.tasks_, len(index))
-    tasks = {name: estimator.tasks_[name] for name in y.columns}
+    fitted = decoders(estimator.tasks_)
+    tasks = {name: fitted[name] for name in y.columns}
     metrics = evaluate_tasks(tasks, outputs, y)
     sections = [
         _section("Data", _table(_sizes(estimator, y))),

@@ -41,7 +41,6 @@ from torch.optim import lr_scheduler
 
 from .cache import cached_images
 from .callbacks import TaskScoring, check_callbacks, copy_callbacks, epoch_table, progress_bar
-from .criterion import MaskedMultiTaskLoss
 from .data import (
     ImageDataset,
     as_size,
@@ -49,11 +48,11 @@ from .data import (
     check_image_size,
     resolve_images,
     screen_images,
-    split_rows,
     train_transform,
 )
+from .loss import MaskedMultiTaskLoss
 from .module import MultiTaskModule, build_backbone, has_pretrained_weights
-from .tasks import (
+from .targets import (
     check_aligned,
     check_not_inputs,
     check_same_tasks,
@@ -61,6 +60,7 @@ from .tasks import (
     data_sizes,
     encode_targets,
     fit_tasks,
+    split_rows,
     target_frame,
 )
 from .weighting import DynamicWeightAverage, class_weights
@@ -679,12 +679,12 @@ def prepare_run(estimator, X, y):
         image_col=estimator.image_col if isinstance(X, pd.DataFrame) else None,
         valid_col=estimator.valid_split if isinstance(estimator.valid_split, str) else None,
     )
-    tasks = fit_tasks(y, estimator.tasks)
+    rng = check_random_state(estimator.random_state)
+    train, valid = split_rows(X, len(images), estimator.valid_split, rng)
+    tasks = fit_tasks(y, estimator.tasks, train=train)
     if continuing:
         tasks = check_same_tasks(estimator.tasks_, tasks)
     targets = encode_targets(y, tasks)
-    rng = check_random_state(estimator.random_state)
-    train, valid = split_rows(X, len(images), estimator.valid_split, rng)
     check_trainable(y.iloc[train])
     if estimator.early_stopping:
         check_monitor(estimator.monitor, tasks, has_valid=valid is not None)

@@ -4,7 +4,7 @@
 the classification tasks; :class:`DynamicWeightAverage` is the skorch callback that
 sets the task weights of ``loss_weights="dwa"`` every epoch. The ``"uncertainty"``
 weighting is learned inside the loss
-(:class:`~sk_multitask.criterion.MaskedMultiTaskLoss`).
+(:class:`~sk_multitask.loss.MaskedMultiTaskLoss`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,15 @@ from scipy.special import softmax
 from sklearn.utils.class_weight import compute_class_weight
 from skorch.callbacks import Callback
 
-from .tasks import CLASSIFICATION
+from .targets import CLASSIFICATION, check_task_names
 
-__all__ = ["DynamicWeightAverage", "class_weights", "dwa_weights", "is_weight"]
+__all__ = [
+    "DynamicWeightAverage",
+    "check_class_weights",
+    "class_weights",
+    "dwa_weights",
+    "is_weight",
+]
 
 
 def is_weight(value):
@@ -39,7 +45,7 @@ def class_weights(class_weight, tasks, y):
         ``"balanced"`` weighs every classification task; a dict maps a task name to
         ``"balanced"`` or to ``{label: weight}`` (labels not named weigh 1).
     tasks : dict
-        Task name to fitted :class:`~sk_multitask.tasks.Task`.
+        Task name to fitted :class:`~sk_multitask.targets.Task`.
     y : DataFrame
         The targets of the training rows.
 
@@ -55,7 +61,7 @@ def class_weights(class_weight, tasks, y):
     Examples
     --------
     >>> import pandas as pd
-    >>> from sk_multitask.tasks import fit_tasks
+    >>> from sk_multitask.targets import fit_tasks
     >>> y = pd.DataFrame({"pet": ["cat", "cat", "cat", "dog", None]})
     >>> class_weights("balanced", fit_tasks(y), y)
     {'pet': array([0.666..., 2. ])}
@@ -64,19 +70,52 @@ def class_weights(class_weight, tasks, y):
     """
     if class_weight is None:
         return {}
-    classification = [name for name, task in tasks.items() if task.kind == CLASSIFICATION]
+    n_classes = {n: t.n_outputs for n, t in tasks.items() if t.kind == CLASSIFICATION}
     if class_weight == "balanced":
-        class_weight = dict.fromkeys(classification, "balanced")
-    unknown = [name for name in class_weight if name not in tasks]
-    if unknown:
-        raise ValueError(f"class_weight names unknown tasks {unknown}; tasks: {list(tasks)}")
-    wrong = [name for name in class_weight if name not in classification]
-    if wrong:
-        raise ValueError(f"class_weight names tasks {wrong} that are not classification tasks")
-    return {
+        class_weight = dict.fromkeys(n_classes, "balanced")
+    check_task_names(class_weight, tasks, "class_weight", CLASSIFICATION, n_classes)
+    weights = {
         name: _task_class_weights(tasks[name], spec, y[name].dropna().to_numpy())
         for name, spec in class_weight.items()
     }
+    return check_class_weights(weights, tasks, n_classes)
+
+
+def check_class_weights(class_weight, task_names, n_classes):
+    """Per-class weights checked against the tasks: the one check of class weights.
+
+    Parameters
+    ----------
+    class_weight : dict or None
+        Classification task name to its weights, one per class (``classes_`` order).
+    task_names : iterable
+        Every task.
+    n_classes : dict
+        Classification task name to its number of classes.
+
+    Returns
+    -------
+    dict
+        Task name to its weights, a float64 array.
+
+    Raises
+    ------
+    ValueError
+        Naming an unknown or non-classification task, or a task whose weights are not
+        ``n_classes`` finite non-negative numbers.
+    """
+    class_weight = dict(class_weight or {})
+    check_task_names(class_weight, task_names, "class_weight", CLASSIFICATION, n_classes)
+    arrays = {}
+    for name, weights in class_weight.items():
+        weights = list(weights)
+        if len(weights) != n_classes[name] or not all(map(is_weight, weights)):
+            raise ValueError(
+                f"class_weight of task {name!r} must be {n_classes[name]} finite "
+                f"non-negative numbers (one per class), got {weights}"
+            )
+        arrays[name] = np.array(weights, dtype=np.float64)
+    return arrays
 
 
 def _task_class_weights(task, spec, labels):
@@ -98,13 +137,7 @@ def _task_class_weights(task, spec, labels):
             f"class_weight of task {task.name!r} names labels {unknown} that are not "
             f"among its classes {known}"
         )
-    bad = {label: weight for label, weight in spec.items() if not is_weight(weight)}
-    if bad:
-        raise ValueError(
-            f"class_weight of task {task.name!r} must map labels to finite non-negative "
-            f"numbers, got {bad}"
-        )
-    return np.array([spec.get(label, 1.0) for label in known], dtype=np.float64)
+    return [spec.get(label, 1.0) for label in known]  # checked by check_class_weights
 
 
 def dwa_weights(history, names, temperature=2.0):
@@ -150,7 +183,7 @@ class DynamicWeightAverage(Callback):
     """Set the loss's task weights by :func:`dwa_weights` at the start of every epoch.
 
     The weighting of ``loss_weights="dwa"``: the net's criterion must be a
-    :class:`~sk_multitask.criterion.MaskedMultiTaskLoss`, whose ``task_weights``
+    :class:`~sk_multitask.loss.MaskedMultiTaskLoss`, whose ``task_weights``
     buffer this callback overwrites.
 
     Parameters

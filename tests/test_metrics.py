@@ -111,3 +111,19 @@ def test_evaluate_shows_the_metric_columns_of_the_kinds_present(fitted, image_se
     only_area = fitted.evaluate(image_set, y[["area"]])
     assert list(only_area.columns) == ["kind", "n_labelled", "mae", "rmse", "r2"]
     assert not only_area.isna().any().any()
+
+
+def test_metrics_by_name_are_scikit_learn_scorers(fitted, image_set):
+    """A metric name scores as scikit-learn's scorer of that name (its sign included)."""
+    from sklearn.metrics import get_scorer
+
+    from sk_multitask.metrics import METRICS
+
+    for name in ["accuracy", "r2", "neg_mean_absolute_error", "neg_root_mean_squared_error"]:
+        assert repr(METRICS[name]) == repr(get_scorer(name))
+    y = image_set[TARGETS]
+    labelled = y["area"].notna()
+    predicted = fitted.predict(image_set)["area"][labelled]
+    scores = task_scores(fitted, image_set, y, {"area": "neg_root_mean_squared_error"})
+    rmse = np.sqrt(np.mean((predicted - y["area"][labelled]) ** 2))
+    assert scores["area"] == pytest.approx(-rmse)

@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis) of the pieces that see many input shapes.
 
-Written against the public API (``fit_tasks``, ``encode_targets``, ``Task.decode``,
+Written against the public API (``fit_tasks``, ``encode_targets``, ``OutputDecoder``,
 ``MaskedMultiTaskLoss``, ``multitask_scorer``), so that new task kinds and losses can
 join the strategies below.
 """
@@ -18,8 +18,9 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, r2_score
 
 from sk_multitask import multitask_scorer
-from sk_multitask.criterion import MaskedMultiTaskLoss
-from sk_multitask.tasks import encode_targets, fit_tasks
+from sk_multitask.loss import MaskedMultiTaskLoss
+from sk_multitask.outputs import OutputDecoder
+from sk_multitask.targets import REGRESSION, encode_targets, fit_tasks
 
 FAST = settings(max_examples=25, deadline=None)
 SLOW = settings(
@@ -91,17 +92,35 @@ def test_encode_decode_round_trip(y):
         codes = encoded[:, column]
         if task.kind == "classification":
             assert set(codes[~np.isnan(codes)]) <= set(range(task.n_outputs))
-            decoded = task.decode(_one_hot(codes, task.n_outputs), y.index)
+            decoded = OutputDecoder.from_task(task).decode(_one_hot(codes, task.n_outputs), y.index)
             expected = y[name]
             assert decoded.isna().equals(expected.isna())
             labelled = expected.notna()
             assert list(decoded[labelled]) == list(expected[labelled])
         else:
-            decoded = task.decode(codes.reshape(-1, 1).astype(np.float64), y.index)
+            decoder = OutputDecoder.from_task(task)
+            decoded = decoder.decode(codes.reshape(-1, 1).astype(np.float64), y.index)
             expected = y[name].to_numpy(dtype=np.float64, na_value=np.nan)
             # Encoded targets are float32: about 7 significant digits of the column's scale.
             scale = np.nanmax(np.abs(expected))
             np.testing.assert_allclose(decoded, expected, rtol=0, atol=1e-6 * scale + 1e-9)
+
+
+@FAST
+@given(target_frames(), st.randoms(use_true_random=False))
+def test_scalers_are_those_of_the_training_rows(y, random):
+    train = sorted(random.sample(range(len(y)), k=random.randint(1, len(y))))
+    try:
+        tasks = fit_tasks(y, train=train)
+    except ValueError as exc:
+        assert any(repr(name) in str(exc) for name in y.columns)
+        return
+    for name, task in tasks.items():
+        if task.kind == REGRESSION:
+            training = y[name].iloc[train].to_numpy(dtype=np.float64, na_value=np.nan)
+            np.testing.assert_allclose(task.encoder.mean_, [np.nanmean(training)], rtol=1e-9)
+            assert task.encoder.n_samples_seen_ == np.isfinite(training).sum()
+    assert encode_targets(y, tasks).shape[0] == len(y)  # every row encodes
 
 
 @FAST

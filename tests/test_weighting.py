@@ -7,8 +7,9 @@ import torch
 from conftest import TARGETS, small_estimator
 from sklearn.utils.class_weight import compute_class_weight
 
-from sk_multitask.tasks import fit_tasks
-from sk_multitask.weighting import class_weights, dwa_weights
+from sk_multitask.loss import MaskedMultiTaskLoss
+from sk_multitask.targets import fit_tasks
+from sk_multitask.weighting import check_class_weights, class_weights, dwa_weights
 
 
 def test_balanced_weights_equal_compute_class_weight_on_labelled_cells():
@@ -51,7 +52,10 @@ def test_label_weights_by_task_unnamed_labels_weigh_one():
         ({"height": "balanced"}, "class_weight names unknown tasks \\['height'\\]"),
         ({"age": "balanced"}, "names tasks \\['age'\\] that are not classification tasks"),
         ({"e": {"d": 2.0}}, "task 'e' names labels \\['d'\\] that are not among its classes"),
-        ({"e": {"a": -1.0}}, "task 'e' must map labels to finite non-negative numbers"),
+        (
+            {"e": {"a": -1.0}},
+            "task 'e' must be 3 finite non-negative numbers .*got \\[-1.0, 1.0, 1.0\\]",
+        ),
         ({"e": {"a": float("inf")}}, "finite non-negative"),
         ({"e": "auto"}, "task 'e' must be 'balanced' or a dict from label to weight"),
     ],
@@ -146,3 +150,22 @@ def test_bad_weighting_parameters_raise_in_fit(image_set, params, match):
     with pytest.raises(ValueError, match=match):
         est.fit(image_set, image_set[TARGETS])
     assert not hasattr(est, "net_")
+
+
+def test_class_weights_and_the_loss_share_one_check():
+    """The estimator's class_weight and the loss's class weights refuse the same things
+    with the same message (one check, check_class_weights)."""
+    y = pd.DataFrame({"e": ["a", "b", "c"], "age": [1.0, 2.0, 3.0]})
+    tasks = fit_tasks(y)
+    specs = [(name, task.kind, task.n_outputs) for name, task in tasks.items()]
+    for given, match in [
+        ({"e": {"a": -1.0}}, "class_weight of task 'e' must be 3 finite non-negative numbers"),
+        ({"age": {}}, "class_weight names tasks \\['age'\\] that are not classification tasks"),
+        ({"x": {}}, "class_weight names unknown tasks \\['x'\\]; the tasks .* \\['e', 'age'\\]"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            class_weights(given, tasks, y)
+        as_arrays = {name: [-1.0, 1.0, 1.0] for name in given}
+        with pytest.raises(ValueError, match=match):
+            MaskedMultiTaskLoss(specs, class_weight=as_arrays)
+    assert check_class_weights({"e": [1, 2, 3]}, tasks, {"e": 3})["e"].tolist() == [1.0, 2.0, 3.0]

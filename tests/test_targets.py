@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sk_multitask.tasks import (
+from sk_multitask.targets import (
     CLASSIFICATION,
     MAX_INTEGER_CLASSES,
     MULTILABEL,
@@ -13,6 +13,7 @@ from sk_multitask.tasks import (
     encode_targets,
     fit_tasks,
     infer_task_kind,
+    split_rows,
 )
 
 
@@ -192,60 +193,6 @@ def test_encode_nullable_integer_regression_with_missing():
     assert encoded[:-1].mean() == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize(
-    "column",
-    [
-        pd.Series(["a", "b", None, "a", "c"], dtype=object),
-        pd.Series(["a", "b", None, "a", "c"]),
-        pd.Series(["a", "b", pd.NA, "a", "c"], dtype="string"),
-        pd.Series(["lo", "hi", None, "lo", "hi"], dtype=pd.CategoricalDtype(["lo", "mid", "hi"])),
-        pd.Series([True, False, True, True, False]),
-        pd.Series([True, False, pd.NA, True, False], dtype="boolean"),
-        pd.Series([3, 7, 3, 5, 7]),
-        pd.Series([3, 7, pd.NA, 5, 7], dtype="Int64"),
-    ],
-    ids=["object", "str", "string", "category", "bool", "boolean", "int", "Int64"],
-)
-def test_decode_round_trip_restores_labels_and_dtype(column):
-    column = column.rename("t")
-    task = fit_tasks(column.to_frame())["t"]
-    labelled = column.dropna()
-    encoded = task.encode(labelled)
-    index = pd.Index([f"r{i}" for i in range(len(labelled))])
-
-    decoded = task.decode(_one_hot(encoded, task.n_outputs), index=index)
-
-    assert decoded.name == "t"
-    assert decoded.dtype == column.dtype
-    assert decoded.index.equals(index)
-    assert decoded.tolist() == labelled.tolist()
-
-
-def test_decode_category_keeps_all_categories():
-    dtype = pd.CategoricalDtype(["lo", "mid", "hi"], ordered=True)
-    column = pd.Series(["lo", "hi", "lo"], dtype=dtype, name="level")
-    task = fit_tasks(column.to_frame())["level"]
-    decoded = task.decode(_one_hot(task.encode(column), task.n_outputs))
-    assert list(decoded.cat.categories) == ["lo", "mid", "hi"]
-    assert decoded.cat.ordered
-
-
-def test_decode_regression_in_original_units():
-    column = pd.Series([10.0, np.nan, 20.0, 30.0, 60.0], name="age")
-    task = fit_tasks(column.to_frame())["age"]
-    decoded = task.decode(task.encode(column.dropna()))
-    assert decoded.dtype == np.float64
-    assert decoded.name == "age"
-    np.testing.assert_allclose(decoded, [10.0, 20.0, 30.0, 60.0], rtol=1e-5)
-
-
-def test_decode_regression_accepts_column_vector():
-    column = pd.Series([1.0, 2.0, 3.0], name="x")
-    task = fit_tasks(column.to_frame())["x"]
-    decoded = task.decode(np.zeros((2, 1), dtype=np.float32))
-    np.testing.assert_allclose(decoded, [2.0, 2.0])
-
-
 def test_encode_targets_shape_and_dtype():
     y = pd.DataFrame(
         {
@@ -308,31 +255,6 @@ def test_encode_targets_gives_each_task_its_width():
     np.testing.assert_array_equal(encoded[:, 0], [1, 0, np.nan, 1, 0, 1])
 
 
-def test_multilabel_decode_thresholds_probabilities_at_one_half_in_class_order():
-    task = fit_tasks(TAGS.to_frame())["tags"]
-    logits = np.array([[2.0, -1.0, 0.5], [-3.0, -0.1, -2.0], [0.1, 0.2, 0.3]])
-    index = pd.Index(["a", "b", "c"])
-
-    decoded = task.decode(logits, index)
-    proba = task.proba(logits, index)
-
-    assert decoded.tolist() == [["bird", "dog"], [], ["bird", "cat", "dog"]]
-    assert decoded.index.equals(index) and decoded.name == "tags"
-    assert list(proba.columns) == ["bird", "cat", "dog"]
-    np.testing.assert_allclose(proba.to_numpy(), 1 / (1 + np.exp(-logits)), rtol=1e-6)  # float32
-    assert task.decode(np.empty((0, 3))).tolist() == []
-
-
-def test_classification_proba_is_a_softmax_and_regression_has_none():
-    y = pd.DataFrame({"g": ["m", "f"], "age": [1.0, 2.0]})
-    tasks = fit_tasks(y)
-    proba = tasks["g"].proba(np.array([[0.0, np.log(3.0)]]))
-    assert list(proba.columns) == ["f", "m"]
-    np.testing.assert_allclose(proba.to_numpy(), [[0.25, 0.75]], rtol=1e-6)
-    with pytest.raises(ValueError, match="task 'age' is a regression: it has no probabilities"):
-        tasks["age"].proba(np.zeros((1, 1)))
-
-
 def test_multilabel_kind_can_be_forced_and_columns_are_checked():
     tasks = fit_tasks(pd.DataFrame({"t": [["a"], None, []]}), kinds={"t": MULTILABEL})
     assert list(tasks["t"].classes_) == ["a"]
@@ -367,3 +289,71 @@ def test_check_task_names_names_the_parameter_and_the_tasks():
         ValueError, match=r"class_weight names unknown tasks \['c'\]; .* \['a', 'b'\]"
     ):
         check_task_names({"a": 1, "c": 2}, ["a", "b"], "class_weight")
+
+
+def test_a_single_category_column_gets_the_single_class_message():
+    """Issue 17: a categorical column crashed in pandas ('Categorical ... does not support
+    operation any') where an object column gets the intended message."""
+    for dtype in ["category", object]:
+        y = pd.DataFrame({"c": pd.Series(["a", "a", None], dtype=dtype)})
+        with pytest.raises(ValueError, match="target 'c' has a single class 'a'"):
+            fit_tasks(y)
+    two = fit_tasks(pd.DataFrame({"c": pd.Series(["a", "b", None], dtype="category")}))
+    assert list(two["c"].classes_) == ["a", "b"]
+
+
+def test_the_scaler_is_fitted_on_the_training_rows_only():
+    """Outliers in the validation rows leave the scaling unchanged; a label seen only
+    in the validation rows still encodes."""
+    age = [20.0, 30.0, np.nan, 40.0, 1000.0, -500.0]
+    y = pd.DataFrame({"age": age, "pet": ["cat", "dog", "cat", "dog", "bird", None]})
+    train = [0, 1, 2, 3]
+
+    tasks = fit_tasks(y, train=train)
+
+    scaler = tasks["age"].encoder
+    assert scaler.mean_[0] == pytest.approx(30.0)  # np.nanmean(age[:4])
+    assert scaler.scale_[0] == pytest.approx(np.nanstd([20.0, 30.0, 40.0]))
+    assert scaler.n_samples_seen_ == 3
+    assert list(tasks["pet"].classes_) == ["bird", "cat", "dog"]
+    np.testing.assert_allclose(
+        tasks["age"].encode(y["age"])[4:], (np.array([1000.0, -500.0]) - 30.0) / scaler.scale_[0]
+    )
+    assert fit_tasks(y)["age"].encoder.mean_[0] == pytest.approx(np.nanmean(age))  # train=None
+
+
+def test_a_regression_without_a_training_label_is_refused():
+    y = pd.DataFrame({"age": [np.nan, np.nan, 3.0]})
+    with pytest.raises(ValueError, match="'age' has no labelled cell among the training rows"):
+        fit_tasks(y, train=[0, 1])
+
+
+def test_check_task_names_of_a_kind():
+    check_task_names({"a": 1}, ["a", "b"], "regression_loss", REGRESSION, ["a"])
+    with pytest.raises(ValueError, match=r"regression_loss names tasks \['b'\] that are not regr"):
+        check_task_names({"b": 1}, ["a", "b"], "regression_loss", REGRESSION, ["a"])
+
+
+def test_split_rows_by_column_and_fraction():
+    X = pd.DataFrame({"is_valid": [False, True, False, True]})
+    train, valid = split_rows(X, 4, "is_valid", np.random.RandomState(0))
+    assert train.tolist() == [0, 2] and valid.tolist() == [1, 3]
+    train, valid = split_rows(None, 10, 0.3, np.random.RandomState(0))
+    assert len(train) == 7 and sorted([*train, *valid]) == list(range(10))
+    assert split_rows(None, 3, None, None)[1] is None
+
+
+def test_fit_scales_the_regression_by_its_training_rows(image_set):
+    """A real fit with valid_split: the validation rows' outliers leave the scaler alone."""
+    from conftest import small_estimator
+
+    data = image_set.copy()
+    valid = data["is_valid"].to_numpy()
+    data.loc[valid & data["area"].notna().to_numpy(), "area"] = 1e4
+    est = small_estimator(data, max_epochs=1).fit(data, data[["area", "shape"]])
+
+    scaler = est.tasks_["area"].encoder
+    training = data.loc[~valid, "area"]
+    assert scaler.mean_[0] == pytest.approx(training.mean())
+    assert scaler.n_samples_seen_ == training.notna().sum()
+    assert scaler.mean_[0] < 1.0  # areas are fractions of the image; the outliers are out

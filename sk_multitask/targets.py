@@ -1,4 +1,4 @@
-"""Task kinds, their inference from ``y``'s dtypes, per-task target encoders.
+"""Task kinds, their inference from ``y``'s dtypes, per-task target encoders, y checks.
 
 Each column of ``y`` is one task. A classification task encodes its observed labels
 with :class:`~sklearn.preprocessing.LabelEncoder`; a regression task standardises
@@ -6,7 +6,8 @@ with :class:`~sklearn.preprocessing.StandardScaler` (which ignores NaN); a multi
 task (cells that are lists, sets or tuples of labels) binarises them with
 :class:`~sklearn.preprocessing.MultiLabelBinarizer`, one column per label. Missing cells
 (NaN, None, ``pd.NA``) become NaN in the encoded targets and are masked in the loss:
-they are never a class. An empty list is a labelled cell with no label.
+they are never a class. An empty list is a labelled cell with no label. Decoding the
+network's outputs back to labels and values is :mod:`sk_multitask.outputs`'.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-# scikit-learn is imported inside the functions that fit or rebuild encoders: the
-# torch-free ONNX predictor decodes outputs with OutputDecoder, without scikit-learn.
+# scikit-learn is imported inside the functions that need it: the torch-free ONNX
+# predictor reads task kinds and checks y through this module, without scikit-learn.
 
 __all__ = [
     "CLASSIFICATION",
@@ -26,14 +27,15 @@ __all__ = [
     "LABEL_SETS",
     "MAX_INTEGER_CLASSES",
     "MULTILABEL",
-    "OutputDecoder",
     "REGRESSION",
     "TASK_KINDS",
     "Task",
+    "binarize",
     "check_aligned",
     "check_not_inputs",
     "check_same_tasks",
     "check_targets",
+    "check_task",
     "check_task_names",
     "check_trainable",
     "data_sizes",
@@ -41,8 +43,7 @@ __all__ = [
     "fit_tasks",
     "infer_task_kind",
     "is_missing",
-    "prediction_frame",
-    "probability_frames",
+    "split_rows",
     "target_frame",
     "target_width",
 ]
@@ -68,147 +69,12 @@ MAX_INTEGER_CLASSES = 20
 IDENTIFIER_CLASS_FRACTION = 0.9
 
 
-@dataclass(frozen=True, eq=False)
-class OutputDecoder:
-    """Turns one task's head outputs into labels, values or probabilities.
-
-    Needs numpy and pandas only: :class:`Task` (the estimator) and the torch-free
-    :class:`sk_multitask.onnx.OnnxPredictor` decode with it, so they agree.
-
-    Attributes
-    ----------
-    name : hashable
-    kind : {"classification", "regression", "multilabel"}
-    dtype : dtype
-        The target column's dtype; predicted labels are cast back to it.
-    classes : ndarray or None
-        The class (or label) names, in the order of the head's outputs.
-    mean, scale : float
-        The standardisation a regression head's output is inverted with.
-
-    Notes
-    -----
-    A new task kind adds its branch to :meth:`decode`, :meth:`probabilities` and
-    :attr:`n_outputs`, its fitted fields to :meth:`to_dict`/:meth:`from_dict`, and its
-    encoder to :attr:`Task.decoder` and :meth:`Task.from_dict`: then the safe file, ONNX
-    metadata and the torch-free predictor carry it too.
-    """
-
-    name: object
-    kind: str
-    dtype: object
-    classes: np.ndarray | None = None
-    mean: float = 0.0
-    scale: float = 1.0
-
-    @property
-    def n_outputs(self):
-        """How many outputs the task's head has: one per class or label, or one."""
-        return 1 if self.kind == REGRESSION else len(self.classes)
-
-    @property
-    def classes_(self):
-        """The labels of a classification or multi-label task (None for a regression)."""
-        return self.classes
-
-    def decode(self, outputs, index=None):
-        """Turn the head's outputs (N, n_outputs) into a Series of labels or values.
-
-        A multi-label task gives, per row, the list of labels whose probability is
-        above 0.5, in the order of ``classes``. A row of NaN outputs (an image that
-        could not be read) decodes to a missing value: NaN, None (object labels) or
-        ``pd.NA`` (an integer or boolean dtype becomes its nullable counterpart,
-        ``Int64`` or ``boolean``).
-        """
-        outputs = np.asarray(outputs)
-        if len(outputs) == 0:
-            dtype = {CLASSIFICATION: self.dtype, MULTILABEL: object}.get(self.kind, np.float64)
-            return pd.Series([], index=index, name=self.name, dtype=dtype)
-        if self.kind == MULTILABEL:
-            classes = np.asarray(self.classes.tolist(), dtype=object)
-            labels = [  # logit > 0: probability > 0.5
-                None if np.isnan(row).any() else classes[row > 0].tolist() for row in outputs
-            ]
-            return pd.Series(labels, index=index, name=self.name, dtype=object)
-        if self.kind == CLASSIFICATION:
-            labels = pd.Series(self.classes[outputs.argmax(axis=1)], index=index, name=self.name)
-            labels = labels.astype(self.dtype)
-            missing = np.isnan(outputs).any(axis=1)
-            return _with_missing(labels, missing) if missing.any() else labels
-        values = outputs.reshape(-1).astype(np.float64) * self.scale + self.mean
-        return pd.Series(values, index=index, name=self.name, dtype=np.float64)
-
-    def probabilities(self, outputs):
-        """Probabilities (N, n_outputs), float32: a classification's softmax (rows sum
-        to 1), a multi-label task's independent sigmoids."""
-        logits = np.asarray(outputs, dtype=np.float32)
-        if self.kind == REGRESSION:
-            raise ValueError(f"task {self.name!r} is a regression: it has no probabilities")
-        if self.kind == MULTILABEL:
-            return 1 / (1 + np.exp(-logits))
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
-
-    def proba(self, outputs, index=None):
-        """:meth:`probabilities` as a DataFrame with the labels as columns."""
-        probabilities = self.probabilities(outputs)
-        return pd.DataFrame(probabilities, index=index, columns=pd.Index(self.classes))
-
-    def class_codes(self, labels):
-        """The output positions of class labels seen in fit (for the log loss)."""
-        return np.searchsorted(self.classes, labels)
-
-    def binarize(self, cells):
-        """The 0/1 indicator matrix ``(n, n_labels)`` of a multi-label task's labelled cells.
-
-        Raises
-        ------
-        ValueError
-            If a cell is not a list, set or tuple, or holds a label not seen in fit.
-        """
-        cells = list(cells)
-        _check_label_sets(self.name, cells)
-        positions = {label: i for i, label in enumerate(self.classes.tolist())}
-        unseen = set().union(*map(set, cells)) - set(positions)
-        if unseen:
-            raise ValueError(
-                f"target {self.name!r} has labels not seen in fit: {sorted(map(str, unseen))}"
-            )
-        indicators = np.zeros((len(cells), len(positions)), dtype=np.int64)
-        for row, cell in enumerate(cells):
-            indicators[row, [positions[label] for label in cell]] = 1
-        return indicators
-
-    def to_dict(self):
-        """JSON-able data that :meth:`from_dict` rebuilds the decoder from."""
-        what = f"target {self.name!r}"
-        state = {"name": _json_scalar(self.name, "the task name"), "kind": self.kind}
-        state["dtype"] = _dtype_to_dict(self.dtype, what)
-        if self.kind == REGRESSION:
-            state.update(mean=float(self.mean), scale=float(self.scale))
-        else:
-            state["classes"] = _array_to_dict(self.classes, f"the classes of {what}")
-        # A new task kind adds its fitted fields here and in from_dict.
-        return state
-
-    @classmethod
-    def from_dict(cls, state):
-        """The decoder from :meth:`to_dict`'s data."""
-        if state["kind"] not in TASK_KINDS:
-            raise ValueError(
-                f"unknown task kind {state['kind']!r} of target {state['name']!r}; "
-                f"this version knows {list(TASK_KINDS)}"
-            )
-        if state["kind"] == REGRESSION:
-            fields = {"mean": float(state["mean"]), "scale": float(state["scale"])}
-        else:
-            fields = {"classes": _array_from_dict(state["classes"])}
-        return cls(state["name"], state["kind"], _dtype_from_dict(state["dtype"]), **fields)
-
-
 @dataclass(eq=False)
 class Task:
     """One fitted target: its name, kind, encoder and the dtype it came in.
+
+    Encoding is the task's; decoding the head's outputs is its
+    :class:`~sk_multitask.outputs.OutputDecoder`'s (``OutputDecoder.from_task``).
 
     Attributes
     ----------
@@ -216,7 +82,10 @@ class Task:
         The column of ``y``.
     kind : {"classification", "regression", "multilabel"}
     encoder : LabelEncoder, StandardScaler or MultiLabelBinarizer
-        Fitted on the labelled cells of the training targets.
+        A regression's scaler is fitted on the labelled cells of the *training* rows
+        only, so that the validation labels leave the model unchanged. The classes
+        (or labels) are those of every labelled row, the validation rows included:
+        a validation label must encode.
     dtype : dtype
         The column's dtype; classification predictions are cast back to it.
     """
@@ -259,7 +128,7 @@ class Task:
         if not labelled.any():
             return encoded
         if self.kind == MULTILABEL:
-            encoded[labelled] = self.binarize(values)
+            encoded[labelled] = binarize(self.name, self.classes_, values)
         elif self.kind == CLASSIFICATION:
             unseen = ~np.isin(values, self.encoder.classes_)
             if unseen.any():
@@ -273,62 +142,37 @@ class Task:
             encoded[labelled] = self.encoder.transform(values.reshape(-1, 1)).ravel()
         return encoded
 
-    @property
-    def decoder(self):
-        """The :class:`OutputDecoder` of the fitted task."""
-        if self.kind == REGRESSION:
-            mean, scale = float(self.encoder.mean_[0]), float(self.encoder.scale_[0])
-            return OutputDecoder(self.name, self.kind, self.dtype, mean=mean, scale=scale)
-        return OutputDecoder(self.name, self.kind, self.dtype, classes=self.encoder.classes_)
-
-    def binarize(self, cells):
-        """A multi-label task's 0/1 indicators (:meth:`OutputDecoder.binarize`)."""
-        return self.decoder.binarize(cells)
-
-    def decode(self, outputs, index=None):
-        """The head's outputs as labels or values (:meth:`OutputDecoder.decode`)."""
-        return self.decoder.decode(outputs, index)
-
-    def probabilities(self, outputs):
-        """Probabilities (N, n_outputs) (:meth:`OutputDecoder.probabilities`)."""
-        return self.decoder.probabilities(outputs)
-
-    def proba(self, outputs, index=None):
-        """Probabilities as a DataFrame with the labels as columns."""
-        return self.decoder.proba(outputs, index)
-
-    def class_codes(self, labels):
-        """The output positions of class labels seen in fit."""
-        return self.decoder.class_codes(labels)
-
-    def to_dict(self):
-        """The fitted task as JSON-able data (name, kind, dtype, classes or scaling)."""
-        state = self.decoder.to_dict()
-        if self.kind == REGRESSION:
-            state["n_samples_seen"] = int(self.encoder.n_samples_seen_)
-        return state
-
-    @classmethod
-    def from_dict(cls, state):
-        """The fitted task from :meth:`to_dict`'s data, its encoder rebuilt."""
-        from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer, StandardScaler
-
-        decoder = OutputDecoder.from_dict(state)
-        if decoder.kind == REGRESSION:
-            encoder = StandardScaler()
-            encoder.mean_ = np.array([decoder.mean])
-            encoder.scale_ = np.array([decoder.scale])
-            encoder.var_ = encoder.scale_**2
-            encoder.n_features_in_ = 1
-            encoder.n_samples_seen_ = np.int64(state["n_samples_seen"])
-        else:
-            encoder = LabelEncoder() if decoder.kind == CLASSIFICATION else MultiLabelBinarizer()
-            encoder.classes_ = decoder.classes
-        return cls(decoder.name, decoder.kind, encoder, decoder.dtype)
-
     def __repr__(self):
         detail = "" if self.kind == REGRESSION else f", classes={list(self.classes_)}"
         return f"Task(name={self.name!r}, kind={self.kind!r}{detail})"
+
+
+def binarize(name, classes, cells):
+    """The 0/1 indicator matrix ``(n, n_labels)`` of a multi-label task's labelled cells.
+
+    Parameters
+    ----------
+    name : hashable
+        The task, for the messages.
+    classes : ndarray
+        The task's labels, in the order of its outputs.
+    cells : iterable of lists, sets or tuples of labels
+
+    Raises
+    ------
+    ValueError
+        If a cell is not a list, set or tuple, or holds a label not in ``classes``.
+    """
+    cells = list(cells)
+    _check_label_sets(name, cells)
+    positions = {label: i for i, label in enumerate(classes.tolist())}
+    unseen = set().union(*map(set, cells)) - set(positions)
+    if unseen:
+        raise ValueError(f"target {name!r} has labels not seen in fit: {sorted(map(str, unseen))}")
+    indicators = np.zeros((len(cells), len(positions)), dtype=np.int64)
+    for row, cell in enumerate(cells):
+        indicators[row, [positions[label] for label in cell]] = 1
+    return indicators
 
 
 def target_width(kind, n_outputs):
@@ -348,87 +192,6 @@ def _check_label_sets(name, cells):
             f"target {name!r} is a multilabel task, but some of its labelled cells are "
             f"not lists, sets or tuples of labels, e.g. {not_sets[0]!r}"
         )
-
-
-def _with_missing(labels, missing):
-    """``labels`` with the rows ``missing`` missing, in a dtype that can hold them."""
-    if isinstance(labels.dtype, np.dtype) and labels.dtype.kind in "biu":
-        labels = labels.astype(pd.array(labels.to_numpy()[:0]).dtype)  # Int64, boolean...
-    return labels.mask(missing, None) if labels.dtype == object else labels.mask(missing)
-
-
-def _json_scalar(value, what):
-    """``value`` as a JSON scalar (str, int, float, bool or None), else a ValueError."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    raise ValueError(
-        f"{what} holds {value!r} ({type(value).__name__}), which cannot be saved: only "
-        "strings, numbers and booleans can"
-    )
-
-
-def _array_to_dict(array, what):
-    return {"dtype": array.dtype.str, "values": [_json_scalar(v, what) for v in array.tolist()]}
-
-
-def _array_from_dict(state):
-    return np.array(state["values"], dtype=np.dtype(state["dtype"]))
-
-
-def _dtype_to_dict(dtype, what):
-    """A column dtype as JSON-able data; categories and string storage are kept."""
-    if isinstance(dtype, pd.CategoricalDtype):
-        categories = np.asarray(dtype.categories)
-        return {
-            "name": "category",
-            "categories": _array_to_dict(categories, f"the categories of {what}"),
-            "ordered": bool(dtype.ordered),
-        }
-    if isinstance(dtype, pd.StringDtype):
-        return {"name": "string", "storage": dtype.storage, "na_nan": dtype.na_value is not pd.NA}
-    return {"name": str(dtype)}
-
-
-def _dtype_from_dict(state):
-    if state["name"] == "category":
-        categories = _array_from_dict(state["categories"])
-        return pd.CategoricalDtype(categories, ordered=state["ordered"])
-    if state["name"] == "string":
-        if state["na_nan"]:  # pandas 3's default "str"
-            return pd.StringDtype(state["storage"], na_value=np.nan)
-        return pd.StringDtype(state["storage"])
-    return ptypes.pandas_dtype(state["name"])
-
-
-def prediction_frame(decoders, outputs, index):
-    """What ``predict`` returns: one column per task, labels or values, ``index``.
-
-    Parameters
-    ----------
-    decoders : dict
-        Task name to :class:`OutputDecoder`.
-    outputs : dict
-        Task name to its head's outputs (N, n_outputs).
-    index : pandas Index
-    """
-    return pd.DataFrame(
-        {name: decoder.decode(outputs[name], index) for name, decoder in decoders.items()},
-        index=index,
-    )
-
-
-def probability_frames(decoders, outputs, index):
-    """What ``predict_proba`` returns: per classification or multi-label task, a DataFrame
-    with the labels as columns."""
-    return {
-        name: pd.DataFrame(
-            decoder.probabilities(outputs[name]), index=index, columns=pd.Index(decoder.classes)
-        )
-        for name, decoder in decoders.items()
-        if decoder.kind != REGRESSION
-    }
 
 
 def infer_task_kind(column):
@@ -460,7 +223,7 @@ def infer_task_kind(column):
     if ptypes.is_integer_dtype(dtype):
         few = column.nunique(dropna=True) <= MAX_INTEGER_CLASSES
         return CLASSIFICATION if few else REGRESSION
-    if ptypes.is_object_dtype(dtype) and column.dropna().map(_is_label_set).any():
+    if ptypes.is_object_dtype(dtype) and _has_label_sets(column.dropna()):
         _check_label_sets(column.name, column.dropna())
         return MULTILABEL
     if ptypes.is_string_dtype(dtype) or ptypes.is_object_dtype(dtype):
@@ -471,12 +234,13 @@ def infer_task_kind(column):
     )
 
 
-def _is_label_set(value):
-    return isinstance(value, LABEL_SETS)
+def _has_label_sets(cells):
+    # Not Series.map(...).any(): a categorical column maps to a Categorical, which has no any().
+    return any(isinstance(cell, LABEL_SETS) for cell in cells)
 
 
-def fit_tasks(y, kinds=None):
-    """Infer (or take) each column's kind and fit its encoder on the labelled cells.
+def fit_tasks(y, kinds=None, train=None):
+    """Infer (or take) each column's kind and fit its encoder.
 
     Parameters
     ----------
@@ -485,11 +249,22 @@ def fit_tasks(y, kinds=None):
     kinds : dict, optional
         Task name to ``"classification"``, ``"regression"`` or ``"multilabel"``,
         overriding inference.
+    train : array of row positions, optional
+        The training rows: a regression's scaler is fitted on their labelled cells
+        only. The classes (or labels) come from every labelled row, so that a
+        validation label encodes. None: every row trains.
 
     Returns
     -------
     dict
         Task name to fitted :class:`Task`, in ``y``'s column order.
+
+    Examples
+    --------
+    >>> y = pd.DataFrame({"age": [20.0, 40.0, 90.0], "pet": ["cat", "dog", "cat"]})
+    >>> tasks = fit_tasks(y, train=[0, 1])  # row 2 is a validation row
+    >>> tasks["age"].encoder.mean_, list(tasks["pet"].classes_)
+    (array([30.]), ['cat', 'dog'])
     """
     kinds = dict(kinds or {})
     check_task_names(kinds, y.columns, "tasks")
@@ -499,6 +274,7 @@ def fit_tasks(y, kinds=None):
                 f"unknown task kind {kind!r} for target {name!r}; "
                 f"expected one of {list(TASK_KINDS)}"
             )
+    train = np.arange(len(y)) if train is None else np.asarray(train, dtype=np.intp)
     tasks = {}
     for name in y.columns:
         column = y[name]
@@ -506,52 +282,70 @@ def fit_tasks(y, kinds=None):
         if labelled.empty:
             raise ValueError(f"target {name!r} has no labelled cell: every value is missing")
         kind = kinds.get(name) or infer_task_kind(column)
-        tasks[name] = Task(name, kind, _fit_encoder(name, kind, labelled), column.dtype)
+        if kind == MULTILABEL:
+            encoder = _fit_labels(name, labelled)
+        elif _has_label_sets(labelled):
+            raise ValueError(
+                f"target {name!r} holds lists of labels, so it cannot be a {kind} task; "
+                f"it is a multi-label task (tasks={{{name!r}: 'multilabel'}})"
+            )
+        elif kind == CLASSIFICATION:
+            encoder = _fit_classes(name, labelled)
+        else:
+            encoder = _fit_scaler(name, labelled, column.iloc[train].dropna())
+        tasks[name] = Task(name, kind, encoder, column.dtype)
     return tasks
 
 
-def _fit_encoder(name, kind, labelled):
-    from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer, StandardScaler
+def _fit_labels(name, labelled):
+    from sklearn.preprocessing import MultiLabelBinarizer
 
-    if kind == MULTILABEL:
-        _check_label_sets(name, labelled)
-        encoder = MultiLabelBinarizer().fit(labelled.tolist())
-        if len(encoder.classes_) == 0:
-            raise ValueError(f"target {name!r} is a multilabel task with no label in any cell")
-        return encoder
-    if labelled.map(_is_label_set).any():
+    _check_label_sets(name, labelled)
+    encoder = MultiLabelBinarizer().fit(labelled.tolist())
+    if len(encoder.classes_) == 0:
+        raise ValueError(f"target {name!r} is a multilabel task with no label in any cell")
+    return encoder
+
+
+def _fit_classes(name, labelled):
+    from sklearn.preprocessing import LabelEncoder
+
+    try:
+        encoder = LabelEncoder().fit(labelled.to_numpy())
+    except TypeError as exc:  # labels of several types that cannot be sorted together
+        types = sorted({type(label).__name__ for label in labelled})
         raise ValueError(
-            f"target {name!r} holds lists of labels, so it cannot be a {kind} task; "
-            f"it is a multi-label task (tasks={{{name!r}: 'multilabel'}})"
+            f"target {name!r} mixes labels of types {types}, which cannot be ordered "
+            f"together; convert the column to one type (e.g. y[{name!r}].astype(str))"
+        ) from exc
+    if len(encoder.classes_) < 2:
+        raise ValueError(
+            f"target {name!r} has a single class {encoder.classes_[0]!r}; "
+            "a classification task needs at least two"
         )
-    if kind == CLASSIFICATION:
-        try:
-            encoder = LabelEncoder().fit(labelled.to_numpy())
-        except TypeError as exc:  # labels of several types that cannot be sorted together
-            types = sorted({type(label).__name__ for label in labelled})
-            raise ValueError(
-                f"target {name!r} mixes labels of types {types}, which cannot be ordered "
-                f"together; convert the column to one type (e.g. y[{name!r}].astype(str))"
-            ) from exc
-        if len(encoder.classes_) < 2:
-            raise ValueError(
-                f"target {name!r} has a single class {encoder.classes_[0]!r}; "
-                "a classification task needs at least two"
-            )
-        n_classes, n_labelled = len(encoder.classes_), len(labelled)
-        if n_labelled > MAX_INTEGER_CLASSES and n_classes > IDENTIFIER_CLASS_FRACTION * n_labelled:
-            raise ValueError(
-                f"target {name!r} looks like an identifier, not a classification: "
-                f"{n_classes} classes for {n_labelled} labelled cells (e.g. "
-                f"{list(encoder.classes_[:3])}). Leave it out of y; if it is a number, "
-                f"pass tasks={{{name!r}: 'regression'}}"
-            )
-        return encoder
+    n_classes, n_labelled = len(encoder.classes_), len(labelled)
+    if n_labelled > MAX_INTEGER_CLASSES and n_classes > IDENTIFIER_CLASS_FRACTION * n_labelled:
+        raise ValueError(
+            f"target {name!r} looks like an identifier, not a classification: "
+            f"{n_classes} classes for {n_labelled} labelled cells (e.g. "
+            f"{list(encoder.classes_[:3])}). Leave it out of y; if it is a number, "
+            f"pass tasks={{{name!r}: 'regression'}}"
+        )
+    return encoder
+
+
+def _fit_scaler(name, labelled, training):
+    """A regression's scaler, fitted on its labelled training cells ``training``."""
+    from sklearn.preprocessing import StandardScaler
+
     if not ptypes.is_numeric_dtype(labelled.dtype) or ptypes.is_bool_dtype(labelled.dtype):
         raise ValueError(
             f"target {name!r} is a regression task but its dtype {labelled.dtype} is not numeric"
         )
-    values = _finite_values(name, labelled.to_numpy()).reshape(-1, 1)
+    _finite_values(name, labelled.to_numpy())  # the validation values too
+    if training.empty:
+        raise _no_training_label(name)
+    values = training.to_numpy().astype(np.float64).reshape(-1, 1)
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
         scaler = StandardScaler().fit(values)
     if not (np.isfinite(scaler.mean_).all() and np.isfinite(scaler.var_).all()):
@@ -562,7 +356,14 @@ def _fit_encoder(name, kind, labelled):
     return scaler
 
 
-def check_task_names(mapping, task_names, parameter):
+def _no_training_label(name):
+    return ValueError(
+        f"target {name!r} has no labelled cell among the training rows "
+        "(its labels are all in the validation rows)"
+    )
+
+
+def check_task_names(mapping, task_names, parameter, kind=None, of_kind=None):
     """Refuse a per-task dict that names something that is not a task.
 
     Every parameter keyed by task name (``tasks``, ``loss_weights``, the metrics of
@@ -577,11 +378,17 @@ def check_task_names(mapping, task_names, parameter):
         The tasks (the columns of ``y``).
     parameter : str
         The parameter's name, for the message.
+    kind : str, optional
+        The task kind the parameter applies to (e.g. ``class_weight``: classification);
+        then ``of_kind`` are the tasks of that kind, and naming another task is an error.
+    of_kind : iterable, optional
+        The tasks of kind ``kind``.
 
     Raises
     ------
     ValueError
-        Naming the parameter, the unknown keys and the tasks.
+        Naming the parameter, the unknown keys and the tasks (or the tasks of another
+        kind).
 
     Examples
     --------
@@ -597,6 +404,26 @@ def check_task_names(mapping, task_names, parameter):
         raise ValueError(
             f"{parameter} names unknown tasks {unknown}; the tasks (columns of y) are {names}"
         )
+    if kind is not None:
+        of_kind = list(of_kind)
+        wrong = [key for key in mapping or {} if key not in of_kind]
+        if wrong:
+            raise ValueError(f"{parameter} names tasks {wrong} that are not {kind} tasks")
+
+
+def check_task(name, task_names):
+    """Refuse a task name (e.g. ``top_losses(task=...)``) that is not one of ``task_names``.
+
+    Examples
+    --------
+    >>> check_task("size", ["age", "gender"])
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown task 'size'; tasks are ['age', 'gender']
+    """
+    names = list(task_names)
+    if name not in names:
+        raise ValueError(f"unknown task {name!r}; tasks are {names}")
 
 
 def check_not_inputs(y, image_col=None, valid_col=None):
@@ -789,12 +616,45 @@ def check_trainable(y_train):
     """
     if len(y_train) < 2:
         raise ValueError(
-            "need at least 2 training rows (outside the validation split); "
-            f"got {len(y_train)}"
+            f"need at least 2 training rows (outside the validation split); got {len(y_train)}"
         )
     for name in y_train.columns:
         if y_train[name].isna().all():
+            raise _no_training_label(name)
+
+
+def split_rows(X, n, valid_split, rng):
+    """Positions of the training and validation rows (validation None: none held out).
+
+    Parameters
+    ----------
+    X : image input
+        A DataFrame when ``valid_split`` names its boolean validation column.
+    n : int
+        The number of rows.
+    valid_split : float, str or None
+        A fraction held out at random, a column of ``X``, or None.
+    rng : RandomState
+    """
+    from sklearn.model_selection import train_test_split
+
+    if valid_split is None:
+        return np.arange(n), None
+    if isinstance(valid_split, str):
+        if not isinstance(X, pd.DataFrame) or valid_split not in X.columns:
             raise ValueError(
-                f"target {name!r} has no labelled cell among the training rows "
-                "(its labels are all in the validation rows)"
+                f"valid_split={valid_split!r} names a column that X does not "
+                "have; pass a DataFrame X with that boolean column, a fraction, or None"
             )
+        column = X[valid_split]
+        if not pd.api.types.is_bool_dtype(column.dtype) or column.isna().any():
+            raise ValueError(
+                f"the valid_split column {valid_split!r} must be boolean "
+                f"without missing values; its dtype is {column.dtype}"
+            )
+        is_valid = column.to_numpy(dtype=bool)
+        return np.flatnonzero(~is_valid), (np.flatnonzero(is_valid) if is_valid.any() else None)
+    try:
+        return train_test_split(np.arange(n), test_size=valid_split, random_state=rng)
+    except ValueError as exc:
+        raise ValueError(f"cannot hold out valid_split={valid_split} of {n} rows: {exc}") from exc

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_task_names, target_width
-from .weighting import is_weight
+from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, check_task_names, target_width
+from .weighting import check_class_weights, is_weight
 
 __all__ = ["LOSS_WEIGHTINGS", "REGRESSION_LOSSES", "MaskedMultiTaskLoss"]
 
@@ -104,7 +104,7 @@ class MaskedMultiTaskLoss(nn.Module):
 
     def _static_weights(self, loss_weights):
         loss_weights = dict(loss_weights or {})
-        self._check_names("loss_weights", loss_weights)
+        check_task_names(loss_weights, self.names, "loss_weights")
         weights = [loss_weights.get(name, 1.0) for name in self.names]
         if not all(map(is_weight, weights)):
             raise ValueError(
@@ -116,7 +116,7 @@ class MaskedMultiTaskLoss(nn.Module):
         """Task name to its per-cell loss function, for every regression task."""
         regression = [name for name, kind, _ in self.task_specs if kind == REGRESSION]
         chosen = regression_loss if isinstance(regression_loss, dict) else {}
-        self._check_names("regression_loss", chosen, allowed=regression, kind="regression")
+        check_task_names(chosen, self.names, "regression_loss", REGRESSION, regression)
         default = "mse" if isinstance(regression_loss, dict) else regression_loss
         losses = {}
         for name in regression:
@@ -131,26 +131,9 @@ class MaskedMultiTaskLoss(nn.Module):
 
     def _class_weights(self, class_weight):
         """Task name to a float tensor of class weights, checked against the task."""
-        class_weight = dict(class_weight or {})
         n_classes = {name: n for name, kind, n in self.task_specs if kind == CLASSIFICATION}
-        self._check_names("class_weight", class_weight, allowed=n_classes, kind="classification")
-        tensors = {}
-        for name, weights in class_weight.items():
-            weights = list(weights)
-            if len(weights) != n_classes[name] or not all(map(is_weight, weights)):
-                raise ValueError(
-                    f"class_weight of task {name!r} must be {n_classes[name]} finite "
-                    f"non-negative numbers (one per class), got {weights}"
-                )
-            tensors[name] = torch.tensor([float(w) for w in weights])
-        return tensors
-
-    def _check_names(self, parameter, given, allowed=None, kind=None):
-        check_task_names(given, self.names, parameter)
-        if allowed is not None:
-            wrong = [name for name in given if name not in allowed]
-            if wrong:
-                raise ValueError(f"{parameter} names tasks {wrong} that are not {kind} tasks")
+        weights = check_class_weights(class_weight, self.names, n_classes)
+        return {name: torch.tensor(w, dtype=torch.float32) for name, w in weights.items()}
 
     def split_outputs(self, y_pred):
         """The network's concatenated outputs, split into one tensor per task."""

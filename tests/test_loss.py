@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sk_multitask.criterion import MaskedMultiTaskLoss
+from sk_multitask.loss import MaskedMultiTaskLoss
 from sk_multitask.module import MultiTaskModule, SimpleCNN
 
 NAN = float("nan")

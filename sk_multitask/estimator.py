@@ -20,7 +20,11 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
+from .backbones import has_pretrained_weights
+from .build import build_net, prepare_fit, rebuild_net
 from .cache import cached_images
+from .callbacks import LR_SCHEDULES, load_checkpoint
+from .config import TrainingConfig, WarmStart, resolve_device, seeded
 from .criterion import LOSS_WEIGHTINGS, REGRESSION_LOSSES
 from .data import (
     ImageDataset,
@@ -28,14 +32,10 @@ from .data import (
     resolve_images,
     warn_skipped,
 )
-from .backbones import has_pretrained_weights
-from .build import build_net, prepare_fit, rebuild_net
-from .callbacks import LR_SCHEDULES, load_checkpoint
-from .config import TrainingConfig, WarmStart, resolve_device, seeded
 from .distributed import dask_worker_threads
 from .lr_finder import find_lr
-from .net import OPTIMIZERS, AcceleratedMultiTaskNet
 from .metrics import evaluate_tasks, per_class_metrics, task_scores, top_loss_table
+from .net import OPTIMIZERS, AcceleratedMultiTaskNet
 from .persistence import VersionedPickleMixin, read_model, save
 from .tasks import (
     check_aligned,

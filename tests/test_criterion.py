@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sk_multitask.criterion import MaskedMultiTaskLoss
 from sk_multitask.backbones import SimpleCNN
+from sk_multitask.criterion import MaskedMultiTaskLoss
 from sk_multitask.model import MultiTaskModule
 
 NAN = float("nan")

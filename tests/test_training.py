@@ -17,8 +17,8 @@ from sklearn.model_selection import KFold, cross_validate
 from skorch.callbacks import Callback, EarlyStopping
 
 from sk_multitask import MultiTaskImageEstimator
-from sk_multitask.cli import main as cli_main
 from sk_multitask.backbones import SimpleCNN
+from sk_multitask.cli import main as cli_main
 
 
 class _Record(Callback):

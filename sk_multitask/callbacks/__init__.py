@@ -52,4 +52,5 @@ __all__ = [
     "net_state",
     "progress_bar",
     "run_fingerprint",
+    "task_metrics",
 ]

@@ -30,7 +30,8 @@ def run_fingerprint(params, images, targets, train, valid):
         files = images
     else:
         files = [(os.fspath(path), *_file_stamp(path)) for path in images]
-    data = [files, np.asarray(targets), np.asarray(train), None if valid is None else np.asarray(valid)]
+    valid = None if valid is None else np.asarray(valid)
+    data = [files, np.asarray(targets), np.asarray(train), valid]
     try:
         return joblib.hash([params, *data])
     except (pickle.PicklingError, TypeError, AttributeError):

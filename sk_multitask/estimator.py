@@ -225,6 +225,9 @@ class MultiTaskImageEstimator(
     data_sizes_ : DataFrame
         Rows and labelled cells of each task (index ``rows``, then the tasks) in the
         ``train`` and ``valid`` parts of the data given to ``fit``.
+    pretrained_ : bool
+        Whether the backbone started from pretrained weights (in the first fit, for a
+        warm start): a ``warm_start`` fit keeps their recipe (``backbone_lr_scale``).
     skipped_images_ : list of str
         The image files left out of training (``on_bad_image="skip"``); empty when
         every image was read.

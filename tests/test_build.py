@@ -39,5 +39,6 @@ def test_a_warm_start_after_load_keeps_the_pretrained_backbone_rate(image_set, t
     loaded.set_params(warm_start=True, max_epochs=1).fit(image_set, y)
 
     assert loaded.pretrained_
-    assert _backbone_rate_scale(loaded) == pytest.approx(0.1)  # was 1.0: the loaded module lost its marker
+    # Was 1.0: the loaded module had lost its "pretrained" marker.
+    assert _backbone_rate_scale(loaded) == pytest.approx(0.1)
     assert len(loaded.history_) == 2

@@ -70,9 +70,8 @@ def test_the_fingerprint_tells_parameters_and_data_apart():
 
     same = run_fingerprint(params, images, targets, train, None)
 
-    assert same == run_fingerprint(
-        TrainingConfig(callbacks=[_LockedCallback()]).learning_params(), images, targets, train, None
-    )
+    again = TrainingConfig(callbacks=[_LockedCallback()]).learning_params()
+    assert same == run_fingerprint(again, images, targets, train, None)
     assert same != run_fingerprint({**params, "lr": 0.5}, images, targets, train, None)
     assert same != run_fingerprint(params, images, targets + 1, train, None)
     assert same != run_fingerprint(params, images, targets, train[:2], np.array([2]))

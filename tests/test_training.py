@@ -302,14 +302,14 @@ def test_a_diverging_fit_stops_with_an_error(image_set):
 _CHILD = """
 import sys, time
 import pandas as pd
-import sk_multitask.callbacks.checkpoint as checkpoint
+import sk_multitask.callbacks as callbacks
 from sk_multitask import MultiTaskImageEstimator
 
-write = checkpoint.EpochCheckpoint.on_epoch_end
+write = callbacks.EpochCheckpoint.on_epoch_end
 def slow_write(self, net, **kwargs):  # time for the parent to kill mid-fit
     write(self, net, **kwargs)
     time.sleep(2)
-checkpoint.EpochCheckpoint.on_epoch_end = slow_write
+callbacks.EpochCheckpoint.on_epoch_end = slow_write
 
 import torch
 torch.set_num_threads(int(sys.argv[3]))  # float sums depend on the thread count

@@ -1,17 +1,17 @@
 """Every skorch callback of a fit, by concern.
 
-- :class:`TaskScoring`, :func:`epoch_table`, :func:`progress_bar` (``scoring``): per-task
+- :class:`TaskScoring`, :func:`epoch_table`, :func:`progress_bar` (``_scoring``): per-task
   losses and metrics of every epoch, and how they are shown;
-- :class:`FineTuneSchedule` (``schedule``): the learning rates, with frozen first epochs;
-- :class:`ResumableEarlyStopping`, :class:`FiniteLoss` (``stopping``): ending a fit;
-- :class:`EpochCheckpoint` (``checkpoint``): what resuming needs, after every epoch;
-- :class:`DynamicWeightAverage` (``weighting``): the task weights of ``loss_weights="dwa"``;
-- :func:`check_callbacks`, :func:`copy_callbacks` (``user``): the user's own callbacks.
+- :class:`FineTuneSchedule` (``_schedule``): the learning rates, with frozen first epochs;
+- :class:`ResumableEarlyStopping`, :class:`FiniteLoss` (``_stopping``): ending a fit;
+- :class:`EpochCheckpoint` (``_checkpoint``): what resuming needs, after every epoch;
+- :class:`DynamicWeightAverage` (``_weighting``): the task weights of ``loss_weights="dwa"``;
+- :func:`check_callbacks`, :func:`copy_callbacks` (``_user``): the user's own callbacks.
 """
 
-from .checkpoint import EpochCheckpoint, load_checkpoint, run_fingerprint
-from .schedule import LR_SCHEDULES, FineTuneSchedule
-from .scoring import (
+from ._checkpoint import EpochCheckpoint, load_checkpoint, run_fingerprint
+from ._schedule import LR_SCHEDULES, FineTuneSchedule
+from ._scoring import (
     EpochTable,
     TaskScoring,
     batch_task_stats,
@@ -19,7 +19,7 @@ from .scoring import (
     progress_bar,
     task_metrics,
 )
-from .stopping import (
+from ._stopping import (
     FiniteLoss,
     ResumableEarlyStopping,
     StopTraining,
@@ -28,8 +28,8 @@ from .stopping import (
     monitor_direction,
     net_state,
 )
-from .user import check_callbacks, copy_callbacks
-from .weighting import DynamicWeightAverage
+from ._user import check_callbacks, copy_callbacks
+from ._weighting import DynamicWeightAverage
 
 __all__ = [
     "LR_SCHEDULES",

@@ -13,7 +13,7 @@ import torch
 from skorch.callbacks import Callback
 from skorch.history import History
 
-from .stopping import load_net_state, net_state
+from ._stopping import load_net_state, net_state
 
 __all__ = ["EpochCheckpoint", "load_checkpoint", "run_fingerprint"]
 

@@ -7,7 +7,7 @@ import math
 import torch
 from skorch.callbacks import Callback, EarlyStopping
 
-from .scoring import TaskScoring
+from ._scoring import TaskScoring
 
 __all__ = [
     "FiniteLoss",
@@ -141,6 +141,7 @@ def net_state(net):
 
 
 def load_net_state(net, state):
+    """Load a :func:`net_state` into ``net``'s module and criterion."""
     for name, values in state.items():
         getattr(net, name).load_state_dict(values)
 

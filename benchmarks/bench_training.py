@@ -46,11 +46,12 @@ import torch
 from PIL import Image
 
 from sk_multitask import MultiTaskImageEstimator
+from sk_multitask.backbones import build_backbone
+from sk_multitask.config import TrainingConfig, resolve_num_workers
 from sk_multitask.datasets import make_multitask_images
 from sk_multitask.loss import MaskedMultiTaskLoss
-from sk_multitask.module import MultiTaskModule, build_backbone
+from sk_multitask.model import MultiTaskModule
 from sk_multitask.targets import encode_targets, fit_tasks
-from sk_multitask.training import resolve_num_workers
 
 TARGETS = ["color", "shape", "area"]
 PEAKS = {}  # peak RSS at the end of fit, before predicting
@@ -335,7 +336,7 @@ def main():
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.num_workers == "auto":
-        args.num_workers = resolve_num_workers(MultiTaskImageEstimator(device=args.device), False)
+        args.num_workers = resolve_num_workers(TrainingConfig(device=args.device), False)
     args.num_workers = int(args.num_workers)
     if args.child:
         return child(args)

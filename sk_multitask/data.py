@@ -1,7 +1,7 @@
 """Image input: turning ``X`` into image sources, and the Dataset that decodes them.
 
 Images stay uint8 ``(3, H, W)`` tensors from decoding to the device; the network
-normalises them there (:class:`sk_multitask.module.MultiTaskModule`). Files are
+normalises them there (:class:`sk_multitask.model.MultiTaskModule`). Files are
 decoded lazily, one item at a time, so a dataset on disk is streamed, never loaded
 whole.
 """

@@ -9,36 +9,36 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
+from .backbones import has_pretrained_weights
+from .build import build_net, prepare_fit, rebuild_net
 from .cache import cached_images
+from .callbacks import LR_SCHEDULES, load_checkpoint
+from .config import TrainingConfig, WarmStart, resolve_device, seeded
 from .data import (
     ImageDataset,
     bad_image_log,
     resolve_images,
     warn_skipped,
 )
-from .distributed import dask_worker_threads, local_net, uses_accelerate
+from .distributed import dask_worker_threads
 from .loss import LOSS_WEIGHTINGS, REGRESSION_LOSSES
+from .lr_finder import find_lr
 from .metrics import evaluate_tasks, per_class_metrics, task_scores, top_loss_table
+from .net import OPTIMIZERS, AcceleratedMultiTaskNet
 from .outputs import decoders, prediction_frame, probability_frames
 from .persistence import VersionedPickleMixin, read_model, save
 from .targets import check_aligned, check_targets, check_task
-from .training import (
-    LR_SCHEDULES,
-    OPTIMIZERS,
-    find_lr,
-    load_checkpoint,
-    make_net,
-    prepare_run,
-    resolve_device,
-    restore_net,
-    seeded,
-)
 
 __all__ = ["MultiTaskImageEstimator"]
 
@@ -221,6 +221,9 @@ class MultiTaskImageEstimator(
     data_sizes_ : DataFrame
         Rows and labelled cells of each task (index ``rows``, then the tasks) in the
         ``train`` and ``valid`` parts of the data given to ``fit``.
+    pretrained_ : bool
+        Whether the backbone started from pretrained weights (in the first fit, for a
+        warm start): a ``warm_start`` fit keeps their recipe (``backbone_lr_scale``).
     skipped_images_ : list of str
         The image files left out of training (``on_bad_image="skip"``); empty when
         every image was read.
@@ -349,6 +352,7 @@ class MultiTaskImageEstimator(
         self.random_state = random_state
         self.verbose = verbose
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Train the network on images ``X`` and targets ``y``.
 
@@ -364,22 +368,25 @@ class MultiTaskImageEstimator(
         -------
         self
         """
-        self._validate_params()
-        run = prepare_run(self, X, y)
-        with seeded(run.seed, run.device), dask_worker_threads():
-            net = make_net(self, run)
-            if self.checkpoint_dir is not None:
-                load_checkpoint(net, os.fspath(self.checkpoint_dir), run.fingerprint)
-            done = len(net.history) - run.start_epoch  # resumed epochs of this fit
+        config = TrainingConfig.from_estimator(self)
+        warm = self._warm_start()
+        data = prepare_fit(config, X, y, warm)
+        plan = data.plan
+        with seeded(plan.seed, plan.device), dask_worker_threads():
+            net = build_net(config, data, warm)
+            if config.checkpoint_dir is not None:
+                load_checkpoint(net, os.fspath(config.checkpoint_dir), data.fingerprint)
+            done = len(net.history) - plan.start_epoch  # resumed epochs of this fit
             try:
-                net.partial_fit(run.train_set, epochs=self.max_epochs - done)
+                net.partial_fit(data.train_set, epochs=config.max_epochs - done)
             except KeyboardInterrupt:
                 # Ctrl-C: keep the epochs completed (if any), then stop the caller too.
-                if len(net.history) > run.start_epoch:
-                    self._set_fitted(net, run)
+                if len(net.history) > plan.start_epoch:
+                    self._set_fitted(net, data)
                 raise
-        return self._set_fitted(net, run)
+        return self._set_fitted(net, data)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def lr_find(self, X, y, start_lr=1e-7, end_lr=10.0, num_it=100):
         """Find a learning rate: the loss while the rate grows exponentially, batch by batch.
 
@@ -420,13 +427,13 @@ class MultiTaskImageEstimator(
             raise ValueError(
                 f"need 0 < start_lr < end_lr; got start_lr={start_lr!r}, end_lr={end_lr!r}"
             )
-        self._validate_params()
-        run = prepare_run(self, X, y)
-        with seeded(run.seed, run.device):
-            net = make_net(self, run)
-            return find_lr(
-                net, run.train_set, start_lr, end_lr, num_it, freeze=run.freeze_epochs > 0
-            )
+        config = TrainingConfig.from_estimator(self)
+        warm = self._warm_start()
+        data = prepare_fit(config, X, y, warm)
+        with seeded(data.plan.seed, data.plan.device):
+            net = build_net(config, data, warm)
+            freeze = data.plan.freeze_epochs > 0
+            return find_lr(net, data.train_set, start_lr, end_lr, num_it, freeze=freeze)
 
     def predict(self, X):
         """Predict every task.
@@ -613,8 +620,15 @@ class MultiTaskImageEstimator(
         cuda = torch.cuda.is_available() or not est.device.startswith("cuda")
         device = resolve_device(est.device) if cuda else "cpu"  # a GPU model loads on a CPU
         with seeded(0, device):  # building draws initial weights: keep torch's RNG as it was
-            net = restore_net(est, saved.tasks, saved.image_size, device, saved.class_weights)
+            net = rebuild_net(
+                TrainingConfig.from_estimator(est),
+                saved.tasks,
+                saved.image_size,
+                device=device,
+                class_weights=saved.class_weights,
+            )
         est.net_ = saved.restore(net)
+        est.pretrained_ = has_pretrained_weights(est.backbone, est.weights)
         est.tasks_, est.image_size_, est.history_ = saved.tasks, saved.image_size, net.history
         return est
 
@@ -673,22 +687,29 @@ class MultiTaskImageEstimator(
         check_is_fitted(self)
         return decoders(self.tasks_)
 
-    def _set_fitted(self, net, run):
-        if uses_accelerate(self.accelerator):
-            net = local_net(net)  # one process's copy: predicts alone, pickles
+    def _warm_start(self):
+        """The fitted state a ``warm_start`` fit continues (None: a new fit)."""
+        if not (self.warm_start and hasattr(self, "net_")):
+            return None
+        return WarmStart(self.net_, self.tasks_, self.image_size_, self.pretrained_)
+
+    def _set_fitted(self, net, data):
+        if isinstance(net, AcceleratedMultiTaskNet):
+            net = net.to_local()  # one process's copy: predicts alone, pickles
         # The validation set (paths, or the user's whole array) must not be pickled
         # with the model.
         net.train_split = None
-        self.tasks_ = run.tasks
-        self.data_sizes_ = run.data_sizes
-        skipped = run.skipped
-        if run.bad_images is not None:
-            skipped += run.bad_images.collect().values()
+        self.tasks_ = data.tasks
+        self.data_sizes_ = data.data_sizes
+        skipped = list(data.skipped)
+        if data.bad_images is not None:
+            skipped += data.bad_images.collect().values()
         skipped = dict(skipped)  # path: reason
         self.skipped_images_ = list(skipped)
         if skipped:
             warn_skipped(list(skipped.items()), "left out of training")
-        self.image_size_ = run.image_size
+        self.image_size_ = data.plan.image_size
+        self.pretrained_ = data.plan.pretrained
         self.net_ = net
         self.history_ = net.history
         early = dict(net.callbacks_).get("early_stopping")

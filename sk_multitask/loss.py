@@ -48,7 +48,7 @@ class MaskedMultiTaskLoss(nn.Module):
         ``log_vars``, starting at 0), the loss being ``sum_t exp(-s_t) * L_t + s_t``
         over the tasks labelled in the batch. ``"dwa"``: weights in the buffer
         ``task_weights``, 1 until set by
-        :class:`~sk_multitask.weighting.DynamicWeightAverage` each epoch.
+        :class:`~sk_multitask.callbacks.DynamicWeightAverage` each epoch.
     class_weight : dict, optional
         Classification task name to its class weights, one per output (class index
         order). The task's term is then the weighted mean of the cross-entropy over

@@ -201,7 +201,7 @@ def plot_lr_find(result):
     Examples
     --------
     >>> import pandas as pd
-    >>> from sk_multitask.training import LRFindResult
+    >>> from sk_multitask.lr_finder import LRFindResult
     >>> history = pd.DataFrame({"lr": [1e-4, 1e-3, 1e-2], "loss": [2.0, 1.5, 3.0],
     ...                         "smoothed_loss": [2.0, 1.7, 2.2]})
     >>> plot_lr_find(LRFindResult(history, 1e-3)).axes[0].get_xscale()

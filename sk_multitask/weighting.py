@@ -1,8 +1,9 @@
 """Weighting the loss: class weights for imbalanced labels, dynamic task weights.
 
 :func:`class_weights` turns the estimator's ``class_weight`` into per-class weights of
-the classification tasks; :class:`DynamicWeightAverage` is the skorch callback that
-sets the task weights of ``loss_weights="dwa"`` every epoch. The ``"uncertainty"``
+the classification tasks; :func:`dwa_weights` are the task weights of
+``loss_weights="dwa"``, set every epoch by
+:class:`~sk_multitask.callbacks.DynamicWeightAverage`. The ``"uncertainty"``
 weighting is learned inside the loss
 (:class:`~sk_multitask.loss.MaskedMultiTaskLoss`).
 """
@@ -12,20 +13,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from scipy.special import softmax
 from sklearn.utils.class_weight import compute_class_weight
-from skorch.callbacks import Callback
 
 from .targets import CLASSIFICATION, check_task_names
 
-__all__ = [
-    "DynamicWeightAverage",
-    "check_class_weights",
-    "class_weights",
-    "dwa_weights",
-    "is_weight",
-]
+__all__ = ["check_class_weights", "class_weights", "dwa_weights", "is_weight"]
 
 
 def is_weight(value):
@@ -177,26 +170,3 @@ def _ratio(last, before):
     if last is None or before is None or not (math.isfinite(last) and before > 0):
         return 1.0
     return last / before
-
-
-class DynamicWeightAverage(Callback):
-    """Set the loss's task weights by :func:`dwa_weights` at the start of every epoch.
-
-    The weighting of ``loss_weights="dwa"``: the net's criterion must be a
-    :class:`~sk_multitask.loss.MaskedMultiTaskLoss`, whose ``task_weights``
-    buffer this callback overwrites.
-
-    Parameters
-    ----------
-    temperature : float, default=2.0
-        ``T`` of the softmax: larger, the weights stay closer to 1.
-    """
-
-    def __init__(self, temperature=2.0):
-        self.temperature = temperature
-
-    def on_epoch_begin(self, net, **kwargs):
-        criterion = net.criterion_
-        # skorch opened the current epoch's row before this runs: the finished ones precede it.
-        weights = dwa_weights(net.history[:-1], criterion.names, self.temperature)
-        criterion.task_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))

@@ -13,8 +13,8 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import LRScheduler
 
 from sk_multitask import MultiTaskImageEstimator
+from sk_multitask.config import TrainingConfig, resolve_num_workers
 from sk_multitask.datasets import make_multitask_images
-from sk_multitask.training import resolve_num_workers
 
 
 def test_predict_returns_a_frame_with_original_labels_and_index(fitted, image_set):
@@ -516,14 +516,15 @@ def test_cache_trains_the_same_model_as_streaming(image_set):
 
 
 def test_auto_workers():
-    est = MultiTaskImageEstimator(device="cpu")
-    assert resolve_num_workers(est, cache=False) == 0  # the cores train the network
-    assert resolve_num_workers(est.set_params(num_workers=3), cache=True) == 3
+    def config(**params):
+        return TrainingConfig.from_estimator(MultiTaskImageEstimator(**params))
+
+    assert resolve_num_workers(config(device="cpu"), cache=False) == 0  # the cores train
+    assert resolve_num_workers(config(device="cpu", num_workers=3), cache=True) == 3
     if torch.cuda.is_available():
-        cuda = MultiTaskImageEstimator(device="cuda")
-        assert resolve_num_workers(cuda, cache=False) >= 1
-        assert resolve_num_workers(cuda, cache=True) == 0
-        assert resolve_num_workers(cuda.set_params(augment=True), cache=True) >= 1
+        assert resolve_num_workers(config(device="cuda"), cache=False) >= 1
+        assert resolve_num_workers(config(device="cuda"), cache=True) == 0
+        assert resolve_num_workers(config(device="cuda", augment=True), cache=True) >= 1
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

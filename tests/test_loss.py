@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sk_multitask.backbones import SimpleCNN
 from sk_multitask.loss import MaskedMultiTaskLoss
-from sk_multitask.module import MultiTaskModule, SimpleCNN
+from sk_multitask.model import MultiTaskModule
 
 NAN = float("nan")
 SPECS = [

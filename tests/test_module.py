@@ -9,15 +9,15 @@ import torch
 import torchvision
 from torch import nn
 
-from sk_multitask.module import (
+from sk_multitask.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    MultiTaskModule,
     SimpleCNN,
     build_backbone,
     has_pretrained_weights,
     is_torchvision_classifier,
 )
+from sk_multitask.model import MultiTaskModule
 
 SIZE = (32, 32)
 

@@ -17,8 +17,8 @@ from sklearn.model_selection import KFold, cross_validate
 from skorch.callbacks import Callback, EarlyStopping
 
 from sk_multitask import MultiTaskImageEstimator
+from sk_multitask.backbones import SimpleCNN
 from sk_multitask.cli import main as cli_main
-from sk_multitask.module import SimpleCNN
 
 
 class _Record(Callback):
@@ -302,14 +302,14 @@ def test_a_diverging_fit_stops_with_an_error(image_set):
 _CHILD = """
 import sys, time
 import pandas as pd
-import sk_multitask.training as training
+import sk_multitask.callbacks as callbacks
 from sk_multitask import MultiTaskImageEstimator
 
-write = training.EpochCheckpoint.on_epoch_end
+write = callbacks.EpochCheckpoint.on_epoch_end
 def slow_write(self, net, **kwargs):  # time for the parent to kill mid-fit
     write(self, net, **kwargs)
     time.sleep(2)
-training.EpochCheckpoint.on_epoch_end = slow_write
+callbacks.EpochCheckpoint.on_epoch_end = slow_write
 
 import torch
 torch.set_num_threads(int(sys.argv[3]))  # float sums depend on the thread count

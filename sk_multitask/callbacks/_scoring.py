@@ -1,41 +1,23 @@
-"""skorch callbacks for multitask training."""
+"""Per-task scores of every epoch, and how they are shown: the epoch table, the progress bar."""
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 
 import torch
 from skorch.callbacks import Callback, PrintLog, ProgressBar
 
-from .targets import CLASSIFICATION, MULTILABEL
+from ..targets import CLASSIFICATION, MULTILABEL
 
 __all__ = [
     "EpochTable",
     "TaskScoring",
-    "check_callbacks",
-    "copy_callbacks",
+    "batch_task_stats",
     "epoch_table",
     "progress_bar",
+    "task_metrics",
 ]
-
-
-def check_callbacks(callbacks):
-    """Refuse, naming its position, an entry of ``callbacks`` that skorch cannot use.
-
-    Each entry is a skorch :class:`~skorch.callbacks.Callback` (an instance or a
-    class) or a ``(name, callback)`` pair of a string and one.
-    """
-    for position, entry in enumerate(callbacks or []):
-        pair = isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str)
-        callback = entry[1] if pair else entry
-        is_class = isinstance(callback, type) and issubclass(callback, Callback)
-        if not (is_class or isinstance(callback, Callback)):
-            raise TypeError(
-                f"callbacks[{position}] is {entry!r}: expected a skorch Callback or a "
-                "(name, callback) pair"
-            )
 
 
 class TaskScoring(Callback):
@@ -246,30 +228,3 @@ def progress_bar(n_train, n_valid, batch_size, drop_last):
     """
     train = n_train // batch_size if drop_last else math.ceil(n_train / batch_size)
     return ProgressBar(batches_per_epoch=train + math.ceil(n_valid / batch_size))
-
-
-def copy_callbacks(callbacks):
-    """Copies of the user's callbacks (or ``(name, callback)`` pairs) for one fit.
-
-    skorch sets fitted state on the callbacks it runs; working on copies leaves the
-    estimator's ``callbacks`` parameter as it was given. A callback holding a live
-    resource that cannot be deep-copied (skorch's ``TensorBoard`` and its
-    ``SummaryWriter``) is copied shallowly: the copy writes to the same resource.
-
-    Parameters
-    ----------
-    callbacks : list or None
-
-    Returns
-    -------
-    list
-    """
-    copies = []
-    for item in callbacks or []:
-        try:
-            copies.append(copy.deepcopy(item))
-        except TypeError:  # "cannot pickle '_thread.lock' object" and the like
-            name, callback = item if isinstance(item, (tuple, list)) else (None, item)
-            shallow = copy.copy(callback)
-            copies.append(shallow if name is None else (name, shallow))
-    return copies

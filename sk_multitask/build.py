@@ -1,0 +1,347 @@
+"""Config + plan -> the skorch net: for a fit, and, on the same path, for a loaded model.
+
+:func:`prepare_fit` checks a fit's data against its :class:`~sk_multitask.config.TrainingConfig`
+and resolves its :class:`~sk_multitask.config.Plan`; :func:`build_net` builds the network,
+the criterion, the callbacks and the net from them; :func:`rebuild_net` is
+:func:`build_net` for a model read from a file (no data, no downloaded weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.utils import check_random_state
+from skorch.helper import predefined_split
+
+from .backbones import build_backbone
+from .cache import cached_images
+from .callbacks import (
+    DynamicWeightAverage,
+    EpochCheckpoint,
+    FineTuneSchedule,
+    FiniteLoss,
+    ResumableEarlyStopping,
+    TaskScoring,
+    check_callbacks,
+    check_monitor,
+    copy_callbacks,
+    epoch_table,
+    progress_bar,
+    run_fingerprint,
+)
+from .config import Plan, resolve_num_workers
+from .data import (
+    ImageDataset,
+    as_size,
+    bad_image_log,
+    check_image_size,
+    resolve_images,
+    screen_images,
+    train_transform,
+)
+from .distributed import uses_accelerate
+from .loss import MaskedMultiTaskLoss
+from .model import MultiTaskModule
+from .net import OPTIMIZERS, AcceleratedMultiTaskNet, MultiTaskNet, make_accelerator
+from .targets import (
+    check_aligned,
+    check_not_inputs,
+    check_same_tasks,
+    check_trainable,
+    data_sizes,
+    encode_targets,
+    fit_tasks,
+    split_rows,
+    target_frame,
+)
+from .weighting import class_weights
+
+__all__ = ["FitData", "build_net", "prepare_fit", "rebuild_net"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitData:
+    """A fit's checked data and plan: everything :func:`build_net` and the estimator use.
+
+    Attributes
+    ----------
+    tasks : dict
+        Task name to fitted :class:`~sk_multitask.targets.Task`.
+    plan : Plan
+    train_set, valid_set : ImageDataset or None
+    n_train : int
+        Training rows.
+    class_weights : dict or None
+        Task name to the class weights of its cross-entropy.
+    data_sizes : DataFrame or None
+        Rows and labelled cells per task, train and valid.
+    skipped : list of (str, str)
+        Image files found bad before training, with the reason.
+    bad_images : log or None
+        The log of images found bad when decoded (``on_bad_image="skip"``).
+    fingerprint : str or None
+        What the fit depends on, for its checkpoint (``checkpoint_dir``).
+    """
+
+    tasks: dict
+    plan: Plan
+    train_set: Any = None
+    valid_set: Any = None
+    n_train: int = 0
+    class_weights: dict | None = None
+    data_sizes: pd.DataFrame | None = None
+    skipped: list = dataclasses.field(default_factory=list)
+    bad_images: Any = None
+    fingerprint: str | None = None
+
+
+def prepare_fit(config, X, y, warm=None):
+    """Check the data and parameters: everything a fit (or ``lr_find``) needs but the net.
+
+    Resolves the images, screens bad ones (``on_bad_image``), splits the rows, fits the
+    tasks (or checks them against ``warm``'s, a :class:`~sk_multitask.config.WarmStart`),
+    resolves the plan and builds the datasets.
+
+    Returns
+    -------
+    FitData
+    """
+    image_size = as_size(config.image_size)
+    if warm is not None and image_size != warm.image_size:
+        raise ValueError(
+            f"warm_start: image_size {image_size} differs from the fitted {warm.image_size}"
+        )
+    X, y, images, skipped = _screened_inputs(config, X, y)
+    rng = check_random_state(config.random_state)
+    train, valid = split_rows(X, len(images), config.valid_split, rng)
+    tasks = fit_tasks(y, config.tasks, train=train)
+    if warm is not None:
+        tasks = check_same_tasks(warm.tasks, tasks)
+    targets = encode_targets(y, tasks)
+    check_trainable(y.iloc[train])
+    if config.early_stopping:
+        check_monitor(config.monitor, tasks, has_valid=valid is not None)
+    seed = None if config.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
+    plan = Plan.resolve(config, image_size, seed=seed, decoded=False, warm=warm)
+    check_image_size(images, image_size)
+    fingerprint = None
+    if config.checkpoint_dir is not None:
+        fingerprint = run_fingerprint(config.learning_params(), images, targets, train, valid)
+    bad_images = bad_image_log(config.on_bad_image)  # None: raise
+    images, decoded = cached_images(
+        images,
+        image_size,
+        cache=config.cache,
+        max_bytes=config.cache_max_bytes,
+        cache_dir=config.cache_dir,
+        num_workers=plan.num_workers,
+        bad_images=bad_images,
+    )
+    if decoded and bad_images is not None:  # rows of images that cannot be decoded train nothing
+        targets[list(bad_images.read())] = np.nan
+    train_set, valid_set = _datasets(config, image_size, images, targets, train, valid, bad_images)
+    return FitData(
+        tasks=tasks,
+        plan=dataclasses.replace(plan, num_workers=resolve_num_workers(config, cache=decoded)),
+        train_set=train_set,
+        valid_set=valid_set,
+        n_train=len(train),
+        class_weights=class_weights(config.class_weight, tasks, y.iloc[train]),
+        data_sizes=data_sizes(y, train=train, valid=valid),
+        skipped=skipped,
+        bad_images=bad_images,
+        fingerprint=fingerprint,
+    )
+
+
+def _screened_inputs(config, X, y):
+    """``X`` and ``y`` checked and aligned, the image sources, and the bad files left out."""
+    skip = config.on_bad_image == "skip"
+    images, _ = resolve_images(X, config.image_col, config.image_root, check_files=not skip)
+    check_aligned(X, y)
+    y = target_frame(y)
+    if len(y) != len(images):
+        raise ValueError(f"X has {len(images)} images but y has {len(y)} rows")
+    keep, skipped = screen_images(images, config.on_bad_image, config.check_images)
+    if not keep.all():  # rows of files found bad up front ("skip")
+        X = X.iloc[keep] if isinstance(X, (pd.DataFrame, pd.Series)) else X
+        y, images = y.iloc[keep], images[keep]
+    check_not_inputs(
+        y,
+        image_col=config.image_col if isinstance(X, pd.DataFrame) else None,
+        valid_col=config.valid_split if isinstance(config.valid_split, str) else None,
+    )
+    return X, y, images, skipped
+
+
+def _datasets(config, image_size, images, targets, train, valid, bad_images):
+    """The training and validation datasets (None: no validation)."""
+    train_set = ImageDataset(
+        images[train],
+        targets[train],
+        image_size=image_size,
+        transform=train_transform(config.augment),
+        bad_images=bad_images,
+    )
+    if valid is None:
+        return train_set, None
+    valid_set = ImageDataset(
+        images[valid], targets[valid], image_size=image_size, bad_images=bad_images
+    )
+    return train_set, valid_set
+
+
+def build_net(config, data, warm=None):
+    """The initialised skorch net that trains on ``data`` (a :class:`FitData`).
+
+    A new network, or, for a warm start (``warm``, a
+    :class:`~sk_multitask.config.WarmStart`), a copy of the fitted one with its
+    optimizer state and history.
+    """
+    if warm is None:
+        module, criterion = _network(config, data)
+    else:
+        module = copy.deepcopy(warm.net.module_)
+        criterion = copy.deepcopy(warm.net.criterion_)
+    params = _net_params(config, data, module, criterion)
+    if uses_accelerate(config.accelerator):
+        net = _accelerated_net(config, data.plan, params)
+    else:
+        net = MultiTaskNet(**params)
+    net.initialize()
+    if warm is not None:
+        net.optimizer_.load_state_dict(warm.net.optimizer_.state_dict())
+        net.history_ = copy.deepcopy(warm.net.history)
+    return net
+
+
+def rebuild_net(config, tasks, image_size, *, device, class_weights=None):
+    """An initialised net of the structure ``config`` trains, to load saved parameters into.
+
+    :func:`build_net` without data: the backbone is built without its weights (nothing
+    is downloaded); ``class_weights`` (task name to its weights) gives the criterion the
+    buffers the saved state has.
+    """
+    plan = Plan(image_size=as_size(image_size), device=device)
+    data = FitData(tasks=tasks, plan=plan, class_weights=class_weights)
+    return build_net(dataclasses.replace(config, weights=None), data)
+
+
+def _network(config, data):
+    """A new :class:`~sk_multitask.model.MultiTaskModule` and its loss."""
+    tasks, plan = data.tasks, data.plan
+    backbone, n_features, (mean, std) = build_backbone(
+        config.backbone, config.weights, plan.image_size
+    )
+    module = MultiTaskModule(
+        backbone, n_features, {n: t.n_outputs for n, t in tasks.items()}, mean, std
+    )
+    # Channels-last input: 25-35% faster convolutions on a CPU here
+    # (docs/performance.md); on CUDA, with channels-last weights, cuDNN's fastest.
+    module.channels_last = True
+    if plan.device.startswith("cuda"):
+        module.to(memory_format=torch.channels_last)
+    criterion = MaskedMultiTaskLoss(
+        [(n, t.kind, t.n_outputs) for n, t in tasks.items()],
+        config.loss_weights,
+        data.class_weights,
+        config.regression_loss,
+    )
+    return module, criterion
+
+
+def _callbacks(config, data, drop_last):
+    """The recipe's callbacks, in order: per-task scoring, the non-finite loss check, the
+    learning-rate schedule, dynamic weight average (``loss_weights="dwa"``), early
+    stopping, the progress bar (``verbose``), the user's ``callbacks`` (copied), and the
+    checkpoint (``checkpoint_dir``), last, so that it saves what every other recorded."""
+    plan = data.plan
+    schedule = FineTuneSchedule(
+        config.lr_schedule,
+        lr=config.lr,
+        backbone_lr_scale=plan.backbone_lr_scale,
+        freeze_epochs=plan.freeze_epochs,
+        max_epochs=int(config.max_epochs),  # torch's schedulers want int
+        start_epoch=plan.start_epoch,
+    )
+    callbacks = [
+        ("task_scoring", TaskScoring(data.tasks)),
+        ("finite_loss", FiniteLoss()),
+        ("lr_schedule", schedule),
+    ]
+    if isinstance(config.loss_weights, str) and config.loss_weights == "dwa":
+        callbacks.append(("dynamic_weight_average", DynamicWeightAverage()))
+    if config.early_stopping:
+        stopping = ResumableEarlyStopping(
+            config.monitor, config.patience, start_epoch=plan.start_epoch
+        )
+        callbacks.append(("early_stopping", stopping))
+    if config.verbose:
+        n_valid = 0 if data.valid_set is None else len(data.valid_set)
+        bar = progress_bar(data.n_train, n_valid, config.batch_size, drop_last)
+        callbacks.append(("progress_bar", bar))
+    check_callbacks(config.callbacks)
+    callbacks += copy_callbacks(config.callbacks)
+    if config.checkpoint_dir is not None:
+        checkpoint = EpochCheckpoint(os.fspath(config.checkpoint_dir), data.fingerprint)
+        callbacks.append(("checkpoint", checkpoint))
+    return callbacks
+
+
+def _net_params(config, data, module, criterion):
+    """The keyword arguments of the :class:`~sk_multitask.net.MultiTaskNet`."""
+    plan = data.plan
+    # A last batch of 1 would break BatchNorm; shuffling still uses every row.
+    drop_last = bool(data.n_train > config.batch_size)
+    loader = {"num_workers": plan.num_workers, "pin_memory": plan.device.startswith("cuda")}
+    if plan.num_workers:
+        loader["persistent_workers"] = True
+    optimizer = config.optimizer
+    if isinstance(optimizer, str):
+        optimizer = OPTIMIZERS[optimizer]
+    return dict(
+        module=module,
+        precision=config.precision,
+        criterion=criterion,
+        optimizer=optimizer,
+        # Heads first (their rate is the one recorded), then the backbone at its own
+        # rate, then the rest (learned loss weights).
+        optimizer__param_groups=[
+            ("heads.*", {}),
+            ("backbone.*", {"lr": config.lr * plan.backbone_lr_scale}),
+        ],
+        lr=config.lr,
+        max_epochs=config.max_epochs,
+        batch_size=int(config.batch_size),  # torch refuses numpy integers (a grid's)
+        train_split=None if data.valid_set is None else predefined_split(data.valid_set),
+        callbacks=_callbacks(config, data, drop_last),
+        iterator_train__drop_last=drop_last,
+        iterator_train__shuffle=True,
+        **{f"iterator_train__{k}": v for k, v in loader.items()},
+        **{f"iterator_valid__{k}": v for k, v in loader.items()},
+        callbacks__print_log=epoch_table(data.tasks, validation=data.valid_set is not None),
+        device=plan.device,
+        verbose=config.verbose,
+    )
+
+
+def _accelerated_net(config, plan, params):
+    """An :class:`~sk_multitask.net.AcceleratedMultiTaskNet` for this launched process group.
+
+    ``device`` is left to Accelerate (each process its own GPU, or the CPU); the net
+    keeps ``params`` for the plain net it becomes after training (``to_local``).
+    """
+    accelerator = make_accelerator(config.precision, plan.device, params["batch_size"])
+    module = params["module"]
+    if plan.device.startswith("cuda"):
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    accelerated = {**params, "module": module, "precision": "fp32", "device": None}
+    net = AcceleratedMultiTaskNet(accelerator=accelerator, **accelerated)
+    net.local_params_ = params
+    return net

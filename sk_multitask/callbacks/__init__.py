@@ -1,0 +1,56 @@
+"""Every skorch callback of a fit, by concern.
+
+- :class:`TaskScoring`, :func:`epoch_table`, :func:`progress_bar` (``_scoring``): per-task
+  losses and metrics of every epoch, and how they are shown;
+- :class:`FineTuneSchedule` (``_schedule``): the learning rates, with frozen first epochs;
+- :class:`ResumableEarlyStopping`, :class:`FiniteLoss` (``_stopping``): ending a fit;
+- :class:`EpochCheckpoint` (``_checkpoint``): what resuming needs, after every epoch;
+- :class:`DynamicWeightAverage` (``_weighting``): the task weights of ``loss_weights="dwa"``;
+- :func:`check_callbacks`, :func:`copy_callbacks` (``_user``): the user's own callbacks.
+"""
+
+from ._checkpoint import EpochCheckpoint, load_checkpoint, run_fingerprint
+from ._schedule import LR_SCHEDULES, FineTuneSchedule
+from ._scoring import (
+    EpochTable,
+    TaskScoring,
+    batch_task_stats,
+    epoch_table,
+    progress_bar,
+    task_metrics,
+)
+from ._stopping import (
+    FiniteLoss,
+    ResumableEarlyStopping,
+    StopTraining,
+    check_monitor,
+    load_net_state,
+    monitor_direction,
+    net_state,
+)
+from ._user import check_callbacks, copy_callbacks
+from ._weighting import DynamicWeightAverage
+
+__all__ = [
+    "LR_SCHEDULES",
+    "DynamicWeightAverage",
+    "EpochCheckpoint",
+    "EpochTable",
+    "FineTuneSchedule",
+    "FiniteLoss",
+    "ResumableEarlyStopping",
+    "StopTraining",
+    "TaskScoring",
+    "batch_task_stats",
+    "check_callbacks",
+    "check_monitor",
+    "copy_callbacks",
+    "epoch_table",
+    "load_checkpoint",
+    "load_net_state",
+    "monitor_direction",
+    "net_state",
+    "progress_bar",
+    "run_fingerprint",
+    "task_metrics",
+]

@@ -1,0 +1,199 @@
+"""What a fit is asked (:class:`TrainingConfig`) and what it resolves that to (:class:`Plan`).
+
+The training machinery (:mod:`sk_multitask.build`) reads these two frozen dataclasses,
+never the estimator: the config is the estimator's parameters as given
+(``get_params(deep=False)``), the plan the values its ``"auto"`` settings stand for on
+this machine and data (device, workers, frozen epochs, the backbone's rate), the seed
+drawn from ``random_state``, and whether the fit continues a fitted network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from typing import Any
+
+import torch
+
+from .backbones import has_pretrained_weights
+
+__all__ = ["Plan", "TrainingConfig", "WarmStart", "resolve_device", "resolve_num_workers", "seeded"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """The estimator's parameters, as given: see
+    :class:`~sk_multitask.MultiTaskImageEstimator` for each."""
+
+    image_col: Any = "filename"
+    image_root: Any = None
+    backbone: Any = "resnet18"
+    weights: Any = "DEFAULT"
+    image_size: Any = 224
+    on_bad_image: str = "raise"
+    check_images: bool = False
+    tasks: Any = None
+    loss_weights: Any = None
+    class_weight: Any = None
+    regression_loss: Any = "mse"
+    max_epochs: int = 10
+    lr: float = 1e-3
+    lr_schedule: str = "onecycle"
+    freeze_epochs: Any = "auto"
+    backbone_lr_scale: Any = "auto"
+    early_stopping: bool = False
+    patience: int = 5
+    monitor: str = "valid_loss"
+    warm_start: bool = False
+    checkpoint_dir: Any = None
+    batch_size: int = 64
+    optimizer: Any = "adamw"
+    valid_split: Any = 0.2
+    augment: bool = False
+    num_workers: Any = "auto"
+    cache: Any = "auto"
+    cache_max_bytes: Any = None
+    cache_dir: Any = None
+    precision: str = "fp32"
+    device: str = "auto"
+    accelerator: Any = "auto"
+    callbacks: Any = None
+    random_state: Any = None
+    verbose: int = 0
+
+    #: Parameters that change how a fit runs, not what it learns (left out of the
+    #: checkpoint's fingerprint).
+    RUN_TIME = ("verbose", "checkpoint_dir", "num_workers", "device")
+
+    @classmethod
+    def from_estimator(cls, estimator):
+        """The config of ``estimator``'s parameters (``get_params(deep=False)``)."""
+        params = estimator.get_params(deep=False)
+        return cls(**{field.name: params[field.name] for field in dataclasses.fields(cls)})
+
+    def learning_params(self):
+        """The parameters that decide what a fit learns: all but :attr:`RUN_TIME`."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name not in self.RUN_TIME
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """The fitted state a ``warm_start`` fit continues from."""
+
+    net: Any
+    tasks: dict
+    image_size: tuple
+    #: Whether the first fit started from pretrained weights (it keeps their recipe).
+    pretrained: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The resolved values of one fit: what its ``"auto"`` parameters stand for.
+
+    Attributes
+    ----------
+    image_size : (int, int)
+    device : str
+        A torch device.
+    seed : int or None
+        torch's seed, drawn from ``random_state`` after the validation split.
+    num_workers : int
+        DataLoader worker processes.
+    freeze_epochs : int
+    backbone_lr_scale : float
+    pretrained : bool
+        Whether the backbone started from pretrained weights (in this fit or, for a
+        warm start, in the first).
+    start_epoch : int
+        Epochs of history before this fit (a warm start's).
+    continuing : bool
+        Whether the fit continues a fitted network (``warm_start``).
+    """
+
+    image_size: tuple
+    device: str
+    seed: int | None = None
+    num_workers: int = 0
+    freeze_epochs: int = 0
+    backbone_lr_scale: float = 1.0
+    pretrained: bool = False
+    start_epoch: int = 0
+    continuing: bool = False
+
+    @classmethod
+    def resolve(cls, config, image_size, *, seed, decoded, warm=None):
+        """The plan of a fit of ``config``; ``decoded``: whether the images are decoded
+        already (cached), ``warm``: the :class:`WarmStart` it continues, if any."""
+        continuing = warm is not None
+        pretrained = not continuing and has_pretrained_weights(config.backbone, config.weights)
+        freeze_epochs = config.freeze_epochs
+        if continuing:
+            freeze_epochs = 0
+        elif freeze_epochs == "auto":
+            freeze_epochs = int(pretrained and config.max_epochs > 1)
+        scale = config.backbone_lr_scale
+        if scale == "auto":  # a warm start keeps the first fit's choice
+            scale = 0.1 if pretrained or (continuing and warm.pretrained) else 1.0
+        return cls(
+            image_size=image_size,
+            device=resolve_device(config.device),
+            seed=seed,
+            num_workers=resolve_num_workers(config, cache=decoded),
+            freeze_epochs=int(freeze_epochs),
+            backbone_lr_scale=float(scale),
+            pretrained=pretrained or (continuing and warm.pretrained),
+            start_epoch=len(warm.net.history) if continuing else 0,
+            continuing=continuing,
+        )
+
+
+def resolve_num_workers(config, cache):
+    """The DataLoader worker count that the ``num_workers`` parameter stands for.
+
+    ``config``: a :class:`TrainingConfig` (or the estimator: the same names); ``cache``:
+    whether the images are decoded already (nothing left for workers to do).
+    """
+    if config.num_workers != "auto":
+        return config.num_workers
+    if cache and not config.augment:
+        return 0
+    if resolve_device(config.device).startswith("cuda"):
+        return min(8, os.cpu_count() or 1)
+    # On a CPU every core already trains the network (torch's intra-op threads): a
+    # worker process would oversubscribe them, which cost 5-10x per epoch on 2 cores.
+    return 0
+
+
+def resolve_device(device):
+    """The torch device that the ``device`` parameter stands for ("auto": CUDA if any)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"device={device!r} is not a torch device ('auto', 'cpu', 'cuda', "
+            f"'cuda:1', 'mps'...): {exc}"
+        ) from exc
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA device is available; use 'auto' or 'cpu'")
+    return device
+
+
+@contextlib.contextmanager
+def seeded(seed, device):
+    """Seed torch inside the block and restore its global random state after."""
+    if seed is None:
+        yield
+        return
+    cuda = device.startswith("cuda")
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

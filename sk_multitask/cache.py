@@ -30,7 +30,9 @@ import uuid
 import numpy as np
 import torch
 
-from .data import as_size, decode_images, decoded_batches, is_pixel_array
+from .dataset import decode_images, decoded_batches
+from .decoding import as_size
+from .sources import is_pixel_array
 
 __all__ = [
     "MEMORY_FRACTION",
@@ -120,7 +122,7 @@ def cached_images(
 
     Returns
     -------
-    images : the source to give :class:`~sk_multitask.data.ImageDataset`
+    images : the source to give :class:`~sk_multitask.dataset.ImageDataset`
     decoded : bool
         Whether nothing is left to decode (the DataLoader needs no worker for it).
     """

@@ -24,7 +24,7 @@ from PIL import Image
 from . import __version__
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
-from .images import resolve_images
+from .sources import resolve_images
 from .tasks import TASK_KINDS
 
 

@@ -33,7 +33,8 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .data import ImageDataset, is_pixel_array, resolve_images, train_transform
+from .dataset import ImageDataset, train_transform
+from .sources import is_pixel_array, resolve_images
 from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets, is_missing
 
 __all__ = [

@@ -31,7 +31,8 @@ import platform
 import pandas as pd
 
 from . import __version__
-from .metrics import evaluate_tasks, per_class_metrics, top_loss_table
+from .diagnostics import top_loss_table
+from .metrics import evaluate_tasks, per_class_metrics
 from .plotting import confusion_figure, plot_history, regression_figure, top_losses_figure
 from .tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
 
@@ -96,7 +97,7 @@ def write_report(estimator, X, y, path, k=9):
     pathlib.Path
         ``path``.
     """
-    outputs, index = estimator.forward(X)
+    outputs, index = estimator.predict_raw(X)
     y = check_targets(y, estimator.tasks_, len(index))
     tasks = {name: estimator.tasks_[name] for name in y.columns}
     metrics = evaluate_tasks(tasks, outputs, y)

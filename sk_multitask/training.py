@@ -42,17 +42,11 @@ from torch.optim import lr_scheduler
 from .cache import cached_images
 from .callbacks import TaskScoring, check_callbacks, copy_callbacks, epoch_table, progress_bar
 from .criterion import MaskedMultiTaskLoss
-from .data import (
-    ImageDataset,
-    as_size,
-    bad_image_log,
-    check_image_size,
-    resolve_images,
-    screen_images,
-    split_rows,
-    train_transform,
-)
+from .data import split_rows
+from .dataset import ImageDataset, bad_image_log, train_transform
+from .decoding import as_size, check_image_size, screen_images
 from .module import MultiTaskModule, build_backbone, has_pretrained_weights
+from .sources import resolve_images
 from .tasks import (
     check_aligned,
     check_not_inputs,

@@ -23,7 +23,8 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.utils.validation import check_is_fitted
 
 from sk_multitask import MultiTaskImageEstimator, multitask_scorer
-from sk_multitask.data import BadImageWarning, find_bad_images, load_image
+from sk_multitask.dataset import load_image
+from sk_multitask.decoding import BadImageWarning, find_bad_images
 
 ROOT = Path(__file__).resolve().parents[1]
 

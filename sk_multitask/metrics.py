@@ -120,13 +120,13 @@ def task_scores(estimator, X, y, metrics=None):
     metrics = dict(metrics or {})
     scores = {}
     for name in y.columns:
-        rows = scorable_rows(y[name], outputs[name])
-        if not len(rows):
+        scored = scorable_rows(y[name], outputs[name])
+        if not len(scored):
             continue
         task = estimator.tasks_[name]
         metric = _metric(metrics.get(name, DEFAULT_METRICS[task.kind]))
-        truth = _comparable(task, y[name].to_numpy()[rows])
-        predicted = _comparable(task, task.decode(outputs[name][rows]).to_numpy())
+        truth = _comparable(task, y[name].to_numpy()[scored])
+        predicted = _comparable(task, task.decode(outputs[name][scored]).to_numpy())
         if task.kind == CLASSIFICATION:
             truth, predicted = label_codes(truth, predicted)
         scores[name] = float(metric(truth, predicted))
@@ -179,13 +179,13 @@ def evaluate_tasks(tasks, outputs, y):
     """
     rows = {}
     for name, task in tasks.items():
-        rows = scorable_rows(y[name], outputs[name])
-        labelled = len(rows) > 0
-        truth = y[name].to_numpy()[rows]
+        scored = scorable_rows(y[name], outputs[name])
+        labelled = len(scored) > 0
+        truth = y[name].to_numpy()[scored]
         if task.kind != MULTILABEL:  # a multi-label cell is a list, not a label
             truth = plain_labels(truth)
-        out = outputs[name][rows]
-        row = {"kind": task.kind, "n_labelled": len(rows)}
+        out = outputs[name][scored]
+        row = {"kind": task.kind, "n_labelled": len(scored)}
         if labelled and task.kind == MULTILABEL:
             truth, predicted = task.binarize(truth), task.binarize(task.decode(out))
             row.update(
@@ -222,7 +222,7 @@ def evaluate_tasks(tasks, outputs, y):
             row.update(
                 mae=skm.mean_absolute_error(truth, predicted),
                 rmse=skm.root_mean_squared_error(truth, predicted),
-                r2=skm.r2_score(truth, predicted) if len(rows) > 1 else np.nan,
+                r2=skm.r2_score(truth, predicted) if len(scored) > 1 else np.nan,
             )
         rows[name] = row
     kinds = {task.kind for task in tasks.values()}
@@ -260,9 +260,9 @@ def per_class_metrics(tasks, outputs, y):
     for name, task in tasks.items():
         if task.kind != CLASSIFICATION:
             continue
-        rows = scorable_rows(y[name], outputs[name])
-        truth = y[name].to_numpy()[rows]
-        out = outputs[name][rows]
+        scored = scorable_rows(y[name], outputs[name])
+        truth = y[name].to_numpy()[scored]
+        out = outputs[name][scored]
         predicted = task.decode(out).to_numpy()
         proba = task.probabilities(out)
         precision, recall, f1, support = skm.precision_recall_fscore_support(

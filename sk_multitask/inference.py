@@ -52,9 +52,11 @@ def network_outputs(
     tensor of shape (N, width), float32
         The heads' concatenated outputs, or the features.
     """
-    if cache_dir is not None:
-        images, _ = cached_images(images, image_size, cache=False, cache_dir=cache_dir)
     bad_images = bad_image_log(on_bad_image)
+    if cache_dir is not None:
+        images, _ = cached_images(
+            images, image_size, cache=False, cache_dir=cache_dir, bad_images=bad_images
+        )
     dataset = ImageDataset(images, image_size=image_size, bad_images=bad_images)
     batches = _batches(net, dataset, features)
     if verbose:

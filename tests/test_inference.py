@@ -153,3 +153,22 @@ def test_scorable_rows_need_a_truth_and_a_prediction():
     truth = pd.Series(["a", None, "b", "c"])
     outputs = np.array([[0.0, 1.0], [1.0, 0.0], [np.nan, np.nan], [2.0, 1.0]])
     np.testing.assert_array_equal(scorable_rows(truth, outputs), [0, 3])
+
+
+def test_the_disk_cache_follows_the_rule(fitted_skip, three_rows, tmp_path):
+    # Was: the disk cache raised BadImageError whatever on_bad_image said.
+    missing = three_rows.assign(filename=three_rows["filename"].tolist()[:2] + ["gone.jpg"])
+    fitted_skip.set_params(cache_dir=tmp_path / "cache")
+    try:
+        for _ in range(2):  # building the cache, then reading it
+            with pytest.warns(BadImageWarning, match="1 image file could not be read"):
+                features = fitted_skip.transform(three_rows)
+            assert np.isnan(features[BAD]).all() and not np.isnan(features[[0, 2]]).any()
+        with pytest.warns(BadImageWarning, match="2 image files could not be read"):
+            predicted = fitted_skip.predict(missing)
+        assert predicted.iloc[1:].isna().all().all() and predicted.iloc[0].notna().all()
+        fitted_skip.set_params(on_bad_image="raise")
+        with pytest.raises(BadImageError, match=re.escape(three_rows["filename"].iloc[BAD])):
+            fitted_skip.predict(three_rows)
+    finally:
+        fitted_skip.set_params(cache_dir=None, on_bad_image="skip")

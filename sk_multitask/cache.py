@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .dataset import BadImageLog, decode_images, decoded_batches
-from .decoding import as_size
+from .decoding import ImageNotFoundError, as_size
 from .sources import is_pixel_array
 
 __all__ = [
@@ -143,10 +143,11 @@ def cached_images(
     return images, False
 
 
-def image_fingerprints(paths, image_size):
+def image_fingerprints(paths, image_size, skip=False):
     """One 16-byte key per image file: its resolved path, size, mtime and the image size.
 
-    A file that does not exist gets a key that is never cached.
+    A file that does not exist raises :class:`~sk_multitask.decoding.ImageNotFoundError`;
+    with ``skip``, it gets a key that is never cached instead.
 
     Returns
     -------
@@ -160,6 +161,8 @@ def image_fingerprints(paths, image_size):
         try:
             stat = os.stat(path)
         except FileNotFoundError:
+            if not skip:
+                raise ImageNotFoundError(path) from None
             keys[i] = _UNCACHED  # read (and reported) where the image is decoded
             continue
         record = f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()
@@ -271,7 +274,7 @@ def disk_cached_images(paths, image_size, cache_dir, num_workers=0, skip=False):
     """
     height, width = as_size(image_size)
     os.makedirs(cache_dir, exist_ok=True)
-    keys = image_fingerprints(paths, (height, width))
+    keys = image_fingerprints(paths, (height, width), skip)
     files, where = _lookup(cache_dir, (height, width), keys)
     missing = np.array([key != _UNCACHED and key not in where for key in keys], dtype=bool)
     if missing.any():

@@ -20,8 +20,8 @@ from sk_multitask.cache import (
     fits_in_memory,
 )
 from sk_multitask.dataset import ImageDataset, load_image
-from sk_multitask.sources import resolve_images
 from sk_multitask.datasets import make_multitask_images
+from sk_multitask.sources import resolve_images
 
 
 @pytest.fixture

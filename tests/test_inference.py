@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TARGETS, small_estimator
+from conftest import TARGETS
 from PIL import Image
 
 from sk_multitask.decoding import (
@@ -22,12 +22,6 @@ from sk_multitask.metrics import scorable_rows
 from sk_multitask.report import write_report
 
 BAD = 1  # the middle row of [good, truncated JPEG, good]
-
-
-@pytest.fixture(scope="module")
-def fitted_skip(image_set):
-    est = small_estimator(image_set, on_bad_image="skip", max_epochs=1)
-    return est.fit(image_set, image_set[TARGETS])
 
 
 @pytest.fixture(scope="module")

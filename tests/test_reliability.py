@@ -213,12 +213,6 @@ def test_every_image_bad_is_an_error(image_set, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def fitted_skip(image_set):
-    est = small_estimator(image_set, on_bad_image="skip", max_epochs=1)
-    return est.fit(image_set, image_set[TARGETS])
-
-
-@pytest.fixture(scope="module")
 def predict_set(image_set, tmp_path_factory):
     """12 rows of the image set as absolute paths, rows 1 (truncated) and 4 (missing) broken."""
     df = _copy_set(image_set, tmp_path_factory.mktemp("predict") / "images").iloc[:12]

@@ -505,7 +505,8 @@ class MultiTaskImageEstimator(
         Returns
         -------
         ndarray of shape (n_images, n_features), float32
-            Named by :meth:`get_feature_names_out`.
+            Named by :meth:`get_feature_names_out`. The row of an image skipped as
+            unreadable (``on_bad_image="skip"``) is NaN.
         """
         features, _ = self._network_outputs(X, features=True)
         return features.numpy()

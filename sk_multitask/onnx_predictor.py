@@ -20,7 +20,7 @@ from .persistence import check_document, decode_params
 from .sources import resolve_images
 from .tasks import OutputDecoder, check_targets, prediction_frame, probability_frames
 
-__all__ = ["INPUT", "METADATA_KEY", "OUTPUT", "OnnxPredictor", "missing_onnx_extra"]
+__all__ = ["METADATA_KEY", "OnnxPredictor", "missing_onnx_extra"]
 
 #: The metadata key of the ONNX file that holds the model's JSON document.
 METADATA_KEY = "sk_multitask"

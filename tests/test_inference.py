@@ -123,6 +123,9 @@ def test_onnx_predictor_gives_a_missing_row(fitted_skip, three_rows, tmp_path):
     with pytest.warns(BadImageWarning):
         expected = fitted_skip.predict(three_rows)
     pd.testing.assert_frame_equal(predicted[["color", "shape"]], expected[["color", "shape"]])
+    with pytest.warns(BadImageWarning):
+        table = predictor.evaluate(three_rows, three_rows[TARGETS])
+    assert table["n_labelled"].tolist() == [2, 2, 2]
     with pytest.raises(BadImageError, match=re.escape(three_rows["filename"].iloc[BAD])):
         OnnxPredictor(path, on_bad_image="raise").predict(three_rows)
     with pytest.raises(ValueError, match="on_bad_image must be one of"):

@@ -36,18 +36,12 @@ from .callbacks import (
     run_fingerprint,
 )
 from .config import Plan, resolve_num_workers
-from .data import (
-    ImageDataset,
-    as_size,
-    bad_image_log,
-    check_image_size,
-    resolve_images,
-    screen_images,
-    train_transform,
-)
+from .dataset import ImageDataset, bad_image_log, train_transform
+from .decoding import as_size, check_image_size, screen_images
 from .distributed import uses_accelerate
 from .loss import MaskedMultiTaskLoss
 from .model import MultiTaskModule
+from .sources import resolve_images
 from .net import OPTIMIZERS, AcceleratedMultiTaskNet, MultiTaskNet, make_accelerator
 from .targets import (
     check_aligned,

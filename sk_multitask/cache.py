@@ -30,7 +30,9 @@ import uuid
 import numpy as np
 import torch
 
-from .data import as_size, decode_images, decoded_batches, is_pixel_array
+from .dataset import BadImageLog, decode_images, decoded_batches
+from .decoding import ImageNotFoundError, as_size
+from .sources import is_pixel_array
 
 __all__ = [
     "MEMORY_FRACTION",
@@ -46,6 +48,9 @@ __all__ = [
 MEMORY_FRACTION = 0.25
 _FORMAT = b"sk-multitask-cache-1"  # part of every fingerprint: a new format misses old files
 _KEY_BYTES = 16
+#: The key of an image the cache does not hold: a missing file, or one that cannot be
+#: decoded. It is read from its file each time, where the on_bad_image rule applies.
+_UNCACHED = b"\xff" * _KEY_BYTES
 
 
 def available_memory():
@@ -114,19 +119,22 @@ def cached_images(
     num_workers : int, default=0
         DataLoader processes decoding images.
     bad_images : BadImageLog, optional
-        Where decoding into memory records unreadable files (``on_bad_image="skip"``).
-        The disk cache never stores an image it could not decode: there, an
-        unreadable file raises, naming it.
+        Where unreadable files are recorded (``on_bad_image="skip"``): when decoded
+        into memory, or, with a disk cache, when read. The disk cache never stores an
+        image it could not decode; without ``bad_images`` such a file raises, naming it.
 
     Returns
     -------
-    images : the source to give :class:`~sk_multitask.data.ImageDataset`
+    images : the source to give :class:`~sk_multitask.dataset.ImageDataset`
     decoded : bool
         Whether nothing is left to decode (the DataLoader needs no worker for it).
     """
     pixels = is_pixel_array(images)
     if cache_dir is not None and not pixels:
-        return disk_cached_images(images, image_size, cache_dir, num_workers=num_workers), True
+        disk = disk_cached_images(
+            images, image_size, cache_dir, num_workers=num_workers, skip=bad_images is not None
+        )
+        return disk, True
     if cache == "auto":
         # An array is in memory already: decoding it again would only resize it.
         cache = not pixels and fits_in_memory(len(images), image_size, max_bytes)
@@ -135,8 +143,11 @@ def cached_images(
     return images, False
 
 
-def image_fingerprints(paths, image_size):
+def image_fingerprints(paths, image_size, skip=False):
     """One 16-byte key per image file: its resolved path, size, mtime and the image size.
+
+    A file that does not exist raises :class:`~sk_multitask.decoding.ImageNotFoundError`;
+    with ``skip``, it gets a key that is never cached instead.
 
     Returns
     -------
@@ -147,7 +158,13 @@ def image_fingerprints(paths, image_size):
     keys = np.empty(len(paths), dtype=f"S{_KEY_BYTES}")
     for i, path in enumerate(paths):
         path = os.path.realpath(path)
-        stat = os.stat(path)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            if not skip:
+                raise ImageNotFoundError(path) from None
+            keys[i] = _UNCACHED  # read (and reported) where the image is decoded
+            continue
         record = f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()
         keys[i] = hashlib.blake2b(salt + record, digest_size=_KEY_BYTES).digest()
     return keys
@@ -169,13 +186,17 @@ class DiskCachedImages:
     files : list of str
         The ``.npy`` files of the cache.
     file_index, rows : ndarray of int, shape (n,)
-        For each image, the file it is in and its row there.
+        For each image, the file it is in and its row there; file -1: not in the
+        cache (a missing or unreadable file), the item is then its path in ``paths``.
+    paths : sequence of str, optional
+        The image files, for the items not in the cache.
     """
 
-    def __init__(self, files, file_index, rows):
+    def __init__(self, files, file_index, rows, paths=None):
         self.files = list(files)
         self.file_index = np.asarray(file_index, dtype=np.intp)
         self.rows = np.asarray(rows, dtype=np.intp)
+        self.paths = None if paths is None else np.asarray(paths, dtype=object)
         self._opened = None
 
     def __len__(self):
@@ -183,7 +204,10 @@ class DiskCachedImages:
 
     def __getitem__(self, i):
         if not np.isscalar(i):
-            return DiskCachedImages(self.files, self.file_index[i], self.rows[i])
+            paths = None if self.paths is None else self.paths[i]
+            return DiskCachedImages(self.files, self.file_index[i], self.rows[i], paths)
+        if self.file_index[i] < 0:
+            return self.paths[i]  # decoded (or reported unreadable) by the Dataset
         if self._opened is None:
             self._opened = [_open_npy(f) for f in self.files]
         file, start, shape = self._opened[self.file_index[i]]
@@ -212,11 +236,14 @@ def _open_npy(path):
     return file, file.tell(), shape
 
 
-def disk_cached_images(paths, image_size, cache_dir, num_workers=0):
+def disk_cached_images(paths, image_size, cache_dir, num_workers=0, skip=False):
     """The images of ``paths``, decoded and resized, from the disk cache in ``cache_dir``.
 
     Images not in the cache yet are decoded (in ``num_workers`` DataLoader processes)
-    and written to a new file of the cache first; the others are only looked up.
+    and written to a new file of the cache first; the others are only looked up. With
+    ``skip``, a missing or unreadable file is left out of the cache: its item is its
+    path, which the Dataset reports as unreadable (``on_bad_image="skip"``); without,
+    an unreadable file raises, naming it.
 
     Parameters
     ----------
@@ -227,6 +254,7 @@ def disk_cached_images(paths, image_size, cache_dir, num_workers=0):
         The cache folder (created if needed); share it between fits, processes and
         machines that see the same files at the same paths.
     num_workers : int, default=0
+    skip : bool, default=False
 
     Returns
     -------
@@ -246,25 +274,28 @@ def disk_cached_images(paths, image_size, cache_dir, num_workers=0):
     """
     height, width = as_size(image_size)
     os.makedirs(cache_dir, exist_ok=True)
-    keys = image_fingerprints(paths, (height, width))
+    keys = image_fingerprints(paths, (height, width), skip)
     files, where = _lookup(cache_dir, (height, width), keys)
-    missing = np.array([key not in where for key in keys], dtype=bool)
+    missing = np.array([key != _UNCACHED and key not in where for key in keys], dtype=bool)
     if missing.any():
         wanted = np.flatnonzero(missing)
         # An image listed twice is decoded once.
         _, first = np.unique(keys[wanted], return_index=True)
         wanted = wanted[np.sort(first)]
-        new_file = _build(cache_dir, np.asarray(paths, dtype=object)[wanted], keys[wanted],
-                          (height, width), num_workers)
+        new_file, built = _build(cache_dir, np.asarray(paths, dtype=object)[wanted],
+                                 keys[wanted], (height, width), num_workers, skip)
         files.append(new_file)
-        where.update((key, (len(files) - 1, row)) for row, key in enumerate(keys[wanted]))
-    located = np.array([where[key] for key in keys], dtype=np.intp).reshape(len(keys), 2)
-    return DiskCachedImages(files, located[:, 0], located[:, 1])
+        where.update(
+            (key, (len(files) - 1, row)) for row, key in enumerate(built) if key != _UNCACHED
+        )
+    located = [where.get(key, (-1, -1)) for key in keys]
+    located = np.array(located, dtype=np.intp).reshape(len(keys), 2)
+    return DiskCachedImages(files, located[:, 0], located[:, 1], paths)
 
 
 def _lookup(cache_dir, size, keys):
     """The cache's complete files of this size that hold some of ``keys``, and where each is."""
-    wanted = set(keys.tolist())
+    wanted = set(keys.tolist()) - {_UNCACHED}
     files, where = [], {}
     pattern = os.path.join(glob.escape(os.fspath(cache_dir)), f"{size[0]}x{size[1]}-*.keys.npy")
     for keys_file in sorted(glob.glob(pattern)):
@@ -277,20 +308,25 @@ def _lookup(cache_dir, size, keys):
     return files, where
 
 
-def _build(cache_dir, paths, keys, size, num_workers):
-    """Decode ``paths`` into a new cache file; returns its name once complete.
+def _build(cache_dir, paths, keys, size, num_workers, skip=False):
+    """Decode ``paths`` into a new cache file; returns its name once complete, and its keys.
 
     An ``.npy`` file written batch by batch (not through a memory map, whose dirty
-    pages would count in this process's memory).
+    pages would count in this process's memory). With ``skip``, an image that cannot be
+    decoded is stored black under a key never looked up (:data:`_UNCACHED`).
     """
+    bad_images = BadImageLog() if skip else None
     name = os.path.join(os.fspath(cache_dir), f"{size[0]}x{size[1]}-{uuid.uuid4().hex}")
     partial = f"{name}.partial-{os.getpid()}"
     header = {"descr": "|u1", "fortran_order": False, "shape": (len(paths), 3, *size)}
     try:
         with open(partial + ".npy", "wb") as file:
             np.lib.format.write_array_header_1_0(file, header)
-            for batch in decoded_batches(paths, size, num_workers=num_workers):
+            for batch in decoded_batches(paths, size, num_workers, bad_images=bad_images):
                 file.write(batch.numpy().data)
+        if bad_images is not None:
+            keys = keys.copy()
+            keys[list(bad_images.collect())] = _UNCACHED
         np.save(partial + ".keys.npy", keys)
         os.replace(partial + ".npy", name + ".npy")
         os.replace(partial + ".keys.npy", name + ".keys.npy")  # last: the file is complete
@@ -298,4 +334,4 @@ def _build(cache_dir, paths, keys, size, num_workers):
         for leftover in (partial + ".npy", partial + ".keys.npy"):
             if os.path.exists(leftover):
                 os.remove(leftover)
-    return name + ".npy"
+    return name + ".npy", keys

@@ -27,7 +27,7 @@ from . import __version__
 from .cli_options import CommandError, add_options, as_options, estimator_params
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
-from .images import resolve_images
+from .sources import resolve_images
 
 _PARQUET = (".parquet", ".pq")
 #: Output formats by file extension; "-" (standard output) is CSV.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Hashable
 from numbers import Integral, Real
@@ -18,26 +17,22 @@ from sklearn.base import (
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from tqdm.auto import tqdm
 
 from .backbones import has_pretrained_weights
 from .build import build_net, prepare_fit, rebuild_net
-from .cache import cached_images
 from .callbacks import LR_SCHEDULES, load_checkpoint
 from .config import TrainingConfig, WarmStart, resolve_device, seeded
-from .data import (
-    ImageDataset,
-    bad_image_log,
-    resolve_images,
-    warn_skipped,
-)
+from .decoding import warn_skipped
+from .diagnostics import top_loss_table
 from .distributed import dask_worker_threads
+from .inference import network_outputs, task_outputs
 from .loss import LOSS_WEIGHTINGS, REGRESSION_LOSSES
 from .lr_finder import find_lr
-from .metrics import evaluate_tasks, per_class_metrics, task_scores, top_loss_table
+from .metrics import evaluate_tasks, per_class_metrics, task_scores
 from .net import OPTIMIZERS, AcceleratedMultiTaskNet
 from .outputs import decoders, prediction_frame, probability_frames
 from .persistence import VersionedPickleMixin, read_model, save
+from .sources import resolve_images
 from .targets import check_aligned, check_targets, check_task
 
 __all__ = ["MultiTaskImageEstimator"]
@@ -84,7 +79,7 @@ class MultiTaskImageEstimator(
         ``"raise"``: an error naming it. ``"skip"``: in ``fit`` its row is left out of
         every task (``skipped_images_``); in ``predict`` and the other methods its row
         of predictions is missing (NaN, None or ``pd.NA``). One
-        :class:`~sk_multitask.data.BadImageWarning` counts them and names the first
+        :class:`~sk_multitask.decoding.BadImageWarning` counts them and names the first
         few. See ``docs/reliability.md``.
     check_images : bool, default=False
         Before training, open every image file's header (PIL ``verify``, no
@@ -445,7 +440,7 @@ class MultiTaskImageEstimator(
             class labels with the dtype they were fitted with, regression values as
             float in original units.
         """
-        return prediction_frame(self._decoders(), *self.forward(X))
+        return prediction_frame(self._decoders(), *self.predict_raw(X))
 
     def predict_proba(self, X):
         """Class probabilities of every classification and multi-label task.
@@ -457,7 +452,7 @@ class MultiTaskImageEstimator(
             label (the original labels); rows sum to 1 for a classification. A
             multi-label task has one independent probability per label.
         """
-        return probability_frames(self._decoders(), *self.forward(X))
+        return probability_frames(self._decoders(), *self.predict_raw(X))
 
     def score(self, X, y):
         """Mean over tasks of accuracy (classification), R² (regression) and micro F1
@@ -494,7 +489,7 @@ class MultiTaskImageEstimator(
             ``support`` and one-vs-rest ``roc_auc``.
         """
         check_aligned(X, y)
-        outputs, index = self.forward(X)
+        outputs, index = self.predict_raw(X)
         y = check_targets(y, self.tasks_, len(index))
         fitted = self._decoders()
         tasks = {n: fitted[n] for n in y.columns}
@@ -514,20 +509,11 @@ class MultiTaskImageEstimator(
         Returns
         -------
         ndarray of shape (n_images, n_features), float32
-            Named by :meth:`get_feature_names_out`.
+            Named by :meth:`get_feature_names_out`. The row of an image skipped as
+            unreadable (``on_bad_image="skip"``) is NaN.
         """
-        check_is_fitted(self)
-        images, _ = resolve_images(X, self.image_col, self.image_root, check_files=False)
-        loader = self.net_.get_iterator(
-            ImageDataset(images, image_size=self.image_size_), training=False
-        )
-        module = self.net_.module_.eval()
-        with torch.no_grad():
-            features = [
-                module.forward_features(batch.to(self.net_.device)).float().cpu()
-                for batch, _ in loader
-            ]
-        return torch.cat(features).numpy()
+        features, _ = self._network_outputs(X, features=True)
+        return features.numpy()
 
     @property
     def _n_features_out(self):
@@ -563,14 +549,15 @@ class MultiTaskImageEstimator(
         if not (isinstance(k, Integral) and k >= 1):
             raise ValueError(f"k must be a positive integer, got {k!r}")
         check_aligned(X, y)
-        outputs, index = self.forward(X)
+        outputs, index = self.predict_raw(X)
         return top_loss_table(self, X, y, outputs, index, k=k, task=task)
 
-    def forward(self, X):
+    def predict_raw(self, X):
         """Each task's raw outputs: what the heads compute, before decoding.
 
         :meth:`predict`, :meth:`evaluate` and :meth:`top_losses` are computed from
         them; :func:`sk_multitask.report.write_report` runs the network once for all.
+        The row of an image skipped as unreadable (``on_bad_image="skip"``) is NaN.
 
         Returns
         -------
@@ -580,9 +567,8 @@ class MultiTaskImageEstimator(
         index : pandas Index
             ``X``'s index (a RangeIndex for non-pandas ``X``).
         """
-        outputs, _, index = self._outputs(X)
-        split = self.net_.criterion_.split_outputs(outputs)
-        return dict(zip(self.tasks_, split, strict=True)), index
+        outputs, index = self._network_outputs(X)
+        return task_outputs(self.tasks_, outputs), index
 
     def save(self, path):
         """Write the fitted model to ``path`` (``.skmt`` by convention) without pickle.
@@ -654,34 +640,20 @@ class MultiTaskImageEstimator(
 
     # -- helpers -------------------------------------------------------------------
 
-    def _outputs(self, X):
-        """The network's concatenated outputs (a CPU tensor), image sources and index."""
+    def _network_outputs(self, X, features=False):
+        """The network's concatenated outputs (or features) for ``X``, and ``X``'s index."""
         check_is_fitted(self)
         images, index = resolve_images(X, self.image_col, self.image_root, check_files=False)
-        if self.cache_dir is not None:
-            images, _ = cached_images(
-                images, self.image_size_, cache=False, cache_dir=self.cache_dir
-            )
-        bad_images = bad_image_log(self.on_bad_image)
-        dataset = ImageDataset(images, image_size=self.image_size_, bad_images=bad_images)
-        batches = self.net_.forward_iter(dataset, training=False, device="cpu")
-        if self.verbose:
-            total = math.ceil(len(dataset) / self.net_.batch_size)
-            batches = tqdm(batches, total=total, desc="predict", unit="batch", leave=False)
-        # One buffer filled batch by batch: kept per-batch tensors fragment the heap,
-        # and memory grew with the number of images (docs/performance.md).
-        n_outputs = sum(task.n_outputs for task in self.tasks_.values())
-        outputs = torch.empty(len(dataset), n_outputs)
-        start = 0
-        with dask_worker_threads():
-            for batch in batches:
-                outputs[start : start + len(batch)] = batch
-                start += len(batch)
-        bad = {} if bad_images is None else bad_images.collect()
-        if bad:
-            outputs[list(bad)] = float("nan")  # decoded to missing predictions
-            warn_skipped(list(bad.values()), "given missing predictions", stacklevel=4)
-        return outputs, images, index
+        outputs = network_outputs(
+            self.net_,
+            images,
+            self.image_size_,
+            on_bad_image=self.on_bad_image,
+            cache_dir=self.cache_dir,
+            verbose=self.verbose,
+            features=features,
+        )
+        return outputs, index
 
     def _decoders(self):
         check_is_fitted(self)

@@ -15,8 +15,7 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.base import BaseEstimator
 
-from .images import image_references
-from .outputs import decoders
+from .outputs import OutputDecoder
 from .targets import (
     CLASSIFICATION,
     MULTILABEL,
@@ -25,7 +24,6 @@ from .targets import (
     check_aligned,
     check_targets,
     check_task_names,
-    encode_targets,
 )
 
 __all__ = [
@@ -33,8 +31,8 @@ __all__ = [
     "label_codes",
     "multitask_scorer",
     "per_class_metrics",
+    "scorable_rows",
     "task_scores",
-    "top_loss_table",
 ]
 
 #: The metrics by name: scikit-learn's scorers of those names (higher-is-better). The
@@ -84,6 +82,36 @@ def plain_labels(values):
     return np.array(list(values)) if values.dtype == object else values
 
 
+def scorable_rows(truth, outputs):
+    """The rows where a task's cell is scored: its truth labelled and its prediction made.
+
+    The one rule of :func:`task_scores` (``score``, the scorer), :func:`evaluate_tasks`
+    and :func:`per_class_metrics` (``evaluate``, the report): a missing truth (NaN,
+    None, ``pd.NA``) is not scored, nor is a missing prediction, the NaN row of an
+    image skipped as unreadable (``on_bad_image="skip"``).
+
+    Parameters
+    ----------
+    truth : Series
+        The task's column of true targets.
+    outputs : array or tensor (N, n_outputs)
+        The task's raw head outputs.
+
+    Returns
+    -------
+    ndarray of int
+        Positions of the scorable rows.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> scorable_rows(pd.Series(["a", None, "b"]), np.array([[0.0], [1.0], [np.nan]]))
+    array([0])
+    """
+    predicted = ~np.isnan(np.asarray(outputs, dtype=np.float64)).any(axis=1)
+    return np.flatnonzero(truth.notna().to_numpy() & predicted)
+
+
 def task_scores(estimator, X, y, metrics=None):
     """Score each task of ``y`` on its labelled cells.
 
@@ -106,19 +134,19 @@ def task_scores(estimator, X, y, metrics=None):
     """
     check_task_names(metrics, estimator.tasks_, "metrics")
     check_aligned(X, y)
-    predictions = estimator.predict(X)
-    y = check_targets(y, estimator.tasks_, len(predictions))
+    outputs, index = estimator.predict_raw(X)
+    y = check_targets(y, estimator.tasks_, len(index))
     metrics = dict(metrics or {})
     scores = {}
     for name in y.columns:
-        # A row whose image could not be read has no prediction: left out too.
-        labelled = y[name].notna().to_numpy() & predictions[name].notna().to_numpy()
-        if not labelled.any():
+        scored = scorable_rows(y[name], outputs[name])
+        if not len(scored):
             continue
         task = estimator.tasks_[name]
         metric = _metric(metrics.get(name, DEFAULT_METRICS[task.kind]))
-        truth = _comparable(task, y[name].to_numpy()[labelled])
-        predicted = _comparable(task, predictions[name].to_numpy()[labelled])
+        truth = _comparable(task, y[name].to_numpy()[scored])
+        decoded = OutputDecoder.from_task(task).decode(outputs[name][scored])
+        predicted = _comparable(task, decoded.to_numpy())
         if task.kind == CLASSIFICATION:
             truth, predicted = label_codes(truth, predicted)
         scores[name] = float(metric(truth, predicted))
@@ -173,15 +201,14 @@ def evaluate_tasks(tasks, outputs, y):
     """
     rows = {}
     for name, task in tasks.items():
-        # A row whose image could not be read (NaN outputs) is left out, as a missing truth.
-        unread = np.isnan(np.asarray(outputs[name], dtype=np.float64)).any(axis=1)
-        labelled = y[name].notna().to_numpy() & ~unread
-        truth = y[name].to_numpy()[labelled]
+        scored = scorable_rows(y[name], outputs[name])
+        labelled = len(scored) > 0
+        truth = y[name].to_numpy()[scored]
         if task.kind != MULTILABEL:  # a multi-label cell is a list, not a label
             truth = plain_labels(truth)
-        out = outputs[name][np.flatnonzero(labelled)]
-        row = {"kind": task.kind, "n_labelled": int(labelled.sum())}
-        if labelled.any() and task.kind == MULTILABEL:
+        out = outputs[name][scored]
+        row = {"kind": task.kind, "n_labelled": len(scored)}
+        if labelled and task.kind == MULTILABEL:
             truth = binarize(name, task.classes_, truth)
             predicted = binarize(name, task.classes_, task.decode(out))
             row.update(
@@ -193,7 +220,7 @@ def evaluate_tasks(tasks, outputs, y):
                     truth.ravel(), task.proba(out).to_numpy().ravel(), labels=[0, 1]
                 ),
             )
-        elif labelled.any() and task.kind == CLASSIFICATION:
+        elif labelled and task.kind == CLASSIFICATION:
             predicted = task.decode(out).to_numpy()
             proba = task.proba(out).to_numpy()
             known = np.isin(truth, task.classes_)  # log loss needs a fitted class
@@ -213,12 +240,12 @@ def evaluate_tasks(tasks, outputs, y):
                 if known.any()
                 else np.nan,
             )
-        elif labelled.any():
+        elif labelled:
             predicted = task.decode(out).to_numpy()
             row.update(
                 mae=skm.mean_absolute_error(truth, predicted),
                 rmse=skm.root_mean_squared_error(truth, predicted),
-                r2=skm.r2_score(truth, predicted) if labelled.sum() > 1 else np.nan,
+                r2=skm.r2_score(truth, predicted) if len(scored) > 1 else np.nan,
             )
         rows[name] = row
     kinds = {task.kind for task in tasks.values()}
@@ -256,9 +283,9 @@ def per_class_metrics(tasks, outputs, y):
     for name, task in tasks.items():
         if task.kind != CLASSIFICATION:
             continue
-        labelled = y[name].notna().to_numpy()
-        truth = y[name].to_numpy()[labelled]
-        out = outputs[name][np.flatnonzero(labelled)]
+        scored = scorable_rows(y[name], outputs[name])
+        truth = y[name].to_numpy()[scored]
+        out = outputs[name][scored]
         predicted = task.decode(out).to_numpy()
         proba = task.probabilities(out)
         precision, recall, f1, support = skm.precision_recall_fscore_support(
@@ -277,44 +304,6 @@ def per_class_metrics(tasks, outputs, y):
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index = pd.MultiIndex.from_tuples(list(rows), names=["task", "class"])
     return frame.reindex(columns=["precision", "recall", "f1", "support", "roc_auc"])
-
-
-def top_loss_table(estimator, X, y, outputs, index, k=9, task=None):
-    """The table of :meth:`MultiTaskImageEstimator.top_losses`, from computed outputs.
-
-    Parameters
-    ----------
-    estimator : fitted MultiTaskImageEstimator
-    X : image input the outputs were computed on
-    y : DataFrame or Series
-        True targets; tasks absent from ``y`` count as missing.
-    outputs, index
-        As returned by :meth:`MultiTaskImageEstimator.forward`.
-    k : int, default=9
-    task : hashable, default=None
-        Rank by this task's loss over its labelled rows; None: the combined loss.
-    """
-    tasks = estimator.tasks_
-    y = check_targets(y, tasks, len(index)).reindex(columns=list(tasks))
-    criterion = estimator.net_.criterion_
-    import torch  # the estimator's outputs: this module itself imports no torch
-
-    targets = torch.from_numpy(encode_targets(y, tasks))
-    losses, labelled = criterion.cell_losses(torch.cat(list(outputs.values()), dim=1), targets)
-    if task is None:
-        row_loss, rows = (losses * criterion.weights).sum(dim=1), np.arange(len(y))
-    else:
-        column = list(tasks).index(task)
-        row_loss, rows = losses[:, column], np.flatnonzero(labelled[:, column].numpy())
-    row_loss = row_loss.numpy()
-    rows = rows[~np.isnan(row_loss[rows])]  # images that could not be read
-    top = rows[np.argsort(-row_loss[rows], kind="stable")[:k]]
-    frame = pd.DataFrame({"image": image_references(X, estimator.image_col)[top]}, index=index[top])
-    for name, decoder in decoders(tasks).items():
-        frame[f"{name}_pred"] = decoder.decode(outputs[name][top], index[top])
-        frame[f"{name}_true"] = y[name].iloc[top].to_numpy()
-    frame["loss"] = row_loss[top].astype(np.float64)
-    return frame
 
 
 class MultitaskScorer:

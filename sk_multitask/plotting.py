@@ -33,7 +33,9 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .data import ImageDataset, is_pixel_array, resolve_images, train_transform
+from .dataset import ImageDataset, train_transform
+from .metrics import scorable_rows
+from .sources import is_pixel_array, resolve_images
 from .targets import (
     CLASSIFICATION,
     MULTILABEL,
@@ -447,12 +449,15 @@ def _fitted_task(estimator, task, kind, figure):
 
 
 def _truth_and_prediction(estimator, X, y, task):
-    """``task``'s column of ``y`` and its prediction for ``X``, as Series."""
-    predicted = estimator.predict(X)[task]
-    truth = check_targets(y, estimator.tasks_, len(predicted))
+    """``task``'s column of ``y`` and its prediction for ``X``, as Series, on the rows
+    that can be scored (:func:`sk_multitask.metrics.scorable_rows`)."""
+    outputs, index = estimator.predict_raw(X)
+    truth = check_targets(y, estimator.tasks_, len(index))
     if task not in truth.columns:
         raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
-    return truth[task], predicted
+    scored = scorable_rows(truth[task], outputs[task])
+    predicted = estimator.tasks_[task].decode(outputs[task][scored], index[scored])
+    return truth[task].iloc[scored], predicted
 
 
 def confusion_figure(task, truth, predicted, normalize=None):

@@ -31,7 +31,8 @@ import platform
 import pandas as pd
 
 from . import __version__
-from .metrics import evaluate_tasks, per_class_metrics, top_loss_table
+from .diagnostics import top_loss_table
+from .metrics import evaluate_tasks, per_class_metrics, scorable_rows
 from .outputs import decoders
 from .plotting import confusion_figure, plot_history, regression_figure, top_losses_figure
 from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
@@ -97,7 +98,7 @@ def write_report(estimator, X, y, path, k=9):
     pathlib.Path
         ``path``.
     """
-    outputs, index = estimator.forward(X)
+    outputs, index = estimator.predict_raw(X)
     y = check_targets(y, estimator.tasks_, len(index))
     fitted = decoders(estimator.tasks_)
     tasks = {name: fitted[name] for name in y.columns}
@@ -126,13 +127,15 @@ def write_report(estimator, X, y, path, k=9):
     )
     for name, task in tasks.items():
         # A multi-label task's metrics are in the table; it has no figure of its own.
-        if task.kind == MULTILABEL or not y[name].notna().any():
+        scored = scorable_rows(y[name], outputs[name])
+        if task.kind == MULTILABEL or not len(scored):
             continue
-        predicted = task.decode(outputs[name], index)
+        truth = y[name].iloc[scored]
+        predicted = task.decode(outputs[name][scored], index[scored])
         if task.kind == CLASSIFICATION:
-            figure, title = confusion_figure(task, y[name], predicted), "Confusion matrix"
+            figure, title = confusion_figure(task, truth, predicted), "Confusion matrix"
         else:
-            figure, title = regression_figure(name, y[name], predicted), "Predicted and true"
+            figure, title = regression_figure(name, truth, predicted), "Predicted and true"
         sections.append(_section(f"{title}: {name}", _image(figure, f"{name} {title.lower()}")))
     top = top_loss_table(estimator, X, y, outputs, index, k=k)
     sections.append(

@@ -58,6 +58,13 @@ def small_estimator(df, **params):
 
 
 @pytest.fixture(scope="module")
+def fitted_skip(image_set):
+    """An estimator fitted on ``image_set`` with ``on_bad_image="skip"``, one epoch."""
+    est = small_estimator(image_set, on_bad_image="skip", max_epochs=1)
+    return est.fit(image_set, image_set[TARGETS])
+
+
+@pytest.fixture(scope="module")
 def fitted(image_set):
     """An estimator fitted on ``image_set``, shared by a test module."""
     return small_estimator(image_set).fit(image_set, image_set[TARGETS])

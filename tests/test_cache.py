@@ -19,8 +19,9 @@ from sk_multitask.cache import (
     disk_cached_images,
     fits_in_memory,
 )
-from sk_multitask.data import ImageDataset, load_image, resolve_images
+from sk_multitask.dataset import ImageDataset, load_image
 from sk_multitask.datasets import make_multitask_images
+from sk_multitask.sources import resolve_images
 
 
 @pytest.fixture

@@ -9,15 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sk_multitask.data import (
-    ImageDataset,
-    _array_image,
-    as_size,
-    load_image,
-    median_image_size,
-    resolve_images,
-    train_transform,
-)
+from sk_multitask.dataset import ImageDataset, load_image, train_transform
+from sk_multitask.decoding import as_size, median_image_size
+from sk_multitask.sources import resolve_images
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 EXIF_ORIENTATION = 0x0112
@@ -174,7 +168,7 @@ def test_load_image_truncated_jpeg_names_it(tmp_path):
 )
 def test_array_image_channels(shape):
     images = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
-    image = _array_image(images[1], 8)
+    image = load_image(images[1], 8)
     assert image.dtype == torch.uint8
     assert image.shape == (3, 8, 8)
     grey = len(shape) == 3 or shape[3] == 1
@@ -186,7 +180,7 @@ def test_array_image_channels(shape):
 
 def test_array_image_resized():
     images = np.full((1, 10, 14, 3), 77, dtype=np.uint8)
-    image = _array_image(images[0], (6, 4))
+    image = load_image(images[0], (6, 4))
     assert image.dtype == torch.uint8
     assert image.shape == (3, 6, 4)
     assert (image == 77).all()
@@ -194,7 +188,7 @@ def test_array_image_resized():
 
 def test_array_image_grey_resized():
     images = np.full((1, 10, 14), 200, dtype=np.uint8)
-    image = _array_image(images[0], 8)
+    image = load_image(images[0], 8)
     assert image.shape == (3, 8, 8)
     assert (image == 200).all()
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sk_multitask.data import load_image
+from sk_multitask.dataset import load_image
 from sk_multitask.datasets import load_utkface, make_multitask_images
 from sk_multitask.datasets._synthetic import COLORS, SHAPES
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import BLOCK_TORCH, TARGETS, small_estimator
 
 from sk_multitask.datasets import make_multitask_images
-from sk_multitask.images import read_image
+from sk_multitask.decoding import read_image
 from sk_multitask.onnx import METADATA_KEY, OnnxPredictor
 
 TOLERANCE = {"atol": 1e-4, "rtol": 0}

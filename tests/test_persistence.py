@@ -21,7 +21,7 @@ from torch import nn
 
 import sk_multitask
 from sk_multitask import InconsistentVersionWarning, MultiTaskImageEstimator, load, persistence
-from sk_multitask.images import read_image
+from sk_multitask.decoding import read_image
 
 
 @pytest.fixture(scope="module")

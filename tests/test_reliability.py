@@ -23,7 +23,8 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.utils.validation import check_is_fitted
 
 from sk_multitask import MultiTaskImageEstimator, multitask_scorer
-from sk_multitask.data import BadImageWarning, find_bad_images, load_image
+from sk_multitask.dataset import load_image
+from sk_multitask.decoding import BadImageWarning, find_bad_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -209,12 +210,6 @@ def test_every_image_bad_is_an_error(image_set, tmp_path):
 
 
 # -- bad images in predict, predict_proba, evaluate, score, top_losses --------------------------
-
-
-@pytest.fixture(scope="module")
-def fitted_skip(image_set):
-    est = small_estimator(image_set, on_bad_image="skip", max_epochs=1)
-    return est.fit(image_set, image_set[TARGETS])
 
 
 @pytest.fixture(scope="module")

@@ -72,13 +72,13 @@ def test_report_names_versions_sizes_epochs_classes_and_parameters(fitted, image
 
 def test_report_runs_the_network_once(fitted, image_set, tmp_path, monkeypatch):
     calls = []
-    forward_iter = fitted.net_.forward_iter
+    get_iterator = fitted.net_.get_iterator  # one iterator per pass over the data
 
     def counted(*args, **kwargs):
         calls.append(1)
-        return forward_iter(*args, **kwargs)
+        return get_iterator(*args, **kwargs)
 
-    monkeypatch.setattr(fitted.net_, "forward_iter", counted)
+    monkeypatch.setattr(fitted.net_, "get_iterator", counted)
     write_report(fitted, image_set, image_set[TARGETS], tmp_path / "report.html", k=2)
     assert len(calls) == 1
 

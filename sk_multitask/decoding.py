@@ -1,0 +1,430 @@
+"""Decoding one image, torch-free: read, orient, convert, resize; and unreadable images.
+
+The training path (:mod:`sk_multitask.dataset`) and the torch-free ONNX predictor
+(:mod:`sk_multitask.onnx_predictor`) both decode and resize images here, so that a model
+sees the same pixels in both, and both follow the one rule for an image that cannot be
+read (:func:`decode_or_record`, :func:`mark_unreadable`): with ``on_bad_image="raise"``
+an error naming the file; with ``"skip"`` its row of outputs is missing (NaN) and one
+:class:`BadImageWarning` counts such rows. This module imports numpy and PIL only.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from numbers import Integral
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .sources import ROOT_HINT, is_pixel_array
+
+__all__ = [
+    "BAD_IMAGE_OPTIONS",
+    "BadImageError",
+    "BadImageRecords",
+    "BadImageWarning",
+    "ImageNotFoundError",
+    "PIL_ERRORS",
+    "array_pixels",
+    "as_size",
+    "check_image_size",
+    "decode_image",
+    "decode_or_record",
+    "describe_bad_images",
+    "find_bad_images",
+    "mark_unreadable",
+    "median_image_size",
+    "read_image",
+    "screen_images",
+    "warn_skipped",
+]
+
+#: The values of the estimator's (and the ONNX predictor's) ``on_bad_image``.
+BAD_IMAGE_OPTIONS = ("raise", "skip")
+
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
+_WIDE_MODES = {"I", "F", *_SIXTEEN_BIT_MODES}  # more than 8 bits per pixel
+
+#: What PIL raises on a file it cannot read (DecompressionBombError: above its pixel limit).
+PIL_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+)
+
+
+class BadImageError(ValueError):
+    """An image file that is empty, truncated or not an image; ``path`` names it."""
+
+    def __init__(self, path, reason, message=None):
+        # A path, or an open file or buffer, which has no name to give.
+        is_path = isinstance(path, (str, os.PathLike))
+        self.path = os.fspath(path) if is_path else f"<{type(path).__name__}>"
+        self.reason = reason
+        super().__init__(message or f"cannot decode image file {self.path!r}: {reason}")
+
+
+class ImageNotFoundError(BadImageError, FileNotFoundError):
+    """An image file that does not exist (a ``FileNotFoundError`` too)."""
+
+    def __init__(self, path):
+        super().__init__(
+            path, "not found", f"image file not found: {os.fspath(path)!r}; {ROOT_HINT}"
+        )
+
+
+def as_size(image_size):
+    """``(height, width)`` from a positive int or a pair of them (numpy integers too).
+
+    Raises
+    ------
+    ValueError
+        Naming ``image_size``, for anything else.
+    """
+    pair = (image_size, image_size) if isinstance(image_size, Integral) else image_size
+    try:
+        height, width = pair
+        sides = (int(height), int(width))
+        valid = all(isinstance(side, Integral) and side >= 1 for side in (height, width))
+    except (TypeError, ValueError):
+        valid = False
+    if not valid or isinstance(image_size, bool):
+        raise ValueError(
+            "image_size must be a positive int or a (height, width) pair of positive ints; "
+            f"got {image_size!r}"
+        )
+    return sides
+
+
+def _to_uint8(pixels, sixteen_bit):
+    """8-bit pixels from wider ones (16- and 32-bit integers, 32-bit floats).
+
+    16-bit modes are divided by 256. Otherwise the scale follows the values' range:
+    floats within [0, 1] are multiplied by 255; values within [0, 255] are kept; within
+    [0, 65535] divided by 256; any other range is stretched min-max to [0, 255].
+    NaN and infinities count as 0.
+    """
+    is_float = pixels.dtype.kind == "f"
+    pixels = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = pixels.min(), pixels.max()
+    if sixteen_bit or (low >= 0 and 255 < high <= 65535):
+        pixels = pixels / 256
+    elif is_float and low >= 0 and high <= 1:
+        pixels = pixels * 255
+    elif not (low >= 0 and high <= 255):
+        pixels = (pixels - low) * (255 / (high - low)) if high > low else pixels * 0
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+
+def _to_rgb(img):
+    """RGB from any PIL mode: grayscale, palette, RGBA, CMYK, 16-bit, 32-bit and float."""
+    if img.mode in _WIDE_MODES:
+        # PIL's own conversion clips wide values at 255 (a float image in [0, 1] turns
+        # black); scale them instead.
+        img = Image.fromarray(_to_uint8(np.asarray(img), img.mode in _SIXTEEN_BIT_MODES))
+    elif img.mode == "P":
+        # Through RGBA, so that palette transparency is read, not warned about.
+        img = img.convert("RGBA")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _resized(img, size):
+    """The PIL image resized to ``(height, width)``: bilinear, antialiased when shrinking."""
+    height, width = size
+    if img.size == (width, height):
+        return img
+    return img.resize((width, height), Image.Resampling.BILINEAR)
+
+
+def read_image(path, image_size):
+    """Decode one image file (a path, or a binary file object) to uint8 ``(H, W, 3)``.
+
+    EXIF orientation is applied; any mode is converted to RGB; the resize is PIL's
+    bilinear (antialiased when shrinking), skipped when the image already has the
+    size. A JPEG at least twice the target size is decoded at a reduced DCT scale
+    (PIL's draft mode), several times faster (``benchmarks/bench_decode.py``).
+
+    Raises
+    ------
+    ImageNotFoundError
+        Naming the file, if it does not exist (a ``FileNotFoundError``).
+    BadImageError
+        Naming the file, if it cannot be decoded (a ``ValueError``).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "red.png")
+    >>> Image.new("L", (40, 20), 128).save(path)
+    >>> read_image(path, (10, 20)).shape
+    (10, 20, 3)
+    """
+    size = as_size(image_size)
+    try:
+        with Image.open(path) as img:
+            side = max(size)  # the draft must cover an image that EXIF rotates, too
+            if min(img.size) >= 2 * side:  # else the draft cannot reduce the DCT scale
+                img.draft("RGB", (side, side))
+            # A JPEG's EXIF is read with its header: without one there is nothing to
+            # turn. In place, as a copy costs as much as the decode for small images.
+            if img.format != "JPEG" or "exif" in img.info:
+                ImageOps.exif_transpose(img, in_place=True)
+            img.load()  # decode while the file is open
+            img = _to_rgb(img)
+    except FileNotFoundError:
+        raise ImageNotFoundError(path) from None
+    except PIL_ERRORS as exc:
+        raise BadImageError(path, exc) from exc
+    return np.array(_resized(img, size))
+
+
+def array_pixels(image, image_size):
+    """Uint8 pixels ``(H, W, 3)`` of ``image_size`` from one ``(H, W[, C])`` array image.
+
+    One channel is repeated, a fourth (alpha) dropped; the resize is that of
+    :func:`read_image`. An RGB image that already has the size is returned as is
+    (no copy).
+    """
+    image = np.asarray(image)
+    if image.ndim == 2 or image.shape[2] == 1:
+        image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2)
+    elif image.shape[2] == 4:
+        image = image[..., :3]
+    size = as_size(image_size)
+    if image.shape[:2] == size:
+        return image
+    return np.array(_resized(Image.fromarray(np.ascontiguousarray(image)), size))
+
+
+def decode_image(source, image_size):
+    """Uint8 pixels ``(H, W, 3)`` of one image: a file (:func:`read_image`) or an array.
+
+    ``source`` is a path or binary file object, or an ``(H, W[, C])`` array
+    (:func:`array_pixels`).
+    """
+    if isinstance(source, np.ndarray):
+        return array_pixels(source, image_size)
+    return read_image(source, image_size)
+
+
+def decode_or_record(source, image_size, position, bad_images=None):
+    """:func:`decode_image`, or None after recording an unreadable image.
+
+    The one rule for an image that cannot be read, shared by the torch Dataset and the
+    ONNX predictor: without ``bad_images`` (``on_bad_image="raise"``) the
+    :class:`BadImageError` naming the file propagates; with it (``"skip"``) the error is
+    passed to ``bad_images.record(position, error)`` and None returned, and
+    :func:`mark_unreadable` later makes that row's outputs missing.
+    """
+    try:
+        return decode_image(source, image_size)
+    except BadImageError as exc:
+        if bad_images is None:
+            raise
+        bad_images.record(position, exc)
+        return None
+
+
+class BadImageRecords:
+    """The images one process could not decode: ``record`` them, ``collect`` them.
+
+    The in-process log of :func:`decode_or_record` (the ONNX predictor's);
+    :class:`sk_multitask.dataset.BadImageLog` is the one DataLoader workers share.
+    """
+
+    def __init__(self):
+        self.records = {}
+
+    def record(self, position, error):
+        """Note that the image at ``position`` could not be read (a :class:`BadImageError`)."""
+        self.records[int(position)] = (error.path, str(error.reason))
+
+    def collect(self):
+        """``{position: (path, reason)}`` of the images recorded, by position."""
+        return dict(sorted(self.records.items()))
+
+
+#: What becomes of an unreadable image's row in predict and the other methods.
+MISSING_OUTPUTS = "given missing predictions"
+
+
+def mark_unreadable(outputs, bad, stacklevel=3):
+    """Make the rows of unreadable images missing (NaN) and warn once about them.
+
+    Parameters
+    ----------
+    outputs : float ndarray or tensor (N, ...)
+        Set to NaN in place at the positions of ``bad``.
+    bad : dict
+        ``{position: (path, reason)}`` as ``collect`` returns it; empty: nothing to do.
+
+    Returns
+    -------
+    outputs
+    """
+    if bad:
+        outputs[list(bad)] = float("nan")
+        warn_skipped(list(bad.values()), MISSING_OUTPUTS, stacklevel=stacklevel + 1)
+    return outputs
+
+
+class BadImageWarning(UserWarning):
+    """Images skipped because they could not be read (``on_bad_image="skip"``)."""
+
+
+def find_bad_images(images, verify=False):
+    """The image files that are missing, empty or, with ``verify``, unreadable.
+
+    Without ``verify`` only the file system is asked (fast). With it each file's
+    header is parsed and checked by PIL's :meth:`~PIL.Image.Image.verify` without
+    decoding the pixels: a PNG's chunks and checksums are checked, a JPEG's markers
+    are parsed but its compressed data is not, so a truncated JPEG is only found
+    when decoded.
+
+    Parameters
+    ----------
+    images : sequence of str or uint8 ndarray
+        Resolved file paths (an array holds no file: nothing is bad).
+    verify : bool, default=False
+
+    Returns
+    -------
+    dict
+        ``{position: (path, reason)}`` of the bad files, by position.
+    """
+    if is_pixel_array(images):
+        return {}
+    bad = {}
+    for position, path in enumerate(images):
+        if not os.path.isfile(path):
+            bad[position] = (path, "not found")
+        elif os.path.getsize(path) == 0:
+            bad[position] = (path, "empty file")
+        elif verify:
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+            except PIL_ERRORS as exc:
+                bad[position] = (path, str(exc) or type(exc).__name__)
+    return bad
+
+
+def screen_images(images, on_bad_image="raise", verify=False):
+    """The images to train on, after the checks that need no decoding.
+
+    With ``on_bad_image="skip"``, missing and empty files are found by the file system;
+    with ``verify`` (``check_images``), unreadable headers too (:func:`find_bad_images`).
+
+    Returns
+    -------
+    keep : bool ndarray
+        False for the bad files, to leave out.
+    bad : list of (path, reason)
+
+    Raises
+    ------
+    ValueError
+        With ``on_bad_image="raise"``, naming the files found bad; with ``"skip"``, if
+        every file is bad.
+    """
+    keep = np.ones(len(images), dtype=bool)
+    if on_bad_image == "raise" and not verify:
+        return keep, []  # resolve_images checked that the files exist
+    bad = find_bad_images(images, verify=verify)
+    if bad and on_bad_image == "raise":
+        raise ValueError(
+            f"{len(bad)} image file{'s' if len(bad) > 1 else ''} cannot be read "
+            f"(check_images=True): {describe_bad_images(list(bad.values()))}"
+        )
+    if len(bad) == len(images):
+        raise ValueError(f"no image file can be read: {describe_bad_images(list(bad.values()))}")
+    keep[list(bad)] = False
+    return keep, list(bad.values())
+
+
+def describe_bad_images(bad, limit=3):
+    """``'a.jpg' (not found), 'b.png' (empty file) and 2 more``: the first few of ``bad``.
+
+    ``bad`` is a sequence of ``(path, reason)`` pairs.
+    """
+    named = [f"{path!r} ({reason})" for path, reason in bad[:limit]]
+    more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
+    return ", ".join(named) + more
+
+
+def warn_skipped(bad, action, stacklevel=3):
+    """One :class:`BadImageWarning` counting the ``bad`` images and naming the first few.
+
+    ``bad`` is a sequence of ``(path, reason)`` pairs; ``action`` says what became of
+    them (``"left out of training"``).
+    """
+    plural = len(bad) > 1
+    warnings.warn(
+        f"{len(bad)} image file{'s' if plural else ''} could not be read and "
+        f"{'were' if plural else 'was'} {action} (on_bad_image='skip'): "
+        f"{describe_bad_images(bad)}",
+        BadImageWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def median_image_size(images, n_samples=16):
+    """The median (height, width) of up to ``n_samples`` images, spread over ``images``.
+
+    Only the headers of image files are read (fast); an array gives its own shape.
+
+    Parameters
+    ----------
+    images : ndarray of paths, or uint8 ndarray (N, H, W[, C])
+        Image sources as :func:`resolve_images` returns them.
+    n_samples : int, default=16
+
+    Returns
+    -------
+    (int, int) or None
+        None when no sampled file could be read.
+    """
+    if is_pixel_array(images):
+        return tuple(int(side) for side in images.shape[1:3])
+    positions = np.unique(np.linspace(0, len(images) - 1, n_samples).astype(int))
+    sizes = []
+    for i in positions:
+        try:
+            with Image.open(images[i]) as img:
+                sizes.append(img.size[::-1])  # PIL gives (width, height)
+        except (OSError, SyntaxError, ValueError):
+            continue  # a bad file is reported, naming it, when it is decoded
+    if not sizes:
+        return None
+    height, width = np.median(np.array(sizes), axis=0)
+    return int(height), int(width)
+
+
+def check_image_size(images, image_size):
+    """Warn when the images are much smaller than ``image_size`` (less than half on both sides).
+
+    Upsampling adds no information but costs time: 32 px images trained at the default
+    224 px take ~50 times longer per epoch. The size is measured on a few headers
+    (:func:`median_image_size`).
+
+    Parameters
+    ----------
+    images : ndarray of paths, or uint8 ndarray (N, H, W[, C])
+    image_size : (int, int)
+    """
+    measured = median_image_size(images)
+    if measured is not None and all(2 * m < s for m, s in zip(measured, image_size, strict=True)):
+        warnings.warn(
+            f"the images are about {measured[0]}x{measured[1]} pixels (median of a sample) "
+            f"but image_size={image_size[0] if image_size[0] == image_size[1] else image_size} "
+            "upsamples them: training is slower for no gain. Pass image_size close to "
+            "the images' size",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,99 @@
+"""The one inference path: a fitted net run over images, batch by batch.
+
+``predict``, ``predict_proba``, ``transform``, ``score``, ``evaluate``, ``top_losses``,
+the report and the command line all get the network's outputs (or the backbone's
+features) from :func:`network_outputs`, so that they share one batching iterator, one
+use of the disk cache (``cache_dir``) and one rule for images that cannot be read
+(:func:`sk_multitask.decoding.mark_unreadable`, which the torch-free ONNX predictor
+follows too): with ``on_bad_image="skip"`` the row is missing (NaN) and one
+:class:`~sk_multitask.decoding.BadImageWarning` counts such rows; with ``"raise"`` the
+error names the file.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm.auto import tqdm
+
+from .cache import cached_images
+from .dataset import ImageDataset, bad_image_log
+from .decoding import mark_unreadable
+from .distributed import dask_worker_threads
+
+__all__ = ["network_outputs", "task_outputs"]
+
+
+def network_outputs(
+    net, images, image_size, *, on_bad_image="raise", cache_dir=None, verbose=0, features=False
+):
+    """The fitted network's outputs for every image: a float32 CPU tensor ``(N, width)``.
+
+    Parameters
+    ----------
+    net : fitted skorch net whose ``module_`` is a
+        :class:`~sk_multitask.model.MultiTaskModule`
+    images : ndarray of str (resolved paths) or uint8 ndarray
+        As :func:`sk_multitask.sources.resolve_images` returns them.
+    image_size : (int, int)
+    on_bad_image : {"raise", "skip"}, default="raise"
+        ``"skip"``: an image that cannot be read gets a row of NaN, and one
+        :class:`~sk_multitask.decoding.BadImageWarning` names the first few such files.
+    cache_dir : str or path, optional
+        A disk cache folder (:func:`sk_multitask.cache.disk_cached_images`).
+    verbose : int, default=0
+        A progress bar when positive.
+    features : bool, default=False
+        The backbone's features (``forward_features``) instead of the heads' outputs.
+
+    Returns
+    -------
+    tensor of shape (N, width), float32
+        The heads' concatenated outputs, or the features.
+    """
+    bad_images = bad_image_log(on_bad_image)
+    if cache_dir is not None:
+        images, _ = cached_images(
+            images, image_size, cache=False, cache_dir=cache_dir, bad_images=bad_images
+        )
+    dataset = ImageDataset(images, image_size=image_size, bad_images=bad_images)
+    batches = _batches(net, dataset, features)
+    if verbose:
+        total = math.ceil(len(dataset) / net.batch_size)
+        desc = "transform" if features else "predict"
+        batches = tqdm(batches, total=total, desc=desc, unit="batch", leave=False)
+    outputs, start = None, 0
+    with dask_worker_threads():
+        for batch in batches:
+            if outputs is None:
+                # One buffer filled batch by batch: kept per-batch tensors fragment the
+                # heap, and memory grew with the number of images (docs/performance.md).
+                outputs = torch.empty(len(dataset), batch.shape[1])
+            outputs[start : start + len(batch)] = batch
+            start += len(batch)
+    bad = {} if bad_images is None else bad_images.collect()
+    return mark_unreadable(outputs, bad, stacklevel=3)
+
+
+def _batches(net, dataset, features):
+    """The outputs of each batch of ``dataset``, on the CPU: skorch's iterator and step."""
+    module = net.module_
+    for batch in net.get_iterator(dataset, training=False):
+        if features:
+            with torch.no_grad():
+                module.eval()
+                out = module.forward_features(batch[0].to(net.device))
+        else:
+            out = net.evaluation_step(batch, training=False)
+        yield out.float().cpu()
+
+
+def task_outputs(tasks, outputs):
+    """Each task's columns of the concatenated ``outputs``: ``{task: tensor (N, n_outputs)}``.
+
+    ``tasks`` maps task names to fitted tasks (anything with ``n_outputs``), in the
+    order of the network's heads.
+    """
+    split = torch.split(outputs, [task.n_outputs for task in tasks.values()], dim=1)
+    return dict(zip(tasks, split, strict=True))

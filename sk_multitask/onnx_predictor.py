@@ -1,0 +1,187 @@
+"""A predictor that runs a model exported to ONNX without torch.
+
+:class:`OnnxPredictor` reads a file written by :func:`sk_multitask.onnx.export_onnx` and
+predicts with ONNX Runtime. It imports numpy, pandas, PIL and onnxruntime only, not
+torch, skorch or scikit-learn, and decodes images and outputs with the code the
+estimator uses (:mod:`sk_multitask.decoding`, :class:`sk_multitask.outputs.OutputDecoder`),
+with the estimator's rule for images that cannot be read, so that both return the same
+DataFrames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .decoding import BAD_IMAGE_OPTIONS, BadImageRecords, decode_or_record, mark_unreadable
+from .persistence import check_document, decode_params
+from .sources import resolve_images
+from .outputs import OutputDecoder, prediction_frame, probability_frames
+from .targets import check_targets
+
+__all__ = ["METADATA_KEY", "OnnxPredictor", "missing_onnx_extra"]
+
+#: The metadata key of the ONNX file that holds the model's JSON document.
+METADATA_KEY = "sk_multitask"
+#: The names of the ONNX graph's input (uint8 images) and output (every head's outputs).
+INPUT, OUTPUT = "images", "outputs"
+
+
+def missing_onnx_extra(what, exc):
+    """The ImportError for ``what`` when a package of the ``onnx`` extra is missing."""
+    return ImportError(
+        f"{what} needs the onnx extra ({exc.name} is not installed): "
+        "pip install 'sk-multitask[onnx]'"
+    )
+
+
+class OnnxPredictor:
+    """Predict with a model exported by :func:`export_onnx`, without torch.
+
+    Parameters
+    ----------
+    path : str or path
+        The ONNX file.
+    image_root : str or path, default=None
+        Folder relative image paths are resolved against; None: the estimator's.
+    batch_size : int, default=None
+        Images per ONNX Runtime call; None: the estimator's ``batch_size``.
+    providers : list, default=None
+        ONNX Runtime execution providers; None: ``["CPUExecutionProvider"]``.
+    session_options : onnxruntime.SessionOptions, default=None
+        E.g. the number of threads (``intra_op_num_threads``); None: ONNX Runtime's.
+    on_bad_image : {"raise", "skip"}, default=None
+        What an image that cannot be read does, as the estimator's parameter:
+        ``"raise"``, an error naming the file; ``"skip"``, its row of predictions is
+        missing and one :class:`~sk_multitask.decoding.BadImageWarning` counts such
+        rows. None: the estimator's.
+
+    Attributes
+    ----------
+    tasks_ : dict
+        Task name to :class:`~sk_multitask.outputs.OutputDecoder` (kind, classes...),
+        in the order of the estimator's ``tasks_``.
+    params : dict
+        The estimator's parameters, as saved.
+    image_col, image_root, image_size, batch_size, on_bad_image
+        What :meth:`predict` reads ``X`` with.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from sk_multitask import MultiTaskImageEstimator
+    >>> from sk_multitask.datasets import make_multitask_images
+    >>> from sk_multitask.onnx import OnnxPredictor
+    >>> df = make_multitask_images(32, image_size=16, random_state=0)
+    >>> est = MultiTaskImageEstimator(
+    ...     image_root=df.attrs["image_root"], backbone="simple_cnn", weights=None,
+    ...     image_size=16, max_epochs=1, valid_split=None, random_state=0)
+    >>> est = est.fit(df, df[["color", "shape", "area"]])
+    >>> path = est.export_onnx(os.path.join(tempfile.mkdtemp(), "model.onnx"))
+    >>> predictor = OnnxPredictor(path)
+    >>> onnx_predictions, predictions = predictor.predict(df), est.predict(df)
+    >>> onnx_predictions[["color", "shape"]].equals(predictions[["color", "shape"]])
+    True
+    >>> float((onnx_predictions["area"] - predictions["area"]).abs().max()) < 1e-4
+    True
+    """
+
+    def __init__(
+        self,
+        path,
+        image_root=None,
+        batch_size=None,
+        providers=None,
+        session_options=None,
+        on_bad_image=None,
+    ):
+        if on_bad_image not in (None, *BAD_IMAGE_OPTIONS):
+            raise ValueError(
+                f"on_bad_image must be one of {list(BAD_IMAGE_OPTIONS)} or None; "
+                f"got {on_bad_image!r}"
+            )
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise missing_onnx_extra("OnnxPredictor", exc) from exc
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"ONNX file not found: {path!r}")
+        try:
+            self.session = onnxruntime.InferenceSession(
+                path, session_options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ValueError(f"{path!r} is not an ONNX model ONNX Runtime can run: {exc}") from exc
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in metadata:
+            raise ValueError(
+                f"{path!r} is an ONNX model but not one exported by sk-multitask "
+                f"(its metadata has no {METADATA_KEY!r} entry)"
+            )
+        self.document = json.loads(metadata[METADATA_KEY])
+        check_document(self.document, path)
+        self.params = decode_params(self.document)
+        self.tasks_ = {}
+        for state in self.document["tasks"]:
+            decoder = OutputDecoder.from_dict(state)
+            self.tasks_[decoder.name] = decoder
+        self.image_col = self.params["image_col"]
+        self.image_root = self.params["image_root"] if image_root is None else image_root
+        self.image_size = tuple(self.document["image_size"])
+        self.batch_size = self.params["batch_size"] if batch_size is None else batch_size
+        saved = self.params.get("on_bad_image", "raise")
+        self.on_bad_image = saved if on_bad_image is None else on_bad_image
+        self.path = path
+
+    def outputs(self, X):
+        """Each task's raw head outputs (float32 arrays) for ``X``, and ``X``'s index.
+
+        The row of an image that cannot be read is NaN with ``on_bad_image="skip"``
+        (:func:`sk_multitask.decoding.mark_unreadable`, the estimator's rule).
+        """
+        images, index = resolve_images(X, self.image_col, self.image_root, check_files=False)
+        sizes = [decoder.n_outputs for decoder in self.tasks_.values()]
+        outputs = np.empty((len(images), sum(sizes)), dtype=np.float32)
+        bad = BadImageRecords() if self.on_bad_image == "skip" else None
+        for start in range(0, len(images), self.batch_size):
+            positions = range(start, min(start + self.batch_size, len(images)))
+            pixels = {i: decode_or_record(images[i], self.image_size, i, bad) for i in positions}
+            read = [i for i, image in pixels.items() if image is not None]
+            if read:
+                batch = np.stack([pixels[i] for i in read])
+                feed = {INPUT: np.ascontiguousarray(batch.transpose(0, 3, 1, 2))}
+                outputs[read] = self.session.run([OUTPUT], feed)[0]
+        mark_unreadable(outputs, {} if bad is None else bad.collect())
+        split = np.split(outputs, np.cumsum(sizes)[:-1], axis=1)
+        return dict(zip(self.tasks_, split, strict=True)), index
+
+    def predict(self, X):
+        """Predict every task: the DataFrame ``MultiTaskImageEstimator.predict`` returns.
+
+        Parameters
+        ----------
+        X : DataFrame with the image column, Series or list of paths, or uint8 ndarray
+            (N, H, W[, C])
+        """
+        return prediction_frame(self.tasks_, *self.outputs(X))
+
+    def predict_proba(self, X):
+        """Class probabilities: what ``MultiTaskImageEstimator.predict_proba`` returns."""
+        return probability_frames(self.tasks_, *self.outputs(X))
+
+    def evaluate(self, X, y):
+        """Per-task metrics: the table of ``MultiTaskImageEstimator.evaluate``.
+
+        Needs scikit-learn (for the metrics), not torch.
+        """
+        from .metrics import evaluate_tasks
+
+        outputs, index = self.outputs(X)
+        y = check_targets(y, self.tasks_, len(index))
+        return evaluate_tasks({n: self.tasks_[n] for n in y.columns}, outputs, y)
+
+    def __repr__(self):
+        return f"OnnxPredictor({self.path!r})"

@@ -41,8 +41,8 @@ from .decoding import as_size, check_image_size, screen_images
 from .distributed import uses_accelerate
 from .loss import MaskedMultiTaskLoss
 from .model import MultiTaskModule
-from .sources import resolve_images
 from .net import OPTIMIZERS, AcceleratedMultiTaskNet, MultiTaskNet, make_accelerator
+from .sources import resolve_images
 from .targets import (
     check_aligned,
     check_not_inputs,

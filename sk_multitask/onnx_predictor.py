@@ -16,9 +16,9 @@ import os
 import numpy as np
 
 from .decoding import BAD_IMAGE_OPTIONS, BadImageRecords, decode_or_record, mark_unreadable
+from .outputs import OutputDecoder, prediction_frame, probability_frames
 from .persistence import check_document, decode_params
 from .sources import resolve_images
-from .outputs import OutputDecoder, prediction_frame, probability_frames
 from .targets import check_targets
 
 __all__ = ["METADATA_KEY", "OnnxPredictor", "missing_onnx_extra"]

@@ -1,10 +1,8 @@
 """ONNX export of a fitted estimator, and a predictor that runs it without torch.
 
-:func:`export_onnx` (also ``est.export_onnx(path)``) writes the network as one ONNX
-file: input ``images``, uint8 ``(N, 3, H, W)`` with a dynamic batch size, the
-normalisation inside the graph; output ``outputs``, every task's head concatenated.
-The model's JSON document (:func:`sk_multitask.persistence.model_document`: tasks,
-classes, image size, parameters) is stored in the file's metadata.
+:func:`export_onnx` (also ``est.export_onnx(path)``; defined in
+:mod:`sk_multitask.onnx_export`) writes the network as one ONNX file, with the model
+document (:mod:`sk_multitask.document`) in its metadata.
 
 :class:`OnnxPredictor` reads such a file and predicts with ONNX Runtime. It imports
 numpy, pandas, PIL and onnxruntime only, not torch, skorch or scikit-learn, and
@@ -20,70 +18,12 @@ import os
 
 import numpy as np
 
+from .document import parse_document
 from .images import array_pixels, is_pixel_array, read_image, resolve_images
-from .persistence import check_document, decode_params, model_document
+from .onnx_export import INPUT, METADATA_KEY, OUTPUT, export_onnx, missing_extra
 from .tasks import OutputDecoder, check_targets, prediction_frame, probability_frames
 
 __all__ = ["OnnxPredictor", "export_onnx"]
-
-#: The metadata key of the ONNX file that holds the model's JSON document.
-METADATA_KEY = "sk_multitask"
-INPUT, OUTPUT = "images", "outputs"
-
-
-def _missing_extra(what, exc):
-    return ImportError(
-        f"{what} needs the onnx extra ({exc.name} is not installed): "
-        "pip install 'sk-multitask[onnx]'"
-    )
-
-
-def export_onnx(estimator, path):
-    """Write a fitted estimator's network to ``path`` as ONNX, with its metadata.
-
-    The graph takes uint8 images ``(N, 3, H, W)`` of the training size (any ``N``)
-    and returns the concatenated raw outputs of every task's head, computed in
-    float32 whatever the estimator's ``precision``. Exported with torch's
-    ``torch.export``-based exporter (which needs onnx and onnxscript).
-
-    Parameters
-    ----------
-    estimator : fitted MultiTaskImageEstimator
-    path : str or path
-
-    Returns
-    -------
-    str
-        The path written.
-    """
-    import copy
-
-    import torch
-    from sklearn.utils.validation import check_is_fitted
-
-    try:
-        import onnx
-        import onnxscript  # noqa: F401 -- torch's exporter needs it
-    except ImportError as exc:
-        raise _missing_extra("export_onnx", exc) from exc
-    check_is_fitted(estimator)
-    module = copy.deepcopy(estimator.net_.module_).cpu().float().eval()
-    module.channels_last = False  # a memory format means nothing in the graph
-    example = torch.zeros(2, 3, *estimator.image_size_, dtype=torch.uint8)
-    program = torch.onnx.export(
-        module,
-        (example,),
-        dynamo=True,
-        input_names=[INPUT],
-        output_names=[OUTPUT],
-        dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
-        verbose=False,
-    )
-    model = program.model_proto
-    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(model_document(estimator))})
-    path = os.fspath(path)
-    onnx.save(model, path)
-    return path
 
 
 class OnnxPredictor:
@@ -109,6 +49,16 @@ class OnnxPredictor:
         in the order of the estimator's ``tasks_``.
     params : dict
         The estimator's parameters, as saved.
+    history_ : list of dict
+        The training history, one dict per epoch.
+    image_size_ : (int, int)
+    data_sizes_ : DataFrame
+        Rows and labelled cells per task in training and validation (None for a file
+        exported before sk-multitask recorded them).
+    skipped_images_ : list of str
+        The images left out of training.
+    best_epoch_ : int
+        The epoch whose weights were kept by early stopping (when it ran).
     image_col, image_root, image_size, batch_size
         What :meth:`predict` reads ``X`` with.
 
@@ -138,7 +88,7 @@ class OnnxPredictor:
         try:
             import onnxruntime
         except ImportError as exc:
-            raise _missing_extra("OnnxPredictor", exc) from exc
+            raise missing_extra("OnnxPredictor", exc) from exc
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"ONNX file not found: {path!r}")
@@ -154,16 +104,20 @@ class OnnxPredictor:
                 f"{path!r} is an ONNX model but not one exported by sk-multitask "
                 f"(its metadata has no {METADATA_KEY!r} entry)"
             )
-        self.document = json.loads(metadata[METADATA_KEY])
-        check_document(self.document, path)
-        self.params = decode_params(self.document)
-        self.tasks_ = {}
-        for state in self.document["tasks"]:
-            decoder = OutputDecoder.from_dict(state)
-            self.tasks_[decoder.name] = decoder
+        try:
+            document = json.loads(metadata[METADATA_KEY])
+        except ValueError as exc:
+            raise ValueError(f"{path!r}: the model document is not valid JSON: {exc}") from exc
+        model = parse_document(document, path)
+        self.document = document
+        self.params = model.params
+        self.tasks_ = model.tasks(OutputDecoder.from_dict)
+        self.history_ = model.history
+        for name, value in model.fitted_attributes().items():
+            setattr(self, name, value)
         self.image_col = self.params["image_col"]
         self.image_root = self.params["image_root"] if image_root is None else image_root
-        self.image_size = tuple(self.document["image_size"])
+        self.image_size = self.image_size_
         self.batch_size = self.params["batch_size"] if batch_size is None else batch_size
         self.path = path
 

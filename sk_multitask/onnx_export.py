@@ -79,5 +79,5 @@ def export_onnx(estimator, path):
     onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(model_document(estimator))})
     path = os.fspath(path)
     with atomic_write(path) as file:
-        onnx.save(model, file)
+        file.write(model.SerializeToString())
     return path

@@ -1,5 +1,6 @@
 import base64
 import io
+import os
 import re
 
 import joblib
@@ -93,6 +94,21 @@ def test_a_loaded_model_writes_the_report_of_the_fitted_one(fitted, image_set, t
     labelled = ["area", *fitted.data_sizes_.loc["area"], y["area"].notna().sum()]
     assert re.search(r"\s*".join(f"<t[hd]>{c}</t[hd]>" for c in labelled), sizes)
     assert report_body(text) == report_body(original)
+
+
+def test_the_command_line_evaluates_a_safe_file_with_its_report(fitted, image_set, tmp_path, capsys):
+    from sk_multitask.cli import main
+
+    data = image_set.assign(filename=[os.path.join(image_set.attrs["image_root"], f)
+                                      for f in image_set["filename"]])
+    data.to_csv(tmp_path / "data.csv", index=False)
+    model = fitted.save(tmp_path / "m.skmt")
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", str(tmp_path / "data.csv"), "--model", model, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "metrics and report written to" in captured.out
+    assert "Traceback" not in captured.err
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 5
 
 
 def test_the_report_replaces_its_file_atomically(fitted, image_set, tmp_path, monkeypatch):

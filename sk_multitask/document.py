@@ -59,6 +59,14 @@ def package_versions():
     dict
         ``"sk_multitask"``, then ``"torch"``, ``"skorch"``, ``"scikit-learn"`` where
         installed (read from the installed distributions: nothing is imported).
+
+    Examples
+    --------
+    >>> import sk_multitask
+    >>> from sk_multitask.document import package_versions
+    >>> versions = package_versions()
+    >>> versions["sk_multitask"] == sk_multitask.__version__, "torch" in versions
+    (True, True)
     """
     versions = {"sk_multitask": __version__}
     for distribution, key in _PACKAGES.items():
@@ -116,7 +124,14 @@ def _hashable(key):
 
 
 def decode_params(document):
-    """The estimator's parameters from a model document (the backbone as saved)."""
+    """The estimator's parameters from a model document (the backbone as saved).
+
+    Examples
+    --------
+    >>> decode_params({"params": {"image_size": {"__tuple__": [16, 16]},
+    ...                           "image_root": {"__path__": "images"}}})
+    {'image_size': (16, 16), 'image_root': PosixPath('images')}
+    """
     return {name: _decode(value) for name, value in document["params"].items()}
 
 
@@ -161,9 +176,7 @@ def model_document(estimator):
         "params": {name: _encode(value, name) for name, value in params.items()},
         "backbone": {
             "name": None if own else backbone,
-            "class": f"{type(backbone).__module__}.{type(backbone).__qualname__}"
-            if own
-            else None,
+            "class": f"{type(backbone).__module__}.{type(backbone).__qualname__}" if own else None,
         },
         "tasks": [task.to_dict() for task in estimator.tasks_.values()],
         "image_size": [int(side) for side in estimator.image_size_],
@@ -263,40 +276,76 @@ def _is_count(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _list_of(check):
+    return lambda value: isinstance(value, list) and all(map(check, value))
+
+
+def _is_task(state):
+    return isinstance(state, dict) and "name" in state and "kind" in state
+
+
+def _is_class_weights(pair):
+    return isinstance(pair, list) and len(pair) == 2 and _list_of(_is_number)(pair[1])
+
+
+_REQUIRED = object()
+
+#: Key, its default when absent (or _REQUIRED), the check, and what it says when wrong.
+_FIELDS = [
+    ("params", _REQUIRED, lambda v: isinstance(v, dict), "params is not a dict"),
+    ("tasks", _REQUIRED, lambda v: _list_of(_is_task)(v) and v, "tasks is not a list of tasks"),
+    (
+        "image_size",
+        _REQUIRED,
+        lambda v: _list_of(_is_count)(v) and len(v) == 2 and all(v),
+        "image_size is not two positive integers",
+    ),
+    (
+        "backbone",
+        _REQUIRED,
+        lambda v: isinstance(v, dict) and isinstance(v.get("class"), (str, type(None))),
+        "backbone is not a dict with a class",
+    ),
+    ("history", [], _list_of(lambda r: isinstance(r, dict)), "history is not a list of dicts"),
+    (
+        "skipped_images",
+        [],
+        _list_of(lambda p: isinstance(p, str)),
+        "skipped_images is not a list of strings",
+    ),
+    ("best_epoch", None, lambda v: v is None or _is_count(v), "best_epoch is not a count"),
+    (
+        "class_weights",
+        [],
+        _list_of(_is_class_weights),
+        "class_weights is not a list of [task, weights] pairs",
+    ),
+]
+
+
 def _check_fields(document):
-    """TypeError naming the first key of ``document`` of the wrong type."""
-    _require(isinstance(document.get("params"), dict), "params is not a dict")
-    tasks = document.get("tasks")
-    _require(isinstance(tasks, list) and tasks, "tasks is not a non-empty list")
-    _require(all(isinstance(t, dict) and "name" in t and "kind" in t for t in tasks),
-             "a task is not a dict with a name and a kind")
-    size = document.get("image_size")
-    _require(isinstance(size, list) and len(size) == 2 and all(map(_is_count, size))
-             and all(size), "image_size is not two positive integers")
-    backbone = document.get("backbone")
-    _require(isinstance(backbone, dict) and isinstance(backbone.get("class"), (str, type(None))),
-             "backbone is not a dict with a class")
-    history = document.get("history", [])
-    _require(isinstance(history, list) and all(isinstance(r, dict) for r in history),
-             "history is not a list of dicts")
-    skipped = document.get("skipped_images", [])
-    _require(isinstance(skipped, list) and all(isinstance(p, str) for p in skipped),
-             "skipped_images is not a list of strings")
-    best = document.get("best_epoch")
-    _require(best is None or _is_count(best), "best_epoch is not a count")
-    weights = document.get("class_weights", [])
-    _require(isinstance(weights, list)
-             and all(isinstance(w, list) and len(w) == 2 and isinstance(w[1], list) for w in weights),
-             "class_weights is not a list of [task, weights] pairs")
+    """TypeError naming the first key of ``document`` missing or of the wrong type."""
+    for key, default, check, message in _FIELDS:
+        if default is _REQUIRED and key not in document:
+            raise KeyError(key)
+        _require(check(document.get(key, default)), message)
 
 
 def _data_sizes(sizes):
     if sizes is None:
         return None
-    _require(isinstance(sizes, dict) and sizes.keys() == {"index", "columns", "data"},
-             "data_sizes is not a table (index, columns, data)")
-    _require(all(isinstance(row, list) and all(map(_is_count, row)) for row in sizes["data"]),
-             "data_sizes holds something other than counts")
+    _require(
+        isinstance(sizes, dict) and sizes.keys() == {"index", "columns", "data"},
+        "data_sizes is not a table (index, columns, data)",
+    )
+    _require(
+        all(isinstance(row, list) and all(map(_is_count, row)) for row in sizes["data"]),
+        "data_sizes holds something other than counts",
+    )
     return pd.DataFrame(sizes["data"], index=sizes["index"], columns=sizes["columns"])
 
 
@@ -339,6 +388,7 @@ def parse_document(document, source):
         data_sizes=data_sizes,
         skipped_images=document.get("skipped_images", []),
         best_epoch=document.get("best_epoch"),
-        class_weights={_hashable(name): weights for name, weights in
-                       document.get("class_weights", [])},
+        class_weights={
+            _hashable(name): weights for name, weights in document.get("class_weights", [])
+        },
     )

@@ -20,7 +20,13 @@ from sklearn.exceptions import NotFittedError
 from torch import nn
 
 import sk_multitask
-from sk_multitask import InconsistentVersionWarning, MultiTaskImageEstimator, load, pickling, safe_file
+from sk_multitask import (
+    InconsistentVersionWarning,
+    MultiTaskImageEstimator,
+    load,
+    pickling,
+    safe_file,
+)
 from sk_multitask.document import FORMAT_VERSION, parse_document
 from sk_multitask.images import read_image
 

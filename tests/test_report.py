@@ -11,8 +11,7 @@ from conftest import TARGETS
 from matplotlib.figure import Figure
 from PIL import Image
 
-from sk_multitask import __version__, load
-from sk_multitask import report
+from sk_multitask import __version__, load, report
 from sk_multitask.report import figure_to_png_bytes, write_report
 
 
@@ -96,7 +95,7 @@ def test_a_loaded_model_writes_the_report_of_the_fitted_one(fitted, image_set, t
     assert report_body(text) == report_body(original)
 
 
-def test_the_command_line_evaluates_a_safe_file_with_its_report(fitted, image_set, tmp_path, capsys):
+def test_the_cli_evaluates_a_safe_file_with_its_report(fitted, image_set, tmp_path, capsys):
     from sk_multitask.cli import main
 
     data = image_set.assign(filename=[os.path.join(image_set.attrs["image_root"], f)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TARGETS, small_estimator
+from conftest import TARGETS, reload, small_estimator
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
@@ -367,8 +367,7 @@ def test_a_loaded_safe_file_knows_sizes_skipped_images_history_and_best_epoch(kn
 
 def test_a_joblib_pickle_knows_the_same(knowing, tmp_path):
     est, _ = knowing
-    joblib.dump(est, tmp_path / "m.joblib")
-    assert_knows_the_same(joblib.load(tmp_path / "m.joblib"), est)
+    assert_knows_the_same(reload(est, tmp_path, "joblib"), est)
 
 
 def test_the_document_records_what_the_model_knows(knowing, tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TARGETS, small_estimator
+from conftest import TARGETS, reload, small_estimator
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import confusion_matrix
 from skorch.history import History
@@ -266,15 +266,7 @@ def line_data(fig):
 
 @pytest.mark.parametrize("how", ["safe file", "joblib"])
 def test_a_loaded_model_plots_what_the_fitted_one_plots(fitted, image_set, tmp_path, how):
-    import joblib
-
-    from sk_multitask import load
-
-    if how == "safe file":
-        loaded = load(fitted.save(tmp_path / "m.skmt"))
-    else:
-        joblib.dump(fitted, tmp_path / "m.joblib")
-        loaded = joblib.load(tmp_path / "m.joblib")
+    loaded = reload(fitted, tmp_path, how)
     for plot in (plot_history, plot_lr_schedule):
         expected = line_data(plot(fitted))
         assert expected and line_data(plot(loaded)) == expected  # JSON keeps floats exactly

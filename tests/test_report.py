@@ -3,15 +3,14 @@ import io
 import os
 import re
 
-import joblib
 import pytest
 import sklearn
 import torch
-from conftest import TARGETS
+from conftest import TARGETS, reload
 from matplotlib.figure import Figure
 from PIL import Image
 
-from sk_multitask import __version__, load, report
+from sk_multitask import __version__, report
 from sk_multitask.report import figure_to_png_bytes, write_report
 
 
@@ -80,11 +79,7 @@ def report_body(text):
 
 @pytest.mark.parametrize("how", ["safe file", "joblib"])
 def test_a_loaded_model_writes_the_report_of_the_fitted_one(fitted, image_set, tmp_path, how):
-    if how == "safe file":
-        loaded = load(fitted.save(tmp_path / "m.skmt"))
-    else:
-        joblib.dump(fitted, tmp_path / "m.joblib")
-        loaded = joblib.load(tmp_path / "m.joblib")
+    loaded = reload(fitted, tmp_path, how)
     y = image_set[TARGETS]
     original = write_report(fitted, image_set, y, tmp_path / "fitted.html", k=3).read_text()
     text = write_report(loaded, image_set, y, tmp_path / "loaded.html", k=3).read_text()

@@ -8,6 +8,8 @@ import json
 import os
 import pathlib
 import pickle
+import subprocess
+import sys
 import zipfile
 
 import joblib
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TARGETS, reload, small_estimator
+from conftest import BLOCK_TORCH, TARGETS, reload, small_estimator
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
@@ -420,3 +422,17 @@ def test_save_writes_atomically_and_leaves_the_old_file_on_error(fitted, saved, 
         est.save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.skmt"]  # no temporary left
+
+
+def test_the_document_is_read_without_torch_or_scikit_learn(saved):
+    code = f"""BLOCKED = {{"torch", "torchvision", "skorch", "sklearn"}}
+{BLOCK_TORCH}
+import json, zipfile
+from sk_multitask.document import parse_document
+document = json.loads(zipfile.ZipFile({str(saved)!r}).read("sk_multitask.json"))
+model = parse_document(document, "m.skmt")
+print(model.image_size, list(model.data_sizes.columns), len(model.history))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["(16,", "16)", "['train',", "'valid']", "2"]

@@ -374,7 +374,7 @@ def parse_document(document, source):
         _check_fields(document)
         data_sizes = _data_sizes(document.get("data_sizes"))
         params = decode_params(document)
-    except (KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(
             f"{os.fspath(source)!r}: the model document is incomplete ({exc})"
         ) from exc

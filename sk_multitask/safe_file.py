@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 
-from .document import model_document, parse_document
+from .document import ModelDocument, model_document, parse_document
 from .tasks import Task
 
 __all__ = ["SavedModel", "atomic_write", "load_net_state", "net_state", "read_model", "save"]
@@ -127,7 +127,7 @@ class SavedModel:
     path : str
     """
 
-    model: object
+    model: ModelDocument
     params: dict
     tasks: dict
     state: dict

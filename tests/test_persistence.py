@@ -392,6 +392,10 @@ def test_the_document_records_what_the_model_knows(knowing, tmp_path):
         ({"best_epoch": "2"}, "best_epoch is not a count"),
         ({"skipped_images": [1]}, "skipped_images is not a list of strings"),
         ({"data_sizes": {"index": [], "columns": []}}, "data_sizes is not a table"),
+        (
+            {"data_sizes": {"index": ["rows"], "columns": ["train"], "data": [[1, 2]]}},
+            "columns passed",
+        ),
         ({"history": {"epoch": 1}}, "history is not a list of dicts"),
         ({"class_weights": {"shape": [1]}}, r"class_weights is not a list of \[task"),
     ],

@@ -11,9 +11,9 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "InconsistentVersionWarning": "persistence",
+    "InconsistentVersionWarning": "pickling",
     "MultiTaskImageEstimator": "estimator",
-    "load": "persistence",
+    "load": "estimator",
     "multitask_scorer": "metrics",
 }
 

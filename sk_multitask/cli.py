@@ -259,7 +259,7 @@ def _evaluate_to(model, data, y, out):
     records = json.loads(table.to_json(orient="index"))
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(records, f, indent=2)
-    if not hasattr(model, "history_"):  # an ONNX model has neither history nor losses
+    if not hasattr(model, "net_"):  # an ONNX model has no network to compute losses
         print(f"metrics written to {out} (no report.html: it needs the model, not ONNX)")
         return
     from .report import write_report  # matplotlib is imported only when reporting

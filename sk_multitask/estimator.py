@@ -31,11 +31,12 @@ from .lr_finder import find_lr
 from .metrics import evaluate_tasks, per_class_metrics, task_scores
 from .net import OPTIMIZERS, AcceleratedMultiTaskNet
 from .outputs import decoders, prediction_frame, probability_frames
-from .persistence import VersionedPickleMixin, read_model, save
+from .pickling import VersionedPickleMixin
+from .safe_file import read_model, save
 from .sources import resolve_images
 from .targets import check_aligned, check_targets, check_task
 
-__all__ = ["MultiTaskImageEstimator"]
+__all__ = ["MultiTaskImageEstimator", "load"]
 
 
 class MultiTaskImageEstimator(
@@ -573,9 +574,10 @@ class MultiTaskImageEstimator(
     def save(self, path):
         """Write the fitted model to ``path`` (``.skmt`` by convention) without pickle.
 
-        One zip file: the weights as safetensors and a JSON document (parameters,
-        tasks, image size, history). :meth:`load` reads it back, and reading it runs
-        no code. See :mod:`sk_multitask.persistence` and ``docs/deployment.md``.
+        One zip file: the weights as safetensors and the model document (parameters,
+        tasks, image size, history, data sizes, skipped images, best epoch...).
+        :meth:`load` reads it back, and reading it runs no code. See
+        :mod:`sk_multitask.safe_file` and ``docs/deployment.md``.
 
         Returns
         -------
@@ -598,32 +600,37 @@ class MultiTaskImageEstimator(
         Returns
         -------
         MultiTaskImageEstimator
-            Fitted: it predicts, scores and evaluates like the saved one, and keeps
-            its ``history_``.
+            Fitted: it predicts, scores, evaluates and writes the report like the saved
+            one, and keeps its ``history_``, ``data_sizes_``, ``skipped_images_`` and
+            ``best_epoch_``.
         """
         saved = read_model(path, backbone)
         est = cls(**saved.params)
         cuda = torch.cuda.is_available() or not est.device.startswith("cuda")
         device = resolve_device(est.device) if cuda else "cpu"  # a GPU model loads on a CPU
+        image_size = saved.model.image_size
         with seeded(0, device):  # building draws initial weights: keep torch's RNG as it was
             net = rebuild_net(
                 TrainingConfig.from_estimator(est),
                 saved.tasks,
-                saved.image_size,
+                image_size,
                 device=device,
                 class_weights=saved.class_weights,
             )
         est.net_ = saved.restore(net)
         est.pretrained_ = has_pretrained_weights(est.backbone, est.weights)
-        est.tasks_, est.image_size_, est.history_ = saved.tasks, saved.image_size, net.history
+        est.tasks_, est.history_ = saved.tasks, net.history
+        for name, value in saved.model.fitted_attributes().items():
+            setattr(est, name, value)
         return est
 
     def export_onnx(self, path):
         """Write the network to an ONNX file, for :class:`sk_multitask.onnx.OnnxPredictor`.
 
-        Needs the ``onnx`` extra. See :func:`sk_multitask.onnx.export_onnx`.
+        The file's metadata holds the model document (tasks, history, data sizes...).
+        Needs the ``onnx`` extra. See :func:`sk_multitask.onnx_export.export_onnx`.
         """
-        from .onnx import export_onnx
+        from .onnx_export import export_onnx
 
         return export_onnx(self, path)
 
@@ -688,3 +695,23 @@ class MultiTaskImageEstimator(
         if early is not None:
             self.best_epoch_ = int(early.best_epoch_)
         return self
+
+
+def load(path, backbone=None):
+    """Load an estimator saved by :meth:`MultiTaskImageEstimator.save`.
+
+    Safe for files from elsewhere: the file holds JSON and tensors, and reading it
+    runs no code. See :meth:`MultiTaskImageEstimator.load`.
+
+    Parameters
+    ----------
+    path : str or path
+    backbone : torch.nn.Module, optional
+        Required when the model was trained with a backbone module of your own: an
+        instance built the same way (its weights are loaded from the file).
+
+    Returns
+    -------
+    MultiTaskImageEstimator
+    """
+    return MultiTaskImageEstimator.load(path, backbone=backbone)

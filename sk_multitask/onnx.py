@@ -1,69 +1,12 @@
-"""ONNX export of a fitted estimator, and a predictor that runs it without torch.
+"""ONNX: export a fitted estimator, predict without torch (the documented import path).
 
-:func:`export_onnx` (also ``est.export_onnx(path)``) writes the network as one ONNX
-file: input ``images``, uint8 ``(N, 3, H, W)`` with a dynamic batch size, the
-normalisation inside the graph; output ``outputs``, every task's head concatenated.
-The model's JSON document (:func:`sk_multitask.persistence.model_document`: tasks,
-classes, image size, parameters) is stored in the file's metadata.
-
-:class:`OnnxPredictor` (:mod:`sk_multitask.onnx_predictor`, re-exported here) reads
-such a file and predicts with ONNX Runtime, without torch.
+:func:`export_onnx` (:mod:`sk_multitask.onnx_export`) writes a fitted network as one ONNX
+file with the model document in its metadata; :class:`OnnxPredictor`
+(:mod:`sk_multitask.onnx_predictor`) reads such a file and predicts with ONNX Runtime,
+without torch. Importing this module imports neither torch nor onnx.
 """
 
-from __future__ import annotations
+from .onnx_export import export_onnx
+from .onnx_predictor import METADATA_KEY, OnnxPredictor
 
-import json
-import os
-
-from .onnx_predictor import INPUT, METADATA_KEY, OUTPUT, OnnxPredictor, missing_onnx_extra
-from .persistence import model_document
-
-__all__ = ["OnnxPredictor", "export_onnx"]
-
-
-def export_onnx(estimator, path):
-    """Write a fitted estimator's network to ``path`` as ONNX, with its metadata.
-
-    The graph takes uint8 images ``(N, 3, H, W)`` of the training size (any ``N``)
-    and returns the concatenated raw outputs of every task's head, computed in
-    float32 whatever the estimator's ``precision``. Exported with torch's
-    ``torch.export``-based exporter (which needs onnx and onnxscript).
-
-    Parameters
-    ----------
-    estimator : fitted MultiTaskImageEstimator
-    path : str or path
-
-    Returns
-    -------
-    str
-        The path written.
-    """
-    import copy
-
-    import torch
-    from sklearn.utils.validation import check_is_fitted
-
-    try:
-        import onnx
-        import onnxscript  # noqa: F401 -- torch's exporter needs it
-    except ImportError as exc:
-        raise missing_onnx_extra("export_onnx", exc) from exc
-    check_is_fitted(estimator)
-    module = copy.deepcopy(estimator.net_.module_).cpu().float().eval()
-    module.channels_last = False  # a memory format means nothing in the graph
-    example = torch.zeros(2, 3, *estimator.image_size_, dtype=torch.uint8)
-    program = torch.onnx.export(
-        module,
-        (example,),
-        dynamo=True,
-        input_names=[INPUT],
-        output_names=[OUTPUT],
-        dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
-        verbose=False,
-    )
-    model = program.model_proto
-    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(model_document(estimator))})
-    path = os.fspath(path)
-    onnx.save(model, path)
-    return path
+__all__ = ["METADATA_KEY", "OnnxPredictor", "export_onnx"]

@@ -16,8 +16,8 @@ import os
 import numpy as np
 
 from .decoding import BAD_IMAGE_OPTIONS, BadImageRecords, decode_or_record, mark_unreadable
+from .document import parse_document
 from .outputs import OutputDecoder, prediction_frame, probability_frames
-from .persistence import check_document, decode_params
 from .sources import resolve_images
 from .targets import check_targets
 
@@ -121,16 +121,20 @@ class OnnxPredictor:
                 f"{path!r} is an ONNX model but not one exported by sk-multitask "
                 f"(its metadata has no {METADATA_KEY!r} entry)"
             )
-        self.document = json.loads(metadata[METADATA_KEY])
-        check_document(self.document, path)
-        self.params = decode_params(self.document)
-        self.tasks_ = {}
-        for state in self.document["tasks"]:
-            decoder = OutputDecoder.from_dict(state)
-            self.tasks_[decoder.name] = decoder
+        try:
+            document = json.loads(metadata[METADATA_KEY])
+        except ValueError as exc:
+            raise ValueError(f"{path!r}: the model document is not valid JSON: {exc}") from exc
+        model = parse_document(document, path)
+        self.document = document
+        self.params = model.params
+        self.tasks_ = model.tasks(OutputDecoder.from_dict)
+        self.history_ = model.history
+        for name, value in model.fitted_attributes().items():
+            setattr(self, name, value)
         self.image_col = self.params["image_col"]
         self.image_root = self.params["image_root"] if image_root is None else image_root
-        self.image_size = tuple(self.document["image_size"])
+        self.image_size = self.image_size_
         self.batch_size = self.params["batch_size"] if batch_size is None else batch_size
         saved = self.params.get("on_bad_image", "raise")
         self.on_bad_image = saved if on_bad_image is None else on_bad_image

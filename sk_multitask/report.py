@@ -35,6 +35,7 @@ from .diagnostics import top_loss_table
 from .metrics import evaluate_tasks, per_class_metrics, scorable_rows
 from .outputs import decoders
 from .plotting import confusion_figure, plot_history, regression_figure, top_losses_figure
+from .safe_file import atomic_write
 from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
 
 __all__ = ["figure_to_png_bytes", "write_report"]
@@ -89,7 +90,7 @@ def write_report(estimator, X, y, path, k=9):
     y : DataFrame or Series
         True targets for some or all tasks; missing cells are left out.
     path : str or path
-        The HTML file to write (overwritten if it exists).
+        The HTML file to write (replaced atomically if it exists).
     k : int, default=9
         How many images the largest-losses figure shows.
 
@@ -102,14 +103,31 @@ def write_report(estimator, X, y, path, k=9):
     y = check_targets(y, estimator.tasks_, len(index))
     fitted = decoders(estimator.tasks_)
     tasks = {name: fitted[name] for name in y.columns}
-    metrics = evaluate_tasks(tasks, outputs, y)
     sections = [
         _section("Data", _table(_sizes(estimator, y))),
+        *_metric_sections(tasks, outputs, y),
+        _section(
+            "Training history",
+            _image(plot_history(estimator), "training history") + _table(_epochs(estimator)),
+        ),
+        *_figure_sections(tasks, outputs, index, y),
+        _top_loss_section(estimator, X, y, outputs, index, k),
+        _section("Parameters", _table(_parameters(estimator))),
+    ]
+    path = pathlib.Path(path)
+    with atomic_write(path) as file:
+        file.write(_page(estimator, len(index), sections).encode("utf-8"))
+    return path
+
+
+def _metric_sections(tasks, outputs, y):
+    """The per-task metrics table, and the per-class one when a task is a classification."""
+    sections = [
         _section(
             "Metrics per task",
             "<p>Each task on its labelled cells only; mae and rmse in the target's units.</p>\n"
-            + _table(metrics),
-        ),
+            + _table(evaluate_tasks(tasks, outputs, y)),
+        )
     ]
     if any(task.kind == CLASSIFICATION for task in tasks.values()):
         sections.append(
@@ -119,12 +137,12 @@ def write_report(estimator, X, y, path, k=9):
                 + _table(per_class_metrics(tasks, outputs, y)),
             )
         )
-    sections.append(
-        _section(
-            "Training history",
-            _image(plot_history(estimator), "training history") + _table(_epochs(estimator)),
-        )
-    )
+    return sections
+
+
+def _figure_sections(tasks, outputs, index, y):
+    """A confusion matrix per classification task, predicted-and-true per regression."""
+    sections = []
     for name, task in tasks.items():
         # A multi-label task's metrics are in the table; it has no figure of its own.
         scored = scorable_rows(y[name], outputs[name])
@@ -137,16 +155,24 @@ def write_report(estimator, X, y, path, k=9):
         else:
             figure, title = regression_figure(name, truth, predicted), "Predicted and true"
         sections.append(_section(f"{title}: {name}", _image(figure, f"{name} {title.lower()}")))
+    return sections
+
+
+def _top_loss_section(estimator, X, y, outputs, index, k):
     top = top_loss_table(estimator, X, y, outputs, index, k=k)
-    sections.append(
-        _section("Largest losses", _image(top_losses_figure(estimator, X, top), "largest losses"))
-    )
-    parameters = pd.DataFrame(
-        {"value": {name: repr(v) for name, v in estimator.get_params(deep=False).items()}}
-    )
-    sections.append(_section("Parameters", _table(parameters)))
+    figure = top_losses_figure(estimator, X, top)
+    return _section("Largest losses", _image(figure, "largest losses"))
+
+
+def _parameters(estimator):
+    params = estimator.get_params(deep=False)
+    return pd.DataFrame({"value": {name: repr(value) for name, value in params.items()}})
+
+
+def _page(estimator, n_images, sections):
+    """The HTML document around the sections."""
     described = ", ".join(_describe(name, task) for name, task in estimator.tasks_.items())
-    document = f"""<!DOCTYPE html>
+    return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -155,15 +181,12 @@ def write_report(estimator, X, y, path, k=9):
 </head>
 <body>
 <h1>Model report</h1>
-<p>{len(index)} images. Tasks: {html.escape(described)}.</p>
+<p>{n_images} images. Tasks: {html.escape(described)}.</p>
 <p>{html.escape(_versions())}</p>
 {"".join(sections)}
 </body>
 </html>
 """
-    path = pathlib.Path(path)
-    path.write_text(document, encoding="utf-8")
-    return path
 
 
 def _versions():
@@ -177,8 +200,15 @@ def _versions():
 
 
 def _sizes(estimator, y):
-    """Rows and labelled cells per task: training, validation (as fitted), evaluated."""
-    sizes = estimator.data_sizes_.copy()
+    """Rows and labelled cells per task: training, validation (as fitted), evaluated.
+
+    A model loaded from a file of format version 1 has no ``data_sizes_`` (None): the
+    evaluated data's column only.
+    """
+    sizes = estimator.data_sizes_
+    if sizes is None:
+        sizes = pd.DataFrame(index=["rows", *estimator.tasks_])
+    sizes = sizes.copy()
     evaluated = y.notna().sum().reindex(sizes.index[1:])
     sizes["evaluated"] = [len(y), *evaluated.fillna(0).astype(int).tolist()]
     return sizes

@@ -68,3 +68,15 @@ def fitted_skip(image_set):
 def fitted(image_set):
     """An estimator fitted on ``image_set``, shared by a test module."""
     return small_estimator(image_set).fit(image_set, image_set[TARGETS])
+
+
+def reload(est, folder, how):
+    """``est`` saved to ``folder`` and loaded back: ``how`` is "safe file" or "joblib"."""
+    import joblib
+
+    from sk_multitask import load
+
+    if how == "safe file":
+        return load(est.save(folder / "model.skmt"))
+    joblib.dump(est, folder / "model.joblib")
+    return joblib.load(folder / "model.joblib")

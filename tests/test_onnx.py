@@ -55,6 +55,29 @@ def test_the_file_holds_the_graph_and_the_model_document(fitted, exported):
     assert [task["name"] for task in document["tasks"]] == TARGETS
     assert document["image_size"] == [16, 16]
     assert document["params"]["backbone"] == "simple_cnn"
+    assert document["format_version"] == 2
+    assert document["data_sizes"]["index"] == ["rows", *TARGETS]
+    assert len(document["history"]) == len(fitted.history_) == 2
+
+
+def test_the_predictor_knows_what_the_fitted_model_knows(fitted, exported):
+    predictor = OnnxPredictor(exported)
+    pd.testing.assert_frame_equal(predictor.data_sizes_, fitted.data_sizes_)
+    assert predictor.skipped_images_ == fitted.skipped_images_ == []
+    assert [row["epoch"] for row in predictor.history_] == [1, 2]
+    assert predictor.history_[-1]["valid_loss"] == pytest.approx(fitted.history_[-1, "valid_loss"])
+    assert predictor.image_size_ == predictor.image_size == (16, 16)
+    assert not hasattr(predictor, "best_epoch_")  # no early stopping in this fit
+
+
+def test_a_metadata_document_of_wrong_types_is_refused(exported, tmp_path):
+    model = onnx.load(exported)
+    props = {p.key: p.value for p in model.metadata_props}
+    document = json.loads(props[METADATA_KEY]) | {"skipped_images": "all"}
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(document)})
+    onnx.save(model, tmp_path / "wrong.onnx")
+    with pytest.raises(ValueError, match="wrong.onnx.*incomplete.*skipped_images is not a list"):
+        OnnxPredictor(tmp_path / "wrong.onnx")
 
 
 def test_simple_cnn_parity_for_paths_and_arrays(fitted, exported, image_set):

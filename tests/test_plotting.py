@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TARGETS, small_estimator
+from conftest import TARGETS, reload, small_estimator
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import confusion_matrix
 from skorch.history import History
@@ -16,6 +16,7 @@ from sk_multitask.dataset import load_image
 from sk_multitask.plotting import (
     plot_confusion_matrix,
     plot_history,
+    plot_lr_schedule,
     plot_regression,
     plot_top_losses,
     show_batch,
@@ -253,3 +254,22 @@ def test_figures_are_not_left_open_in_pyplot(fitted, image_set):
     plot_top_losses(fitted, image_set, image_set[TARGETS], k=2)
     plot_confusion_matrix(fitted, image_set, image_set[TARGETS], "color")
     assert plt.get_fignums() == open_before
+
+
+def line_data(fig):
+    return [
+        (ax.get_title(), line.get_label(), *np.asarray(line.get_data(), float).tolist())
+        for ax in fig.axes
+        for line in ax.get_lines()
+    ]
+
+
+@pytest.mark.parametrize("how", ["safe file", "joblib"])
+def test_a_loaded_model_plots_what_the_fitted_one_plots(fitted, image_set, tmp_path, how):
+    loaded = reload(fitted, tmp_path, how)
+    for plot in (plot_history, plot_lr_schedule):
+        expected = line_data(plot(fitted))
+        assert expected and line_data(plot(loaded)) == expected  # JSON keeps floats exactly
+    y = image_set[TARGETS]
+    top = [ax.get_title() for ax in plot_top_losses(fitted, image_set, y, k=4).axes]
+    assert [ax.get_title() for ax in plot_top_losses(loaded, image_set, y, k=4).axes] == top

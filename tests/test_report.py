@@ -1,14 +1,16 @@
 import base64
 import io
+import os
 import re
 
+import pytest
 import sklearn
 import torch
-from conftest import TARGETS
+from conftest import TARGETS, reload
 from matplotlib.figure import Figure
 from PIL import Image
 
-from sk_multitask import __version__
+from sk_multitask import __version__, report
 from sk_multitask.report import figure_to_png_bytes, write_report
 
 
@@ -68,6 +70,52 @@ def test_report_names_versions_sizes_epochs_classes_and_parameters(fitted, image
     history = re.search(r"<h2>Training history</h2>(.*?)</table>", text, re.S).group(1)
     assert "valid_color_acc" in history and "valid_area_mae" in history
     assert "<th>max_epochs</th>" in text and "<td>'simple_cnn'</td>" in text
+
+
+def report_body(text):
+    """The report without its figures (their PNG bytes depend on the font cache)."""
+    return re.sub(r'src="data:image/png;base64,[^"]+"', 'src=""', text)
+
+
+@pytest.mark.parametrize("how", ["safe file", "joblib"])
+def test_a_loaded_model_writes_the_report_of_the_fitted_one(fitted, image_set, tmp_path, how):
+    loaded = reload(fitted, tmp_path, how)
+    y = image_set[TARGETS]
+    original = write_report(fitted, image_set, y, tmp_path / "fitted.html", k=3).read_text()
+    text = write_report(loaded, image_set, y, tmp_path / "loaded.html", k=3).read_text()
+    assert text.count("data:image/png;base64,") == 5
+    sizes = re.search(r"<h2>Data</h2>(.*?)</table>", text, re.S).group(1)
+    labelled = ["area", *fitted.data_sizes_.loc["area"], y["area"].notna().sum()]
+    assert re.search(r"\s*".join(f"<t[hd]>{c}</t[hd]>" for c in labelled), sizes)
+    assert report_body(text) == report_body(original)
+
+
+def test_the_cli_evaluates_a_safe_file_with_its_report(fitted, image_set, tmp_path, capsys):
+    from sk_multitask.cli import main
+
+    data = image_set.assign(filename=[os.path.join(image_set.attrs["image_root"], f)
+                                      for f in image_set["filename"]])
+    data.to_csv(tmp_path / "data.csv", index=False)
+    model = fitted.save(tmp_path / "m.skmt")
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", str(tmp_path / "data.csv"), "--model", model, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "metrics and report written to" in captured.out
+    assert "Traceback" not in captured.err
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 5
+
+
+def test_the_report_replaces_its_file_atomically(fitted, image_set, tmp_path, monkeypatch):
+    path = tmp_path / "report.html"
+    path.write_text("old")
+    with monkeypatch.context() as patch:
+        patch.setattr(report, "_page", lambda *args: 1 / 0)  # fails while writing
+        with pytest.raises(ZeroDivisionError):
+            write_report(fitted, image_set, image_set[TARGETS], path, k=2)
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+    write_report(fitted, image_set, image_set[TARGETS], path, k=2)
+    assert path.read_text().startswith("<!DOCTYPE html>")
 
 
 def test_report_runs_the_network_once(fitted, image_set, tmp_path, monkeypatch):

@@ -1,9 +1,8 @@
-"""The safe file (save/load: zip of safetensors + JSON) and versioned pickles."""
+"""The safe file (save/load: a zip of the model document and safetensors)."""
 
 import copy
 import functools
 import hashlib
-import io
 import json
 import os
 import pathlib
@@ -15,12 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TARGETS, small_estimator
+from conftest import TARGETS, reload, small_estimator
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
-import sk_multitask
-from sk_multitask import InconsistentVersionWarning, MultiTaskImageEstimator, load, persistence
+from sk_multitask import (
+    MultiTaskImageEstimator,
+    load,
+    safe_file,
+)
 from sk_multitask.decoding import read_image
 
 
@@ -154,7 +156,7 @@ def test_a_backbone_of_your_own_is_passed_back_to_load(image_set, tmp_path):
     est = small_estimator(df, backbone=TinyBackbone(), max_epochs=1, valid_split=None)
     est.fit(df, df[TARGETS])
     path = est.save(tmp_path / "m.skmt")
-    with pytest.raises(ValueError, match=r"test_persistence.TinyBackbone.*backbone="):
+    with pytest.raises(ValueError, match=r"test_safe_file.TinyBackbone.*backbone="):
         load(path)
     loaded = load(path, backbone=TinyBackbone())
     pd.testing.assert_frame_equal(est.predict(df), loaded.predict(df))
@@ -180,12 +182,12 @@ def test_a_pickle_payload_is_refused_without_running(saved, tmp_path):
         f.write(payload)
     # ...as a whole file, as an extra member, and in place of the weights (hash fixed)
     extra = rewrite(saved, tmp_path / "extra.skmt", {"data.pkl": payload})
-    document = json.loads(zipfile.ZipFile(saved).read(persistence.DOCUMENT))
+    document = json.loads(zipfile.ZipFile(saved).read(safe_file.DOCUMENT))
     document["weights_sha256"] = hashlib.sha256(payload).hexdigest()
     swapped = rewrite(
         saved,
         tmp_path / "swapped.skmt",
-        {persistence.WEIGHTS: payload, persistence.DOCUMENT: json.dumps(document)},
+        {safe_file.WEIGHTS: payload, safe_file.DOCUMENT: json.dumps(document)},
     )
     cases = [
         (tmp_path / "model.pkl", "not an sk-multitask model file.*never unpickles"),
@@ -212,7 +214,7 @@ def test_truncated_and_tampered_files_are_refused(saved, tmp_path):
         load(truncated)
 
     # A weight byte flipped inside the archive: the zip's CRC catches it.
-    weights = zipfile.ZipFile(saved).read(persistence.WEIGHTS)
+    weights = zipfile.ZipFile(saved).read(safe_file.WEIGHTS)
     offset = data.index(weights[-64:])
     damaged = tmp_path / "damaged.skmt"
     damaged.write_bytes(data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1 :])
@@ -222,7 +224,7 @@ def test_truncated_and_tampered_files_are_refused(saved, tmp_path):
     # Rewritten with a valid archive but other weights: the document's hash catches it.
     changed = bytearray(weights)
     changed[-1] ^= 0xFF
-    tampered = rewrite(saved, tmp_path / "tampered.skmt", {persistence.WEIGHTS: bytes(changed)})
+    tampered = rewrite(saved, tmp_path / "tampered.skmt", {safe_file.WEIGHTS: bytes(changed)})
     with pytest.raises(ValueError, match="SHA-256 differs.*modified"):
         load(tampered)
 
@@ -230,14 +232,14 @@ def test_truncated_and_tampered_files_are_refused(saved, tmp_path):
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"format_version": 2}, r"format version 2.*reads format versions up to 1.*upgrade"),
+        ({"format_version": 3}, r"format version 3.*reads format versions up to 2.*upgrade"),
         ({"format": "keras"}, "does not hold an sk-multitask model document"),
         ({"tasks": None}, "the model document is incomplete"),
     ],
 )
 def test_documents_of_another_format_are_refused(saved, tmp_path, change, match):
-    document = json.loads(zipfile.ZipFile(saved).read(persistence.DOCUMENT))
-    changed = {persistence.DOCUMENT: json.dumps(document | change)}
+    document = json.loads(zipfile.ZipFile(saved).read(safe_file.DOCUMENT))
+    changed = {safe_file.DOCUMENT: json.dumps(document | change)}
     path = rewrite(saved, tmp_path / "m.skmt", changed)
     with pytest.raises(ValueError, match=match):
         load(path)
@@ -255,30 +257,89 @@ def test_files_that_are_not_ours_are_refused(tmp_path):
         load(tmp_path / "other.zip")
 
 
-# --- versioned pickles ---------------------------------------------------------------
+# --- everything a fitted model knows travels with it ---------------------------------
 
 
-def test_a_pickle_records_the_version_and_loads_silently_under_it(fitted, image_set):
-    data = pickle.dumps(fitted)
-    assert fitted.__getstate__()["_sk_multitask_version"] == sk_multitask.__version__
-    loaded = pickle.loads(data)  # warnings are errors: none here
-    assert "_sk_multitask_version" not in vars(loaded)
-    pd.testing.assert_frame_equal(fitted.predict(image_set), loaded.predict(image_set))
+@pytest.fixture(scope="module")
+def knowing(image_set, tmp_path_factory):
+    """A fit with a skipped (truncated) image, early stopping and class weights."""
+    df = image_set.iloc[:64].copy()
+    root = tmp_path_factory.mktemp("knowing")
+    for name in df["filename"]:
+        (root / name).write_bytes((pathlib.Path(df.attrs["image_root"]) / name).read_bytes())
+    bad_row = np.flatnonzero(~df["is_valid"].to_numpy())[0]  # a training row
+    (root / df["filename"].iloc[bad_row]).write_bytes(b"")  # unreadable
+    df.attrs["bad_row"] = bad_row
+    df.attrs["image_root"] = str(root)
+    est = small_estimator(
+        df,
+        max_epochs=3,
+        early_stopping=True,
+        patience=1,
+        on_bad_image="skip",
+        class_weight={"shape": "balanced"},
+    )
+    with pytest.warns(Warning, match="left out of training"):
+        est.fit(df, df[TARGETS])
+    return est, df
 
 
-def test_a_pickle_of_another_version_warns(fitted, image_set, monkeypatch):
-    buffer = io.BytesIO()
+def fitted_state(est):
+    return {
+        "data_sizes_": est.data_sizes_,
+        "skipped_images_": est.skipped_images_,
+        "history_": [{k: v for k, v in row.items()} for row in est.history_],
+        "best_epoch_": est.best_epoch_,
+        "image_size_": est.image_size_,
+    }
+
+
+def assert_knows_the_same(loaded, est):
+    expected, got = fitted_state(est), fitted_state(loaded)
+    pd.testing.assert_frame_equal(got.pop("data_sizes_"), expected.pop("data_sizes_"))
+    assert got.pop("image_size_") == expected.pop("image_size_") == (16, 16)
+    assert got == json.loads(json.dumps(expected, default=float))
+
+
+def test_a_loaded_safe_file_knows_sizes_skipped_images_history_and_best_epoch(knowing, tmp_path):
+    est, df = knowing
+    bad = df["filename"].iloc[df.attrs["bad_row"]]
+    assert est.skipped_images_ == [os.path.join(df.attrs["image_root"], bad)]
+    loaded = load(est.save(tmp_path / "m.skmt"))
+    assert_knows_the_same(loaded, est)
+    assert loaded.data_sizes_.loc["rows", "train"] == est.data_sizes_.loc["rows", "train"]
+    weights = est.net_.criterion_.class_weight_1
+    assert not torch.equal(weights, torch.ones_like(weights))  # balanced: not all equal
+    assert torch.equal(loaded.net_.criterion_.class_weight_1, weights)
+
+
+def test_a_joblib_pickle_knows_the_same(knowing, tmp_path):
+    est, _ = knowing
+    assert_knows_the_same(reload(est, tmp_path, "joblib"), est)
+
+
+def test_a_format_1_file_loads_without_the_new_fields(fitted, saved, tmp_path, image_set):
+    document = json.loads(zipfile.ZipFile(saved).read(safe_file.DOCUMENT))
+    for key in ("history", "data_sizes", "skipped_images", "best_epoch", "class_weights"):
+        document.pop(key, None)
+    document["format_version"] = 1
+    path = rewrite(saved, tmp_path / "old.skmt", {safe_file.DOCUMENT: json.dumps(document)})
+    loaded = load(path)
+    assert loaded.data_sizes_ is None and loaded.skipped_images_ == []
+    pd.testing.assert_frame_equal(loaded.predict(image_set), fitted.predict(image_set))
+
+
+def test_save_writes_atomically_and_leaves_the_old_file_on_error(fitted, tmp_path, monkeypatch):
+    path = tmp_path / "m.skmt"
+    fitted.save(path)
+    before = path.read_bytes()
+
+    def fail(archive, name, data, *args):
+        raise OSError("disk full")
+
     with monkeypatch.context() as patch:
-        patch.setattr(persistence, "__version__", "0.0.1")
-        joblib.dump(fitted, buffer)
-    buffer.seek(0)
-    with pytest.warns(InconsistentVersionWarning, match="version 0.0.1 when using version") as w:
-        loaded = joblib.load(buffer)
-    assert w[0].message.original_version == "0.0.1"
-    assert w[0].message.current_version == sk_multitask.__version__
-    pd.testing.assert_frame_equal(fitted.predict(image_set), loaded.predict(image_set))
-
-    state = fitted.__getstate__()
-    del state["_sk_multitask_version"]  # a pickle from before versions were recorded
-    with pytest.warns(InconsistentVersionWarning, match="unknown"):
-        MultiTaskImageEstimator.__new__(MultiTaskImageEstimator).__setstate__(state)
+        patch.setattr(zipfile.ZipFile, "writestr", fail)  # fails while writing
+        with pytest.raises(OSError, match="disk full"):
+            fitted.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.skmt"]  # no temporary left

@@ -1,0 +1,247 @@
+"""The safe file: a fitted model saved without pickle, and read back without running code.
+
+:meth:`MultiTaskImageEstimator.save` writes one file (``.skmt`` by convention): a zip
+archive holding exactly two members,
+
+- ``sk_multitask.json``: the model document (:mod:`sk_multitask.document`: parameters,
+  tasks, image size, history, data sizes, skipped images, best epoch, class weights,
+  package versions) and the SHA-256 of the weights;
+- ``weights.safetensors``: the network's state (module and criterion state dicts) in
+  the safetensors format, which holds tensors and nothing else.
+
+Reading either runs no code: a file from a stranger can be loaded by
+:func:`sk_multitask.load` (a pickle, which joblib writes, cannot: unpickling runs
+whatever the file says). The file is written atomically: a temporary file, synced,
+then renamed over ``path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+
+from .document import ModelDocument, model_document, parse_document
+from .outputs import task_from_dict
+
+__all__ = ["SavedModel", "atomic_write", "load_net_state", "net_state", "read_model", "save"]
+
+DOCUMENT = "sk_multitask.json"
+WEIGHTS = "weights.safetensors"
+#: The parts of a skorch net whose state is the model's, by attribute.
+NET_PARTS = ("module", "criterion")
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """A binary file to write ``path``'s new content to, put in place only when complete.
+
+    The content goes to a temporary file beside ``path``, which is synced to disk and
+    then renamed over ``path``: a process killed while writing leaves the old file
+    whole. On an error the temporary file is removed and ``path`` is untouched.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=".sk_multitask-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def net_state(net):
+    """The state of ``net``'s module and criterion: flat ``"part.key"`` to a CPU tensor."""
+    return {
+        f"{part}.{key}": tensor.detach().cpu().contiguous().clone()
+        for part in NET_PARTS
+        for key, tensor in getattr(net, f"{part}_").state_dict().items()
+    }
+
+
+def load_net_state(net, state, source):
+    """Load :func:`net_state`'s ``state`` into an initialised net of the same structure.
+
+    Raises a ValueError naming ``source`` when a part's tensors do not fit.
+    """
+    parts = {part: {} for part in NET_PARTS}
+    for key, tensor in state.items():
+        part, _, name = key.partition(".")
+        parts[part][name] = tensor
+    for part, part_state in parts.items():
+        try:
+            getattr(net, f"{part}_").load_state_dict(part_state)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"the weights in {source!r} do not fit the network the file describes "
+                f"({part}): {exc}"
+            ) from exc
+    return net
+
+
+def save(estimator, path):
+    """Write a fitted estimator to ``path`` as a safe file (zip: JSON + safetensors).
+
+    See :meth:`MultiTaskImageEstimator.save`.
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    from safetensors.torch import save as save_tensors
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(estimator)
+    document = model_document(estimator)
+    weights = save_tensors(net_state(estimator.net_))
+    document["weights_sha256"] = hashlib.sha256(weights).hexdigest()
+    path = os.fspath(path)
+    with atomic_write(path) as file, zipfile.ZipFile(file, "w") as archive:
+        archive.writestr(DOCUMENT, json.dumps(document, indent=1), zipfile.ZIP_DEFLATED)
+        archive.writestr(WEIGHTS, weights, zipfile.ZIP_STORED)
+    return path
+
+
+@dataclass
+class SavedModel:
+    """What :func:`read_model` found in a safe file: all a fitted estimator needs.
+
+    Attributes
+    ----------
+    model : ModelDocument
+        The checked document (:class:`sk_multitask.document.ModelDocument`).
+    params : dict
+        The estimator's parameters (with the ``backbone`` to build).
+    tasks : dict
+        Task name to fitted :class:`~sk_multitask.targets.Task`.
+    state : dict
+        The weights, as :func:`net_state` gives them.
+    path : str
+    """
+
+    model: ModelDocument
+    params: dict
+    tasks: dict
+    state: dict
+    path: str
+
+    @property
+    def class_weights(self):
+        """Task name to the class weights the saved criterion was trained with."""
+        if "class_weights" in self.model.document:
+            return self.model.class_weights
+        # Format version 1 kept them only as the criterion's buffers.
+        return {
+            name: self.state[f"criterion.class_weight_{i}"]
+            for i, name in enumerate(self.tasks)
+            if f"criterion.class_weight_{i}" in self.state
+        }
+
+    def restore(self, net):
+        """Load the saved weights and history into an initialised net of the same structure."""
+        from skorch.history import History
+
+        load_net_state(net, self.state, self.path)
+        net.history = History(self.model.history)
+        return net
+
+
+def _read_archive(path):
+    """The raw document and weights of the safe file at ``path``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file not found: {path!r}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(archive.namelist())
+            if names != sorted([DOCUMENT, WEIGHTS]):
+                raise ValueError(
+                    f"{path!r} is not an sk-multitask model file: its archive holds "
+                    f"{names}, not exactly {DOCUMENT!r} and {WEIGHTS!r}; nothing in it "
+                    "was read"
+                )
+            return archive.read(DOCUMENT), archive.read(WEIGHTS)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(
+            f"{path!r} is not an sk-multitask model file (the zip archive est.save "
+            f"writes), or it is truncated or damaged: {exc}. load() never unpickles; "
+            "a joblib or pickle file loads with joblib.load, which can run any code: "
+            "only for files from a source you trust"
+        ) from exc
+
+
+def _read_weights(path, document, weights):
+    """The tensors of ``weights``, once their hash matches the document's."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_tensors
+
+    if hashlib.sha256(weights).hexdigest() != document.get("weights_sha256"):
+        raise ValueError(
+            f"{path!r}: the weights do not match the model document (their SHA-256 "
+            "differs): the file was modified after it was saved"
+        )
+    try:
+        tensors = load_tensors(weights)
+    except SafetensorError as exc:
+        raise ValueError(f"{path!r}: the weights are not a safetensors file: {exc}") from exc
+    for key in tensors:
+        if key.partition(".")[0] not in NET_PARTS:
+            raise ValueError(f"{path!r}: unexpected tensor {key!r} in the weights")
+    return tensors
+
+
+def _tasks(model, path):
+    try:
+        return model.tasks(task_from_dict)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path!r}: the model document is incomplete ({exc!r})") from exc
+
+
+def read_model(path, backbone=None):
+    """Read and check a safe file; no code in the file runs.
+
+    Parameters
+    ----------
+    path : str or path
+    backbone : torch.nn.Module, optional
+        The backbone to build when the model was trained with one of your own
+        (required then); it replaces the saved one otherwise.
+
+    Returns
+    -------
+    SavedModel
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    ValueError
+        Naming the file: not a safe file (a pickle, say), truncated or modified, of a
+        newer format version, or a backbone of your own is needed.
+    """
+    path = os.fspath(path)
+    raw_document, weights = _read_archive(path)
+    try:
+        document = json.loads(raw_document)
+    except ValueError as exc:
+        raise ValueError(f"{path!r}: the model document is not valid JSON: {exc}") from exc
+    model = parse_document(document, path)
+    state = _read_weights(path, document, weights)
+    tasks = _tasks(model, path)
+    params = dict(model.params)
+    if backbone is not None:
+        params["backbone"] = backbone
+    elif model.backbone_class is not None:
+        raise ValueError(
+            f"{path!r} holds a model whose backbone is a module of your own, "
+            f"{model.backbone_class}: its code cannot be saved in the file. Pass an "
+            f"instance built like the one trained: load(path, backbone={model.backbone_class}(...))"
+        )
+    return SavedModel(model=model, params=params, tasks=tasks, state=state, path=path)

@@ -202,57 +202,69 @@ def evaluate_tasks(tasks, outputs, y):
     rows = {}
     for name, task in tasks.items():
         scored = scorable_rows(y[name], outputs[name])
-        labelled = len(scored) > 0
-        truth = y[name].to_numpy()[scored]
-        if task.kind != MULTILABEL:  # a multi-label cell is a list, not a label
-            truth = plain_labels(truth)
-        out = outputs[name][scored]
         row = {"kind": task.kind, "n_labelled": len(scored)}
-        if labelled and task.kind == MULTILABEL:
-            truth = binarize(name, task.classes_, truth)
-            predicted = binarize(name, task.classes_, task.decode(out))
-            row.update(
-                accuracy=skm.accuracy_score(truth, predicted),
-                f1_macro=_metric("f1_macro")(truth, predicted),
-                f1_micro=_metric("f1_micro")(truth, predicted),
-                hamming_loss=skm.hamming_loss(truth, predicted),
-                log_loss=skm.log_loss(
-                    truth.ravel(), task.proba(out).to_numpy().ravel(), labels=[0, 1]
-                ),
-            )
-        elif labelled and task.kind == CLASSIFICATION:
-            predicted = task.decode(out).to_numpy()
-            proba = task.proba(out).to_numpy()
-            known = np.isin(truth, task.classes_)  # log loss needs a fitted class
-            classes = np.arange(len(task.classes_))
-            fitted_codes = task.class_codes(truth[known]) if known.any() else classes[:0]
-            truth, predicted = label_codes(truth, predicted)
-            with warnings.catch_warnings():
-                # On a small subset some predicted class may be absent from the truth;
-                # balanced accuracy is still defined (over the true classes).
-                warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
-                balanced = skm.balanced_accuracy_score(truth, predicted)
-            row.update(
-                accuracy=skm.accuracy_score(truth, predicted),
-                balanced_accuracy=balanced,
-                f1_macro=skm.f1_score(truth, predicted, average="macro"),
-                log_loss=skm.log_loss(fitted_codes, proba[known], labels=classes)
-                if known.any()
-                else np.nan,
-            )
-        elif labelled:
-            predicted = task.decode(out).to_numpy()
-            row.update(
-                mae=skm.mean_absolute_error(truth, predicted),
-                rmse=skm.root_mean_squared_error(truth, predicted),
-                r2=skm.r2_score(truth, predicted) if len(scored) > 1 else np.nan,
-            )
+        if len(scored):
+            truth = y[name].to_numpy()[scored]
+            if task.kind != MULTILABEL:  # a multi-label cell is a list, not a label
+                truth = plain_labels(truth)
+            row.update(_KIND_SCORES[task.kind](task, truth, outputs[name][scored]))
         rows[name] = row
     kinds = {task.kind for task in tasks.values()}
     columns = ["kind", "n_labelled"] + [
         column for column, used_by in _EVALUATE_COLUMNS.items() if kinds & used_by
     ]
     return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns)
+
+
+def _multilabel_scores(task, truth, out):
+    truth = binarize(task.name, task.classes_, truth)
+    predicted = binarize(task.name, task.classes_, task.decode(out))
+    return dict(
+        accuracy=skm.accuracy_score(truth, predicted),
+        f1_macro=_metric("f1_macro")(truth, predicted),
+        f1_micro=_metric("f1_micro")(truth, predicted),
+        hamming_loss=skm.hamming_loss(truth, predicted),
+        log_loss=skm.log_loss(truth.ravel(), task.proba(out).to_numpy().ravel(), labels=[0, 1]),
+    )
+
+
+def _classification_scores(task, truth, out):
+    predicted = task.decode(out).to_numpy()
+    proba = task.proba(out).to_numpy()
+    known = np.isin(truth, task.classes_)  # log loss needs a fitted class
+    classes = np.arange(len(task.classes_))
+    fitted_codes = task.class_codes(truth[known]) if known.any() else classes[:0]
+    truth, predicted = label_codes(truth, predicted)
+    with warnings.catch_warnings():
+        # On a small subset some predicted class may be absent from the truth;
+        # balanced accuracy is still defined (over the true classes).
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        balanced = skm.balanced_accuracy_score(truth, predicted)
+    return dict(
+        accuracy=skm.accuracy_score(truth, predicted),
+        balanced_accuracy=balanced,
+        f1_macro=skm.f1_score(truth, predicted, average="macro"),
+        log_loss=skm.log_loss(fitted_codes, proba[known], labels=classes)
+        if known.any()
+        else np.nan,
+    )
+
+
+def _regression_scores(task, truth, out):
+    predicted = task.decode(out).to_numpy()
+    return dict(
+        mae=skm.mean_absolute_error(truth, predicted),
+        rmse=skm.root_mean_squared_error(truth, predicted),
+        r2=skm.r2_score(truth, predicted) if len(truth) > 1 else np.nan,
+    )
+
+
+#: The metrics of ``evaluate`` by task kind: ``(decoder, truth, outputs)`` of the scored rows.
+_KIND_SCORES = {
+    MULTILABEL: _multilabel_scores,
+    CLASSIFICATION: _classification_scores,
+    REGRESSION: _regression_scores,
+}
 
 
 def per_class_metrics(tasks, outputs, y):

@@ -35,6 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .dataset import ImageDataset, train_transform
 from .metrics import scorable_rows
+from .outputs import OutputDecoder
 from .sources import is_pixel_array, resolve_images
 from .targets import (
     CLASSIFICATION,
@@ -456,7 +457,8 @@ def _truth_and_prediction(estimator, X, y, task):
     if task not in truth.columns:
         raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
     scored = scorable_rows(truth[task], outputs[task])
-    predicted = estimator.tasks_[task].decode(outputs[task][scored], index[scored])
+    decoder = OutputDecoder.from_task(estimator.tasks_[task])
+    predicted = decoder.decode(outputs[task][scored], index[scored])
     return truth[task].iloc[scored], predicted
 
 

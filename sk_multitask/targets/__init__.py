@@ -1,0 +1,71 @@
+"""Task kinds, their inference from ``y``'s dtypes, per-task target encoders, y checks.
+
+Each column of ``y`` is one task. A classification task encodes its observed labels
+with :class:`~sklearn.preprocessing.LabelEncoder`; a regression task standardises
+with :class:`~sklearn.preprocessing.StandardScaler` (which ignores NaN); a multi-label
+task (cells that are lists, sets or tuples of labels) binarises them with
+:class:`~sklearn.preprocessing.MultiLabelBinarizer`, one column per label. Missing cells
+(NaN, None, ``pd.NA``) become NaN in the encoded targets and are masked in the loss:
+they are never a class. An empty list is a labelled cell with no label. Decoding the
+network's outputs back to labels and values is :mod:`sk_multitask.outputs`'.
+
+The concept lives in two private modules: ``_tasks`` (task kinds, inference, the
+fitted :class:`Task` and its encoding, task names) and ``_frames`` (``y`` as a frame:
+its checks against ``X`` and the fitted tasks, data sizes, the row split).
+"""
+
+from ._frames import (
+    check_aligned,
+    check_not_inputs,
+    check_same_tasks,
+    check_targets,
+    check_trainable,
+    data_sizes,
+    split_rows,
+    target_frame,
+)
+from ._tasks import (
+    CLASSIFICATION,
+    IDENTIFIER_CLASS_FRACTION,
+    LABEL_SETS,
+    MAX_INTEGER_CLASSES,
+    MULTILABEL,
+    REGRESSION,
+    TASK_KINDS,
+    Task,
+    binarize,
+    check_task,
+    check_task_names,
+    encode_targets,
+    fit_tasks,
+    infer_task_kind,
+    is_missing,
+    target_width,
+)
+
+__all__ = [
+    "CLASSIFICATION",
+    "IDENTIFIER_CLASS_FRACTION",
+    "LABEL_SETS",
+    "MAX_INTEGER_CLASSES",
+    "MULTILABEL",
+    "REGRESSION",
+    "TASK_KINDS",
+    "Task",
+    "binarize",
+    "check_aligned",
+    "check_not_inputs",
+    "check_same_tasks",
+    "check_targets",
+    "check_task",
+    "check_task_names",
+    "check_trainable",
+    "data_sizes",
+    "encode_targets",
+    "fit_tasks",
+    "infer_task_kind",
+    "is_missing",
+    "split_rows",
+    "target_frame",
+    "target_width",
+]

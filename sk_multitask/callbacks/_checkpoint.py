@@ -165,7 +165,13 @@ class RunState(Callback):
 
 
 def checkpoint_callbacks(dirname, fingerprint):
-    """The named callbacks that checkpoint a fit in ``dirname``, in order: last in a fit's."""
+    """The named callbacks that checkpoint a fit in ``dirname``, in order: last in a fit's.
+
+    Examples
+    --------
+    >>> [(name, type(callback).__name__) for name, callback in checkpoint_callbacks("ckpt", "f")]
+    [('checkpoint', 'AtomicCheckpoint'), ('run_state', 'RunState')]
+    """
     return [
         ("checkpoint", AtomicCheckpoint(dirname)),
         ("run_state", RunState(dirname, fingerprint)),

@@ -23,13 +23,13 @@ from .backbones import build_backbone
 from .cache import cached_images
 from .callbacks import (
     DynamicWeightAverage,
-    EpochCheckpoint,
     FineTuneSchedule,
     FiniteLoss,
     ResumableEarlyStopping,
     TaskScoring,
     check_callbacks,
     check_monitor,
+    checkpoint_callbacks,
     copy_callbacks,
     epoch_table,
     progress_bar,
@@ -254,7 +254,8 @@ def _callbacks(config, data, drop_last):
     """The recipe's callbacks, in order: per-task scoring, the non-finite loss check, the
     learning-rate schedule, dynamic weight average (``loss_weights="dwa"``), early
     stopping, the progress bar (``verbose``), the user's ``callbacks`` (copied), and the
-    checkpoint (``checkpoint_dir``), last, so that it saves what every other recorded."""
+    checkpoint (``checkpoint_dir``: the files, then ``run.pt``), last, so that it saves what
+    every other recorded."""
     plan = data.plan
     schedule = FineTuneSchedule(
         config.lr_schedule,
@@ -283,8 +284,7 @@ def _callbacks(config, data, drop_last):
     check_callbacks(config.callbacks)
     callbacks += copy_callbacks(config.callbacks)
     if config.checkpoint_dir is not None:
-        checkpoint = EpochCheckpoint(os.fspath(config.checkpoint_dir), data.fingerprint)
-        callbacks.append(("checkpoint", checkpoint))
+        callbacks += checkpoint_callbacks(os.fspath(config.checkpoint_dir), data.fingerprint)
     return callbacks
 
 

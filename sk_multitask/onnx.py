@@ -7,6 +7,6 @@ without torch. Importing this module imports neither torch nor onnx.
 """
 
 from .onnx_export import export_onnx
-from .onnx_predictor import METADATA_KEY, OnnxPredictor
+from .onnx_predictor import OnnxPredictor
 
-__all__ = ["METADATA_KEY", "OnnxPredictor", "export_onnx"]
+__all__ = ["OnnxPredictor", "export_onnx"]

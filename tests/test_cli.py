@@ -443,7 +443,7 @@ def test_fit_takes_the_training_recipe_options(workspace, tmp_path, capsys):
     )
     assert params["early_stopping"] and params["monitor"] == "valid_color_acc"
     assert model.history_[0, "backbone_lr"] == 0.0  # the frozen epoch
-    assert (tmp_path / "ckpt" / "checkpoint.pt").exists()
+    assert (tmp_path / "ckpt" / "run.pt").exists()
 
 
 def test_a_bad_monitor_is_named_as_an_option(workspace, tmp_path, capsys):

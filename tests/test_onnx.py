@@ -14,7 +14,8 @@ from conftest import BLOCK_TORCH, TARGETS, small_estimator
 
 from sk_multitask.datasets import make_multitask_images
 from sk_multitask.decoding import read_image
-from sk_multitask.onnx import METADATA_KEY, OnnxPredictor
+from sk_multitask.onnx import OnnxPredictor
+from sk_multitask.onnx_predictor import METADATA_KEY
 
 TOLERANCE = {"atol": 1e-4, "rtol": 0}
 

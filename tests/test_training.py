@@ -1,6 +1,7 @@
 """The training recipe: schedules, freezing, early stopping, lr_find, warm start,
 Ctrl-C, checkpoints and resume, diverging fits."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -305,11 +306,11 @@ import pandas as pd
 import sk_multitask.callbacks as callbacks
 from sk_multitask import MultiTaskImageEstimator
 
-write = callbacks.EpochCheckpoint.on_epoch_end
+write = callbacks.RunState.on_epoch_end
 def slow_write(self, net, **kwargs):  # time for the parent to kill mid-fit
     write(self, net, **kwargs)
     time.sleep(2)
-callbacks.EpochCheckpoint.on_epoch_end = slow_write
+callbacks.RunState.on_epoch_end = slow_write
 
 import torch
 torch.set_num_threads(int(sys.argv[3]))  # float sums depend on the thread count
@@ -328,7 +329,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_model(image_set, tmp_path):
     pd.to_pickle(params, tmp_path / "params.pkl")
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(_CHILD))
-    checkpoint = tmp_path / "ckpt" / "checkpoint.pt"
+    checkpoint = tmp_path / "ckpt" / "run.pt"
     child = subprocess.Popen(
         [
             sys.executable, str(script), str(tmp_path / "df.pkl"), str(tmp_path / "params.pkl"),
@@ -342,7 +343,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_model(image_set, tmp_path):
     child.send_signal(signal.SIGKILL)
     _, err = child.communicate()
     assert child.returncode == -signal.SIGKILL, err.decode()
-    done = len(torch.load(checkpoint, weights_only=True)["history"].split('"epoch"')) - 1
+    done = torch.load(checkpoint, weights_only=True)["epoch"]
     assert 1 <= done < 4
 
     resumed = MultiTaskImageEstimator(**params).fit(image_set, image_set[TARGETS])
@@ -369,8 +370,8 @@ def test_a_checkpoint_of_other_parameters_is_ignored_with_a_warning(image_set, t
 
 
 def test_an_unreadable_checkpoint_is_an_error(image_set, tmp_path):
-    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    (tmp_path / "checkpoint.pt.123.tmp").write_bytes(b"half")  # a write cut short: ignored
+    (tmp_path / "run.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "run.pt.123.tmp").write_bytes(b"half")  # a write cut short: ignored
     est = small_estimator(image_set, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="cannot read the checkpoint"):
         est.fit(image_set, image_set[TARGETS])
@@ -394,6 +395,55 @@ def test_a_write_cut_short_leaves_the_previous_checkpoint(image_set, tmp_path):
     y = image_set[TARGETS]
     first = small_estimator(image_set, max_epochs=2, checkpoint_dir=tmp_path).fit(image_set, y)
     # What a kill while writing leaves: a partial temporary file beside the checkpoint.
-    (tmp_path / "checkpoint.pt.4242.tmp").write_bytes(b"\x80\x02 half a checkpoint")
+    (tmp_path / "run.pt.4242.tmp").write_bytes(b"\x80\x02 half a checkpoint")
+    (tmp_path / "params-3.safetensors.4242.tmp").write_bytes(b"half the weights")
     again = small_estimator(image_set, max_epochs=2, checkpoint_dir=tmp_path).fit(image_set, y)
     assert again.history_[:, "train_loss"] == first.history_[:, "train_loss"]
+
+
+def test_the_checkpoint_is_skorchs_safetensors_files_and_run_pt(image_set, tmp_path):
+    from safetensors.torch import load_file
+
+    y = image_set[TARGETS]
+    est = small_estimator(image_set, max_epochs=2, checkpoint_dir=tmp_path).fit(image_set, y)
+    # Only the last epoch's files stay; no temporary file is left behind.
+    names = ["criterion-2.safetensors", "history.json", "params-2.safetensors", "run.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    run = torch.load(tmp_path / "run.pt", weights_only=True)
+    assert run["epoch"] == 2
+    assert set(run) >= {"fingerprint", "optimizer", "torch_rng"}
+    params = load_file(tmp_path / "params-2.safetensors")
+    for key, value in est.net_.module_.state_dict().items():
+        torch.testing.assert_close(params[key], value)
+    # skorch's Checkpoint records no event: the history is that of a fit without one.
+    assert "event_cp" not in est.history_[-1]
+
+
+def test_a_kill_before_run_pt_resumes_from_the_last_committed_epoch(
+    image_set, tmp_path, monkeypatch
+):
+    from sk_multitask.callbacks import RunState
+
+    y = image_set[TARGETS]
+    write = RunState.on_epoch_end
+
+    def killed_at_epoch_2(self, net, **kwargs):
+        if len(net.history) == 2:  # epoch 2's skorch files are written, run.pt is not
+            raise RuntimeError("killed")
+        write(self, net, **kwargs)
+
+    monkeypatch.setattr(RunState, "on_epoch_end", killed_at_epoch_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        small_estimator(image_set, max_epochs=3, checkpoint_dir=tmp_path).fit(image_set, y)
+    monkeypatch.setattr(RunState, "on_epoch_end", write)
+    assert (tmp_path / "params-2.safetensors").exists()
+    assert len(json.loads((tmp_path / "history.json").read_text())) == 2
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["epoch"] == 1
+
+    resumed = small_estimator(image_set, max_epochs=3, checkpoint_dir=tmp_path).fit(image_set, y)
+    straight = small_estimator(image_set, max_epochs=3).fit(image_set, y)
+    assert resumed.history_[:, "epoch"] == [1, 2, 3]
+    np.testing.assert_array_equal(
+        resumed.history_[:, "train_loss"], straight.history_[:, "train_loss"]
+    )
+    pd.testing.assert_frame_equal(resumed.predict(image_set), straight.predict(image_set))

@@ -4,12 +4,21 @@
   losses and metrics of every epoch, and how they are shown;
 - :class:`FineTuneSchedule` (``_schedule``): the learning rates, with frozen first epochs;
 - :class:`ResumableEarlyStopping`, :class:`FiniteLoss` (``_stopping``): ending a fit;
-- :class:`EpochCheckpoint` (``_checkpoint``): what resuming needs, after every epoch;
+- :class:`AtomicCheckpoint` (skorch's ``Checkpoint``, safetensors), :class:`RunState`,
+  :func:`checkpoint_callbacks`, :func:`load_checkpoint` (``_checkpoint``): what resuming
+  needs, after every epoch, and resuming;
 - :class:`DynamicWeightAverage` (``_weighting``): the task weights of ``loss_weights="dwa"``;
 - :func:`check_callbacks`, :func:`copy_callbacks` (``_user``): the user's own callbacks.
 """
 
-from ._checkpoint import EpochCheckpoint, load_checkpoint, run_fingerprint
+from ._checkpoint import (
+    RUN_FILE,
+    AtomicCheckpoint,
+    RunState,
+    checkpoint_callbacks,
+    load_checkpoint,
+    run_fingerprint,
+)
 from ._schedule import LR_SCHEDULES, FineTuneSchedule
 from ._scoring import (
     EpochTable,
@@ -33,17 +42,20 @@ from ._weighting import DynamicWeightAverage
 
 __all__ = [
     "LR_SCHEDULES",
+    "RUN_FILE",
+    "AtomicCheckpoint",
     "DynamicWeightAverage",
-    "EpochCheckpoint",
     "EpochTable",
     "FineTuneSchedule",
     "FiniteLoss",
     "ResumableEarlyStopping",
+    "RunState",
     "StopTraining",
     "TaskScoring",
     "batch_task_stats",
     "check_callbacks",
     "check_monitor",
+    "checkpoint_callbacks",
     "copy_callbacks",
     "epoch_table",
     "load_checkpoint",

@@ -27,6 +27,7 @@ from . import __version__
 from .cli_options import CommandError, add_options, as_options, estimator_params
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
+from .files import atomic_path
 from .sources import resolve_images
 
 _PARQUET = (".parquet", ".pq")
@@ -182,7 +183,8 @@ def _check_writable(path):
 def _save(est, path):
     """Save a model quiet (``verbose=0``): a later ``predict`` in Python shows no bars."""
     est.set_params(verbose=0)
-    joblib.dump(est, path)
+    with atomic_path(path) as temporary:  # a killed or failed write keeps the old model
+        joblib.dump(est, temporary)
 
 
 def _data_and_estimator(args):

@@ -11,7 +11,11 @@ from torch import nn
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["MultiTaskModule", "multitask_module"]
+__all__ = ["NET_PARTS", "MultiTaskModule", "load_net_state", "multitask_module", "net_state"]
+
+#: The parts of a skorch net whose state is the model: its module and its criterion
+#: (class weights, learned task weights).
+NET_PARTS = ("module", "criterion")
 
 
 class MultiTaskModule(nn.Module):
@@ -90,3 +94,38 @@ def multitask_module(net):
     if isinstance(module, torch.nn.parallel.DistributedDataParallel):
         return module.module
     return module
+
+
+def net_state(net):
+    """A CPU copy of the state of ``net``'s module and criterion: ``"part.key"`` to a tensor.
+
+    What the safe file stores (as safetensors), early stopping keeps as its best epoch
+    and a checkpoint resumes.
+    """
+    return {
+        f"{part}.{key}": tensor.detach().cpu().contiguous().clone()
+        for part in NET_PARTS
+        for key, tensor in getattr(net, f"{part}_").state_dict().items()
+    }
+
+
+def load_net_state(net, state, source=None):
+    """Load a :func:`net_state` into an initialised net of the same structure.
+
+    Raises a ValueError naming ``source`` (a file) when a part's tensors do not fit.
+    """
+    parts = {part: {} for part in NET_PARTS}
+    for key, tensor in state.items():
+        part, _, name = key.partition(".")
+        parts[part][name] = tensor
+    for part, part_state in parts.items():
+        try:
+            getattr(net, f"{part}_").load_state_dict(part_state)
+        except RuntimeError as exc:
+            if source is None:
+                raise
+            raise ValueError(
+                f"the weights in {source!r} do not fit the network the file describes "
+                f"({part}): {exc}"
+            ) from exc
+    return net

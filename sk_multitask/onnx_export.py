@@ -17,8 +17,8 @@ import json
 import os
 
 from .document import model_document
+from .files import atomic_write
 from .onnx_predictor import INPUT, METADATA_KEY, OUTPUT, missing_onnx_extra
-from .safe_file import atomic_write
 
 __all__ = ["export_onnx"]
 

@@ -32,10 +32,10 @@ import pandas as pd
 
 from . import __version__
 from .diagnostics import top_loss_table
+from .files import atomic_write
 from .metrics import evaluate_tasks, per_class_metrics, scorable_rows
 from .outputs import decoders
 from .plotting import confusion_figure, plot_history, regression_figure, top_losses_figure
-from .safe_file import atomic_write
 from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
 
 __all__ = ["figure_to_png_bytes", "write_report"]

@@ -17,73 +17,21 @@ then renamed over ``path``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 
 from .document import ModelDocument, model_document, parse_document
+from .files import atomic_write
+from .model import NET_PARTS, load_net_state, net_state
 from .outputs import task_from_dict
 
-__all__ = ["SavedModel", "atomic_write", "load_net_state", "net_state", "read_model", "save"]
+__all__ = ["SavedModel", "read_model", "save"]
 
 DOCUMENT = "sk_multitask.json"
 WEIGHTS = "weights.safetensors"
-#: The parts of a skorch net whose state is the model's, by attribute.
-NET_PARTS = ("module", "criterion")
-
-
-@contextlib.contextmanager
-def atomic_write(path):
-    """A binary file to write ``path``'s new content to, put in place only when complete.
-
-    The content goes to a temporary file beside ``path``, which is synced to disk and
-    then renamed over ``path``: a process killed while writing leaves the old file
-    whole. On an error the temporary file is removed and ``path`` is untouched.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=".sk_multitask-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
-def net_state(net):
-    """The state of ``net``'s module and criterion: flat ``"part.key"`` to a CPU tensor."""
-    return {
-        f"{part}.{key}": tensor.detach().cpu().contiguous().clone()
-        for part in NET_PARTS
-        for key, tensor in getattr(net, f"{part}_").state_dict().items()
-    }
-
-
-def load_net_state(net, state, source):
-    """Load :func:`net_state`'s ``state`` into an initialised net of the same structure.
-
-    Raises a ValueError naming ``source`` when a part's tensors do not fit.
-    """
-    parts = {part: {} for part in NET_PARTS}
-    for key, tensor in state.items():
-        part, _, name = key.partition(".")
-        parts[part][name] = tensor
-    for part, part_state in parts.items():
-        try:
-            getattr(net, f"{part}_").load_state_dict(part_state)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"the weights in {source!r} do not fit the network the file describes "
-                f"({part}): {exc}"
-            ) from exc
-    return net
 
 
 def save(estimator, path):

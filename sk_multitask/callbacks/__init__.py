@@ -33,9 +33,7 @@ from ._stopping import (
     ResumableEarlyStopping,
     StopTraining,
     check_monitor,
-    load_net_state,
     monitor_direction,
-    net_state,
 )
 from ._user import check_callbacks, copy_callbacks
 from ._weighting import DynamicWeightAverage
@@ -59,9 +57,7 @@ __all__ = [
     "copy_callbacks",
     "epoch_table",
     "load_checkpoint",
-    "load_net_state",
     "monitor_direction",
-    "net_state",
     "progress_bar",
     "run_fingerprint",
     "task_metrics",

@@ -36,6 +36,8 @@ import torch
 from skorch.callbacks import Callback, Checkpoint
 from skorch.history import History
 
+from ..files import atomic_path
+
 __all__ = [
     "RUN_FILE",
     "AtomicCheckpoint",
@@ -86,24 +88,6 @@ _CRITERION = "criterion-{last_epoch[epoch]}.safetensors"
 _EPOCH_FILE = re.compile(r"^(params|criterion)-(\d+)\.safetensors$")
 
 
-@contextlib.contextmanager
-def _atomic(path):
-    """Yield a temporary name beside ``path``; once written, fsync it and rename it to ``path``.
-
-    A process killed while writing leaves ``path`` as it was (and a ``.tmp`` file that
-    nothing reads).
-    """
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        yield temporary
-        with open(temporary, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 class AtomicCheckpoint(Checkpoint):
     """skorch's ``Checkpoint`` of every epoch (safetensors), each file written atomically.
 
@@ -126,7 +110,7 @@ class AtomicCheckpoint(Checkpoint):
 
     def _save_params(self, f, net, f_name, log_name):
         # skorch's one method that writes a file
-        with _atomic(f) as temporary:
+        with atomic_path(f) as temporary:
             net.save_params(**{f_name: temporary, "use_safetensors": self.use_safetensors})
 
 
@@ -156,7 +140,7 @@ class RunState(Callback):
         early = dict(net.callbacks_).get("early_stopping")
         if early is not None and early.best_model_weights_ is not None:
             state["best"] = early.best_model_weights_
-        with _atomic(os.path.join(self.dirname, RUN_FILE)) as temporary:
+        with atomic_path(os.path.join(self.dirname, RUN_FILE)) as temporary:
             torch.save(state, temporary)
         for name in os.listdir(self.dirname):
             match = _EPOCH_FILE.match(name)

@@ -7,6 +7,7 @@ import math
 import torch
 from skorch.callbacks import Callback, EarlyStopping
 
+from ..model import load_net_state, net_state
 from ._scoring import TaskScoring
 
 __all__ = [
@@ -14,9 +15,7 @@ __all__ = [
     "ResumableEarlyStopping",
     "StopTraining",
     "check_monitor",
-    "load_net_state",
     "monitor_direction",
-    "net_state",
 ]
 
 
@@ -127,23 +126,6 @@ class ResumableEarlyStopping(EarlyStopping):
         self.dynamic_threshold_ = self._calc_new_threshold(score)
         self.best_epoch_ = epoch
         return True
-
-
-def net_state(net):
-    """A CPU copy of the module's and the criterion's state."""
-    return {
-        name: {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
-        for name, state in (
-            ("module_", net.module_.state_dict()),
-            ("criterion_", net.criterion_.state_dict()),
-        )
-    }
-
-
-def load_net_state(net, state):
-    """Load a :func:`net_state` into ``net``'s module and criterion."""
-    for name, values in state.items():
-        getattr(net, name).load_state_dict(values)
 
 
 class FiniteLoss(Callback):

@@ -24,8 +24,10 @@ __all__ = [
     "is_torchvision_classifier",
 ]
 
-#: Normalisation used when the weights carry none (ImageNet statistics).
+#: ImageNet's per-channel mean (images in [0, 1]): the normalisation used when the weights
+#: carry none.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+#: ImageNet's per-channel standard deviation (images in [0, 1]): torchvision's normalisation.
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 

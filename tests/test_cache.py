@@ -95,7 +95,7 @@ def test_disk_cache_items_index_and_pickle(images, tmp_path):
     assert torch.equal(subset[1], load_image(images[2], 16))
     cached[0]  # opens the files, which are not pickled
     restored = pickle.loads(pickle.dumps(cached))
-    assert restored._opened is None and torch.equal(restored[7], cached[7])
+    assert restored._opened == {} and torch.equal(restored[7], cached[7])
     dataset = ImageDataset(subset, np.zeros((2, 1), dtype=np.float32), image_size=16)
     assert torch.equal(dataset[0][0], load_image(images[5], 16))
 

@@ -388,7 +388,8 @@ def _read_keys(keys_file, size):
     """The records of a keys file whose images file matches them; None (warned) if damaged."""
     npy = keys_file[: -len(".keys.npy")] + ".npy"
     try:
-        stored = np.load(keys_file, allow_pickle=False)
+        with open(keys_file, "rb") as file:  # a .npy file, never anything else (np.load)
+            stored = np.lib.format.read_array(file, allow_pickle=False)
         if stored.dtype != _KEYS_DTYPE or stored.ndim != 1:
             raise ValueError(f"unexpected keys {stored.dtype} {stored.shape}")
         file, start, shape = _open_npy(npy)

@@ -106,15 +106,10 @@ def as_size(image_size):
 #: result is indistinguishable from a full resize (PIL's ``reducing_gap``).
 _REDUCING_GAP = 3
 _BAND_PIXELS = 1 << 18  # pixels converted at a time: the full-size image is never copied
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+_T = Image.Transpose
+#: What displays an image upright, by its EXIF orientation (as ``ImageOps.exif_transpose``).
+_TRANSPOSE = dict(enumerate((_T.FLIP_LEFT_RIGHT, _T.ROTATE_180, _T.FLIP_TOP_BOTTOM, _T.TRANSPOSE,
+                              _T.ROTATE_270, _T.TRANSVERSE, _T.ROTATE_90), start=2))
 
 
 def _bands(img, rows):
@@ -147,8 +142,7 @@ def _wide_scaling(img, rows):
     return float(low), (255 / (high - low) if high > low else 0.0)
 
 
-def _finite(band):
-    """A band's values as float64, NaN and infinities as 0."""
+def _finite(band):  # NaN and infinities count as 0
     return np.nan_to_num(np.asarray(band, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -192,10 +186,8 @@ def _reduced_rgb(img, size):
 
 def _resized(img, size):
     """The PIL image resized to ``(height, width)``: bilinear, antialiased when shrinking."""
-    height, width = size
-    if img.size == (width, height):
-        return img
-    return img.resize((width, height), Image.Resampling.BILINEAR)
+    same = img.size == size[::-1]
+    return img if same else img.resize(size[::-1], Image.Resampling.BILINEAR)
 
 
 def _source_name(source):

@@ -363,7 +363,7 @@ def disk_cached_images(paths, image_size, cache_dir, num_workers=0, skip=False):
     """
     height, width = as_size(image_size)
     os.makedirs(cache_dir, exist_ok=True)
-    remove_stale_partials(cache_dir)
+    _remove_stale_partials(cache_dir)
     keys = image_fingerprints(paths, (height, width), skip)
     files, where = _lookup(cache_dir, (height, width), keys)
     missing = np.array([key != _UNCACHED and key not in where for key in keys], dtype=bool)
@@ -390,6 +390,9 @@ def _read_keys(keys_file, size):
     try:
         with open(keys_file, "rb") as file:  # a .npy file, never anything else (np.load)
             stored = np.lib.format.read_array(file, allow_pickle=False)
+        if stored.dtype == f"S{_KEY_BYTES}":  # an older version's pair, never matched again
+            _remove_pair(npy)
+            return None
         if stored.dtype != _KEYS_DTYPE or stored.ndim != 1:
             raise ValueError(f"unexpected keys {stored.dtype} {stored.shape}")
         file, start, shape = _open_npy(npy)
@@ -437,7 +440,7 @@ def _partial_prefix():
     return f".sk_multitask-{host}-{os.getpid()}-"
 
 
-def remove_stale_partials(cache_dir):
+def _remove_stale_partials(cache_dir):
     """Remove the temporary files of builds killed midway: ``.partial-*`` and ``*.tmp``.
 
     A file of this host whose process is gone is removed; one of another host (or of a
@@ -458,12 +461,14 @@ def remove_stale_partials(cache_dir):
 
 
 def _alive(pid):
-    """Whether a process ``pid`` runs on this host."""
+    """Whether a process ``pid`` runs on this host (on Windows: assumed, left to the age)."""
+    if os.name == "nt":  # os.kill would terminate it there
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:
         return True  # it exists, owned by another user (or we cannot tell)
     return True
 

@@ -235,10 +235,10 @@ def test_corrupted_cache_bytes_do_not_change_predictions(image_set, tmp_path):
     [
         (lambda npy, keys: keys.write_bytes(b""), "EOF: reading magic string"),
         (lambda npy, keys: keys.write_bytes(b"not a numpy file"), "magic string is not correct"),
-        (lambda npy, keys: np.save(keys, np.zeros(3, "S16")), "unexpected keys"),
+        (lambda npy, keys: np.save(keys, np.zeros(3, "i8")), "unexpected keys"),
         (lambda npy, keys: os.truncate(npy, os.path.getsize(npy) - 100), "truncated"),
     ],
-    ids=["empty keys", "garbage keys", "old-format keys", "truncated images"],
+    ids=["empty keys", "garbage keys", "other keys", "truncated images"],
 )
 def test_a_damaged_cache_pair_is_named_and_rebuilt(images, tmp_path, damage, reason):
     folder = tmp_path / "cache"
@@ -249,6 +249,18 @@ def test_a_damaged_cache_pair_is_named_and_rebuilt(images, tmp_path, damage, rea
         cached = disk_cached_images(images, 16, folder)
     assert not npy.exists() and not keys.exists()
     assert stored_rows(folder) == 24
+    assert torch.equal(cached[5], load_image(images[5], 16))
+
+
+def test_an_older_versions_pair_is_removed_without_a_warning(images, tmp_path):
+    folder = tmp_path / "cache"
+    disk_cached_images(images, 16, folder)
+    npy, keys = _pair(folder)
+    np.save(keys, np.load(keys)["key"])  # the keys file of version 1: fingerprints only
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cached = disk_cached_images(images, 16, folder)
+    assert not npy.exists() and stored_rows(folder) == 24
     assert torch.equal(cached[5], load_image(images[5], 16))
 
 

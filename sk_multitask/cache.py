@@ -177,8 +177,7 @@ def _warn_damaged(path, reason):
     )
 
 
-def _remove_pair(npy):
-    """Remove a cache pair, keys first (a reader that has the images open keeps them)."""
+def _remove_pair(npy):  # keys first; a reader that has the images open keeps them
     for path in (npy[: -len(".npy")] + ".keys.npy", npy):
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
@@ -283,6 +282,8 @@ class DiskCachedImages:
         if index not in self._opened:
             try:
                 self._opened[index] = _open_npy(self.files[index])
+            except FileNotFoundError:  # removed by a process that found it damaged
+                self._opened[index] = None
             except (OSError, ValueError) as exc:
                 self._opened[index] = None
                 _warn_damaged(self.files[index], exc)
@@ -297,7 +298,7 @@ class DiskCachedImages:
         _remove_pair(self.files[index])
         return self.paths[i]
 
-    def __getstate__(self):
+    def __getstate__(self):  # each process opens the files itself
         return {**self.__dict__, "_opened": {}}
 
     def __del__(self):

@@ -252,6 +252,16 @@ def test_a_damaged_cache_pair_is_named_and_rebuilt(images, tmp_path, damage, rea
     assert torch.equal(cached[5], load_image(images[5], 16))
 
 
+def test_a_pair_removed_by_another_process_is_read_from_the_image_files(images, tmp_path):
+    folder = tmp_path / "cache"
+    cached = disk_cached_images(images, 16, folder)
+    for path in folder.iterdir():  # as a process that found it damaged does
+        path.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # that process warned already
+        assert torch.equal(ImageDataset(cached, image_size=16)[1][0], load_image(images[1], 16))
+
+
 def test_an_older_versions_pair_is_removed_without_a_warning(images, tmp_path):
     folder = tmp_path / "cache"
     disk_cached_images(images, 16, folder)

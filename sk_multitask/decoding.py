@@ -16,7 +16,7 @@ import warnings
 from numbers import Integral
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .sources import ROOT_HINT, is_pixel_array
 
@@ -36,6 +36,7 @@ __all__ = [
     "find_bad_images",
     "mark_unreadable",
     "median_image_size",
+    "open_image",
     "read_image",
     "screen_images",
     "warn_skipped",
@@ -46,6 +47,7 @@ BAD_IMAGE_OPTIONS = ("raise", "skip")
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
 _WIDE_MODES = {"I", "F", *_SIXTEEN_BIT_MODES}  # more than 8 bits per pixel
+_ORIENTATION = 0x0112  # the EXIF tag
 
 #: What PIL raises on a file it cannot read (DecompressionBombError: above its pixel limit).
 PIL_ERRORS = (
@@ -62,9 +64,7 @@ class BadImageError(ValueError):
     """An image file that is empty, truncated or not an image; ``path`` names it."""
 
     def __init__(self, path, reason, message=None):
-        # A path, or an open file or buffer, which has no name to give.
-        is_path = isinstance(path, (str, os.PathLike))
-        self.path = os.fspath(path) if is_path else f"<{type(path).__name__}>"
+        self.path = _source_name(path)
         self.reason = reason
         super().__init__(message or f"cannot decode image file {self.path!r}: {reason}")
 
@@ -101,44 +101,120 @@ def as_size(image_size):
     return sides
 
 
-def _to_uint8(pixels, sixteen_bit):
-    """8-bit pixels from wider ones (16- and 32-bit integers, 32-bit floats).
+#: reduce() shrinks an image by whole factors to at least this many times the output
+#: size before the bilinear resize: memory and time follow the output size, and the
+#: result is indistinguishable from a full resize (PIL's ``reducing_gap``).
+_REDUCING_GAP = 3
+_BAND_PIXELS = 1 << 18  # pixels converted at a time: the full-size image is never copied
+_T = Image.Transpose
+#: What displays an image upright, by its EXIF orientation (as ``ImageOps.exif_transpose``).
+_TRANSPOSE = dict(enumerate((_T.FLIP_LEFT_RIGHT, _T.ROTATE_180, _T.FLIP_TOP_BOTTOM, _T.TRANSPOSE,
+                              _T.ROTATE_270, _T.TRANSVERSE, _T.ROTATE_90), start=2))
+
+
+def _bands(img, rows):
+    """The image in horizontal bands of ``rows`` rows: ``(top, band)`` pairs."""
+    width, height = img.size
+    for top in range(0, height, rows):
+        yield top, img.crop((0, top, width, min(height, top + rows)))
+
+
+def _wide_scaling(img, rows):
+    """``(shift, scale)`` taking a wide image's values to [0, 255] as ``(x - shift) * scale``.
 
     16-bit modes are divided by 256. Otherwise the scale follows the values' range:
     floats within [0, 1] are multiplied by 255; values within [0, 255] are kept; within
-    [0, 65535] divided by 256; any other range is stretched min-max to [0, 255].
-    NaN and infinities count as 0.
+    [0, 65535] divided by 256; any other range is stretched min-max to [0, 255]. NaN and
+    infinities count as 0. The range is measured band by band.
     """
-    is_float = pixels.dtype.kind == "f"
-    pixels = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = pixels.min(), pixels.max()
-    if sixteen_bit or (low >= 0 and 255 < high <= 65535):
-        pixels = pixels / 256
-    elif is_float and low >= 0 and high <= 1:
-        pixels = pixels * 255
-    elif not (low >= 0 and high <= 255):
-        pixels = (pixels - low) * (255 / (high - low)) if high > low else pixels * 0
-    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return 0.0, 1 / 256
+    low, high = np.inf, -np.inf
+    for _, band in _bands(img, rows):
+        pixels = _finite(band)
+        low, high = min(low, pixels.min()), max(high, pixels.max())
+    if low >= 0 and 255 < high <= 65535:
+        return 0.0, 1 / 256
+    if img.mode == "F" and low >= 0 and high <= 1:
+        return 0.0, 255.0
+    if low >= 0 and high <= 255:
+        return 0.0, 1.0
+    return float(low), (255 / (high - low) if high > low else 0.0)
 
 
-def _to_rgb(img):
-    """RGB from any PIL mode: grayscale, palette, RGBA, CMYK, 16-bit, 32-bit and float."""
+def _finite(band):  # NaN and infinities count as 0
+    return np.nan_to_num(np.asarray(band, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _rgb_converter(img, rows):
+    """A function converting a band of ``img`` to RGB: wide modes scaled, not clipped."""
     if img.mode in _WIDE_MODES:
         # PIL's own conversion clips wide values at 255 (a float image in [0, 1] turns
-        # black); scale them instead.
-        img = Image.fromarray(_to_uint8(np.asarray(img), img.mode in _SIXTEEN_BIT_MODES))
-    elif img.mode == "P":
+        # black); scale them instead, with one scale for the whole image.
+        shift, scale = _wide_scaling(img, rows)
+
+        def convert(band):
+            pixels = np.clip(np.round((_finite(band) - shift) * scale), 0, 255)
+            return Image.fromarray(pixels.astype(np.uint8)).convert("RGB")
+
+        return convert
+    if img.mode == "P":
         # Through RGBA, so that palette transparency is read, not warned about.
-        img = img.convert("RGBA")
-    return img if img.mode == "RGB" else img.convert("RGB")
+        return lambda band: band.convert("RGBA").convert("RGB")
+    return lambda band: band if band.mode == "RGB" else band.convert("RGB")
+
+
+def _reduced_rgb(img, size):
+    """The loaded PIL image in RGB, reduced by whole factors toward ``(height, width)``.
+
+    Converted and reduced band by band: the memory used is the decoded image's and a few
+    times the output's, whatever the mode (no full-size copy, no float64 image).
+    """
+    width, height = img.size
+    factor = (max(1, width // (_REDUCING_GAP * size[1])),
+              max(1, height // (_REDUCING_GAP * size[0])))
+    if img.mode == "RGB":
+        return img if factor == (1, 1) else img.reduce(factor)
+    rows = max(1, _BAND_PIXELS // (width * factor[1])) * factor[1]
+    convert = _rgb_converter(img, rows)
+    reduced = Image.new("RGB", (-(-width // factor[0]), -(-height // factor[1])))
+    for top, band in _bands(img, rows):
+        band = convert(band)
+        reduced.paste(band if factor == (1, 1) else band.reduce(factor), (0, top // factor[1]))
+    return reduced
 
 
 def _resized(img, size):
     """The PIL image resized to ``(height, width)``: bilinear, antialiased when shrinking."""
-    height, width = size
-    if img.size == (width, height):
-        return img
-    return img.resize((width, height), Image.Resampling.BILINEAR)
+    same = img.size == size[::-1]
+    return img if same else img.resize(size[::-1], Image.Resampling.BILINEAR)
+
+
+def _source_name(source):
+    """A path's text, or the type of an open file or buffer (which has no name to give)."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return f"<{type(source).__name__}>"
+
+
+def open_image(source):
+    """``PIL.Image.open``, with the decompression-bomb warning naming the file.
+
+    Above ``Image.MAX_IMAGE_PIXELS`` PIL warns (and above twice that raises
+    ``DecompressionBombError``, one of :data:`PIL_ERRORS`); the warning is issued again
+    with the file's name.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(source)
+        except Image.DecompressionBombWarning as exc:
+            warning = str(exc)
+    warnings.warn(f"image file {_source_name(source)!r}: {warning}",
+                  Image.DecompressionBombWarning, stacklevel=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source)
 
 
 def read_image(path, image_size):
@@ -147,14 +223,18 @@ def read_image(path, image_size):
     EXIF orientation is applied; any mode is converted to RGB; the resize is PIL's
     bilinear (antialiased when shrinking), skipped when the image already has the
     size. A JPEG at least twice the target size is decoded at a reduced DCT scale
-    (PIL's draft mode), several times faster (``benchmarks/bench_decode.py``).
+    (PIL's draft mode), several times faster (``benchmarks/bench_decode.py``); a large
+    image of any format is converted and reduced band by band before the resize
+    (:func:`_reduced_rgb`), so that memory follows the output size beyond the decoded
+    image itself.
 
     Raises
     ------
     ImageNotFoundError
         Naming the file, if it does not exist (a ``FileNotFoundError``).
     BadImageError
-        Naming the file, if it cannot be decoded (a ``ValueError``).
+        Naming the file, if it cannot be decoded (a ``ValueError``), a decompression
+        bomb (above twice ``PIL.Image.MAX_IMAGE_PIXELS``) included.
 
     Examples
     --------
@@ -167,20 +247,22 @@ def read_image(path, image_size):
     """
     size = as_size(image_size)
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
+            # A JPEG's EXIF is read with its header: without one there is nothing to turn.
+            has_exif = img.format != "JPEG" or "exif" in img.info
+            orientation = img.getexif().get(_ORIENTATION, 1) if has_exif else 1
             side = max(size)  # the draft must cover an image that EXIF rotates, too
             if min(img.size) >= 2 * side:  # else the draft cannot reduce the DCT scale
                 img.draft("RGB", (side, side))
-            # A JPEG's EXIF is read with its header: without one there is nothing to
-            # turn. In place, as a copy costs as much as the decode for small images.
-            if img.format != "JPEG" or "exif" in img.info:
-                ImageOps.exif_transpose(img, in_place=True)
             img.load()  # decode while the file is open
-            img = _to_rgb(img)
+            stored = size[::-1] if orientation in (5, 6, 7, 8) else size
+            img = _reduced_rgb(img, stored)
     except FileNotFoundError:
         raise ImageNotFoundError(path) from None
     except PIL_ERRORS as exc:
         raise BadImageError(path, exc) from exc
+    if orientation in _TRANSPOSE:
+        img = img.transpose(_TRANSPOSE[orientation])
     return np.array(_resized(img, size))
 
 
@@ -308,7 +390,7 @@ def find_bad_images(images, verify=False):
             bad[position] = (path, "empty file")
         elif verify:
             try:
-                with Image.open(path) as img:
+                with open_image(path) as img:
                     img.verify()
             except PIL_ERRORS as exc:
                 bad[position] = (path, str(exc) or type(exc).__name__)
@@ -396,9 +478,12 @@ def median_image_size(images, n_samples=16):
     sizes = []
     for i in positions:
         try:
-            with Image.open(images[i]) as img:
-                sizes.append(img.size[::-1])  # PIL gives (width, height)
-        except (OSError, SyntaxError, ValueError):
+            with warnings.catch_warnings():
+                # Warned about (naming it), skipped or raised when it is decoded.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(images[i]) as img:
+                    sizes.append(img.size[::-1])  # PIL gives (width, height)
+        except PIL_ERRORS:
             continue  # a bad file is reported, naming it, when it is decoded
     if not sizes:
         return None

@@ -16,11 +16,12 @@ __all__ = ["atomic_path", "atomic_write"]
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, prefix=".sk_multitask-"):
     """A temporary file name beside ``path`` to write to; renamed to ``path`` when done.
 
     For writers that take a file name (``torch.save``, ``joblib.dump``, skorch's
     ``save_params``). On an error the temporary file is removed and ``path`` untouched.
+    The temporary name starts with ``prefix`` and ends with ``.tmp``.
 
     Examples
     --------
@@ -33,7 +34,7 @@ def atomic_path(path):
     '1 2 3'
     """
     folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=".sk_multitask-", suffix=".tmp", dir=folder)
+    descriptor, temporary = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     os.close(descriptor)
     try:
         yield temporary
@@ -47,8 +48,10 @@ def atomic_path(path):
 
 
 @contextlib.contextmanager
-def atomic_write(path):
+def atomic_write(path, prefix=".sk_multitask-"):
     """A binary file to write ``path``'s new content to, put in place only when complete.
+
+    ``prefix`` starts the temporary file's name (:func:`atomic_path`).
 
     Examples
     --------
@@ -59,6 +62,6 @@ def atomic_write(path):
     >>> pathlib.Path(path).read_bytes()
     b'complete'
     """
-    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+    with atomic_path(path, prefix) as temporary, open(temporary, "wb") as file:
         yield file
         file.flush()

@@ -5,15 +5,20 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import TARGETS, small_estimator
+from PIL import Image
 from sklearn.model_selection import GridSearchCV, KFold
 
 from sk_multitask.cache import (
+    CacheDamageWarning,
     DiskCachedImages,
+    _partial_prefix,
     available_memory,
     cached_images,
     disk_cached_images,
@@ -95,7 +100,7 @@ def test_disk_cache_items_index_and_pickle(images, tmp_path):
     assert torch.equal(subset[1], load_image(images[2], 16))
     cached[0]  # opens the files, which are not pickled
     restored = pickle.loads(pickle.dumps(cached))
-    assert restored._opened is None and torch.equal(restored[7], cached[7])
+    assert restored._opened == {} and torch.equal(restored[7], cached[7])
     dataset = ImageDataset(subset, np.zeros((2, 1), dtype=np.float32), image_size=16)
     assert torch.equal(dataset[0][0], load_image(images[5], 16))
 
@@ -172,3 +177,173 @@ def test_cache_parameters_are_validated(image_set):
         small_estimator(image_set, cache="always").fit(image_set, image_set[TARGETS])
     with pytest.raises(ValueError, match="'cache_max_bytes' parameter"):
         small_estimator(image_set, cache_max_bytes=-1).fit(image_set, image_set[TARGETS])
+
+
+# -- a cache that checks itself ---------------------------------------------------------------
+
+
+def _pair(folder):
+    """The images file and the keys file of the one pair in ``folder``."""
+    (npy,) = [folder / f for f in cache_files(folder) if not f.endswith(".keys.npy")]
+    return npy, npy.with_name(npy.name[: -len(".npy")] + ".keys.npy")
+
+
+def _corrupt(npy, row, image_bytes=3 * 16 * 16):
+    """Flip bytes in the middle of image ``row`` of a cache file."""
+    with open(npy, "rb") as file:
+        np.lib.format.read_magic(file)
+        np.lib.format.read_array_header_1_0(file)
+        start = file.tell()
+    with open(npy, "r+b") as file:
+        file.seek(start + row * image_bytes + image_bytes // 2)
+        data = file.read(8)
+        file.seek(-8, os.SEEK_CUR)
+        file.write(bytes(b ^ 0xFF for b in data))
+
+
+def test_corrupted_cache_bytes_are_detected_and_rebuilt(images, tmp_path):
+    folder = tmp_path / "cache"
+    disk_cached_images(images, 16, folder)
+    npy, _ = _pair(folder)
+    _corrupt(npy, row=3)
+    cached = disk_cached_images(images, 16, folder)
+    dataset = ImageDataset(cached, image_size=16)
+    assert torch.equal(dataset[2][0], load_image(images[2], 16))  # an intact image
+    with pytest.warns(CacheDamageWarning, match=rf"{npy.name}.*image 3 fails its checksum"):
+        item = dataset[3][0]
+    assert torch.equal(item, load_image(images[3], 16))  # decoded from its file
+    assert torch.equal(dataset[4][0], load_image(images[4], 16))  # the rest too, silently
+    assert not npy.exists()  # removed, so that the next build stores the images again
+    rebuilt = disk_cached_images(images, 16, folder)
+    assert stored_rows(folder) == 24 and torch.equal(rebuilt[3], load_image(images[3], 16))
+
+
+def test_corrupted_cache_bytes_do_not_change_predictions(image_set, tmp_path):
+    folder = tmp_path / "cache"
+    est = small_estimator(image_set, cache_dir=folder, max_epochs=1)
+    est.fit(image_set, image_set[TARGETS])
+    expected = est.predict(image_set)
+    npy, _ = _pair(folder)
+    for row in range(0, len(image_set), 7):
+        _corrupt(npy, row)
+    with pytest.warns(CacheDamageWarning, match=npy.name):
+        pd.testing.assert_frame_equal(est.predict(image_set), expected)
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda npy, keys: keys.write_bytes(b""), "EOF: reading magic string"),
+        (lambda npy, keys: keys.write_bytes(b"not a numpy file"), "magic string is not correct"),
+        (lambda npy, keys: np.save(keys, np.zeros(3, "i8")), "unexpected keys"),
+        (lambda npy, keys: os.truncate(npy, os.path.getsize(npy) - 100), "truncated"),
+    ],
+    ids=["empty keys", "garbage keys", "other keys", "truncated images"],
+)
+def test_a_damaged_cache_pair_is_named_and_rebuilt(images, tmp_path, damage, reason):
+    folder = tmp_path / "cache"
+    disk_cached_images(images, 16, folder)
+    npy, keys = _pair(folder)
+    damage(npy, keys)
+    with pytest.warns(CacheDamageWarning, match=rf"{keys.name}.*damaged \(.*({reason})"):
+        cached = disk_cached_images(images, 16, folder)
+    assert not npy.exists() and not keys.exists()
+    assert stored_rows(folder) == 24
+    assert torch.equal(cached[5], load_image(images[5], 16))
+
+
+def test_a_pair_removed_by_another_process_is_read_from_the_image_files(images, tmp_path):
+    folder = tmp_path / "cache"
+    cached = disk_cached_images(images, 16, folder)
+    for path in folder.iterdir():  # as a process that found it damaged does
+        path.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # that process warned already
+        assert torch.equal(ImageDataset(cached, image_size=16)[1][0], load_image(images[1], 16))
+
+
+def test_an_older_versions_pair_is_removed_without_a_warning(images, tmp_path):
+    folder = tmp_path / "cache"
+    disk_cached_images(images, 16, folder)
+    npy, keys = _pair(folder)
+    np.save(keys, np.load(keys)["key"])  # the keys file of version 1: fingerprints only
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cached = disk_cached_images(images, 16, folder)
+    assert not npy.exists() and stored_rows(folder) == 24
+    assert torch.equal(cached[5], load_image(images[5], 16))
+
+
+_KILLED_BUILD = """
+import sys, time
+import sk_multitask.cache as cache
+real = cache.decoded_batches
+
+def first_batch_then_hang(*args, **kwargs):
+    yield next(iter(real(*args, **kwargs)))
+    print("writing", flush=True)
+    time.sleep(60)
+
+cache.decoded_batches = first_batch_then_hang
+cache.disk_cached_images(sys.argv[1:-1], 16, sys.argv[-1])
+"""
+
+
+def test_a_build_killed_midway_leaves_nothing_that_is_matched_and_is_cleaned(images, tmp_path):
+    folder = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with subprocess.Popen(
+        [sys.executable, "-c", _KILLED_BUILD, *map(str, images), str(folder)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    ) as build:
+        try:
+            assert build.stdout.readline() == "writing\n"
+        finally:
+            build.kill()  # SIGKILL, while the images file is being written
+            build.wait(timeout=60)
+    (partial,) = os.listdir(folder)  # the killed build's temporary file, named for its pid
+    assert partial.startswith(".sk_multitask-") and f"-{build.pid}-" in partial
+    # An older version's partial keys file of a dead process (an empty one: it was
+    # killed while writing it), which that version's lookup tried to read.
+    legacy = folder / f"16x16-{'0' * 32}.partial-{build.pid}.keys.npy"
+    legacy.write_bytes(b"")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing damaged: nothing to warn about
+        cached = disk_cached_images(images, 16, folder)
+    assert torch.equal(cached[0], load_image(images[0], 16))
+    assert sorted(os.listdir(folder)) == cache_files(folder)  # the temporary files are gone
+    assert len(cache_files(folder)) == 2
+
+
+def test_a_live_builds_temporary_file_is_kept(images, tmp_path):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    ours = folder / f"{_partial_prefix()}abc.tmp"
+    ours.write_bytes(b"being written")
+    disk_cached_images(images[:2], 16, folder)
+    assert ours.exists()
+
+
+@pytest.mark.parametrize("how", ["in place", "renamed over"])
+def test_an_image_replaced_with_its_size_and_mtime_kept_is_decoded_again(tmp_path, how):
+    paths = [tmp_path / f"{name}.bmp" for name in ("a", "b")]
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(paths[0])
+    Image.new("RGB", (16, 16), (0, 0, 255)).save(paths[1])  # the same size
+    folder = tmp_path / "cache"
+    before = disk_cached_images([str(paths[0])], 16, folder)[0]
+    stat = os.stat(paths[0])
+    if how == "in place":  # the same inode: its change time tells
+        paths[0].write_bytes(paths[1].read_bytes())
+        for _ in range(1000):  # until the clock has moved on (a tick, at most)
+            os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+            if os.stat(paths[0]).st_ctime_ns != stat.st_ctime_ns:
+                break
+    else:  # another inode
+        os.replace(paths[1], paths[0])
+        os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (os.stat(paths[0]).st_size, os.stat(paths[0]).st_mtime_ns) == (
+        stat.st_size, stat.st_mtime_ns
+    )
+    after = disk_cached_images([str(paths[0])], 16, folder)[0]
+    assert before[:, 0, 0].tolist() == [255, 0, 0]
+    assert after[:, 0, 0].tolist() == [0, 0, 255]

@@ -128,7 +128,7 @@ def test_parameters_of_any_json_shape_round_trip(fitted, tmp_path):
         image_size=(16, 16),
         loss_weights={"color": 2.0, "shape": 1, "area": np.float64(0.5)},
         tasks={"area": "regression"},
-        callbacks=[],
+        class_weight={"color": {"red": 2.0}},
     )
     est.net_.criterion_.weights.copy_(torch.tensor([2.0, 1.0, 0.5]))
     loaded = load(est.save(tmp_path / "m.skmt"))

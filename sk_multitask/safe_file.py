@@ -150,8 +150,8 @@ def _read_weights_member(archive, path):
         data = member.read(size + 1) if isinstance(size, int) and size >= 0 else b""
     if len(raw_header) != length or len(data) != size:
         raise ValueError(
-            f"{path!r}: the weights hold {len(data)} bytes of tensors where their header "
-            f"declares {size}: the file is truncated, padded or damaged"
+            f"{path!r}: the weights are not the {size} bytes of tensors their header "
+            "declares: the file is truncated, padded or damaged"
         )
     return header, start + raw_header + data
 

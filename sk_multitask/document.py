@@ -321,38 +321,24 @@ def _is_image_size(size):
     return sides and all(0 < side <= MAX_IMAGE_SIDE for side in size)
 
 
+def _is_backbone(backbone):
+    return isinstance(backbone, dict) and isinstance(backbone.get("class"), (str, type(None)))
+
+
 _REQUIRED = object()
+_SIDES = f"image_size is not two integers from 1 to {MAX_IMAGE_SIDE}"
+_PAIRS = "class_weights is not a list of [task, weights] pairs"
 
 #: Key, its default when absent (or _REQUIRED), the check, and what it says when wrong.
 _FIELDS = [
     ("params", _REQUIRED, lambda v: isinstance(v, dict), "params is not a dict"),
     ("tasks", _REQUIRED, lambda v: isinstance(v, list) and v, "tasks is not a list of tasks"),
-    (
-        "image_size",
-        _REQUIRED,
-        _is_image_size,
-        f"image_size is not two integers from 1 to {MAX_IMAGE_SIDE}",
-    ),
-    (
-        "backbone",
-        _REQUIRED,
-        lambda v: isinstance(v, dict) and isinstance(v.get("class"), (str, type(None))),
-        "backbone is not a dict with a class",
-    ),
+    ("image_size", _REQUIRED, _is_image_size, _SIDES),
+    ("backbone", _REQUIRED, _is_backbone, "backbone is not a dict with a class"),
     ("history", [], _list_of(lambda r: isinstance(r, dict)), "history is not a list of dicts"),
-    (
-        "skipped_images",
-        [],
-        _list_of(lambda p: isinstance(p, str)),
-        "skipped_images is not a list of strings",
-    ),
+    ("skipped_images", [], _list_of(lambda p: isinstance(p, str)), "skipped_images is not a list"),
     ("best_epoch", None, lambda v: v is None or _is_count(v), "best_epoch is not a count"),
-    (
-        "class_weights",
-        [],
-        _list_of(_is_class_weights),
-        "class_weights is not a list of [task, weights] pairs",
-    ),
+    ("class_weights", [], _list_of(_is_class_weights), _PAIRS),
 ]
 #: Every key a document may hold (``weights_sha256``: the safe file's hash of its weights).
 _KEYS = {key for key, *_ in _FIELDS} | {
@@ -390,6 +376,7 @@ def _check_array(state, what):
 
 
 def _check_dtype(state, what):
+    """A TypeError unless ``state`` is a column dtype as outputs writes one, allowed."""
     _require(isinstance(state, dict) and isinstance(state.get("name"), str), f"{what} has no dtype")
     if state["name"] == "category":
         _require(state.keys() == {"name", "categories", "ordered"}, f"{what}: bad categories")
@@ -501,16 +488,8 @@ def parse_document(document, source):
 
 
 def read_document(raw, source):
-    """Read, check and parse the model document in ``raw`` (JSON text or bytes).
-
-    ``raw`` is read with a cap (the caller reads at most ``MAX_DOCUMENT_BYTES + 1``):
-    a longer document is refused before it is parsed.
-
-    Raises
-    ------
-    ValueError
-        Naming ``source``: too large, not JSON, or what :func:`parse_document` refuses.
-    """
+    """:func:`parse_document` of the JSON text (or bytes) ``raw``, refused naming ``source``
+    when longer than :data:`MAX_DOCUMENT_BYTES` (read it with that cap) or not JSON."""
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise ValueError(
             f"{os.fspath(source)!r}: the model document is over {MAX_DOCUMENT_BYTES} bytes, "

@@ -50,7 +50,7 @@ def test_the_document_records_what_the_model_knows(fitted):
         ({"weights": "x"}, r"unknown keys \['weights'\]"),
         ({"tasks": []}, "tasks is not a list of tasks"),
         ({"best_epoch": "2"}, "best_epoch is not a count"),
-        ({"skipped_images": [1]}, "skipped_images is not a list of strings"),
+        ({"skipped_images": [1]}, "skipped_images is not a list"),
         ({"data_sizes": {"index": [], "columns": []}}, "data_sizes is not a table"),
         (
             {"data_sizes": {"index": ["rows"], "columns": ["train"], "data": [[1, 2]]}},

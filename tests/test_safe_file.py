@@ -445,7 +445,9 @@ def test_crafted_files_are_refused_within_a_memory_bound(crafted):
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
-    results = {path: (grown, error) for path, grown, error in map(json.loads, run.stdout.splitlines())}
+    results = {
+        path: (grown, error) for path, grown, error in map(json.loads, run.stdout.splitlines())
+    }
     expected = {
         "padded": "the model document is over 8388608 bytes",
         "huge dtype": "dtype '<U50000000', not one of",

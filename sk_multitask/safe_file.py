@@ -143,7 +143,7 @@ def _read_weights_member(archive, path):
         try:
             header = json.loads(raw_header)
             size = max(t["data_offsets"][1] for k, t in header.items() if k != "__metadata__")
-        except (ValueError, RecursionError, TypeError, KeyError, IndexError) as exc:
+        except (ValueError, RecursionError, TypeError, KeyError, IndexError, AttributeError) as exc:
             raise ValueError(
                 f"{path!r}: the weights are not a safetensors file (damaged header)"
             ) from exc

@@ -479,6 +479,25 @@ def test_a_document_that_does_not_fit_its_weights_is_refused(saved, tmp_path, ch
         load(craft(saved, tmp_path / "m.skmt", change))
 
 
+def _header(raw):
+    return len(raw).to_bytes(8, "little") + raw
+
+
+@pytest.mark.parametrize(
+    "weights, match",
+    [
+        (b"", r"not a safetensors file \(no header\)"),
+        ((2**40).to_bytes(8, "little"), r"not a safetensors file \(no header\)"),
+        (_header(b"[1, 2]"), r"not a safetensors file \(damaged header\)"),
+        (_header(b"[" * 100_000), r"not a safetensors file \(damaged header\)"),
+        (_header(b'{"x": {"data_offsets": [0, 4]}}') + b"abcd", "unexpected tensor 'x'"),
+    ],
+)
+def test_weights_with_a_damaged_header_are_refused(saved, tmp_path, weights, match):
+    with pytest.raises(ValueError, match=match):
+        load(craft(saved, tmp_path / "m.skmt", weights=weights))
+
+
 def test_compressed_weights_are_refused(saved, tmp_path):
     weights = zipfile.ZipFile(saved).read(safe_file.WEIGHTS)
     document = zipfile.ZipFile(saved).read(safe_file.DOCUMENT)

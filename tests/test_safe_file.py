@@ -168,6 +168,20 @@ def test_a_backbone_of_your_own_is_passed_back_to_load(image_set, tmp_path):
         load(path, backbone=nn.Sequential(nn.Conv2d(3, 4, 5), nn.Flatten(), nn.LazyLinear(4)))
 
 
+# The 16 px images upsampled to 300 px: the size is what this test is about.
+@pytest.mark.filterwarnings("ignore:the images are about 16x16:UserWarning")
+def test_a_backbone_whose_features_depend_on_the_image_size_loads(image_set, tmp_path):
+    # Features of 3 x 6 x 6 at 300 px, 3 x 5 x 5 at the bounded dry run (256 px): the
+    # network is rebuilt at the saved size.
+    df = image_set.iloc[:16]
+    sized = nn.Sequential(nn.AvgPool2d(50), nn.Flatten())
+    est = small_estimator(df, backbone=sized, image_size=300, max_epochs=1, valid_split=None)
+    est.fit(df, df[TARGETS])
+    loaded = load(est.save(tmp_path / "m.skmt"), backbone=copy.deepcopy(sized))
+    assert loaded.net_.module_.heads[0].in_features == 108
+    pd.testing.assert_frame_equal(est.predict(df), loaded.predict(df))
+
+
 def test_save_before_fit_raises_not_fitted(image_set, tmp_path):
     with pytest.raises(NotFittedError):
         small_estimator(image_set).save(tmp_path / "m.skmt")

@@ -743,7 +743,6 @@ def load(path, backbone=None, **settings):
     backbone : torch.nn.Module, optional
         Required when the model was trained with a backbone module of your own: an
         instance built the same way (its weights are loaded from the file).
-
     **settings
         Run-time parameters (``device``, ``cache_dir``, ``num_workers``...): they never
         come from the file.

@@ -24,22 +24,28 @@ import importlib.metadata
 import json
 import os
 import pathlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from . import __version__
-from .outputs import task_to_dict
+from .outputs import OutputDecoder, task_to_dict
+from .targets import REGRESSION, TASK_KINDS
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_IMAGE_SIDE",
+    "RUNTIME_PARAMS",
     "ModelDocument",
     "check_document",
     "decode_params",
     "model_document",
     "package_versions",
     "parse_document",
+    "read_document",
 ]
 
 #: The version of the document's layout. A reader refuses a document of a newer
@@ -47,6 +53,19 @@ __all__ = [
 #: weights were recorded) is still read.
 FORMAT_VERSION = 2
 FORMAT = "sk-multitask"
+
+#: The largest model document read, in bytes (a safe file's JSON member, an ONNX file's
+#: metadata entry): a document is read with this cap, so that a small file that
+#: inflates to gigabytes is refused after reading this much. Real documents are a few
+#: hundred kilobytes (the history and the skipped images are their longest parts).
+MAX_DOCUMENT_BYTES = 8 * 2**20
+#: The largest image side a document may declare (the network is built for its image size).
+MAX_IMAGE_SIDE = 4096
+#: The parameters that say how this machine runs a model, not what the model is: they
+#: are never written to a file, and a file that holds them has them ignored, so that
+#: a file cannot choose where predictions write (``cache_dir``), how many processes
+#: they fork (``num_workers``) or what code runs (``callbacks``).
+RUNTIME_PARAMS = ("cache_dir", "checkpoint_dir", "num_workers", "device", "verbose", "callbacks")
 
 #: Distribution name to the key it is recorded under in ``versions``.
 _PACKAGES = {"torch": "torch", "skorch": "skorch", "scikit-learn": "scikit-learn"}
@@ -125,7 +144,8 @@ def _hashable(key):
 
 
 def decode_params(document):
-    """The estimator's parameters from a model document (the backbone as saved).
+    """The estimator's parameters from a model document (the backbone as saved), but
+    the run-time ones (:data:`RUNTIME_PARAMS`), which never come from a file.
 
     Examples
     --------
@@ -133,7 +153,8 @@ def decode_params(document):
     ...                           "image_root": {"__path__": "images"}}})
     {'image_size': (16, 16), 'image_root': PosixPath('images')}
     """
-    return {name: _decode(value) for name, value in document["params"].items()}
+    params = document["params"].items()
+    return {name: _decode(value) for name, value in params if name not in RUNTIME_PARAMS}
 
 
 def _json_default(value):
@@ -163,6 +184,8 @@ def model_document(estimator):
         JSON-able, with the keys listed in this module's description.
     """
     params = estimator.get_params(deep=False)
+    for name in RUNTIME_PARAMS:  # this machine's settings: a loaded model takes the loader's
+        del params[name]
     backbone = params["backbone"]
     own = not isinstance(backbone, str)
     if own:  # a module of the user's own code: load(path, backbone=...) takes it
@@ -281,59 +304,126 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_scalar(value):
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
 def _list_of(check):
     return lambda value: isinstance(value, list) and all(map(check, value))
-
-
-def _is_task(state):
-    return isinstance(state, dict) and "name" in state and "kind" in state
 
 
 def _is_class_weights(pair):
     return isinstance(pair, list) and len(pair) == 2 and _list_of(_is_number)(pair[1])
 
 
+def _is_image_size(size):
+    sides = _list_of(_is_count)(size) and len(size) == 2
+    return sides and all(0 < side <= MAX_IMAGE_SIDE for side in size)
+
+
+def _is_backbone(backbone):
+    return isinstance(backbone, dict) and isinstance(backbone.get("class"), (str, type(None)))
+
+
 _REQUIRED = object()
+_SIDES = f"image_size is not two integers from 1 to {MAX_IMAGE_SIDE}"
+_PAIRS = "class_weights is not a list of [task, weights] pairs"
 
 #: Key, its default when absent (or _REQUIRED), the check, and what it says when wrong.
 _FIELDS = [
     ("params", _REQUIRED, lambda v: isinstance(v, dict), "params is not a dict"),
-    ("tasks", _REQUIRED, lambda v: _list_of(_is_task)(v) and v, "tasks is not a list of tasks"),
-    (
-        "image_size",
-        _REQUIRED,
-        lambda v: _list_of(_is_count)(v) and len(v) == 2 and all(v),
-        "image_size is not two positive integers",
-    ),
-    (
-        "backbone",
-        _REQUIRED,
-        lambda v: isinstance(v, dict) and isinstance(v.get("class"), (str, type(None))),
-        "backbone is not a dict with a class",
-    ),
+    ("tasks", _REQUIRED, lambda v: isinstance(v, list) and v, "tasks is not a list of tasks"),
+    ("image_size", _REQUIRED, _is_image_size, _SIDES),
+    ("backbone", _REQUIRED, _is_backbone, "backbone is not a dict with a class"),
     ("history", [], _list_of(lambda r: isinstance(r, dict)), "history is not a list of dicts"),
-    (
-        "skipped_images",
-        [],
-        _list_of(lambda p: isinstance(p, str)),
-        "skipped_images is not a list of strings",
-    ),
+    ("skipped_images", [], _list_of(lambda p: isinstance(p, str)), "skipped_images is not a list"),
     ("best_epoch", None, lambda v: v is None or _is_count(v), "best_epoch is not a count"),
-    (
-        "class_weights",
-        [],
-        _list_of(_is_class_weights),
-        "class_weights is not a list of [task, weights] pairs",
-    ),
+    ("class_weights", [], _list_of(_is_class_weights), _PAIRS),
 ]
+#: Every key a document may hold (``weights_sha256``: the safe file's hash of its weights).
+_KEYS = {key for key, *_ in _FIELDS} | {
+    "format", "format_version", "versions", "estimator", "normalisation", "data_sizes",
+    "weights_sha256",
+}  # fmt: skip
+_TASK_KEYS = {"name", "kind", "dtype", "classes", "mean", "scale", "n_samples_seen"}
+#: The dtypes a class array may have: numbers, booleans, objects; strings as wide as
+#: their longest value (a declared ``<U50000000`` would cost 200 MB per class).
+_ARRAY_DTYPES = re.compile(r"[<>|=]?(b1|[iu][1248]|f[248]|O)")
+_STRING_DTYPE = re.compile(r"[<>|=]?U([0-9]{1,9})")
+#: The column dtypes a task may have (pandas' names; categories and strings apart).
+_COLUMN_DTYPES = re.compile(
+    r"bool|boolean|object|str|u?int(8|16|32|64)|U?Int(8|16|32|64)|float(16|32|64)|Float(32|64)"
+)
+
+
+def _check_array(state, what):
+    """A TypeError unless ``state`` is an array as outputs writes one, of an allowed dtype."""
+    _require(
+        isinstance(state, dict)
+        and state.keys() == {"dtype", "values"}
+        and _list_of(_is_scalar)(state["values"])
+        and isinstance(state["dtype"], str),
+        f"{what} is not an array (dtype, values)",
+    )
+    dtype, values = state["dtype"], state["values"]
+    string = _STRING_DTYPE.fullmatch(dtype)
+    longest = max((len(v) for v in values if isinstance(v, str)), default=0)
+    _require(
+        _ARRAY_DTYPES.fullmatch(dtype) or (string and int(string[1]) <= max(longest, 1)),
+        f"{what} has dtype {dtype[:40]!r}, not one of numbers, booleans, objects or "
+        "strings as wide as their longest value",
+    )
+
+
+def _check_dtype(state, what):
+    """A TypeError unless ``state`` is a column dtype as outputs writes one, allowed."""
+    _require(isinstance(state, dict) and isinstance(state.get("name"), str), f"{what} has no dtype")
+    if state["name"] == "category":
+        _require(state.keys() == {"name", "categories", "ordered"}, f"{what}: bad categories")
+        _check_array(state["categories"], f"the categories of {what}")
+    elif state["name"] == "string":
+        _require(
+            state.get("storage") in ("python", "pyarrow") and isinstance(state.get("na_nan"), bool),
+            f"{what}: bad string dtype",
+        )
+    else:
+        _require(
+            _COLUMN_DTYPES.fullmatch(state["name"]) and state.keys() == {"name"},
+            f"{what} has dtype {state['name'][:40]!r}, not a number, boolean, object, "
+            "string or category",
+        )
+
+
+def _check_task(state):
+    """A TypeError unless ``state`` is one task as :func:`task_to_dict` writes it."""
+    _require(isinstance(state, dict) and state.keys() <= _TASK_KEYS, "a task is not a task")
+    name = state.get("name")
+    what = f"target {str(name)[:40]!r}"
+    _require(_is_scalar(name) and name is not None, "a task has no name")
+    _require(state.get("kind") in TASK_KINDS, f"{what} has an unknown kind")
+    _check_dtype(state.get("dtype"), what)
+    if state["kind"] == REGRESSION:
+        _require(
+            _is_number(state.get("mean"))
+            and _is_number(state.get("scale"))
+            and _is_count(state.get("n_samples_seen", 0)),
+            f"{what} has no scaling",
+        )
+    else:
+        _check_array(state.get("classes"), f"the classes of {what}")
+        _require(state["classes"]["values"], f"{what} has no classes")
 
 
 def _check_fields(document):
-    """TypeError naming the first key of ``document`` missing or of the wrong type."""
+    """TypeError naming the first key of ``document`` unknown, missing or of the wrong type."""
+    unknown = sorted(map(str, document.keys() - _KEYS))
+    _require(not unknown, f"unknown keys {unknown[:5]}")
     for key, default, check, message in _FIELDS:
         if default is _REQUIRED and key not in document:
             raise KeyError(key)
         _require(check(document.get(key, default)), message)
+    for state in document["tasks"]:
+        _check_task(state)
 
 
 def _data_sizes(sizes):
@@ -373,9 +463,11 @@ def parse_document(document, source):
     check_document(document, source)
     try:
         _check_fields(document)
+        for state in document["tasks"]:
+            OutputDecoder.from_dict(state)  # the class arrays and dtypes build
         data_sizes = _data_sizes(document.get("data_sizes"))
         params = decode_params(document)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ValueError(
             f"{os.fspath(source)!r}: the model document is incomplete ({exc})"
         ) from exc
@@ -393,3 +485,21 @@ def parse_document(document, source):
             _hashable(name): weights for name, weights in document.get("class_weights", [])
         },
     )
+
+
+def read_document(raw, source):
+    """:func:`parse_document` of the JSON text (or bytes) ``raw``, refused naming ``source``
+    when longer than :data:`MAX_DOCUMENT_BYTES` (read it with that cap) or not JSON."""
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise ValueError(
+            f"{os.fspath(source)!r}: the model document is over {MAX_DOCUMENT_BYTES} bytes, "
+            "more than any model writes; it was not read"
+        )
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(
+            f"{os.fspath(source)!r}: the model document is not valid JSON: "
+            f"{exc or 'nested too deeply'}"
+        ) from exc
+    return parse_document(document, source)

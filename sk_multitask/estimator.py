@@ -25,6 +25,7 @@ from .config import TrainingConfig, WarmStart, resolve_device, seeded
 from .decoding import warn_skipped
 from .diagnostics import top_loss_table
 from .distributed import dask_worker_threads
+from .document import RUNTIME_PARAMS
 from .inference import network_outputs, task_outputs
 from .loss import LOSS_WEIGHTINGS, REGRESSION_LOSSES
 from .lr_finder import find_lr
@@ -587,8 +588,12 @@ class MultiTaskImageEstimator(
         return save(self, path)
 
     @classmethod
-    def load(cls, path, backbone=None):
+    def load(cls, path, backbone=None, **settings):
         """Load a model written by :meth:`save`; safe for files from elsewhere.
+
+        The file says what the model is, never how this machine runs it: the run-time
+        parameters (``cache_dir``, ``checkpoint_dir``, ``num_workers``, ``device``,
+        ``verbose``, ``callbacks``) take their defaults, or the values given here.
 
         Parameters
         ----------
@@ -596,6 +601,8 @@ class MultiTaskImageEstimator(
         backbone : torch.nn.Module, default=None
             Required for a model trained with a backbone module of your own (an
             instance built the same way; the error names its class).
+        **settings
+            Run-time parameters, e.g. ``device="cpu"``, ``cache_dir=...``.
 
         Returns
         -------
@@ -604,22 +611,24 @@ class MultiTaskImageEstimator(
             one, and keeps its ``history_``, ``data_sizes_``, ``skipped_images_`` and
             ``best_epoch_``.
         """
+        unknown = sorted(settings.keys() - set(RUNTIME_PARAMS))
+        if unknown:
+            raise TypeError(
+                f"load() got unexpected keyword arguments {unknown}; it takes backbone "
+                f"and the run-time parameters {list(RUNTIME_PARAMS)}"
+            )
         saved = read_model(path, backbone)
-        est = cls(**saved.params)
+        unknown = sorted(map(str, saved.params.keys() - set(cls._get_param_names())))
+        if unknown:
+            raise ValueError(
+                f"{saved.path!r}: the model document has unknown parameters {unknown[:5]}"
+            )
+        est = cls(**saved.params, **settings)
         cuda = torch.cuda.is_available() or not est.device.startswith("cuda")
         device = resolve_device(est.device) if cuda else "cpu"  # a GPU model loads on a CPU
-        image_size = saved.model.image_size
-        with seeded(0, device):  # building draws initial weights: keep torch's RNG as it was
-            net = rebuild_net(
-                TrainingConfig.from_estimator(est),
-                saved.tasks,
-                image_size,
-                device=device,
-                class_weights=saved.class_weights,
-            )
-        est.net_ = saved.restore(net)
+        est.net_ = saved.restore(_rebuild_saved(est, saved, device))
         est.pretrained_ = has_pretrained_weights(est.backbone, est.weights)
-        est.tasks_, est.history_ = saved.tasks, net.history
+        est.tasks_, est.history_ = saved.tasks, est.net_.history
         for name, value in saved.model.fitted_attributes().items():
             setattr(est, name, value)
         return est
@@ -697,7 +706,32 @@ class MultiTaskImageEstimator(
         return self
 
 
-def load(path, backbone=None):
+#: The largest image side a loaded model's backbone is first tried on, to find its
+#: feature size: a file's image size of 4096 must not cost gigabytes at load.
+DRY_RUN_SIDE = 256
+
+
+def _rebuild_saved(est, saved, device):
+    """The net to load ``saved`` (a :class:`~sk_multitask.safe_file.SavedModel`) into.
+
+    The backbone's dry run is at an image size of at most :data:`DRY_RUN_SIDE`: the
+    feature size of the built-in backbones (global pooling) does not depend on it.
+    A backbone of your own whose features do is rebuilt at the saved image size.
+    """
+    config = TrainingConfig.from_estimator(est)
+    size = saved.model.image_size
+    features = saved.state["module.heads.0.weight"].shape[1]
+    with seeded(0, device):  # building draws initial weights: keep torch's RNG as it was
+        for dry_run in (tuple(min(side, DRY_RUN_SIDE) for side in size), size):
+            net = rebuild_net(
+                config, saved.tasks, dry_run, device=device, class_weights=saved.class_weights
+            )
+            if net.module_.heads[0].in_features == features or isinstance(est.backbone, str):
+                break
+    return net
+
+
+def load(path, backbone=None, **settings):
     """Load an estimator saved by :meth:`MultiTaskImageEstimator.save`.
 
     Safe for files from elsewhere: the file holds JSON and tensors, and reading it
@@ -709,9 +743,12 @@ def load(path, backbone=None):
     backbone : torch.nn.Module, optional
         Required when the model was trained with a backbone module of your own: an
         instance built the same way (its weights are loaded from the file).
+    **settings
+        Run-time parameters (``device``, ``cache_dir``, ``num_workers``...): they never
+        come from the file.
 
     Returns
     -------
     MultiTaskImageEstimator
     """
-    return MultiTaskImageEstimator.load(path, backbone=backbone)
+    return MultiTaskImageEstimator.load(path, backbone=backbone, **settings)

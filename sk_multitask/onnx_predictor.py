@@ -10,13 +10,12 @@ DataFrames.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from .decoding import BAD_IMAGE_OPTIONS, BadImageRecords, decode_or_record, mark_unreadable
-from .document import parse_document
+from .document import read_document
 from .outputs import OutputDecoder, prediction_frame, probability_frames
 from .sources import resolve_images
 from .targets import check_targets
@@ -35,6 +34,20 @@ def missing_onnx_extra(what, exc):
         f"{what} needs the onnx extra ({exc.name} is not installed): "
         "pip install 'sk-multitask[onnx]'"
     )
+
+
+def _check_graph(session, tasks, params, path):
+    """A ValueError unless the document's parameters and tasks fit the ONNX graph."""
+    missing = [name for name in ("image_col", "batch_size") if name not in params]
+    if missing:
+        raise ValueError(f"{path!r}: the model document has no parameters {missing}")
+    width = session.get_outputs()[0].shape[-1]
+    outputs = sum(decoder.n_outputs for decoder in tasks.values())
+    if isinstance(width, int) and width != outputs:  # a named dimension: not known here
+        raise ValueError(
+            f"{path!r}: the model document's tasks have {outputs} outputs in all, "
+            f"the ONNX graph {width}"
+        )
 
 
 class OnnxPredictor:
@@ -121,14 +134,11 @@ class OnnxPredictor:
                 f"{path!r} is an ONNX model but not one exported by sk-multitask "
                 f"(its metadata has no {METADATA_KEY!r} entry)"
             )
-        try:
-            document = json.loads(metadata[METADATA_KEY])
-        except ValueError as exc:
-            raise ValueError(f"{path!r}: the model document is not valid JSON: {exc}") from exc
-        model = parse_document(document, path)
-        self.document = document
+        model = read_document(metadata[METADATA_KEY], path)
+        self.document = model.document
         self.params = model.params
         self.tasks_ = model.tasks(OutputDecoder.from_dict)
+        _check_graph(self.session, self.tasks_, model.params, path)
         self.history_ = model.history
         for name, value in model.fitted_attributes().items():
             setattr(self, name, value)

@@ -23,10 +23,11 @@ import os
 import zipfile
 from dataclasses import dataclass
 
-from .document import ModelDocument, model_document, parse_document
+from .document import MAX_DOCUMENT_BYTES, ModelDocument, model_document, read_document
 from .files import atomic_write
 from .model import NET_PARTS, load_net_state, net_state
 from .outputs import task_from_dict
+from .targets import REGRESSION
 
 __all__ = ["SavedModel", "read_model", "save"]
 
@@ -103,7 +104,7 @@ class SavedModel:
 
 
 def _read_archive(path):
-    """The raw document and weights of the safe file at ``path``."""
+    """The raw document and weights of the safe file at ``path``, each read with a cap."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path!r}")
     try:
@@ -112,10 +113,13 @@ def _read_archive(path):
             if names != sorted([DOCUMENT, WEIGHTS]):
                 raise ValueError(
                     f"{path!r} is not an sk-multitask model file: its archive holds "
-                    f"{names}, not exactly {DOCUMENT!r} and {WEIGHTS!r}; nothing in it "
+                    f"{names[:5]}, not exactly {DOCUMENT!r} and {WEIGHTS!r}; nothing in it "
                     "was read"
                 )
-            return archive.read(DOCUMENT), archive.read(WEIGHTS)
+            with archive.open(DOCUMENT) as member:
+                raw_document = member.read(MAX_DOCUMENT_BYTES + 1)
+            model = read_document(raw_document, path)
+            return model, _read_weights_member(archive, path)
     except zipfile.BadZipFile as exc:
         raise ValueError(
             f"{path!r} is not an sk-multitask model file (the zip archive est.save "
@@ -123,6 +127,52 @@ def _read_archive(path):
             "a joblib or pickle file loads with joblib.load, which can run any code: "
             "only for files from a source you trust"
         ) from exc
+
+
+def _read_weights_member(archive, path):
+    """The weights member, stored uncompressed (so it costs no more than the file) and
+    no longer than the tensors its safetensors header declares; and that header."""
+    if archive.getinfo(WEIGHTS).compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{path!r}: the weights are compressed; est.save stores them as they are")
+    with archive.open(WEIGHTS) as member:
+        start = member.read(8)
+        length = int.from_bytes(start, "little") if len(start) == 8 else -1
+        if not 0 < length <= MAX_DOCUMENT_BYTES:
+            raise ValueError(f"{path!r}: the weights are not a safetensors file (no header)")
+        raw_header = member.read(length)
+        try:
+            header = json.loads(raw_header)
+            size = max(t["data_offsets"][1] for k, t in header.items() if k != "__metadata__")
+        except (ValueError, RecursionError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise ValueError(
+                f"{path!r}: the weights are not a safetensors file (damaged header)"
+            ) from exc
+        data = member.read(size + 1) if isinstance(size, int) and size >= 0 else b""
+    if len(raw_header) != length or len(data) != size:
+        raise ValueError(
+            f"{path!r}: the weights are not the {size} bytes of tensors their header "
+            "declares: the file is truncated, padded or damaged"
+        )
+    return header, start + raw_header + data
+
+
+def _check_tensors(model, header, path):
+    """A ValueError unless the tensors the header declares are the network's parts and
+    each task's head has one output per class (or one for a regression)."""
+    for key in header:
+        if key != "__metadata__" and key.partition(".")[0] not in NET_PARTS:
+            raise ValueError(f"{path!r}: unexpected tensor {key[:80]!r} in the weights")
+    for i, state in enumerate(model.task_states):
+        outputs = 1 if state["kind"] == REGRESSION else len(state["classes"]["values"])
+        entry = header.get(f"module.heads.{i}.weight")
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or len(shape) != 2 or shape[0] != outputs:
+            raise ValueError(
+                f"{path!r}: target {str(state['name'])[:40]!r} has {outputs} outputs in the "
+                f"model document but its head in the weights has shape {shape}"
+            )
+    if f"module.heads.{len(model.task_states)}.weight" in header:
+        raise ValueError(f"{path!r}: the weights have more heads than the document has tasks")
 
 
 def _read_weights(path, document, weights):
@@ -136,19 +186,15 @@ def _read_weights(path, document, weights):
             "differs): the file was modified after it was saved"
         )
     try:
-        tensors = load_tensors(weights)
+        return load_tensors(weights)
     except SafetensorError as exc:
         raise ValueError(f"{path!r}: the weights are not a safetensors file: {exc}") from exc
-    for key in tensors:
-        if key.partition(".")[0] not in NET_PARTS:
-            raise ValueError(f"{path!r}: unexpected tensor {key!r} in the weights")
-    return tensors
 
 
 def _tasks(model, path):
     try:
         return model.tasks(task_from_dict)
-    except (KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"{path!r}: the model document is incomplete ({exc!r})") from exc
 
 
@@ -175,13 +221,9 @@ def read_model(path, backbone=None):
         newer format version, or a backbone of your own is needed.
     """
     path = os.fspath(path)
-    raw_document, weights = _read_archive(path)
-    try:
-        document = json.loads(raw_document)
-    except ValueError as exc:
-        raise ValueError(f"{path!r}: the model document is not valid JSON: {exc}") from exc
-    model = parse_document(document, path)
-    state = _read_weights(path, document, weights)
+    model, (header, weights) = _read_archive(path)
+    _check_tensors(model, header, path)
+    state = _read_weights(path, model.document, weights)
     tasks = _tasks(model, path)
     params = dict(model.params)
     if backbone is not None:

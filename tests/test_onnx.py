@@ -14,6 +14,7 @@ from conftest import BLOCK_TORCH, TARGETS, small_estimator
 
 from sk_multitask.datasets import make_multitask_images
 from sk_multitask.decoding import read_image
+from sk_multitask.document import MAX_DOCUMENT_BYTES
 from sk_multitask.onnx import OnnxPredictor
 from sk_multitask.onnx_predictor import METADATA_KEY
 
@@ -71,14 +72,57 @@ def test_the_predictor_knows_what_the_fitted_model_knows(fitted, exported):
     assert not hasattr(predictor, "best_epoch_")  # no early stopping in this fit
 
 
-def test_a_metadata_document_of_wrong_types_is_refused(exported, tmp_path):
+def rewrite_metadata(exported, out, change):
+    """Copy the ONNX file ``exported`` to ``out``, its document changed by ``change``."""
     model = onnx.load(exported)
     props = {p.key: p.value for p in model.metadata_props}
-    document = json.loads(props[METADATA_KEY]) | {"skipped_images": "all"}
+    document = change(json.loads(props[METADATA_KEY]))
     onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(document)})
-    onnx.save(model, tmp_path / "wrong.onnx")
-    with pytest.raises(ValueError, match="wrong.onnx.*incomplete.*skipped_images is not a list"):
-        OnnxPredictor(tmp_path / "wrong.onnx")
+    onnx.save(model, out)
+    return out
+
+
+def _first_task(document, **change):
+    return document | {"tasks": [document["tasks"][0] | change, *document["tasks"][1:]]}
+
+
+def _without_image_col(document):
+    params = {k: v for k, v in document["params"].items() if k != "image_col"}
+    return document | {"params": params}
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda d: d | {"skipped_images": "all"}, "incomplete.*skipped_images is not a list"),
+        (lambda d: d | {"image_size": [7000, 7000]}, "image_size is not two integers from 1"),
+        (lambda d: d | {"extra": 1}, r"unknown keys \['extra'\]"),
+        (
+            lambda d: _first_task(d, classes={"dtype": "<U50000000", "values": ["a", "b"]}),
+            "dtype '<U50000000'",
+        ),
+        (
+            lambda d: _first_task(d, classes={"dtype": "<U1", "values": ["a", "b", "c", "d"]}),
+            "tasks have 8 outputs in all, the ONNX graph 9",
+        ),
+        (_without_image_col, r"has no parameters \['image_col'\]"),
+        (lambda d: d | {"history": " " * MAX_DOCUMENT_BYTES}, "model document is over"),
+    ],
+)
+def test_a_metadata_document_outside_the_schema_is_refused(exported, tmp_path, change, match):
+    wrong = rewrite_metadata(exported, tmp_path / "wrong.onnx", change)
+    with pytest.raises(ValueError, match=f"wrong.onnx.*{match}"):
+        OnnxPredictor(wrong)
+
+
+def test_run_time_parameters_in_the_metadata_are_ignored(exported, tmp_path):
+    hostile = {"cache_dir": str(tmp_path / "cache"), "num_workers": 64, "callbacks": [1]}
+    path = rewrite_metadata(
+        exported, tmp_path / "hostile.onnx", lambda d: d | {"params": d["params"] | hostile}
+    )
+    predictor = OnnxPredictor(path)
+    assert not set(hostile) & set(predictor.params)
+    assert predictor.batch_size == OnnxPredictor(exported).batch_size
 
 
 def test_simple_cnn_parity_for_paths_and_arrays(fitted, exported, image_set):

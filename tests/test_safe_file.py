@@ -7,7 +7,11 @@ import json
 import os
 import pathlib
 import pickle
+import struct
+import subprocess
+import sys
 import zipfile
+import zlib
 
 import joblib
 import numpy as np
@@ -128,7 +132,7 @@ def test_parameters_of_any_json_shape_round_trip(fitted, tmp_path):
         image_size=(16, 16),
         loss_weights={"color": 2.0, "shape": 1, "area": np.float64(0.5)},
         tasks={"area": "regression"},
-        callbacks=[],
+        class_weight={"color": {"red": 2.0}},
     )
     est.net_.criterion_.weights.copy_(torch.tensor([2.0, 1.0, 0.5]))
     loaded = load(est.save(tmp_path / "m.skmt"))
@@ -162,6 +166,20 @@ def test_a_backbone_of_your_own_is_passed_back_to_load(image_set, tmp_path):
     pd.testing.assert_frame_equal(est.predict(df), loaded.predict(df))
     with pytest.raises(ValueError, match=r"do not fit the network"):
         load(path, backbone=nn.Sequential(nn.Conv2d(3, 4, 5), nn.Flatten(), nn.LazyLinear(4)))
+
+
+# The 16 px images upsampled to 300 px: the size is what this test is about.
+@pytest.mark.filterwarnings("ignore:the images are about 16x16:UserWarning")
+def test_a_backbone_whose_features_depend_on_the_image_size_loads(image_set, tmp_path):
+    # Features of 3 x 6 x 6 at 300 px, 3 x 5 x 5 at the bounded dry run (256 px): the
+    # network is rebuilt at the saved size.
+    df = image_set.iloc[:16]
+    sized = nn.Sequential(nn.AvgPool2d(50), nn.Flatten())
+    est = small_estimator(df, backbone=sized, image_size=300, max_epochs=1, valid_split=None)
+    est.fit(df, df[TARGETS])
+    loaded = load(est.save(tmp_path / "m.skmt"), backbone=copy.deepcopy(sized))
+    assert loaded.net_.module_.heads[0].in_features == 108
+    pd.testing.assert_frame_equal(est.predict(df), loaded.predict(df))
 
 
 def test_save_before_fit_raises_not_fitted(image_set, tmp_path):
@@ -343,3 +361,180 @@ def test_save_writes_atomically_and_leaves_the_old_file_on_error(fitted, tmp_pat
             fitted.save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.skmt"]  # no temporary left
+
+
+# --- crafted files: the schema and the size caps -------------------------------------
+
+
+def write_zip(path, members):
+    """A zip of ``members`` (name, byte chunks, deflated?) written by hand: each distinct
+    chunk is deflated once and ended by a full flush, so that a gigabyte of repeated
+    padding costs one compressed chunk to write."""
+    entries, offset = [], 0
+    with open(path, "wb") as file:
+        for name, chunks, deflated in members:
+            deflate, pieces, crc, size, body = zlib.compressobj(9, zlib.DEFLATED, -15), {}, 0, 0, []
+            for chunk in chunks:
+                crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+                if deflated and id(chunk) not in pieces:
+                    pieces[id(chunk)] = deflate.compress(chunk) + deflate.flush(zlib.Z_FULL_FLUSH)
+                body.append(pieces[id(chunk)] if deflated else chunk)
+            body.append(deflate.flush() if deflated else b"")
+            fields = (8 if deflated else 0, 0, 33, crc, sum(map(len, body)), size, len(name))
+            header = struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, 0, *fields, 0)
+            file.write(header + name.encode())
+            for piece in body:
+                file.write(piece)
+            entries.append((fields, name, offset))
+            offset = file.tell()
+        for fields, name, at in entries:
+            file.write(struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 3, 20, 0, 0, *fields,
+                                   0, 0, 0, 0, 0, at) + name.encode())  # fmt: skip
+        directory = file.tell() - offset
+        file.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 2, 2, directory, offset, 0))
+    return path
+
+
+def craft(saved, out, change=None, padding_mib=0, weights=None):
+    """``saved`` with its document changed, padded with spaces, or other weights."""
+    with zipfile.ZipFile(saved) as archive:
+        document = json.loads(archive.read(safe_file.DOCUMENT))
+        weights = archive.read(safe_file.WEIGHTS) if weights is None else weights
+    document = change(document) if change else document
+    pad = b" " * 2**20
+    text = [json.dumps(document).encode(), *[pad] * padding_mib]
+    return write_zip(out, [(safe_file.DOCUMENT, text, True), (safe_file.WEIGHTS, [weights], False)])
+
+
+def with_first_task(document, **change):
+    return document | {"tasks": [document["tasks"][0] | change, *document["tasks"][1:]]}
+
+
+#: How much a file may add to the peak memory of a process loading it (crafted files
+#: cost gigabytes without the caps; loading a good model adds a few megabytes).
+MEMORY_BOUND_MB = 200
+
+MEASURE = """import json, resource, sys
+from sk_multitask import load
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+load(sys.argv[1])  # imports what loading imports
+for path in sys.argv[2:]:
+    before = peak_mb()
+    try:
+        load(path)
+        error = None
+    except ValueError as exc:
+        error = str(exc)
+    print(json.dumps([path, peak_mb() - before, error]), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def crafted(saved, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("crafted")
+    weights = zipfile.ZipFile(saved).read(safe_file.WEIGHTS)
+    huge_dtype = {"dtype": "<U50000000", "values": ["blue", "green", "purple", "red", "yellow"]}
+    files = {
+        "padded": craft(saved, folder / "padded.skmt", padding_mib=1024),
+        "huge dtype": craft(
+            saved, folder / "dtype.skmt", lambda d: with_first_task(d, classes=huge_dtype)
+        ),
+        "huge image": craft(saved, folder / "huge.skmt", lambda d: d | {"image_size": [7000] * 2}),
+        "largest image": craft(
+            saved, folder / "big.skmt", lambda d: d | {"image_size": [4096] * 2}
+        ),
+        "padded weights": craft(saved, folder / "weights.skmt", weights=weights + b"\0" * 2**20),
+    }
+    return saved, files
+
+
+def test_crafted_files_are_refused_within_a_memory_bound(crafted):
+    saved, files = crafted
+    assert files["padded"].stat().st_size < 3 * 2**20  # a gigabyte of spaces, deflated
+    run = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(saved), *map(str, files.values())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    results = {
+        path: (grown, error) for path, grown, error in map(json.loads, run.stdout.splitlines())
+    }
+    expected = {
+        "padded": "the model document is over 8388608 bytes",
+        "huge dtype": "dtype '<U50000000', not one of",
+        "huge image": "image_size is not two integers from 1 to 4096",
+        "largest image": None,  # loads: the dry run that finds the feature size is bounded
+        "padded weights": "the weights are not the",
+    }
+    for case, path in files.items():
+        grown, error = results[str(path)]
+        assert (error is None) if expected[case] is None else (expected[case] in error), case
+        assert grown < MEMORY_BOUND_MB, f"{case}: peak memory grew by {grown:.0f} MB"
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            lambda d: with_first_task(d, classes={"dtype": "<U1", "values": ["a", "b"]}),
+            r"target 'color' has 2 outputs in the model document but its head in the weights "
+            r"has shape \[5, ",
+        ),
+        (lambda d: d | {"tasks": d["tasks"][:2]}, "more heads than the document has tasks"),
+        (lambda d: d | {"params": d["params"] | {"colour": 1}}, r"unknown parameters \['colour'\]"),
+        (lambda d: d | {"format_version": 3}, r"format version 3.*reads format versions up to 2"),
+    ],
+)
+def test_a_document_that_does_not_fit_its_weights_is_refused(saved, tmp_path, change, match):
+    with pytest.raises(ValueError, match=match):
+        load(craft(saved, tmp_path / "m.skmt", change))
+
+
+def _header(raw):
+    return len(raw).to_bytes(8, "little") + raw
+
+
+@pytest.mark.parametrize(
+    "weights, match",
+    [
+        (b"", r"not a safetensors file \(no header\)"),
+        ((2**40).to_bytes(8, "little"), r"not a safetensors file \(no header\)"),
+        (_header(b"[1, 2]"), r"not a safetensors file \(damaged header\)"),
+        (_header(b"[" * 100_000), r"not a safetensors file \(damaged header\)"),
+        (_header(b'{"x": {"data_offsets": [0, 4]}}') + b"abcd", "unexpected tensor 'x'"),
+    ],
+)
+def test_weights_with_a_damaged_header_are_refused(saved, tmp_path, weights, match):
+    with pytest.raises(ValueError, match=match):
+        load(craft(saved, tmp_path / "m.skmt", weights=weights))
+
+
+def test_compressed_weights_are_refused(saved, tmp_path):
+    weights = zipfile.ZipFile(saved).read(safe_file.WEIGHTS)
+    document = zipfile.ZipFile(saved).read(safe_file.DOCUMENT)
+    members = [(safe_file.DOCUMENT, [document], True), (safe_file.WEIGHTS, [weights], True)]
+    with pytest.raises(ValueError, match="the weights are compressed"):
+        load(write_zip(tmp_path / "m.skmt", members))
+
+
+def test_a_file_naming_a_cache_dir_writes_nothing_there(saved, image_set, tmp_path):
+    chosen = tmp_path / "chosen"
+    hostile = {"cache_dir": str(chosen), "num_workers": 3, "device": "cuda:7", "verbose": 2}
+    path = craft(saved, tmp_path / "m.skmt", lambda d: d | {"params": d["params"] | hostile})
+    est = load(path)
+    assert (est.cache_dir, est.num_workers, est.device, est.verbose) == (None, "auto", "auto", 0)
+    est.predict(image_set)
+    assert not chosen.exists()
+    # The same setting given here (the loader's) is used: predict caches there.
+    mine = tmp_path / "mine"
+    assert load(path, cache_dir=mine, device="cpu").cache_dir == mine
+    load(path, cache_dir=mine).predict(image_set)
+    assert any(mine.iterdir())
+
+
+def test_load_takes_only_run_time_parameters(saved):
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['image_size'\]"):
+        load(saved, image_size=32)

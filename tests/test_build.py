@@ -67,18 +67,18 @@ BAD_PARAMETERS = [
     (dict(backbone="resnet"), ValueError, r"unknown backbone 'resnet': expected 'simple_cnn'"),
     (dict(backbone="resnet18", weights="NOPE"), ValueError, r"unknown weights 'NOPE'"),
     (dict(loss_weights={"color": -1}), ValueError, r"loss_weights must be finite non-negative"),
-    (dict(loss_weights={"colour": 1}), ValueError, r"loss_weights names unknown tasks \['colour'\]"),
+    (dict(loss_weights={"colour": 1}), ValueError, r"loss_weights names unknown tasks"),
     (dict(class_weight={"color": {"red": -1}}), ValueError, r"class_weight of task 'color' must"),
-    (dict(class_weight={"area": "balanced"}), ValueError, r"\['area'\] that are not classification"),
+    (dict(class_weight={"area": "balanced"}), ValueError, r"\['area'\] that are not class"),
     (dict(class_weight={"color": {"mauve": 1}}), ValueError, r"names labels \['mauve'\]"),
-    (dict(regression_loss={"area": "l3"}), ValueError, r"unknown regression_loss 'l3' for task 'area'"),
+    (dict(regression_loss={"area": "l3"}), ValueError, r"regression_loss 'l3' for task 'area'"),
     (dict(regression_loss={"color": "l1"}), ValueError, r"\['color'\] that are not regression"),
     (dict(tasks={"nope": "regression"}), ValueError, r"tasks names unknown tasks \['nope'\]"),
-    (dict(cache_dir=NOT_A_FOLDER), ValueError, r"cache_dir=.* cannot be written: .* is not a folder"),
+    (dict(cache_dir=NOT_A_FOLDER), ValueError, r"cache_dir=.* cannot be written: .* not a folder"),
     (dict(checkpoint_dir=NOT_A_FOLDER), ValueError, r"checkpoint_dir=.* cannot be written"),
     (dict(image_size=100000), ValueError, r"image_size \(100000, 100000\) is too large: .* 4096"),
     (dict(image_size=(16, 5000)), ValueError, r"image_size \(16, 5000\) is too large"),
-    (dict(batch_size=1, backbone="resnet18"), ValueError, r"batch_size=1 cannot train backbone 'resnet18'"),
+    (dict(batch_size=1, backbone="resnet18"), ValueError, r"batch_size=1 cannot train .*resnet18"),
 ]
 
 

@@ -42,7 +42,7 @@ from .config import (
     resolve_device,
     resolve_num_workers,
 )
-from .dataset import ImageDataset, bad_image_log, train_transform
+from .dataset import EpochShuffler, ImageDataset, bad_image_log, train_transform
 from .decoding import as_size, check_image_size, screen_images
 from .distributed import uses_accelerate
 from .loss import MaskedMultiTaskLoss, check_loss_options, check_task_losses
@@ -346,6 +346,12 @@ def _net_params(config, data, module, criterion):
     loader = {"num_workers": plan.num_workers, "pin_memory": plan.device.startswith("cuda")}
     if plan.num_workers:
         loader["persistent_workers"] = True
+    # The order and the augmentation come from the seed and the epoch alone, and the
+    # loaders' own seed draws from a generator of theirs, never torch's global one: the
+    # number of workers changes nothing that trains.
+    seed = np.random.SeedSequence().entropy if plan.seed is None else plan.seed
+    shuffler = EpochShuffler(data.n_train, seed, epoch=plan.start_epoch)
+    loader["generator"] = torch.Generator()
     optimizer = config.optimizer
     if isinstance(optimizer, str):
         optimizer = OPTIMIZERS[optimizer]
@@ -366,7 +372,7 @@ def _net_params(config, data, module, criterion):
         train_split=None if data.valid_set is None else predefined_split(data.valid_set),
         callbacks=_callbacks(config, data, drop_last),
         iterator_train__drop_last=drop_last,
-        iterator_train__shuffle=True,
+        iterator_train__sampler=shuffler,
         **{f"iterator_train__{k}": v for k, v in loader.items()},
         **{f"iterator_valid__{k}": v for k, v in loader.items()},
         callbacks__print_log=epoch_table(data.tasks, validation=data.valid_set is not None),

@@ -112,3 +112,15 @@ def test_y_columns_equal_as_text_are_refused_naming_both(image_set, image_opens)
     with pytest.raises(ValueError, match=r"y has columns 1 and '1', which are the same task name"):
         small_estimator(image_set).fit(image_set, y)
     assert image_opens == []
+
+
+def test_the_number_of_workers_changes_nothing_that_trains(image_set):
+    # Two epochs: the order of the second and every augmentation come from the seed.
+    rows = image_set.iloc[:40]
+    states = []
+    for num_workers in (0, 1, 2):
+        est = small_estimator(rows, augment=True, num_workers=num_workers, cache=False)
+        est.fit(rows, rows[TARGETS])
+        states.append(est.net_.module_.state_dict())
+    for state in states[1:]:
+        assert all(torch.equal(state[key], states[0][key]) for key in states[0])

@@ -63,7 +63,14 @@ from .targets import (
 )
 from .weighting import check_class_weight_option, class_weights
 
-__all__ = ["FitData", "build_net", "check_parameters", "prepare_fit", "rebuild_net"]
+__all__ = [
+    "FitData",
+    "build_net",
+    "check_parameters",
+    "continue_order",
+    "prepare_fit",
+    "rebuild_net",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,6 +270,12 @@ def build_net(config, data, warm=None):
         net.optimizer_.load_state_dict(warm.net.optimizer_.state_dict())
         net.history_ = copy.deepcopy(warm.net.history)
     return net
+
+
+def continue_order(net):
+    """After a checkpoint restored ``net``'s history: the training order (and augmentation)
+    continues at the epoch the history reached, as in a run that was never stopped."""
+    net.iterator_train__sampler.epoch = len(net.history)
 
 
 def rebuild_net(config, tasks, image_size, *, device, class_weights=None):

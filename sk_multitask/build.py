@@ -140,12 +140,7 @@ def prepare_fit(config, X, y, warm=None):
         check_monitor(config.monitor, tasks, has_valid=valid is not None)
     weights = class_weights(config.class_weight, tasks, y.iloc[train])
     if warm is None:  # a warm start keeps the fitted criterion
-        check_task_losses(
-            [(n, t.kind, t.n_outputs) for n, t in tasks.items()],
-            config.loss_weights,
-            weights,
-            config.regression_loss,
-        )
+        check_task_losses(_task_specs(tasks), config.loss_weights, weights, config.regression_loss)
     seed = None if config.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
     plan = Plan.resolve(config, image_size, seed=seed, decoded=False, warm=warm)
     check_image_size(images, image_size)
@@ -305,12 +300,17 @@ def _network(config, data):
     if plan.device.startswith("cuda"):
         module.to(memory_format=torch.channels_last)
     criterion = MaskedMultiTaskLoss(
-        [(n, t.kind, t.n_outputs) for n, t in tasks.items()],
+        _task_specs(tasks),
         config.loss_weights,
         data.class_weights,
         config.regression_loss,
     )
     return module, criterion
+
+
+def _task_specs(tasks):
+    """The loss's ``(name, kind, n_outputs)`` of each task."""
+    return [(n, t.kind, t.n_outputs) for n, t in tasks.items()]
 
 
 def _callbacks(config, data, drop_last):

@@ -20,6 +20,8 @@ __all__ = [
     "IMAGENET_STD",
     "SimpleCNN",
     "build_backbone",
+    "check_backbone",
+    "check_single_image_batches",
     "has_pretrained_weights",
     "is_torchvision_classifier",
 ]
@@ -185,30 +187,99 @@ def build_backbone(backbone, weights=None, image_size=(224, 224)):
     normalisation : ((float, float, float), (float, float, float))
         Per-channel mean and std for images scaled to [0, 1].
     """
+    check_backbone(backbone, weights)
     normalisation = (IMAGENET_MEAN, IMAGENET_STD)
-    if isinstance(backbone, nn.Module) or backbone == "simple_cnn":
+    if _is_own(backbone):
         own = isinstance(backbone, nn.Module)
         module = copy.deepcopy(backbone) if own else SimpleCNN()
         label = type(backbone).__name__ if own else backbone
         if weights is not None and weights != "DEFAULT":
-            if not _is_weights_file(weights):
-                raise ValueError(
-                    f"weights={weights!r} names torchvision weights, which backbone "
-                    f"{label!r} does not have; pass weights=None (or 'DEFAULT') or the "
-                    "path of a local state-dict file"
-                )
             _load_weights_file(module, weights, label)
         if is_torchvision_classifier(module):
             module = _strip_classifier(module, label)
-    elif backbone in torchvision.models.list_models(module=torchvision.models):
+    else:
         model, normalisation = _registry_model(backbone, weights)
         module, label = _strip_classifier(model, backbone), backbone
-    else:
+    return module, _feature_size(module, label, image_size), normalisation
+
+
+def _is_own(backbone):
+    """Whether ``backbone`` is built here (``"simple_cnn"``, a module), not by torchvision."""
+    return isinstance(backbone, nn.Module) or backbone == "simple_cnn"
+
+
+def check_backbone(backbone, weights):
+    """Refuse an unknown backbone name or weights it cannot have, building nothing.
+
+    Raises
+    ------
+    ValueError
+        Naming the backbone and the kinds of value accepted, or the weights.
+    FileNotFoundError
+        For a weights file that does not exist.
+
+    Examples
+    --------
+    >>> check_backbone("resnet", None)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown backbone 'resnet': expected 'simple_cnn', a classification model ...
+    """
+    registry = not _is_own(backbone)
+    if registry and backbone not in torchvision.models.list_models(module=torchvision.models):
         raise ValueError(
             f"unknown backbone {backbone!r}: expected 'simple_cnn', a classification "
             "model of torchvision's registry (e.g. 'resnet18'), or a torch.nn.Module"
         )
-    return module, _feature_size(module, label, image_size), normalisation
+    if weights is None or (weights == "DEFAULT" and not registry):
+        return
+    if _is_weights_file(weights):
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"weights file not found: {os.fspath(weights)!r}")
+    elif registry:
+        _registry_weights(backbone, weights)
+    else:
+        label = type(backbone).__name__ if isinstance(backbone, nn.Module) else backbone
+        raise ValueError(
+            f"weights={weights!r} names torchvision weights, which backbone "
+            f"{label!r} does not have; pass weights=None (or 'DEFAULT') or the "
+            "path of a local state-dict file"
+        )
+
+
+def check_single_image_batches(backbone, image_size):
+    """Refuse ``batch_size=1`` where the backbone's BatchNorm cannot train on one image.
+
+    BatchNorm in training needs more than one value per channel: a batch of one image
+    fails once a layer's feature map is 1 x 1. A weight-free copy of the backbone trains
+    one step's forward pass on one blank image to find out.
+
+    Raises
+    ------
+    ValueError
+        Naming the backbone, the image size and the remedies.
+    """
+    if isinstance(backbone, nn.Module):
+        module = copy.deepcopy(backbone)
+    elif backbone == "simple_cnn":
+        module = SimpleCNN()
+    else:
+        module = torchvision.models.get_model(backbone, weights=None)
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        return
+    module.train()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            module(torch.zeros(1, 3, *image_size))
+    except ValueError as exc:
+        if "more than 1 value per channel" not in str(exc):
+            raise
+        label = type(backbone).__name__ if isinstance(backbone, nn.Module) else backbone
+        raise ValueError(
+            f"batch_size=1 cannot train backbone {label!r} at image_size "
+            f"{tuple(image_size)}: its BatchNorm layers need more than one value per "
+            "channel; use batch_size >= 2 or a larger image_size"
+        ) from None
 
 
 def _feature_size(module, label, image_size):

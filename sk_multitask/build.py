@@ -19,7 +19,7 @@ import torch
 from sklearn.utils import check_random_state
 from skorch.helper import predefined_split
 
-from .backbones import build_backbone
+from .backbones import build_backbone, check_backbone, check_single_image_batches
 from .cache import cached_images
 from .callbacks import (
     DynamicWeightAverage,
@@ -35,11 +35,17 @@ from .callbacks import (
     progress_bar,
     run_fingerprint,
 )
-from .config import Plan, resolve_num_workers
-from .dataset import ImageDataset, bad_image_log, train_transform
+from .config import (
+    Plan,
+    check_image_size_bound,
+    check_writable_folder,
+    resolve_device,
+    resolve_num_workers,
+)
+from .dataset import EpochShuffler, ImageDataset, bad_image_log, train_transform
 from .decoding import as_size, check_image_size, screen_images
 from .distributed import uses_accelerate
-from .loss import MaskedMultiTaskLoss
+from .loss import MaskedMultiTaskLoss, check_loss_options, check_task_losses
 from .model import MultiTaskModule
 from .net import OPTIMIZERS, AcceleratedMultiTaskNet, MultiTaskNet, make_accelerator
 from .sources import resolve_images
@@ -47,6 +53,7 @@ from .targets import (
     check_aligned,
     check_not_inputs,
     check_same_tasks,
+    check_task_names,
     check_trainable,
     data_sizes,
     encode_targets,
@@ -54,9 +61,16 @@ from .targets import (
     split_rows,
     target_frame,
 )
-from .weighting import class_weights
+from .weighting import check_class_weight_option, class_weights
 
-__all__ = ["FitData", "build_net", "prepare_fit", "rebuild_net"]
+__all__ = [
+    "FitData",
+    "build_net",
+    "check_parameters",
+    "continue_order",
+    "prepare_fit",
+    "rebuild_net",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,11 +116,14 @@ def prepare_fit(config, X, y, warm=None):
     tasks (or checks them against ``warm``'s, a :class:`~sk_multitask.config.WarmStart`),
     resolves the plan and builds the datasets.
 
+    Every parameter is checked before the first image is opened: those that need no
+    data first (:func:`check_parameters`), those that name tasks once ``y`` is read.
+
     Returns
     -------
     FitData
     """
-    image_size = as_size(config.image_size)
+    image_size = check_parameters(config)
     if warm is not None and image_size != warm.image_size:
         raise ValueError(
             f"warm_start: image_size {image_size} differs from the fitted {warm.image_size}"
@@ -121,6 +138,9 @@ def prepare_fit(config, X, y, warm=None):
     check_trainable(y.iloc[train])
     if config.early_stopping:
         check_monitor(config.monitor, tasks, has_valid=valid is not None)
+    weights = class_weights(config.class_weight, tasks, y.iloc[train])
+    if warm is None:  # a warm start keeps the fitted criterion
+        check_task_losses(_task_specs(tasks), config.loss_weights, weights, config.regression_loss)
     seed = None if config.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
     plan = Plan.resolve(config, image_size, seed=seed, decoded=False, warm=warm)
     check_image_size(images, image_size)
@@ -146,12 +166,43 @@ def prepare_fit(config, X, y, warm=None):
         train_set=train_set,
         valid_set=valid_set,
         n_train=len(train),
-        class_weights=class_weights(config.class_weight, tasks, y.iloc[train]),
+        class_weights=weights,
         data_sizes=data_sizes(y, train=train, valid=valid),
         skipped=skipped,
         bad_images=bad_images,
         fingerprint=fingerprint,
     )
+
+
+def check_parameters(config):
+    """Check every parameter of ``config`` that needs no data; return the image size.
+
+    Run first by :func:`prepare_fit`, so that a bad value fails before any image is
+    read: the image size and its bound, the device, the backbone and its weights (by
+    name: nothing is downloaded), the callbacks, the values of ``loss_weights``,
+    ``class_weight`` and ``regression_loss``, the folders written to, and
+    ``batch_size=1`` against the backbone's BatchNorm.
+    """
+    image_size = as_size(config.image_size)
+    check_image_size_bound(image_size)
+    resolve_device(config.device)
+    check_backbone(config.backbone, config.weights)
+    check_callbacks(config.callbacks)
+    check_loss_options(config.loss_weights, config.regression_loss)
+    check_class_weight_option(config.class_weight)
+    check_writable_folder(config.cache_dir, "cache_dir")
+    check_writable_folder(config.checkpoint_dir, "checkpoint_dir")
+    if config.batch_size == 1:
+        check_single_image_batches(config.backbone, image_size)
+    return image_size
+
+
+def _check_named_tasks(config, y):
+    """Refuse a per-task parameter naming a column that ``y`` does not have."""
+    for parameter in ("tasks", "loss_weights", "class_weight", "regression_loss"):
+        mapping = getattr(config, parameter)
+        if isinstance(mapping, dict):
+            check_task_names(mapping, y.columns, parameter)
 
 
 def _screened_inputs(config, X, y):
@@ -160,6 +211,7 @@ def _screened_inputs(config, X, y):
     images, _ = resolve_images(X, config.image_col, config.image_root, check_files=not skip)
     check_aligned(X, y)
     y = target_frame(y)
+    _check_named_tasks(config, y)
     if len(y) != len(images):
         raise ValueError(f"X has {len(images)} images but y has {len(y)} rows")
     keep, skipped = screen_images(images, config.on_bad_image, config.check_images)
@@ -215,6 +267,12 @@ def build_net(config, data, warm=None):
     return net
 
 
+def continue_order(net):
+    """After a checkpoint restored ``net``'s history: the training order (and augmentation)
+    continues at the epoch the history reached, as in a run that was never stopped."""
+    net.iterator_train__sampler.epoch = len(net.history)
+
+
 def rebuild_net(config, tasks, image_size, *, device, class_weights=None):
     """An initialised net of the structure ``config`` trains, to load saved parameters into.
 
@@ -242,12 +300,17 @@ def _network(config, data):
     if plan.device.startswith("cuda"):
         module.to(memory_format=torch.channels_last)
     criterion = MaskedMultiTaskLoss(
-        [(n, t.kind, t.n_outputs) for n, t in tasks.items()],
+        _task_specs(tasks),
         config.loss_weights,
         data.class_weights,
         config.regression_loss,
     )
     return module, criterion
+
+
+def _task_specs(tasks):
+    """The loss's ``(name, kind, n_outputs)`` of each task."""
+    return [(n, t.kind, t.n_outputs) for n, t in tasks.items()]
 
 
 def _callbacks(config, data, drop_last):
@@ -296,6 +359,12 @@ def _net_params(config, data, module, criterion):
     loader = {"num_workers": plan.num_workers, "pin_memory": plan.device.startswith("cuda")}
     if plan.num_workers:
         loader["persistent_workers"] = True
+    # The order and the augmentation come from the seed and the epoch alone, and the
+    # loaders' own seed draws from a generator of theirs, never torch's global one: the
+    # number of workers changes nothing that trains.
+    seed = np.random.SeedSequence().entropy if plan.seed is None else plan.seed
+    shuffler = EpochShuffler(data.n_train, seed, epoch=plan.start_epoch)
+    loader["generator"] = torch.Generator()
     optimizer = config.optimizer
     if isinstance(optimizer, str):
         optimizer = OPTIMIZERS[optimizer]
@@ -316,7 +385,7 @@ def _net_params(config, data, module, criterion):
         train_split=None if data.valid_set is None else predefined_split(data.valid_set),
         callbacks=_callbacks(config, data, drop_last),
         iterator_train__drop_last=drop_last,
-        iterator_train__shuffle=True,
+        iterator_train__sampler=shuffler,
         **{f"iterator_train__{k}": v for k, v in loader.items()},
         **{f"iterator_valid__{k}": v for k, v in loader.items()},
         callbacks__print_log=epoch_table(data.tasks, validation=data.valid_set is not None),

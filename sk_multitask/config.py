@@ -18,7 +18,21 @@ import torch
 
 from .backbones import has_pretrained_weights
 
-__all__ = ["Plan", "TrainingConfig", "WarmStart", "resolve_device", "resolve_num_workers", "seeded"]
+__all__ = [
+    "MAX_IMAGE_SIZE",
+    "Plan",
+    "TrainingConfig",
+    "WarmStart",
+    "check_image_size_bound",
+    "check_writable_folder",
+    "resolve_device",
+    "resolve_num_workers",
+    "seeded",
+]
+
+#: The largest side ``image_size`` may ask for: a batch of 64 such RGB images is 12 GiB
+#: of float32 already (100000 would try to allocate hundreds of GB).
+MAX_IMAGE_SIZE = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +182,40 @@ def resolve_num_workers(config, cache):
     # On a CPU every core already trains the network (torch's intra-op threads): a
     # worker process would oversubscribe them, which cost 5-10x per epoch on 2 cores.
     return 0
+
+
+def check_image_size_bound(image_size):
+    """Refuse an ``image_size`` (a ``(height, width)`` pair) with a side over
+    :data:`MAX_IMAGE_SIZE`."""
+    if max(image_size) > MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size {tuple(image_size)} is too large: each side must be at most "
+            f"{MAX_IMAGE_SIZE} pixels (images are resized to it, in memory, batch by batch)"
+        )
+
+
+def check_writable_folder(path, parameter):
+    """Refuse a folder (``cache_dir``, ``checkpoint_dir``) that cannot be created or
+    written, before any data is read; a folder that does not exist yet is not created.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, the path and the cause.
+    """
+    if path is None:
+        return
+    path = os.path.abspath(os.fspath(path))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    cause = None
+    if not os.path.isdir(existing):
+        cause = f"{existing!r} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        cause = f"{existing!r} is not writable"
+    if cause is not None:
+        raise ValueError(f"{parameter}={path!r} cannot be written: {cause}")
 
 
 def resolve_device(device):

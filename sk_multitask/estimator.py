@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .backbones import has_pretrained_weights
-from .build import build_net, prepare_fit, rebuild_net
+from .build import build_net, continue_order, prepare_fit, rebuild_net
 from .callbacks import LR_SCHEDULES, load_checkpoint
 from .config import TrainingConfig, WarmStart, resolve_device, seeded
 from .decoding import warn_skipped
@@ -373,6 +373,7 @@ class MultiTaskImageEstimator(
             net = build_net(config, data, warm)
             if config.checkpoint_dir is not None:
                 load_checkpoint(net, os.fspath(config.checkpoint_dir), data.fingerprint)
+                continue_order(net)
             done = len(net.history) - plan.start_epoch  # resumed epochs of this fit
             try:
                 net.partial_fit(data.train_set, epochs=config.max_epochs - done)

@@ -11,6 +11,7 @@ exactly zero, with zero gradient: never NaN.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,13 @@ from torch import nn
 from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, check_task_names, target_width
 from .weighting import check_class_weights, is_weight
 
-__all__ = ["LOSS_WEIGHTINGS", "REGRESSION_LOSSES", "MaskedMultiTaskLoss"]
+__all__ = [
+    "LOSS_WEIGHTINGS",
+    "REGRESSION_LOSSES",
+    "MaskedMultiTaskLoss",
+    "check_loss_options",
+    "check_task_losses",
+]
 
 #: Per-cell regression losses by the name ``regression_loss`` takes, on the
 #: standardised scale (Huber: delta 1, i.e. one standard deviation).
@@ -85,11 +92,11 @@ class MaskedMultiTaskLoss(nn.Module):
                 )
             weights = [1.0] * len(self.names)
         else:
-            weights = self._static_weights(loss_weights)
+            weights = _static_weights(loss_weights, self.names)
         self.register_buffer("task_weights", torch.tensor(weights))
         if loss_weights == "uncertainty":
             self.log_vars = nn.Parameter(torch.zeros(len(self.names)))
-        self.regression_losses = self._regression_losses(regression_loss)
+        self.regression_losses = _regression_losses(regression_loss, self.task_specs)
         self.class_weights = {}
         for name, weights in self._class_weights(class_weight).items():
             self.register_buffer(f"class_weight_{self.names.index(name)}", weights)
@@ -101,33 +108,6 @@ class MaskedMultiTaskLoss(nn.Module):
         if self.loss_weights == "uncertainty":
             return torch.exp(-self.log_vars.detach())
         return self.task_weights
-
-    def _static_weights(self, loss_weights):
-        loss_weights = dict(loss_weights or {})
-        check_task_names(loss_weights, self.names, "loss_weights")
-        weights = [loss_weights.get(name, 1.0) for name in self.names]
-        if not all(map(is_weight, weights)):
-            raise ValueError(
-                f"loss_weights must be finite non-negative numbers, got {loss_weights}"
-            )
-        return [float(w) for w in weights]
-
-    def _regression_losses(self, regression_loss):
-        """Task name to its per-cell loss function, for every regression task."""
-        regression = [name for name, kind, _ in self.task_specs if kind == REGRESSION]
-        chosen = regression_loss if isinstance(regression_loss, dict) else {}
-        check_task_names(chosen, self.names, "regression_loss", REGRESSION, regression)
-        default = "mse" if isinstance(regression_loss, dict) else regression_loss
-        losses = {}
-        for name in regression:
-            loss = chosen.get(name, default)
-            if loss not in REGRESSION_LOSSES:
-                raise ValueError(
-                    f"unknown regression_loss {loss!r} for task {name!r}; "
-                    f"expected one of {list(REGRESSION_LOSSES)}"
-                )
-            losses[name] = REGRESSION_LOSSES[loss]
-        return losses
 
     def _class_weights(self, class_weight):
         """Task name to a float tensor of class weights, checked against the task."""
@@ -209,3 +189,99 @@ class MaskedMultiTaskLoss(nn.Module):
             terms = torch.exp(-self.log_vars) * means + self.log_vars
             return torch.where(present, terms, torch.zeros_like(terms)).sum()
         return (self.task_weights * means).sum()
+
+
+def _static_weights(loss_weights, names):
+    loss_weights = dict(loss_weights or {})
+    check_task_names(loss_weights, names, "loss_weights")
+    weights = [loss_weights.get(name, 1.0) for name in names]
+    if not all(map(is_weight, weights)):
+        raise ValueError(f"loss_weights must be finite non-negative numbers, got {loss_weights}")
+    return [float(w) for w in weights]
+
+
+def _regression_losses(regression_loss, task_specs):
+    """Task name to its per-cell loss function, for every regression task."""
+    names = [name for name, _, _ in task_specs]
+    regression = [name for name, kind, _ in task_specs if kind == REGRESSION]
+    chosen = regression_loss if isinstance(regression_loss, dict) else {}
+    check_task_names(chosen, names, "regression_loss", REGRESSION, regression)
+    default = "mse" if isinstance(regression_loss, dict) else regression_loss
+    losses = {}
+    for name in regression:
+        loss = chosen.get(name, default)
+        if loss not in REGRESSION_LOSSES:
+            raise ValueError(
+                f"unknown regression_loss {loss!r} for task {name!r}; "
+                f"expected one of {list(REGRESSION_LOSSES)}"
+            )
+        losses[name] = REGRESSION_LOSSES[loss]
+    return losses
+
+
+def check_loss_options(loss_weights, regression_loss):
+    """Check what can be checked of ``loss_weights`` and ``regression_loss`` before the
+    tasks are known: the values (not yet the task names).
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter and the value.
+
+    Examples
+    --------
+    >>> check_loss_options({"age": -1.0}, "mse")
+    Traceback (most recent call last):
+    ...
+    ValueError: loss_weights must be finite non-negative numbers, got {'age': -1.0}
+    """
+    if isinstance(loss_weights, str):
+        if loss_weights not in LOSS_WEIGHTINGS:
+            raise ValueError(
+                f"loss_weights={loss_weights!r} is not a weighting; expected a dict, "
+                f"None or one of {list(LOSS_WEIGHTINGS)}"
+            )
+    else:
+        _static_weights(loss_weights, list(loss_weights or {}))
+    chosen = regression_loss if isinstance(regression_loss, dict) else {None: regression_loss}
+    for name, loss in chosen.items():
+        if not isinstance(loss, str) or loss not in REGRESSION_LOSSES:
+            task = "" if name is None else f" for task {name!r}"
+            raise ValueError(
+                f"unknown regression_loss {loss!r}{task}; expected one of {list(REGRESSION_LOSSES)}"
+            )
+
+
+def check_task_losses(task_specs, loss_weights=None, class_weight=None, regression_loss="mse"):
+    """Check the loss parameters against the tasks, as :class:`MaskedMultiTaskLoss` will
+    use them, and warn when they train nothing.
+
+    Parameters
+    ----------
+    task_specs, loss_weights, class_weight, regression_loss
+        As for :class:`MaskedMultiTaskLoss`.
+
+    Warns
+    -----
+    UserWarning
+        When every task's loss weight is 0, or every class weight of a task is 0.
+    """
+    names = [name for name, _, _ in task_specs]
+    if not isinstance(loss_weights, str):
+        weights = _static_weights(loss_weights, names)
+        if not any(weights):
+            warnings.warn(
+                f"every loss weight is 0 (loss_weights={loss_weights}): the network trains "
+                "nothing",
+                UserWarning,
+                stacklevel=3,
+            )
+    _regression_losses(regression_loss, task_specs)
+    n_classes = {name: n for name, kind, n in task_specs if kind == CLASSIFICATION}
+    for name, weights in check_class_weights(class_weight, names, n_classes).items():
+        if not weights.any():
+            warnings.warn(
+                f"every class weight of task {name!r} is 0: the task trains nothing",
+                UserWarning,
+                stacklevel=3,
+            )

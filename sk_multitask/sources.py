@@ -115,9 +115,15 @@ def _resolve_paths(paths, image_root, check_files=True):
         )
     if missing.any():
         raise ValueError(f"X has a missing image path at position {int(np.argmax(missing))}")
+    empty = [position for position, path in enumerate(paths) if not os.fspath(path).strip()]
+    if empty:  # joined to image_root, it would name the folder itself
+        raise ValueError(f"X has an empty image path at position {empty[0]}")
     root = "" if image_root is None else os.fspath(image_root)
     resolved = np.array([os.path.join(root, os.fspath(p)) for p in paths], dtype=object)
     absent = [p for p in resolved if not os.path.isfile(p)] if check_files else []
+    folders = [p for p in absent if os.path.isdir(p)]
+    if folders:
+        raise IsADirectoryError(f"image path {folders[0]!r} is a directory, not an image file")
     if absent:
         more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
         raise FileNotFoundError(

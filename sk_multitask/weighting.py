@@ -18,7 +18,13 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from .targets import CLASSIFICATION, check_task_names
 
-__all__ = ["check_class_weights", "class_weights", "dwa_weights", "is_weight"]
+__all__ = [
+    "check_class_weight_option",
+    "check_class_weights",
+    "class_weights",
+    "dwa_weights",
+    "is_weight",
+]
 
 
 def is_weight(value):
@@ -72,6 +78,33 @@ def class_weights(class_weight, tasks, y):
         for name, spec in class_weight.items()
     }
     return check_class_weights(weights, tasks, n_classes)
+
+
+def check_class_weight_option(class_weight):
+    """Check ``class_weight`` before the tasks are known: its shape and its weights.
+
+    Raises
+    ------
+    ValueError
+        Naming the task whose entry is not ``"balanced"`` or ``{label: weight}`` of
+        finite non-negative weights.
+
+    Examples
+    --------
+    >>> check_class_weight_option({"pet": {"dog": -2}})
+    Traceback (most recent call last):
+    ...
+    ValueError: class_weight of task 'pet' must be 'balanced' or a dict from label to ...
+    """
+    if class_weight is None or isinstance(class_weight, str):
+        return  # "balanced" (the parameter constraints refuse other strings)
+    for name, spec in class_weight.items():
+        balanced = isinstance(spec, str) and spec == "balanced"
+        if not (balanced or (isinstance(spec, dict) and all(map(is_weight, spec.values())))):
+            raise ValueError(
+                f"class_weight of task {name!r} must be 'balanced' or a dict from label to "
+                f"a finite non-negative weight, got {spec!r}"
+            )
 
 
 def check_class_weights(class_weight, task_names, n_classes):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from sk_multitask.backbones import SimpleCNN
-from sk_multitask.loss import MaskedMultiTaskLoss
+from sk_multitask.loss import MaskedMultiTaskLoss, check_task_losses
 from sk_multitask.model import MultiTaskModule
 
 NAN = float("nan")
@@ -288,3 +288,13 @@ def test_dwa_weights_live_in_a_buffer_and_weigh_the_terms():
 def test_bad_weighting_parameters_name_the_cause(params, match):
     with pytest.raises(ValueError, match=match):
         MaskedMultiTaskLoss(SPECS, **params)
+
+
+def test_loss_weights_all_zero_warn_that_nothing_trains():
+    specs = [("pet", "classification", 2), ("age", "regression", 1)]
+    with pytest.warns(UserWarning, match=r"every loss weight is 0 .*the network trains nothing"):
+        check_task_losses(specs, loss_weights={"pet": 0, "age": 0.0})
+    with pytest.warns(UserWarning, match=r"every class weight of task 'pet' is 0"):
+        check_task_losses(specs, class_weight={"pet": [0.0, 0.0]})
+    # Some weight left: no warning (warnings are errors in tests).
+    check_task_losses(specs, loss_weights={"pet": 0}, class_weight={"pet": [0.0, 1.0]})

@@ -357,3 +357,16 @@ def test_fit_scales_the_regression_by_its_training_rows(image_set):
     assert scaler.mean_[0] == pytest.approx(training.mean())
     assert scaler.n_samples_seen_ == training.notna().sum()
     assert scaler.mean_[0] < 1.0  # areas are fractions of the image; the outliers are out
+
+
+def test_integer_class_codes_read_as_floats_warn_naming_the_column(tmp_path):
+    # One empty CSV cell turns the codes 1, 2, 3 into floats: a regression, by dtype.
+    (tmp_path / "y.csv").write_text("grade,size\n1,0.5\n2,1.5\n\n3,2.25\n1,\n2,0.75\n")
+    y = pd.read_csv(tmp_path / "y.csv", skip_blank_lines=False)
+    assert y["grade"].dtype == np.float64
+    with pytest.warns(UserWarning, match=r"target 'grade' is a float column of 3 distinct integer"):
+        tasks = fit_tasks(y)
+    assert tasks["grade"].kind == "regression"
+    tasks = fit_tasks(y, {"grade": "classification"})  # given: no warning
+    assert tasks["grade"].classes_.tolist() == [1.0, 2.0, 3.0]
+    assert fit_tasks(y[["size"]])["size"].kind == "regression"  # fractional: no warning

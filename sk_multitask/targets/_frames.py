@@ -83,7 +83,8 @@ def target_frame(y):
     Raises
     ------
     ValueError
-        If ``y`` has more than two dimensions, no column, or duplicate column names.
+        If ``y`` has more than two dimensions, no column, or duplicate column names
+        (also once turned into strings: ``1`` and ``"1"``).
     """
     if isinstance(y, pd.Series):
         y = y.to_frame(name="target" if y.name is None else y.name)
@@ -102,7 +103,22 @@ def target_frame(y):
         raise ValueError("y has no columns: pass one column per task")
     if y.columns.has_duplicates:
         raise ValueError(f"y has duplicate column names: {list(y.columns)}")
+    _check_names_distinct_as_strings(y.columns)
     return y
+
+
+def _check_names_distinct_as_strings(columns):
+    """Refuse columns such as ``1`` and ``"1"``: task names become strings in the epoch
+    table, ``history_``, ``top_losses`` and the saved files, where one would overwrite
+    the other."""
+    seen = {}
+    for name in columns:
+        if str(name) in seen:
+            raise ValueError(
+                f"y has columns {seen[str(name)]!r} and {name!r}, which are the same task "
+                "name as text; rename one"
+            )
+        seen[str(name)] = name
 
 
 def check_aligned(X, y):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -244,7 +245,10 @@ def fit_tasks(y, kinds=None, train=None):
         labelled = column.dropna()
         if labelled.empty:
             raise ValueError(f"target {name!r} has no labelled cell: every value is missing")
-        kind = kinds.get(name) or infer_task_kind(column)
+        kind = kinds.get(name)
+        if kind is None:
+            kind = infer_task_kind(column)
+            _warn_if_integer_coded(column, labelled, kind)
         if kind == MULTILABEL:
             encoder = _fit_labels(name, labelled)
         elif _has_label_sets(labelled):
@@ -258,6 +262,29 @@ def fit_tasks(y, kinds=None, train=None):
             encoder = _fit_scaler(name, labelled, column.iloc[train].dropna())
         tasks[name] = Task(name, kind, encoder, column.dtype)
     return tasks
+
+
+def _warn_if_integer_coded(column, labelled, kind):
+    """Warn about a float column that looks like integer-coded classes read as floats.
+
+    One empty cell in a CSV turns a column of class codes 1, 2, 3 into floats, which
+    would then train silently as a regression.
+    """
+    if kind != REGRESSION or not ptypes.is_float_dtype(column.dtype) or not column.isna().any():
+        return
+    values = labelled.to_numpy()
+    if not np.isfinite(values).all() or (values != np.round(values)).any():
+        return
+    n_values = len(np.unique(values))
+    if n_values <= MAX_INTEGER_CLASSES and len(values) > n_values:
+        warnings.warn(
+            f"target {column.name!r} is a float column of {n_values} distinct integer "
+            "values with missing cells (integer class codes read as floats?): it trains "
+            f"as a regression; pass tasks={{{column.name!r}: 'classification'}} if they "
+            "are classes",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _fit_labels(name, labelled):

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from .backbones import has_pretrained_weights
+from .decoding import MAX_IMAGE_SIZE
 
 __all__ = [
-    "MAX_IMAGE_SIZE",
     "Plan",
     "TrainingConfig",
     "WarmStart",
@@ -30,9 +30,6 @@ __all__ = [
     "seeded",
 ]
 
-#: The largest side ``image_size`` may ask for: a batch of 64 such RGB images is 12 GiB
-#: of float32 already (100000 would try to allocate hundreds of GB).
-MAX_IMAGE_SIZE = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +183,7 @@ def resolve_num_workers(config, cache):
 
 def check_image_size_bound(image_size):
     """Refuse an ``image_size`` (a ``(height, width)`` pair) with a side over
-    :data:`MAX_IMAGE_SIZE`."""
+    :data:`sk_multitask.decoding.MAX_IMAGE_SIZE`."""
     if max(image_size) > MAX_IMAGE_SIZE:
         raise ValueError(
             f"image_size {tuple(image_size)} is too large: each side must be at most "

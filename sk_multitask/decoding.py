@@ -21,6 +21,7 @@ from PIL import Image
 from .sources import ROOT_HINT, is_pixel_array
 
 __all__ = [
+    "MAX_IMAGE_SIZE",
     "BAD_IMAGE_OPTIONS",
     "BadImageError",
     "BadImageRecords",
@@ -76,6 +77,11 @@ class ImageNotFoundError(BadImageError, FileNotFoundError):
         super().__init__(
             path, "not found", f"image file not found: {os.fspath(path)!r}; {ROOT_HINT}"
         )
+
+
+#: The largest side an image size may have (``image_size``, a model file's): a batch of 64
+#: such RGB images is 12 GiB of float32 already (100000 would ask for hundreds of GB).
+MAX_IMAGE_SIZE = 4096
 
 
 def as_size(image_size):
@@ -385,7 +391,7 @@ def find_bad_images(images, verify=False):
     bad = {}
     for position, path in enumerate(images):
         if not os.path.isfile(path):
-            bad[position] = (path, "not found")
+            bad[position] = (path, "a directory" if os.path.isdir(path) else "not found")
         elif os.path.getsize(path) == 0:
             bad[position] = (path, "empty file")
         elif verify:

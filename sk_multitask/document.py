@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .decoding import MAX_IMAGE_SIZE
 from .outputs import OutputDecoder, task_to_dict
 from .targets import REGRESSION, TASK_KINDS
 
 __all__ = [
     "FORMAT_VERSION",
     "MAX_DOCUMENT_BYTES",
-    "MAX_IMAGE_SIDE",
     "RUNTIME_PARAMS",
     "ModelDocument",
     "check_document",
@@ -59,8 +59,6 @@ FORMAT = "sk-multitask"
 #: inflates to gigabytes is refused after reading this much. Real documents are a few
 #: hundred kilobytes (the history and the skipped images are their longest parts).
 MAX_DOCUMENT_BYTES = 8 * 2**20
-#: The largest image side a document may declare (the network is built for its image size).
-MAX_IMAGE_SIDE = 4096
 #: The parameters that say how this machine runs a model, not what the model is: they
 #: are never written to a file, and a file that holds them has them ignored, so that
 #: a file cannot choose where predictions write (``cache_dir``), how many processes
@@ -318,7 +316,7 @@ def _is_class_weights(pair):
 
 def _is_image_size(size):
     sides = _list_of(_is_count)(size) and len(size) == 2
-    return sides and all(0 < side <= MAX_IMAGE_SIDE for side in size)
+    return sides and all(0 < side <= MAX_IMAGE_SIZE for side in size)
 
 
 def _is_backbone(backbone):
@@ -326,7 +324,7 @@ def _is_backbone(backbone):
 
 
 _REQUIRED = object()
-_SIDES = f"image_size is not two integers from 1 to {MAX_IMAGE_SIDE}"
+_SIDES = f"image_size is not two integers from 1 to {MAX_IMAGE_SIZE}"
 _PAIRS = "class_weights is not a list of [task, weights] pairs"
 
 #: Key, its default when absent (or _REQUIRED), the check, and what it says when wrong.

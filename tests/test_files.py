@@ -60,8 +60,13 @@ def test_a_written_file_has_the_mode_open_gives_or_keeps_its_own(tmp_path):
 
 @pytest.mark.parametrize(
     "name, kind",
-    [("m.joblib", "pickle"), ("m.PKL", "pickle"), ("m.pickle", "pickle"),
-     ("m.skmt", "safe file"), ("m.onnx", "onnx")],
+    [
+        ("m.joblib", "pickle"),
+        ("m.PKL", "pickle"),
+        ("m.pickle", "pickle"),
+        ("m.skmt", "safe file"),
+        ("m.onnx", "onnx"),
+    ],
 )
 def test_model_format_is_the_names(name, kind):
     assert model_format(name) == kind
@@ -71,8 +76,11 @@ def test_model_format_is_the_names(name, kind):
     "name", ["model.bin", "model.safetensors", "model.skmt.bak", "model", "model.joblib.tmp"]
 )
 def test_any_other_model_name_is_refused_naming_the_formats(name):
-    with pytest.raises(ValueError, match=r"named \.skmt \(safe file\), \.onnx \(ONNX\) or "
-                       r"\.joblib, \.pkl, \.pickle \(pickle"):
+    with pytest.raises(
+        ValueError,
+        match=r"named \.skmt \(safe file\), \.onnx \(ONNX\) or "
+        r"\.joblib, \.pkl, \.pickle \(pickle",
+    ):
         model_format(name)
 
 
@@ -144,7 +152,9 @@ def kill_while_writing(target, out, mode, extra):
     out.mkdir()
     result = subprocess.run(
         [sys.executable, "-c", KILLER, str(target), str(out), str(KILLS), mode, extra],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     copies = sorted(out.iterdir())
@@ -157,14 +167,14 @@ def fitted_small(image_set):
     return small_estimator(image_set, max_epochs=1).fit(image_set, image_set[TARGETS])
 
 
-def test_save_killed_at_random_moments_leaves_a_model_that_loads(fitted_small, image_set,
-                                                                   tmp_path):
+def test_save_killed_at_random_moments_leaves_a_model_that_loads(fitted_small, image_set, tmp_path):
     target = tmp_path / "models" / "model.skmt"
     target.parent.mkdir()
     fitted_small.save(target)
     joblib.dump(fitted_small, tmp_path / "est.joblib")
-    copies, midway = kill_while_writing(target, tmp_path / "copies", "save",
-                                        str(tmp_path / "est.joblib"))
+    copies, midway = kill_while_writing(
+        target, tmp_path / "copies", "save", str(tmp_path / "est.joblib")
+    )
     assert midway >= 1  # some kills did land inside a write
     expected = fitted_small.predict(image_set.iloc[:8])
     for copy in copies:
@@ -176,9 +186,28 @@ def small_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("small")
     df = make_multitask_images(8, image_size=16, path=root / "images", random_state=0)
     df.to_csv(root / "data.csv", index=False)
-    args = ["fit", str(root / "data.csv"), "--images", str(root / "images"), "--targets",
-            "color,area", "--backbone", "simple_cnn", "--weights", "none", "--image-size",
-            "16", "--epochs", "1", "--batch-size", "8", "--valid-split", "none", "--seed", "0"]
+    args = [
+        "fit",
+        str(root / "data.csv"),
+        "--images",
+        str(root / "images"),
+        "--targets",
+        "color,area",
+        "--backbone",
+        "simple_cnn",
+        "--weights",
+        "none",
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--valid-split",
+        "none",
+        "--seed",
+        "0",
+    ]
     return root, args
 
 
@@ -256,8 +285,9 @@ def assert_old_model_whole(path, old_bytes):
 def test_save_on_a_full_disk_keeps_the_old_model(fitted_small, tmp_path, monkeypatch):
     path = fitted_small.save(tmp_path / "model.skmt")
     old = (tmp_path / "model.skmt").read_bytes()
-    with injected_full_disk(len(old) // 2, monkeypatch), pytest.raises(
-        OSError, match="No space left on device"
+    with (
+        injected_full_disk(len(old) // 2, monkeypatch),
+        pytest.raises(OSError, match="No space left on device"),
     ):
         fitted_small.save(path)
     assert_old_model_whole(tmp_path / "model.skmt", old)
@@ -280,8 +310,10 @@ def _assert_cli_full_disk(args, model, old, capsys):
     code = main([*args, "--model", str(model)])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
-    assert re.search(r"^sk-multitask fit: error: OSError: \[Errno 28\] No space left on device",
-                     err.strip().splitlines()[-1]), err  # after the progress bars
+    assert re.search(
+        r"^sk-multitask fit: error: OSError: \[Errno 28\] No space left on device",
+        err.strip().splitlines()[-1],
+    ), err  # after the progress bars
     assert_old_model_whole(model, old)
     assert set(joblib.load(model).tasks_) == {"color", "area"}
 

@@ -17,9 +17,11 @@ line; ``--debug`` shows its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -191,18 +193,17 @@ def images_input(path, model, images=None):
     return data, X
 
 
-def _check_writable(path):
-    """Fail now, not after hours of training, if the model file cannot be written."""
-    _model_format(path)
-    existed = os.path.exists(path)
+def check_writable(path, what):
+    """Fail now, not after the work, if ``path`` cannot be written: its folder (made if
+    missing) must take a new file, as the atomic write needs, and it is no folder."""
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "ab"):
-            pass
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "it is a folder")
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as exc:
-        raise CommandError(f"cannot write the model to {path}: {exc.strerror or exc}") from exc
-    if not existed:
-        os.remove(path)
+        raise CommandError(f"cannot write {what} to {path}: {exc.strerror or exc}") from exc
 
 
 def save_model(est, path):
@@ -224,6 +225,8 @@ def _data_and_estimator(args):
     """The table, the targets and the estimator that the fit options describe."""
     data = read_table(args.data)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets:
+        raise CommandError(f"--targets {args.targets!r} names no column: give NAME[,NAME...]")
     y = _columns(data, targets, "targets")
     _columns(data, [args.image_col], "image column")
     if args.valid_col:
@@ -237,7 +240,8 @@ def _data_and_estimator(args):
 def fit(args):
     """Fit a model on a table of image paths and targets and save it with joblib."""
     refuse_overwriting({"data": args.data}, [args.model])
-    _check_writable(args.model)
+    _model_format(args.model)
+    check_writable(args.model, "the model")
     data, y, est = _data_and_estimator(args)
     start = time.perf_counter()
     est.fit(data, y)
@@ -275,6 +279,8 @@ def predict(args):
     """Write predictions (and class probabilities) for every row of a table."""
     check_output(args.out)
     refuse_overwriting({"data": args.data, "--model": args.model}, [args.out])
+    if args.out != "-":
+        check_writable(args.out, "the predictions")
     model = load_model(args.model, verbose=1)
     data, X = images_input(args.data, model, args.images)
     out = pd.concat([data[[model.image_col]], model.predict(X)], axis=1)

@@ -115,11 +115,9 @@ def write_table(frame, path):
 
 
 def _columns(data, names, what):
-    missing = [n for n in names if n not in data.columns]
+    missing, columns = [n for n in names if n not in data.columns], list(data.columns)
     if missing:
-        raise CommandError(
-            f"{what} {missing} not in the data; its columns are {list(data.columns)}"
-        )
+        raise CommandError(f"{what} {missing} not in the data; its columns are {columns}")
     return data[names]
 
 

@@ -833,6 +833,21 @@ def test_hostile_files_and_options_end_in_one_line(
     assert (root / "data.csv").read_bytes() == data_before
 
 
+@pytest.mark.parametrize("case", ["ONNX metadata without params", "pickle named .bin"])
+def test_hostile_files_end_in_one_line_in_a_process_without_torch(
+    workspace, shipped, case, tmp_path
+):
+    root, _, _ = workspace
+    setup, args, message = HOSTILE[case]
+    paths = {"data": str(root / "data.csv"), "onnx": str(shipped[1]), "tmp": str(tmp_path)}
+    setup(tmp_path, paths)
+    result = run_without_torch(*[a.format(**paths) for a in args])
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), lines
+    assert not (tmp_path / "p.csv").exists()
+
+
 @pytest.mark.parametrize("name", ["model.bin", "model.safetensors", "model.skmt.bak", "model"])
 def test_a_pickle_under_any_other_name_never_runs(workspace, tmp_path, name, capsys):
     root, _, _ = workspace

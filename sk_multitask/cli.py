@@ -7,17 +7,24 @@ parameters; ``--help`` works everywhere and shows the defaults. ``predict`` and
 :mod:`sk_multitask.cli_options`; ``--model`` takes a pickle, a safe file or an ONNX file
 (:func:`load_model`), and ``predict`` and ``evaluate`` read their data the same way for
 every kind of model (:func:`images_input`).
+
+Every file a command writes is written atomically (:mod:`sk_multitask.files`), never over
+one of its inputs, and a model file is read by its name's format only: a pickle must be
+named ``.joblib``, ``.pkl`` or ``.pickle``. Any error, whatever its class, ends in one
+line; ``--debug`` shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import tempfile
 import time
+import traceback
 import warnings
-import zipfile
 
 import joblib
 import pandas as pd
@@ -27,7 +34,7 @@ from . import __version__
 from .cli_options import CommandError, add_options, as_options, estimator_params
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
-from .files import atomic_path
+from .files import atomic_path, model_format, same_file
 from .sources import resolve_images
 
 _PARQUET = (".parquet", ".pq")
@@ -98,37 +105,54 @@ def write_table(frame, path):
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    if path.lower().endswith(_PARQUET):
-        frame.to_parquet(path, index=False)
-    elif path.lower().endswith(".json"):
-        frame.to_json(path, orient="records", indent=2)
-    else:
-        frame.to_csv(path, index=False)
+    with atomic_path(path) as temporary:
+        if path.lower().endswith(_PARQUET):
+            frame.to_parquet(temporary, index=False)
+        elif path.lower().endswith(".json"):
+            frame.to_json(temporary, orient="records", indent=2)
+        else:
+            frame.to_csv(temporary, index=False)
 
 
 def _columns(data, names, what):
-    missing = [n for n in names if n not in data.columns]
+    missing, columns = [n for n in names if n not in data.columns], list(data.columns)
     if missing:
-        raise CommandError(
-            f"{what} {missing} not in the data; its columns are {list(data.columns)}"
-        )
+        raise CommandError(f"{what} {missing} not in the data; its columns are {columns}")
     return data[names]
+
+
+def _model_format(path):
+    try:
+        return model_format(path)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def refuse_overwriting(inputs, outputs):
+    """Refuse, before anything is written, an output path that names one of the inputs."""
+    for output in outputs:
+        for flag, path in inputs.items():
+            if path is not None and output != "-" and same_file(output, path):
+                raise CommandError(f"{output} is the {flag} input: write to another file")
 
 
 def load_model(path, verbose=None):
     """A saved model of any kind: ONNX (run without torch), a safe file, or a pickle.
 
+    The format is the one ``path``'s name says (:func:`sk_multitask.files.model_format`),
+    decided before the file is read: only a file named as a pickle is unpickled.
     ``verbose`` is set on a model that trains (not on an ONNX one).
     """
+    kind = _model_format(path)
     if not os.path.isfile(path):
         raise CommandError(f"model file not found: {path}")
-    if path.endswith(".onnx"):
+    if kind == "onnx":
         from .onnx import OnnxPredictor
 
         return OnnxPredictor(path)
     from .estimator import MultiTaskImageEstimator
 
-    if path.endswith(".skmt") or zipfile.is_zipfile(path):
+    if kind == "safe file":
         model = MultiTaskImageEstimator.load(path)
     else:
         try:  # a pickle: only for files from a source you trust
@@ -167,30 +191,40 @@ def images_input(path, model, images=None):
     return data, X
 
 
-def _check_writable(path):
-    """Fail now, not after hours of training, if the model file cannot be written."""
-    existed = os.path.exists(path)
+def check_writable(path, what):
+    """Fail now, not after the work, if ``path`` cannot be written: its folder (made if
+    missing) must take a new file, as the atomic write needs, and it is no folder."""
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "ab"):
-            pass
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "it is a folder")
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as exc:
-        raise CommandError(f"cannot write the model to {path}: {exc.strerror or exc}") from exc
-    if not existed:
-        os.remove(path)
+        raise CommandError(f"cannot write {what} to {path}: {exc.strerror or exc}") from exc
 
 
-def _save(est, path):
-    """Save a model quiet (``verbose=0``): a later ``predict`` in Python shows no bars."""
+def save_model(est, path):
+    """Save a model in the format ``path``'s name says, atomically: a killed or failed
+    write keeps the old file. Quiet (``verbose=0``): a later ``predict`` shows no bars."""
+    kind = _model_format(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if kind == "onnx":
+        return est.export_onnx(path)
+    if kind == "safe file":
+        return est.save(path)
     est.set_params(verbose=0)
-    with atomic_path(path) as temporary:  # a killed or failed write keeps the old model
+    with atomic_path(path) as temporary:
         joblib.dump(est, temporary)
+    return path
 
 
 def _data_and_estimator(args):
     """The table, the targets and the estimator that the fit options describe."""
     data = read_table(args.data)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets:
+        raise CommandError(f"--targets {args.targets!r} names no column: give NAME[,NAME...]")
     y = _columns(data, targets, "targets")
     _columns(data, [args.image_col], "image column")
     if args.valid_col:
@@ -203,15 +237,17 @@ def _data_and_estimator(args):
 
 def fit(args):
     """Fit a model on a table of image paths and targets and save it with joblib."""
+    refuse_overwriting({"data": args.data}, [args.model])
+    _model_format(args.model)
+    check_writable(args.model, "the model")
     data, y, est = _data_and_estimator(args)
-    _check_writable(args.model)
     start = time.perf_counter()
     est.fit(data, y)
     from .distributed import is_main_process
 
     if not is_main_process():  # under accelerate launch / torchrun: the first one writes
         return 0
-    _save(est, args.model)
+    save_model(est, args.model)
     kinds = ", ".join(f"{n} ({t.kind})" for n, t in est.tasks_.items())
     print(f"fitted {kinds} in {time.perf_counter() - start:.1f} s; model saved to {args.model}")
     return 0
@@ -219,9 +255,10 @@ def fit(args):
 
 def lr_find(args):
     """Run the learning-rate range test of the fit the options describe; suggest a rate."""
-    data, y, est = _data_and_estimator(args)
     if args.plot and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
         raise CommandError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
+    refuse_overwriting({"data": args.data}, [args.plot] if args.plot else [])
+    data, y, est = _data_and_estimator(args)
     result = est.lr_find(data, y, start_lr=args.start_lr, end_lr=args.end_lr, num_it=args.num_it)
     history, suggested = result
     with pd.option_context("display.width", 120):
@@ -229,7 +266,8 @@ def lr_find(args):
     if args.plot:
         from .plotting import plot_lr_find  # matplotlib only when plotting
 
-        plot_lr_find(result).savefig(args.plot, dpi=100)
+        with atomic_path(args.plot) as temporary:
+            plot_lr_find(result).savefig(temporary, dpi=100, format=args.plot[-3:].lower())
         print(f"plot written to {args.plot}")
     print(f"suggested learning rate: {suggested:.3g} (fit with --lr {suggested:.3g})")
     return 0
@@ -238,6 +276,9 @@ def lr_find(args):
 def predict(args):
     """Write predictions (and class probabilities) for every row of a table."""
     check_output(args.out)
+    refuse_overwriting({"data": args.data, "--model": args.model}, [args.out])
+    if args.out != "-":
+        check_writable(args.out, "the predictions")
     model = load_model(args.model, verbose=1)
     data, X = images_input(args.data, model, args.images)
     out = pd.concat([data[[model.image_col]], model.predict(X)], axis=1)
@@ -257,9 +298,10 @@ def _evaluate_to(model, data, y, out):
     table = model.evaluate(data, y)
     with pd.option_context("display.width", 160, "display.max_columns", None):
         print(table.to_string(float_format=lambda v: f"{v:.4f}"))
-    table.to_csv(os.path.join(out, "metrics.csv"), index_label="task")
+    with atomic_path(os.path.join(out, "metrics.csv")) as temporary:
+        table.to_csv(temporary, index_label="task")
     records = json.loads(table.to_json(orient="index"))
-    with open(os.path.join(out, "metrics.json"), "w") as f:
+    with atomic_path(os.path.join(out, "metrics.json")) as temporary, open(temporary, "w") as f:
         json.dump(records, f, indent=2)
     if not hasattr(model, "net_"):  # an ONNX model has no network to compute losses
         print(f"metrics written to {out} (no report.html: it needs the model, not ONNX)")
@@ -270,12 +312,18 @@ def _evaluate_to(model, data, y, out):
     print(f"metrics and report written to {out} ({os.path.basename(report)})")
 
 
+#: The files ``evaluate`` writes in its ``--out`` folder.
+EVALUATION_FILES = ("metrics.csv", "metrics.json", "report.html")
+
+
 def evaluate(args):
     """Per-task metrics on a labelled table, as a table, CSV, JSON and an HTML report."""
     if os.path.isdir(args.data) or is_image_file(args.data):
         raise CommandError(
             f"evaluate needs a CSV or parquet table with target columns, not images ({args.data})"
         )
+    written = [os.path.join(args.out, name) for name in EVALUATION_FILES]
+    refuse_overwriting({"data": args.data, "--model": args.model}, written)
     model = load_model(args.model, verbose=1)
     data, X = images_input(args.data, model, args.images)
     present = [t for t in model.tasks_ if t in data.columns]
@@ -288,16 +336,13 @@ def evaluate(args):
 
 
 def export(args):
-    """Write a saved model as a safe file (.skmt, or any other name) or as ONNX (.onnx)."""
+    """Write a saved model as a safe file (.skmt), as ONNX (.onnx) or as a pickle."""
+    _model_format(args.out)
+    refuse_overwriting({"--model": args.model}, [args.out])
     model = load_model(args.model)
     if not hasattr(model, "save"):
         raise CommandError(f"{args.model} is already an ONNX model; export a .joblib or .skmt")
-    folder = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(folder, exist_ok=True)
-    if args.out.endswith(".onnx"):
-        model.export_onnx(args.out)
-    else:
-        model.save(args.out)
+    save_model(model, args.out)
     print(f"model written to {args.out}")
     return 0
 
@@ -312,7 +357,7 @@ def demo(args):
         random_state=args.seed,
     )
     data = os.path.join(args.out, "data.csv")
-    df.to_csv(data, index=False)
+    write_table(df, data)
     y = df[list(TARGETS)]
     print(
         f"{len(df)} synthetic images in {df.attrs['image_root']}; targets {list(TARGETS)}, "
@@ -335,7 +380,7 @@ def demo(args):
     est.fit(df, y)
     print(f"fitted in {time.perf_counter() - start:.1f} s")
     model = os.path.join(args.out, "model.joblib")
-    _save(est, model)
+    save_model(est, model)
     print(f"model saved to {model}")
     valid = df["is_valid"].to_numpy()
     print("validation metrics (labelled cells only):")
@@ -353,7 +398,14 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class _CommandParser(argparse.ArgumentParser):
+class _OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line too (exit status 2, as argparse's)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _CommandParser(_OneLineParser):
     """A command's parser, which adds the command's options when it parses.
 
     The training commands' options read their defaults and choices from the estimator,
@@ -371,13 +423,17 @@ class _CommandParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
+_DEBUG = "on an error, show its traceback as well"
+
+
 def build_parser():
     """The ``sk-multitask`` parser: one sub-command per entry of :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="sk-multitask",
         description="Train one network that predicts several targets from images.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG)
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
     )
@@ -386,6 +442,7 @@ def build_parser():
             name, help=help, description=help, formatter_class=_DefaultsFormatter, command=name
         )
         command.set_defaults(run=run)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG)
     return parser
 
 
@@ -402,10 +459,23 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"sk-multitask {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, TypeError, OSError, RuntimeError, ArithmeticError) as exc:
-        message = as_options(_one_line(exc))
-        print(f"sk-multitask {args.command}: error: {message}", file=sys.stderr)
+    except Exception as exc:  # whatever its class (KeyError, EOFError, PIL's, onnxruntime's)
+        if args.debug:
+            traceback.print_exc()
+        print(f"sk-multitask {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 1
+
+
+def error_line(exc):
+    """``exc`` as one line of the command line's words, naming its class unless it is
+    a :class:`CommandError` (whose message says all)."""
+    message = as_options(_one_line(exc))
+    if isinstance(exc, CommandError):
+        return message
+    name = type(exc).__name__
+    if not message or message.startswith(f"{name}:"):  # a worker's error names its class
+        return message or name
+    return f"{name}: {message}"
 
 
 def _one_line(exc):
@@ -413,7 +483,7 @@ def _one_line(exc):
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     if "Original Traceback" in str(exc):
         return lines[-1]
-    return " ".join(lines) or type(exc).__name__
+    return " ".join(lines)
 
 
 #: Each command's function and help; its options are in ``cli_options.COMMAND_OPTIONS``.

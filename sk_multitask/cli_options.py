@@ -214,14 +214,18 @@ TRAINING_OPTIONS = (
     Option("--seed", "random seed (none: not seeded)", "random_state", int),
 )
 
-_MODEL = "a model saved by 'fit' (.joblib), by 'export' (.skmt) or an ONNX file (.onnx)"
+_MODEL = (
+    "a model file: .skmt (safe file), .onnx (ONNX) or .joblib/.pkl/.pickle (a pickle, "
+    "which can run code: only from a source you trust); no other name is read"
+)
+_MODEL_OUT = "the model file to write: .joblib/.pkl/.pickle (pickle), .skmt (safe file) or .onnx"
 _IMAGES = "folder the image paths are relative to (default: the model's)"
 
 #: Every command's options, by command.
 COMMAND_OPTIONS = {
     "fit": (
         *TRAINING_OPTIONS,
-        Option("--model", "where to save the fitted model (joblib)", required=True),
+        Option("--model", _MODEL_OUT, required=True),
     ),
     "lr-find": (
         *TRAINING_OPTIONS,
@@ -244,8 +248,8 @@ COMMAND_OPTIONS = {
         Option("--out", "folder for metrics.csv, metrics.json, report.html", required=True),
     ),
     "export": (
-        Option("--model", "a model saved by 'fit' (.joblib) or .skmt", required=True),
-        Option("--out", "the file to write: NAME.onnx for ONNX, else .skmt", required=True),
+        Option("--model", _MODEL, required=True),
+        Option("--out", _MODEL_OUT, required=True),
     ),
     "demo": (
         Option("--out", "folder for images, data, model, report", default="demo-output"),

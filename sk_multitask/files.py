@@ -10,9 +10,87 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import shutil
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = [
+    "MODEL_FORMATS",
+    "PICKLE_SUFFIXES",
+    "atomic_path",
+    "atomic_write",
+    "model_format",
+    "same_file",
+]
+
+#: The file names a pickle may have: nothing else is ever unpickled.
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+#: A model file's format by its name's ending.
+MODEL_FORMATS = {".skmt": "safe file", ".onnx": "onnx", **dict.fromkeys(PICKLE_SUFFIXES, "pickle")}
+
+
+def model_format(path):
+    """``"safe file"``, ``"onnx"`` or ``"pickle"``: the format ``path``'s name says.
+
+    Decided by the name alone, before the file is opened, so that a file named as
+    anything else (``model.bin``, ``model.skmt.bak``) is never unpickled.
+
+    Raises
+    ------
+    ValueError
+        For any other name, naming the accepted ones.
+
+    Examples
+    --------
+    >>> model_format("model.joblib"), model_format("Model.SKMT")
+    ('pickle', 'safe file')
+    >>> model_format("model.bin")
+    Traceback (most recent call last):
+    ...
+    ValueError: model.bin: a model file is named .skmt (safe file), .onnx (ONNX) or ...
+    """
+    for suffix, kind in MODEL_FORMATS.items():
+        if os.fspath(path).lower().endswith(suffix):
+            return kind
+    raise ValueError(
+        f"{os.fspath(path)}: a model file is named .skmt (safe file), .onnx (ONNX) or "
+        f"{', '.join(PICKLE_SUFFIXES)} (pickle, from a source you trust); "
+        "no other name is read"
+    )
+
+
+def same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file (through links too), existing or not.
+
+    Examples
+    --------
+    >>> same_file("data.csv", "./data.csv"), same_file("data.csv", "other.csv")
+    (True, False)
+    """
+    a, b = os.fspath(a), os.fspath(b)
+    with contextlib.suppress(OSError):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _new_file(folder, prefix):
+    """A new empty file in ``folder`` with the mode ``open`` gives (mkstemp's is private)."""
+    while True:
+        temporary = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return temporary
+        except FileExistsError:
+            continue
+
+
+def _sync_folder(folder):
+    """Make a rename in ``folder`` durable (POSIX; Windows cannot open a folder)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 @contextlib.contextmanager
@@ -34,13 +112,15 @@ def atomic_path(path, prefix=".sk_multitask-"):
     '1 2 3'
     """
     folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
-    os.close(descriptor)
+    temporary = _new_file(folder, prefix)
     try:
+        with contextlib.suppress(OSError):  # a file written over keeps its mode
+            shutil.copymode(path, temporary)
         yield temporary
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
+        _sync_folder(folder)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)

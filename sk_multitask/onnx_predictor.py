@@ -20,12 +20,29 @@ from .outputs import OutputDecoder, prediction_frame, probability_frames
 from .sources import resolve_images
 from .targets import check_targets
 
-__all__ = ["METADATA_KEY", "OnnxPredictor", "missing_onnx_extra"]
+__all__ = ["METADATA_KEY", "OnnxPredictor", "check_batch_size", "missing_onnx_extra"]
 
 #: The metadata key of the ONNX file that holds the model's JSON document.
 METADATA_KEY = "sk_multitask"
 #: The names of the ONNX graph's input (uint8 images) and output (every head's outputs).
 INPUT, OUTPUT = "images", "outputs"
+
+
+def check_batch_size(value, where="batch_size"):
+    """``value`` if it is a positive int (not a bool), else a ValueError naming ``where``.
+
+    Examples
+    --------
+    >>> check_batch_size(32)
+    32
+    >>> check_batch_size(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size must be a positive int; got -1
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{where} must be a positive int; got {value!r}")
+    return int(value)
 
 
 def missing_onnx_extra(what, exc):
@@ -110,6 +127,14 @@ class OnnxPredictor:
         session_options=None,
         on_bad_image=None,
     ):
+        if batch_size is not None:
+            batch_size = check_batch_size(batch_size)
+        if image_root is not None and not isinstance(image_root, (str, os.PathLike)):
+            raise TypeError(f"image_root must be a folder path or None; got {image_root!r}")
+        if providers is not None and (
+            isinstance(providers, str) or not isinstance(providers, (list, tuple))
+        ):
+            raise TypeError(f"providers must be a list of ONNX Runtime providers: {providers!r}")
         if on_bad_image not in (None, *BAD_IMAGE_OPTIONS):
             raise ValueError(
                 f"on_bad_image must be one of {list(BAD_IMAGE_OPTIONS)} or None; "
@@ -145,7 +170,10 @@ class OnnxPredictor:
         self.image_col = self.params["image_col"]
         self.image_root = self.params["image_root"] if image_root is None else image_root
         self.image_size = self.image_size_
-        self.batch_size = self.params["batch_size"] if batch_size is None else batch_size
+        if batch_size is None:
+            saved = self.params.get("batch_size")
+            batch_size = check_batch_size(saved, f"{path!r}: the saved batch_size")
+        self.batch_size = batch_size
         saved = self.params.get("on_bad_image", "raise")
         self.on_bad_image = saved if on_bad_image is None else on_bad_image
         self.path = path

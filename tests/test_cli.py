@@ -611,3 +611,264 @@ def test_evaluate_with_a_safe_file_prints_the_metrics_and_exits_0(workspace, shi
     table = model.evaluate(df, df[TARGETS.split(",")]).rename_axis("task")
     pd.testing.assert_frame_equal(metrics, table, check_dtype=False, atol=1e-6, rtol=0)
     assert (out / "report.html").is_file()
+
+
+# --- hostile files and options: every one ends in exactly one line -----------------------
+
+
+class _Payload:
+    """A pickle that creates a file when it is loaded: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _write(name, content):
+    def setup(tmp, paths):
+        data = content(paths) if callable(content) else content
+        (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+    return setup
+
+
+def _pickle(name, obj):
+    return lambda tmp, paths: joblib.dump(obj, tmp / name)
+
+
+def _zip(name, members):
+    def setup(tmp, paths):
+        import zipfile
+
+        with zipfile.ZipFile(tmp / name, "w") as archive:
+            for member, text in members.items():
+                archive.writestr(member, text)
+
+    return setup
+
+
+def _onnx(name, change):
+    """The shipped ONNX model with its metadata document changed by ``change``."""
+
+    def setup(tmp, paths):
+        import onnx
+
+        model = onnx.load(paths["onnx"])
+        document = json.loads({p.key: p.value for p in model.metadata_props}["sk_multitask"])
+        onnx.helper.set_model_props(model, {"sk_multitask": change(document)})
+        onnx.save(model, tmp / name)
+
+    return setup
+
+
+def _without(key):
+    return lambda d: json.dumps({k: v for k, v in d.items() if k != key})
+
+
+def _batch_size(d):
+    return json.dumps(d | {"params": d["params"] | {"batch_size": -1}})
+
+
+def _small_pixel_limit(tmp, paths):
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = 100  # restored by the test: 16 px images become "bombs"
+
+
+PREDICT = ["predict", "{data}", "--out", "{tmp}/p.csv", "--model"]
+FIT = ["fit", "{data}", "--targets", "color", "--model", "{tmp}/m.joblib"]
+FORMATS = r"a model file is named \.skmt \(safe file\), \.onnx \(ONNX\) or \.joblib"
+#: A line of a progress bar (``predict`` shows one before it meets a bad image), or its end.
+PROGRESS = re.compile(r"^(\w+: +\d+%\|.*|\s*)$")
+#: name: (setup, arguments, the one line's pattern).
+HOSTILE = {
+    "pickle named .bin": (_pickle("m.bin", "x"), [*PREDICT, "{tmp}/m.bin"], FORMATS),
+    "pickle named .safetensors": (
+        _pickle("m.safetensors", "x"), [*PREDICT, "{tmp}/m.safetensors"], FORMATS
+    ),
+    "pickle named .skmt.bak": (_pickle("m.skmt.bak", "x"), [*PREDICT, "{tmp}/m.skmt.bak"], FORMATS),
+    "pickle without extension": (_pickle("model", "x"), [*PREDICT, "{tmp}/model"], FORMATS),
+    "a dict pickled": (_pickle("d.pkl", {"a": 1}), [*PREDICT, "{tmp}/d.pkl"], "holds a dict"),
+    "a truncated pickle": (
+        _write("t.joblib", lambda p: Path(p["model"]).read_bytes()[:5000]),
+        [*PREDICT, "{tmp}/t.joblib"],
+        "is not a model file saved by",
+    ),
+    "a folder named as a model": (
+        lambda tmp, p: (tmp / "dir.joblib").mkdir(), [*PREDICT, "{tmp}/dir.joblib"], "not found"
+    ),
+    "an empty safe file": (_write("e.skmt", b""), [*PREDICT, "{tmp}/e.skmt"], "e.skmt"),
+    "random bytes as a safe file": (
+        _write("r.skmt", os.urandom(4096)), [*PREDICT, "{tmp}/r.skmt"], "r.skmt"
+    ),
+    "a zip without a document": (
+        _zip("z.skmt", {"other.txt": "x"}), [*PREDICT, "{tmp}/z.skmt"], "z.skmt"
+    ),
+    "a document that is a list": (
+        _zip("l.skmt", {"sk_multitask.json": "[]"}), [*PREDICT, "{tmp}/l.skmt"], "l.skmt"
+    ),
+    "an empty document": (
+        _zip("o.skmt", {"sk_multitask.json": "{}"}), [*PREDICT, "{tmp}/o.skmt"], "o.skmt"
+    ),
+    "a document that is not JSON": (
+        _zip("j.skmt", {"sk_multitask.json": "{nope"}), [*PREDICT, "{tmp}/j.skmt"], "j.skmt"
+    ),
+    "text as ONNX": (_write("t.onnx", "hello"), [*PREDICT, "{tmp}/t.onnx"], "not an ONNX model"),
+    "an empty ONNX file": (_write("e.onnx", b""), [*PREDICT, "{tmp}/e.onnx"], "e.onnx"),
+    "ONNX metadata without params": (
+        _onnx("p.onnx", _without("params")), [*PREDICT, "{tmp}/p.onnx"], "p.onnx"
+    ),
+    "ONNX metadata without tasks": (
+        _onnx("t.onnx", _without("tasks")), [*PREDICT, "{tmp}/t.onnx"], "t.onnx"
+    ),
+    "ONNX metadata not JSON": (
+        _onnx("n.onnx", lambda d: "{"), [*PREDICT, "{tmp}/n.onnx"], "not valid JSON"
+    ),
+    "ONNX batch size -1": (
+        _onnx("b.onnx", _batch_size),
+        [*PREDICT, "{tmp}/b.onnx"],
+        "batch.size must be a positive int; got -1",
+    ),
+    "predictions over the data": (
+        None,
+        ["predict", "{data}", "--model", "{model}", "--out", "{data}"],
+        r"data.csv is the data input",
+    ),
+    "metrics over the data": (
+        _write("metrics.csv", lambda p: Path(p["data"]).read_bytes()),
+        ["evaluate", "{tmp}/metrics.csv", "--model", "{model}", "--out", "{tmp}"],
+        r"metrics.csv is the data input",
+    ),
+    "a model over the data": (
+        _write("d.pkl", lambda p: Path(p["data"]).read_bytes()),
+        ["fit", "{tmp}/d.pkl", "--targets", "color", "--model", "{tmp}/d.pkl"],
+        r"d.pkl is the data input",
+    ),
+    "an export over its model": (
+        None, ["export", "--model", "{model}", "--out", "{model}"], r"is the --model input"
+    ),
+    "fit to a model name of no format": (
+        None, ["fit", "{data}", "--targets", "color", "--model", "{tmp}/m.bin"], FORMATS
+    ),
+    "export to a name of no format": (
+        None, ["export", "--model", "{model}", "--out", "{tmp}/m.zip"], FORMATS
+    ),
+    "an empty data file": (_write("e.csv", b""), [*FIT[:1], "{tmp}/e.csv", *FIT[2:]], "e.csv"),
+    "binary data": (
+        _write("b.csv", os.urandom(2048)),
+        [*FIT[:1], "{tmp}/b.csv", *FIT[2:]],
+        "cannot read .*b.csv as a CSV",
+    ),
+    "data without the image column": (
+        _write("n.csv", "a,color\n1,red\n"), [*PREDICT[:1], "{tmp}/n.csv", *PREDICT[2:], "{model}"],
+        r"image column \['filename'\] not in the data",
+    ),
+    "an image that is text": (
+        _write("bad.jpg", "not an image"),
+        ["predict", "{tmp}/bad.jpg", "--model", "{model}", "--out", "-"],
+        "bad.jpg",
+    ),
+    "a decompression bomb": (
+        _small_pixel_limit, [*PREDICT, "{model}"], "img_000"
+    ),
+    "no target column to evaluate": (
+        _write("x.csv", "filename\nimg_00000.jpg\n"),
+        ["evaluate", "{tmp}/x.csv", "--model", "{model}", "--images", "{images}", "--out", "{tmp}"],
+        "none of the model's targets",
+    ),
+    "batch size 0": (None, [*FIT, "--batch-size", "0"], "--batch-size"),
+    "a negative image size": (None, [*FIT, "--image-size", "-5"], "--image-size"),
+    "a task kind that is no kind": (None, [*FIT, "--tasks", "color=nonsense"], "--tasks"),
+    "no targets": (
+        None,
+        ["fit", "{data}", "--targets", ",", "--model", "{tmp}/m.joblib"],
+        "--targets ',' names no column",
+    ),
+    "an output folder under a file": (
+        None, ["predict", "{data}", "--model", "{model}", "--out", "{data}/p.csv"],
+        "cannot write the predictions to",
+    ),
+    # Usage errors: exit status 2, one line too.
+    "an epoch count that is no number": (None, [*FIT, "--epochs", "x"], "invalid int value"),
+    "an unknown option": (None, [*FIT, "--nope"], "unrecognized arguments: --nope"),
+    "a missing --model": (None, ["predict", "{data}", "--out", "-"], "--model"),
+    "no command": (None, [], "the following arguments are required: COMMAND"),
+    "an unknown command": (None, ["train"], "invalid choice: 'train'"),
+}
+
+
+def test_the_hostile_table_is_long_enough():
+    assert len(HOSTILE) >= 30
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_files_and_options_end_in_one_line(
+    workspace, shipped, case, tmp_path, capsys, monkeypatch
+):
+    from PIL import Image
+
+    root, _, _ = workspace
+    setup, args, message = HOSTILE[case]
+    paths = {
+        "data": str(root / "data.csv"), "model": str(root / "model.joblib"),
+        "onnx": str(shipped[1]), "images": str(root / "images"), "tmp": str(tmp_path),
+    }
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    data_before = (root / "data.csv").read_bytes()
+    if setup is not None:
+        setup(tmp_path, paths)
+    capsys.readouterr()
+    try:
+        code = main([a.format(**paths) for a in args])
+    except SystemExit as exit_:  # a usage error, from argparse
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code in (1, 2), (code, err)
+    lines = [line for line in err.strip().splitlines() if not PROGRESS.match(line)]
+    assert len(lines) == 1 and "Traceback" not in err, lines
+    assert re.search(r"^sk-multitask( \w[\w-]*)?: error: ", lines[0]), lines[0]
+    assert re.search(message, lines[0]), lines[0]
+    assert (root / "data.csv").read_bytes() == data_before
+
+
+@pytest.mark.parametrize("case", ["ONNX metadata without params", "pickle named .bin"])
+def test_hostile_files_end_in_one_line_in_a_process_without_torch(
+    workspace, shipped, case, tmp_path
+):
+    root, _, _ = workspace
+    setup, args, message = HOSTILE[case]
+    paths = {"data": str(root / "data.csv"), "onnx": str(shipped[1]), "tmp": str(tmp_path)}
+    setup(tmp_path, paths)
+    result = run_without_torch(*[a.format(**paths) for a in args])
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), lines
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("name", ["model.bin", "model.safetensors", "model.skmt.bak", "model"])
+def test_a_pickle_under_any_other_name_never_runs(workspace, tmp_path, name, capsys):
+    root, _, _ = workspace
+    marker = tmp_path / "code-ran"
+    joblib.dump(_Payload(marker), tmp_path / name)
+    args = ["predict", str(root / "data.csv"), "--out", str(tmp_path / "p.csv")]
+    code = main([*args, "--model", str(tmp_path / name)])
+    _assert_one_line_error(code, capsys.readouterr().err, FORMATS)
+    assert not marker.exists() and not (tmp_path / "p.csv").exists()
+    # The same bytes named as a pickle do run: the payload is real (load only what you trust).
+    os.replace(tmp_path / name, tmp_path / "model.pkl")
+    code = main([*args, "--model", str(tmp_path / "model.pkl")])
+    _assert_one_line_error(code, capsys.readouterr().err, "holds a NoneType")
+    assert marker.exists()
+
+
+def test_debug_shows_the_traceback(workspace, tmp_path, capsys):
+    root, _, _ = workspace
+    (tmp_path / "o.skmt").write_bytes(b"")
+    args = ["predict", str(root / "data.csv"), "--model", str(tmp_path / "o.skmt"), "--out", "-"]
+    assert main([*args, "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1].startswith("sk-multitask predict: error: ")

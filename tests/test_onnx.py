@@ -209,3 +209,36 @@ def test_files_that_are_not_sk_multitask_onnx_are_refused(exported, tmp_path):
     onnx.save(model, tmp_path / "newer.onnx")
     with pytest.raises(ValueError, match="format version 99.*upgrade sk-multitask"):
         OnnxPredictor(tmp_path / "newer.onnx")
+
+
+@pytest.mark.parametrize("batch_size", [-1, 0, 2.5, True, "8"])
+def test_a_bad_batch_size_is_refused(exported, batch_size):
+    with pytest.raises(ValueError, match=r"batch_size must be a positive int; got"):
+        OnnxPredictor(exported, batch_size=batch_size)
+
+
+def test_a_bad_batch_size_in_the_metadata_is_refused(exported, tmp_path, image_set):
+    model = onnx.load(exported)
+    document = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    document["params"]["batch_size"] = -1  # once returned uninitialised memory
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(document)})
+    onnx.save(model, tmp_path / "negative.onnx")
+    with pytest.raises(ValueError, match=r"negative.onnx.*batch_size must be a positive int"):
+        OnnxPredictor(tmp_path / "negative.onnx")
+    # A batch size given by the caller replaces the file's.
+    predictor = OnnxPredictor(tmp_path / "negative.onnx", batch_size=7)
+    assert predictor.batch_size == 7
+    assert len(predictor.predict(image_set.iloc[:10])) == 10
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"image_root": 3}, "image_root must be a folder path or None; got 3"),
+        ({"providers": "CPUExecutionProvider"}, "providers must be a list"),
+        ({"on_bad_image": "ignore"}, "on_bad_image must be one of"),
+    ],
+)
+def test_bad_arguments_are_refused(exported, params, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        OnnxPredictor(exported, **params)

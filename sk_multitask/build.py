@@ -11,17 +11,22 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+from collections.abc import Hashable
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from skorch.helper import predefined_split
+from torch import nn
 
 from .backbones import build_backbone, check_backbone, check_single_image_batches
 from .cache import cached_images
 from .callbacks import (
+    LR_SCHEDULES,
     DynamicWeightAverage,
     FineTuneSchedule,
     FiniteLoss,
@@ -41,11 +46,18 @@ from .config import (
     check_writable_folder,
     resolve_device,
     resolve_num_workers,
+    seeded,
 )
 from .dataset import EpochShuffler, ImageDataset, bad_image_log, train_transform
 from .decoding import as_size, check_image_size, screen_images
 from .distributed import uses_accelerate
-from .loss import MaskedMultiTaskLoss, check_loss_options, check_task_losses
+from .loss import (
+    LOSS_WEIGHTINGS,
+    REGRESSION_LOSSES,
+    MaskedMultiTaskLoss,
+    check_loss_options,
+    check_task_losses,
+)
 from .model import MultiTaskModule
 from .net import OPTIMIZERS, AcceleratedMultiTaskNet, MultiTaskNet, make_accelerator
 from .sources import resolve_images
@@ -64,12 +76,15 @@ from .targets import (
 from .weighting import check_class_weight_option, class_weights
 
 __all__ = [
+    "DRY_RUN_SIDE",
+    "PARAMETER_CONSTRAINTS",
     "FitData",
     "build_net",
     "check_parameters",
     "continue_order",
     "prepare_fit",
     "rebuild_net",
+    "rebuild_saved_net",
 ]
 
 
@@ -407,4 +422,69 @@ def _accelerated_net(config, plan, params):
     accelerated = {**params, "module": module, "precision": "fp32", "device": None}
     net = AcceleratedMultiTaskNet(accelerator=accelerator, **accelerated)
     net.local_params_ = params
+    return net
+
+
+#: The estimator's parameters and the values each may take (scikit-learn's
+#: ``_parameter_constraints``, checked by ``_fit_context`` before anything else).
+PARAMETER_CONSTRAINTS = {
+    "image_col": [Hashable],
+    "image_root": [str, os.PathLike, None],
+    "backbone": [str, nn.Module],
+    "weights": [str, os.PathLike, None],
+    "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, np.ndarray],
+    "on_bad_image": [StrOptions({"raise", "skip"})],
+    "check_images": ["boolean"],
+    "tasks": [dict, None],
+    "loss_weights": [dict, StrOptions(set(LOSS_WEIGHTINGS)), None],
+    "class_weight": [dict, StrOptions({"balanced"}), None],
+    "regression_loss": [dict, StrOptions(set(REGRESSION_LOSSES))],
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "lr": [Interval(Real, 0, None, closed="neither")],
+    "lr_schedule": [StrOptions(set(LR_SCHEDULES))],
+    "freeze_epochs": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+    "backbone_lr_scale": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+    "early_stopping": ["boolean"],
+    "patience": [Interval(Integral, 1, None, closed="left")],
+    "monitor": [str],
+    "warm_start": ["boolean"],
+    "checkpoint_dir": [str, os.PathLike, None],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "optimizer": [StrOptions(set(OPTIMIZERS)), callable],
+    "valid_split": [Interval(Real, 0, 1, closed="neither"), str, None],
+    "augment": ["boolean"],
+    "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+    "cache": ["boolean", StrOptions({"auto"})],
+    "cache_max_bytes": [Interval(Integral, 0, None, closed="left"), None],
+    "cache_dir": [str, os.PathLike, None],
+    "precision": [StrOptions({"fp32", "bf16", "fp16"})],
+    "device": [str],
+    "accelerator": [StrOptions({"auto"}), None],
+    "callbacks": [list, None],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}
+
+
+#: The largest image side a loaded model's backbone is first tried on, to find its
+#: feature size: a file's image size of 4096 must not cost gigabytes at load.
+DRY_RUN_SIDE = 256
+
+
+def rebuild_saved_net(config, saved, device):
+    """The net to load ``saved`` (a :class:`~sk_multitask.safe_file.SavedModel`) into.
+
+    The backbone's dry run is at an image size of at most :data:`DRY_RUN_SIDE`: the
+    feature size of the built-in backbones (global pooling) does not depend on it.
+    A backbone of your own whose features do is rebuilt at the saved image size.
+    """
+    size = saved.model.image_size
+    features = saved.state["module.heads.0.weight"].shape[1]
+    with seeded(0, device):  # building draws initial weights: keep torch's RNG as it was
+        for dry_run in (tuple(min(side, DRY_RUN_SIDE) for side in size), size):
+            net = rebuild_net(
+                config, saved.tasks, dry_run, device=device, class_weights=saved.class_weights
+            )
+            if net.module_.heads[0].in_features == features or isinstance(config.backbone, str):
+                break
     return net

@@ -231,7 +231,7 @@ def read_image(path, image_size):
     size. A JPEG at least twice the target size is decoded at a reduced DCT scale
     (PIL's draft mode), several times faster (``benchmarks/bench_decode.py``); a large
     image of any format is converted and reduced band by band before the resize
-    (:func:`_reduced_rgb`), so that memory follows the output size beyond the decoded
+    (band by band, in PIL), so that memory follows the output size beyond the decoded
     image itself.
 
     Raises

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -14,23 +13,26 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 
 from .backbones import has_pretrained_weights
-from .build import build_net, continue_order, prepare_fit, rebuild_net
-from .callbacks import LR_SCHEDULES, load_checkpoint
+from .build import (
+    PARAMETER_CONSTRAINTS,
+    build_net,
+    continue_order,
+    prepare_fit,
+    rebuild_saved_net,
+)
+from .callbacks import load_checkpoint
 from .config import TrainingConfig, WarmStart, resolve_device, seeded
 from .decoding import warn_skipped
 from .diagnostics import top_loss_table
 from .distributed import dask_worker_threads
 from .document import RUNTIME_PARAMS
 from .inference import network_outputs, task_outputs
-from .loss import LOSS_WEIGHTINGS, REGRESSION_LOSSES
 from .lr_finder import find_lr
 from .metrics import evaluate_tasks, per_class_metrics, task_scores
-from .net import OPTIMIZERS, AcceleratedMultiTaskNet
+from .net import AcceleratedMultiTaskNet
 from .outputs import decoders, prediction_frame, probability_frames
 from .pickling import VersionedPickleMixin
 from .safe_file import read_model, save
@@ -237,43 +239,7 @@ class MultiTaskImageEstimator(
     ['color', 'shape', 'area']
     """
 
-    _parameter_constraints = {
-        "image_col": [Hashable],
-        "image_root": [str, os.PathLike, None],
-        "backbone": [str, nn.Module],
-        "weights": [str, os.PathLike, None],
-        "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, np.ndarray],
-        "on_bad_image": [StrOptions({"raise", "skip"})],
-        "check_images": ["boolean"],
-        "tasks": [dict, None],
-        "loss_weights": [dict, StrOptions(set(LOSS_WEIGHTINGS)), None],
-        "class_weight": [dict, StrOptions({"balanced"}), None],
-        "regression_loss": [dict, StrOptions(set(REGRESSION_LOSSES))],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "lr_schedule": [StrOptions(set(LR_SCHEDULES))],
-        "freeze_epochs": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "backbone_lr_scale": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
-        "early_stopping": ["boolean"],
-        "patience": [Interval(Integral, 1, None, closed="left")],
-        "monitor": [str],
-        "warm_start": ["boolean"],
-        "checkpoint_dir": [str, os.PathLike, None],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "optimizer": [StrOptions(set(OPTIMIZERS)), callable],
-        "valid_split": [Interval(Real, 0, 1, closed="neither"), str, None],
-        "augment": ["boolean"],
-        "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "cache": ["boolean", StrOptions({"auto"})],
-        "cache_max_bytes": [Interval(Integral, 0, None, closed="left"), None],
-        "cache_dir": [str, os.PathLike, None],
-        "precision": [StrOptions({"fp32", "bf16", "fp16"})],
-        "device": [str],
-        "accelerator": [StrOptions({"auto"}), None],
-        "callbacks": [list, None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-    }
+    _parameter_constraints = PARAMETER_CONSTRAINTS
 
     def __init__(
         self,
@@ -627,7 +593,9 @@ class MultiTaskImageEstimator(
         est = cls(**saved.params, **settings)
         cuda = torch.cuda.is_available() or not est.device.startswith("cuda")
         device = resolve_device(est.device) if cuda else "cpu"  # a GPU model loads on a CPU
-        est.net_ = saved.restore(_rebuild_saved(est, saved, device))
+        est.net_ = saved.restore(
+            rebuild_saved_net(TrainingConfig.from_estimator(est), saved, device)
+        )
         est.pretrained_ = has_pretrained_weights(est.backbone, est.weights)
         est.tasks_, est.history_ = saved.tasks, est.net_.history
         for name, value in saved.model.fitted_attributes().items():
@@ -705,31 +673,6 @@ class MultiTaskImageEstimator(
         if early is not None:
             self.best_epoch_ = int(early.best_epoch_)
         return self
-
-
-#: The largest image side a loaded model's backbone is first tried on, to find its
-#: feature size: a file's image size of 4096 must not cost gigabytes at load.
-DRY_RUN_SIDE = 256
-
-
-def _rebuild_saved(est, saved, device):
-    """The net to load ``saved`` (a :class:`~sk_multitask.safe_file.SavedModel`) into.
-
-    The backbone's dry run is at an image size of at most :data:`DRY_RUN_SIDE`: the
-    feature size of the built-in backbones (global pooling) does not depend on it.
-    A backbone of your own whose features do is rebuilt at the saved image size.
-    """
-    config = TrainingConfig.from_estimator(est)
-    size = saved.model.image_size
-    features = saved.state["module.heads.0.weight"].shape[1]
-    with seeded(0, device):  # building draws initial weights: keep torch's RNG as it was
-        for dry_run in (tuple(min(side, DRY_RUN_SIDE) for side in size), size):
-            net = rebuild_net(
-                config, saved.tasks, dry_run, device=device, class_weights=saved.class_weights
-            )
-            if net.module_.heads[0].in_features == features or isinstance(est.backbone, str):
-                break
-    return net
 
 
 def load(path, backbone=None, **settings):

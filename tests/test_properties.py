@@ -24,7 +24,7 @@ from sk_multitask.targets import REGRESSION, encode_targets, fit_tasks
 
 # Generated float targets are often a few integers with missing cells, which fit_tasks
 # rightly warns may be class codes: expected here, where any frame must be handled.
-pytestmark = pytest.mark.filterwarnings("ignore:target .* integer class codes read as floats")
+pytestmark = pytest.mark.filterwarnings("ignore:target .*integer class codes read as floats")
 
 FAST = settings(max_examples=25, deadline=None)
 SLOW = settings(

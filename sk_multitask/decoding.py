@@ -230,8 +230,8 @@ def read_image(path, image_size):
     bilinear (antialiased when shrinking), skipped when the image already has the
     size. A JPEG at least twice the target size is decoded at a reduced DCT scale
     (PIL's draft mode), several times faster (``benchmarks/bench_decode.py``); a large
-    image of any format is converted and reduced band by band before the resize
-    (band by band, in PIL), so that memory follows the output size beyond the decoded
+    image of any format is converted and reduced band by band, in PIL, before the
+    resize, so that memory follows the output size beyond the decoded
     image itself.
 
     Raises

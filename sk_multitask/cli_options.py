@@ -5,8 +5,8 @@ One table per command says, for every option, its flag, the estimator parameter 
 estimator's keyword arguments and the rewriting of library messages into the command
 line's words (``lr_schedule='x'`` → ``--lr-schedule x``). An option that sets an
 estimator parameter takes its default, and its choices where it has a fixed set, from the
-estimator itself (its ``__init__`` and ``_parameter_constraints``), so the command line
-cannot drift from the code.
+estimator itself (its ``__init__`` and :data:`sk_multitask.build.PARAMETER_CONSTRAINTS`,
+its ``_parameter_constraints``), so the command line cannot drift from the code.
 
 This module imports no torch: the estimator is imported only when a training command
 (``fit``, ``lr-find``) adds its options.
@@ -89,22 +89,24 @@ class Option:
         if self.type is not None:
             kwargs["type"] = self.type
         if self.choices:
-            kwargs["choices"] = parameter_choices(estimator, self.parameter)
+            kwargs["choices"] = parameter_choices(self.parameter)
         if self.required:
             kwargs["required"] = True
         parser.add_argument(self.flag, **kwargs)
 
 
-def parameter_choices(estimator, parameter):
-    """The strings ``estimator`` (class or instance) accepts for ``parameter``, sorted.
+def parameter_choices(parameter):
+    """The strings the estimator accepts for ``parameter``, sorted.
 
-    They are the ``StrOptions`` of its ``_parameter_constraints``.
+    They are the ``StrOptions`` of :data:`sk_multitask.build.PARAMETER_CONSTRAINTS`.
     """
     from sklearn.utils._param_validation import StrOptions
 
+    from .build import PARAMETER_CONSTRAINTS  # imports torch: only for training commands
+
     options = [
         option
-        for constraint in estimator._parameter_constraints[parameter]
+        for constraint in PARAMETER_CONSTRAINTS[parameter]
         if isinstance(constraint, StrOptions)
         for option in constraint.options
     ]

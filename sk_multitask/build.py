@@ -146,16 +146,7 @@ def prepare_fit(config, X, y, warm=None):
     X, y, images, skipped = _screened_inputs(config, X, y)
     rng = check_random_state(config.random_state)
     train, valid = split_rows(X, len(images), config.valid_split, rng)
-    tasks = fit_tasks(y, config.tasks, train=train)
-    if warm is not None:
-        tasks = check_same_tasks(warm.tasks, tasks)
-    targets = encode_targets(y, tasks)
-    check_trainable(y.iloc[train])
-    if config.early_stopping:
-        check_monitor(config.monitor, tasks, has_valid=valid is not None)
-    weights = class_weights(config.class_weight, tasks, y.iloc[train])
-    if warm is None:  # a warm start keeps the fitted criterion
-        check_task_losses(_task_specs(tasks), config.loss_weights, weights, config.regression_loss)
+    tasks, targets, weights = _fitted_targets(config, y, train, valid, warm)
     seed = None if config.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
     plan = Plan.resolve(config, image_size, seed=seed, decoded=False, warm=warm)
     check_image_size(images, image_size)
@@ -187,6 +178,22 @@ def prepare_fit(config, X, y, warm=None):
         bad_images=bad_images,
         fingerprint=fingerprint,
     )
+
+
+def _fitted_targets(config, y, train, valid, warm):
+    """The tasks fitted on the ``train`` rows (or checked against ``warm``'s), the encoded
+    targets and the class weights, with the checks that need the task names."""
+    tasks = fit_tasks(y, config.tasks, train=train)
+    if warm is not None:
+        tasks = check_same_tasks(warm.tasks, tasks)
+    targets = encode_targets(y, tasks)
+    check_trainable(y.iloc[train])
+    if config.early_stopping:
+        check_monitor(config.monitor, tasks, has_valid=valid is not None)
+    weights = class_weights(config.class_weight, tasks, y.iloc[train])
+    if warm is None:  # a warm start keeps the fitted criterion
+        check_task_losses(_task_specs(tasks), config.loss_weights, weights, config.regression_loss)
+    return tasks, targets, weights
 
 
 def check_parameters(config):

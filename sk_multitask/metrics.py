@@ -351,16 +351,43 @@ def per_class_metrics(tasks, outputs, y, sample_weight=None):
 class MultitaskScorer:
     """Callable ``(estimator, X, y, sample_weight=None) -> {task: score, ..., "mean": mean}``.
 
-    Made by :func:`multitask_scorer`.
+    Made by :func:`multitask_scorer`. Under scikit-learn's metadata routing,
+    ``set_score_request(sample_weight=True)`` makes a search or ``cross_validate`` pass
+    it the routed ``sample_weight``, as it does scikit-learn's own scorers.
     """
 
     def __init__(self, metrics=None):
         self.metrics = metrics
+        self.sample_weight_request = None  # routing's default: not requested
 
     def __call__(self, estimator, X, y, sample_weight=None):
         scores = task_scores(estimator, X, y, self.metrics, sample_weight)
         scores["mean"] = float(np.mean(list(scores.values())))
         return scores
+
+    def set_score_request(self, *, sample_weight=None):
+        """Whether the scorer takes ``sample_weight`` from metadata routing.
+
+        Parameters
+        ----------
+        sample_weight : bool, str or None, default=None
+            True: requested; False: not; None: an error if passed; a str: the alias
+            it is routed under.
+
+        Returns
+        -------
+        self
+        """
+        self.sample_weight_request = sample_weight
+        return self
+
+    def get_metadata_routing(self):
+        """The scorer's metadata request (scikit-learn's routing reads it)."""
+        from sklearn.utils.metadata_routing import MetadataRequest
+
+        request = MetadataRequest(owner=self)
+        request.score.add_request(param="sample_weight", alias=self.sample_weight_request)
+        return request
 
     def __repr__(self):
         return f"multitask_scorer(metrics={self.metrics!r})"

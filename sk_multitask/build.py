@@ -151,7 +151,7 @@ def prepare_fit(config, X, y, warm=None, sample_weight=None):
     train, valid = split_rows(X, len(images), config.valid_split, rng)
     tasks, targets, weights = _fitted_targets(config, y, train, valid, warm)
     if sample_weight is not None and not sample_weight[train].any():
-        raise ValueError("sample_weight is 0 on every training row: there is nothing to train")
+        raise ValueError("sample_weight is zero on every training row: there is nothing to train")
     seed = None if config.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
     plan = Plan.resolve(config, image_size, seed=seed, decoded=False, warm=warm)
     check_image_size(images, image_size)

@@ -15,11 +15,17 @@ def _equal(a, b):
 
 
 @pytest.fixture(scope="module")
-def three_calls(image_set):
+def data(image_set):
+    """64 of the images: enough for a few epochs, fast."""
+    return image_set.iloc[:64]
+
+
+@pytest.fixture(scope="module")
+def three_calls(image_set, data):
     """An estimator after three partial_fit calls, and its parameters after each."""
     est, states = small_estimator(image_set), []
     for _ in range(3):
-        states.append(_state(est.partial_fit(image_set, image_set[TARGETS])))
+        states.append(_state(est.partial_fit(data, data[TARGETS])))
     return est, states
 
 
@@ -33,22 +39,22 @@ def test_each_call_trains_one_epoch(three_calls):
     assert _equal(states[2], _state(est))
 
 
-def test_the_first_call_is_a_fit_of_one_epoch(image_set):
-    fitted = small_estimator(image_set, max_epochs=1).fit(image_set, image_set[TARGETS])
-    partial = small_estimator(image_set, max_epochs=7).partial_fit(image_set, image_set[TARGETS])
+def test_the_first_call_is_a_fit_of_one_epoch(image_set, data):
+    fitted = small_estimator(image_set, max_epochs=1).fit(data, data[TARGETS])
+    partial = small_estimator(image_set, max_epochs=7).partial_fit(data, data[TARGETS])
 
     assert _equal(_state(partial), _state(fitted))
     assert len(partial.history_) == 1
 
 
-def test_a_call_after_fit_continues_it_with_weights(image_set):
+def test_a_call_after_fit_continues_it_with_weights(image_set, data):
     est = small_estimator(image_set, max_epochs=1, early_stopping=True)
-    est.fit(image_set, image_set[TARGETS])
-    ones = small_estimator(image_set, max_epochs=1).fit(image_set, image_set[TARGETS])
+    est.fit(data, data[TARGETS])
+    ones = small_estimator(image_set, max_epochs=1).fit(data, data[TARGETS])
     before = _state(est)
 
-    est.partial_fit(image_set, image_set[TARGETS])
-    ones.partial_fit(image_set, image_set[TARGETS], sample_weight=np.ones(len(image_set)))
+    est.partial_fit(data, data[TARGETS])
+    ones.partial_fit(data, data[TARGETS], sample_weight=np.ones(len(data)))
 
     assert [epoch["epoch"] for epoch in est.history_] == [1, 2]
     assert not _equal(before, _state(est))
@@ -62,20 +68,20 @@ def test_a_call_after_fit_continues_it_with_weights(image_set):
         (["color", "shape", "area", "is_valid"], "partial_fit continues a model of tasks"),
     ],
 )
-def test_other_tasks_are_refused_and_nothing_changes(three_calls, image_set, columns, match):
+def test_other_tasks_are_refused_and_nothing_changes(three_calls, data, columns, match):
     est, states = three_calls
     with pytest.raises(ValueError, match=match):
-        est.partial_fit(image_set, image_set[columns].rename(columns={"is_valid": "extra"}))
+        est.partial_fit(data, data[columns].rename(columns={"is_valid": "extra"}))
     assert len(est.history_) == 3
     assert _equal(states[2], _state(est))
 
 
-def test_a_class_unseen_by_the_first_call_is_refused(three_calls, image_set):
+def test_a_class_unseen_by_the_first_call_is_refused(three_calls, data):
     est, _ = three_calls
-    y = image_set[TARGETS].copy()
+    y = data[TARGETS].copy()
     y.loc[y.index[0], "color"] = "ultraviolet"
     with pytest.raises(ValueError, match=r"target 'color' has labels not seen in fit: \['ultra"):
-        est.partial_fit(image_set, y)
+        est.partial_fit(data, y)
     assert len(est.history_) == 3
 
 
@@ -90,7 +96,7 @@ def test_optuna_search_with_pruning_runs_partial_fit_and_score(image_set):
     from optuna_integration import OptunaSearchCV
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data = image_set.iloc[:48]
+    data = image_set.iloc[:32]
     search = OptunaSearchCV(
         small_estimator(image_set, valid_split=None),
         {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)},

@@ -2,6 +2,7 @@
 scikit-learn's metadata routing to fit and score."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import sklearn
 import torch
@@ -174,7 +175,8 @@ def test_score_and_scorer_weight_as_scikit_learn_metrics(image_set, unweighted):
 
     assert score == pytest.approx(np.mean(expected), rel=1e-12)
     assert score != pytest.approx(unweighted.score(image_set, y), rel=1e-6)
-    scores = multitask_scorer()(unweighted, image_set, y, sample_weight=weights)
+    series = pd.Series(weights, index=y.index)  # a Series weighs by position, as an array
+    scores = multitask_scorer()(unweighted, image_set, y, sample_weight=series)
     assert scores["mean"] == score
 
 
@@ -218,7 +220,7 @@ def test_evaluate_weights_the_regression_errors(image_set, unweighted):
         (np.r_[np.nan, np.ones(159)], r"^sample_weight must be finite; got nan at position 0$"),
         (np.r_[np.inf, np.ones(159)], r"^sample_weight must be finite; got inf at position 0$"),
         (["a"] * 160, r"^sample_weight must be numbers"),
-        (np.zeros(160), r"^sample_weight is 0 on every training row"),
+        (np.zeros(160), r"^sample_weight is zero on every training row"),
     ],
 )
 def test_bad_weights_fail_in_one_line_and_leave_nothing_fitted(image_set, weights, match):
@@ -255,7 +257,7 @@ def test_cross_validate_and_grid_search_route_sample_weight(image_set):
             return_indices=True,
         )
         search = GridSearchCV(est, {"lr": [est.lr]}, cv=2, refit=False).fit(data, y, **params)
-        with pytest.raises(ValueError, match="sample_weight is 0 on every training row"):
+        with pytest.raises(ValueError, match="sample_weight is zero on every training row"):
             cross_validate(
                 est,
                 data,
@@ -265,6 +267,7 @@ def test_cross_validate_and_grid_search_route_sample_weight(image_set):
                 error_score="raise",
             )
 
+    assert np.array_equal(weights, _weights(len(data), seed=3))  # not overwritten
     folds = zip(results["estimator"], results["indices"]["test"], strict=True)
     expected = [
         fold.score(data.iloc[test], y.iloc[test], sample_weight=weights[test])

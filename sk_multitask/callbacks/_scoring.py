@@ -34,9 +34,9 @@ class TaskScoring(Callback):
     - multi-label: ``{prefix}_{task}_f1``, the micro-averaged F1 over labels.
 
     and ``{task}_weight``, the task's loss weight at the end of the epoch (see
-    ``MaskedMultiTaskLoss.weights``). A task with no labelled cell in an epoch's data
-    records NaN. Training statistics are those of the batches as trained
-    (augmentation and dropout on). In
+    ``MaskedMultiTaskLoss.weights``). With row weights (``sample_weight``) every figure
+    is weighted. A task with no labelled cell in an epoch's data records NaN. Training
+    statistics are those of the batches as trained (augmentation and dropout on). In
     data-parallel training the statistics of every process are summed first.
 
     Parameters

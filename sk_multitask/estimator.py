@@ -360,6 +360,17 @@ class MultiTaskImageEstimator(
         Returns
         -------
         self
+
+        Examples
+        --------
+        >>> from sk_multitask.datasets import make_multitask_images
+        >>> df = make_multitask_images(32, image_size=16, random_state=0)
+        >>> est = MultiTaskImageEstimator(image_root=df.attrs["image_root"],
+        ...     backbone="simple_cnn", image_size=16, valid_split=None, random_state=0)
+        >>> for _ in range(3):
+        ...     est = est.partial_fit(df, df[["color", "shape", "area"]])
+        >>> est.history_[:, "epoch"]
+        [1, 2, 3]
         """
         config = TrainingConfig.from_estimator(self).one_epoch()
         return self._train(config, self._warm_start(partial=True), X, y, sample_weight)

@@ -1,6 +1,8 @@
 """sample_weight: in every task's loss, the validation loss, the metrics, and routed by
 scikit-learn's metadata routing to fit and score."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -284,3 +286,22 @@ def test_cross_validate_and_grid_search_route_sample_weight(image_set):
     # The search's folds are cross_validate's: the same weighted fits and scores.
     grid = [search.cv_results_[f"split{i}_test_score"][0] for i in range(2)]
     assert grid == pytest.approx(expected, rel=1e-12)
+
+
+def test_weights_follow_the_rows_when_bad_images_are_skipped(image_set, tmp_path):
+    data = image_set.iloc[:40].copy()
+    for name in data["filename"]:
+        shutil.copy(f"{image_set.attrs['image_root']}/{name}", tmp_path / name)
+    (tmp_path / data["filename"].iloc[0]).write_bytes(b"")  # left out before training
+    (tmp_path / data["filename"].iloc[1]).write_bytes(b"not a JPEG")  # found when decoded
+    weights = _weights(len(data))
+    est = small_estimator(
+        image_set, image_root=str(tmp_path), on_bad_image="skip", cache=False, max_epochs=1
+    )
+
+    with pytest.warns(UserWarning, match="2 image"):
+        est.fit(data, data[TARGETS], sample_weight=weights)
+
+    assert sorted(est.skipped_images_) == sorted(str(tmp_path / n) for n in data["filename"][:2])
+    assert np.isfinite(est.history_[-1, "train_loss"])
+    assert np.isfinite(est.history_[-1, "valid_loss"])

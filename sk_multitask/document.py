@@ -2,7 +2,7 @@
 
 The safe file (:mod:`sk_multitask.safe_file`) stores it as JSON beside the weights, the
 ONNX export (:mod:`sk_multitask.onnx_export`) in the ONNX file's metadata, and a pickle
-records its package versions (:mod:`sk_multitask.pickling`). A document holds:
+holds a safe file's bytes (:mod:`sk_multitask.pickling`). A document holds:
 
 - ``format``, ``format_version`` and ``versions`` (sk-multitask, torch, skorch,
   scikit-learn that wrote it);

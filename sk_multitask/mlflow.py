@@ -25,6 +25,7 @@ import contextlib
 import importlib.metadata
 import io
 import os
+import sys
 import tempfile
 import warnings
 
@@ -197,8 +198,6 @@ def log_model(estimator, name, **kwargs):
     --------
     See ``docs/integrations.md``.
     """
-    import sys
-
     mlflow = _mlflow()
     return mlflow.models.Model.log(
         artifact_path=None, name=name, flavor=sys.modules[__name__], estimator=estimator, **kwargs

@@ -3,12 +3,13 @@
 A fitted estimator pickles its parameters and its plain fitted attributes, the bytes of
 its safe file (:func:`sk_multitask.safe_file.model_bytes`: the model document and the
 weights, the one description of a fitted model) and, with ``warm_start=True``, the
-optimizer's state, which a later ``fit`` continues from. The skorch net (its callbacks,
-the optimizer's copy of the network) is not pickled: unpickling rebuilds it with
+optimizer's state, which a later ``fit`` continues from. The skorch net itself (its
+callbacks, its optimizer) is not pickled: unpickling rebuilds it with
 :func:`restore_fitted`, the function that gives a loaded safe file its net, on the CUDA
-device it was on when there is one, else on the CPU. An unfitted estimator pickles its
-parameters alone. The state holds plain Python values, numpy-free bytes and the
-parameters, so that ``skops.io`` persists it too.
+device its ``device`` parameter names when there is one, else on the CPU. An unfitted
+estimator pickles its parameters alone. Beside the parameters, the state holds only
+bytes and plain Python values, so that ``skops.io`` persists it too, trusting no type
+but the estimator's class.
 
 Each pickle records the versions of the packages that wrote it
 (:func:`sk_multitask.document.package_versions`); loading it under another sk-multitask

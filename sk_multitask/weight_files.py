@@ -34,7 +34,7 @@ class IgnoredWeightsWarning(UserWarning):
     """Entries of a weights file that the backbone has no place for (a classifier...)."""
 
 
-def read_state_dict(path):
+def read_state_dict(path, label=None):
     """The state dict a weights file holds, unwrapped (``{"state_dict": ...}`` and the like).
 
     Parameters
@@ -42,6 +42,8 @@ def read_state_dict(path):
     path : str or path
         A ``.safetensors`` file, or a file written by ``torch.save`` holding a state
         dict or a dict wrapping one.
+    label : str, optional
+        The backbone the weights are for, named in messages.
 
     Returns
     -------
@@ -59,6 +61,9 @@ def read_state_dict(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path!r}")
+    refused = f"the weights file {path!r} is not a state dict" + (
+        f" of backbone {label!r}" if label else ""
+    )
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -68,7 +73,7 @@ def read_state_dict(path):
             state = torch.load(path, map_location="cpu", weights_only=True)
     # UnpicklingError: a whole pickled model; the others: not a weights file at all.
     except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError) as exc:
-        raise ValueError(f"the weights file {path!r} is not a state dict: {exc}") from exc
+        raise ValueError(f"{refused}: {exc}") from exc
     while isinstance(state, dict) and not _is_state_dict(state):
         inner = [state[key] for key in WRAPPER_KEYS if isinstance(state.get(key), dict)]
         if not inner:
@@ -77,7 +82,7 @@ def read_state_dict(path):
     if not (isinstance(state, dict) and state and _is_state_dict(state)):
         found = sorted(map(str, state))[:5] if isinstance(state, dict) else type(state).__name__
         raise ValueError(
-            f"the weights file {path!r} is not a state dict: it holds {found}, not "
+            f"{refused}: it holds {found}, not "
             "parameter names mapped to tensors (save one with "
             "torch.save(model.state_dict(), path))"
         )
@@ -113,7 +118,7 @@ def load_weights_file(module, path, label):
         lacks some (naming them), or holds one of another shape (naming it).
     """
     path = os.fspath(path)
-    state = read_state_dict(path)
+    state = read_state_dict(path, label)
     expected = module.state_dict()
     names = _match_names(state, expected)
     matched = {new: state[old] for new, old in names.items() if new in expected}

@@ -64,15 +64,16 @@ def read_state_dict(path, label=None):
     refused = f"the weights file {path!r} is not a state dict" + (
         f" of backbone {label!r}" if label else ""
     )
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
             state = load_file(path, device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     # UnpicklingError: a whole pickled model; the others: not a weights file at all.
-    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError) as exc:
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, SafetensorError) as exc:
         raise ValueError(f"{refused}: {exc}") from exc
     while isinstance(state, dict) and not _is_state_dict(state):
         inner = [state[key] for key in WRAPPER_KEYS if isinstance(state.get(key), dict)]

@@ -130,6 +130,12 @@ def test_old_checkpoints_without_batch_counts_load(tmp_path):
     assert torch.equal(module.state_dict()["0.weight"], trained["0.weight"])
 
 
+def test_a_corrupt_safetensors_file_is_named(tmp_path):
+    (tmp_path / "bad.safetensors").write_text("not safetensors")
+    with pytest.raises(ValueError, match=r"'.*bad.safetensors' is not a state dict: Error"):
+        read_state_dict(tmp_path / "bad.safetensors")
+
+
 @pytest.mark.parametrize(
     ("content", "found"),
     [({"epoch": 3, "lr": 0.1}, r"\['epoch', 'lr'\]"), ({}, r"\[\]"), ([1, 2], "list")],

@@ -72,9 +72,13 @@ def read_state_dict(path, label=None):
             state = load_file(path, device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    # UnpicklingError: a whole pickled model; the others: not a weights file at all.
-    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, SafetensorError) as exc:
-        raise ValueError(f"{refused}: {exc}") from exc
+    except pickle.UnpicklingError as exc:  # torch's advice (weights_only=False) runs code
+        raise ValueError(
+            f"{refused}: it holds objects other than tensors (a whole model saved by "
+            "torch.save(model)? save model.state_dict() instead) or is not a torch file"
+        ) from exc
+    except (EOFError, RuntimeError, OSError, SafetensorError) as exc:  # not a weights file
+        raise ValueError(f"{refused}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
     while isinstance(state, dict) and not _is_state_dict(state):
         inner = [state[key] for key in WRAPPER_KEYS if isinstance(state.get(key), dict)]
         if not inner:

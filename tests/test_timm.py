@@ -157,3 +157,18 @@ def test_timm_backbone_without_timm_names_the_extra(monkeypatch):
         ImportError, match=re.escape('needs timm: pip install "sk-multitask[timm]"')
     ):
         build_backbone("timm/resnet18", None, SIZE)
+
+
+def test_timm_instance_fine_tuned_saves_and_loads(image_set, tmp_path):
+    model = timm.create_model(HALF.removeprefix("timm/"))  # stands for a pretrained one
+    train = image_set.iloc[:32]
+    est = small_estimator(
+        train, backbone=model, weights="pretrained", image_size=32, max_epochs=2, valid_split=None
+    ).fit(train, train[TARGETS])
+    # Fine-tuned: the heads alone in the first epoch, then the backbone at a tenth of their rate.
+    assert est.pretrained_ and est.history_[0, "backbone_lr"] == 0
+    assert est.history_[1, "backbone_lr"] == pytest.approx(est.history_[1, "lr"] * 0.1)
+    reloaded = load(est.save(tmp_path / "model.skmt"), backbone=model)
+    assert reloaded.pretrained_
+    X = image_set.iloc[32:48]
+    pd.testing.assert_frame_equal(reloaded.predict(X), est.predict(X))

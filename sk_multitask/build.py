@@ -231,7 +231,11 @@ def _screened_inputs(config, X, y):
     """``X`` and ``y`` checked and aligned, the image sources, and the bad files left out."""
     skip = config.on_bad_image == "skip"
     images, _ = resolve_images(
-        X, config.image_col, config.image_root, not skip, config.storage_options
+        X,
+        config.image_col,
+        config.image_root,
+        check_files=not skip,
+        storage_options=config.storage_options,
     )
     check_aligned(X, y)
     y = target_frame(y)

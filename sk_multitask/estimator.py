@@ -640,7 +640,8 @@ class MultiTaskImageEstimator(
         """The network's concatenated outputs (or features) for ``X``, and ``X``'s index."""
         check_is_fitted(self)
         images, index = resolve_images(
-            X, self.image_col, self.image_root, False, self.storage_options
+            X, self.image_col, self.image_root, check_files=False,
+            storage_options=self.storage_options,
         )
         outputs = network_outputs(
             self.net_,

@@ -192,7 +192,8 @@ class OnnxPredictor:
         (:func:`sk_multitask.decoding.mark_unreadable`, the estimator's rule).
         """
         images, index = resolve_images(
-            X, self.image_col, self.image_root, False, self.storage_options
+            X, self.image_col, self.image_root, check_files=False,
+            storage_options=self.storage_options,
         )
         sizes = [decoder.n_outputs for decoder in self.tasks_.values()]
         outputs = np.empty((len(images), sum(sizes)), dtype=np.float32)

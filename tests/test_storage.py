@@ -60,11 +60,11 @@ def s3():
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """32 images of 16 px on disk, and the local estimator's predictions on them."""
+    """32 images of 16 px on disk, a model fitted on the files, and its predictions."""
     path = tmp_path_factory.mktemp("storage-images")
     df = make_multitask_images(32, image_size=16, path=path, random_state=0)
-    est = _estimator(df, cache=False)
-    return df, est.fit(df, df[TARGETS]).predict(df)
+    est = _estimator(df, cache=False).fit(df, df[TARGETS])
+    return df, est.predict(df), est
 
 
 def _upload(df, put, prefix):
@@ -76,7 +76,7 @@ def _upload(df, put, prefix):
 
 def test_fit_from_s3_in_worker_processes_predicts_as_from_files(s3, images):
     options, fs = s3
-    df, expected = images
+    df, expected, _ = images
     _upload(df, fs.pipe, "bucket/fit")
     # Read in a DataLoader worker process, with its own s3fs client.
     est = _estimator(
@@ -88,7 +88,7 @@ def test_fit_from_s3_in_worker_processes_predicts_as_from_files(s3, images):
 
 def test_a_cache_dir_serves_fits_and_predictions_once_the_objects_are_gone(s3, images, tmp_path):
     options, fs = s3
-    df, expected = images
+    df, expected, _ = images
     _upload(df, fs.pipe, "bucket/cached")
     params = dict(
         image_root="s3://bucket/cached", storage_options=options, cache_dir=tmp_path / "cache"
@@ -103,7 +103,7 @@ def test_a_cache_dir_serves_fits_and_predictions_once_the_objects_are_gone(s3, i
 
 def test_a_missing_object_is_a_one_line_error_naming_its_url(s3, images):
     options, fs = s3
-    df, _ = images
+    df, _, _ = images
     _upload(df.head(8), fs.pipe, "bucket/missing")
     url = "s3://bucket/missing/" + df["filename"].iloc[8]
     est = _estimator(df.head(10), image_root="s3://bucket/missing", storage_options=options)
@@ -111,6 +111,11 @@ def test_a_missing_object_is_a_one_line_error_naming_its_url(s3, images):
         est.fit(df.head(10), df.head(10)[TARGETS])
     assert "\n" not in str(error.value)
     assert not hasattr(est, "net_")  # nothing half-fitted
+    # check_images reads every object before training, and names the missing ones.
+    est.set_params(check_images=True)
+    with pytest.raises(ValueError, match=f"2 image files cannot be read .*'{url}'"):
+        est.fit(df.head(10), df.head(10)[TARGETS])
+    est.set_params(check_images=False)
     # Skipped instead: the two missing rows train nothing and are named.
     est.set_params(on_bad_image="skip")
     with pytest.warns(UserWarning, match="2 image files could not be read"):
@@ -121,7 +126,7 @@ def test_a_missing_object_is_a_one_line_error_naming_its_url(s3, images):
 
 
 def test_memory_urls_and_the_model_files_keep_no_storage_options(images, tmp_path):
-    df, expected = images
+    df, expected, _ = images
     memory = fsspec.filesystem("memory")
     _upload(df, memory.pipe, "memory://storage-test")
     options = {"skip_instance_cache": False}  # an option, to follow through the files
@@ -144,12 +149,24 @@ def test_memory_urls_and_the_model_files_keep_no_storage_options(images, tmp_pat
     pd.testing.assert_frame_equal(loaded.predict(urls), expected)
 
 
+def test_the_onnx_predictor_reads_urls(images, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from sk_multitask.onnx import OnnxPredictor
+
+    df, expected, local = images
+    _upload(df, fsspec.filesystem("memory").pipe, "memory://storage-onnx")
+    path = local.export_onnx(tmp_path / "model.onnx")
+    predictor = OnnxPredictor(path, image_root="memory://storage-onnx", storage_options={})
+    predictions = predictor.predict(df)
+    assert predictions["color"].tolist() == expected["color"].tolist()
+    np.testing.assert_allclose(predictions["area"], expected["area"], rtol=1e-4)
+
+
 def test_the_command_line_predicts_from_urls(images, tmp_path, capsys):
-    df, expected = images
+    df, expected, local = images
     memory = fsspec.filesystem("memory")
     _upload(df, memory.pipe, "memory://storage-cli")
-    est = _estimator(df, cache=False).fit(df, df[TARGETS])
-    model = est.save(tmp_path / "model.skmt")
+    model = local.save(tmp_path / "model.skmt")
     df[["filename"]].to_csv(tmp_path / "data.csv", index=False)
     out = tmp_path / "predictions.csv"
     code = main([

@@ -209,6 +209,14 @@ class MultiTaskImageEstimator(
     verbose : int, default=0
         0: silent; 1 or more: skorch's progress bar and per-epoch table in ``fit``,
         a progress bar in ``predict`` and the other methods that run the network.
+    storage_options : dict, default=None
+        Passed to fsspec to read image paths (or an ``image_root``) that are URLs:
+        ``s3://`` (extra ``s3``), ``gs://`` (``gcs``), ``az://`` (``azure``),
+        ``https://`` (``http``), ``memory://``... as pandas' ``storage_options``
+        (credentials, ``client_kwargs={"endpoint_url": ...}``, ``anon=True``). Objects are
+        read in the DataLoader workers, retried on transient errors; with ``cache_dir``
+        an image cached once is never read again (see ``docs/object_storage.md``).
+        A run-time setting: never saved in a model file, and None in a pickle.
 
     Attributes
     ----------
@@ -287,6 +295,7 @@ class MultiTaskImageEstimator(
         callbacks=None,
         random_state=None,
         verbose=0,
+        storage_options=None,
     ):
         self.image_col = image_col
         self.image_root = image_root
@@ -323,6 +332,7 @@ class MultiTaskImageEstimator(
         self.callbacks = callbacks
         self.random_state = random_state
         self.verbose = verbose
+        self.storage_options = storage_options
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -569,7 +579,8 @@ class MultiTaskImageEstimator(
 
         The file says what the model is, never how this machine runs it: the run-time
         parameters (``cache_dir``, ``checkpoint_dir``, ``num_workers``, ``device``,
-        ``verbose``, ``callbacks``) take their defaults, or the values given here.
+        ``verbose``, ``callbacks``, ``storage_options``) take their defaults, or the
+        values given here.
 
         Parameters
         ----------
@@ -637,7 +648,10 @@ class MultiTaskImageEstimator(
     def _network_outputs(self, X, features=False):
         """The network's concatenated outputs (or features) for ``X``, and ``X``'s index."""
         check_is_fitted(self)
-        images, index = resolve_images(X, self.image_col, self.image_root, check_files=False)
+        images, index = resolve_images(
+            X, self.image_col, self.image_root, check_files=False,
+            storage_options=self.storage_options,
+        )
         outputs = network_outputs(
             self.net_,
             images,

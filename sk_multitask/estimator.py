@@ -67,14 +67,23 @@ class MultiTaskImageEstimator(
         Folder that relative image paths are resolved against; None: as given.
     backbone : str or torch.nn.Module, default="resnet18"
         ``"simple_cnn"`` (a small CNN, fast on a CPU), a classification model name of
-        torchvision's registry, or a module mapping a float image batch
-        ``(N, 3, H, W)`` to feature vectors (the feature size is found by a dry run).
-        A torchvision classification model instance (``torchvision.models.resnet18()``)
-        has its classifier replaced by the identity, as a registry name does.
+        torchvision's registry, ``"timm/<name>"`` (a timm model by its Hugging Face hub
+        id, e.g. ``"timm/resnet18.a1_in1k"``; the ``timm`` extra), or a module mapping a
+        float image batch ``(N, 3, H, W)`` to feature vectors (the feature size is found
+        by a dry run). Classifiers are removed: a timm model's by
+        ``reset_classifier(0)``, a torchvision classification model's (name or
+        instance) by making its last linear layer the identity. The input
+        normalisation is the pretrained weights' (a timm model's ``pretrained_cfg``),
+        else ImageNet's. See ``docs/backbones.md``.
     weights : str, path or None, default="DEFAULT"
-        torchvision weights of a registry backbone (``"DEFAULT"``,
-        ``"IMAGENET1K_V1"``...; downloaded once into torch's cache), the path of a
-        local state-dict file for any backbone, or None to start from random weights.
+        Pretrained weights of a registry backbone (``"DEFAULT"``; torchvision's
+        ``"IMAGENET1K_V1"``...; downloaded once into torch's or Hugging Face's cache),
+        the path of a local weights file for any backbone (a state dict, wrapped or
+        not, its classifier ignored; ``.safetensors`` too), ``"pretrained"`` for a
+        module of your own whose weights are trained already, or None to start from
+        random weights. A module of your own keeps its weights unless given a file;
+        with ``"pretrained"`` or a file the recipe fine-tunes it (``freeze_epochs``,
+        ``backbone_lr_scale``).
     image_size : int or (int, int), default=224
         Images are resized to this (height, width). ``fit`` warns, with their measured
         size, when the images are less than half of it on both sides.

@@ -9,7 +9,8 @@ callbacks, its optimizer) is not pickled: unpickling rebuilds it with
 device its ``device`` parameter names when there is one, else on the CPU. An unfitted
 estimator pickles its parameters alone. Beside the parameters, the state holds only
 bytes and plain Python values, so that ``skops.io`` persists it too, trusting no type
-but the estimator's class.
+but the estimator's class. A pickle never holds secrets: the parameters of
+:data:`~sk_multitask.document.SECRET_PARAMS` (``storage_options``) are pickled as None.
 
 Each pickle records the versions of the packages that wrote it
 (:func:`sk_multitask.document.package_versions`); loading it under another sk-multitask
@@ -28,7 +29,7 @@ from torch import nn
 from . import __version__
 from .build import rebuild_saved_net
 from .config import TrainingConfig, resolve_device
-from .document import package_versions
+from .document import SECRET_PARAMS, package_versions
 from .safe_file import model_bytes, read_model
 
 __all__ = ["InconsistentVersionWarning", "VersionedPickleMixin", "restore_fitted"]
@@ -128,10 +129,14 @@ def _load_optimizer(net, data):
 
 class VersionedPickleMixin:
     """Lean pickles (see the module's description) that record the package versions, and
-    warn on load when sk-multitask's differs."""
+    warn on load when sk-multitask's differs.
+
+    The secret parameters are pickled as None (set them again after loading).
+    """
 
     def __getstate__(self):
-        state = super().__getstate__()
+        secrets = {name: None for name in SECRET_PARAMS if name in self.__dict__}
+        state = {**super().__getstate__(), **secrets}
         if "net_" in state:
             state = {k: v for k, v in state.items() if k not in SAVED_ATTRIBUTES}
             state[MODEL_KEY] = model_bytes(self, with_params=False)

@@ -35,6 +35,7 @@ from .cli_options import CommandError, absolute, add_options, as_options, estima
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
 from .files import atomic_path, model_format, same_file
+from .outputs import probability_table
 from .sources import resolve_images
 
 _PARQUET = (".parquet", ".pq")
@@ -285,8 +286,7 @@ def predict(args):
     data, X = images_input(args.data, model, args.images)
     out = pd.concat([data[[model.image_col]], model.predict(X)], axis=1)
     if args.proba:
-        for task, proba in model.predict_proba(X).items():
-            out = out.join(proba.add_prefix(f"{task}_proba_"))
+        out = out.join(probability_table(model.predict_proba(X), out.index))
     write_table(out, args.out)
     # With --out -, standard output holds the table only.
     sink = sys.stderr if args.out == "-" else sys.stdout

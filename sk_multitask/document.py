@@ -2,7 +2,7 @@
 
 The safe file (:mod:`sk_multitask.safe_file`) stores it as JSON beside the weights, the
 ONNX export (:mod:`sk_multitask.onnx_export`) in the ONNX file's metadata, and a pickle
-records its package versions (:mod:`sk_multitask.pickling`). A document holds:
+holds a safe file's bytes (:mod:`sk_multitask.pickling`). A document holds:
 
 - ``format``, ``format_version`` and ``versions`` (sk-multitask, torch, skorch,
   scikit-learn that wrote it);
@@ -176,12 +176,15 @@ def _plain(value):
 # -- building a document ---------------------------------------------------------------
 
 
-def model_document(estimator):
+def model_document(estimator, with_params=True):
     """The document describing a fitted estimator: everything it knows but the weights.
 
     Parameters
     ----------
     estimator : fitted MultiTaskImageEstimator
+    with_params : bool, default=True
+        Record the parameters. A pickle holds them itself (any value, a callable
+        optimizer too) and records none.
 
     Returns
     -------
@@ -202,7 +205,7 @@ def model_document(estimator):
         "format_version": FORMAT_VERSION,
         "versions": package_versions(),
         "estimator": type(estimator).__name__,
-        "params": {name: _encode(value, name) for name, value in params.items()},
+        "params": {n: _encode(v, n) for n, v in params.items()} if with_params else {},
         "backbone": {
             "name": None if own else backbone,
             "class": f"{type(backbone).__module__}.{type(backbone).__qualname__}" if own else None,

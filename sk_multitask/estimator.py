@@ -6,7 +6,6 @@ import os
 from numbers import Integral
 
 import numpy as np
-import torch
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -21,10 +20,9 @@ from .build import (
     build_net,
     continue_order,
     prepare_fit,
-    rebuild_saved_net,
 )
 from .callbacks import load_checkpoint
-from .config import TrainingConfig, WarmStart, resolve_device, seeded
+from .config import TrainingConfig, WarmStart, seeded
 from .decoding import warn_skipped
 from .diagnostics import top_loss_table
 from .distributed import dask_worker_threads
@@ -34,7 +32,7 @@ from .lr_finder import find_lr
 from .metrics import evaluate_tasks, per_class_metrics, task_scores
 from .net import AcceleratedMultiTaskNet
 from .outputs import decoders, prediction_frame, probability_frames
-from .pickling import VersionedPickleMixin
+from .pickling import VersionedPickleMixin, restore_fitted
 from .safe_file import read_model, save
 from .sources import resolve_images
 from .targets import check_aligned, check_targets, check_task
@@ -610,16 +608,8 @@ class MultiTaskImageEstimator(
             raise ValueError(
                 f"{saved.path!r}: the model document has unknown parameters {unknown[:5]}"
             )
-        est = cls(**saved.params, **settings)
-        cuda = torch.cuda.is_available() or not est.device.startswith("cuda")
-        device = resolve_device(est.device) if cuda else "cpu"  # a GPU model loads on a CPU
-        est.net_ = saved.restore(
-            rebuild_saved_net(TrainingConfig.from_estimator(est), saved, device)
-        )
+        est = restore_fitted(cls(**saved.params, **settings), saved)
         est.pretrained_ = has_pretrained_weights(est.backbone, est.weights)
-        est.tasks_, est.history_ = saved.tasks, est.net_.history
-        for name, value in saved.model.fitted_attributes().items():
-            setattr(est, name, value)
         return est
 
     def export_onnx(self, path):

@@ -65,6 +65,7 @@ from .targets import (
     check_aligned,
     check_not_inputs,
     check_same_tasks,
+    check_sample_weight,
     check_task_names,
     check_trainable,
     data_sizes,
@@ -124,12 +125,14 @@ class FitData:
     fingerprint: str | None = None
 
 
-def prepare_fit(config, X, y, warm=None):
+def prepare_fit(config, X, y, warm=None, sample_weight=None):
     """Check the data and parameters: everything a fit (or ``lr_find``) needs but the net.
 
     Resolves the images, screens bad ones (``on_bad_image``), splits the rows, fits the
     tasks (or checks them against ``warm``'s, a :class:`~sk_multitask.config.WarmStart`),
-    resolves the plan and builds the datasets.
+    resolves the plan and builds the datasets; ``sample_weight`` (row weights, checked
+    here) goes into both datasets, so that the training and the validation loss are
+    weighted.
 
     Every parameter is checked before the first image is opened: those that need no
     data first (:func:`check_parameters`), those that name tasks once ``y`` is read.
@@ -143,16 +146,19 @@ def prepare_fit(config, X, y, warm=None):
         raise ValueError(
             f"warm_start: image_size {image_size} differs from the fitted {warm.image_size}"
         )
-    X, y, images, skipped = _screened_inputs(config, X, y)
+    X, y, images, skipped, sample_weight = _screened_inputs(config, X, y, sample_weight)
     rng = check_random_state(config.random_state)
     train, valid = split_rows(X, len(images), config.valid_split, rng)
     tasks, targets, weights = _fitted_targets(config, y, train, valid, warm)
+    if sample_weight is not None and not sample_weight[train].any():
+        raise ValueError("sample_weight is zero on every training row: there is nothing to train")
     seed = None if config.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
     plan = Plan.resolve(config, image_size, seed=seed, decoded=False, warm=warm)
     check_image_size(images, image_size)
     fingerprint = None
     if config.checkpoint_dir is not None:
-        fingerprint = run_fingerprint(config.learning_params(), images, targets, train, valid)
+        weighted = targets if sample_weight is None else np.column_stack([targets, sample_weight])
+        fingerprint = run_fingerprint(config.learning_params(), images, weighted, train, valid)
     bad_images = bad_image_log(config.on_bad_image)  # None: raise
     images, decoded = cached_images(
         images,
@@ -165,7 +171,9 @@ def prepare_fit(config, X, y, warm=None):
     )
     if decoded and bad_images is not None:  # rows of images that cannot be decoded train nothing
         targets[list(bad_images.read())] = np.nan
-    train_set, valid_set = _datasets(config, image_size, images, targets, train, valid, bad_images)
+    train_set, valid_set = _datasets(
+        config, image_size, images, (targets, sample_weight), train, valid, bad_images
+    )
     return FitData(
         tasks=tasks,
         plan=dataclasses.replace(plan, num_workers=resolve_num_workers(config, cache=decoded)),
@@ -183,9 +191,12 @@ def prepare_fit(config, X, y, warm=None):
 def _fitted_targets(config, y, train, valid, warm):
     """The tasks fitted on the ``train`` rows (or checked against ``warm``'s), the encoded
     targets and the class weights, with the checks that need the task names."""
-    tasks = fit_tasks(y, config.tasks, train=train)
+    kinds = config.tasks
+    if warm is not None:  # a chunk of the data must not infer other kinds than the fit's
+        kinds = {n: t.kind for n, t in warm.tasks.items() if n in y.columns} | (kinds or {})
+    tasks = fit_tasks(y, kinds, train=train)
     if warm is not None:
-        tasks = check_same_tasks(warm.tasks, tasks)
+        tasks = check_same_tasks(warm.tasks, tasks, warm.method)
     targets = encode_targets(y, tasks)
     check_trainable(y.iloc[train])
     if config.early_stopping:
@@ -227,8 +238,9 @@ def _check_named_tasks(config, y):
             check_task_names(mapping, y.columns, parameter)
 
 
-def _screened_inputs(config, X, y):
-    """``X`` and ``y`` checked and aligned, the image sources, and the bad files left out."""
+def _screened_inputs(config, X, y, sample_weight):
+    """``X``, ``y`` and ``sample_weight`` checked and aligned, the image sources, and the
+    bad files left out."""
     skip = config.on_bad_image == "skip"
     images, _ = resolve_images(
         X,
@@ -242,23 +254,31 @@ def _screened_inputs(config, X, y):
     _check_named_tasks(config, y)
     if len(y) != len(images):
         raise ValueError(f"X has {len(images)} images but y has {len(y)} rows")
+    sample_weight = check_sample_weight(sample_weight, len(images))
     keep, skipped = screen_images(images, config.on_bad_image, config.check_images)
     if not keep.all():  # rows of files found bad up front ("skip")
         X = X.iloc[keep] if isinstance(X, (pd.DataFrame, pd.Series)) else X
         y, images = y.iloc[keep], images[keep]
+        sample_weight = None if sample_weight is None else sample_weight[keep]
     check_not_inputs(
         y,
         image_col=config.image_col if isinstance(X, pd.DataFrame) else None,
         valid_col=config.valid_split if isinstance(config.valid_split, str) else None,
     )
-    return X, y, images, skipped
+    return X, y, images, skipped, sample_weight
 
 
-def _datasets(config, image_size, images, targets, train, valid, bad_images):
-    """The training and validation datasets (None: no validation)."""
+def _datasets(config, image_size, images, labels, train, valid, bad_images):
+    """The training and validation datasets (None: no validation); ``labels`` are the
+    encoded targets and the row weights (or None)."""
+    targets, weights = labels
+
+    def rows(part):
+        return targets[part], None if weights is None else weights[part]
+
     train_set = ImageDataset(
         images[train],
-        targets[train],
+        *rows(train),
         image_size=image_size,
         transform=train_transform(config.augment),
         bad_images=bad_images,
@@ -266,7 +286,7 @@ def _datasets(config, image_size, images, targets, train, valid, bad_images):
     if valid is None:
         return train_set, None
     valid_set = ImageDataset(
-        images[valid], targets[valid], image_size=image_size, bad_images=bad_images
+        images[valid], *rows(valid), image_size=image_size, bad_images=bad_images
     )
     return train_set, valid_set
 

@@ -92,16 +92,26 @@ class TrainingConfig:
             if field.name not in self.RUN_TIME
         }
 
+    def one_epoch(self):
+        """The config of one ``partial_fit`` call: one epoch, continuing the fitted
+        network as ``warm_start`` does, without early stopping or checkpoints (as
+        scikit-learn's ``MLPClassifier.partial_fit`` ignores ``early_stopping``)."""
+        return dataclasses.replace(
+            self, max_epochs=1, warm_start=True, early_stopping=False, checkpoint_dir=None
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class WarmStart:
-    """The fitted state a ``warm_start`` fit continues from."""
+    """The fitted state a ``warm_start`` fit (or a ``partial_fit`` call) continues from."""
 
     net: Any
     tasks: dict
     image_size: tuple
     #: Whether the first fit started from pretrained weights (it keeps their recipe).
     pretrained: bool
+    #: What continues it, for the errors: ``"warm_start"`` or ``"partial_fit"``.
+    method: str = "warm_start"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -104,8 +104,10 @@ class ImageDataset(torch.utils.data.Dataset):
     """Images (file paths or a uint8 array) and their encoded targets.
 
     Items are ``(image, target)``: ``image`` a uint8 tensor ``(3, H, W)``, ``target``
-    a float32 tensor with one entry per task, NaN where missing (empty without
-    targets, so that skorch always sees an ``(X, y)`` pair).
+    a float32 tensor with one entry per task, NaN where missing, then the row's weight
+    with ``sample_weight`` (empty without targets, so that skorch always sees an
+    ``(X, y)`` pair). The loss reads the weight from there
+    (:meth:`~sk_multitask.loss.MaskedMultiTaskLoss.row_weights`).
 
     Parameters
     ----------
@@ -114,6 +116,8 @@ class ImageDataset(torch.utils.data.Dataset):
         tensor (:func:`decode_images`) or any sequence of uint8 tensors ``(3, H, W)``
         (:class:`sk_multitask.cache.DiskCachedImages`).
     targets : ndarray of shape (N, n_tasks), optional
+    sample_weight : ndarray of shape (N,), optional
+        Row weights (with ``targets``), appended to each target.
     image_size : int or (int, int)
     transform : callable, optional
         Applied to each uint8 image tensor (training augmentation).
@@ -123,9 +127,22 @@ class ImageDataset(torch.utils.data.Dataset):
         :class:`BadImageError` propagates.
     """
 
-    def __init__(self, images, targets=None, *, image_size, transform=None, bad_images=None):
+    def __init__(
+        self,
+        images,
+        targets=None,
+        sample_weight=None,
+        *,
+        image_size,
+        transform=None,
+        bad_images=None,
+    ):
         self.images = images
         self.targets = None if targets is None else torch.as_tensor(targets)
+        self.weighted = sample_weight is not None
+        if self.weighted:
+            weights = torch.as_tensor(sample_weight, dtype=self.targets.dtype)
+            self.targets = torch.cat([self.targets, weights[:, None]], dim=1)
         self.image_size = image_size
         self.transform = transform
         self.bad_images = bad_images
@@ -141,7 +158,10 @@ class ImageDataset(torch.utils.data.Dataset):
             pixels = decode_or_record(image, self.image_size, i, self.bad_images)
             if pixels is None:  # unreadable, and recorded: adds nothing to the loss
                 blank = torch.zeros((3, *as_size(self.image_size)), dtype=torch.uint8)
-                return blank, torch.full_like(target, float("nan"))
+                missing = torch.full_like(target, float("nan"))
+                if self.weighted:  # weight 0: a NaN weight would make NaN gradients
+                    missing[-1] = 0.0
+                return blank, missing
             image = as_tensor(pixels)
         if self.transform is not None:
             image = _transformed(self.transform, image, seed)

@@ -35,7 +35,7 @@ from .outputs import decoders, prediction_frame, probability_frames
 from .pickling import VersionedPickleMixin, restore_fitted
 from .safe_file import read_model, save
 from .sources import resolve_images
-from .targets import check_aligned, check_targets, check_task
+from .targets import check_aligned, check_sample_weight, check_targets, check_task
 
 __all__ = ["MultiTaskImageEstimator", "load"]
 
@@ -333,7 +333,7 @@ class MultiTaskImageEstimator(
         self.storage_options = storage_options
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the network on images ``X`` and targets ``y``.
 
         Parameters
@@ -343,14 +343,58 @@ class MultiTaskImageEstimator(
             ``valid_split`` column); paths are resolved against ``image_root``.
         y : DataFrame or Series
             One column per task, missing cells as NaN, None or ``pd.NA``.
+        sample_weight : array-like of shape (n_rows,), default=None
+            Finite non-negative row weights. Each task's loss is then the weighted
+            mean over its labelled cells, ``sum(w * loss) / sum(w)``, on the training
+            and the validation rows (``valid_loss``, early stopping and the per-task
+            metrics of ``history_`` are weighted too); a row of weight 0 trains
+            nothing. Weights of one train exactly the unweighted model.
 
         Returns
         -------
         self
         """
         config = TrainingConfig.from_estimator(self)
-        warm = self._warm_start()
-        data = prepare_fit(config, X, y, warm)
+        return self._train(config, self._warm_start(), X, y, sample_weight)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Train one epoch on ``X`` and ``y``, continuing the fitted network if any.
+
+        The first call fits the tasks on ``y`` and builds the network; each later
+        call trains one more epoch of the same network (its optimizer state kept, as
+        with ``warm_start``) on the rows given, which must hold the same tasks (of the
+        same kinds, with no class unseen by the first call: give it every class).
+        ``history_`` grows by one epoch per call. Each call runs ``lr_schedule`` over
+        its one epoch, without frozen epochs; ``max_epochs``, ``early_stopping`` and
+        ``checkpoint_dir`` do not apply (as ``MLPClassifier.partial_fit`` ignores
+        ``early_stopping``). ``valid_split`` holds out rows of each call's data.
+
+        Parameters
+        ----------
+        X, y, sample_weight : as for :meth:`fit`
+
+        Returns
+        -------
+        self
+
+        Examples
+        --------
+        >>> from sk_multitask.datasets import make_multitask_images
+        >>> df = make_multitask_images(32, image_size=16, random_state=0)
+        >>> est = MultiTaskImageEstimator(image_root=df.attrs["image_root"],
+        ...     backbone="simple_cnn", image_size=16, valid_split=None, random_state=0)
+        >>> for _ in range(3):
+        ...     est = est.partial_fit(df, df[["color", "shape", "area"]])
+        >>> est.history_[:, "epoch"]
+        [1, 2, 3]
+        """
+        config = TrainingConfig.from_estimator(self).one_epoch()
+        return self._train(config, self._warm_start(partial=True), X, y, sample_weight)
+
+    def _train(self, config, warm, X, y, sample_weight):
+        """Check the data, build the net (or continue ``warm``'s), train it, keep it."""
+        data = prepare_fit(config, X, y, warm, sample_weight)
         plan = data.plan
         with seeded(plan.seed, plan.device), dask_worker_threads():
             net = build_net(config, data, warm)
@@ -440,17 +484,19 @@ class MultiTaskImageEstimator(
         """
         return probability_frames(self._decoders(), *self.predict_raw(X))
 
-    def score(self, X, y):
+    def score(self, X, y, sample_weight=None):
         """Mean over tasks of accuracy (classification), R² (regression) and micro F1
         over labels (multi-label).
 
         Each task is scored on its labelled cells in ``y`` only; ``y`` may hold a
-        subset of the tasks.
+        subset of the tasks. ``sample_weight`` (row weights) weights each task's
+        metric as scikit-learn's ``sample_weight`` does.
         """
         check_is_fitted(self)
-        return float(np.mean(list(task_scores(self, X, y).values())))
+        scores = task_scores(self, X, y, sample_weight=sample_weight)
+        return float(np.mean(list(scores.values())))
 
-    def evaluate(self, X, y, per_class=False):
+    def evaluate(self, X, y, per_class=False, sample_weight=None):
         """Per-task metrics on the labelled cells of ``y``, in original labels and units.
 
         Parameters
@@ -461,6 +507,9 @@ class MultiTaskImageEstimator(
         per_class : bool, default=False
             Return the per-class table of the classification tasks instead
             (:func:`sk_multitask.metrics.per_class_metrics`).
+        sample_weight : array-like of shape (n_rows,), default=None
+            Row weights of every metric (scikit-learn's ``sample_weight``); rows of
+            weight 0 are left out (and out of ``n_labelled`` and ``support``).
 
         Returns
         -------
@@ -475,11 +524,13 @@ class MultiTaskImageEstimator(
             ``support`` and one-vs-rest ``roc_auc``.
         """
         check_aligned(X, y)
+        sample_weight = check_sample_weight(sample_weight, len(y))
         outputs, index = self.predict_raw(X)
         y = check_targets(y, self.tasks_, len(index))
         fitted = self._decoders()
         tasks = {n: fitted[n] for n in y.columns}
-        return (per_class_metrics if per_class else evaluate_tasks)(tasks, outputs, y)
+        table = per_class_metrics if per_class else evaluate_tasks
+        return table(tasks, outputs, y, sample_weight)
 
     def transform(self, X):
         """The backbone's features of every image: the estimator as a feature extractor.
@@ -657,11 +708,13 @@ class MultiTaskImageEstimator(
         check_is_fitted(self)
         return decoders(self.tasks_)
 
-    def _warm_start(self):
-        """The fitted state a ``warm_start`` fit continues (None: a new fit)."""
-        if not (self.warm_start and hasattr(self, "net_")):
+    def _warm_start(self, partial=False):
+        """The fitted state a ``warm_start`` fit (or ``partial_fit``) continues (None: a
+        new fit)."""
+        if not ((partial or self.warm_start) and hasattr(self, "net_")):
             return None
-        return WarmStart(self.net_, self.tasks_, self.image_size_, self.pretrained_)
+        method = "partial_fit" if partial else "warm_start"
+        return WarmStart(self.net_, self.tasks_, self.image_size_, self.pretrained_, method)
 
     def _set_fitted(self, net, data):
         if isinstance(net, AcceleratedMultiTaskNet):

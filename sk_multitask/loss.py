@@ -6,6 +6,11 @@ binary cross-entropy averaged over the labels for a multi-label task, and the sq
 error (or absolute error, or Huber loss) of the standardised value for a regression.
 The loss is the weighted sum of the terms. A task with no label in the batch adds
 exactly zero, with zero gradient: never NaN.
+
+Row weights (the estimator's ``sample_weight``) travel as one more column after the
+encoded targets: each cell's loss is then weighted by its row's weight, each task's term
+being ``sum(w * loss * labelled) / sum(w * labelled)``. A row of weight zero counts as
+unlabelled (exactly as if it were left out); a weight of one changes nothing, bit for bit.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ class MaskedMultiTaskLoss(nn.Module):
     ----------
     task_specs : sequence of (name, kind, n_outputs)
         In the order of the network's concatenated outputs and of the target columns
-        (one column per task, ``n_outputs`` columns for a multi-label task).
+        (one column per task, ``n_outputs`` columns for a multi-label task). The targets
+        may have one more column, last: the row weights.
     loss_weights : dict, "uncertainty", "dwa" or None, default=None
         A dict: task name to a finite non-negative weight; tasks not named weigh 1.
         ``"uncertainty"`` (Kendall, Gal & Cipolla 2018, in LibMTL's form, without
@@ -120,34 +126,50 @@ class MaskedMultiTaskLoss(nn.Module):
         return torch.split(y_pred, [n for _, _, n in self.task_specs], dim=1)
 
     def split_targets(self, y_true):
-        """The encoded targets, split into one tensor (N, width) per task."""
+        """The encoded targets, split into one tensor (N, width) per task (the row
+        weights' column, if any, left out)."""
         widths = [target_width(kind, n) for _, kind, n in self.task_specs]
-        return torch.split(y_true, widths, dim=1)
+        return torch.split(y_true[:, : sum(widths)], widths, dim=1)
+
+    def row_weights(self, y_true):
+        """The row weights: the column after the encoded targets, else ones ``(N,)``."""
+        width = sum(target_width(kind, n) for _, kind, n in self.task_specs)
+        if y_true.shape[1] == width:
+            return torch.ones(len(y_true), dtype=y_true.dtype, device=y_true.device)
+        if y_true.shape[1] != width + 1:
+            raise ValueError(
+                f"targets have {y_true.shape[1]} columns; the tasks take {width} "
+                f"(or {width + 1} with row weights)"
+            )
+        return y_true[:, width]
 
     def _cells(self, y_pred, y_true):
-        """Per cell: the loss (times its class weight), its weight, whether labelled."""
+        """Per cell: the loss (times its class and row weights), its weight, whether
+        labelled (a row of weight zero is not)."""
         losses, weights, labelled = [], [], []
         outputs = self.split_outputs(y_pred)
+        rows = self.row_weights(y_true).to(y_pred.dtype)
         for out, target, (name, kind, _) in zip(
             outputs, self.split_targets(y_true), self.task_specs, strict=True
         ):
-            known = ~torch.isnan(target[:, 0])
+            known = ~torch.isnan(target[:, 0]) & (rows > 0)
             filled = torch.where(torch.isnan(target), torch.zeros_like(target), target)
-            weight = known.to(out.dtype)
+            weight = rows
             if kind == CLASSIFICATION:
                 classes = filled[:, 0].long()
                 cell = F.cross_entropy(out, classes, reduction="none")
                 if name in self.class_weights:
                     weight = weight * getattr(self, self.class_weights[name])[classes]
-                    cell = cell * weight
             elif kind == MULTILABEL:
                 cell = F.binary_cross_entropy_with_logits(out, filled, reduction="none")
                 cell = cell.mean(dim=1)
             else:
                 cell = self.regression_losses[name](out[:, 0], filled[:, 0])
-            # where(), not a product, so that masked cells give exactly zero gradient.
-            losses.append(torch.where(known, cell, torch.zeros_like(cell)))
-            weights.append(weight)
+            # where(), not a product, so that masked cells give exactly zero gradient
+            # (and a weight of 1 multiplies exactly).
+            zeros = torch.zeros_like(cell)
+            losses.append(torch.where(known, cell * weight, zeros))
+            weights.append(torch.where(known, weight, zeros))
             labelled.append(known)
         return torch.stack(losses, dim=1), torch.stack(weights, dim=1), torch.stack(labelled, 1)
 
@@ -159,8 +181,8 @@ class MaskedMultiTaskLoss(nn.Module):
         losses : float tensor (N, n_tasks)
             Cross-entropy (classification; times the class weight of the true label
             with ``class_weight``), binary cross-entropy averaged over the labels
-            (multi-label) or the regression loss of the standardised value; not
-            weighted by the task weights.
+            (multi-label) or the regression loss of the standardised value, times
+            the row weight; not weighted by the task weights.
         labelled : bool tensor (N, n_tasks)
         """
         losses, _, labelled = self._cells(y_pred, y_true)
@@ -170,8 +192,8 @@ class MaskedMultiTaskLoss(nn.Module):
         """Per task: the loss summed over labelled cells, and the sum of their weights.
 
         Each task's term of the loss is the ratio (zero when the weight sum is zero).
-        Without class weights, a cell weighs 1 and the weight sum is the count of
-        labelled cells.
+        Without class or row weights, a cell weighs 1 and the weight sum is the count
+        of labelled cells.
 
         Returns
         -------

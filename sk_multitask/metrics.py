@@ -2,7 +2,9 @@
 
 Every score is computed on the labelled cells of its task only, in original labels and
 units, and is higher-is-better. A multi-label task is scored on its label indicator
-matrices (one column per label, as scikit-learn's multi-label metrics take them).
+matrices (one column per label, as scikit-learn's multi-label metrics take them). With
+``sample_weight`` each metric is scikit-learn's weighted one (its ``sample_weight``
+argument); a row of weight 0 is not scored.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .targets import (
     REGRESSION,
     binarize,
     check_aligned,
+    check_sample_weight,
     check_targets,
     check_task_names,
 )
@@ -61,7 +64,7 @@ class _Predictions(BaseEstimator):
 
 
 def _metric(spec):
-    """A function ``(y_true, y_pred) -> float`` for a metric name or callable."""
+    """A function ``(y_true, y_pred, **weights) -> float`` for a metric name or callable."""
     if callable(spec):
         return spec
     if spec not in METRICS:
@@ -69,8 +72,14 @@ def _metric(spec):
     return functools.partial(_scored, METRICS[spec])
 
 
-def _scored(scorer, truth, predicted):
-    return scorer(_Predictions(), predicted, truth)
+def _scored(scorer, truth, predicted, **weights):
+    return scorer(_Predictions(), predicted, truth, **weights)
+
+
+def _weights(sample_weight, scored):
+    """The keyword arguments that weight a metric on the ``scored`` rows: none unweighted,
+    so that a callable metric without ``sample_weight`` works as before."""
+    return {} if sample_weight is None else {"sample_weight": sample_weight[scored]}
 
 
 def plain_labels(values):
@@ -82,13 +91,13 @@ def plain_labels(values):
     return np.array(list(values)) if values.dtype == object else values
 
 
-def scorable_rows(truth, outputs):
+def scorable_rows(truth, outputs, sample_weight=None):
     """The rows where a task's cell is scored: its truth labelled and its prediction made.
 
     The one rule of :func:`task_scores` (``score``, the scorer), :func:`evaluate_tasks`
     and :func:`per_class_metrics` (``evaluate``, the report): a missing truth (NaN,
     None, ``pd.NA``) is not scored, nor is a missing prediction, the NaN row of an
-    image skipped as unreadable (``on_bad_image="skip"``).
+    image skipped as unreadable (``on_bad_image="skip"``), nor a row of weight 0.
 
     Parameters
     ----------
@@ -96,6 +105,8 @@ def scorable_rows(truth, outputs):
         The task's column of true targets.
     outputs : array or tensor (N, n_outputs)
         The task's raw head outputs.
+    sample_weight : ndarray (N,), optional
+        Row weights (checked: finite, non-negative).
 
     Returns
     -------
@@ -109,10 +120,11 @@ def scorable_rows(truth, outputs):
     array([0])
     """
     predicted = ~np.isnan(np.asarray(outputs, dtype=np.float64)).any(axis=1)
-    return np.flatnonzero(truth.notna().to_numpy() & predicted)
+    weighted = True if sample_weight is None else sample_weight > 0
+    return np.flatnonzero(truth.notna().to_numpy() & predicted & weighted)
 
 
-def task_scores(estimator, X, y, metrics=None):
+def task_scores(estimator, X, y, metrics=None, sample_weight=None):
     """Score each task of ``y`` on its labelled cells.
 
     Parameters
@@ -125,21 +137,25 @@ def task_scores(estimator, X, y, metrics=None):
         Task name to a scorer name of ``METRICS`` or a callable ``(y_true, y_pred)``;
         by default accuracy for a classification, R² for a regression and micro F1
         (on the label indicator matrices) for a multi-label task.
+    sample_weight : array-like of shape (n_rows,), optional
+        Row weights, passed to each metric as its ``sample_weight`` (a callable
+        metric must then take that keyword argument).
 
     Returns
     -------
     dict
         Task name to its score, in ``y``'s column order. A task with no labelled cell
-        in ``y`` is left out.
+        (of positive weight) in ``y`` is left out.
     """
     check_task_names(metrics, estimator.tasks_, "metrics")
     check_aligned(X, y)
+    sample_weight = check_sample_weight(sample_weight, len(y))
     outputs, index = estimator.predict_raw(X)
     y = check_targets(y, estimator.tasks_, len(index))
     metrics = dict(metrics or {})
     scores = {}
     for name in y.columns:
-        scored = scorable_rows(y[name], outputs[name])
+        scored = scorable_rows(y[name], outputs[name], sample_weight)
         if not len(scored):
             continue
         task = estimator.tasks_[name]
@@ -149,7 +165,7 @@ def task_scores(estimator, X, y, metrics=None):
         predicted = _comparable(task, decoded.to_numpy())
         if task.kind == CLASSIFICATION:
             truth, predicted = label_codes(truth, predicted)
-        scores[name] = float(metric(truth, predicted))
+        scores[name] = float(metric(truth, predicted, **_weights(sample_weight, scored)))
     if not scores:
         raise ValueError("y has no labelled cell in any task: nothing to score")
     return scores
@@ -186,7 +202,7 @@ _EVALUATE_COLUMNS = {
 }
 
 
-def evaluate_tasks(tasks, outputs, y):
+def evaluate_tasks(tasks, outputs, y, sample_weight=None):
     """The metrics table of :meth:`MultiTaskImageEstimator.evaluate`.
 
     Parameters
@@ -198,16 +214,20 @@ def evaluate_tasks(tasks, outputs, y):
         Task name to the head's raw outputs (array or tensor (N, n_outputs)).
     y : DataFrame
         True targets, missing cells as NaN, None or ``pd.NA``.
+    sample_weight : ndarray (N,), optional
+        Checked row weights: every metric weighted, ``n_labelled`` the count of
+        labelled cells of positive weight.
     """
     rows = {}
     for name, task in tasks.items():
-        scored = scorable_rows(y[name], outputs[name])
+        scored = scorable_rows(y[name], outputs[name], sample_weight)
         row = {"kind": task.kind, "n_labelled": len(scored)}
         if len(scored):
             truth = y[name].to_numpy()[scored]
             if task.kind != MULTILABEL:  # a multi-label cell is a list, not a label
                 truth = plain_labels(truth)
-            row.update(_KIND_SCORES[task.kind](task, truth, outputs[name][scored]))
+            weights = _weights(sample_weight, scored)
+            row.update(_KIND_SCORES[task.kind](task, truth, outputs[name][scored], **weights))
         rows[name] = row
     kinds = {task.kind for task in tasks.values()}
     columns = ["kind", "n_labelled"] + [
@@ -216,19 +236,23 @@ def evaluate_tasks(tasks, outputs, y):
     return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns)
 
 
-def _multilabel_scores(task, truth, out):
+def _multilabel_scores(task, truth, out, **weights):
     truth = binarize(task.name, task.classes_, truth)
     predicted = binarize(task.name, task.classes_, task.decode(out))
+    # The log loss is per label: each row's weight for each of its labels.
+    cell_weights = {k: np.repeat(w, truth.shape[1]) for k, w in weights.items()}
     return dict(
-        accuracy=skm.accuracy_score(truth, predicted),
-        f1_macro=_metric("f1_macro")(truth, predicted),
-        f1_micro=_metric("f1_micro")(truth, predicted),
-        hamming_loss=skm.hamming_loss(truth, predicted),
-        log_loss=skm.log_loss(truth.ravel(), task.proba(out).to_numpy().ravel(), labels=[0, 1]),
+        accuracy=skm.accuracy_score(truth, predicted, **weights),
+        f1_macro=_metric("f1_macro")(truth, predicted, **weights),
+        f1_micro=_metric("f1_micro")(truth, predicted, **weights),
+        hamming_loss=skm.hamming_loss(truth, predicted, **weights),
+        log_loss=skm.log_loss(
+            truth.ravel(), task.proba(out).to_numpy().ravel(), labels=[0, 1], **cell_weights
+        ),
     )
 
 
-def _classification_scores(task, truth, out):
+def _classification_scores(task, truth, out, **weights):
     predicted = task.decode(out).to_numpy()
     proba = task.proba(out).to_numpy()
     known = np.isin(truth, task.classes_)  # log loss needs a fitted class
@@ -239,27 +263,29 @@ def _classification_scores(task, truth, out):
         # On a small subset some predicted class may be absent from the truth;
         # balanced accuracy is still defined (over the true classes).
         warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
-        balanced = skm.balanced_accuracy_score(truth, predicted)
+        balanced = skm.balanced_accuracy_score(truth, predicted, **weights)
+    known_weights = {k: w[known] for k, w in weights.items()}
     return dict(
-        accuracy=skm.accuracy_score(truth, predicted),
+        accuracy=skm.accuracy_score(truth, predicted, **weights),
         balanced_accuracy=balanced,
-        f1_macro=skm.f1_score(truth, predicted, average="macro"),
-        log_loss=skm.log_loss(fitted_codes, proba[known], labels=classes)
+        f1_macro=skm.f1_score(truth, predicted, average="macro", **weights),
+        log_loss=skm.log_loss(fitted_codes, proba[known], labels=classes, **known_weights)
         if known.any()
         else np.nan,
     )
 
 
-def _regression_scores(task, truth, out):
+def _regression_scores(task, truth, out, **weights):
     predicted = task.decode(out).to_numpy()
     return dict(
-        mae=skm.mean_absolute_error(truth, predicted),
-        rmse=skm.root_mean_squared_error(truth, predicted),
-        r2=skm.r2_score(truth, predicted) if len(truth) > 1 else np.nan,
+        mae=skm.mean_absolute_error(truth, predicted, **weights),
+        rmse=skm.root_mean_squared_error(truth, predicted, **weights),
+        r2=skm.r2_score(truth, predicted, **weights) if len(truth) > 1 else np.nan,
     )
 
 
-#: The metrics of ``evaluate`` by task kind: ``(decoder, truth, outputs)`` of the scored rows.
+#: The metrics of ``evaluate`` by task kind: ``(decoder, truth, outputs, **weights)`` of the
+#: scored rows.
 _KIND_SCORES = {
     MULTILABEL: _multilabel_scores,
     CLASSIFICATION: _classification_scores,
@@ -267,7 +293,7 @@ _KIND_SCORES = {
 }
 
 
-def per_class_metrics(tasks, outputs, y):
+def per_class_metrics(tasks, outputs, y, sample_weight=None):
     """Per-class precision, recall, F1, support and ROC AUC of the classification tasks.
 
     The table of :meth:`MultiTaskImageEstimator.evaluate(X, y, per_class=True)
@@ -282,6 +308,9 @@ def per_class_metrics(tasks, outputs, y):
         Task name to the head's raw outputs (tensor (N, n_outputs)).
     y : DataFrame
         True targets, missing cells as NaN, None or ``pd.NA``.
+    sample_weight : ndarray (N,), optional
+        Checked row weights: precision, recall, F1 and ROC AUC weighted, ``support``
+        the count of labelled cells of positive weight.
 
     Returns
     -------
@@ -295,13 +324,14 @@ def per_class_metrics(tasks, outputs, y):
     for name, task in tasks.items():
         if task.kind != CLASSIFICATION:
             continue
-        scored = scorable_rows(y[name], outputs[name])
+        scored = scorable_rows(y[name], outputs[name], sample_weight)
         truth = y[name].to_numpy()[scored]
         out = outputs[name][scored]
         predicted = task.decode(out).to_numpy()
         proba = task.probabilities(out)
-        precision, recall, f1, support = skm.precision_recall_fscore_support(
-            truth, predicted, labels=task.classes_, zero_division=0.0
+        weights = _weights(sample_weight, scored)
+        precision, recall, f1, _ = skm.precision_recall_fscore_support(
+            truth, predicted, labels=task.classes_, zero_division=0.0, **weights
         )
         for i, label in enumerate(task.classes_):
             positive = truth == label
@@ -310,8 +340,8 @@ def per_class_metrics(tasks, outputs, y):
                 "precision": precision[i],
                 "recall": recall[i],
                 "f1": f1[i],
-                "support": int(support[i]),
-                "roc_auc": skm.roc_auc_score(positive, proba[:, i]) if both else np.nan,
+                "support": int(positive.sum()),
+                "roc_auc": skm.roc_auc_score(positive, proba[:, i], **weights) if both else np.nan,
             }
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index = pd.MultiIndex.from_tuples(list(rows), names=["task", "class"])
@@ -319,18 +349,45 @@ def per_class_metrics(tasks, outputs, y):
 
 
 class MultitaskScorer:
-    """Callable ``(estimator, X, y) -> {task: score, ..., "mean": mean}``.
+    """Callable ``(estimator, X, y, sample_weight=None) -> {task: score, ..., "mean": mean}``.
 
-    Made by :func:`multitask_scorer`.
+    Made by :func:`multitask_scorer`. Under scikit-learn's metadata routing,
+    ``set_score_request(sample_weight=True)`` makes a search or ``cross_validate`` pass
+    it the routed ``sample_weight``, as it does scikit-learn's own scorers.
     """
 
     def __init__(self, metrics=None):
         self.metrics = metrics
+        self.sample_weight_request = None  # routing's default: not requested
 
-    def __call__(self, estimator, X, y):
-        scores = task_scores(estimator, X, y, self.metrics)
+    def __call__(self, estimator, X, y, sample_weight=None):
+        scores = task_scores(estimator, X, y, self.metrics, sample_weight)
         scores["mean"] = float(np.mean(list(scores.values())))
         return scores
+
+    def set_score_request(self, *, sample_weight=None):
+        """Whether the scorer takes ``sample_weight`` from metadata routing.
+
+        Parameters
+        ----------
+        sample_weight : bool, str or None, default=None
+            True: requested; False: not; None: an error if passed; a str: the alias
+            it is routed under.
+
+        Returns
+        -------
+        self
+        """
+        self.sample_weight_request = sample_weight
+        return self
+
+    def get_metadata_routing(self):
+        """The scorer's metadata request (scikit-learn's routing reads it)."""
+        from sklearn.utils.metadata_routing import MetadataRequest
+
+        request = MetadataRequest(owner=self)
+        request.score.add_request(param="sample_weight", alias=self.sample_weight_request)
+        return request
 
     def __repr__(self):
         return f"multitask_scorer(metrics={self.metrics!r})"

@@ -162,6 +162,20 @@ EXPECTED_FAILED_CHECKS = {
         ],
         _NUMERIC_X,
     ),
+    # The sample_weight checks, which fit on 2-D numeric arrays too (tests/test_sample_weight.py
+    # checks the same properties on images).
+    **dict.fromkeys(
+        [
+            "check_sample_weights_pandas_series",
+            "check_sample_weights_not_an_array",
+            "check_sample_weights_list",
+            "check_all_zero_sample_weights_error",
+            "check_sample_weights_shape",
+            "check_sample_weights_not_overwritten",
+            "check_sample_weight_equivalence_on_dense_data",
+        ],
+        _NUMERIC_X,
+    ),
     # Checks that expect scikit-learn's own error wording for bad 2-D numeric input;
     # ours refuses the same input, saying that X is not images.
     "check_complex_data": "expects a message about complex numbers",

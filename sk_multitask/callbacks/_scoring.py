@@ -34,9 +34,9 @@ class TaskScoring(Callback):
     - multi-label: ``{prefix}_{task}_f1``, the micro-averaged F1 over labels.
 
     and ``{task}_weight``, the task's loss weight at the end of the epoch (see
-    ``MaskedMultiTaskLoss.weights``). A task with no labelled cell in an epoch's data
-    records NaN. Training statistics are those of the batches as trained
-    (augmentation and dropout on). In
+    ``MaskedMultiTaskLoss.weights``). With row weights (``sample_weight``) every figure
+    is weighted. A task with no labelled cell in an epoch's data records NaN. Training
+    statistics are those of the batches as trained (augmentation and dropout on). In
     data-parallel training the statistics of every process are summed first.
 
     Parameters
@@ -90,28 +90,33 @@ def batch_task_stats(criterion, y_pred, y_true):
     The columns are the loss sum, the loss weight sum (the term is their ratio),
     the labelled count, then two kind-specific sums: hits and 0 (classification);
     absolute and squared errors in standardised units (regression); per-label hits
-    and true positives (multi-label). On ``y_pred``'s device.
+    and true positives (multi-label). With row weights (``sample_weight``) every
+    count and sum but the loss's weighs each cell by its row's weight. On
+    ``y_pred``'s device.
     """
     sums, norms = criterion.task_terms(y_pred, y_true)
     counts, firsts, seconds = [], [], []
     outputs = criterion.split_outputs(y_pred)
     targets = criterion.split_targets(y_true)
+    row_weights = criterion.row_weights(y_true).to(y_pred.dtype)
     for out, target, (_, kind, _) in zip(outputs, targets, criterion.task_specs, strict=True):
         labelled = ~torch.isnan(target[:, 0])
-        counts.append(labelled.sum().float())
+        # Each labelled cell counts with its row's weight (1 without sample_weight).
+        weights = torch.where(labelled, row_weights, torch.zeros_like(row_weights))
+        counts.append(weights.sum())
         if kind == CLASSIFICATION:
-            correct = (out.argmax(dim=1) == target[:, 0]) & labelled
-            firsts.append(correct.sum().float())
+            correct = out.argmax(dim=1) == target[:, 0]
+            firsts.append((correct * weights).sum())
             seconds.append(torch.zeros((), device=out.device))
         elif kind == MULTILABEL:
-            predicted, truth = out > 0, target > 0.5  # NaN > 0.5 is False: masked below
-            rows = labelled[:, None]
-            firsts.append(((predicted == truth) & rows).sum().float())
-            seconds.append((predicted & truth & rows).sum().float())
+            predicted, truth = out > 0, target > 0.5  # NaN > 0.5 is False: weight 0 below
+            rows = weights[:, None]
+            firsts.append(((predicted == truth) * rows).sum())
+            seconds.append(((predicted & truth) * rows).sum())
         else:
             error = torch.where(labelled, out[:, 0] - target[:, 0], torch.zeros_like(out[:, 0]))
-            firsts.append(error.abs().sum())
-            seconds.append((error**2).sum())
+            firsts.append((error.abs() * weights).sum())
+            seconds.append((error**2 * weights).sum())
     return torch.stack([sums, norms, *map(torch.stack, (counts, firsts, seconds))], dim=1)
 
 

@@ -170,8 +170,9 @@ def check_targets(y, tasks, n_rows):
     return y
 
 
-def check_same_tasks(fitted, tasks):
-    """``fitted``, if ``tasks`` have the same names and kinds (a warm start continues them).
+def check_same_tasks(fitted, tasks, method="warm_start"):
+    """``fitted``, if ``tasks`` have the same names and kinds (a warm start, or
+    ``method`` ``"partial_fit"``, continues them).
 
     Raises
     ------
@@ -181,11 +182,60 @@ def check_same_tasks(fitted, tasks):
     new = {name: task.kind for name, task in tasks.items()}
     old = {name: task.kind for name, task in fitted.items()}
     if new != old:
+        fix = "warm_start=False" if method == "warm_start" else "or call fit"
         raise ValueError(
-            f"warm_start continues a model of tasks {old} but y has tasks {new}; "
-            "fit a new estimator (warm_start=False) to change the tasks"
+            f"{method} continues a model of tasks {old} but y has tasks {new}; "
+            f"fit a new estimator ({fix}) to change the tasks"
         )
     return fitted
+
+
+def check_sample_weight(sample_weight, n_rows):
+    """Row weights as a float64 array of ``n_rows`` finite non-negative values.
+
+    Parameters
+    ----------
+    sample_weight : array-like of shape (n_rows,) or None
+    n_rows : int
+        The rows of ``X`` (and ``y``).
+
+    Returns
+    -------
+    ndarray of float64, or None when ``sample_weight`` is None
+
+    Raises
+    ------
+    ValueError
+        One line naming the cause: not 1-D, another length, not numbers, not finite,
+        negative.
+
+    Examples
+    --------
+    >>> check_sample_weight([1, 0.5], 2)
+    array([1. , 0.5])
+    >>> check_sample_weight([1, -1], 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: sample_weight must be non-negative; got -1.0 at position 1
+    """
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight)
+    if weights.ndim != 1:
+        raise ValueError(f"sample_weight must be 1-D (a weight per row); got shape {weights.shape}")
+    if len(weights) != n_rows:
+        raise ValueError(f"sample_weight has {len(weights)} values but X has {n_rows} rows")
+    try:
+        weights = weights.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sample_weight must be numbers; {exc}") from None
+    for bad, what in ((~np.isfinite(weights), "finite"), (weights < 0, "non-negative")):
+        if bad.any():
+            position = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"sample_weight must be {what}; got {weights[position]} at position {position}"
+            )
+    return weights
 
 
 def check_trainable(y_train):

@@ -35,7 +35,7 @@ from .cli_options import CommandError, add_options, as_options, estimator_params
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
 from .files import atomic_path, model_format, same_file
-from .sources import resolve_images
+from .sources import image_references, resolve_images
 
 _PARQUET = (".parquet", ".pq")
 #: Output formats by file extension; "-" (standard output) is CSV.
@@ -281,7 +281,9 @@ def predict(args):
         check_writable(args.out, "the predictions")
     model = load_model(args.model, verbose=1)
     data, X = images_input(args.data, model, args.images)
-    out = pd.concat([data[[model.image_col]], model.predict(X)], axis=1)
+    # The image column as people name the images (not the bytes of an image column).
+    names = pd.DataFrame({model.image_col: image_references(data, model.image_col)}, data.index)
+    out = pd.concat([names, model.predict(X)], axis=1)
     if args.proba:
         for task, proba in model.predict_proba(X).items():
             out = out.join(proba.add_prefix(f"{task}_proba_"))

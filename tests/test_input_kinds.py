@@ -287,3 +287,10 @@ def test_fit_and_evaluate_take_multilabel_arrow_lists(image_set):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pd.testing.assert_frame_equal(fits[1].evaluate(rows, arrow), fits[1].evaluate(rows, lists))
+
+
+def test_a_dataset_without_the_image_column_names_its_columns():
+    ds = datasets.Dataset.from_dict({"img": ["a.png"], "label": [1]})
+    with pytest.raises(ValueError, match=r"image column 'filename' is not in X; its columns "
+                       r"are \['img', 'label'\] \(set image_col\)"):
+        resolve_images(ds)

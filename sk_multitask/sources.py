@@ -71,7 +71,7 @@ class MemoryImage:
 
 
 def resolve_images(X, image_col="filename", image_root=None, check_files=True):
-    """Image sources from ``X``: resolved paths and :class:`MemoryImage`\\ s, or a uint8 array.
+    """Image sources from ``X``: resolved paths and in-memory images, or a uint8 array.
 
     Parameters
     ----------
@@ -91,7 +91,7 @@ def resolve_images(X, image_col="filename", image_root=None, check_files=True):
 
     Returns
     -------
-    images : object ndarray of str and :class:`MemoryImage`, or uint8 ndarray
+    images : object ndarray of str (paths) and :class:`MemoryImage`, or uint8 ndarray
     index : pandas Index for the outputs (X's own for pandas input)
 
     Examples

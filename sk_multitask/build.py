@@ -232,7 +232,13 @@ def _screened_inputs(config, X, y):
     skip = config.on_bad_image == "skip"
     check_aligned(X, y)
     X = input_table(X, config.image_col, config.valid_split)  # a datasets.Dataset: a frame
-    images, _ = resolve_images(X, config.image_col, config.image_root, check_files=not skip)
+    images, _ = resolve_images(
+        X,
+        config.image_col,
+        config.image_root,
+        check_files=not skip,
+        storage_options=config.storage_options,
+    )
     y = target_frame(y)
     _check_named_tasks(config, y)
     if len(y) != len(images):
@@ -471,6 +477,7 @@ PARAMETER_CONSTRAINTS = {
     "callbacks": [list, None],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
+    "storage_options": [dict, None],
 }
 
 

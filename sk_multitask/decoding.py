@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .sources import ROOT_HINT, MemoryImage, is_pixel_array
+from .storage import StorageError, is_url, read_url
 
 __all__ = [
     "MAX_IMAGE_SIZE",
@@ -204,40 +205,45 @@ def _source_name(source):
     if isinstance(source, MemoryImage):
         return source.name
     if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
+        return str(os.fspath(source))  # a StorageUrl's text, without its storage options
     return f"<{type(source).__name__}>"
 
 
-def _openable(source):
-    """What ``PIL.Image.open`` reads: the path or file object, an image's bytes as a file."""
-    return io.BytesIO(source.data) if isinstance(source, MemoryImage) else source
+def _readable(source):
+    """What PIL opens for ``source``: an in-memory image's bytes or an object's (a URL) as
+    a file, else the path or file object itself."""
+    if isinstance(source, MemoryImage):
+        return io.BytesIO(source.data)
+    return io.BytesIO(read_url(source)) if is_url(source) else source
 
 
 def open_image(source):
     """``PIL.Image.open``, with the decompression-bomb warning naming the file.
 
-    ``source`` is a path, a binary file object or a :class:`~sk_multitask.sources.MemoryImage`
-    of encoded bytes. Above ``Image.MAX_IMAGE_PIXELS`` PIL warns (and above twice that
-    raises ``DecompressionBombError``, one of :data:`PIL_ERRORS`); the warning is issued
-    again with the file's name.
+    ``source`` is a path, a URL (its object read whole), a binary file object or a
+    :class:`~sk_multitask.sources.MemoryImage` of encoded bytes. Above
+    ``Image.MAX_IMAGE_PIXELS`` PIL warns (and above twice that raises
+    ``DecompressionBombError``, one of :data:`PIL_ERRORS`); the warning is issued again
+    with the file's name.
     """
+    readable = _readable(source)  # an object is read once
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            return Image.open(_openable(source))
+            return Image.open(readable)
         except Image.DecompressionBombWarning as exc:
             warning = str(exc)
     warnings.warn(f"image {_source_name(source)!r}: {warning}",
                   Image.DecompressionBombWarning, stacklevel=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(_openable(source))
+        return Image.open(readable)
 
 
 def read_image(path, image_size):
     """Decode one image file to uint8 ``(H, W, 3)``.
 
-    ``path`` is a path, a binary file object, or a
+    ``path`` is a path, a URL, a binary file object, or a
     :class:`~sk_multitask.sources.MemoryImage` of encoded bytes or of a PIL image (which
     is loaded, never changed otherwise).
 
@@ -249,13 +255,16 @@ def read_image(path, image_size):
     resize, so that memory follows the output size beyond the decoded
     image itself.
 
+    A URL's object is read whole first (:func:`sk_multitask.storage.read_url`, with
+    retries).
+
     Raises
     ------
     ImageNotFoundError
         Naming the file, if it does not exist (a ``FileNotFoundError``).
     BadImageError
         Naming the file, if it cannot be decoded (a ``ValueError``), a decompression
-        bomb (above twice ``PIL.Image.MAX_IMAGE_PIXELS``) included.
+        bomb (above twice ``PIL.Image.MAX_IMAGE_PIXELS``) included, or, for a URL, read.
 
     Examples
     --------
@@ -275,6 +284,8 @@ def read_image(path, image_size):
                 img, orientation = _loaded(img, size)  # decoded while the file is open
     except FileNotFoundError:
         raise ImageNotFoundError(path) from None
+    except StorageError as exc:
+        raise BadImageError(path, exc.reason, str(exc)) from exc
     except PIL_ERRORS as exc:
         raise BadImageError(path, exc) from exc
     if orientation in _TRANSPOSE:
@@ -397,13 +408,15 @@ def find_bad_images(images, verify=False):
     header is parsed and checked by PIL's :meth:`~PIL.Image.Image.verify` without
     decoding the pixels: a PNG's chunks and checksums are checked, a JPEG's markers
     are parsed but its compressed data is not, so a truncated JPEG is only found
-    when decoded.
+    when decoded. A URL is only checked with ``verify`` (its object read); without,
+    a missing object is found when it is decoded.
 
     Parameters
     ----------
     images : sequence of str and MemoryImage, or uint8 ndarray
         As :func:`~sk_multitask.sources.resolve_images` returns them: file paths are
-        checked, encoded bytes too (an array or a PIL image is decoded already).
+        checked, encoded bytes too (an array or a PIL image is decoded already; a URL
+        only with ``verify``).
     verify : bool, default=False
 
     Returns
@@ -428,6 +441,8 @@ def _bad_image_reason(source, verify):
             return None  # decoded already
         if not source.data:
             return "empty"
+    elif is_url(source):
+        pass  # an object is not asked for: it is found when read
     elif not os.path.isfile(source):
         return "a directory" if os.path.isdir(source) else "not found"
     elif os.path.getsize(source) == 0:
@@ -521,6 +536,8 @@ def median_image_size(images, n_samples=16):
     positions = np.unique(np.linspace(0, len(images) - 1, n_samples).astype(int))
     sizes = []
     for i in positions:
+        if is_url(images[i]):
+            continue  # no remote read just to warn: a cached fit reads nothing remote
         try:
             with warnings.catch_warnings():
                 # Warned about (naming it), skipped or raised when it is decoded.
@@ -541,7 +558,7 @@ def _stored_size(source):
         return data.shape[:2]
     if isinstance(data, Image.Image):
         return data.size[::-1]  # PIL gives (width, height)
-    with Image.open(_openable(source)) as img:
+    with Image.open(_readable(source)) as img:
         return img.size[::-1]
 
 

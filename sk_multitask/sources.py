@@ -1,4 +1,5 @@
-"""``X`` to image references: resolved file paths, images held in memory, or a uint8 array.
+"""``X`` to image references: resolved file paths or URLs, images held in memory, or
+a uint8 array.
 
 The first step of every path through the package (``fit``, ``predict``, the ONNX
 predictor, the CLI): torch-free, it imports numpy, pandas and PIL only. ``X`` may be a
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from .storage import StorageUrl, check_protocols, is_url, join_url
 
 __all__ = [
     "ROOT_HINT",
@@ -70,8 +73,14 @@ class MemoryImage:
         return hasher.digest()
 
 
-def resolve_images(X, image_col="filename", image_root=None, check_files=True):
+def resolve_images(
+    X, image_col="filename", image_root=None, check_files=True, storage_options=None
+):
     """Image sources from ``X``: resolved paths and in-memory images, or a uint8 array.
+
+    A path (or ``image_root``) that is a URL (``s3://``, ``gs://``, ``https://``...)
+    becomes a :class:`~sk_multitask.storage.StorageUrl` carrying ``storage_options``;
+    no request is made (a missing object is reported when it is read).
 
     Parameters
     ----------
@@ -84,10 +93,12 @@ def resolve_images(X, image_col="filename", image_root=None, check_files=True):
     image_col : hashable
         The column of a DataFrame ``X`` that holds the images.
     image_root : str or path, optional
-        The folder relative paths are resolved against.
+        The folder (or URL) relative paths are resolved against.
     check_files : bool, default=True
-        Check up front that every file exists (``fit`` does, so that it fails before
-        training; elsewhere a missing file is reported when it is read).
+        Check up front that every local file exists (``fit`` does, so that it fails
+        before training; elsewhere a missing file is reported when it is read).
+    storage_options : dict, optional
+        Passed to fsspec for the URLs (:mod:`sk_multitask.storage`).
 
     Returns
     -------
@@ -105,7 +116,7 @@ def resolve_images(X, image_col="filename", image_root=None, check_files=True):
     cells, index = _cells(X, image_col)
     if is_pixel_array(cells):
         return cells, index
-    return _sources(cells, image_root, check_files), index
+    return _sources(cells, image_root, check_files, storage_options), index
 
 
 def is_pixel_array(X):
@@ -288,8 +299,9 @@ def _image(cell, position, column):
     )
 
 
-def _sources(cells, image_root, check_files=True):
-    """The images of ``cells``: paths joined to ``image_root`` (checked), others as they are."""
+def _sources(cells, image_root, check_files=True, storage_options=None):
+    """The images of ``cells``: paths joined to ``image_root`` (local files checked, URLs
+    with their storage options), images held in memory as they are."""
     if len(cells) == 0:
         raise ValueError("X is empty: there are no images")
     column = "" if cells.name is None else f" of the image column {cells.name!r}"
@@ -306,8 +318,13 @@ def _sources(cells, image_root, check_files=True):
     if empty:  # joined to image_root, it would name the folder itself
         raise ValueError(f"X has an empty image path at position {empty[0]}")
     root = "" if image_root is None else os.fspath(image_root)
-    images[paths] = [os.path.join(root, path) for path in images[paths]]
-    absent = [p for p in images[paths] if not os.path.isfile(p)] if check_files else []
+    for position in paths:  # one by one: numpy would turn the StorageUrls into plain str
+        images[position] = _resolved(root, images[position], storage_options)
+    urls = [p for p in images[paths] if isinstance(p, StorageUrl)]
+    if urls:
+        check_protocols(urls)
+    local = [p for p in images[paths] if not isinstance(p, StorageUrl)]
+    absent = [p for p in local if not os.path.isfile(p)] if check_files else []
     folders = [p for p in absent if os.path.isdir(p)]
     if folders:
         raise IsADirectoryError(f"image path {folders[0]!r} is a directory, not an image file")
@@ -317,3 +334,10 @@ def _sources(cells, image_root, check_files=True):
             f"image file not found: {absent[0]!r}{more}; {ROOT_HINT} (image_root={image_root!r})"
         )
     return images
+
+
+def _resolved(root, path, storage_options):
+    """``path`` resolved against ``root``: a file path, or a URL with its storage options."""
+    if is_url(root) or is_url(path):
+        return StorageUrl(join_url(root, path), storage_options)
+    return os.path.join(root, path)

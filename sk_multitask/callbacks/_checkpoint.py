@@ -38,6 +38,7 @@ from skorch.history import History
 
 from ..files import atomic_path
 from ..sources import MemoryImage
+from ..storage import is_url
 
 __all__ = [
     "RUN_FILE",
@@ -71,9 +72,12 @@ def run_fingerprint(params, images, targets, train, valid):
 
 
 def _image_stamp(source):
-    """A file's path, size and modification time; an image in memory's content digest."""
+    """A file's path, size and modification time; an image in memory's content digest; a
+    URL's text (as the disk cache keys it: nothing remote is asked)."""
     if isinstance(source, MemoryImage):
         return source.digest()
+    if is_url(source):
+        return str(source)
     stat = os.stat(source)
     return os.fspath(source), stat.st_size, stat.st_mtime_ns
 

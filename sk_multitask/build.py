@@ -60,7 +60,7 @@ from .loss import (
 )
 from .model import MultiTaskModule
 from .net import OPTIMIZERS, AcceleratedMultiTaskNet, MultiTaskNet, make_accelerator
-from .sources import resolve_images
+from .sources import input_table, resolve_images
 from .targets import (
     check_aligned,
     check_not_inputs,
@@ -242,6 +242,8 @@ def _screened_inputs(config, X, y, sample_weight):
     """``X``, ``y`` and ``sample_weight`` checked and aligned, the image sources, and the
     bad files left out."""
     skip = config.on_bad_image == "skip"
+    check_aligned(X, y)
+    X = input_table(X, config.image_col, config.valid_split)  # a datasets.Dataset: a frame
     images, _ = resolve_images(
         X,
         config.image_col,
@@ -249,7 +251,6 @@ def _screened_inputs(config, X, y, sample_weight):
         check_files=not skip,
         storage_options=config.storage_options,
     )
-    check_aligned(X, y)
     y = target_frame(y)
     _check_named_tasks(config, y)
     if len(y) != len(images):

@@ -9,9 +9,10 @@ decoded once trains at the speed of its network. Two caches do that:
   written once to ``.npy`` files in a folder (``np.load(..., mmap_mode="r")`` maps one),
   each image keyed by a fingerprint of its resolved path, file size, modification and
   change times, inode and the image size (an object in storage: of its URL and the
-  image size), and stored with a checksum verified on every read. Later epochs, later
-  fits, every fold and candidate of a search and ``predict`` read them from there
-  (from the page cache when it holds them) image by
+  image size; an image held in memory: of its content and the image size), and stored
+  with a checksum verified on every read. Later epochs, later fits, every fold and
+  candidate of a search and ``predict`` read them from there (from the page cache when
+  it holds them) image by
   image, so the process's memory stays flat for a set larger than it.
 
 A disk cache folder holds pairs of files written by one build each: ``<H>x<W>-<id>.npy``
@@ -49,7 +50,7 @@ import torch
 from .dataset import BadImageLog, decode_images, decoded_batches
 from .decoding import ImageNotFoundError, as_size
 from .files import atomic_write
-from .sources import is_pixel_array
+from .sources import MemoryImage, is_pixel_array
 from .storage import is_url
 
 __all__ = [
@@ -186,11 +187,14 @@ def _remove_pair(npy):  # keys first; a reader that has the images open keeps th
 
 
 def image_fingerprints(paths, image_size, skip=False):
-    """One 16-byte key per image file: its resolved path, identity and the image size.
+    """One 16-byte key per image: its resolved path and identity, or its content; and the
+    image size.
 
-    The identity is the file's device, inode, size, modification and change times: a
+    A file's identity is its device, inode, size, modification and change times: a
     file replaced by another, even of the same size with its modification time restored,
-    gets a new key (its change time and, mostly, its inode differ).
+    gets a new key (its change time and, mostly, its inode differ). An image held in
+    memory (a :class:`~sk_multitask.sources.MemoryImage`: bytes, a PIL image, an array)
+    is keyed by its content (:meth:`~sk_multitask.sources.MemoryImage.digest`).
 
     A file that does not exist raises :class:`~sk_multitask.decoding.ImageNotFoundError`;
     with ``skip``, it gets a key that is never cached instead.
@@ -207,6 +211,9 @@ def image_fingerprints(paths, image_size, skip=False):
     salt = _FORMAT + f"|{height}x{width}|".encode()
     keys = np.empty(len(paths), dtype=f"S{_KEY_BYTES}")
     for i, path in enumerate(paths):
+        if isinstance(path, MemoryImage):
+            keys[i] = hashlib.blake2b(salt + path.digest(), digest_size=_KEY_BYTES).digest()
+            continue
         record = f"url|{path}" if is_url(path) else _file_record(path)
         if record is None:
             if not skip:
@@ -350,8 +357,9 @@ def disk_cached_images(paths, image_size, cache_dir, num_workers=0, skip=False):
 
     Parameters
     ----------
-    paths : sequence of str
-        Resolved image file paths.
+    paths : sequence of str and MemoryImage
+        Resolved image file paths, and images held in memory
+        (:func:`~sk_multitask.sources.resolve_images`).
     image_size : int or (int, int)
     cache_dir : str or path
         The cache folder (created if needed); share it between fits, processes and

@@ -36,7 +36,7 @@ from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
 from .files import atomic_path, model_format, same_file
 from .outputs import probability_table
-from .sources import resolve_images
+from .sources import image_references, resolve_images
 
 _PARQUET = (".parquet", ".pq")
 #: Output formats by file extension; "-" (standard output) is CSV.
@@ -284,7 +284,9 @@ def predict(args):
         check_writable(args.out, "the predictions")
     model = load_model(args.model, verbose=1, storage_options=args.storage_options)
     data, X = images_input(args.data, model, args.images)
-    out = pd.concat([data[[model.image_col]], model.predict(X)], axis=1)
+    # The image column as people name the images (not the bytes of an image column).
+    names = pd.DataFrame({model.image_col: image_references(data, model.image_col)}, data.index)
+    out = pd.concat([names, model.predict(X)], axis=1)
     if args.proba:
         out = out.join(probability_table(model.predict_proba(X), out.index))
     write_table(out, args.out)

@@ -19,7 +19,7 @@ from numbers import Integral
 import numpy as np
 from PIL import Image
 
-from .sources import ROOT_HINT, is_pixel_array
+from .sources import ROOT_HINT, MemoryImage, is_pixel_array
 from .storage import StorageError, is_url, read_url
 
 __all__ = [
@@ -64,12 +64,13 @@ PIL_ERRORS = (
 
 
 class BadImageError(ValueError):
-    """An image file that is empty, truncated or not an image; ``path`` names it."""
+    """An image (file or bytes) that is empty, truncated or not an image; ``path`` names it."""
 
     def __init__(self, path, reason, message=None):
         self.path = _source_name(path)
         self.reason = reason
-        super().__init__(message or f"cannot decode image file {self.path!r}: {reason}")
+        what = "image" if isinstance(path, MemoryImage) else "image file"
+        super().__init__(message or f"cannot decode {what} {self.path!r}: {reason}")
 
 
 class ImageNotFoundError(BadImageError, FileNotFoundError):
@@ -77,7 +78,7 @@ class ImageNotFoundError(BadImageError, FileNotFoundError):
 
     def __init__(self, path):
         super().__init__(
-            path, "not found", f"image file not found: {os.fspath(path)!r}; {ROOT_HINT}"
+            path, "not found", f"image file not found: {_source_name(path)!r}; {ROOT_HINT}"
         )
 
 
@@ -199,39 +200,52 @@ def _resized(img, size):
 
 
 def _source_name(source):
-    """A path's text, or the type of an open file or buffer (which has no name to give)."""
+    """A path's text, an in-memory image's name, or the type of an open file or buffer
+    (which has no name to give)."""
+    if isinstance(source, MemoryImage):
+        return source.name
     if isinstance(source, (str, os.PathLike)):
         return str(os.fspath(source))  # a StorageUrl's text, without its storage options
     return f"<{type(source).__name__}>"
 
 
 def _readable(source):
-    """What PIL opens for ``source``: an object's bytes for a URL, else ``source``."""
+    """What PIL opens for ``source``: an in-memory image's bytes or an object's (a URL) as
+    a file, else the path or file object itself."""
+    if isinstance(source, MemoryImage):
+        return io.BytesIO(source.data)
     return io.BytesIO(read_url(source)) if is_url(source) else source
 
 
 def open_image(source):
     """``PIL.Image.open``, with the decompression-bomb warning naming the file.
 
-    Above ``Image.MAX_IMAGE_PIXELS`` PIL warns (and above twice that raises
+    ``source`` is a path, a URL (its object read whole), a binary file object or a
+    :class:`~sk_multitask.sources.MemoryImage` of encoded bytes. Above
+    ``Image.MAX_IMAGE_PIXELS`` PIL warns (and above twice that raises
     ``DecompressionBombError``, one of :data:`PIL_ERRORS`); the warning is issued again
     with the file's name.
     """
+    readable = _readable(source)  # an object is read once
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            return Image.open(source)
+            return Image.open(readable)
         except Image.DecompressionBombWarning as exc:
             warning = str(exc)
-    warnings.warn(f"image file {_source_name(source)!r}: {warning}",
+    warnings.warn(f"image {_source_name(source)!r}: {warning}",
                   Image.DecompressionBombWarning, stacklevel=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(source)
+        return Image.open(readable)
 
 
 def read_image(path, image_size):
-    """Decode one image file (a path, a URL, or a binary file object) to uint8 ``(H, W, 3)``.
+    """Decode one image file to uint8 ``(H, W, 3)``.
+
+    ``path`` is a path, a URL, a binary file object, or a
+    :class:`~sk_multitask.sources.MemoryImage` of encoded bytes or of a PIL image (which
+    is loaded, never changed otherwise).
 
     EXIF orientation is applied; any mode is converted to RGB; the resize is PIL's
     bilinear (antialiased when shrinking), skipped when the image already has the
@@ -263,16 +277,11 @@ def read_image(path, image_size):
     """
     size = as_size(image_size)
     try:
-        with open_image(_readable(path)) as img:
-            # A JPEG's EXIF is read with its header: without one there is nothing to turn.
-            has_exif = img.format != "JPEG" or "exif" in img.info
-            orientation = img.getexif().get(_ORIENTATION, 1) if has_exif else 1
-            side = max(size)  # the draft must cover an image that EXIF rotates, too
-            if min(img.size) >= 2 * side:  # else the draft cannot reduce the DCT scale
-                img.draft("RGB", (side, side))
-            img.load()  # decode while the file is open
-            stored = size[::-1] if orientation in (5, 6, 7, 8) else size
-            img = _reduced_rgb(img, stored)
+        if isinstance(path, MemoryImage) and isinstance(path.data, Image.Image):
+            img, orientation = _loaded(path.data, size, draft=False)  # not the user's to draft
+        else:
+            with open_image(path) as img:
+                img, orientation = _loaded(img, size)  # decoded while the file is open
     except FileNotFoundError:
         raise ImageNotFoundError(path) from None
     except StorageError as exc:
@@ -282,6 +291,19 @@ def read_image(path, image_size):
     if orientation in _TRANSPOSE:
         img = img.transpose(_TRANSPOSE[orientation])
     return np.array(_resized(img, size))
+
+
+def _loaded(img, size, draft=True):
+    """The opened image decoded, in RGB, reduced toward ``size``; and its EXIF orientation."""
+    # A JPEG's EXIF is read with its header: without one there is nothing to turn.
+    has_exif = img.format != "JPEG" or "exif" in img.info
+    orientation = img.getexif().get(_ORIENTATION, 1) if has_exif else 1
+    side = max(size)  # the draft must cover an image that EXIF rotates, too
+    if draft and min(img.size) >= 2 * side:  # else the draft cannot reduce the DCT scale
+        img.draft("RGB", (side, side))
+    img.load()
+    stored = size[::-1] if orientation in (5, 6, 7, 8) else size
+    return _reduced_rgb(img, stored), orientation
 
 
 def array_pixels(image, image_size):
@@ -305,11 +327,12 @@ def array_pixels(image, image_size):
 def decode_image(source, image_size):
     """Uint8 pixels ``(H, W, 3)`` of one image: a file (:func:`read_image`) or an array.
 
-    ``source`` is a path or binary file object, or an ``(H, W[, C])`` array
-    (:func:`array_pixels`).
+    ``source`` is a path or binary file object, an ``(H, W[, C])`` array
+    (:func:`array_pixels`), or a :class:`~sk_multitask.sources.MemoryImage` of either kind.
     """
-    if isinstance(source, np.ndarray):
-        return array_pixels(source, image_size)
+    pixels = source.data if isinstance(source, MemoryImage) else source
+    if isinstance(pixels, np.ndarray):
+        return array_pixels(pixels, image_size)
     return read_image(source, image_size)
 
 
@@ -379,7 +402,7 @@ class BadImageWarning(UserWarning):
 
 
 def find_bad_images(images, verify=False):
-    """The image files that are missing, empty or, with ``verify``, unreadable.
+    """The images that are missing, empty or, with ``verify``, unreadable.
 
     Without ``verify`` only the file system is asked (fast). With it each file's
     header is parsed and checked by PIL's :meth:`~PIL.Image.Image.verify` without
@@ -390,31 +413,47 @@ def find_bad_images(images, verify=False):
 
     Parameters
     ----------
-    images : sequence of str or uint8 ndarray
-        Resolved file paths or URLs (an array holds no file: nothing is bad).
+    images : sequence of str and MemoryImage, or uint8 ndarray
+        As :func:`~sk_multitask.sources.resolve_images` returns them: file paths are
+        checked, encoded bytes too (an array or a PIL image is decoded already; a URL
+        only with ``verify``).
     verify : bool, default=False
 
     Returns
     -------
     dict
-        ``{position: (path, reason)}`` of the bad files, by position.
+        ``{position: (path, reason)}`` of the bad images, by position.
     """
     if is_pixel_array(images):
         return {}
     bad = {}
-    for position, path in enumerate(images):
-        local = not is_url(path)  # an object is not asked for: it is found when read
-        if local and not os.path.isfile(path):
-            bad[position] = (path, "a directory" if os.path.isdir(path) else "not found")
-        elif local and os.path.getsize(path) == 0:
-            bad[position] = (path, "empty file")
-        elif verify:
-            try:
-                with open_image(_readable(path)) as img:
-                    img.verify()
-            except PIL_ERRORS as exc:
-                bad[position] = (_source_name(path), str(exc) or type(exc).__name__)
+    for position, source in enumerate(images):
+        reason = _bad_image_reason(source, verify)
+        if reason is not None:
+            bad[position] = (_source_name(source), reason)
     return bad
+
+
+def _bad_image_reason(source, verify):
+    """Why one image of :func:`find_bad_images` is bad, or None."""
+    if isinstance(source, MemoryImage):
+        if not isinstance(source.data, bytes):
+            return None  # decoded already
+        if not source.data:
+            return "empty"
+    elif is_url(source):
+        pass  # an object is not asked for: it is found when read
+    elif not os.path.isfile(source):
+        return "a directory" if os.path.isdir(source) else "not found"
+    elif os.path.getsize(source) == 0:
+        return "empty file"
+    if verify:
+        try:
+            with open_image(source) as img:
+                img.verify()
+        except PIL_ERRORS as exc:
+            return str(exc) or type(exc).__name__
+    return None
 
 
 def screen_images(images, on_bad_image="raise", verify=False):
@@ -483,7 +522,7 @@ def median_image_size(images, n_samples=16):
 
     Parameters
     ----------
-    images : ndarray of paths, or uint8 ndarray (N, H, W[, C])
+    images : ndarray of paths and MemoryImages, or uint8 ndarray (N, H, W[, C])
         Image sources as :func:`resolve_images` returns them.
     n_samples : int, default=16
 
@@ -503,14 +542,24 @@ def median_image_size(images, n_samples=16):
             with warnings.catch_warnings():
                 # Warned about (naming it), skipped or raised when it is decoded.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(images[i]) as img:
-                    sizes.append(img.size[::-1])  # PIL gives (width, height)
+                sizes.append(_stored_size(images[i]))
         except PIL_ERRORS:
             continue  # a bad file is reported, naming it, when it is decoded
     if not sizes:
         return None
     height, width = np.median(np.array(sizes), axis=0)
     return int(height), int(width)
+
+
+def _stored_size(source):
+    """``(height, width)`` of one image, from its header if it is encoded."""
+    data = source.data if isinstance(source, MemoryImage) else None
+    if isinstance(data, np.ndarray):
+        return data.shape[:2]
+    if isinstance(data, Image.Image):
+        return data.size[::-1]  # PIL gives (width, height)
+    with Image.open(_readable(source)) as img:
+        return img.size[::-1]
 
 
 def check_image_size(images, image_size):

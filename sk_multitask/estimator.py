@@ -60,7 +60,8 @@ class MultiTaskImageEstimator(
     Parameters
     ----------
     image_col : hashable, default="filename"
-        The column of a DataFrame ``X`` that holds the image paths.
+        The column of a DataFrame (or ``datasets.Dataset``) ``X`` that holds the images:
+        paths, encoded bytes, PIL images or ``{"bytes", "path"}`` dicts.
     image_root : str or path, default=None
         Folder that relative image paths are resolved against; None: as given.
     backbone : str or torch.nn.Module, default="resnet18"
@@ -338,9 +339,14 @@ class MultiTaskImageEstimator(
 
         Parameters
         ----------
-        X : DataFrame, Series, list of paths, or uint8 ndarray (N, H, W[, C])
-            A DataFrame holds image paths in ``image_col`` (and, optionally, the
-            ``valid_split`` column); paths are resolved against ``image_root``.
+        X : DataFrame, datasets.Dataset, Series, list, uint8 ndarray or tensor
+            A DataFrame (or Hugging Face ``datasets.Dataset``) holds the images in
+            ``image_col`` (and, optionally, the ``valid_split`` column); a Series or
+            list holds the images. An image is a path (resolved against
+            ``image_root``), encoded bytes, a PIL image, a uint8 array or a
+            ``{"bytes", "path"}`` dict; an array holds uint8 images
+            ``(N, H, W[, C])``, a tensor ``(N, C, H, W)`` or ``(N, H, W, C)``; one
+            path or PIL image is one row. See ``docs/inputs.md``.
         y : DataFrame or Series
             One column per task, missing cells as NaN, None or ``pd.NA``.
         sample_weight : array-like of shape (n_rows,), default=None
@@ -675,7 +681,7 @@ class MultiTaskImageEstimator(
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # Images: paths (strings) or uint8 arrays (N, H, W[, C]), not a 2-D table.
+        # Images (paths, bytes, PIL images, uint8 arrays (N, H, W[, C])), not a 2-D table.
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True

@@ -215,8 +215,9 @@ class OnnxPredictor:
 
         Parameters
         ----------
-        X : DataFrame with the image column, Series or list of paths, or uint8 ndarray
-            (N, H, W[, C])
+        X : image input, as ``MultiTaskImageEstimator.predict`` takes it
+            Paths, encoded bytes, PIL images, arrays, a ``datasets.Dataset``... (see
+            ``docs/inputs.md``); a torch tensor needs torch, nothing else does.
         """
         return prediction_frame(self.tasks_, *self.outputs(X))
 

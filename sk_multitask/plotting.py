@@ -28,7 +28,6 @@ import math
 from numbers import Integral
 
 import numpy as np
-import pandas as pd
 import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
@@ -36,7 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 from .dataset import ImageDataset, train_transform
 from .metrics import scorable_rows
 from .outputs import OutputDecoder
-from .sources import is_pixel_array, resolve_images
+from .sources import image_references, resolve_images
 from .targets import (
     CLASSIFICATION,
     MULTILABEL,
@@ -123,15 +122,15 @@ def top_losses_figure(estimator, X, top, ranked_by="combined loss", ncols=3):
     -------
     matplotlib.figure.Figure
     """
-    references = top["image"].to_numpy()
-    if is_pixel_array(X):  # references are positions in the array
-        sources = X[references.astype(np.intp)]
-    else:
-        sources, _ = resolve_images(
-            pd.Series(references, dtype=object),
-            image_root=estimator.image_root,
-            storage_options=estimator.storage_options,
-        )
+    images, _ = resolve_images(
+        X, estimator.image_col, estimator.image_root, check_files=False,
+        storage_options=estimator.storage_options,
+    )
+    # The first image of X that each row of the table names.
+    first = {}
+    for position, reference in enumerate(image_references(X, estimator.image_col)):
+        first.setdefault(reference, position)
+    sources = images[[first[reference] for reference in top["image"]]]
     titles = [_top_loss_title(estimator.tasks_, row) for _, row in top.iterrows()]
     dataset = ImageDataset(sources, image_size=estimator.image_size_)
     return _image_grid(dataset, titles, ncols, f"Largest {ranked_by} (prediction/truth)")

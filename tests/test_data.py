@@ -380,7 +380,7 @@ def test_resolve_images_bad_array(X, detail):
         resolve_images(X)
 
 
-@pytest.mark.parametrize("X, name", [(42, "int"), ("a.png", "str"), ({"a": 1}, "dict")])
+@pytest.mark.parametrize("X, name", [(42, "int"), ({"a.png"}, "set"), ({"a": 1}, "dict")])
 def test_resolve_images_unsupported_type(X, name):
     with pytest.raises(TypeError, match=f"X must be a DataFrame.*got {name}$"):
         resolve_images(X)

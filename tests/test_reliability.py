@@ -523,7 +523,7 @@ BAD_FITS = {
         lambda y: y.reset_index(drop=True),
         {"valid_split": None},
         TypeError,
-        r"image paths must be strings or path objects; X holds 0 \(int\) at position 0",
+        r"an image must be a path, encoded bytes, .*; X holds 0 \(int\) at position 0",
     ),
     "image column of floats": (
         lambda df: df,
@@ -532,12 +532,12 @@ BAD_FITS = {
         TypeError,
         r"X holds .* \(float\) at position 0 of the image column 'area'",
     ),
-    "X a torch tensor": (
-        lambda df: torch.zeros(len(df), 3, 16, 16, dtype=torch.uint8),
+    "X a float tensor": (
+        lambda df: torch.zeros(len(df), 3, 16, 16),
         lambda y: y.reset_index(drop=True),
         {"valid_split": None},
-        TypeError,
-        "X must be a DataFrame .* got Tensor",
+        ValueError,
+        r"a tensor X must hold uint8 images; got torch.float32 of shape \(\d+, 3, 16, 16\)",
     ),
     "X a float array": (
         lambda df: np.zeros((len(df), 16, 16, 3)),

@@ -37,6 +37,8 @@ from skorch.callbacks import Callback, Checkpoint
 from skorch.history import History
 
 from ..files import atomic_path
+from ..sources import MemoryImage
+from ..storage import is_url
 
 __all__ = [
     "RUN_FILE",
@@ -53,13 +55,13 @@ def run_fingerprint(params, images, targets, train, valid):
 
     Two fits with the same fingerprint train the same model from the same data, so one
     may resume the other's checkpoint. Image files count by path, size and modification
-    time; a user's callback that cannot be pickled (one holding a live writer) counts by
-    its class.
+    time, images held in memory by their content; a user's callback that cannot be
+    pickled (one holding a live writer) counts by its class.
     """
     if isinstance(images, np.ndarray) and images.dtype != object:
         files = images
     else:
-        files = [(os.fspath(path), *_file_stamp(path)) for path in images]
+        files = [_image_stamp(source) for source in images]
     valid = None if valid is None else np.asarray(valid)
     data = [files, np.asarray(targets), np.asarray(train), valid]
     try:
@@ -69,9 +71,15 @@ def run_fingerprint(params, images, targets, train, valid):
         return joblib.hash([{**params, "callbacks": callbacks}, *data])
 
 
-def _file_stamp(path):
-    stat = os.stat(path)
-    return stat.st_size, stat.st_mtime_ns
+def _image_stamp(source):
+    """A file's path, size and modification time; an image in memory's content digest; a
+    URL's text (as the disk cache keys it: nothing remote is asked)."""
+    if isinstance(source, MemoryImage):
+        return source.digest()
+    if is_url(source):
+        return str(source)
+    stat = os.stat(source)
+    return os.fspath(source), stat.st_size, stat.st_mtime_ns
 
 
 def _class_name(entry):

@@ -104,7 +104,40 @@ def target_frame(y):
     if y.columns.has_duplicates:
         raise ValueError(f"y has duplicate column names: {list(y.columns)}")
     _check_names_distinct_as_strings(y.columns)
+    lists = {name: _label_lists(y[name]) for name in y.columns}
+    lists = {name: column for name, column in lists.items() if column is not None}
+    if lists:
+        y = y.copy()
+        for name, column in lists.items():
+            y[name] = column
     return y
+
+
+def _label_lists(column):
+    """A column of label sets as Arrow or Hugging Face give them, as lists; else None.
+
+    An Arrow list column (``pd.ArrowDtype(pa.list_(...))``) and an object column of 1-D
+    numpy arrays (``datasets``' ``Sequence`` after ``to_pandas()``) become object
+    columns of lists, missing cells kept: a multi-label task like a column of lists.
+    """
+    arrow = getattr(column.dtype, "pyarrow_dtype", None)
+    if arrow is not None:
+        import pyarrow as pa  # installed: the column is Arrow's
+
+        kinds = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+        if not any(is_kind(arrow) for is_kind in kinds):
+            return None
+        cells = list(column)  # lists, and pd.NA where missing
+    elif ptypes.is_object_dtype(column.dtype) and any(
+        isinstance(cell, np.ndarray) for cell in column
+    ):
+        cells = [cell.tolist() if isinstance(cell, np.ndarray) else cell for cell in column]
+    else:
+        return None
+    lists = np.empty(len(cells), dtype=object)
+    for i, cell in enumerate(cells):
+        lists[i] = cell
+    return pd.Series(lists, index=column.index, name=column.name)
 
 
 def _check_names_distinct_as_strings(columns):

@@ -229,8 +229,12 @@ def _dtype_from_dict(state):
 
 
 def decoders(tasks):
-    """Task name to the :class:`OutputDecoder` of each fitted task of ``tasks``."""
-    return {name: OutputDecoder.from_task(task) for name, task in tasks.items()}
+    """Task name to the :class:`OutputDecoder` of each fitted task of ``tasks`` (a
+    decoder stays itself: the ONNX predictor's tasks are decoders)."""
+    return {
+        name: task if isinstance(task, OutputDecoder) else OutputDecoder.from_task(task)
+        for name, task in tasks.items()
+    }
 
 
 def prediction_frame(decoders, outputs, index):

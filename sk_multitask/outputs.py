@@ -171,7 +171,7 @@ def task_from_dict(state):
 
     decoder = OutputDecoder.from_dict(state)
     if decoder.kind == REGRESSION:
-        encoder = StandardScaler()
+        encoder = StandardScaler().set_output(transform="default")  # as fit_tasks's
         encoder.mean_ = np.array([decoder.mean])
         encoder.scale_ = np.array([decoder.scale])
         encoder.var_ = encoder.scale_**2

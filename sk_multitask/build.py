@@ -229,6 +229,11 @@ def _check_named_tasks(config, y):
 
 def _screened_inputs(config, X, y):
     """``X`` and ``y`` checked and aligned, the image sources, and the bad files left out."""
+    if y is None:  # scikit-learn's wording, which its tools and checks recognise
+        raise ValueError(
+            "This MultiTaskImageEstimator estimator requires y to be passed, but the target "
+            "y is None: pass one column of targets per task"
+        )
     skip = config.on_bad_image == "skip"
     images, _ = resolve_images(X, config.image_col, config.image_root, check_files=not skip)
     check_aligned(X, y)

@@ -95,7 +95,7 @@ def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
 def plot_history(estimator):
     """Training curves: the total loss, then each task's loss and metric per epoch.
 
-    See :func:`sk_multitask.figures.history_figure`.
+    The axes and their titles are :func:`sk_multitask.figures.history_figure`'s.
 
     Parameters
     ----------
@@ -104,9 +104,7 @@ def plot_history(estimator):
     Returns
     -------
     matplotlib.figure.Figure
-        ``1 + 2 * n_tasks`` axes, titled ``"total loss"``, ``"<task>: loss"`` and
-        ``"<task>: accuracy"``, ``"<task>: mean absolute error"`` or
-        ``"<task>: micro F1"``.
+        One row of axes for the total loss, then one per task (its loss, its metric).
     """
     check_is_fitted(estimator)
     return history_figure(estimator.tasks_, estimator.history_)

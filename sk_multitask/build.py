@@ -235,7 +235,13 @@ def _screened_inputs(config, X, y):
             "y is None: pass one column of targets per task"
         )
     skip = config.on_bad_image == "skip"
-    images, _ = resolve_images(X, config.image_col, config.image_root, check_files=not skip)
+    images, _ = resolve_images(
+        X,
+        config.image_col,
+        config.image_root,
+        check_files=not skip,
+        storage_options=config.storage_options,
+    )
     check_aligned(X, y)
     y = target_frame(y)
     _check_named_tasks(config, y)
@@ -475,6 +481,7 @@ PARAMETER_CONSTRAINTS = {
     "callbacks": [list, None],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
+    "storage_options": [dict, None],
 }
 
 

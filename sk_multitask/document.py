@@ -41,6 +41,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_DOCUMENT_BYTES",
     "RUNTIME_PARAMS",
+    "SECRET_PARAMS",
     "ModelDocument",
     "check_document",
     "decode_params",
@@ -64,8 +65,14 @@ MAX_DOCUMENT_BYTES = 8 * 2**20
 #: The parameters that say how this machine runs a model, not what the model is: they
 #: are never written to a file, and a file that holds them has them ignored, so that
 #: a file cannot choose where predictions write (``cache_dir``), how many processes
-#: they fork (``num_workers``) or what code runs (``callbacks``).
-RUNTIME_PARAMS = ("cache_dir", "checkpoint_dir", "num_workers", "device", "verbose", "callbacks")
+#: they fork (``num_workers``) or what code runs (``callbacks``), and credentials
+#: (``storage_options``) never leave the machine in a model file.
+RUNTIME_PARAMS = (
+    "cache_dir", "checkpoint_dir", "num_workers", "device", "verbose", "callbacks",
+    "storage_options",
+)
+#: The run-time parameters that may hold secrets: a pickle of the estimator has them None.
+SECRET_PARAMS = ("storage_options",)
 
 #: Distribution name to the key it is recorded under in ``versions``.
 _PACKAGES = {"torch": "torch", "skorch": "skorch", "scikit-learn": "scikit-learn"}

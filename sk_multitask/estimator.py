@@ -70,14 +70,23 @@ class MultiTaskImageEstimator(
         Folder that relative image paths are resolved against; None: as given.
     backbone : str or torch.nn.Module, default="resnet18"
         ``"simple_cnn"`` (a small CNN, fast on a CPU), a classification model name of
-        torchvision's registry, or a module mapping a float image batch
-        ``(N, 3, H, W)`` to feature vectors (the feature size is found by a dry run).
-        A torchvision classification model instance (``torchvision.models.resnet18()``)
-        has its classifier replaced by the identity, as a registry name does.
+        torchvision's registry, ``"timm/<name>"`` (a timm model by its Hugging Face hub
+        id, e.g. ``"timm/resnet18.a1_in1k"``; the ``timm`` extra), or a module mapping a
+        float image batch ``(N, 3, H, W)`` to feature vectors (the feature size is found
+        by a dry run). Classifiers are removed: a timm model's by
+        ``reset_classifier(0)``, a torchvision classification model's (name or
+        instance) by making its last linear layer the identity. The input
+        normalisation is the pretrained weights' (a timm model's ``pretrained_cfg``),
+        else ImageNet's. See ``docs/backbones.md``.
     weights : str, path or None, default="DEFAULT"
-        torchvision weights of a registry backbone (``"DEFAULT"``,
-        ``"IMAGENET1K_V1"``...; downloaded once into torch's cache), the path of a
-        local state-dict file for any backbone, or None to start from random weights.
+        Pretrained weights of a registry backbone (``"DEFAULT"``; torchvision's
+        ``"IMAGENET1K_V1"``...; downloaded once into torch's or Hugging Face's cache),
+        the path of a local weights file for any backbone (a state dict, wrapped or
+        not, its classifier ignored; ``.safetensors`` too), ``"pretrained"`` for a
+        module of your own whose weights are trained already, or None to start from
+        random weights. A module of your own keeps its weights unless given a file;
+        with ``"pretrained"`` or a file the recipe fine-tunes it (``freeze_epochs``,
+        ``backbone_lr_scale``).
     image_size : int or (int, int), default=224
         Images are resized to this (height, width). ``fit`` warns, with their measured
         size, when the images are less than half of it on both sides.
@@ -203,6 +212,14 @@ class MultiTaskImageEstimator(
     verbose : int, default=0
         0: silent; 1 or more: skorch's progress bar and per-epoch table in ``fit``,
         a progress bar in ``predict`` and the other methods that run the network.
+    storage_options : dict, default=None
+        Passed to fsspec to read image paths (or an ``image_root``) that are URLs:
+        ``s3://`` (extra ``s3``), ``gs://`` (``gcs``), ``az://`` (``azure``),
+        ``https://`` (``http``), ``memory://``... as pandas' ``storage_options``
+        (credentials, ``client_kwargs={"endpoint_url": ...}``, ``anon=True``). Objects are
+        read in the DataLoader workers, retried on transient errors; with ``cache_dir``
+        an image cached once is never read again (see ``docs/object_storage.md``).
+        A run-time setting: never saved in a model file, and None in a pickle.
 
     Attributes
     ----------
@@ -285,6 +302,7 @@ class MultiTaskImageEstimator(
         callbacks=None,
         random_state=None,
         verbose=0,
+        storage_options=None,
     ):
         self.image_col = image_col
         self.image_root = image_root
@@ -321,6 +339,7 @@ class MultiTaskImageEstimator(
         self.callbacks = callbacks
         self.random_state = random_state
         self.verbose = verbose
+        self.storage_options = storage_options
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -567,7 +586,8 @@ class MultiTaskImageEstimator(
 
         The file says what the model is, never how this machine runs it: the run-time
         parameters (``cache_dir``, ``checkpoint_dir``, ``num_workers``, ``device``,
-        ``verbose``, ``callbacks``) take their defaults, or the values given here.
+        ``verbose``, ``callbacks``, ``storage_options``) take their defaults, or the
+        values given here.
 
         Parameters
         ----------
@@ -637,7 +657,10 @@ class MultiTaskImageEstimator(
     def _network_outputs(self, X, features=False):
         """The network's concatenated outputs (or features) for ``X``, and ``X``'s index."""
         check_is_fitted(self)
-        images, index = resolve_images(X, self.image_col, self.image_root, check_files=False)
+        images, index = resolve_images(
+            X, self.image_col, self.image_root, check_files=False,
+            storage_options=self.storage_options,
+        )
         outputs = network_outputs(
             self.net_,
             images,

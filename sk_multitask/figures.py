@@ -64,7 +64,9 @@ def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3):
         sources = X[references.astype(np.intp)]
     else:
         sources, _ = resolve_images(
-            pd.Series(references, dtype=object), image_root=model.image_root
+            pd.Series(references, dtype=object),
+            image_root=model.image_root,
+            storage_options=model.storage_options,
         )
     titles = [_top_loss_title(model.tasks_, row) for _, row in top.iterrows()]
     images = [decode_image(source, model.image_size_) for source in sources]

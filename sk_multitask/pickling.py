@@ -2,7 +2,9 @@
 
 A joblib or pickle file of the estimator holds, beside its state, the model document's
 ``versions`` record (:func:`sk_multitask.document.package_versions`); loading it under
-another sk-multitask version warns with :class:`InconsistentVersionWarning`.
+another sk-multitask version warns with :class:`InconsistentVersionWarning`. It never
+holds secrets: the parameters of :data:`~sk_multitask.document.SECRET_PARAMS`
+(``storage_options``) are pickled as None.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import warnings
 from sklearn.exceptions import InconsistentVersionWarning as SklearnInconsistentVersionWarning
 
 from . import __version__
-from .document import package_versions
+from .document import SECRET_PARAMS, package_versions
 
 __all__ = ["InconsistentVersionWarning", "VersionedPickleMixin"]
 
@@ -59,10 +61,14 @@ class InconsistentVersionWarning(SklearnInconsistentVersionWarning):
 
 
 class VersionedPickleMixin:
-    """Records the package versions in pickles and warns when sk-multitask's differs on load."""
+    """Records the package versions in pickles and warns when sk-multitask's differs on load.
+
+    The secret parameters are pickled as None (set them again after loading).
+    """
 
     def __getstate__(self):
-        return {**super().__getstate__(), VERSIONS_KEY: package_versions()}
+        secrets = {name: None for name in SECRET_PARAMS if name in self.__dict__}
+        return {**super().__getstate__(), **secrets, VERSIONS_KEY: package_versions()}
 
     def __setstate__(self, state):
         state = dict(state)

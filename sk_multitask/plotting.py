@@ -263,7 +263,9 @@ def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
     check_is_fitted(estimator)
     _check_positive(n, "n")
     _check_positive(ncols, "ncols")
-    images, _ = resolve_images(X, estimator.image_col, estimator.image_root)
+    images, _ = resolve_images(
+        X, estimator.image_col, estimator.image_root, storage_options=estimator.storage_options
+    )
     y = check_targets(y, estimator.tasks_, len(images))
     rng = check_random_state(random_state)
     rows = rng.choice(len(images), size=min(n, len(images)), replace=False)

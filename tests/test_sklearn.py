@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TARGETS, small_estimator
+from conftest import TARGETS, one_torch_thread, small_estimator
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.pipeline import Pipeline
@@ -225,11 +225,8 @@ class _RowsAsImages(MultiTaskImageEstimator):
 
 @pytest.fixture
 def one_thread():
-    """One torch thread: the checks run many tiny batches, which threads only slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.mark.parametrize("check", ON_IMAGES)

@@ -241,6 +241,11 @@ def _check_named_tasks(config, y):
 def _screened_inputs(config, X, y, sample_weight):
     """``X``, ``y`` and ``sample_weight`` checked and aligned, the image sources, and the
     bad files left out."""
+    if y is None:  # scikit-learn's wording, which its tools and checks recognise
+        raise ValueError(
+            "This MultiTaskImageEstimator estimator requires y to be passed, but the target "
+            "y is None: pass one column of targets per task"
+        )
     skip = config.on_bad_image == "skip"
     check_aligned(X, y)
     X = input_table(X, config.image_col, config.valid_split)  # a datasets.Dataset: a frame

@@ -307,9 +307,6 @@ def _evaluate_to(model, data, y, out):
     records = json.loads(table.to_json(orient="index"))
     with atomic_path(os.path.join(out, "metrics.json")) as temporary, open(temporary, "w") as f:
         json.dump(records, f, indent=2)
-    if not hasattr(model, "net_"):  # an ONNX model has no network to compute losses
-        print(f"metrics written to {out} (no report.html: it needs the model, not ONNX)")
-        return
     from .report import write_report  # matplotlib is imported only when reporting
 
     report = write_report(model, data, y, os.path.join(out, "report.html"))

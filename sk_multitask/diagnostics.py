@@ -2,28 +2,39 @@
 
 The table behind :meth:`MultiTaskImageEstimator.top_losses
 <sk_multitask.MultiTaskImageEstimator.top_losses>`, the report's top-losses section and
-:func:`sk_multitask.plotting.plot_top_losses`.
+:func:`sk_multitask.plotting.plot_top_losses`. Torch-free: the losses are computed from
+the outputs by :class:`~sk_multitask.cell_loss.CellLoss`, so that the report of the ONNX
+predictor ranks the rows the estimator ranks.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 
+from .document import parse_document
 from .outputs import decoders
 from .sources import image_references
-from .targets import check_targets, encode_targets
+from .targets import check_targets
 
-__all__ = ["top_loss_table"]
+__all__ = ["model_cell_loss", "top_loss_table"]
 
 
-def top_loss_table(estimator, X, y, outputs, index, k=9, task=None):
+def model_cell_loss(model):
+    """The :class:`~sk_multitask.cell_loss.CellLoss` of a fitted estimator (from its
+    criterion) or :class:`~sk_multitask.onnx.OnnxPredictor` (from its model document)."""
+    net = getattr(model, "net_", None)
+    if net is None:
+        return parse_document(model.document, model.path).cell_loss()
+    return net.criterion_.numpy_cell_loss(model.tasks_)
+
+
+def top_loss_table(model, X, y, outputs, index, k=9, task=None):
     """The table of :meth:`MultiTaskImageEstimator.top_losses`, from computed outputs.
 
     Parameters
     ----------
-    estimator : fitted MultiTaskImageEstimator
+    model : fitted MultiTaskImageEstimator or OnnxPredictor
     X : image input the outputs were computed on
     y : DataFrame or Series
         True targets; tasks absent from ``y`` count as missing.
@@ -34,22 +45,20 @@ def top_loss_table(estimator, X, y, outputs, index, k=9, task=None):
     task : hashable, default=None
         Rank by this task's loss over its labelled rows; None: the combined loss.
     """
-    tasks = estimator.tasks_
+    tasks = model.tasks_
     y = check_targets(y, tasks, len(index)).reindex(columns=list(tasks))
-    criterion = estimator.net_.criterion_
-    targets = torch.from_numpy(encode_targets(y, tasks))
-    losses, labelled = criterion.cell_losses(torch.cat(list(outputs.values()), dim=1), targets)
+    loss = model_cell_loss(model)
+    losses, labelled = loss.cell_losses(outputs, y)
     if task is None:
-        row_loss, rows = (losses * criterion.weights).sum(dim=1), np.arange(len(y))
+        row_loss, rows = losses @ loss.task_weights, np.arange(len(y))
     else:
         column = list(tasks).index(task)
-        row_loss, rows = losses[:, column], np.flatnonzero(labelled[:, column].numpy())
-    row_loss = row_loss.numpy()
+        row_loss, rows = losses[:, column], np.flatnonzero(labelled[:, column])
     rows = rows[~np.isnan(row_loss[rows])]  # images that could not be read
     top = rows[np.argsort(-row_loss[rows], kind="stable")[:k]]
-    frame = pd.DataFrame({"image": image_references(X, estimator.image_col)[top]}, index=index[top])
+    frame = pd.DataFrame({"image": image_references(X, model.image_col)[top]}, index=index[top])
     for name, decoder in decoders(tasks).items():
         frame[f"{name}_pred"] = decoder.decode(outputs[name][top], index[top])
         frame[f"{name}_true"] = y[name].iloc[top].to_numpy()
-    frame["loss"] = row_loss[top].astype(np.float64)
+    frame["loss"] = row_loss[top]
     return frame

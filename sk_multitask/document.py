@@ -11,7 +11,8 @@ holds a safe file's bytes (:mod:`sk_multitask.pickling`). A document holds:
 - ``tasks`` (name, kind, dtype, classes or scaling), ``image_size``, ``normalisation``;
 - ``history`` (one dict per epoch), ``data_sizes`` (rows and labelled cells per task in
   training and validation), ``skipped_images``, ``best_epoch`` (None without early
-  stopping) and ``class_weights`` (per classification task, as trained).
+  stopping), ``class_weights`` (per classification task, as trained) and
+  ``task_weights`` (the loss's task weights at the end of training).
 
 :func:`parse_document` checks a document's keys and types before anything is built
 from it, and returns a :class:`ModelDocument`. Importing this module imports neither
@@ -31,8 +32,9 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .cell_loss import CellLoss, is_weight, regression_loss_names, static_task_weights
 from .decoding import MAX_IMAGE_SIZE
-from .outputs import OutputDecoder, task_to_dict
+from .outputs import OutputDecoder, task_from_dict, task_to_dict
 from .targets import REGRESSION, TASK_KINDS
 
 __all__ = [
@@ -224,6 +226,7 @@ def model_document(estimator, with_params=True):
             [task_to_dict(estimator.tasks_[name])["name"], getattr(criterion, buffer).tolist()]
             for name, buffer in criterion.class_weights.items()
         ],
+        "task_weights": criterion.weights.tolist(),
     }
 
 
@@ -252,6 +255,9 @@ class ModelDocument:
     best_epoch : int or None
     class_weights : dict
         Task name to its class weights (a list of floats).
+    task_weights : list of float or None
+        The loss's task weights at the end of training; None in a document written
+        before they were recorded.
     """
 
     document: dict
@@ -264,6 +270,7 @@ class ModelDocument:
     skipped_images: list = field(default_factory=list)
     best_epoch: int | None = None
     class_weights: dict = field(default_factory=dict)
+    task_weights: list | None = None
 
     def tasks(self, from_dict):
         """Task name to ``from_dict(state)`` for each task (a Task or an OutputDecoder)."""
@@ -280,6 +287,27 @@ class ModelDocument:
         if self.best_epoch is not None:
             attributes["best_epoch_"] = self.best_epoch
         return attributes
+
+    def cell_loss(self):
+        """The model's :class:`~sk_multitask.cell_loss.CellLoss`: its per-cell training
+        losses from its outputs, without torch (needs scikit-learn, which encodes ``y``).
+
+        A document without ``task_weights`` gives the static ``loss_weights`` (1 per
+        task for a learned weighting).
+        """
+        tasks = self.tasks(task_from_dict)
+        specs = [(name, task.kind, task.n_outputs) for name, task in tasks.items()]
+        weights = self.task_weights
+        if weights is None:
+            loss_weights = self.params.get("loss_weights")
+            static = None if isinstance(loss_weights, str) else loss_weights
+            weights = static_task_weights(static, list(tasks))
+        return CellLoss(
+            tasks,
+            {name: np.asarray(w, dtype=np.float64) for name, w in self.class_weights.items()},
+            regression_loss_names(self.params.get("regression_loss", "mse"), specs),
+            np.asarray(weights, dtype=np.float64),
+        )
 
 
 def check_document(document, source):
@@ -336,6 +364,7 @@ def _is_backbone(backbone):
 _REQUIRED = object()
 _SIDES = f"image_size is not two integers from 1 to {MAX_IMAGE_SIZE}"
 _PAIRS = "class_weights is not a list of [task, weights] pairs"
+_WEIGHTS = "task_weights is not a list of non-negative numbers"
 
 #: Key, its default when absent (or _REQUIRED), the check, and what it says when wrong.
 _FIELDS = [
@@ -347,6 +376,7 @@ _FIELDS = [
     ("skipped_images", [], _list_of(lambda p: isinstance(p, str)), "skipped_images is not a list"),
     ("best_epoch", None, lambda v: v is None or _is_count(v), "best_epoch is not a count"),
     ("class_weights", [], _list_of(_is_class_weights), _PAIRS),
+    ("task_weights", None, lambda v: v is None or _list_of(is_weight)(v), _WEIGHTS),
 ]
 #: Every key a document may hold (``weights_sha256``: the safe file's hash of its weights).
 _KEYS = {key for key, *_ in _FIELDS} | {
@@ -492,6 +522,7 @@ def parse_document(document, source):
         class_weights={
             _hashable(name): weights for name, weights in document.get("class_weights", [])
         },
+        task_weights=document.get("task_weights"),
     )
 
 

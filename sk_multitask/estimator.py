@@ -39,6 +39,9 @@ from .targets import check_aligned, check_sample_weight, check_targets, check_ta
 
 __all__ = ["MultiTaskImageEstimator", "load"]
 
+#: The documentation site (``site_url`` in mkdocs.yml; tests/test_sklearn.py checks both).
+DOCS_URL = "https://sk-multitask.readthedocs.io/en/latest/"
+
 
 class MultiTaskImageEstimator(
     VersionedPickleMixin, TransformerMixin, ClassNamePrefixFeaturesOutMixin, BaseEstimator):
@@ -256,6 +259,10 @@ class MultiTaskImageEstimator(
     """
 
     _parameter_constraints = PARAMETER_CONSTRAINTS
+    # The HTML repr's "?" opens the class's page of the API reference, named by its
+    # public import path (scikit-learn's documentation-link mechanism).
+    _doc_link_module = "sk_multitask"
+    _doc_link_template = DOCS_URL + "api/sk_multitask.{estimator_name}/"
 
     def __init__(
         self,
@@ -688,6 +695,8 @@ class MultiTaskImageEstimator(
         tags.target_tags.required = True
         tags.target_tags.multi_output = True
         tags.target_tags.two_d_labels = True
+        # transform gives float32 features whatever X (images) is.
+        tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
 
     # -- helpers -------------------------------------------------------------------

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, check_task_names, target_width
-from .weighting import check_class_weights, is_weight
+from .cell_loss import CellLoss, regression_loss_names, static_task_weights
+from .targets import CLASSIFICATION, MULTILABEL, target_width
+from .weighting import check_class_weights
 
 __all__ = [
     "LOSS_WEIGHTINGS",
@@ -34,7 +35,8 @@ __all__ = [
 ]
 
 #: Per-cell regression losses by the name ``regression_loss`` takes, on the
-#: standardised scale (Huber: delta 1, i.e. one standard deviation).
+#: standardised scale (Huber: delta 1, i.e. one standard deviation); their numpy
+#: counterparts are :class:`sk_multitask.cell_loss.CellLoss`'s.
 REGRESSION_LOSSES = {
     "mse": functools.partial(F.mse_loss, reduction="none"),
     "l1": functools.partial(F.l1_loss, reduction="none"),
@@ -98,11 +100,14 @@ class MaskedMultiTaskLoss(nn.Module):
                 )
             weights = [1.0] * len(self.names)
         else:
-            weights = _static_weights(loss_weights, self.names)
+            weights = static_task_weights(loss_weights, self.names)
         self.register_buffer("task_weights", torch.tensor(weights))
         if loss_weights == "uncertainty":
             self.log_vars = nn.Parameter(torch.zeros(len(self.names)))
-        self.regression_losses = _regression_losses(regression_loss, self.task_specs)
+        self.regression_loss_names = regression_loss_names(regression_loss, self.task_specs)
+        self.regression_losses = {
+            name: REGRESSION_LOSSES[loss] for name, loss in self.regression_loss_names.items()
+        }
         self.class_weights = {}
         for name, weights in self._class_weights(class_weight).items():
             self.register_buffer(f"class_weight_{self.names.index(name)}", weights)
@@ -188,6 +193,16 @@ class MaskedMultiTaskLoss(nn.Module):
         losses, _, labelled = self._cells(y_pred, y_true)
         return losses, labelled
 
+    def numpy_cell_loss(self, tasks):
+        """This loss's :class:`~sk_multitask.cell_loss.CellLoss` (the per-cell losses of
+        :meth:`cell_losses` in numpy), for the fitted ``tasks`` it was built for."""
+        class_weights = {
+            name: getattr(self, buffer).numpy().astype("float64")
+            for name, buffer in self.class_weights.items()
+        }
+        weights = self.weights.numpy().astype("float64")
+        return CellLoss(dict(tasks), class_weights, dict(self.regression_loss_names), weights)
+
     def task_terms(self, y_pred, y_true):
         """Per task: the loss summed over labelled cells, and the sum of their weights.
 
@@ -213,34 +228,6 @@ class MaskedMultiTaskLoss(nn.Module):
         return (self.task_weights * means).sum()
 
 
-def _static_weights(loss_weights, names):
-    loss_weights = dict(loss_weights or {})
-    check_task_names(loss_weights, names, "loss_weights")
-    weights = [loss_weights.get(name, 1.0) for name in names]
-    if not all(map(is_weight, weights)):
-        raise ValueError(f"loss_weights must be finite non-negative numbers, got {loss_weights}")
-    return [float(w) for w in weights]
-
-
-def _regression_losses(regression_loss, task_specs):
-    """Task name to its per-cell loss function, for every regression task."""
-    names = [name for name, _, _ in task_specs]
-    regression = [name for name, kind, _ in task_specs if kind == REGRESSION]
-    chosen = regression_loss if isinstance(regression_loss, dict) else {}
-    check_task_names(chosen, names, "regression_loss", REGRESSION, regression)
-    default = "mse" if isinstance(regression_loss, dict) else regression_loss
-    losses = {}
-    for name in regression:
-        loss = chosen.get(name, default)
-        if loss not in REGRESSION_LOSSES:
-            raise ValueError(
-                f"unknown regression_loss {loss!r} for task {name!r}; "
-                f"expected one of {list(REGRESSION_LOSSES)}"
-            )
-        losses[name] = REGRESSION_LOSSES[loss]
-    return losses
-
-
 def check_loss_options(loss_weights, regression_loss):
     """Check what can be checked of ``loss_weights`` and ``regression_loss`` before the
     tasks are known: the values (not yet the task names).
@@ -264,7 +251,7 @@ def check_loss_options(loss_weights, regression_loss):
                 f"None or one of {list(LOSS_WEIGHTINGS)}"
             )
     else:
-        _static_weights(loss_weights, list(loss_weights or {}))
+        static_task_weights(loss_weights, list(loss_weights or {}))
     chosen = regression_loss if isinstance(regression_loss, dict) else {None: regression_loss}
     for name, loss in chosen.items():
         if not isinstance(loss, str) or loss not in REGRESSION_LOSSES:
@@ -290,7 +277,7 @@ def check_task_losses(task_specs, loss_weights=None, class_weight=None, regressi
     """
     names = [name for name, _, _ in task_specs]
     if not isinstance(loss_weights, str):
-        weights = _static_weights(loss_weights, names)
+        weights = static_task_weights(loss_weights, names)
         if not any(weights):
             warnings.warn(
                 f"every loss weight is 0 (loss_weights={loss_weights}): the network trains "
@@ -298,7 +285,7 @@ def check_task_losses(task_specs, loss_weights=None, class_weight=None, regressi
                 UserWarning,
                 stacklevel=3,
             )
-    _regression_losses(regression_loss, task_specs)
+    regression_loss_names(regression_loss, task_specs)
     n_classes = {name: n for name, kind, n in task_specs if kind == CLASSIFICATION}
     for name, weights in check_class_weights(class_weight, names, n_classes).items():
         if not weights.any():

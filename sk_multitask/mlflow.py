@@ -275,15 +275,14 @@ class MultiTaskPyfuncModel:
             raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
-        with tempfile.TemporaryDirectory() as folder:
-            X = self._images(model_input, folder)
-            if method == "predict":
-                return self.estimator.predict(X)
-            return probability_table(self.estimator.predict_proba(X), X.index)
+        X = self._images(model_input)
+        if method == "predict":
+            return self.estimator.predict(X)
+        return probability_table(self.estimator.predict_proba(X), X.index)
 
-    def _images(self, model_input, folder):
-        """``model_input`` with the image column holding paths: each encoded image is
-        written to a file in ``folder`` (the estimator reads images from files or arrays)."""
+    def _images(self, model_input):
+        """``model_input`` as the estimator's image column: a path, or a row's decoded
+        image bytes (the estimator reads encoded bytes as it reads files)."""
         column = self.estimator.image_col
         if column not in model_input and BASE64_COLUMN not in model_input:
             raise ValueError(
@@ -303,8 +302,5 @@ class MultiTaskPyfuncModel:
                 raise ValueError(
                     f"row {position} of {BASE64_COLUMN!r} is not base64-encoded: {exc}"
                 ) from exc
-            path = os.path.join(folder, f"{position}.image")
-            with open(path, "wb") as file:
-                file.write(data)
-            paths.iloc[position] = path
+            paths.iloc[position] = data
         return pd.DataFrame({column: paths}, index=model_input.index)

@@ -4,7 +4,7 @@
 file: input ``images``, uint8 ``(N, 3, H, W)`` with a dynamic batch size, the
 normalisation inside the graph; output ``outputs``, every task's head concatenated.
 The model document (:func:`sk_multitask.document.model_document`: parameters, tasks,
-image size, history, data sizes, skipped images, best epoch, class weights, versions)
+image size, history, data sizes, skipped images, best epoch, class and task weights, versions)
 is stored in the file's metadata, under :data:`METADATA_KEY`, where
 :class:`sk_multitask.onnx.OnnxPredictor` reads it.
 

@@ -210,6 +210,11 @@ class OnnxPredictor:
         split = np.split(outputs, np.cumsum(sizes)[:-1], axis=1)
         return dict(zip(self.tasks_, split, strict=True)), index
 
+    def predict_raw(self, X):
+        """:meth:`outputs`, by the name of ``MultiTaskImageEstimator.predict_raw``: what
+        :func:`sk_multitask.report.write_report` computes the report from."""
+        return self.outputs(X)
+
     def predict(self, X):
         """Predict every task: the DataFrame ``MultiTaskImageEstimator.predict`` returns.
 
@@ -235,6 +240,17 @@ class OnnxPredictor:
         outputs, index = self.outputs(X)
         y = check_targets(y, self.tasks_, len(index))
         return evaluate_tasks({n: self.tasks_[n] for n in y.columns}, outputs, y)
+
+    def top_losses(self, X, y, k=9, task=None):
+        """The ``k`` rows with the largest training loss: the table of
+        ``MultiTaskImageEstimator.top_losses``, computed without torch.
+
+        Needs scikit-learn (which encodes ``y``), not torch.
+        """
+        from .diagnostics import top_loss_table
+
+        outputs, index = self.outputs(X)
+        return top_loss_table(self, X, y, outputs, index, k=k, task=task)
 
     def __repr__(self):
         return f"OnnxPredictor({self.path!r})"

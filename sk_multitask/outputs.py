@@ -172,7 +172,7 @@ def task_from_dict(state):
 
     decoder = OutputDecoder.from_dict(state)
     if decoder.kind == REGRESSION:
-        encoder = StandardScaler()
+        encoder = StandardScaler().set_output(transform="default")  # as fit_tasks's
         encoder.mean_ = np.array([decoder.mean])
         encoder.scale_ = np.array([decoder.scale])
         encoder.var_ = encoder.scale_**2
@@ -230,8 +230,12 @@ def _dtype_from_dict(state):
 
 
 def decoders(tasks):
-    """Task name to the :class:`OutputDecoder` of each fitted task of ``tasks``."""
-    return {name: OutputDecoder.from_task(task) for name, task in tasks.items()}
+    """Task name to the :class:`OutputDecoder` of each fitted task of ``tasks`` (a
+    decoder stays itself: the ONNX predictor's tasks are decoders)."""
+    return {
+        name: task if isinstance(task, OutputDecoder) else OutputDecoder.from_task(task)
+        for name, task in tasks.items()
+    }
 
 
 def prediction_frame(decoders, outputs, index):

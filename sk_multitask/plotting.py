@@ -24,7 +24,6 @@ Examples
 
 from __future__ import annotations
 
-import math
 from numbers import Integral
 
 import numpy as np
@@ -33,17 +32,18 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .dataset import ImageDataset, train_transform
+from .figures import (
+    confusion_figure,
+    format_value,
+    history_figure,
+    image_grid,
+    regression_figure,
+    top_losses_figure,
+)
 from .metrics import scorable_rows
 from .outputs import OutputDecoder
-from .sources import image_references, resolve_images
-from .targets import (
-    CLASSIFICATION,
-    MULTILABEL,
-    REGRESSION,
-    check_targets,
-    check_task,
-    is_missing,
-)
+from .sources import resolve_images
+from .targets import CLASSIFICATION, REGRESSION, check_targets, check_task
 
 __all__ = [
     "confusion_figure",
@@ -57,19 +57,6 @@ __all__ = [
     "show_batch",
     "top_losses_figure",
 ]
-
-#: The history metric plotted per task kind.
-_KIND_METRICS = {CLASSIFICATION: "acc", REGRESSION: "mae", MULTILABEL: "f1"}
-#: History metric suffix -> (axes title word, y-axis label).
-_METRIC_LABELS = {
-    "acc": ("accuracy", "accuracy"),
-    "mae": ("mean absolute error", "MAE"),
-    "f1": ("micro F1", "micro F1"),
-}
-_TITLE_SIZE = 9
-#: Inches per title character at ``_TITLE_SIZE`` points, to size grid cells so that
-#: neighbouring titles do not overlap.
-_CHAR_WIDTH = 0.075
 
 
 def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
@@ -105,45 +92,10 @@ def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
     return top_losses_figure(estimator, X, top, ranked_by, ncols)
 
 
-def top_losses_figure(estimator, X, top, ranked_by="combined loss", ncols=3):
-    """The figure of :func:`plot_top_losses` from a computed ``top_losses`` table.
-
-    Parameters
-    ----------
-    estimator : fitted MultiTaskImageEstimator
-    X : image input the table was computed on
-    top : DataFrame
-        As returned by :meth:`MultiTaskImageEstimator.top_losses`.
-    ranked_by : str, default="combined loss"
-        What the rows are ranked by, for the title.
-    ncols : int, default=3
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    images, _ = resolve_images(
-        X, estimator.image_col, estimator.image_root, check_files=False,
-        storage_options=estimator.storage_options,
-    )
-    # The first image of X that each row of the table names.
-    first = {}
-    for position, reference in enumerate(image_references(X, estimator.image_col)):
-        first.setdefault(reference, position)
-    sources = images[[first[reference] for reference in top["image"]]]
-    titles = [_top_loss_title(estimator.tasks_, row) for _, row in top.iterrows()]
-    dataset = ImageDataset(sources, image_size=estimator.image_size_)
-    return _image_grid(dataset, titles, ncols, f"Largest {ranked_by} (prediction/truth)")
-
-
 def plot_history(estimator):
     """Training curves: the total loss, then each task's loss and metric per epoch.
 
-    The first row shows the total loss; then each task has a row with its loss (left)
-    and its metric (right): accuracy for a classification, the mean absolute error in
-    original units for a regression, the micro F1 over labels for a multi-label task.
-    Every axes has a ``train`` line and, when the
-    estimator held out validation rows, a ``valid`` line.
+    The axes and their titles are :func:`sk_multitask.figures.history_figure`'s.
 
     Parameters
     ----------
@@ -152,40 +104,10 @@ def plot_history(estimator):
     Returns
     -------
     matplotlib.figure.Figure
-        ``1 + 2 * n_tasks`` axes, titled ``"total loss"``, ``"<task>: loss"`` and
-        ``"<task>: accuracy"``, ``"<task>: mean absolute error"`` or
-        ``"<task>: micro F1"``.
+        One row of axes for the total loss, then one per task (its loss, its metric).
     """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
     check_is_fitted(estimator)
-    fig = Figure(figsize=(9, 2.3 * (1 + len(estimator.tasks_))), layout="constrained")
-    grid = fig.add_gridspec(1 + len(estimator.tasks_), 2)
-    panels = [(grid[0, :], "total loss", "loss", "loss")]
-    for row, (name, task) in enumerate(estimator.tasks_.items(), start=1):
-        metric = _KIND_METRICS[task.kind]
-        title, label = _METRIC_LABELS[metric]
-        panels += [
-            (grid[row, 0], f"{name}: loss", "loss", f"{name}_loss"),
-            (grid[row, 1], f"{name}: {title}", label, f"{name}_{metric}"),
-        ]
-    history = estimator.history_
-    epochs = [row["epoch"] for row in history]
-    for cell, title, label, key in panels:
-        ax = fig.add_subplot(cell)
-        for prefix in ("train", "valid"):
-            column = f"{prefix}_{key}"
-            if any(column in row for row in history):  # no valid_* keys without validation
-                values = [row.get(column, np.nan) for row in history]
-                ax.plot(epochs, np.asarray(values, dtype=float), marker="o", label=prefix)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8)
-    fig.suptitle("Training history")
-    return fig
+    return history_figure(estimator.tasks_, estimator.history_)
 
 
 def plot_lr_find(result):
@@ -313,30 +235,6 @@ def plot_regression(estimator, X, y, task):
     return regression_figure(task, *_truth_and_prediction(estimator, X, y, task))
 
 
-def regression_figure(name, truth, predicted):
-    """The figure of :func:`plot_regression` from true and predicted Series."""
-    from matplotlib.figure import Figure
-    from sklearn.metrics import PredictionErrorDisplay
-
-    labelled = truth.notna().to_numpy()
-    if not labelled.any():
-        raise ValueError(f"y has no labelled cell for task {name!r}")
-    true = truth.to_numpy(dtype=float)[labelled]
-    pred = predicted.to_numpy(dtype=float)[labelled]
-    fig = Figure(figsize=(9, 4), layout="constrained")
-    kinds = (
-        ("actual_vs_predicted", "true against predicted"),
-        ("residual_vs_predicted", "residuals"),
-    )
-    for ax, (kind, title) in zip(fig.subplots(1, 2), kinds, strict=True):
-        PredictionErrorDisplay.from_predictions(
-            true, pred, kind=kind, ax=ax, subsample=2000, random_state=0
-        )
-        ax.set_title(f"{name}: {title}", fontsize=10)
-    fig.suptitle(f"{name}: {int(labelled.sum())} labelled images")
-    return fig
-
-
 def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
     """A random sample of training images as the network sees them, with their labels.
 
@@ -373,7 +271,7 @@ def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
     rows = rng.choice(len(images), size=min(n, len(images)), replace=False)
     titles = [
         " | ".join(
-            f"{name} {_format_value(estimator.tasks_[name], value)}"
+            f"{name} {format_value(estimator.tasks_[name], value)}"
             for name, value in y.iloc[row].items()
         )
         for row in rows
@@ -386,7 +284,8 @@ def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
     # The augmentation draws from torch's global generator: seed it, then restore it.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
-        return _image_grid(dataset, titles, ncols, f"Training images at {height}×{width} px, {how}")
+        images = [dataset[i][0].permute(1, 2, 0).numpy() for i in range(len(dataset))]
+        return image_grid(images, titles, ncols, f"Training images at {height}×{width} px, {how}")
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -395,52 +294,6 @@ def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
 def _check_positive(value, name):
     if not (isinstance(value, Integral) and value >= 1):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _format_number(value):
-    """2-3 significant digits, without an exponent below 1000."""
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
-
-
-def _format_value(task, value):
-    """A label as it came in, a regression value to 3 digits, a multi-label cell as
-    ``[a, b]``, ``?`` when missing."""
-    if is_missing(value):
-        return "?"
-    if task.kind == MULTILABEL:
-        return "[" + ", ".join(map(str, value)) + "]"
-    return _format_number(value) if task.kind == REGRESSION else str(value)
-
-
-def _top_loss_title(tasks, row):
-    """``color red/blue | area 0.31/0.62`` then ``loss 2.3`` on a second line."""
-    fields = " | ".join(
-        f"{name} {_format_value(task, row[f'{name}_pred'])}/"
-        f"{_format_value(task, row[f'{name}_true'])}"
-        for name, task in tasks.items()
-    )
-    return f"{fields}\nloss {_format_number(row['loss'])}"
-
-
-def _image_grid(dataset, titles, ncols, suptitle):
-    """One titled, axis-less image per item of ``dataset``, ``ncols`` to a row."""
-    from matplotlib.figure import Figure
-
-    ncols = min(ncols, len(titles))
-    nrows = math.ceil(len(titles) / ncols)
-    lines = [title.splitlines() for title in titles]
-    width = max(2.2, _CHAR_WIDTH * max(len(line) for title in lines for line in title))
-    image_height, image_width = dataset.image_size
-    side = min(width, 2.5)  # inches: wide titles widen the cells, not the images
-    height = side * image_height / image_width + 0.2 * max(map(len, lines))
-    fig = Figure(figsize=(ncols * width, nrows * height + 0.4), layout="constrained")
-    for i, title in enumerate(titles):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        ax.imshow(dataset[i][0].permute(1, 2, 0).numpy())
-        ax.set_title(title, fontsize=_TITLE_SIZE)
-        ax.set_axis_off()
-    fig.suptitle(suptitle)
-    return fig
 
 
 def _fitted_task(estimator, task, kind, figure):
@@ -463,43 +316,3 @@ def _truth_and_prediction(estimator, X, y, task):
     decoder = OutputDecoder.from_task(estimator.tasks_[task])
     predicted = decoder.decode(outputs[task][scored], index[scored])
     return truth[task].iloc[scored], predicted
-
-
-def confusion_figure(task, truth, predicted, normalize=None):
-    """The figure of :func:`plot_confusion_matrix` from true and predicted Series.
-
-    ``task`` is the fitted classification :class:`~sk_multitask.targets.Task`; the matrix
-    counts the labelled cells of ``truth`` of a class it knows (the title says how many
-    others there were).
-    """
-    from matplotlib.figure import Figure
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    classes = task.classes_
-    labelled = truth.notna().to_numpy()
-    # confusion_matrix silently drops labels outside `classes`: count them openly.
-    known = labelled & truth.isin(classes).to_numpy()
-    if not known.any():
-        raise ValueError(f"y has no labelled cell of a known class for task {task.name!r}")
-    side = max(3.5, 0.55 * len(classes) + 1.8)
-    fig = Figure(figsize=(side, side), layout="constrained")
-    ax = fig.add_subplot()
-    ConfusionMatrixDisplay.from_predictions(
-        truth.to_numpy()[known],
-        predicted.to_numpy()[known],
-        labels=classes,
-        normalize=normalize,
-        ax=ax,
-        cmap="Blues",
-        colorbar=False,
-        xticks_rotation=45 if max(len(str(c)) for c in classes) > 7 else "horizontal",
-        values_format=None if normalize is None else ".2f",
-    )
-    ax.set_xlabel(f"predicted {task.name}")
-    ax.set_ylabel(f"true {task.name}")
-    title = f"{task.name}: {int(known.sum())} labelled images"
-    unseen = int(labelled.sum() - known.sum())
-    if unseen:
-        title += f"\n({unseen} more of classes unseen in training)"
-    ax.set_title(title, fontsize=10)
-    return fig

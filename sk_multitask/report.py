@@ -27,21 +27,23 @@ import html
 import io
 import pathlib
 import platform
+import sys
 
 import pandas as pd
 
 from . import __version__
 from .diagnostics import top_loss_table
+from .figures import confusion_figure, history_figure, regression_figure, top_losses_figure
 from .files import atomic_write
 from .metrics import evaluate_tasks, per_class_metrics, scorable_rows
 from .outputs import decoders
-from .plotting import confusion_figure, plot_history, regression_figure, top_losses_figure
 from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
 
 __all__ = ["figure_to_png_bytes", "write_report"]
 
-#: Packages whose versions the report names, besides sk-multitask and Python.
-_PACKAGES = ("torch", "torchvision", "skorch", "sklearn", "pandas", "numpy")
+#: Packages whose versions the report names, besides sk-multitask and Python, when the
+#: model imported them (the ONNX predictor runs without torch).
+_PACKAGES = ("torch", "torchvision", "skorch", "onnxruntime", "sklearn", "pandas", "numpy")
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
@@ -83,9 +85,14 @@ def write_report(estimator, X, y, path, k=9):
     network runs once over ``X``. Figures are embedded as PNG data: the file needs
     nothing else to open.
 
+    The same report comes from the estimator and from the
+    :class:`~sk_multitask.onnx.OnnxPredictor` of its ONNX export, which needs no torch:
+    the losses are computed from the outputs (:mod:`sk_multitask.cell_loss`) and the
+    images decoded by :mod:`sk_multitask.decoding`.
+
     Parameters
     ----------
-    estimator : fitted MultiTaskImageEstimator
+    estimator : fitted MultiTaskImageEstimator or OnnxPredictor
     X : image input, as for ``fit``
     y : DataFrame or Series
         True targets for some or all tasks; missing cells are left out.
@@ -108,7 +115,8 @@ def write_report(estimator, X, y, path, k=9):
         *_metric_sections(tasks, outputs, y),
         _section(
             "Training history",
-            _image(plot_history(estimator), "training history") + _table(_epochs(estimator)),
+            _image(history_figure(estimator.tasks_, estimator.history_), "training history")
+            + _table(_epochs(estimator)),
         ),
         *_figure_sections(tasks, outputs, index, y),
         _top_loss_section(estimator, X, y, outputs, index, k),
@@ -164,8 +172,9 @@ def _top_loss_section(estimator, X, y, outputs, index, k):
     return _section("Largest losses", _image(figure, "largest losses"))
 
 
-def _parameters(estimator):
-    params = estimator.get_params(deep=False)
+def _parameters(model):
+    # An ONNX predictor holds the estimator's parameters as saved.
+    params = model.get_params(deep=False) if hasattr(model, "get_params") else model.params
     return pd.DataFrame({"value": {name: repr(value) for name, value in params.items()}})
 
 
@@ -190,12 +199,11 @@ def _page(estimator, n_images, sections):
 
 
 def _versions():
-    import importlib
-
     versions = [f"sk-multitask {__version__}", f"Python {platform.python_version()}"]
     for name in _PACKAGES:
-        module = importlib.import_module(name)
-        versions.append(f"{'scikit-learn' if name == 'sklearn' else name} {module.__version__}")
+        if name in sys.modules:
+            version = sys.modules[name].__version__
+            versions.append(f"{'scikit-learn' if name == 'sklearn' else name} {version}")
     return "Made with " + ", ".join(versions) + "."
 
 

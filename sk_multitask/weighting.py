@@ -16,6 +16,7 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.utils.class_weight import compute_class_weight
 
+from .cell_loss import is_weight
 from .targets import CLASSIFICATION, check_task_names
 
 __all__ = [
@@ -25,14 +26,6 @@ __all__ = [
     "dwa_weights",
     "is_weight",
 ]
-
-
-def is_weight(value):
-    """Whether ``value`` is a usable loss weight: a finite, non-negative number."""
-    try:
-        return math.isfinite(value) and value >= 0
-    except TypeError:
-        return False
 
 
 def class_weights(class_weight, tasks, y):

@@ -1,12 +1,16 @@
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
 from sk_multitask.backbones import SimpleCNN
-from sk_multitask.loss import MaskedMultiTaskLoss, check_task_losses
+from sk_multitask.cell_loss import REGRESSION_LOSS_NAMES
+from sk_multitask.loss import REGRESSION_LOSSES, MaskedMultiTaskLoss, check_task_losses
 from sk_multitask.model import MultiTaskModule
+from sk_multitask.targets import encode_targets, fit_tasks
 
 NAN = float("nan")
 SPECS = [
@@ -298,3 +302,49 @@ def test_loss_weights_all_zero_warn_that_nothing_trains():
         check_task_losses(specs, class_weight={"pet": [0.0, 0.0]})
     # Some weight left: no warning (warnings are errors in tests).
     check_task_losses(specs, loss_weights={"pet": 0}, class_weight={"pet": [0.0, 1.0]})
+
+
+def _labelled_frame(n=40, seed=0):
+    """Targets of the four ML_SPECS tasks as a user gives them, a fifth of cells missing."""
+    rng = np.random.default_rng(seed)
+    y = pd.DataFrame(
+        {
+            "gender": rng.choice(["f", "m"], n).astype(object),
+            "ethnicity": rng.choice(["a", "b", "c"], n).astype(object),
+            "age": rng.normal(40, 12, n),
+            "tags": [sorted(set(rng.choice(["x", "y", "z"], 2))) for _ in range(n)],
+        }
+    )
+    for name in y.columns:
+        y.loc[rng.random(n) < 0.2, name] = None if name != "age" else np.nan
+    return y
+
+
+@pytest.mark.parametrize("variant", [*VARIANTS, "l1 for age only"])
+def test_numpy_cell_losses_equal_the_torch_loss_in_every_variant(variant):
+    # The top-loss table (estimator and ONNX predictor) uses the numpy twin: it must
+    # compute what training computes.
+    y = _labelled_frame()
+    tasks = fit_tasks(y, kinds={"tags": "multilabel"})
+    params = VARIANTS.get(variant, {"regression_loss": {"age": "l1"}})
+    criterion = MaskedMultiTaskLoss([(n, t.kind, t.n_outputs) for n, t in tasks.items()], **params)
+    if variant == "uncertainty":
+        criterion.log_vars.data = torch.tensor([0.5, -1.0, 0.0, 2.0])
+    outputs = torch.randn(len(y), 9, generator=torch.Generator().manual_seed(1)) * 3
+    outputs[5] = float("nan")  # an image that could not be read
+    targets = torch.from_numpy(encode_targets(y, tasks))
+
+    expected, expected_labelled = criterion.cell_losses(outputs, targets)
+    twin = criterion.numpy_cell_loss(tasks)
+    split = dict(zip(tasks, torch.split(outputs, [2, 3, 1, 3], dim=1), strict=True))
+    losses, labelled = twin.cell_losses(split, y)
+
+    np.testing.assert_array_equal(labelled, expected_labelled.numpy())
+    np.testing.assert_allclose(losses, expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert np.isnan(losses[5][labelled[5]]).all() and (losses[~labelled] == 0).all()
+    assert np.isfinite(np.delete(losses, 5, axis=0)).all() and (losses[labelled] > 0).mean() > 0.9
+    np.testing.assert_allclose(twin.task_weights, criterion.weights.numpy(), rtol=1e-6)
+
+
+def test_the_numpy_twin_knows_every_regression_loss():
+    assert tuple(REGRESSION_LOSSES) == REGRESSION_LOSS_NAMES

@@ -2,11 +2,16 @@ import base64
 import io
 import os
 import re
+import subprocess
+import sys
+import textwrap
 
+import numpy as np
+import pandas as pd
 import pytest
 import sklearn
 import torch
-from conftest import TARGETS, reload
+from conftest import BLOCK_TORCH, TARGETS, one_torch_thread, reload
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -138,3 +143,58 @@ def test_figure_to_png_bytes_renders_at_the_given_dpi():
     png = figure_to_png_bytes(fig, dpi=50)
 
     assert Image.open(io.BytesIO(png)).size == (150, 100)
+
+
+def report_sections(text):
+    """Section title to its body, the figures left out."""
+    parts = re.split(r"<h2>(.*?)</h2>", report_body(text))
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def numbers(html):
+    return np.array([float(v) for v in re.findall(r">(-?[0-9][0-9.e+-]*)</td>", html)])
+
+
+def test_the_onnx_predictor_writes_the_report_of_the_estimator_without_torch(
+    fitted, image_set, tmp_path
+):
+    onnx = fitted.export_onnx(tmp_path / "model.onnx")
+    image_set.to_pickle(tmp_path / "data.pkl")
+    script = textwrap.dedent(
+        f"""
+        BLOCKED = {{"torch", "torchvision", "skorch"}}
+        {textwrap.indent(BLOCK_TORCH, "        ").strip()}
+        import sys
+        import pandas as pd
+        from sk_multitask.onnx import OnnxPredictor
+        from sk_multitask.report import write_report
+
+        predictor = OnnxPredictor({str(onnx)!r})
+        data = pd.read_pickle({str(tmp_path / "data.pkl")!r})
+        write_report(predictor, data, data[{TARGETS!r}], {str(tmp_path / "onnx.html")!r}, k=4)
+        predictor.top_losses(data, data[{TARGETS!r}], k=6).to_pickle({str(tmp_path / "top.pkl")!r})
+        print(sorted(name for name in sys.modules if name.partition(".")[0] in BLOCKED))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"  # nothing of torch was imported
+    y = image_set[TARGETS]
+    with one_torch_thread():
+        report = write_report(fitted, image_set, y, tmp_path / "fitted.html", k=4)
+        fitted_top = fitted.top_losses(image_set, y, k=6)
+    expected = report_sections(report.read_text())
+    text = (tmp_path / "onnx.html").read_text()
+    sections = report_sections(text)
+    assert list(sections) == list(expected)  # the same sections: metrics, figures, top losses
+    assert text.count("data:image/png;base64,") == 5
+    for title in ("Data", "Metrics per task", "Metrics per class", "Training history"):
+        np.testing.assert_allclose(numbers(sections[title]), numbers(expected[title]), rtol=1e-3)
+    params = re.findall(r"<tr>\s*<th>(.*?)</th>\s*<td>(.*?)</td>", sections["Parameters"])
+    assert len(params) > 20 and set(params) <= set(
+        re.findall(r"<tr>\s*<th>(.*?)</th>\s*<td>(.*?)</td>", expected["Parameters"])
+    )
+    top = pd.read_pickle(tmp_path / "top.pkl")
+    pd.testing.assert_frame_equal(top.drop(columns="loss"), fitted_top.drop(columns="loss"))
+    np.testing.assert_allclose(top["loss"], fitted_top["loss"], rtol=1e-4)
+    assert top["loss"].is_monotonic_decreasing and top["loss"].iloc[-1] > 0

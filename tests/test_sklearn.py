@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TARGETS, small_estimator
+from conftest import TARGETS, one_torch_thread, small_estimator
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.pipeline import Pipeline
@@ -130,35 +130,39 @@ class _AsIfTabular(MultiTaskImageEstimator):
 
 
 _NUMERIC_X = "fits on a 2-D numeric array; X must be images (paths or uint8 (N, H, W[, C]))"
+#: API checks that fit on numeric arrays: test_api_checks_on_images runs them on images.
+ON_IMAGES = [
+    "check_fit_score_takes_y",
+    "check_estimators_overwrite_params",
+    "check_dont_overwrite_parameters",
+    "check_estimators_fit_returns_self",
+    "check_estimators_pickle",
+    "check_methods_subset_invariance",
+    "check_methods_sample_order_invariance",
+    "check_dict_unchanged",
+    "check_fit_idempotent",
+    "check_fit_check_is_fitted",
+    "check_pipeline_consistency",
+    "check_transformer_preserve_dtypes",
+]
 EXPECTED_FAILED_CHECKS = {
+    **dict.fromkeys(ON_IMAGES, f"{_NUMERIC_X}: run on images by test_api_checks_on_images"),
     # Checks that fit on random 2-D numeric arrays, which are not images.
     **dict.fromkeys(
         [
-            "check_fit_score_takes_y",
-            "check_estimators_overwrite_params",
-            "check_dont_overwrite_parameters",
-            "check_estimators_fit_returns_self",
             "check_readonly_memmap_input",
             "check_n_features_in_after_fitting",
             "check_positive_only_tag_during_fit",
             "check_estimators_dtypes",
             "check_dtype_object",
-            "check_pipeline_consistency",
-            "check_estimators_pickle",
             "check_estimators_pickle(readonly_memmap=True)",
             "check_f_contiguous_array_estimator",
-            "check_methods_subset_invariance",
-            "check_methods_sample_order_invariance",
             "check_fit2d_1feature",
-            "check_dict_unchanged",
-            "check_fit_idempotent",
-            "check_fit_check_is_fitted",
             "check_n_features_in",
             "check_fit2d_predict1d",
             "check_transformer_general",
             "check_transformer_general(readonly_memmap=True)",
             "check_transformer_data_not_an_array",
-            "check_transformer_preserve_dtypes",
         ],
         _NUMERIC_X,
     ),
@@ -185,7 +189,6 @@ EXPECTED_FAILED_CHECKS = {
     "check_estimator_sparse_matrix": "expects a message about sparse input",
     "check_estimator_sparse_tag": "sparse input is not images",
     "check_fit2d_1sample": "expects scikit-learn's wording for a 1-sample 2-D X",
-    "check_requires_y_none": "expects scikit-learn's wording for y=None",
 }
 
 
@@ -196,3 +199,101 @@ EXPECTED_FAILED_CHECKS = {
 )
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def _images(X):
+    """Each row of a 2-D numeric ``X`` as an 8x8 grey uint8 image: its values, tiled."""
+    pixels = np.clip(np.round(np.asarray(X, dtype=np.float64) * 16 + 128), 0, 255)
+    return np.stack([np.resize(row, 64).reshape(8, 8, 1) for row in pixels.astype(np.uint8)])
+
+
+class _RowsAsImages(MultiTaskImageEstimator):
+    """Test adapter: scikit-learn's API checks on the estimator, fed images.
+
+    Each numeric row becomes a tiny image (:func:`_images`) and each output the array
+    the checks compare: ``predict``'s frame as its values, ``predict_proba``'s frames side
+    by side. Everything else is the estimator's own code.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True
+        return tags
+
+    def fit(self, X, y):
+        return super().fit(_images(X), y)
+
+    def predict(self, X):
+        return super().predict(_images(X)).to_numpy()
+
+    def predict_proba(self, X):
+        frames = super().predict_proba(_images(X)).values()
+        return np.hstack([np.empty((len(X), 0)), *(frame.to_numpy() for frame in frames)])
+
+    def transform(self, X):
+        return super().transform(_images(X))
+
+    def score(self, X, y):
+        return super().score(_images(X), y)
+
+
+@pytest.fixture
+def one_thread():
+    with one_torch_thread():
+        yield
+
+
+@pytest.mark.parametrize("check", ON_IMAGES)
+def test_api_checks_on_images(check, one_thread):
+    from sklearn.utils import estimator_checks
+
+    est = _RowsAsImages(backbone="simple_cnn", weights=None, image_size=8, max_epochs=1,
+                        valid_split=None, random_state=0)  # fmt: skip
+    getattr(estimator_checks, check)(type(est).__name__, est)
+
+
+def test_fit_without_y_gives_scikit_learns_message(image_set):
+    with pytest.raises(ValueError, match="requires y to be passed, but the target y is None"):
+        small_estimator(image_set).fit(image_set, None)
+
+
+def test_tags_say_what_transform_returns(fitted, image_set):
+    tags = fitted.__sklearn_tags__()
+    assert tags.transformer_tags.preserves_dtype == ["float32"]
+    assert fitted.transform(image_set.head(2)).dtype == np.float32
+
+
+def test_the_html_repr_links_the_class_page_of_the_documentation_site():
+    import pathlib
+    import re
+
+    from sk_multitask.estimator import DOCS_URL
+
+    mkdocs = (pathlib.Path(__file__).parents[1] / "mkdocs.yml").read_text()
+    assert re.search(r"^site_url: (.*)$", mkdocs, re.M).group(1) == DOCS_URL
+    page = f"{DOCS_URL}api/sk_multitask.MultiTaskImageEstimator/"
+    est = MultiTaskImageEstimator()
+    assert est._get_doc_link() == page
+    assert f'href="{page}"' in est._repr_html_()
+
+
+@pytest.mark.parametrize("layout", ["read-only memmap", "F-ordered"])
+def test_image_arrays_of_any_memory_layout_give_the_same_model(layout, tmp_path, one_thread):
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
+    y = pd.DataFrame({"kind": rng.choice(["a", "b"], 24), "size": rng.normal(size=24)})
+    if layout == "F-ordered":
+        other = np.asfortranarray(X)
+    else:
+        np.save(tmp_path / "X.npy", X)
+        other = np.load(tmp_path / "X.npy", mmap_mode="r")
+    assert not other.flags.c_contiguous or not other.flags.writeable
+
+    def fitted(images):
+        params = dict(backbone="simple_cnn", weights=None, image_size=8, max_epochs=1)
+        return MultiTaskImageEstimator(**params, valid_split=None, random_state=0).fit(images, y)
+
+    expected, est = fitted(X), fitted(other)
+    pd.testing.assert_frame_equal(est.predict(other), expected.predict(X))
+    np.testing.assert_array_equal(est.transform(other), expected.transform(X))
+    assert est.score(other, y) == expected.score(X, y)

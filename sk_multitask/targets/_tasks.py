@@ -336,8 +336,10 @@ def _fit_scaler(name, labelled, training):
     if training.empty:
         raise no_training_label(name)
     values = training.to_numpy().astype(np.float64).reshape(-1, 1)
+    # Arrays whatever scikit-learn's global transform_output ("pandas", "polars").
+    scaler = StandardScaler().set_output(transform="default")
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        scaler = StandardScaler().fit(values)
+        scaler.fit(values)
     if not (np.isfinite(scaler.mean_).all() and np.isfinite(scaler.var_).all()):
         raise ValueError(
             f"target {name!r} cannot be standardised: its values (up to "

@@ -1,6 +1,7 @@
 """How sure the model is: temperature scaling and split-conformal intervals and sets.
 
-Needs numpy and pandas only, on the heads' raw outputs: the estimator and the torch-free
+Needs numpy and pandas only to predict (scikit-learn to fit and measure), on the heads' raw
+outputs: the estimator and the torch-free
 :class:`sk_multitask.onnx.OnnxPredictor` share it, so that both give the same
 probabilities, intervals and sets. Per task, on that task's labelled cells only (missing
 cells, and the NaN rows of unreadable images, never enter):
@@ -36,7 +37,6 @@ import numpy as np
 import pandas as pd
 
 from .document import MAX_CALIBRATION_SCORES, TEMPERATURE_RANGE
-from .metrics import scorable_rows
 from .targets import MULTILABEL, REGRESSION, binarize
 
 __all__ = [
@@ -46,8 +46,10 @@ __all__ = [
     "calibrate",
     "conformal_quantile",
     "fit_temperature",
+    "interval_metrics",
     "min_cells",
     "nll",
+    "read_calibration",
 ]
 
 
@@ -242,6 +244,8 @@ def calibrate(decoders, outputs, y, *, skip_unlabelled=False):
     ValueError
         Naming a task that has no labelled cell (absent from ``y``, or all missing).
     """
+    from .metrics import scorable_rows  # scikit-learn: not needed to predict
+
     rng = np.random.default_rng(0)
     tasks = {}
     for name, decoder in decoders.items():
@@ -369,6 +373,12 @@ class Calibration:
         return cls(tasks)
 
 
+def read_calibration(state, decoders):
+    """The :class:`Calibration` of a model document's ``calibration`` (None: None),
+    checked against the fitted tasks ``decoders``."""
+    return None if state is None else Calibration.from_dict(state, decoders)
+
+
 def _prediction_sets(decoder, logits, q):
     """LAC sets: per row, the labels whose calibrated probability is at least ``1 - q``;
     None for a missing row."""
@@ -377,3 +387,53 @@ def _prediction_sets(decoder, logits, q):
     return [
         None if np.isnan(row).any() else classes[1 - row <= q].tolist() for row in probabilities
     ]
+
+
+def interval_metrics(calibration, decoders, outputs, y, coverage):
+    """How sure the model is on labelled rows: the columns ``evaluate(..., coverage=)`` adds.
+
+    Parameters
+    ----------
+    calibration : Calibration
+    decoders : dict
+        Task name to :class:`~sk_multitask.outputs.OutputDecoder`, for the columns of ``y``.
+    outputs : dict
+        Task name to raw head outputs.
+    y : DataFrame
+        True targets; each task is measured on its scorable rows
+        (:func:`sk_multitask.metrics.scorable_rows`).
+    coverage : float
+
+    Returns
+    -------
+    DataFrame
+        Per task: ``ece`` (classification, of the calibrated probabilities),
+        ``coverage`` (how often the interval or set holds the truth) and ``mean_width``
+        (regression) or ``mean_set_size`` (classification); NaN elsewhere.
+    """
+    from .metrics import expected_calibration_error, interval_scores, scorable_rows, set_scores
+
+    rows = {}
+    for name, decoder in decoders.items():
+        scored = scorable_rows(y[name], outputs[name])
+        if decoder.kind == MULTILABEL or not len(scored):
+            rows[name] = {}
+            continue
+        out = np.asarray(outputs[name], dtype=np.float32)[scored]
+        truth = y[name].to_numpy()[scored]
+        frame = calibration.intervals(
+            {name: decoder}, {name: out}, pd.RangeIndex(len(out)), coverage
+        )
+        if decoder.kind == REGRESSION:
+            covered, width = interval_scores(truth, frame[name, "lower"], frame[name, "upper"])
+            rows[name] = {"coverage": covered, "mean_width": width}
+            continue
+        covered, size = set_scores(truth, frame[name, "set"])
+        known = np.isin(truth, decoder.classes)
+        probabilities = decoder.probabilities(calibration.scale({name: out[known]})[name])
+        ece = expected_calibration_error(probabilities, decoder.class_codes(truth[known]))
+        rows[name] = {"ece": ece, "coverage": covered, "mean_set_size": size}
+    columns = ["ece", "coverage", "mean_width", "mean_set_size"]
+    return pd.DataFrame.from_dict(rows, orient="index").reindex(
+        index=list(decoders), columns=columns
+    )

@@ -206,6 +206,7 @@ TRAINING_OPTIONS = (
     Option("--checkpoint-dir", "checkpoint every epoch there; resume from it", "checkpoint_dir"),
     Option("--cache-dir", "folder of a disk cache of decoded images (reused)", "cache_dir"),
     Option("--augment", "augment training images", "augment", flag_only=True),
+    Option("--tta", "augmented views averaged when predicting (0 to 11)", "tta", int),
     Option(
         "--num-workers",
         "image decoding processes, or auto",

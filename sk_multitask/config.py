@@ -72,10 +72,11 @@ class TrainingConfig:
     callbacks: Any = None
     random_state: Any = None
     verbose: int = 0
+    tta: int = 0
 
     #: Parameters that change how a fit runs, not what it learns (left out of the
-    #: checkpoint's fingerprint).
-    RUN_TIME = ("verbose", "checkpoint_dir", "num_workers", "device")
+    #: checkpoint's fingerprint); ``tta`` only changes how the trained network predicts.
+    RUN_TIME = ("verbose", "checkpoint_dir", "num_workers", "device", "tta")
 
     @classmethod
     def from_estimator(cls, estimator):

@@ -44,6 +44,7 @@ __all__ = [
     "CalibrationWarning",
     "TaskCalibration",
     "calibrate",
+    "calibrated_outputs",
     "conformal_quantile",
     "fit_temperature",
     "interval_metrics",
@@ -196,9 +197,17 @@ class TaskCalibration:
 
 
 def _task_calibration(decoder, out, truth, rng):
-    """The :class:`TaskCalibration` of one task's scorable rows (outputs and truth)."""
+    """The :class:`TaskCalibration` of one task's scorable rows (outputs and truth); None
+    when none holds a label seen in fit."""
     out = np.asarray(out, dtype=np.float64)
+    if not len(out):
+        return None
     if decoder.kind == MULTILABEL:
+        seen = set(decoder.classes.tolist())
+        known = np.array([set(cell) <= seen for cell in truth], dtype=bool)  # as for a class
+        out, truth = out[known], truth[known]
+        if not len(out):
+            return None
         indicators = binarize(decoder.name, decoder.classes, truth)
         temperatures = [
             # A label's sigmoid is the softmax of the two logits (0, z).
@@ -212,6 +221,8 @@ def _task_calibration(decoder, out, truth, rng):
     else:
         known = np.isin(truth, decoder.classes)  # a label unseen in fit has no output
         out, codes = out[known], decoder.class_codes(truth[known])
+        if not len(out):
+            return None
         temperature = fit_temperature(out, codes)
         probabilities = decoder.probabilities(out / temperature).astype(np.float64)
         scores = 1 - probabilities[np.arange(len(out)), codes]
@@ -252,14 +263,14 @@ def calibrate(decoders, outputs, y, *, skip_unlabelled=False):
         out = np.asarray(outputs[name], dtype=np.float64)
         truth = y[name] if name in y.columns else pd.Series([None] * len(out), dtype=object)
         rows = scorable_rows(truth, out)
-        if len(rows) == 0:
-            if skip_unlabelled:
-                continue
+        task = _task_calibration(decoder, out[rows], truth.to_numpy()[rows], rng)
+        if task is not None:
+            tasks[name] = task
+        elif not skip_unlabelled:
             raise ValueError(
                 f"task {name!r} has no labelled cell in the calibration data: calibrate "
                 "needs held-out rows labelled for every task"
             )
-        tasks[name] = _task_calibration(decoder, out[rows], truth.to_numpy()[rows], rng)
     return Calibration(tasks)
 
 
@@ -371,6 +382,12 @@ class Calibration:
                 raise ValueError(f"the calibration of task {name!r} has the wrong temperatures")
             tasks[name] = task
         return cls(tasks)
+
+
+def calibrated_outputs(calibration, outputs):
+    """``outputs`` with ``calibration``'s temperatures applied; as they are when None
+    (a model never calibrated)."""
+    return outputs if calibration is None else calibration.scale(outputs)
 
 
 def read_calibration(state, decoders):

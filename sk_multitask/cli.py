@@ -285,6 +285,8 @@ def predict(args):
     if args.proba:
         for task, proba in model.predict_proba(X).items():
             out = out.join(proba.add_prefix(f"{task}_proba_"))
+    if args.interval is not None:
+        out = out.join(interval_columns(model.predict_interval(X, args.interval)))
     write_table(out, args.out)
     # With --out -, standard output holds the table only.
     sink = sys.stderr if args.out == "-" else sys.stdout
@@ -292,10 +294,21 @@ def predict(args):
     return 0
 
 
-def _evaluate_to(model, data, y, out):
+def interval_columns(frame):
+    """``predict_interval``'s frame as flat columns ``TASK_lower``, ``TASK_upper`` and
+    ``TASK_set`` (the labels joined by ``|``, a missing row empty)."""
+    flat = pd.DataFrame(index=frame.index)
+    for (task, bound), column in frame.items():
+        if bound == "set":
+            column = column.map(lambda s: None if s is None else "|".join(map(str, s)))
+        flat[f"{task}_{bound}"] = column
+    return flat
+
+
+def _evaluate_to(model, data, y, out, coverage=None):
     """Print the metrics table and write metrics.csv, metrics.json and report.html."""
     os.makedirs(out, exist_ok=True)
-    table = model.evaluate(data, y)
+    table = model.evaluate(data, y, coverage=coverage)
     with pd.option_context("display.width", 160, "display.max_columns", None):
         print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     with atomic_path(os.path.join(out, "metrics.csv")) as temporary:
@@ -308,7 +321,7 @@ def _evaluate_to(model, data, y, out):
         return
     from .report import write_report  # matplotlib is imported only when reporting
 
-    report = write_report(model, data, y, os.path.join(out, "report.html"))
+    report = write_report(model, data, y, os.path.join(out, "report.html"), coverage=coverage)
     print(f"metrics and report written to {out} ({os.path.basename(report)})")
 
 
@@ -331,7 +344,7 @@ def evaluate(args):
         raise CommandError(
             f"none of the model's targets {list(model.tasks_)} is a column of the data"
         )
-    _evaluate_to(model, X, data[present], args.out)
+    _evaluate_to(model, X, data[present], args.out, coverage=args.interval)
     return 0
 
 

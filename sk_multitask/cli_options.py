@@ -222,6 +222,7 @@ _MODEL = (
     "which can run code: only from a source you trust); no other name is read"
 )
 _MODEL_OUT = "the model file to write: .joblib/.pkl/.pickle (pickle), .skmt (safe file) or .onnx"
+_INTERVAL = "coverage (e.g. 0.9) of calibrated prediction intervals and sets"
 _IMAGES = "folder the image paths are relative to (default: the model's)"
 
 #: Every command's options, by command.
@@ -242,6 +243,7 @@ COMMAND_OPTIONS = {
         Option("--model", _MODEL, required=True),
         Option("--images", _IMAGES),
         Option("--proba", "add class probability columns", flag_only=True),
+        Option("--interval", _INTERVAL + " columns: TASK_lower, TASK_upper, TASK_set", type=float),
         Option("--out", "output .csv, .parquet or .json file; - for CSV on stdout", required=True),
     ),
     "evaluate": (
@@ -249,6 +251,7 @@ COMMAND_OPTIONS = {
         Option("--model", _MODEL, required=True),
         Option("--images", _IMAGES),
         Option("--out", "folder for metrics.csv, metrics.json, report.html", required=True),
+        Option("--interval", _INTERVAL + ": add ECE, coverage and mean width", type=float),
     ),
     "export": (
         Option("--model", _MODEL, required=True),

@@ -24,7 +24,7 @@ from .build import (
     prepare_fit,
     rebuild_saved_net,
 )
-from .calibration import calibrate, interval_metrics, read_calibration
+from .calibration import calibrate, calibrated_outputs, interval_metrics, read_calibration
 from .callbacks import load_checkpoint
 from .config import TrainingConfig, WarmStart, resolve_device, seeded
 from .decoding import BadImageWarning, warn_skipped
@@ -749,9 +749,7 @@ class MultiTaskImageEstimator(
         return self.calibration_
 
     def _calibrated(self, outputs):
-        """``outputs`` with the calibrated temperatures applied (as they are without)."""
-        calibration = getattr(self, "calibration_", None)
-        return outputs if calibration is None else calibration.scale(outputs)
+        return calibrated_outputs(getattr(self, "calibration_", None), outputs)
 
     def _calibrate_on(self, data):
         """Calibrate on ``fit``'s validation rows (None without any)."""

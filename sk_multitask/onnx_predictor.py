@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .calibration import interval_metrics, read_calibration
+from .calibration import calibrated_outputs, interval_metrics, read_calibration
 from .decoding import BAD_IMAGE_OPTIONS, BadImageRecords, decode_or_record, mark_unreadable
 from .document import read_document
 from .outputs import OutputDecoder, prediction_frame, probability_frames
@@ -248,7 +248,7 @@ class OnnxPredictor:
         return table.join(interval_metrics(self.calibration_, tasks, outputs, y, coverage))
 
     def _calibrated(self, outputs):
-        return outputs if self.calibration_ is None else self.calibration_.scale(outputs)
+        return calibrated_outputs(self.calibration_, outputs)
 
     def __repr__(self):
         return f"OnnxPredictor({self.path!r})"

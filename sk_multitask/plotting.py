@@ -34,7 +34,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .dataset import ImageDataset, train_transform
-from .metrics import scorable_rows
+from .metrics import expected_calibration_error, reliability_bins, scorable_rows
 from .outputs import OutputDecoder
 from .sources import is_pixel_array, resolve_images
 from .targets import (
@@ -48,13 +48,17 @@ from .targets import (
 
 __all__ = [
     "confusion_figure",
+    "interval_figure",
     "plot_confusion_matrix",
     "plot_history",
+    "plot_intervals",
     "plot_lr_find",
     "plot_lr_schedule",
     "plot_regression",
+    "plot_reliability",
     "plot_top_losses",
     "regression_figure",
+    "reliability_figure",
     "show_batch",
     "top_losses_figure",
 ]
@@ -499,4 +503,135 @@ def confusion_figure(task, truth, predicted, normalize=None):
     if unseen:
         title += f"\n({unseen} more of classes unseen in training)"
     ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_reliability(estimator, X, y, task, n_bins=10):
+    """The reliability diagram of one classification task: accuracy against confidence.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+    X : image input, as for ``fit``
+    y : DataFrame or Series
+        True targets, with a column for ``task``; missing cells are left out.
+    task : hashable
+        A classification task of the estimator.
+    n_bins : int, default=10
+        Equal-width confidence bins.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes: per bin, how often the top class is right against its mean top
+        probability, for the raw probabilities and (once calibrated) the
+        temperature-scaled ones, each with its ECE; the diagonal is perfect calibration.
+    """
+    check_is_fitted(estimator)
+    decoder = OutputDecoder.from_task(
+        _fitted_task(estimator, task, CLASSIFICATION, "a reliability diagram")
+    )
+    outputs, index = estimator.predict_raw(X)
+    truth = check_targets(y, estimator.tasks_, len(index))
+    if task not in truth.columns:
+        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
+    calibration = getattr(estimator, "calibration_", None)
+    return reliability_figure(decoder, outputs[task], truth[task], calibration, n_bins)
+
+
+def reliability_figure(decoder, outputs, truth, calibration=None, n_bins=10):
+    """The figure of :func:`plot_reliability` from one task's raw outputs and truth.
+
+    ``decoder`` is the task's :class:`~sk_multitask.outputs.OutputDecoder`;
+    ``calibration`` a :class:`~sk_multitask.calibration.Calibration` or None.
+    """
+    from matplotlib.figure import Figure
+
+    scored = scorable_rows(truth, outputs)
+    labels = truth.to_numpy()[scored]
+    known = np.isin(labels, decoder.classes)
+    if not known.any():
+        raise ValueError(f"y has no labelled cell of a known class for task {decoder.name!r}")
+    out = np.asarray(outputs, dtype=np.float32)[scored][known]
+    codes = decoder.class_codes(labels[known])
+    curves = {"raw": out}
+    if calibration is not None and decoder.name in calibration.tasks:
+        temperature = calibration.tasks[decoder.name].temperature
+        curves[f"calibrated (T = {temperature:.3g})"] = calibration.scale({decoder.name: out})[
+            decoder.name
+        ]
+    fig = Figure(figsize=(4.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    for label, logits in curves.items():
+        probabilities = decoder.probabilities(logits)
+        table = reliability_bins(probabilities, codes, n_bins)
+        ece = expected_calibration_error(probabilities, codes, n_bins)
+        ax.plot(table["confidence"], table["accuracy"], marker="o", label=f"{label}, ECE {ece:.3f}")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"{decoder.name}: {len(codes)} labelled images", fontsize=10)
+    return fig
+
+
+def plot_intervals(estimator, X, y, task, coverage=0.9):
+    """The calibrated prediction intervals of one regression task, with the truth.
+
+    Parameters
+    ----------
+    estimator : calibrated MultiTaskImageEstimator
+    X : image input, as for ``fit``
+    y : DataFrame or Series
+        True targets, with a column for ``task``; missing cells are left out.
+    task : hashable
+        A regression task of the estimator.
+    coverage : float, default=0.9
+        As in :meth:`~sk_multitask.MultiTaskImageEstimator.predict_interval`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes: the rows sorted by prediction, each interval a grey band, the true
+        values as points (red where outside their interval); the title gives the
+        measured coverage.
+    """
+    check_is_fitted(estimator)
+    _fitted_task(estimator, task, REGRESSION, "an interval plot")
+    intervals = estimator.predict_interval(X, coverage)
+    truth = check_targets(y, estimator.tasks_, len(intervals))
+    if task not in truth.columns:
+        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
+    return interval_figure(
+        task, truth[task], intervals[task, "lower"], intervals[task, "upper"], coverage
+    )
+
+
+def interval_figure(name, truth, lower, upper, coverage):
+    """The figure of :func:`plot_intervals` from true values and the intervals' bounds
+    (array-likes of one length; rows with a missing value are left out)."""
+    from matplotlib.figure import Figure
+
+    true, low, high = (np.asarray(v, dtype=float) for v in (truth, lower, upper))
+    kept = ~(np.isnan(true) | np.isnan(low) | np.isnan(high))
+    if not kept.any():
+        raise ValueError(f"y has no labelled cell for task {name!r}")
+    true, low, high = true[kept], low[kept], high[kept]
+    order = np.argsort((low + high) / 2, kind="stable")
+    true, low, high = true[order], low[order], high[order]
+    covered = (low <= true) & (true <= high)
+    rank = np.arange(len(true))
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    band = f"{coverage:.0%} interval"
+    ax.fill_between(rank, low, high, step="mid", color="lightgrey", label=band)
+    ax.plot(rank, (low + high) / 2, color="grey", linewidth=1, label="prediction")
+    ax.scatter(rank[covered], true[covered], s=8, color="tab:blue", label="true, inside")
+    ax.scatter(rank[~covered], true[~covered], s=10, color="tab:red", label="true, outside")
+    ax.set(xlabel="images, by prediction", ylabel=str(name))
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(
+        f"{name}: {covered.mean():.1%} of {len(true)} labelled images inside the "
+        f"{coverage:.0%} intervals (mean width {np.mean(high - low):.3g})",
+        fontsize=10,
+    )
     return fig

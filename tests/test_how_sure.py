@@ -159,3 +159,49 @@ def test_tta_averages_the_outputs_of_the_plain_and_flipped_images(model, data):
 def test_a_bad_tta_is_refused(data, tta):
     with pytest.raises(InvalidParameterError, match="'tta' parameter"):
         small_estimator(data, tta=tta).fit(data.head(8), data.head(8)[TASKS])
+
+
+def test_the_reliability_diagram_and_interval_plot_show_the_calibration(model, data):
+    from sk_multitask.plotting import plot_intervals, plot_reliability
+
+    held_out, test = data.iloc[200:400], data.iloc[400:]
+    model.calibrate(held_out, held_out[TASKS])
+    (ax,) = plot_reliability(model, test, test[TASKS], "color").axes
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend[0].startswith("raw, ECE ") and legend[1].startswith("calibrated (T = ")
+    (ax,) = plot_intervals(model, test, test[TASKS], "noisy_area", coverage=0.8).axes
+    labelled = test["noisy_area"].notna().sum()
+    assert f"of {labelled} labelled images inside the 80% intervals" in ax.get_title()
+    with pytest.raises(ValueError, match="task 'color' is a classification"):
+        plot_intervals(model, test, test[TASKS], "color")
+
+
+def test_the_cli_writes_intervals_and_evaluates_coverage_and_the_report_shows_both(
+    model, data, tmp_path
+):
+    from sk_multitask.cli import main
+
+    held_out, test = data.iloc[200:400], data.iloc[400:440]
+    model.calibrate(held_out, held_out[TASKS])
+    path = model.save(tmp_path / "model.skmt")
+    test.to_csv(tmp_path / "test.csv", index=False)
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(tmp_path / "test.csv"), "--model", str(path),
+                 "--interval", "0.8", "--out", str(out)]) == 0  # fmt: skip
+    written = pd.read_csv(out)
+    expected = model.predict_interval(test, 0.8)
+    np.testing.assert_allclose(
+        written["noisy_area_upper"], expected["noisy_area", "upper"], rtol=1e-6
+    )
+    assert written["color_set"].fillna("").tolist() == [
+        "|".join(s) for s in expected["color", "set"]
+    ]
+    folder = tmp_path / "evaluation"
+    assert main(["evaluate", str(tmp_path / "test.csv"), "--model", str(path),
+                 "--interval", "0.8", "--out", str(folder)]) == 0  # fmt: skip
+    metrics = pd.read_csv(folder / "metrics.csv", index_col="task")
+    assert {"ece", "coverage", "mean_width", "mean_set_size"} <= set(metrics.columns)
+    assert 0 <= metrics.loc["noisy_area", "coverage"] <= 1
+    report = (folder / "report.html").read_text()
+    assert "<h2>Reliability diagram: color</h2>" in report
+    assert "<h2>Prediction intervals: noisy_area</h2>" in report

@@ -457,13 +457,19 @@ def _truth_and_prediction(estimator, X, y, task):
     """``task``'s column of ``y`` and its prediction for ``X``, as Series, on the rows
     that can be scored (:func:`sk_multitask.metrics.scorable_rows`)."""
     outputs, index = estimator.predict_raw(X)
-    truth = check_targets(y, estimator.tasks_, len(index))
-    if task not in truth.columns:
-        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
-    scored = scorable_rows(truth[task], outputs[task])
+    truth = _task_truth(estimator, y, len(index), task)
+    scored = scorable_rows(truth, outputs[task])
     decoder = OutputDecoder.from_task(estimator.tasks_[task])
     predicted = decoder.decode(outputs[task][scored], index[scored])
-    return truth[task].iloc[scored], predicted
+    return truth.iloc[scored], predicted
+
+
+def _task_truth(estimator, y, n_rows, task):
+    """``task``'s column of ``y`` (checked against the estimator's tasks and ``n_rows``)."""
+    truth = check_targets(y, estimator.tasks_, n_rows)
+    if task not in truth.columns:
+        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
+    return truth[task]
 
 
 def confusion_figure(task, truth, predicted, normalize=None):
@@ -511,12 +517,8 @@ def plot_reliability(estimator, X, y, task, n_bins=10):
 
     Parameters
     ----------
-    estimator : fitted MultiTaskImageEstimator
-    X : image input, as for ``fit``
-    y : DataFrame or Series
-        True targets, with a column for ``task``; missing cells are left out.
-    task : hashable
-        A classification task of the estimator.
+    estimator, X, y, task
+        As for :func:`plot_confusion_matrix`.
     n_bins : int, default=10
         Equal-width confidence bins.
 
@@ -532,11 +534,9 @@ def plot_reliability(estimator, X, y, task, n_bins=10):
         _fitted_task(estimator, task, CLASSIFICATION, "a reliability diagram")
     )
     outputs, index = estimator.predict_raw(X)
-    truth = check_targets(y, estimator.tasks_, len(index))
-    if task not in truth.columns:
-        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
+    truth = _task_truth(estimator, y, len(index), task)
     calibration = getattr(estimator, "calibration_", None)
-    return reliability_figure(decoder, outputs[task], truth[task], calibration, n_bins)
+    return reliability_figure(decoder, outputs[task], truth, calibration, n_bins)
 
 
 def reliability_figure(decoder, outputs, truth, calibration=None, n_bins=10):
@@ -579,12 +579,8 @@ def plot_intervals(estimator, X, y, task, coverage=0.9):
 
     Parameters
     ----------
-    estimator : calibrated MultiTaskImageEstimator
-    X : image input, as for ``fit``
-    y : DataFrame or Series
-        True targets, with a column for ``task``; missing cells are left out.
-    task : hashable
-        A regression task of the estimator.
+    estimator, X, y, task
+        As for :func:`plot_regression`; ``estimator`` calibrated (``calibration_``).
     coverage : float, default=0.9
         As in :meth:`~sk_multitask.MultiTaskImageEstimator.predict_interval`.
 
@@ -598,12 +594,9 @@ def plot_intervals(estimator, X, y, task, coverage=0.9):
     check_is_fitted(estimator)
     _fitted_task(estimator, task, REGRESSION, "an interval plot")
     intervals = estimator.predict_interval(X, coverage)
-    truth = check_targets(y, estimator.tasks_, len(intervals))
-    if task not in truth.columns:
-        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
-    return interval_figure(
-        task, truth[task], intervals[task, "lower"], intervals[task, "upper"], coverage
-    )
+    truth = _task_truth(estimator, y, len(intervals), task)
+    lower, upper = intervals[task, "lower"], intervals[task, "upper"]
+    return interval_figure(task, truth, lower, upper, coverage)
 
 
 def interval_figure(name, truth, lower, upper, coverage):

@@ -11,7 +11,7 @@ split), calibrate on one half of the held-out rows and measure on the other half
 - accuracy (classification) and MAE (regression) without and with test-time augmentation.
 
 Prints one table per measure (means over the seeds, and each seed's figures) in
-Markdown, as docs/how_sure.md shows them. Run (about 3 minutes on 2 busy CPU cores):
+Markdown, as docs/how_sure.md shows them. Run (about 140 s of CPU time, two cores):
 
     python benchmarks/calibration.py
     python benchmarks/calibration.py --n 2000 --epochs 15 --seeds 0 1 2 3 4

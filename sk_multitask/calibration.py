@@ -226,9 +226,10 @@ def _task_calibration(decoder, out, truth, rng):
         temperature = fit_temperature(out, codes)
         probabilities = decoder.probabilities(out / temperature).astype(np.float64)
         scores = 1 - probabilities[np.arange(len(out)), codes]
-    if len(scores) > MAX_CALIBRATION_SCORES:
+    n_cells = len(scores)
+    if n_cells > MAX_CALIBRATION_SCORES:
         scores = rng.choice(scores, MAX_CALIBRATION_SCORES, replace=False)
-    return TaskCalibration(decoder.kind, len(scores), temperature, np.sort(scores))
+    return TaskCalibration(decoder.kind, n_cells, temperature, np.sort(scores))
 
 
 def calibrate(decoders, outputs, y, *, skip_unlabelled=False):

@@ -165,3 +165,16 @@ def test_missing_rows_give_missing_intervals_and_sets():
     frame = cal.intervals({"age": AGE, "kind": KIND}, nan, pd.Index([7, 8]), 0.8)
     assert frame.index.tolist() == [7, 8]
     assert frame.loc[7].isna().all() and frame.loc[8].notna().all()
+
+
+def test_beyond_the_kept_scores_a_random_subset_keeps_the_quantile(monkeypatch):
+    from sk_multitask import calibration
+
+    monkeypatch.setattr(calibration, "MAX_CALIBRATION_SCORES", 1000)
+    rng = np.random.default_rng(0)
+    truth = pd.DataFrame({"age": 30 + 10 * rng.normal(size=5000)})
+    cal = calibrate({"age": AGE}, {"age": np.zeros((5000, 1))}, truth)
+    task = cal.tasks["age"]
+    assert (task.n_cells, len(task.scores)) == (5000, 1000)
+    assert np.all(np.diff(task.scores) >= 0)
+    assert cal.quantile("age", 0.9) == pytest.approx(1.645 * 10, rel=0.1)  # |N(0, 10)|

@@ -205,3 +205,25 @@ def test_the_cli_writes_intervals_and_evaluates_coverage_and_the_report_shows_bo
     report = (folder / "report.html").read_text()
     assert "<h2>Reliability diagram: color</h2>" in report
     assert "<h2>Prediction intervals: noisy_area</h2>" in report
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda task: task.update(temperature=1e3),  # out of TEMPERATURE_RANGE
+        lambda task: task.update(temperature=float("nan")),
+        lambda task: task["scores"].__setitem__(0, -1.0),
+        lambda task: task.update(scores=[0.5] * 20_001),  # over MAX_CALIBRATION_SCORES
+        lambda task: task.update(kind="regression"),  # a temperature but no regression's
+        lambda task: task.update(extra=1),
+    ],
+)
+def test_a_calibration_outside_the_schema_is_refused(model, data, change):
+    from sk_multitask.document import model_document, parse_document
+
+    held_out = data.iloc[200:400]
+    document = model_document(model.calibrate(held_out, held_out[TASKS]))
+    parse_document(document, "m.skmt")  # as written: accepted
+    change(document["calibration"]["tasks"][0][1])  # the color task's
+    with pytest.raises(ValueError, match="'m.skmt'.*calibration is not a list"):
+        parse_document(document, "m.skmt")

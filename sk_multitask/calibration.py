@@ -361,7 +361,8 @@ class Calibration:
             else:
                 columns[name, "set"] = _prediction_sets(decoder, self.scale({name: out})[name], q)
         frame = pd.DataFrame(columns, index=index)
-        frame.columns = pd.MultiIndex.from_tuples(list(columns), names=["task", "bound"])
+        names = [list(level) for level in zip(*columns, strict=True)] or [[], []]
+        frame.columns = pd.MultiIndex.from_arrays(names, names=["task", "bound"])
         return frame
 
     def to_dict(self):

@@ -63,6 +63,7 @@ def test_per_label_temperatures_of_a_multilabel_task_equal_scipys_binary_fits():
         assert cal.tasks["tags"].temperature[j] == pytest.approx(reference, rel=1e-5)
     scaled = cal.scale({"tags": logits})["tags"]
     assert np.array_equal(scaled > 0, logits > 0)  # the 0.5 decisions are unchanged
+    assert cal.intervals({"tags": TAGS}, {"tags": logits}, pd.RangeIndex(400)).shape == (400, 0)
 
 
 @pytest.mark.parametrize("coverage", COVERAGES)

@@ -49,7 +49,7 @@ from .config import (
     seeded,
 )
 from .dataset import EpochShuffler, ImageDataset, bad_image_log, train_transform
-from .decoding import as_size, check_image_size, screen_images
+from .decoding import MAX_TTA, as_size, check_image_size, screen_images
 from .distributed import uses_accelerate
 from .loss import (
     LOSS_WEIGHTINGS,
@@ -111,6 +111,8 @@ class FitData:
         The log of images found bad when decoded (``on_bad_image="skip"``).
     fingerprint : str or None
         What the fit depends on, for its checkpoint (``checkpoint_dir``).
+    valid_y : DataFrame or None
+        The validation rows of ``y``, as given (``fit`` calibrates on them).
     """
 
     tasks: dict
@@ -123,6 +125,7 @@ class FitData:
     skipped: list = dataclasses.field(default_factory=list)
     bad_images: Any = None
     fingerprint: str | None = None
+    valid_y: pd.DataFrame | None = None
 
 
 def prepare_fit(config, X, y, warm=None, sample_weight=None):
@@ -185,6 +188,7 @@ def prepare_fit(config, X, y, warm=None, sample_weight=None):
         skipped=skipped,
         bad_images=bad_images,
         fingerprint=fingerprint,
+        valid_y=None if valid is None else y.iloc[valid],
     )
 
 
@@ -503,6 +507,7 @@ PARAMETER_CONSTRAINTS = {
     "random_state": ["random_state"],
     "verbose": ["verbose"],
     "storage_options": [dict, None],
+    "tta": [Interval(Integral, 0, MAX_TTA, closed="both")],
 }
 
 

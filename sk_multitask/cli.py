@@ -289,6 +289,8 @@ def predict(args):
     out = pd.concat([names, model.predict(X)], axis=1)
     if args.proba:
         out = out.join(probability_table(model.predict_proba(X), out.index))
+    if args.interval is not None:
+        out = out.join(interval_columns(model.predict_interval(X, args.interval)))
     write_table(out, args.out)
     # With --out -, standard output holds the table only.
     sink = sys.stderr if args.out == "-" else sys.stdout
@@ -296,10 +298,21 @@ def predict(args):
     return 0
 
 
-def _evaluate_to(model, data, y, out):
+def interval_columns(frame):
+    """``predict_interval``'s frame as flat columns ``TASK_lower``, ``TASK_upper`` and
+    ``TASK_set`` (the labels joined by ``|``, a missing row empty)."""
+    flat = pd.DataFrame(index=frame.index)
+    for (task, bound), column in frame.items():
+        if bound == "set":
+            column = column.map(lambda s: None if s is None else "|".join(map(str, s)))
+        flat[f"{task}_{bound}"] = column
+    return flat
+
+
+def _evaluate_to(model, data, y, out, coverage=None):
     """Print the metrics table and write metrics.csv, metrics.json and report.html."""
     os.makedirs(out, exist_ok=True)
-    table = model.evaluate(data, y)
+    table = model.evaluate(data, y, coverage=coverage)
     with pd.option_context("display.width", 160, "display.max_columns", None):
         print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     with atomic_path(os.path.join(out, "metrics.csv")) as temporary:
@@ -309,7 +322,7 @@ def _evaluate_to(model, data, y, out):
         json.dump(records, f, indent=2)
     from .report import write_report  # matplotlib is imported only when reporting
 
-    report = write_report(model, data, y, os.path.join(out, "report.html"))
+    report = write_report(model, data, y, os.path.join(out, "report.html"), coverage=coverage)
     print(f"metrics and report written to {out} ({os.path.basename(report)})")
 
 
@@ -332,7 +345,7 @@ def evaluate(args):
         raise CommandError(
             f"none of the model's targets {list(model.tasks_)} is a column of the data"
         )
-    _evaluate_to(model, X, data[present], args.out)
+    _evaluate_to(model, X, data[present], args.out, coverage=args.interval)
     return 0
 
 

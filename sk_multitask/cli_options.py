@@ -223,6 +223,7 @@ TRAINING_OPTIONS = (
     Option("--checkpoint-dir", "checkpoint every epoch there; resume from it", "checkpoint_dir"),
     Option("--cache-dir", "folder of a disk cache of decoded images (reused)", "cache_dir"),
     Option("--augment", "augment training images", "augment", flag_only=True),
+    Option("--tta", "augmented views averaged when predicting (0 to 11)", "tta", int),
     Option(
         "--num-workers",
         "image decoding processes, or auto",
@@ -239,6 +240,7 @@ _MODEL = (
     "which can run code: only from a source you trust); no other name is read"
 )
 _MODEL_OUT = "the model file to write: .joblib/.pkl/.pickle (pickle), .skmt (safe file) or .onnx"
+_INTERVAL = "coverage (e.g. 0.9) of calibrated prediction intervals and sets"
 _IMAGES = "folder the image paths are relative to (default: the model's)"
 
 #: Every command's options, by command.
@@ -260,6 +262,7 @@ COMMAND_OPTIONS = {
         Option("--images", _IMAGES),
         Option("--storage-options", _STORAGE, type=json_object),
         Option("--proba", "add class probability columns", flag_only=True),
+        Option("--interval", _INTERVAL + " columns: TASK_lower, TASK_upper, TASK_set", type=float),
         Option("--out", "output .csv, .parquet or .json file; - for CSV on stdout", required=True),
     ),
     "evaluate": (
@@ -268,6 +271,7 @@ COMMAND_OPTIONS = {
         Option("--images", _IMAGES),
         Option("--storage-options", _STORAGE, type=json_object),
         Option("--out", "folder for metrics.csv, metrics.json, report.html", required=True),
+        Option("--interval", _INTERVAL + ": add ECE, coverage and mean width", type=float),
     ),
     "export": (
         Option("--model", _MODEL, required=True),

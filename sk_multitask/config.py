@@ -73,10 +73,11 @@ class TrainingConfig:
     random_state: Any = None
     verbose: int = 0
     storage_options: Any = None
+    tta: int = 0
 
     #: Parameters that change how a fit runs, not what it learns (left out of the
-    #: checkpoint's fingerprint).
-    RUN_TIME = ("verbose", "checkpoint_dir", "num_workers", "device", "storage_options")
+    #: checkpoint's fingerprint); ``tta`` only changes how the trained network predicts.
+    RUN_TIME = ("verbose", "checkpoint_dir", "num_workers", "device", "storage_options", "tta")
 
     @classmethod
     def from_estimator(cls, estimator):

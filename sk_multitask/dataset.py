@@ -150,6 +150,12 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.images)
 
+    def unlabelled_rows(self):
+        """A boolean ndarray: the rows without any target (none labelled, or an image found
+        unreadable while decoding for a cache, whose targets were masked)."""
+        targets = self.targets[:, :-1] if self.weighted else self.targets
+        return torch.isnan(targets).all(dim=1).numpy()
+
     def __getitem__(self, i):
         i, seed = i if isinstance(i, tuple) else (i, None)  # an EpochShuffler's (i, seed)
         target = _NO_TARGET if self.targets is None else self.targets[i]

@@ -24,6 +24,7 @@ from .storage import StorageError, is_url, read_url
 
 __all__ = [
     "MAX_IMAGE_SIZE",
+    "MAX_TTA",
     "BAD_IMAGE_OPTIONS",
     "BadImageError",
     "BadImageRecords",
@@ -42,6 +43,7 @@ __all__ = [
     "open_image",
     "read_image",
     "screen_images",
+    "tta_views",
     "warn_skipped",
 ]
 
@@ -399,6 +401,51 @@ def mark_unreadable(outputs, bad, stacklevel=3):
 
 class BadImageWarning(UserWarning):
     """Images skipped because they could not be read (``on_bad_image="skip"``)."""
+
+
+#: The most test-time augmentation views: the flip, then five crops (four corners and
+#: the centre) each as is and flipped.
+MAX_TTA = 11
+#: A crop's side as a fraction of the image's (fastai's test-time crops are as small).
+_TTA_CROP = 0.9
+_TTA_CORNERS = ((0, 0), (1, 1), (0, 1), (1, 0), (0.5, 0.5))
+
+
+def tta_views(image_size, n):
+    """The first ``n`` test-time augmentation views of images of ``image_size``.
+
+    A view is a pair of index arrays ``(rows, cols)``: ``images[..., rows[:, None],
+    cols[None, :]]`` is the view of a batch ``(N, C, H, W)``, numpy or torch alike, at
+    the same size (a crop is resized back by nearest neighbour). The views, in order:
+    the horizontal flip, then crops of 90% of each side at the four corners and the
+    centre, each as is and flipped; at most :data:`MAX_TTA`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.arange(16).reshape(1, 1, 4, 4)
+    >>> rows, cols = tta_views((4, 4), 1)[0]
+    >>> image[..., rows[:, None], cols[None, :]][0, 0, 0].tolist()  # flipped
+    [3, 2, 1, 0]
+    """
+    if not 0 <= n <= MAX_TTA:
+        raise ValueError(f"tta must be from 0 to {MAX_TTA} views; got {n!r}")
+    height, width = as_size(image_size)
+    plain = (np.arange(height), np.arange(width))
+    views = [(plain[0], plain[1][::-1].copy())]
+    for fy, fx in _TTA_CORNERS:
+        rows = _crop_indices(height, fy)
+        cols = _crop_indices(width, fx)
+        views += [(rows, cols), (rows, cols[::-1].copy())]
+    return views[:n]
+
+
+def _crop_indices(side, position):
+    """Indices of a crop of ``_TTA_CROP`` of ``side`` at ``position`` (0: start, 1: end),
+    resized back to ``side`` by nearest neighbour."""
+    crop = max(1, round(_TTA_CROP * side))
+    start = round(position * (side - crop))
+    return start + np.arange(side) * crop // side
 
 
 def find_bad_images(images, verify=False):

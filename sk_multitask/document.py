@@ -12,7 +12,9 @@ holds a safe file's bytes (:mod:`sk_multitask.pickling`). A document holds:
 - ``history`` (one dict per epoch), ``data_sizes`` (rows and labelled cells per task in
   training and validation), ``skipped_images``, ``best_epoch`` (None without early
   stopping), ``class_weights`` (per classification task, as trained) and
-  ``task_weights`` (the loss's task weights at the end of training).
+  ``task_weights`` (the loss's task weights at the end of training);
+- ``calibration`` (None, or per task its temperatures and sorted conformal scores, as
+  :class:`sk_multitask.calibration.Calibration` writes them).
 
 :func:`parse_document` checks a document's keys and types before anything is built
 from it, and returns a :class:`ModelDocument`. Importing this module imports neither
@@ -35,13 +37,15 @@ from . import __version__
 from .cell_loss import CellLoss, is_weight, regression_loss_names, static_task_weights
 from .decoding import MAX_IMAGE_SIZE
 from .outputs import OutputDecoder, task_from_dict, task_to_dict
-from .targets import REGRESSION, TASK_KINDS
+from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, TASK_KINDS
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_CALIBRATION_SCORES",
     "MAX_DOCUMENT_BYTES",
     "RUNTIME_PARAMS",
     "SECRET_PARAMS",
+    "TEMPERATURE_RANGE",
     "ModelDocument",
     "check_document",
     "decode_params",
@@ -62,6 +66,11 @@ FORMAT = "sk-multitask"
 #: inflates to gigabytes is refused after reading this much. Real documents are a few
 #: hundred kilobytes (the history and the skipped images are their longest parts).
 MAX_DOCUMENT_BYTES = 8 * 2**20
+#: The most conformal scores a task's calibration keeps (a random subset beyond): 20,000
+#: scores are about 400 kB of JSON.
+MAX_CALIBRATION_SCORES = 20_000
+#: The temperatures a calibration may hold: fitted within, and checked when read.
+TEMPERATURE_RANGE = (1e-2, 1e2)
 #: The parameters that say how this machine runs a model, not what the model is: they
 #: are never written to a file, and a file that holds them has them ignored, so that
 #: a file cannot choose where predictions write (``cache_dir``), how many processes
@@ -227,7 +236,19 @@ def model_document(estimator, with_params=True):
             for name, buffer in criterion.class_weights.items()
         ],
         "task_weights": criterion.weights.tolist(),
+        "calibration": _calibration_state(estimator),
     }
+
+
+def _calibration_state(estimator):
+    """The estimator's ``calibration_`` as JSON-able data (None when not calibrated)."""
+    calibration = getattr(estimator, "calibration_", None)
+    if calibration is None:
+        return None
+    state = calibration.to_dict()
+    for pair in state["tasks"]:
+        pair[0] = task_to_dict(estimator.tasks_[pair[0]])["name"]
+    return state
 
 
 # -- checking and reading a document ---------------------------------------------------
@@ -258,6 +279,9 @@ class ModelDocument:
     task_weights : list of float or None
         The loss's task weights at the end of training; None in a document written
         before they were recorded.
+    calibration : dict or None
+        The calibration's checked data
+        (:meth:`sk_multitask.calibration.Calibration.from_dict` builds it).
     """
 
     document: dict
@@ -271,6 +295,7 @@ class ModelDocument:
     best_epoch: int | None = None
     class_weights: dict = field(default_factory=dict)
     task_weights: list | None = None
+    calibration: dict | None = None
 
     def tasks(self, from_dict):
         """Task name to ``from_dict(state)`` for each task (a Task or an OutputDecoder)."""
@@ -361,8 +386,57 @@ def _is_backbone(backbone):
     return isinstance(backbone, dict) and isinstance(backbone.get("class"), (str, type(None)))
 
 
+def _is_temperature(value):
+    low, high = TEMPERATURE_RANGE
+    return _is_number(value) and low <= value <= high
+
+
+def _is_task_calibration(state):
+    """Whether ``state`` is one task's calibration: its kind, cell count, temperature(s)
+    within :data:`TEMPERATURE_RANGE`, and at most :data:`MAX_CALIBRATION_SCORES` finite,
+    non-negative scores."""
+    if not (
+        isinstance(state, dict) and state.keys() == {"kind", "n_cells", "temperature", "scores"}
+    ):
+        return False
+    temperature, scores = state["temperature"], state["scores"]
+    temperatures = {
+        REGRESSION: temperature is None,
+        CLASSIFICATION: _is_temperature(temperature),
+        MULTILABEL: _list_of(_is_temperature)(temperature) and bool(temperature),
+    }
+    return (
+        temperatures.get(state["kind"], False)
+        and _is_count(state["n_cells"])
+        and (scores is None) == (state["kind"] == MULTILABEL)
+        and (
+            scores is None
+            or (
+                _list_of(_is_number)(scores)
+                and 0 < len(scores) <= MAX_CALIBRATION_SCORES
+                and all(0 <= s < float("inf") for s in scores)
+            )
+        )
+    )
+
+
+def _is_calibration(state):
+    return state is None or (
+        isinstance(state, dict)
+        and state.keys() == {"tasks"}
+        and _list_of(lambda p: isinstance(p, list) and len(p) == 2 and _is_task_calibration(p[1]))(
+            state["tasks"]
+        )
+    )
+
+
 _REQUIRED = object()
 _SIDES = f"image_size is not two integers from 1 to {MAX_IMAGE_SIZE}"
+_CALIBRATION = (
+    "calibration is not a list of [task, calibration] pairs with temperatures from "
+    f"{TEMPERATURE_RANGE[0]} to {TEMPERATURE_RANGE[1]} and at most {MAX_CALIBRATION_SCORES} "
+    "finite non-negative scores"
+)
 _PAIRS = "class_weights is not a list of [task, weights] pairs"
 _WEIGHTS = "task_weights is not a list of non-negative numbers"
 
@@ -377,6 +451,7 @@ _FIELDS = [
     ("best_epoch", None, lambda v: v is None or _is_count(v), "best_epoch is not a count"),
     ("class_weights", [], _list_of(_is_class_weights), _PAIRS),
     ("task_weights", None, lambda v: v is None or _list_of(is_weight)(v), _WEIGHTS),
+    ("calibration", None, _is_calibration, _CALIBRATION),
 ]
 #: Every key a document may hold (``weights_sha256``: the safe file's hash of its weights).
 _KEYS = {key for key, *_ in _FIELDS} | {
@@ -523,6 +598,7 @@ def parse_document(document, source):
             _hashable(name): weights for name, weights in document.get("class_weights", [])
         },
         task_weights=document.get("task_weights"),
+        calibration=document.get("calibration"),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -21,9 +22,10 @@ from .build import (
     continue_order,
     prepare_fit,
 )
+from .calibration import calibrate, calibrated_outputs, interval_metrics
 from .callbacks import load_checkpoint
 from .config import TrainingConfig, WarmStart, seeded
-from .decoding import warn_skipped
+from .decoding import BadImageWarning, warn_skipped
 from .diagnostics import top_loss_table
 from .distributed import dask_worker_threads
 from .document import RUNTIME_PARAMS
@@ -219,6 +221,14 @@ class MultiTaskImageEstimator(
         read in the DataLoader workers, retried on transient errors; with ``cache_dir``
         an image cached once is never read again (see ``docs/object_storage.md``).
         A run-time setting: never saved in a model file, and None in a pickle.
+    tta : int, default=0
+        Test-time augmentation: ``predict``, ``predict_proba``, ``predict_interval``,
+        ``evaluate`` and the calibration average the outputs (logits, standardised
+        values) of the plain images and of ``tta`` augmented views of them, from 0 to
+        11: the horizontal flip, then 90% crops at the corners and the centre, each as
+        is and flipped (:func:`sk_multitask.decoding.tta_views`). Each view costs one
+        more pass of the network. ``transform`` and the ONNX predictor use the plain
+        images only.
 
     Attributes
     ----------
@@ -245,6 +255,10 @@ class MultiTaskImageEstimator(
     skipped_images_ : list of str
         The image files left out of training (``on_bad_image="skip"``); empty when
         every image was read.
+    calibration_ : Calibration or None
+        Per task, the temperature(s) and conformal scores of :meth:`calibrate` (by
+        default fitted on the validation rows; None without any):
+        :class:`sk_multitask.calibration.Calibration`.
 
     Examples
     --------
@@ -302,6 +316,7 @@ class MultiTaskImageEstimator(
         random_state=None,
         verbose=0,
         storage_options=None,
+        tta=0,
     ):
         self.image_col = image_col
         self.image_root = image_root
@@ -339,6 +354,7 @@ class MultiTaskImageEstimator(
         self.random_state = random_state
         self.verbose = verbose
         self.storage_options = storage_options
+        self.tta = tta
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -366,6 +382,14 @@ class MultiTaskImageEstimator(
         Returns
         -------
         self
+
+        Notes
+        -----
+        With validation rows, the fitted model is calibrated on them (:meth:`calibrate`;
+        a task without a labelled validation cell is left uncalibrated). Rows that also
+        chose the epoch (``early_stopping``) are not quite new to the model, which weakens
+        the coverage guarantee of :meth:`predict_interval`; :meth:`calibrate` on rows
+        used for nothing else keeps it.
         """
         config = TrainingConfig.from_estimator(self)
         return self._train(config, self._warm_start(), X, y, sample_weight)
@@ -422,7 +446,8 @@ class MultiTaskImageEstimator(
                 if len(net.history) > plan.start_epoch:
                     self._set_fitted(net, data)
                 raise
-        return self._set_fitted(net, data)
+        self._set_fitted(net, data)
+        return self._calibrate_on(data)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def lr_find(self, X, y, start_lr=1e-7, end_lr=10.0, num_it=100):
@@ -493,9 +518,11 @@ class MultiTaskImageEstimator(
         dict
             Task name to a DataFrame with ``X``'s index and one column per class
             label (the original labels); rows sum to 1 for a classification. A
-            multi-label task has one independent probability per label.
+            multi-label task has one independent probability per label. Once
+            calibrated (``calibration_``), the temperature-scaled probabilities.
         """
-        return probability_frames(self._decoders(), *self.predict_raw(X))
+        outputs, index = self.predict_raw(X)
+        return probability_frames(self._decoders(), self._calibrated(outputs), index)
 
     def score(self, X, y, sample_weight=None):
         """Mean over tasks of accuracy (classification), R² (regression) and micro F1
@@ -509,7 +536,7 @@ class MultiTaskImageEstimator(
         scores = task_scores(self, X, y, sample_weight=sample_weight)
         return float(np.mean(list(scores.values())))
 
-    def evaluate(self, X, y, per_class=False, sample_weight=None):
+    def evaluate(self, X, y, per_class=False, coverage=None, sample_weight=None):
         """Per-task metrics on the labelled cells of ``y``, in original labels and units.
 
         Parameters
@@ -520,6 +547,11 @@ class MultiTaskImageEstimator(
         per_class : bool, default=False
             Return the per-class table of the classification tasks instead
             (:func:`sk_multitask.metrics.per_class_metrics`).
+        coverage : float, default=None
+            Add how sure the model is (needs ``calibration_``): ``ece`` (calibration
+            error of a classification's probabilities), ``coverage`` (how often the
+            :meth:`predict_interval` interval or set at this coverage holds the truth),
+            ``mean_width`` (regression) and ``mean_set_size`` (classification).
         sample_weight : array-like of shape (n_rows,), default=None
             Row weights of every metric (scikit-learn's ``sample_weight``); rows of
             weight 0 are left out (and out of ``n_labelled`` and ``support``).
@@ -534,7 +566,8 @@ class MultiTaskImageEstimator(
             ``f1_micro``, ``hamming_loss`` and ``log_loss`` (per label). Only the
             columns of the kinds present; NaN where a task has none. With ``per_class``:
             one row per (task, class) with ``precision``, ``recall``, ``f1``,
-            ``support`` and one-vs-rest ``roc_auc``.
+            ``support`` and one-vs-rest ``roc_auc``. Probabilities (``log_loss``) are
+            the calibrated ones once calibrated.
         """
         check_aligned(X, y)
         sample_weight = check_sample_weight(sample_weight, len(y))
@@ -542,8 +575,71 @@ class MultiTaskImageEstimator(
         y = check_targets(y, self.tasks_, len(index))
         fitted = self._decoders()
         tasks = {n: fitted[n] for n in y.columns}
-        table = per_class_metrics if per_class else evaluate_tasks
-        return table(tasks, outputs, y, sample_weight)
+        table = (per_class_metrics if per_class else evaluate_tasks)(
+            tasks, self._calibrated(outputs), y, sample_weight
+        )
+        if coverage is None or per_class:
+            return table
+        return table.join(interval_metrics(self._calibration(), tasks, outputs, y, coverage))
+
+    def calibrate(self, X, y):
+        """Calibrate the fitted model on held-out labelled rows: ``calibration_``.
+
+        Per task, on its labelled cells only: a classification's temperature (fitted
+        on the negative log-likelihood; :meth:`predict_proba` then returns the scaled
+        probabilities) and conformal scores for :meth:`predict_interval`'s sets, a
+        regression's absolute residuals in original units, a multi-label task's one
+        temperature per label. See :mod:`sk_multitask.calibration` and
+        ``docs/how_sure.md``. The guarantee holds for new rows like these: use rows
+        the model was neither trained nor early-stopped on.
+
+        Parameters
+        ----------
+        X : image input, as for :meth:`fit`
+        y : DataFrame or Series
+            True targets of every task; missing cells are left out.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            Naming a task that has no labelled cell in ``y``.
+        """
+        check_aligned(X, y)
+        outputs, index = self.predict_raw(X)
+        y = check_targets(y, self.tasks_, len(index))
+        self.calibration_ = calibrate(self._decoders(), outputs, y)
+        return self
+
+    def predict_interval(self, X, coverage=0.9):
+        """Prediction intervals and sets that hold the truth with probability ``coverage``.
+
+        Split-conformal (:mod:`sk_multitask.calibration`) on the calibration rows
+        (``calibration_``): for a new row exchangeable with them, its interval or set
+        holds the truth with probability at least ``coverage``, task by task.
+
+        Parameters
+        ----------
+        X : image input, as for :meth:`fit`
+        coverage : float, default=0.9
+            Strictly between 0 and 1. Too few calibration cells for it: the interval is
+            unbounded, the set holds every class, and a ``CalibrationWarning`` names the
+            task and its count.
+
+        Returns
+        -------
+        DataFrame
+            ``X``'s index; two-level columns: ``(task, "lower")`` and ``(task, "upper")``
+            for a regression (original units), ``(task, "set")`` for a classification
+            (a list of original labels; LAC sets: every label whose calibrated
+            probability is at least a threshold). Multi-label tasks have none. The row of
+            an image skipped as unreadable is missing.
+        """
+        outputs, index = self.predict_raw(X)
+        return self._calibration().intervals(self._decoders(), outputs, index, coverage)
 
     def transform(self, X):
         """The backbone's features of every image: the estimator as a feature extractor.
@@ -716,8 +812,38 @@ class MultiTaskImageEstimator(
             cache_dir=self.cache_dir,
             verbose=self.verbose,
             features=features,
+            tta=0 if features else self.tta,
         )
         return outputs, index
+
+    def _calibration(self):
+        check_is_fitted(self)
+        if getattr(self, "calibration_", None) is None:
+            raise ValueError(
+                "the model is not calibrated: fit it with validation rows (valid_split) "
+                "or call calibrate(X, y) with held-out labelled rows"
+            )
+        return self.calibration_
+
+    def _calibrated(self, outputs):
+        return calibrated_outputs(getattr(self, "calibration_", None), outputs)
+
+    def _calibrate_on(self, data):
+        """Calibrate on ``fit``'s validation rows (None without any)."""
+        self.calibration_ = None
+        if data.valid_set is None:
+            return self
+        with warnings.catch_warnings():  # fit has warned of its bad images already
+            warnings.simplefilter("ignore", BadImageWarning)
+            outputs = network_outputs(
+                self.net_, data.valid_set.images, self.image_size_,
+                on_bad_image=self.on_bad_image, tta=self.tta,
+            )  # fmt: skip
+        # An image found bad while decoding for the cache has all its targets masked.
+        outputs[data.valid_set.unlabelled_rows()] = float("nan")
+        outputs = task_outputs(self.tasks_, outputs)
+        self.calibration_ = calibrate(self._decoders(), outputs, data.valid_y, skip_unlabelled=True)
+        return self
 
     def _decoders(self):
         check_is_fitted(self)

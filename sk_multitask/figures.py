@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from .decoding import decode_image
+from .metrics import expected_calibration_error, reliability_bins, scorable_rows
 from .sources import image_references, input_table, resolve_images
 from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, is_missing
 
@@ -22,7 +23,9 @@ __all__ = [
     "format_value",
     "history_figure",
     "image_grid",
+    "interval_figure",
     "regression_figure",
+    "reliability_figure",
     "top_losses_figure",
 ]
 
@@ -237,4 +240,70 @@ def confusion_figure(task, truth, predicted, normalize=None):
     if unseen:
         title += f"\n({unseen} more of classes unseen in training)"
     ax.set_title(title, fontsize=10)
+    return fig
+
+
+def reliability_figure(decoder, outputs, truth, calibration=None, n_bins=10):
+    """The figure of :func:`plot_reliability` from one task's raw outputs and truth.
+
+    ``decoder`` is the task's :class:`~sk_multitask.outputs.OutputDecoder`;
+    ``calibration`` a :class:`~sk_multitask.calibration.Calibration` or None.
+    """
+    from matplotlib.figure import Figure
+
+    scored = scorable_rows(truth, outputs)
+    labels = truth.to_numpy()[scored]
+    known = np.isin(labels, decoder.classes)
+    if not known.any():
+        raise ValueError(f"y has no labelled cell of a known class for task {decoder.name!r}")
+    out = np.asarray(outputs, dtype=np.float32)[scored][known]
+    codes = decoder.class_codes(labels[known])
+    curves = {"raw": out}
+    if calibration is not None and decoder.name in calibration.tasks:
+        temperature = calibration.tasks[decoder.name].temperature
+        curves[f"calibrated (T = {temperature:.3g})"] = calibration.scale({decoder.name: out})[
+            decoder.name
+        ]
+    fig = Figure(figsize=(4.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    for label, logits in curves.items():
+        probabilities = decoder.probabilities(logits)
+        table = reliability_bins(probabilities, codes, n_bins)
+        ece = expected_calibration_error(probabilities, codes, n_bins)
+        ax.plot(table["confidence"], table["accuracy"], marker="o", label=f"{label}, ECE {ece:.3f}")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"{decoder.name}: {len(codes)} labelled images", fontsize=10)
+    return fig
+
+
+def interval_figure(name, truth, lower, upper, coverage):
+    """The figure of :func:`plot_intervals` from true values and the intervals' bounds
+    (array-likes of one length; rows with a missing value are left out)."""
+    from matplotlib.figure import Figure
+
+    true, low, high = (np.asarray(v, dtype=float) for v in (truth, lower, upper))
+    kept = ~(np.isnan(true) | np.isnan(low) | np.isnan(high))
+    if not kept.any():
+        raise ValueError(f"y has no labelled cell for task {name!r}")
+    true, low, high = true[kept], low[kept], high[kept]
+    order = np.argsort((low + high) / 2, kind="stable")
+    true, low, high = true[order], low[order], high[order]
+    covered = (low <= true) & (true <= high)
+    rank = np.arange(len(true))
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    band = f"{coverage:.0%} interval"
+    ax.fill_between(rank, low, high, step="mid", color="lightgrey", label=band)
+    ax.plot(rank, (low + high) / 2, color="grey", linewidth=1, label="prediction")
+    ax.scatter(rank[covered], true[covered], s=8, color="tab:blue", label="true, inside")
+    ax.scatter(rank[~covered], true[~covered], s=10, color="tab:red", label="true, outside")
+    ax.set(xlabel="images, by prediction", ylabel=str(name))
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(
+        f"{name}: {covered.mean():.1%} of {len(true)} labelled images inside the "
+        f"{coverage:.0%} intervals (mean width {np.mean(high - low):.3g})",
+        fontsize=10,
+    )
     return fig

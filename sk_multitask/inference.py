@@ -19,14 +19,22 @@ from tqdm.auto import tqdm
 
 from .cache import cached_images
 from .dataset import ImageDataset, bad_image_log
-from .decoding import mark_unreadable
+from .decoding import mark_unreadable, tta_views
 from .distributed import dask_worker_threads
 
 __all__ = ["network_outputs", "task_outputs"]
 
 
 def network_outputs(
-    net, images, image_size, *, on_bad_image="raise", cache_dir=None, verbose=0, features=False
+    net,
+    images,
+    image_size,
+    *,
+    on_bad_image="raise",
+    cache_dir=None,
+    verbose=0,
+    features=False,
+    tta=0,
 ):
     """The fitted network's outputs for every image: a float32 CPU tensor ``(N, width)``.
 
@@ -46,6 +54,9 @@ def network_outputs(
         A progress bar when positive.
     features : bool, default=False
         The backbone's features (``forward_features``) instead of the heads' outputs.
+    tta : int, default=0
+        Test-time augmentation: the outputs are the mean over the plain images and
+        this many augmented views of them (:func:`sk_multitask.decoding.tta_views`).
 
     Returns
     -------
@@ -58,7 +69,8 @@ def network_outputs(
             images, image_size, cache=False, cache_dir=cache_dir, bad_images=bad_images
         )
     dataset = ImageDataset(images, image_size=image_size, bad_images=bad_images)
-    batches = _batches(net, dataset, features)
+    views = [torch.as_tensor(index) for view in tta_views(image_size, tta) for index in view]
+    batches = _batches(net, dataset, features, list(zip(views[::2], views[1::2], strict=True)))
     if verbose:
         total = math.ceil(len(dataset) / net.batch_size)
         desc = "transform" if features else "predict"
@@ -76,17 +88,27 @@ def network_outputs(
     return mark_unreadable(outputs, bad, stacklevel=3)
 
 
-def _batches(net, dataset, features):
-    """The outputs of each batch of ``dataset``, on the CPU: skorch's iterator and step."""
+def _batches(net, dataset, features, views=()):
+    """The outputs of each batch of ``dataset``, on the CPU: skorch's iterator and step,
+    averaged over the plain batch and its test-time augmentation ``views``."""
     module = net.module_
     for batch in net.get_iterator(dataset, training=False):
-        if features:
-            with torch.no_grad():
-                module.eval()
-                out = module.forward_features(batch[0].to(net.device))
-        else:
-            out = net.evaluation_step(batch, training=False)
-        yield out.float().cpu()
+        images, rest = batch[0], batch[1:]
+        out = _outputs(net, module, images, rest, features).float()
+        for rows, cols in views:
+            out += _outputs(net, module, images[..., rows[:, None], cols[None, :]], rest, features)
+        # Logits are averaged (a normalised geometric mean of the views' probabilities),
+        # so that regression outputs and temperature scaling follow the same rule.
+        yield (out / (1 + len(views))).cpu()
+
+
+def _outputs(net, module, images, rest, features):
+    """One batch's heads' outputs (or features)."""
+    if features:
+        with torch.no_grad():
+            module.eval()
+            return module.forward_features(images.to(net.device))
+    return net.evaluation_step((images, *rest), training=False)
 
 
 def task_outputs(tasks, outputs):

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from .calibration import calibrated_outputs, interval_metrics, read_calibration
 from .decoding import BAD_IMAGE_OPTIONS, BadImageRecords, decode_or_record, mark_unreadable
 from .document import read_document
 from .outputs import OutputDecoder, prediction_frame, probability_frames
@@ -96,6 +97,8 @@ class OnnxPredictor:
     tasks_ : dict
         Task name to :class:`~sk_multitask.outputs.OutputDecoder` (kind, classes...),
         in the order of the estimator's ``tasks_``.
+    calibration_ : Calibration or None
+        The estimator's calibration (:mod:`sk_multitask.calibration`).
     params : dict
         The estimator's parameters, as saved.
     image_col, image_root, image_size, batch_size, on_bad_image, storage_options
@@ -171,6 +174,10 @@ class OnnxPredictor:
         self.tasks_ = model.tasks(OutputDecoder.from_dict)
         _check_graph(self.session, self.tasks_, model.params, path)
         self.history_ = model.history
+        try:
+            self.calibration_ = read_calibration(model.calibration, self.tasks_)
+        except ValueError as exc:
+            raise ValueError(f"{path!r}: {exc}") from exc
         for name, value in model.fitted_attributes().items():
             setattr(self, name, value)
         self.image_col = self.params["image_col"]
@@ -228,10 +235,19 @@ class OnnxPredictor:
 
     def predict_proba(self, X):
         """Class probabilities: what ``MultiTaskImageEstimator.predict_proba`` returns."""
-        return probability_frames(self.tasks_, *self.outputs(X))
+        outputs, index = self.outputs(X)
+        return probability_frames(self.tasks_, self._calibrated(outputs), index)
 
-    def evaluate(self, X, y):
-        """Per-task metrics: the table of ``MultiTaskImageEstimator.evaluate``.
+    def predict_interval(self, X, coverage=0.9):
+        """Intervals and sets: what ``MultiTaskImageEstimator.predict_interval`` returns."""
+        if self.calibration_ is None:
+            raise ValueError(f"{self.path!r}: the model was exported without a calibration")
+        outputs, index = self.outputs(X)
+        return self.calibration_.intervals(self.tasks_, outputs, index, coverage)
+
+    def evaluate(self, X, y, coverage=None):
+        """Per-task metrics: the table of ``MultiTaskImageEstimator.evaluate`` (with
+        ``coverage``, how sure the model is: its ``ece``, ``coverage`` and widths).
 
         Needs scikit-learn (for the metrics), not torch.
         """
@@ -239,7 +255,16 @@ class OnnxPredictor:
 
         outputs, index = self.outputs(X)
         y = check_targets(y, self.tasks_, len(index))
-        return evaluate_tasks({n: self.tasks_[n] for n in y.columns}, outputs, y)
+        tasks = {n: self.tasks_[n] for n in y.columns}
+        table = evaluate_tasks(tasks, self._calibrated(outputs), y)
+        if coverage is None:
+            return table
+        if self.calibration_ is None:
+            raise ValueError(f"{self.path!r}: the model was exported without a calibration")
+        return table.join(interval_metrics(self.calibration_, tasks, outputs, y, coverage))
+
+    def _calibrated(self, outputs):
+        return calibrated_outputs(self.calibration_, outputs)
 
     def top_losses(self, X, y, k=9, task=None):
         """The ``k`` rows with the largest training loss: the table of

@@ -28,8 +28,10 @@ from torch import nn
 
 from . import __version__
 from .build import rebuild_saved_net
+from .calibration import read_calibration
 from .config import TrainingConfig, resolve_device
 from .document import SECRET_PARAMS, package_versions
+from .outputs import decoders
 from .safe_file import model_bytes, read_model
 
 __all__ = ["InconsistentVersionWarning", "VersionedPickleMixin", "restore_fitted"]
@@ -43,6 +45,7 @@ OPTIMIZER_KEY = "_sk_multitask_optimizer"
 #: The fitted attributes the safe file's bytes carry: never pickled themselves.
 SAVED_ATTRIBUTES = (
     "net_", "history_", "tasks_", "image_size_", "data_sizes_", "skipped_images_", "best_epoch_",
+    "calibration_",
 )  # fmt: skip
 #: The key pickles of sk-multitask 0.1.0 recorded the package version under.
 _OLD_VERSION_KEY = "_sk_multitask_version"
@@ -112,6 +115,7 @@ def restore_fitted(estimator, saved):
     estimator.tasks_, estimator.history_ = saved.tasks, estimator.net_.history
     for name, value in saved.model.fitted_attributes().items():
         setattr(estimator, name, value)
+    estimator.calibration_ = read_calibration(saved.model.calibration, decoders(estimator.tasks_))
     return estimator
 
 

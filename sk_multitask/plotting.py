@@ -37,7 +37,9 @@ from .figures import (
     format_value,
     history_figure,
     image_grid,
+    interval_figure,
     regression_figure,
+    reliability_figure,
     top_losses_figure,
 )
 from .metrics import scorable_rows
@@ -47,13 +49,17 @@ from .targets import CLASSIFICATION, REGRESSION, check_targets, check_task
 
 __all__ = [
     "confusion_figure",
+    "interval_figure",
     "plot_confusion_matrix",
     "plot_history",
+    "plot_intervals",
     "plot_lr_find",
     "plot_lr_schedule",
     "plot_regression",
+    "plot_reliability",
     "plot_top_losses",
     "regression_figure",
+    "reliability_figure",
     "show_batch",
     "top_losses_figure",
 ]
@@ -309,10 +315,68 @@ def _truth_and_prediction(estimator, X, y, task):
     """``task``'s column of ``y`` and its prediction for ``X``, as Series, on the rows
     that can be scored (:func:`sk_multitask.metrics.scorable_rows`)."""
     outputs, index = estimator.predict_raw(X)
-    truth = check_targets(y, estimator.tasks_, len(index))
-    if task not in truth.columns:
-        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
-    scored = scorable_rows(truth[task], outputs[task])
+    truth = _task_truth(estimator, y, len(index), task)
+    scored = scorable_rows(truth, outputs[task])
     decoder = OutputDecoder.from_task(estimator.tasks_[task])
     predicted = decoder.decode(outputs[task][scored], index[scored])
-    return truth[task].iloc[scored], predicted
+    return truth.iloc[scored], predicted
+
+
+def _task_truth(estimator, y, n_rows, task):
+    """``task``'s column of ``y`` (checked against the estimator's tasks and ``n_rows``)."""
+    truth = check_targets(y, estimator.tasks_, n_rows)
+    if task not in truth.columns:
+        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
+    return truth[task]
+
+
+def plot_reliability(estimator, X, y, task, n_bins=10):
+    """The reliability diagram of one classification task: accuracy against confidence.
+
+    Parameters
+    ----------
+    estimator, X, y, task
+        As for :func:`plot_confusion_matrix`.
+    n_bins : int, default=10
+        Equal-width confidence bins.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes: per bin, how often the top class is right against its mean top
+        probability, for the raw probabilities and (once calibrated) the
+        temperature-scaled ones, each with its ECE; the diagonal is perfect calibration.
+    """
+    check_is_fitted(estimator)
+    decoder = OutputDecoder.from_task(
+        _fitted_task(estimator, task, CLASSIFICATION, "a reliability diagram")
+    )
+    outputs, index = estimator.predict_raw(X)
+    truth = _task_truth(estimator, y, len(index), task)
+    calibration = getattr(estimator, "calibration_", None)
+    return reliability_figure(decoder, outputs[task], truth, calibration, n_bins)
+
+
+def plot_intervals(estimator, X, y, task, coverage=0.9):
+    """The calibrated prediction intervals of one regression task, with the truth.
+
+    Parameters
+    ----------
+    estimator, X, y, task
+        As for :func:`plot_regression`; ``estimator`` calibrated (``calibration_``).
+    coverage : float, default=0.9
+        As in :meth:`~sk_multitask.MultiTaskImageEstimator.predict_interval`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes: the rows sorted by prediction, each interval a grey band, the true
+        values as points (red where outside their interval); the title gives the
+        measured coverage.
+    """
+    check_is_fitted(estimator)
+    _fitted_task(estimator, task, REGRESSION, "an interval plot")
+    intervals = estimator.predict_interval(X, coverage)
+    truth = _task_truth(estimator, y, len(intervals), task)
+    lower, upper = intervals[task, "lower"], intervals[task, "upper"]
+    return interval_figure(task, truth, lower, upper, coverage)

@@ -32,8 +32,16 @@ import sys
 import pandas as pd
 
 from . import __version__
+from .calibration import calibrated_outputs, interval_metrics, min_cells
 from .diagnostics import top_loss_table
-from .figures import confusion_figure, history_figure, regression_figure, top_losses_figure
+from .figures import (
+    confusion_figure,
+    history_figure,
+    interval_figure,
+    regression_figure,
+    reliability_figure,
+    top_losses_figure,
+)
 from .files import atomic_write
 from .metrics import evaluate_tasks, per_class_metrics, scorable_rows
 from .outputs import decoders
@@ -72,7 +80,7 @@ def figure_to_png_bytes(fig, dpi=100):
     return buffer.getvalue()
 
 
-def write_report(estimator, X, y, path, k=9):
+def write_report(estimator, X, y, path, k=9, coverage=None):
     """Write an HTML report of the model's per-task performance on ``X``, ``y``.
 
     The report holds the versions it was made with, the data sizes (rows and labelled
@@ -81,8 +89,10 @@ def write_report(estimator, X, y, path, k=9):
     and the per-class one of the classification tasks, the training history (figure
     and epoch table), a confusion matrix for each classification task of ``y`` and a
     predicted-against-true plot with residuals for each regression task, the ``k``
-    images with the largest combined loss, and the estimator's parameters. The
-    network runs once over ``X``. Figures are embedded as PNG data: the file needs
+    images with the largest combined loss, and the estimator's parameters. A calibrated
+    model (``calibration_``) adds how sure it is: ECE, coverage and widths, a
+    reliability diagram per classification task and an interval plot per regression
+    task. The network runs once over ``X``. Figures are embedded as PNG data: the file needs
     nothing else to open.
 
     The same report comes from the estimator and from the
@@ -100,6 +110,8 @@ def write_report(estimator, X, y, path, k=9):
         The HTML file to write (replaced atomically if it exists).
     k : int, default=9
         How many images the largest-losses figure shows.
+    coverage : float, default=None
+        The coverage of the intervals and sets shown; None: 0.9.
 
     Returns
     -------
@@ -110,15 +122,17 @@ def write_report(estimator, X, y, path, k=9):
     y = check_targets(y, estimator.tasks_, len(index))
     fitted = decoders(estimator.tasks_)
     tasks = {name: fitted[name] for name in y.columns}
+    calibration = getattr(estimator, "calibration_", None)
     sections = [
         _section("Data", _table(_sizes(estimator, y))),
-        *_metric_sections(tasks, outputs, y),
+        *_metric_sections(tasks, calibrated_outputs(calibration, outputs), y),
         _section(
             "Training history",
             _image(history_figure(estimator.tasks_, estimator.history_), "training history")
             + _table(_epochs(estimator)),
         ),
         *_figure_sections(tasks, outputs, index, y),
+        *_how_sure_sections(calibration, tasks, outputs, index, y, coverage or 0.9),
         _top_loss_section(estimator, X, y, outputs, index, k),
         _section("Parameters", _table(_parameters(estimator))),
     ]
@@ -164,6 +178,48 @@ def _figure_sections(tasks, outputs, index, y):
             figure, title = regression_figure(name, truth, predicted), "Predicted and true"
         sections.append(_section(f"{title}: {name}", _image(figure, f"{name} {title.lower()}")))
     return sections
+
+
+def _how_sure_sections(calibration, tasks, outputs, index, y, coverage):
+    """How sure a calibrated model is: the table, then a reliability diagram per
+    classification task and an interval plot per regression task (none uncalibrated)."""
+    if calibration is None:
+        return []
+    # A task with too few calibration cells for the coverage has unbounded intervals.
+    ready = {
+        name: task
+        for name, task in tasks.items()
+        if task.kind != MULTILABEL
+        and name in calibration.tasks
+        and calibration.tasks[name].n_cells >= min_cells(coverage)
+        and len(scorable_rows(y[name], outputs[name]))
+    }
+    if not ready:
+        return []
+    note = (
+        f"<p>Calibrated on {_calibration_rows(calibration, ready)}; intervals and sets of "
+        f"coverage {coverage}. ece: expected calibration error of the calibrated "
+        "probabilities; coverage: how often the interval or set holds the truth.</p>\n"
+    )
+    table = interval_metrics(calibration, ready, outputs, y, coverage)
+    sections = [_section("How sure", note + _table(table))]
+    for name, task in ready.items():
+        if task.kind == CLASSIFICATION:
+            figure = reliability_figure(task, outputs[name], y[name], calibration)
+            title = "Reliability diagram"
+        else:
+            frame = calibration.intervals({name: task}, {name: outputs[name]}, index, coverage)
+            figure = interval_figure(
+                name, y[name], frame[name, "lower"], frame[name, "upper"], coverage
+            )
+            title = "Prediction intervals"
+        sections.append(_section(f"{title}: {name}", _image(figure, f"{name} {title.lower()}")))
+    return sections
+
+
+def _calibration_rows(calibration, tasks):
+    """How many cells each task was calibrated on, in words."""
+    return ", ".join(f"{calibration.tasks[name].n_cells} {name} cells" for name in tasks)
 
 
 def _top_loss_section(estimator, X, y, outputs, index, k):

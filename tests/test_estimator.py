@@ -1,3 +1,4 @@
+import copy
 import re
 import shutil
 
@@ -409,7 +410,11 @@ def test_predict_on_bad_input_names_the_cause(fitted, image_set):
 
 
 def _hand_row_losses(est, X, y):
-    """Each row's loss per task from predict/predict_proba: NaN where the truth is missing."""
+    """Each row's loss per task from predict/predict_proba: NaN where the truth is missing.
+
+    Training losses: of the raw probabilities, before the calibration's temperatures."""
+    est = copy.copy(est)
+    est.calibration_ = None
     proba, predicted = est.predict_proba(X), est.predict(X)
     losses = pd.DataFrame(index=X.index, columns=TARGETS, dtype=float)
     for name, task in est.tasks_.items():

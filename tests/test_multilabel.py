@@ -1,5 +1,7 @@
 """A multi-label task end to end: fit, predict, probabilities, metrics, figures, joblib."""
 
+import copy
+
 import joblib
 import numpy as np
 import pandas as pd
@@ -128,7 +130,10 @@ def test_top_losses_rank_multilabel_rows_by_their_bce(multilabel_fitted, image_s
     top = multilabel_fitted.top_losses(image_set, y, k=5, task="tags")
 
     assert top["tags_true"].notna().all()
-    outputs = multilabel_fitted.predict_proba(image_set.loc[top.index])["tags"].to_numpy()
+    # Training losses: of the raw probabilities, before the calibration's temperatures.
+    raw = copy.copy(multilabel_fitted)
+    raw.calibration_ = None
+    outputs = raw.predict_proba(image_set.loc[top.index])["tags"].to_numpy()
     truth = _indicators(top["tags_true"])
     bce = -(truth * np.log(outputs) + (1 - truth) * np.log(1 - outputs)).mean(axis=1)
     np.testing.assert_allclose(top["loss"], bce, rtol=1e-4)

@@ -33,10 +33,14 @@ def test_report_is_one_html_file_with_metrics_and_embedded_figures(fitted, image
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")
     assert "<table" in text and "balanced_accuracy" in text and "<th>area</th>" in text
-    # history, one confusion matrix per classification task, area's plot, top losses
-    assert text.count("data:image/png;base64,") == 5
+    # history, one confusion matrix per classification task, area's plot, top losses, and
+    # (calibrated on the validation rows) a reliability diagram per classification task
+    # and area's intervals
+    assert text.count("data:image/png;base64,") == 8
     assert text.count("<h2>Confusion matrix:") == 2
     assert "<h2>Predicted and true: area</h2>" in text
+    assert text.count("<h2>Reliability diagram:") == 2
+    assert "<h2>Prediction intervals: area</h2>" in text
     for image in embedded_images(text):
         image.load()
         assert image.format == "PNG" and image.width > 100 and image.height > 100
@@ -51,7 +55,8 @@ def test_report_on_a_regression_target_has_no_confusion_matrix(fitted, image_set
     text = path.read_text(encoding="utf-8")
     assert "Confusion matrix" not in text and "Metrics per class" not in text
     assert "<h2>Predicted and true: area</h2>" in text
-    assert len(embedded_images(text)) == 3  # history, predicted and true, top losses
+    # history, predicted and true, intervals, top losses
+    assert len(embedded_images(text)) == 4
 
 
 def test_report_names_versions_sizes_epochs_classes_and_parameters(fitted, image_set, tmp_path):
@@ -88,7 +93,7 @@ def test_a_loaded_model_writes_the_report_of_the_fitted_one(fitted, image_set, t
     y = image_set[TARGETS]
     original = write_report(fitted, image_set, y, tmp_path / "fitted.html", k=3).read_text()
     text = write_report(loaded, image_set, y, tmp_path / "loaded.html", k=3).read_text()
-    assert text.count("data:image/png;base64,") == 5
+    assert text.count("data:image/png;base64,") == 8
     sizes = re.search(r"<h2>Data</h2>(.*?)</table>", text, re.S).group(1)
     labelled = ["area", *fitted.data_sizes_.loc["area"], y["area"].notna().sum()]
     assert re.search(r"\s*".join(f"<t[hd]>{c}</t[hd]>" for c in labelled), sizes)
@@ -107,7 +112,7 @@ def test_the_cli_evaluates_a_safe_file_with_its_report(fitted, image_set, tmp_pa
     captured = capsys.readouterr()
     assert "metrics and report written to" in captured.out
     assert "Traceback" not in captured.err
-    assert (out / "report.html").read_text().count("data:image/png;base64,") == 5
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 8
 
 
 def test_the_report_replaces_its_file_atomically(fitted, image_set, tmp_path, monkeypatch):

@@ -157,7 +157,9 @@ def test_export_then_predict_and_evaluate_with_each_model_file(workspace, capsys
     result = run_without_torch("evaluate", root / "data.csv", "--model", onnx, "--out", out)
     assert result.returncode == 0, result.stderr
     assert "metrics and report written to" in result.stdout
-    assert (out / "report.html").read_text().count("data:image/png;base64,") == 5
+    # History, two confusion matrices, the regression, the top losses; then how sure the
+    # calibrated model is: two reliability diagrams and the interval plot.
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 8
     metrics = pd.read_csv(out / "metrics.csv", index_col="task")
     table = model.evaluate(df, df[TARGETS.split(",")]).rename_axis("task")
     pd.testing.assert_frame_equal(metrics, table, check_dtype=False, atol=1e-4, rtol=0)

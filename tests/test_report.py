@@ -192,7 +192,10 @@ def test_the_onnx_predictor_writes_the_report_of_the_estimator_without_torch(
     text = (tmp_path / "onnx.html").read_text()
     sections = report_sections(text)
     assert list(sections) == list(expected)  # the same sections: metrics, figures, top losses
-    assert text.count("data:image/png;base64,") == 5
+    # History, two confusion matrices, the regression, the top losses; then how sure the
+    # calibrated model is: two reliability diagrams and the interval plot.
+    pngs = "data:image/png;base64,"
+    assert text.count(pngs) == report.read_text().count(pngs) == 8
     for title in ("Data", "Metrics per task", "Metrics per class", "Training history"):
         np.testing.assert_allclose(numbers(sections[title]), numbers(expected[title]), rtol=1e-3)
     params = re.findall(r"<tr>\s*<th>(.*?)</th>\s*<td>(.*?)</td>", sections["Parameters"])

@@ -313,7 +313,20 @@ def plot_regression(estimator, X, y, task):
 
 
 def regression_figure(name, truth, predicted):
-    """The figure of :func:`plot_regression` from true and predicted Series."""
+    """The figure of :func:`plot_regression` from true and predicted Series.
+
+    Parameters
+    ----------
+    name : str
+        The task's name, for the titles.
+    truth, predicted : Series
+        True and predicted values, aligned; the rows where ``truth`` is missing are
+        left out.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     from matplotlib.figure import Figure
     from sklearn.metrics import PredictionErrorDisplay
 
@@ -465,9 +478,20 @@ def _truth_and_prediction(estimator, X, y, task):
 def confusion_figure(task, truth, predicted, normalize=None):
     """The figure of :func:`plot_confusion_matrix` from true and predicted Series.
 
-    ``task`` is the fitted classification :class:`~sk_multitask.targets.Task`; the matrix
-    counts the labelled cells of ``truth`` of a class it knows (the title says how many
-    others there were).
+    Parameters
+    ----------
+    task : Task
+        The fitted classification task (``est.tasks_[name]``): its classes order the
+        matrix, which counts the labelled cells of ``truth`` of a class it knows (the
+        title says how many others there were).
+    truth, predicted : Series
+        True and predicted labels, aligned.
+    normalize : {"true", "pred", "all"} or None, default=None
+        As scikit-learn's ``confusion_matrix``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay

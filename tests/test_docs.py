@@ -1,31 +1,22 @@
-"""The documentation runs: every ```python block of every page, and an API entry per name.
+"""The documentation runs: every ```python block of every page, and an API page per name.
 
 Each docs/*.md page (and README.md) runs its ```python blocks in order, in one fresh
 namespace per page, in a temporary working folder. A block directly preceded by the line
 ``<!-- no-run -->`` (it needs UTKFace, a GPU, a download...) is only compiled.
 """
 
-import importlib
+import importlib.util
 import inspect
-import pkgutil
 import re
 from pathlib import Path
 
 import pytest
-
-import sk_multitask
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md")) + [ROOT / "README.md"]
 NO_RUN = "<!-- no-run -->"
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
-DIRECTIVE = re.compile(r"^:::\s*(?P<path>[\w.]+)\s*$", re.MULTILINE)
-#: Public modules documented elsewhere than the API reference, with where.
-NOT_IN_REFERENCE = {
-    "sk_multitask.cli": "the command line, in docs/command_line.md",
-    "sk_multitask.cli_options": "the command line's options, in docs/command_line.md",
-}
 
 
 def code_blocks(text):
@@ -111,50 +102,99 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
             exec(code, namespace)
 
 
-def public_modules():
-    """Every importable module of the package with no ``_private`` part in its name."""
-    names = ["sk_multitask"] + [
-        info.name
-        for info in pkgutil.walk_packages(sk_multitask.__path__, "sk_multitask.")
-        if not any(part.startswith("_") for part in info.name.split("."))
-    ]
-    return [importlib.import_module(name) for name in names]
+def _reference():
+    """docs/reference.py: the public names and the groups of the API reference."""
+    spec = importlib.util.spec_from_file_location("reference", DOCS / "reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_reference_documents_every_public_name():
-    """Each name in ``__all__`` of each public module is rendered by a ``:::`` directive.
+REFERENCE = _reference()
+#: The section header that ends the Parameters of a numpydoc docstring.
+SECTION = re.compile(r"^\S.*\n-{3,}$", re.MULTILINE)
 
-    A directive on a module renders its ``__all__`` (``filters: public`` in mkdocs.yml),
-    so a new public name needs no docs change, and a new module one page with
-    ``::: sk_multitask.new_module`` plus its line in mkdocs.yml's nav.
+
+def documented_parameters(obj):
+    """The names of the Parameters section of ``obj``'s numpydoc docstring, in order."""
+    doc = inspect.getdoc(obj) or ""
+    match = re.search(r"^Parameters\n-{3,}\n", doc, re.MULTILINE)
+    if match is None:
+        return []
+    body = doc[match.end() :]
+    end = SECTION.search(body)
+    names = []
+    for line in body[: end.start() if end else None].splitlines():
+        if line and not line[0].isspace():
+            names += [name.strip() for name in line.split(" : ")[0].split(",")]
+    return names
+
+
+def test_every_public_name_has_a_page():
+    """Each name of a public module's ``__all__`` is in one group of docs/reference.py.
+
+    The hook there gives each its page (``::: path``), so a new public name needs one
+    line in ``GROUPS``, a new public module (``sk_multitask.mlflow``) its line in
+    ``PUBLIC_MODULES`` too.
     """
-    documented, documented_objects = set(), set()
-    for page in (DOCS / "api").glob("*.md"):
-        for path in DIRECTIVE.findall(page.read_text(encoding="utf-8")):
-            module = importlib.import_module(path)
-            assert hasattr(module, "__all__"), f"{page.name}: {path} has no __all__"
-            for name in module.__all__:
-                documented.add(f"{path}.{name}")
-                obj = getattr(module, name)
-                if inspect.isclass(obj) or inspect.isroutine(obj):
-                    documented_objects.add(obj)
-    missing, undocumented = [], []
-    for module in public_modules():
-        if module.__name__ in NOT_IN_REFERENCE:
-            continue
-        assert hasattr(module, "__all__"), (
-            f"{module.__name__} is public but has no __all__: list its public names"
-        )
-        for name in module.__all__:
-            obj = getattr(module, name)
-            if f"{module.__name__}.{name}" not in documented and obj not in documented_objects:
-                missing.append(f"{module.__name__}.{name}")
-            # The reference shows no undocumented object (mkdocs.yml: show_if_no_docstring);
-            # griffe_docstrings.py fails the build for an undocumented constant.
-            if (inspect.isclass(obj) or inspect.isroutine(obj)) and not inspect.getdoc(obj):
-                undocumented.append(f"{module.__name__}.{name}")
-    assert not missing, f"not in docs/api/*.md (add '::: module' to a page): {missing}"
-    assert not undocumented, f"public but without a docstring: {undocumented}"
+    listed = [name for names in REFERENCE.GROUPS.values() for name in names]
+    public = REFERENCE.public_names()
+    assert len(listed) == len(set(listed)), "a name is listed twice in GROUPS"
+    missing = sorted(set(public) - set(listed))
+    assert not missing, (
+        f"public names without a page (add them to GROUPS in docs/reference.py): {missing}"
+    )
+    assert sorted(set(listed) - set(public)) == [], "GROUPS lists names that are not public"
+    assert "sk_multitask.MultiTaskImageEstimator" in public  # the lazy exports are read
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE.documented_paths()))
+def test_reference_page_documents_every_parameter(name):
+    """A public class or function has a docstring whose Parameters are its signature's.
+
+    The build checks the rendered page the same way (docs/reference.py, on_page_content):
+    every parameter in the page's Parameters table, every own method with its entry.
+    """
+    obj = REFERENCE.resolve(name)
+    if not (inspect.isclass(obj) or inspect.isroutine(obj)):
+        return
+    assert inspect.getdoc(obj), f"{name} is public but has no docstring"
+    parameters, methods = REFERENCE.rendered_entries(obj)
+    assert documented_parameters(obj) == parameters, name
+    for method in methods:
+        assert inspect.getdoc(getattr(obj, method)), f"{name}.{method} has no docstring"
+
+
+def test_estimator_page_lists_its_parameters_and_methods():
+    from sk_multitask import MultiTaskImageEstimator
+
+    parameters, methods = REFERENCE.rendered_entries(MultiTaskImageEstimator)
+    assert sorted(parameters) == MultiTaskImageEstimator._get_param_names()
+    assert {"fit", "predict", "predict_proba", "evaluate", "save", "load"} <= set(methods)
+    page = REFERENCE.page_markdown("sk_multitask.MultiTaskImageEstimator")
+    assert "::: sk_multitask.estimator.MultiTaskImageEstimator\n" in page
+    for inherited in ("get_params", "set_params", "fit_transform", "get_feature_names_out"):
+        assert f"| `{inherited}` |" in page
+
+
+def test_documented_parameters_reads_numpydoc():
+    def f(a, b, *args, **kwargs):
+        """Do.
+
+        Parameters
+        ----------
+        a, b : int
+            Numbers.
+        *args
+        **kwargs : dict
+
+        Returns
+        -------
+        int
+        """
+
+    assert documented_parameters(f) == ["a", "b", "*args", "**kwargs"]
+    assert REFERENCE.rendered_entries(f) == (["a", "b", "*args", "**kwargs"], [])
 
 
 def test_nav_lists_every_page():

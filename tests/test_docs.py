@@ -2,12 +2,17 @@
 
 Each docs/*.md page (and README.md) runs its ```python blocks in order, in one fresh
 namespace per page, in a temporary working folder. A block directly preceded by the line
-``<!-- no-run -->`` (it needs UTKFace, a GPU, a download...) is only compiled.
+``<!-- no-run -->`` (it needs UTKFace, a GPU, a download...) is only compiled. A ```bash
+block directly preceded by ``<!-- run -->`` runs too, in that folder, with the
+environment's ``sk-multitask`` on the PATH (the blocks in a row in one shell).
 """
 
 import importlib.util
 import inspect
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,25 +21,31 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md")) + [ROOT / "README.md"]
 NO_RUN = "<!-- no-run -->"
+RUN = "<!-- run -->"
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 
 
 def code_blocks(text):
-    """``(line, source, runs)`` for each ```python block of a Markdown text.
+    """``(line, source, language, runs)`` for each ```python and ```bash block of a text.
 
     ``line`` is the 1-based line of the block's first code line; ``runs`` is False
-    for a block whose opening fence is directly preceded by ``<!-- no-run -->``.
-    A marker that is not directly followed by a python block is an error, so that a
-    misplaced one cannot silently leave a block running or a block unmarked.
+    for a python block whose opening fence is directly preceded by ``<!-- no-run -->``,
+    True for a bash block only when preceded by ``<!-- run -->``. A marker that is not
+    directly followed by a block of its language is an error, so that a misplaced one
+    cannot silently leave a block running or a block unmarked.
     """
     lines = text.splitlines()
     blocks, i = [], 0
     while i < len(lines):
         match = FENCE.match(lines[i])
-        if lines[i].strip() == NO_RUN:
+        for marker, language in ((NO_RUN, "python"), (RUN, "bash")):
+            if lines[i].strip() != marker:
+                continue
             following = FENCE.match(lines[i + 1]) if i + 1 < len(lines) else None
-            if following is None or following["lang"] != "python":
-                raise ValueError(f"line {i + 1}: {NO_RUN} must directly precede a ```python fence")
+            if following is None or following["lang"] != language:
+                raise ValueError(
+                    f"line {i + 1}: {marker} must directly precede a ```{language} fence"
+                )
         if match is None:
             i += 1
             continue
@@ -46,10 +57,11 @@ def code_blocks(text):
             i += 1
         if i == len(lines):
             raise ValueError(f"line {start}: code fence never closed")
-        if match["lang"] == "python":
+        if match["lang"] in ("python", "bash"):
             body = [line.removeprefix(indent) for line in lines[start:i]]
-            runs = start < 2 or lines[start - 2].strip() != NO_RUN
-            blocks.append((start + 1, "\n".join(body) + "\n", runs))
+            marker = lines[start - 2].strip() if start >= 2 else ""
+            runs = marker != NO_RUN if match["lang"] == "python" else marker == RUN
+            blocks.append((start + 1, "\n".join(body) + "\n", match["lang"], runs))
         i += 1
     return blocks
 
@@ -68,6 +80,10 @@ def test_code_blocks_parses_fences_and_markers():
             "```bash",
             "make docs",
             "```",
+            "<!-- run -->",
+            "```bash",
+            "sk-multitask --version",
+            "```",
             "- a list item:",
             "",
             "    ```python",
@@ -76,15 +92,19 @@ def test_code_blocks_parses_fences_and_markers():
         ]
     )
     assert code_blocks(text) == [
-        (3, "a = 1\n", True),
-        (7, "load_utkface('data/UTKFace')\n", False),
-        (15, "b = a + 1\n", True),
+        (3, "a = 1\n", "python", True),
+        (7, "load_utkface('data/UTKFace')\n", "python", False),
+        (10, "make docs\n", "bash", False),
+        (14, "sk-multitask --version\n", "bash", True),
+        (19, "b = a + 1\n", "python", True),
     ]
 
 
 def test_code_blocks_rejects_a_stray_marker():
     with pytest.raises(ValueError, match=r"line 1: <!-- no-run --> must directly precede"):
         code_blocks("<!-- no-run -->\n\n```python\nx = 1\n```\n")
+    with pytest.raises(ValueError, match=r"line 1: <!-- run --> must directly precede a ```bash"):
+        code_blocks("<!-- run -->\n```python\nx = 1\n```\n")
     with pytest.raises(ValueError, match="line 1: code fence never closed"):
         code_blocks("```python\nx = 1\n")
 
@@ -94,12 +114,27 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
     """The page's python blocks run in order, as a reader would paste them."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    namespace = {"__name__": "__docs__"}
-    for line, source, runs in code_blocks(page.read_text(encoding="utf-8")):
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    namespace, shell = {"__name__": "__docs__"}, []
+    for line, source, language, runs in code_blocks(page.read_text(encoding="utf-8")):
+        if language == "bash":
+            shell += [source] if runs else []
+            continue
+        run_shell(shell)
         # Pad with blank lines so that a traceback shows the page's own line.
         code = compile("\n" * (line - 1) + source, str(page), "exec")
         if runs:
             exec(code, namespace)
+    run_shell(shell)
+
+
+def run_shell(blocks):
+    """Run the bash blocks met since the last python block in one shell, then forget them."""
+    if blocks:
+        script = "set -e\n" + "".join(blocks)
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+        assert result.returncode == 0, f"{script}\n{result.stdout}\n{result.stderr}"
+        blocks.clear()
 
 
 def _reference():
@@ -205,3 +240,57 @@ def test_nav_lists_every_page():
     pages = {page.relative_to(DOCS).as_posix() for page in DOCS.rglob("*.md")}
     assert listed - pages == set(), "nav lists missing pages"
     assert pages - listed == set(), "pages missing from mkdocs.yml's nav"
+
+
+#: A section of a page that other pages include (``--8<-- "install.md:setup"``) and the
+#: README copies, since GitHub cannot include.
+SECTION_MARKS = re.compile(
+    r"<!-- --8<-- \[start:(\w+)\] -->\n(.*?)<!-- --8<-- \[end:\1\] -->", re.S
+)
+
+
+def shared_sections():
+    return dict(SECTION_MARKS.findall((DOCS / "install.md").read_text(encoding="utf-8")))
+
+
+def test_readme_copies_the_shared_sections():
+    """The set-up commands and the extras table: one text in install.md, the README's copy."""
+    sections = shared_sections()
+    assert set(sections) == {"setup", "extras"}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, text in sections.items():
+        assert text in readme, f"README.md's copy of install.md's {name!r} section differs"
+    assert '--8<-- "install.md:setup"' in (DOCS / "index.md").read_text(encoding="utf-8")
+
+
+def requirement_name(requirement):
+    """``"dask[distributed]>=2024.1"`` -> ``dask[distributed]``; ``sk-multitask[x]`` -> x."""
+    name = re.match(r"[\w.\-]+(\[[\w,]+\])?", requirement).group(0)
+    own = re.fullmatch(r"sk-multitask\[(\w+)\]", name)
+    if own:
+        return f"`{own.group(1)}`"
+    return re.sub(r"\[python\]$", "", name)  # mkdocstrings[python]: the handler
+
+
+def test_extras_table_follows_pyproject():
+    """One row per extra of pyproject.toml, naming every package the extra adds."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = {"(none)": project["dependencies"], **project["optional-dependencies"]}
+    rows = {}
+    for line in shared_sections()["extras"].splitlines()[2:]:
+        extra, adds, _ = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[extra.strip("`")] = adds.lower()
+    assert list(rows) == list(wanted), "the extras table's rows are not pyproject.toml's extras"
+    for extra, requirements in wanted.items():
+        for requirement in requirements:
+            name = requirement_name(requirement).lower()
+            assert name in rows[extra], f"the {extra} row does not name {name}"
+
+
+def test_requirement_name():
+    assert requirement_name("dask[distributed]>=2024.1") == "dask[distributed]"
+    assert requirement_name("sk-multitask[onnx]") == "`onnx`"
+    assert requirement_name("mkdocstrings[python]>=0.29") == "mkdocstrings"
+    assert requirement_name("scikit-learn>=1.6") == "scikit-learn"

@@ -294,3 +294,14 @@ def test_requirement_name():
     assert requirement_name("sk-multitask[onnx]") == "`onnx`"
     assert requirement_name("mkdocstrings[python]>=0.29") == "mkdocstrings"
     assert requirement_name("scikit-learn>=1.6") == "scikit-learn"
+
+
+def test_quickstart_shows_the_table_of_its_own_call():
+    """The quickstart's ``df.head()`` table is made by make_figures.py from the same call."""
+    spec = importlib.util.spec_from_file_location("make_figures", DOCS / "make_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    n, size, seed = (figures.QUICKSTART_SET[k] for k in ("n_samples", "image_size", "random_state"))
+    call = f"make_multitask_images({n}, image_size={size}, random_state={seed})"
+    page = (DOCS / "quickstart.md").read_text(encoding="utf-8")
+    assert call in page and '--8<-- "quickstart_head.txt"' in page

@@ -58,6 +58,15 @@ GROUPS = {
         "sk_multitask.onnx.OnnxPredictor",
         "sk_multitask.InconsistentVersionWarning",
     ],
+    "Track and serve with MLflow": [
+        "sk_multitask.mlflow.log_model",
+        "sk_multitask.mlflow.save_model",
+        "sk_multitask.mlflow.load_model",
+        "sk_multitask.mlflow.MultiTaskPyfuncModel",
+        "sk_multitask.mlflow.FLAVOR_NAME",
+        "sk_multitask.mlflow.METHODS",
+        "sk_multitask.mlflow.BASE64_COLUMN",
+    ],
     "Datasets": [
         "sk_multitask.datasets.make_multitask_images",
         "sk_multitask.datasets.load_utkface",
@@ -121,7 +130,19 @@ def summary(public_name):
     obj = resolve(public_name)
     if inspect.isclass(obj) or inspect.isroutine(obj):
         return summary_of(obj)
-    return "The version of the package."
+    return constant_comment(public_name)
+
+
+def constant_comment(public_name):
+    """The ``#:`` comment above a module constant (how the package documents them)."""
+    module, _, name = public_name.rpartition(".")
+    lines = inspect.getsource(importlib.import_module(module)).splitlines()
+    at = next(i for i, line in enumerate(lines) if re.match(rf"{re.escape(name)}\s*[:=]", line))
+    comment = []
+    while at > 0 and lines[at - 1].lstrip().startswith("#:"):
+        at -= 1
+        comment.insert(0, lines[at].lstrip()[2:].strip())
+    return " ".join(comment)
 
 
 def summary_of(obj):

@@ -1,23 +1,28 @@
 """Backbones: the feature extractor a :class:`~sk_multitask.model.MultiTaskModule` starts with.
 
-The backbone comes from torchvision's model registry (its classifier replaced by the
-identity), is the small built-in :class:`SimpleCNN`, or is the user's own module. Its
-``weights`` (torchvision's pretrained weights or a local state-dict file) are handled here.
+The backbone comes from torchvision's model registry or from timm (``"timm/<name>"``),
+their classifier removed, is the small built-in :class:`SimpleCNN`, or is the user's own
+module. Its ``weights`` (pretrained weights by name, downloaded once, or a local weights
+file read by :mod:`sk_multitask.weight_files`) and its input normalisation are resolved
+here, by one path for every kind of backbone.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import pickle
 
 import torch
 import torchvision
 from torch import nn
 
+from .weight_files import load_weights_file
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "PRETRAINED",
+    "TIMM_PREFIX",
     "SimpleCNN",
     "build_backbone",
     "check_backbone",
@@ -31,6 +36,10 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 #: ImageNet's per-channel standard deviation (images in [0, 1]): torchvision's normalisation.
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The prefix of a timm backbone's name: ``"timm/<name>"`` is its Hugging Face hub id.
+TIMM_PREFIX = "timm/"
+#: The ``weights`` of a module of the user's whose weights are trained already.
+PRETRAINED = "pretrained"
 
 
 class SimpleCNN(nn.Sequential):
@@ -61,27 +70,40 @@ class SimpleCNN(nn.Sequential):
 def _is_weights_file(weights):
     if isinstance(weights, os.PathLike):
         return True
-    return os.path.sep in weights or weights.endswith((".pt", ".pth")) or os.path.isfile(weights)
+    return (
+        os.path.sep in weights
+        or weights.endswith((".pt", ".pth", ".bin", ".ckpt", ".safetensors"))
+        or os.path.isfile(weights)
+    )
 
 
-def _load_weights_file(model, path, backbone):
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path!r}")
+def _is_timm_name(backbone):
+    return isinstance(backbone, str) and backbone.startswith(TIMM_PREFIX)
+
+
+def _timm():
     try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    # UnpicklingError, KeyError: a whole pickled model or not a torch file at all.
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        KeyError,
-        RuntimeError,
-        TypeError,
-        AttributeError,
-    ) as exc:
-        raise ValueError(
-            f"the weights file {path!r} is not a state dict of backbone {backbone!r}: {exc}"
-        ) from exc
+        import timm
+    except ImportError:
+        raise ImportError(
+            'backbone "timm/<name>" needs timm: pip install "sk-multitask[timm]"'
+        ) from None
+    return timm
+
+
+def _label(backbone):
+    return type(backbone).__name__ if isinstance(backbone, nn.Module) else backbone
+
+
+def _bare_model(backbone):
+    """The backbone's model, weights as initialised (or, for a module, as given)."""
+    if isinstance(backbone, nn.Module):
+        return copy.deepcopy(backbone)
+    if backbone == "simple_cnn":
+        return SimpleCNN()
+    if _is_timm_name(backbone):
+        return _timm().create_model(backbone.removeprefix(TIMM_PREFIX), num_classes=0)
+    return torchvision.models.get_model(backbone, weights=None)
 
 
 def _registry_weights(name, weights):
@@ -95,39 +117,108 @@ def _registry_weights(name, weights):
         ) from None
 
 
-def _registry_model(name, weights):
-    """A torchvision model with the requested weights, and their normalisation."""
-    if weights is None or _is_weights_file(weights):
-        model = torchvision.models.get_model(name, weights=None)
-        if weights is not None:
-            _load_weights_file(model, weights, name)
-        return model, (IMAGENET_MEAN, IMAGENET_STD)
-    enum = _registry_weights(name, weights)
+def _offline_error(weights, backbone, exc):
+    return RuntimeError(
+        f"could not download the pretrained weights {weights} for backbone {backbone!r} "
+        f"({exc}). Pass weights=None to train from scratch, or weights= the path "
+        "of a local state-dict file (as saved by torch.save(model.state_dict()))."
+    )
+
+
+def _pretrained_model(backbone, weights):
+    """A registry backbone with its downloaded pretrained weights, and their normalisation."""
+    if _is_timm_name(backbone):
+        name = backbone.removeprefix(TIMM_PREFIX)
+        path = _timm_weights_file(_timm().models.get_pretrained_cfg(name), backbone)
+        model = _timm().create_model(
+            name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": path}
+        )
+        return model, _normalisation(model)
+    enum = _registry_weights(backbone, weights)
     try:
-        model = torchvision.models.get_model(name, weights=enum)
+        model = torchvision.models.get_model(backbone, weights=enum)
     except OSError as exc:  # urllib's errors when offline are OSErrors
-        raise RuntimeError(
-            f"could not download the pretrained weights {enum} for backbone {name!r} "
-            f"({exc}). Pass weights=None to train from scratch, or weights= the path "
-            "of a local state-dict file (as saved by torch.save(model.state_dict()))."
-        ) from exc
+        raise _offline_error(enum, backbone, exc) from exc
     preset = enum.transforms()
     return model, (tuple(preset.mean), tuple(preset.std))
 
 
-def _strip_classifier(model, name):
-    """Replace the registry model's last linear layer by the identity."""
+def _timm_weights_file(cfg, backbone):
+    """The local path of a timm model's pretrained weights: cached, or downloaded now."""
+    from huggingface_hub import (
+        get_hf_file_metadata,
+        hf_hub_download,
+        hf_hub_url,
+        try_to_load_from_cache,
+    )
+    from huggingface_hub.errors import EntryNotFoundError
+
+    if cfg is None or not cfg.hf_hub_id:
+        raise ValueError(f"timm has no pretrained weights for backbone {backbone!r}")
+    repo = cfg.hf_hub_id
+    files = (
+        [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+    )
+    for name in files:
+        cached = try_to_load_from_cache(repo, name)
+        if isinstance(cached, str):
+            return cached
+    for name in files:
+        # One request without retries first: offline, huggingface_hub would retry for
+        # about 25 s per file before giving up.
+        try:
+            get_hf_file_metadata(hf_hub_url(repo, name), timeout=10)
+        except EntryNotFoundError:
+            continue
+        except Exception as exc:  # httpx's, or huggingface_hub's offline-mode error
+            raise _offline_error(f"'DEFAULT' ({repo})", backbone, exc) from exc
+        return hf_hub_download(repo, name)
+    raise ValueError(f"the Hugging Face hub has no weights file for backbone {backbone!r} ({repo})")
+
+
+def _normalisation(module):
+    """A timm model's normalisation (its ``pretrained_cfg``); ImageNet's for the others."""
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    if "mean" in cfg and "std" in cfg:
+        return tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def _is_timm_model(module):
+    return type(module).__module__.startswith("timm.") and hasattr(module, "reset_classifier")
+
+
+def _without_classifier(model, label):
+    """The model with its classifier removed: timm's ``reset_classifier(0)``, or, for a
+    torchvision classifier, its last linear layer replaced by the identity."""
+    if _is_timm_model(model):
+        model.reset_classifier(0)
+        return model
+    if not is_torchvision_classifier(model):
+        return model
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linear:
-        raise ValueError(f"backbone {name!r} has no linear classifier to replace")
+        raise ValueError(f"backbone {label!r} has no linear classifier to replace")
     model.set_submodule(linear[-1], nn.Identity())
     return model
+
+
+def _names_weights(backbone, weights):
+    """Whether ``weights`` names pretrained weights to download (torchvision's, timm's)."""
+    return not (
+        weights is None
+        or weights == PRETRAINED
+        or _is_weights_file(weights)
+        or isinstance(backbone, nn.Module)
+        or backbone == "simple_cnn"
+    )
 
 
 def has_pretrained_weights(backbone, weights):
     """Whether ``build_backbone(backbone, weights)`` starts from trained weights.
 
-    True for a local weights file, and for torchvision weights of a registry backbone;
+    True for a local weights file, for torchvision or timm weights of a registry
+    backbone, and for a module of the user's with ``weights="pretrained"``;
     ``"DEFAULT"`` names no weights for ``"simple_cnn"`` or a module of the user's.
 
     Examples
@@ -136,12 +227,12 @@ def has_pretrained_weights(backbone, weights):
     True
     >>> has_pretrained_weights("simple_cnn", "DEFAULT")
     False
+    >>> has_pretrained_weights(SimpleCNN(), "pretrained")
+    True
     """
     if weights is None:
         return False
-    if _is_weights_file(weights):
-        return True
-    return not (isinstance(backbone, nn.Module) or backbone == "simple_cnn")
+    return weights == PRETRAINED or _is_weights_file(weights) or _names_weights(backbone, weights)
 
 
 def is_torchvision_classifier(module):
@@ -167,16 +258,20 @@ def build_backbone(backbone, weights=None, image_size=(224, 224)):
     ----------
     backbone : str or nn.Module
         ``"simple_cnn"``, a classification model name of torchvision's registry
-        (``torchvision.models.list_models(module=torchvision.models)``), or a module
-        mapping ``(N, 3, H, W)`` float images to feature vectors (it is copied). A
-        torchvision classification model given as an instance (``resnet18()``)
-        loses its classifier, as a registry name does: its last linear layer
-        becomes the identity.
+        (``torchvision.models.list_models(module=torchvision.models)``), ``"timm/<name>"``
+        (a timm model by its Hugging Face hub id, e.g. ``"timm/resnet18.a1_in1k"``;
+        needs the ``timm`` extra), or a module mapping ``(N, 3, H, W)`` float images
+        to feature vectors (it is copied). A classifier is removed: a timm model's by
+        ``reset_classifier(0)``, a torchvision classification model's (by name or
+        instance) by making its last linear layer the identity.
     weights : str, path or None
-        torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) for a registry
-        backbone, or a local state-dict file for any backbone, or None. ``"DEFAULT"``
-        means the backbone's default pretrained weights where it has some: random
-        weights for ``"simple_cnn"`` and a module of the user's.
+        ``"DEFAULT"``: a registry backbone's default pretrained weights (a torchvision
+        name may also name others, ``"IMAGENET1K_V1"``); the weights as given for
+        ``"simple_cnn"`` (random) and a module of the user's. ``"pretrained"``: a
+        module of the user's whose weights are trained already (the recipe then
+        fine-tunes it). A local weights file for any backbone (see
+        :func:`sk_multitask.weight_files.load_weights_file`). None: random weights
+        (a module's as given).
     image_size : (int, int)
         Input size for the dry run that finds the feature size.
 
@@ -185,27 +280,20 @@ def build_backbone(backbone, weights=None, image_size=(224, 224)):
     module : nn.Module
     n_features : int
     normalisation : ((float, float, float), (float, float, float))
-        Per-channel mean and std for images scaled to [0, 1].
+        Per-channel mean and std for images scaled to [0, 1]: the pretrained weights'
+        (torchvision's transforms, timm's ``pretrained_cfg``), else ImageNet's.
     """
     check_backbone(backbone, weights)
-    normalisation = (IMAGENET_MEAN, IMAGENET_STD)
-    if _is_own(backbone):
-        own = isinstance(backbone, nn.Module)
-        module = copy.deepcopy(backbone) if own else SimpleCNN()
-        label = type(backbone).__name__ if own else backbone
-        if weights is not None and weights != "DEFAULT":
-            _load_weights_file(module, weights, label)
-        if is_torchvision_classifier(module):
-            module = _strip_classifier(module, label)
+    label = _label(backbone)
+    if _names_weights(backbone, weights):
+        module, normalisation = _pretrained_model(backbone, weights)
     else:
-        model, normalisation = _registry_model(backbone, weights)
-        module, label = _strip_classifier(model, backbone), backbone
+        module = _bare_model(backbone)
+        normalisation = _normalisation(module)
+    module = _without_classifier(module, label)
+    if weights is not None and _is_weights_file(weights):
+        load_weights_file(module, weights, label)
     return module, _feature_size(module, label, image_size), normalisation
-
-
-def _is_own(backbone):
-    """Whether ``backbone`` is built here (``"simple_cnn"``, a module), not by torchvision."""
-    return isinstance(backbone, nn.Module) or backbone == "simple_cnn"
 
 
 def check_backbone(backbone, weights):
@@ -217,6 +305,8 @@ def check_backbone(backbone, weights):
         Naming the backbone and the kinds of value accepted, or the weights.
     FileNotFoundError
         For a weights file that does not exist.
+    ImportError
+        For a timm backbone without timm installed, naming the extra.
 
     Examples
     --------
@@ -225,26 +315,52 @@ def check_backbone(backbone, weights):
     ...
     ValueError: unknown backbone 'resnet': expected 'simple_cnn', a classification model ...
     """
-    registry = not _is_own(backbone)
-    if registry and backbone not in torchvision.models.list_models(module=torchvision.models):
+    own = isinstance(backbone, nn.Module) or backbone == "simple_cnn"
+    if _is_timm_name(backbone):
+        _check_timm_name(backbone)
+    elif not own and backbone not in torchvision.models.list_models(module=torchvision.models):
         raise ValueError(
             f"unknown backbone {backbone!r}: expected 'simple_cnn', a classification "
-            "model of torchvision's registry (e.g. 'resnet18'), or a torch.nn.Module"
+            "model of torchvision's registry (e.g. 'resnet18'), 'timm/<name>' (e.g. "
+            "'timm/resnet18'), or a torch.nn.Module"
         )
-    if weights is None or (weights == "DEFAULT" and not registry):
+    if weights is None or (weights == "DEFAULT" and own):
+        return
+    if weights == PRETRAINED and isinstance(backbone, nn.Module):
         return
     if _is_weights_file(weights):
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"weights file not found: {os.fspath(weights)!r}")
-    elif registry:
+    elif _is_timm_name(backbone):
+        if weights != "DEFAULT":
+            raise ValueError(
+                f"unknown weights {weights!r} for backbone {backbone!r}; expected None, "
+                "'DEFAULT' or a local weights file (timm's pretrained tag goes in the "
+                "name: 'timm/resnet18.a1_in1k')"
+            )
+    elif not own:
         _registry_weights(backbone, weights)
     else:
-        label = type(backbone).__name__ if isinstance(backbone, nn.Module) else backbone
         raise ValueError(
             f"weights={weights!r} names torchvision weights, which backbone "
-            f"{label!r} does not have; pass weights=None (or 'DEFAULT') or the "
-            "path of a local state-dict file"
+            f"{_label(backbone)!r} does not have; pass weights=None (or 'DEFAULT'), "
+            "'pretrained' for a module whose weights are trained already, or the path "
+            "of a local state-dict file"
         )
+
+
+def _check_timm_name(backbone):
+    timm = _timm()
+    name = backbone.removeprefix(TIMM_PREFIX)
+    if not timm.is_model(name):
+        raise ValueError(
+            f"unknown backbone {backbone!r}: {name!r} is not a timm model "
+            "(timm.list_models() lists them)"
+        )
+    try:
+        timm.models.get_pretrained_cfg(name)
+    except RuntimeError as exc:  # an unknown pretrained tag
+        raise ValueError(f"unknown backbone {backbone!r}: {exc}") from None
 
 
 def check_single_image_batches(backbone, image_size):
@@ -259,12 +375,7 @@ def check_single_image_batches(backbone, image_size):
     ValueError
         Naming the backbone, the image size and the remedies.
     """
-    if isinstance(backbone, nn.Module):
-        module = copy.deepcopy(backbone)
-    elif backbone == "simple_cnn":
-        module = SimpleCNN()
-    else:
-        module = torchvision.models.get_model(backbone, weights=None)
+    module = _bare_model(backbone)
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
         return
     module.train()
@@ -274,9 +385,8 @@ def check_single_image_batches(backbone, image_size):
     except ValueError as exc:
         if "more than 1 value per channel" not in str(exc):
             raise
-        label = type(backbone).__name__ if isinstance(backbone, nn.Module) else backbone
         raise ValueError(
-            f"batch_size=1 cannot train backbone {label!r} at image_size "
+            f"batch_size=1 cannot train backbone {_label(backbone)!r} at image_size "
             f"{tuple(image_size)}: its BatchNorm layers need more than one value per "
             "channel; use batch_size >= 2 or a larger image_size"
         ) from None

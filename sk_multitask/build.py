@@ -230,7 +230,13 @@ def _check_named_tasks(config, y):
 def _screened_inputs(config, X, y):
     """``X`` and ``y`` checked and aligned, the image sources, and the bad files left out."""
     skip = config.on_bad_image == "skip"
-    images, _ = resolve_images(X, config.image_col, config.image_root, check_files=not skip)
+    images, _ = resolve_images(
+        X,
+        config.image_col,
+        config.image_root,
+        check_files=not skip,
+        storage_options=config.storage_options,
+    )
     check_aligned(X, y)
     y = target_frame(y)
     _check_named_tasks(config, y)
@@ -470,6 +476,7 @@ PARAMETER_CONSTRAINTS = {
     "callbacks": [list, None],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
+    "storage_options": [dict, None],
 }
 
 

@@ -8,9 +8,10 @@ decoded once trains at the speed of its network. Two caches do that:
 - on disk (:func:`disk_cached_images`, the estimator's ``cache_dir``): decoded images
   written once to ``.npy`` files in a folder (``np.load(..., mmap_mode="r")`` maps one),
   each image keyed by a fingerprint of its resolved path, file size, modification and
-  change times, inode and the image size, and stored with a checksum verified on every
-  read. Later epochs, later fits, every fold and candidate of a search and
-  ``predict`` read them from there (from the page cache when it holds them) image by
+  change times, inode and the image size (an object in storage: of its URL and the
+  image size), and stored with a checksum verified on every read. Later epochs, later
+  fits, every fold and candidate of a search and ``predict`` read them from there
+  (from the page cache when it holds them) image by
   image, so the process's memory stays flat for a set larger than it.
 
 A disk cache folder holds pairs of files written by one build each: ``<H>x<W>-<id>.npy``
@@ -49,6 +50,7 @@ from .dataset import BadImageLog, decode_images, decoded_batches
 from .decoding import ImageNotFoundError, as_size
 from .files import atomic_write
 from .sources import is_pixel_array
+from .storage import is_url
 
 __all__ = [
     "MEMORY_FRACTION",
@@ -193,6 +195,10 @@ def image_fingerprints(paths, image_size, skip=False):
     A file that does not exist raises :class:`~sk_multitask.decoding.ImageNotFoundError`;
     with ``skip``, it gets a key that is never cached instead.
 
+    A URL is keyed by its text alone, so that looking it up reads nothing remote: an
+    object replaced under the same URL keeps its cached pixels (give it a new name, or
+    use a new ``cache_dir``).
+
     Returns
     -------
     ndarray of shape (n,), dtype ``S16``
@@ -201,20 +207,27 @@ def image_fingerprints(paths, image_size, skip=False):
     salt = _FORMAT + f"|{height}x{width}|".encode()
     keys = np.empty(len(paths), dtype=f"S{_KEY_BYTES}")
     for i, path in enumerate(paths):
-        path = os.path.realpath(path)
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
+        record = f"url|{path}" if is_url(path) else _file_record(path)
+        if record is None:
             if not skip:
-                raise ImageNotFoundError(path) from None
+                raise ImageNotFoundError(os.path.realpath(path))
             keys[i] = _UNCACHED  # read (and reported) where the image is decoded
             continue
-        record = (
-            f"{path}|{stat.st_dev}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|"
-            f"{stat.st_ctime_ns}"
-        ).encode()
-        keys[i] = hashlib.blake2b(salt + record, digest_size=_KEY_BYTES).digest()
+        keys[i] = hashlib.blake2b(salt + record.encode(), digest_size=_KEY_BYTES).digest()
     return keys
+
+
+def _file_record(path):
+    """A file's resolved path and identity, as text; None if it does not exist."""
+    path = os.path.realpath(path)
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (
+        f"{path}|{stat.st_dev}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|"
+        f"{stat.st_ctime_ns}"
+    )
 
 
 class DiskCachedImages:

@@ -32,10 +32,11 @@ import pandas as pd
 from PIL import Image
 
 from . import __version__
-from .cli_options import CommandError, add_options, as_options, estimator_params
+from .cli_options import CommandError, absolute, add_options, as_options, estimator_params
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
 from .files import atomic_path, model_format, same_file
+from .outputs import probability_table
 from .sources import resolve_images
 
 _PARQUET = (".parquet", ".pq")
@@ -137,12 +138,13 @@ def refuse_overwriting(inputs, outputs):
                 raise CommandError(f"{output} is the {flag} input: write to another file")
 
 
-def load_model(path, verbose=None):
+def load_model(path, verbose=None, storage_options=None):
     """A saved model of any kind: ONNX (run without torch), a safe file, or a pickle.
 
     The format is the one ``path``'s name says (:func:`sk_multitask.files.model_format`),
     decided before the file is read: only a file named as a pickle is unpickled.
-    ``verbose`` is set on a model that trains (not on an ONNX one).
+    ``verbose`` is set on a model that trains (not on an ONNX one); ``storage_options``
+    on every model.
     """
     kind = _model_format(path)
     if not os.path.isfile(path):
@@ -150,7 +152,7 @@ def load_model(path, verbose=None):
     if kind == "onnx":
         from .onnx import OnnxPredictor
 
-        return OnnxPredictor(path)
+        return OnnxPredictor(path, storage_options=storage_options)
     from .estimator import MultiTaskImageEstimator
 
     if kind == "safe file":
@@ -167,7 +169,7 @@ def load_model(path, verbose=None):
         raise CommandError(f"{path} holds a {type(model).__name__}, not a MultiTaskImageEstimator")
     if verbose is not None:
         model.set_params(verbose=verbose)
-    return model
+    return model.set_params(storage_options=storage_options)
 
 
 def images_input(path, model, images=None):
@@ -184,9 +186,10 @@ def images_input(path, model, images=None):
     """
     data, root = read_images_input(path, model.image_col)
     if root is None and not is_image_file(path):
-        root = model.image_root if images is None else os.path.abspath(images)
+        root = model.image_root if images is None else absolute(images)
     _columns(data, [model.image_col], "image column")
-    paths, _ = resolve_images(data, model.image_col, root)  # raises naming a missing file
+    # Raises naming a missing file (an object in storage is found missing when read).
+    paths, _ = resolve_images(data, model.image_col, root, storage_options=model.storage_options)
     X = data.copy()
     X[model.image_col] = paths
     return data, X
@@ -280,12 +283,11 @@ def predict(args):
     refuse_overwriting({"data": args.data, "--model": args.model}, [args.out])
     if args.out != "-":
         check_writable(args.out, "the predictions")
-    model = load_model(args.model, verbose=1)
+    model = load_model(args.model, verbose=1, storage_options=args.storage_options)
     data, X = images_input(args.data, model, args.images)
     out = pd.concat([data[[model.image_col]], model.predict(X)], axis=1)
     if args.proba:
-        for task, proba in model.predict_proba(X).items():
-            out = out.join(proba.add_prefix(f"{task}_proba_"))
+        out = out.join(probability_table(model.predict_proba(X), out.index))
     write_table(out, args.out)
     # With --out -, standard output holds the table only.
     sink = sys.stderr if args.out == "-" else sys.stdout
@@ -325,7 +327,7 @@ def evaluate(args):
         )
     written = [os.path.join(args.out, name) for name in EVALUATION_FILES]
     refuse_overwriting({"data": args.data, "--model": args.model}, written)
-    model = load_model(args.model, verbose=1)
+    model = load_model(args.model, verbose=1, storage_options=args.storage_options)
     data, X = images_input(args.data, model, args.images)
     present = [t for t in model.tasks_ if t in data.columns]
     if not present:

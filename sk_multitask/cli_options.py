@@ -15,12 +15,14 @@ This module imports no torch: the estimator is imported only when a training com
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .storage import is_url
 from .targets import TASK_KINDS
 
 
@@ -141,8 +143,23 @@ def valid_split(value):
 
 
 def absolute(path):
-    """An absolute path: the saved model finds its images from any working folder."""
-    return None if path is None else os.path.abspath(path)
+    """An absolute path (a URL as given): the saved model finds its images from any
+    working folder."""
+    return path if path is None or is_url(path) else os.path.abspath(path)
+
+
+def json_object(text):
+    """A dict from JSON text (``--storage-options '{"anon": true}'``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+_STORAGE = "fsspec options of URL image paths, as a JSON object (credentials: environment)"
 
 
 def task_kinds(spec):
@@ -176,8 +193,8 @@ TRAINING_OPTIONS = (
         "tasks",
         convert=task_kinds,
     ),
-    Option("--backbone", "torchvision model name or simple_cnn", "backbone"),
-    Option("--weights", "torchvision weights, a .pth file, or none", "weights", none_or_str),
+    Option("--backbone", "torchvision model name, timm/<name> or simple_cnn", "backbone"),
+    Option("--weights", "DEFAULT, a weights name or file, or none", "weights", none_or_str),
     Option("--image-size", "side images are resized to", "image_size", int),
     Option("--epochs", "training epochs, frozen ones included", "max_epochs", int),
     Option("--batch-size", "images per batch", "batch_size", int),
@@ -214,6 +231,7 @@ TRAINING_OPTIONS = (
     ),
     Option("--device", "auto, cpu, cuda or a torch device", "device"),
     Option("--seed", "random seed (none: not seeded)", "random_state", int),
+    Option("--storage-options", _STORAGE, "storage_options", json_object),
 )
 
 _MODEL = (
@@ -240,6 +258,7 @@ COMMAND_OPTIONS = {
         Option("data", "CSV or parquet file with the image column, an image file, or a folder"),
         Option("--model", _MODEL, required=True),
         Option("--images", _IMAGES),
+        Option("--storage-options", _STORAGE, type=json_object),
         Option("--proba", "add class probability columns", flag_only=True),
         Option("--out", "output .csv, .parquet or .json file; - for CSV on stdout", required=True),
     ),
@@ -247,6 +266,7 @@ COMMAND_OPTIONS = {
         Option("data", "CSV or parquet file with the image column and targets"),
         Option("--model", _MODEL, required=True),
         Option("--images", _IMAGES),
+        Option("--storage-options", _STORAGE, type=json_object),
         Option("--out", "folder for metrics.csv, metrics.json, report.html", required=True),
     ),
     "export": (

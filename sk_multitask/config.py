@@ -72,10 +72,11 @@ class TrainingConfig:
     callbacks: Any = None
     random_state: Any = None
     verbose: int = 0
+    storage_options: Any = None
 
     #: Parameters that change how a fit runs, not what it learns (left out of the
     #: checkpoint's fingerprint).
-    RUN_TIME = ("verbose", "checkpoint_dir", "num_workers", "device")
+    RUN_TIME = ("verbose", "checkpoint_dir", "num_workers", "device", "storage_options")
 
     @classmethod
     def from_estimator(cls, estimator):

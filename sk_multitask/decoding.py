@@ -10,6 +10,7 @@ an error naming the file; with ``"skip"`` its row of outputs is missing (NaN) an
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .sources import ROOT_HINT, is_pixel_array
+from .storage import StorageError, is_url, read_url
 
 __all__ = [
     "MAX_IMAGE_SIZE",
@@ -199,8 +201,13 @@ def _resized(img, size):
 def _source_name(source):
     """A path's text, or the type of an open file or buffer (which has no name to give)."""
     if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
+        return str(os.fspath(source))  # a StorageUrl's text, without its storage options
     return f"<{type(source).__name__}>"
+
+
+def _readable(source):
+    """What PIL opens for ``source``: an object's bytes for a URL, else ``source``."""
+    return io.BytesIO(read_url(source)) if is_url(source) else source
 
 
 def open_image(source):
@@ -224,7 +231,7 @@ def open_image(source):
 
 
 def read_image(path, image_size):
-    """Decode one image file (a path, or a binary file object) to uint8 ``(H, W, 3)``.
+    """Decode one image file (a path, a URL, or a binary file object) to uint8 ``(H, W, 3)``.
 
     EXIF orientation is applied; any mode is converted to RGB; the resize is PIL's
     bilinear (antialiased when shrinking), skipped when the image already has the
@@ -234,13 +241,16 @@ def read_image(path, image_size):
     resize, so that memory follows the output size beyond the decoded
     image itself.
 
+    A URL's object is read whole first (:func:`sk_multitask.storage.read_url`, with
+    retries).
+
     Raises
     ------
     ImageNotFoundError
         Naming the file, if it does not exist (a ``FileNotFoundError``).
     BadImageError
         Naming the file, if it cannot be decoded (a ``ValueError``), a decompression
-        bomb (above twice ``PIL.Image.MAX_IMAGE_PIXELS``) included.
+        bomb (above twice ``PIL.Image.MAX_IMAGE_PIXELS``) included, or, for a URL, read.
 
     Examples
     --------
@@ -253,7 +263,7 @@ def read_image(path, image_size):
     """
     size = as_size(image_size)
     try:
-        with open_image(path) as img:
+        with open_image(_readable(path)) as img:
             # A JPEG's EXIF is read with its header: without one there is nothing to turn.
             has_exif = img.format != "JPEG" or "exif" in img.info
             orientation = img.getexif().get(_ORIENTATION, 1) if has_exif else 1
@@ -265,6 +275,8 @@ def read_image(path, image_size):
             img = _reduced_rgb(img, stored)
     except FileNotFoundError:
         raise ImageNotFoundError(path) from None
+    except StorageError as exc:
+        raise BadImageError(path, exc.reason, str(exc)) from exc
     except PIL_ERRORS as exc:
         raise BadImageError(path, exc) from exc
     if orientation in _TRANSPOSE:
@@ -373,12 +385,13 @@ def find_bad_images(images, verify=False):
     header is parsed and checked by PIL's :meth:`~PIL.Image.Image.verify` without
     decoding the pixels: a PNG's chunks and checksums are checked, a JPEG's markers
     are parsed but its compressed data is not, so a truncated JPEG is only found
-    when decoded.
+    when decoded. A URL is only checked with ``verify`` (its object read); without,
+    a missing object is found when it is decoded.
 
     Parameters
     ----------
     images : sequence of str or uint8 ndarray
-        Resolved file paths (an array holds no file: nothing is bad).
+        Resolved file paths or URLs (an array holds no file: nothing is bad).
     verify : bool, default=False
 
     Returns
@@ -390,16 +403,17 @@ def find_bad_images(images, verify=False):
         return {}
     bad = {}
     for position, path in enumerate(images):
-        if not os.path.isfile(path):
+        local = not is_url(path)  # an object is not asked for: it is found when read
+        if local and not os.path.isfile(path):
             bad[position] = (path, "a directory" if os.path.isdir(path) else "not found")
-        elif os.path.getsize(path) == 0:
+        elif local and os.path.getsize(path) == 0:
             bad[position] = (path, "empty file")
         elif verify:
             try:
-                with open_image(path) as img:
+                with open_image(_readable(path)) as img:
                     img.verify()
             except PIL_ERRORS as exc:
-                bad[position] = (path, str(exc) or type(exc).__name__)
+                bad[position] = (_source_name(path), str(exc) or type(exc).__name__)
     return bad
 
 
@@ -483,6 +497,8 @@ def median_image_size(images, n_samples=16):
     positions = np.unique(np.linspace(0, len(images) - 1, n_samples).astype(int))
     sizes = []
     for i in positions:
+        if is_url(images[i]):
+            continue  # no remote read just to warn: a cached fit reads nothing remote
         try:
             with warnings.catch_warnings():
                 # Warned about (naming it), skipped or raised when it is decoded.

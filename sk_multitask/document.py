@@ -2,7 +2,7 @@
 
 The safe file (:mod:`sk_multitask.safe_file`) stores it as JSON beside the weights, the
 ONNX export (:mod:`sk_multitask.onnx_export`) in the ONNX file's metadata, and a pickle
-records its package versions (:mod:`sk_multitask.pickling`). A document holds:
+holds a safe file's bytes (:mod:`sk_multitask.pickling`). A document holds:
 
 - ``format``, ``format_version`` and ``versions`` (sk-multitask, torch, skorch,
   scikit-learn that wrote it);
@@ -39,6 +39,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_DOCUMENT_BYTES",
     "RUNTIME_PARAMS",
+    "SECRET_PARAMS",
     "ModelDocument",
     "check_document",
     "decode_params",
@@ -62,8 +63,14 @@ MAX_DOCUMENT_BYTES = 8 * 2**20
 #: The parameters that say how this machine runs a model, not what the model is: they
 #: are never written to a file, and a file that holds them has them ignored, so that
 #: a file cannot choose where predictions write (``cache_dir``), how many processes
-#: they fork (``num_workers``) or what code runs (``callbacks``).
-RUNTIME_PARAMS = ("cache_dir", "checkpoint_dir", "num_workers", "device", "verbose", "callbacks")
+#: they fork (``num_workers``) or what code runs (``callbacks``), and credentials
+#: (``storage_options``) never leave the machine in a model file.
+RUNTIME_PARAMS = (
+    "cache_dir", "checkpoint_dir", "num_workers", "device", "verbose", "callbacks",
+    "storage_options",
+)
+#: The run-time parameters that may hold secrets: a pickle of the estimator has them None.
+SECRET_PARAMS = ("storage_options",)
 
 #: Distribution name to the key it is recorded under in ``versions``.
 _PACKAGES = {"torch": "torch", "skorch": "skorch", "scikit-learn": "scikit-learn"}
@@ -169,12 +176,15 @@ def _plain(value):
 # -- building a document ---------------------------------------------------------------
 
 
-def model_document(estimator):
+def model_document(estimator, with_params=True):
     """The document describing a fitted estimator: everything it knows but the weights.
 
     Parameters
     ----------
     estimator : fitted MultiTaskImageEstimator
+    with_params : bool, default=True
+        Record the parameters. A pickle holds them itself (any value, a callable
+        optimizer too) and records none.
 
     Returns
     -------
@@ -195,7 +205,7 @@ def model_document(estimator):
         "format_version": FORMAT_VERSION,
         "versions": package_versions(),
         "estimator": type(estimator).__name__,
-        "params": {name: _encode(value, name) for name, value in params.items()},
+        "params": {n: _encode(v, n) for n, v in params.items()} if with_params else {},
         "backbone": {
             "name": None if own else backbone,
             "class": f"{type(backbone).__module__}.{type(backbone).__qualname__}" if own else None,

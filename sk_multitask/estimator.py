@@ -6,7 +6,6 @@ import os
 from numbers import Integral
 
 import numpy as np
-import torch
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -21,10 +20,9 @@ from .build import (
     build_net,
     continue_order,
     prepare_fit,
-    rebuild_saved_net,
 )
 from .callbacks import load_checkpoint
-from .config import TrainingConfig, WarmStart, resolve_device, seeded
+from .config import TrainingConfig, WarmStart, seeded
 from .decoding import warn_skipped
 from .diagnostics import top_loss_table
 from .distributed import dask_worker_threads
@@ -34,7 +32,7 @@ from .lr_finder import find_lr
 from .metrics import evaluate_tasks, per_class_metrics, task_scores
 from .net import AcceleratedMultiTaskNet
 from .outputs import decoders, prediction_frame, probability_frames
-from .pickling import VersionedPickleMixin
+from .pickling import VersionedPickleMixin, restore_fitted
 from .safe_file import read_model, save
 from .sources import resolve_images
 from .targets import check_aligned, check_targets, check_task
@@ -67,14 +65,23 @@ class MultiTaskImageEstimator(
         Folder that relative image paths are resolved against; None: as given.
     backbone : str or torch.nn.Module, default="resnet18"
         ``"simple_cnn"`` (a small CNN, fast on a CPU), a classification model name of
-        torchvision's registry, or a module mapping a float image batch
-        ``(N, 3, H, W)`` to feature vectors (the feature size is found by a dry run).
-        A torchvision classification model instance (``torchvision.models.resnet18()``)
-        has its classifier replaced by the identity, as a registry name does.
+        torchvision's registry, ``"timm/<name>"`` (a timm model by its Hugging Face hub
+        id, e.g. ``"timm/resnet18.a1_in1k"``; the ``timm`` extra), or a module mapping a
+        float image batch ``(N, 3, H, W)`` to feature vectors (the feature size is found
+        by a dry run). Classifiers are removed: a timm model's by
+        ``reset_classifier(0)``, a torchvision classification model's (name or
+        instance) by making its last linear layer the identity. The input
+        normalisation is the pretrained weights' (a timm model's ``pretrained_cfg``),
+        else ImageNet's. See ``docs/backbones.md``.
     weights : str, path or None, default="DEFAULT"
-        torchvision weights of a registry backbone (``"DEFAULT"``,
-        ``"IMAGENET1K_V1"``...; downloaded once into torch's cache), the path of a
-        local state-dict file for any backbone, or None to start from random weights.
+        Pretrained weights of a registry backbone (``"DEFAULT"``; torchvision's
+        ``"IMAGENET1K_V1"``...; downloaded once into torch's or Hugging Face's cache),
+        the path of a local weights file for any backbone (a state dict, wrapped or
+        not, its classifier ignored; ``.safetensors`` too), ``"pretrained"`` for a
+        module of your own whose weights are trained already, or None to start from
+        random weights. A module of your own keeps its weights unless given a file;
+        with ``"pretrained"`` or a file the recipe fine-tunes it (``freeze_epochs``,
+        ``backbone_lr_scale``).
     image_size : int or (int, int), default=224
         Images are resized to this (height, width). ``fit`` warns, with their measured
         size, when the images are less than half of it on both sides.
@@ -200,6 +207,14 @@ class MultiTaskImageEstimator(
     verbose : int, default=0
         0: silent; 1 or more: skorch's progress bar and per-epoch table in ``fit``,
         a progress bar in ``predict`` and the other methods that run the network.
+    storage_options : dict, default=None
+        Passed to fsspec to read image paths (or an ``image_root``) that are URLs:
+        ``s3://`` (extra ``s3``), ``gs://`` (``gcs``), ``az://`` (``azure``),
+        ``https://`` (``http``), ``memory://``... as pandas' ``storage_options``
+        (credentials, ``client_kwargs={"endpoint_url": ...}``, ``anon=True``). Objects are
+        read in the DataLoader workers, retried on transient errors; with ``cache_dir``
+        an image cached once is never read again (see ``docs/object_storage.md``).
+        A run-time setting: never saved in a model file, and None in a pickle.
 
     Attributes
     ----------
@@ -278,6 +293,7 @@ class MultiTaskImageEstimator(
         callbacks=None,
         random_state=None,
         verbose=0,
+        storage_options=None,
     ):
         self.image_col = image_col
         self.image_root = image_root
@@ -314,6 +330,7 @@ class MultiTaskImageEstimator(
         self.callbacks = callbacks
         self.random_state = random_state
         self.verbose = verbose
+        self.storage_options = storage_options
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -560,7 +577,8 @@ class MultiTaskImageEstimator(
 
         The file says what the model is, never how this machine runs it: the run-time
         parameters (``cache_dir``, ``checkpoint_dir``, ``num_workers``, ``device``,
-        ``verbose``, ``callbacks``) take their defaults, or the values given here.
+        ``verbose``, ``callbacks``, ``storage_options``) take their defaults, or the
+        values given here.
 
         Parameters
         ----------
@@ -590,16 +608,8 @@ class MultiTaskImageEstimator(
             raise ValueError(
                 f"{saved.path!r}: the model document has unknown parameters {unknown[:5]}"
             )
-        est = cls(**saved.params, **settings)
-        cuda = torch.cuda.is_available() or not est.device.startswith("cuda")
-        device = resolve_device(est.device) if cuda else "cpu"  # a GPU model loads on a CPU
-        est.net_ = saved.restore(
-            rebuild_saved_net(TrainingConfig.from_estimator(est), saved, device)
-        )
+        est = restore_fitted(cls(**saved.params, **settings), saved)
         est.pretrained_ = has_pretrained_weights(est.backbone, est.weights)
-        est.tasks_, est.history_ = saved.tasks, est.net_.history
-        for name, value in saved.model.fitted_attributes().items():
-            setattr(est, name, value)
         return est
 
     def export_onnx(self, path):
@@ -628,7 +638,10 @@ class MultiTaskImageEstimator(
     def _network_outputs(self, X, features=False):
         """The network's concatenated outputs (or features) for ``X``, and ``X``'s index."""
         check_is_fitted(self)
-        images, index = resolve_images(X, self.image_col, self.image_root, check_files=False)
+        images, index = resolve_images(
+            X, self.image_col, self.image_root, check_files=False,
+            storage_options=self.storage_options,
+        )
         outputs = network_outputs(
             self.net_,
             images,

@@ -87,6 +87,9 @@ class OnnxPredictor:
         ``"raise"``, an error naming the file; ``"skip"``, its row of predictions is
         missing and one :class:`~sk_multitask.decoding.BadImageWarning` counts such
         rows. None: the estimator's.
+    storage_options : dict, default=None
+        Passed to fsspec to read image paths (or an ``image_root``) that are URLs,
+        as the estimator's parameter (never saved in the file).
 
     Attributes
     ----------
@@ -95,7 +98,7 @@ class OnnxPredictor:
         in the order of the estimator's ``tasks_``.
     params : dict
         The estimator's parameters, as saved.
-    image_col, image_root, image_size, batch_size, on_bad_image
+    image_col, image_root, image_size, batch_size, on_bad_image, storage_options
         What :meth:`predict` reads ``X`` with.
 
     Examples
@@ -126,6 +129,7 @@ class OnnxPredictor:
         providers=None,
         session_options=None,
         on_bad_image=None,
+        storage_options=None,
     ):
         if batch_size is not None:
             batch_size = check_batch_size(batch_size)
@@ -135,6 +139,8 @@ class OnnxPredictor:
             isinstance(providers, str) or not isinstance(providers, (list, tuple))
         ):
             raise TypeError(f"providers must be a list of ONNX Runtime providers: {providers!r}")
+        if storage_options is not None and not isinstance(storage_options, dict):
+            raise TypeError(f"storage_options must be a dict or None; got {storage_options!r}")
         if on_bad_image not in (None, *BAD_IMAGE_OPTIONS):
             raise ValueError(
                 f"on_bad_image must be one of {list(BAD_IMAGE_OPTIONS)} or None; "
@@ -176,6 +182,7 @@ class OnnxPredictor:
         self.batch_size = batch_size
         saved = self.params.get("on_bad_image", "raise")
         self.on_bad_image = saved if on_bad_image is None else on_bad_image
+        self.storage_options = storage_options
         self.path = path
 
     def outputs(self, X):
@@ -184,7 +191,10 @@ class OnnxPredictor:
         The row of an image that cannot be read is NaN with ``on_bad_image="skip"``
         (:func:`sk_multitask.decoding.mark_unreadable`, the estimator's rule).
         """
-        images, index = resolve_images(X, self.image_col, self.image_root, check_files=False)
+        images, index = resolve_images(
+            X, self.image_col, self.image_root, check_files=False,
+            storage_options=self.storage_options,
+        )
         sizes = [decoder.n_outputs for decoder in self.tasks_.values()]
         outputs = np.empty((len(images), sum(sizes)), dtype=np.float32)
         bad = BadImageRecords() if self.on_bad_image == "skip" else None

@@ -21,6 +21,7 @@ __all__ = [
     "decoders",
     "prediction_frame",
     "probability_frames",
+    "probability_table",
     "task_from_dict",
     "task_to_dict",
 ]
@@ -248,6 +249,23 @@ def prediction_frame(decoders, outputs, index):
         {name: decoder.decode(outputs[name], index) for name, decoder in decoders.items()},
         index=index,
     )
+
+
+def probability_table(frames, index):
+    """``predict_proba``'s frames side by side in one DataFrame, a column
+    ``{task}_proba_{label}`` per task and label: what the command line's ``--proba``
+    and the MLflow model (:mod:`sk_multitask.mlflow`) give.
+
+    Examples
+    --------
+    >>> frames = {"color": pd.DataFrame({"red": [0.9], "blue": [0.1]})}
+    >>> probability_table(frames, pd.RangeIndex(1)).columns.tolist()
+    ['color_proba_red', 'color_proba_blue']
+    """
+    table = pd.DataFrame(index=index)
+    for task, frame in frames.items():
+        table = table.join(frame.add_prefix(f"{task}_proba_"))
+    return table
 
 
 def probability_frames(decoders, outputs, index):

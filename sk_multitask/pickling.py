@@ -1,23 +1,49 @@
-"""Version checks of pickles: a pickled estimator records the versions that wrote it.
+"""Pickles of the estimator: lean, versioned, rebuilt as a safe file is loaded.
 
-A joblib or pickle file of the estimator holds, beside its state, the model document's
-``versions`` record (:func:`sk_multitask.document.package_versions`); loading it under
-another sk-multitask version warns with :class:`InconsistentVersionWarning`.
+A fitted estimator pickles its parameters and its plain fitted attributes, the bytes of
+its safe file (:func:`sk_multitask.safe_file.model_bytes`: the model document and the
+weights, the one description of a fitted model) and, with ``warm_start=True``, the
+optimizer's state, which a later ``fit`` continues from. The skorch net itself (its
+callbacks, its optimizer) is not pickled: unpickling rebuilds it with
+:func:`restore_fitted`, the function that gives a loaded safe file its net, on the CUDA
+device its ``device`` parameter names when there is one, else on the CPU. An unfitted
+estimator pickles its parameters alone. Beside the parameters, the state holds only
+bytes and plain Python values, so that ``skops.io`` persists it too, trusting no type
+but the estimator's class. A pickle never holds secrets: the parameters of
+:data:`~sk_multitask.document.SECRET_PARAMS` (``storage_options``) are pickled as None.
+
+Each pickle records the versions of the packages that wrote it
+(:func:`sk_multitask.document.package_versions`); loading it under another sk-multitask
+version warns with :class:`InconsistentVersionWarning`.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 
+import torch
 from sklearn.exceptions import InconsistentVersionWarning as SklearnInconsistentVersionWarning
+from torch import nn
 
 from . import __version__
-from .document import package_versions
+from .build import rebuild_saved_net
+from .config import TrainingConfig, resolve_device
+from .document import SECRET_PARAMS, package_versions
+from .safe_file import model_bytes, read_model
 
-__all__ = ["InconsistentVersionWarning", "VersionedPickleMixin"]
+__all__ = ["InconsistentVersionWarning", "VersionedPickleMixin", "restore_fitted"]
 
 #: The key of the pickled state that holds the versions record.
 VERSIONS_KEY = "_sk_multitask_versions"
+#: The key of the pickled state that holds the safe file's bytes (fitted estimators).
+MODEL_KEY = "_sk_multitask_model"
+#: The key of the pickled state that holds the optimizer's state (``warm_start=True``).
+OPTIMIZER_KEY = "_sk_multitask_optimizer"
+#: The fitted attributes the safe file's bytes carry: never pickled themselves.
+SAVED_ATTRIBUTES = (
+    "net_", "history_", "tasks_", "image_size_", "data_sizes_", "skipped_images_", "best_epoch_",
+)  # fmt: skip
 #: The key pickles of sk-multitask 0.1.0 recorded the package version under.
 _OLD_VERSION_KEY = "_sk_multitask_version"
 
@@ -63,11 +89,65 @@ class InconsistentVersionWarning(SklearnInconsistentVersionWarning):
         )
 
 
+def restore_fitted(estimator, saved):
+    """Give ``estimator`` (its parameters set) the fitted state of a read safe file.
+
+    The net is rebuilt from the estimator's parameters
+    (:func:`~sk_multitask.build.rebuild_saved_net`) on the ``device`` parameter's
+    device, or on the CPU where it names CUDA and there is none, and the saved weights
+    and history are loaded into it. :meth:`MultiTaskImageEstimator.load` and unpickling
+    both use it.
+
+    Parameters
+    ----------
+    estimator : MultiTaskImageEstimator
+    saved : SavedModel
+        As :func:`sk_multitask.safe_file.read_model` returns it.
+
+    Returns
+    -------
+    estimator
+        With ``net_``, ``tasks_``, ``history_`` and the fitted attributes the model
+        document gives.
+    """
+    cuda = torch.cuda.is_available() or not estimator.device.startswith("cuda")
+    device = resolve_device(estimator.device) if cuda else "cpu"  # a GPU model loads on a CPU
+    config = TrainingConfig.from_estimator(estimator)
+    estimator.net_ = saved.restore(rebuild_saved_net(config, saved, device))
+    estimator.tasks_, estimator.history_ = saved.tasks, estimator.net_.history
+    for name, value in saved.model.fitted_attributes().items():
+        setattr(estimator, name, value)
+    return estimator
+
+
+def _optimizer_bytes(net):
+    buffer = io.BytesIO()
+    torch.save(net.optimizer_.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def _load_optimizer(net, data):
+    # weights_only: tensors and plain containers, nothing that runs code.
+    state = torch.load(io.BytesIO(data), map_location=net.device, weights_only=True)
+    net.optimizer_.load_state_dict(state)
+
+
 class VersionedPickleMixin:
-    """Records the package versions in pickles and warns when sk-multitask's differs on load."""
+    """Lean pickles (see the module's description) that record the package versions, and
+    warn on load when sk-multitask's differs.
+
+    The secret parameters are pickled as None (set them again after loading).
+    """
 
     def __getstate__(self):
-        return {**super().__getstate__(), VERSIONS_KEY: package_versions()}
+        secrets = {name: None for name in SECRET_PARAMS if name in self.__dict__}
+        state = {**super().__getstate__(), **secrets}
+        if "net_" in state:
+            state = {k: v for k, v in state.items() if k not in SAVED_ATTRIBUTES}
+            state[MODEL_KEY] = model_bytes(self, with_params=False)
+            if self.warm_start:
+                state[OPTIMIZER_KEY] = _optimizer_bytes(self.net_)
+        return {**state, VERSIONS_KEY: package_versions()}
 
     def __setstate__(self, state):
         state = dict(state)
@@ -85,4 +165,11 @@ class VersionedPickleMixin:
                 ),
                 stacklevel=2,
             )
+        model, optimizer = state.pop(MODEL_KEY, None), state.pop(OPTIMIZER_KEY, None)
         super().__setstate__(state)
+        if model is None:  # unfitted, or an older pickle that holds the net itself
+            return
+        own = self.backbone if isinstance(self.backbone, nn.Module) else None
+        restore_fitted(self, read_model(model, backbone=own))
+        if optimizer is not None:
+            _load_optimizer(self.net_, optimizer)

@@ -128,7 +128,9 @@ def top_losses_figure(estimator, X, top, ranked_by="combined loss", ncols=3):
         sources = X[references.astype(np.intp)]
     else:
         sources, _ = resolve_images(
-            pd.Series(references, dtype=object), image_root=estimator.image_root
+            pd.Series(references, dtype=object),
+            image_root=estimator.image_root,
+            storage_options=estimator.storage_options,
         )
     titles = [_top_loss_title(estimator.tasks_, row) for _, row in top.iterrows()]
     dataset = ImageDataset(sources, image_size=estimator.image_size_)
@@ -377,7 +379,9 @@ def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
     check_is_fitted(estimator)
     _check_positive(n, "n")
     _check_positive(ncols, "ncols")
-    images, _ = resolve_images(X, estimator.image_col, estimator.image_root)
+    images, _ = resolve_images(
+        X, estimator.image_col, estimator.image_root, storage_options=estimator.storage_options
+    )
     y = check_targets(y, estimator.tasks_, len(images))
     rng = check_random_state(random_state)
     rows = rng.choice(len(images), size=min(n, len(images)), replace=False)

@@ -18,6 +18,7 @@ then renamed over ``path``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import zipfile
@@ -29,10 +30,12 @@ from .model import NET_PARTS, load_net_state, net_state
 from .outputs import task_from_dict
 from .targets import REGRESSION
 
-__all__ = ["SavedModel", "read_model", "save"]
+__all__ = ["SavedModel", "model_bytes", "read_model", "save"]
 
 DOCUMENT = "sk_multitask.json"
 WEIGHTS = "weights.safetensors"
+#: The first bytes of a safe file (a zip archive's first member).
+ZIP_SIGNATURE = b"PK\x03\x04"
 
 
 def save(estimator, path):
@@ -45,18 +48,43 @@ def save(estimator, path):
     str
         The path written.
     """
+    path = os.fspath(path)
+    with atomic_write(path) as file:
+        _write(estimator, file)
+    return path
+
+
+def model_bytes(estimator, with_params=True):
+    """The safe file of a fitted estimator, as bytes: what :func:`save` writes.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+    with_params : bool, default=True
+        Record the parameters in the document (a pickle holds them itself: see
+        :mod:`sk_multitask.pickling`).
+
+    Returns
+    -------
+    bytes
+        :func:`read_model` reads them back.
+    """
+    buffer = io.BytesIO()
+    _write(estimator, buffer, with_params)
+    return buffer.getvalue()
+
+
+def _write(estimator, file, with_params=True):
     from safetensors.torch import save as save_tensors
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator)
-    document = model_document(estimator)
+    document = model_document(estimator, with_params)
     weights = save_tensors(net_state(estimator.net_))
     document["weights_sha256"] = hashlib.sha256(weights).hexdigest()
-    path = os.fspath(path)
-    with atomic_write(path) as file, zipfile.ZipFile(file, "w") as archive:
+    with zipfile.ZipFile(file, "w") as archive:
         archive.writestr(DOCUMENT, json.dumps(document, indent=1), zipfile.ZIP_DEFLATED)
         archive.writestr(WEIGHTS, weights, zipfile.ZIP_STORED)
-    return path
 
 
 @dataclass
@@ -103,12 +131,15 @@ class SavedModel:
         return net
 
 
-def _read_archive(path):
-    """The raw document and weights of the safe file at ``path``, each read with a cap."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file not found: {path!r}")
+def _read_archive(file, path):
+    """The raw document and weights of the safe file ``file`` (named ``path``), each read
+    with a cap."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        # A zip archive may sit anywhere in a file, and a pickle holds one (its model's
+        # bytes): a safe file starts with it.
+        if file.read(len(ZIP_SIGNATURE)) != ZIP_SIGNATURE:
+            raise zipfile.BadZipFile("it does not start with a zip archive")
+        with zipfile.ZipFile(file) as archive:
             names = sorted(archive.namelist())
             if names != sorted([DOCUMENT, WEIGHTS]):
                 raise ValueError(
@@ -203,7 +234,8 @@ def read_model(path, backbone=None):
 
     Parameters
     ----------
-    path : str or path
+    path : str, path or bytes
+        The file, or its contents (:func:`model_bytes`; a pickle holds them).
     backbone : torch.nn.Module, optional
         The backbone to build when the model was trained with one of your own
         (required then); it replaces the saved one otherwise.
@@ -220,8 +252,15 @@ def read_model(path, backbone=None):
         Naming the file: not a safe file (a pickle, say), truncated or modified, of a
         newer format version, or a backbone of your own is needed.
     """
-    path = os.fspath(path)
-    model, (header, weights) = _read_archive(path)
+    if isinstance(path, bytes):
+        data, path = path, "<model bytes>"
+        model, (header, weights) = _read_archive(io.BytesIO(data), path)
+    else:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"model file not found: {path!r}")
+        with open(path, "rb") as file:
+            model, (header, weights) = _read_archive(file, path)
     _check_tensors(model, header, path)
     state = _read_weights(path, model.document, weights)
     tasks = _tasks(model, path)

@@ -1,4 +1,4 @@
-"""``X`` to image references: resolved file paths or a uint8 array, and X's index.
+"""``X`` to image references: resolved file paths or URLs, or a uint8 array, and X's index.
 
 The first step of every path through the package (``fit``, ``predict``, the ONNX
 predictor, the CLI): torch-free, it imports numpy and pandas only.
@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .storage import StorageUrl, check_protocols, is_url, join_url
+
 __all__ = [
     "ROOT_HINT",
     "image_references",
@@ -23,8 +25,14 @@ __all__ = [
 ROOT_HINT = "set image_root to the folder the image paths are relative to"
 
 
-def resolve_images(X, image_col="filename", image_root=None, check_files=True):
+def resolve_images(
+    X, image_col="filename", image_root=None, check_files=True, storage_options=None
+):
     """Image sources from ``X``: resolved, existing file paths, or a uint8 array.
+
+    A path (or ``image_root``) that is a URL (``s3://``, ``gs://``, ``https://``...)
+    becomes a :class:`~sk_multitask.storage.StorageUrl` carrying ``storage_options``;
+    no request is made (a missing object is reported when it is read).
 
     Parameters
     ----------
@@ -32,10 +40,12 @@ def resolve_images(X, image_col="filename", image_root=None, check_files=True):
     image_col : hashable
         The column of a DataFrame ``X`` that holds the image paths.
     image_root : str or path, optional
-        The folder relative paths are resolved against.
+        The folder (or URL) relative paths are resolved against.
     check_files : bool, default=True
-        Check up front that every file exists (``fit`` does, so that it fails before
-        training; elsewhere a missing file is reported when it is read).
+        Check up front that every local file exists (``fit`` does, so that it fails
+        before training; elsewhere a missing file is reported when it is read).
+    storage_options : dict, optional
+        Passed to fsspec for the URLs (:mod:`sk_multitask.storage`).
 
     Returns
     -------
@@ -48,14 +58,15 @@ def resolve_images(X, image_col="filename", image_root=None, check_files=True):
                 f"image column {image_col!r} is not in X; its columns are "
                 f"{list(X.columns)} (set image_col)"
             )
-        return _resolve_paths(X[image_col], image_root, check_files), X.index
+        return _resolve_paths(X[image_col], image_root, check_files, storage_options), X.index
     if isinstance(X, pd.Series):
-        return _resolve_paths(X, image_root, check_files), X.index
+        return _resolve_paths(X, image_root, check_files, storage_options), X.index
     if is_pixel_array(X):
         return _check_array(X), pd.RangeIndex(len(X))
     if isinstance(X, (np.ndarray, Sequence)) and not isinstance(X, (str, bytes)):
         paths = pd.Series(list(X), dtype=object)
-        return _resolve_paths(paths, image_root, check_files), pd.RangeIndex(len(paths))
+        resolved = _resolve_paths(paths, image_root, check_files, storage_options)
+        return resolved, pd.RangeIndex(len(paths))
     raise TypeError(
         "X must be a DataFrame with an image column, a Series or list of image "
         f"paths, or a uint8 array of images; got {type(X).__name__}"
@@ -97,7 +108,7 @@ def _check_array(X):
     return X
 
 
-def _resolve_paths(paths, image_root, check_files=True):
+def _resolve_paths(paths, image_root, check_files=True, storage_options=None):
     if len(paths) == 0:
         raise ValueError("X is empty: there are no images")
     missing = paths.isna().to_numpy()
@@ -119,8 +130,14 @@ def _resolve_paths(paths, image_root, check_files=True):
     if empty:  # joined to image_root, it would name the folder itself
         raise ValueError(f"X has an empty image path at position {empty[0]}")
     root = "" if image_root is None else os.fspath(image_root)
-    resolved = np.array([os.path.join(root, os.fspath(p)) for p in paths], dtype=object)
-    absent = [p for p in resolved if not os.path.isfile(p)] if check_files else []
+    resolved = np.array(
+        [_resolved(root, os.fspath(p), storage_options) for p in paths], dtype=object
+    )
+    urls = [p for p in resolved if isinstance(p, StorageUrl)]
+    if urls:
+        check_protocols(urls)
+    local = resolved if not urls else [p for p in resolved if not isinstance(p, StorageUrl)]
+    absent = [p for p in local if not os.path.isfile(p)] if check_files else []
     folders = [p for p in absent if os.path.isdir(p)]
     if folders:
         raise IsADirectoryError(f"image path {folders[0]!r} is a directory, not an image file")
@@ -130,3 +147,10 @@ def _resolve_paths(paths, image_root, check_files=True):
             f"image file not found: {absent[0]!r}{more}; {ROOT_HINT} (image_root={image_root!r})"
         )
     return resolved
+
+
+def _resolved(root, path, storage_options):
+    """``path`` resolved against ``root``: a file path, or a URL with its storage options."""
+    if is_url(root) or is_url(path):
+        return StorageUrl(join_url(root, path), storage_options)
+    return os.path.join(root, path)

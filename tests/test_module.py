@@ -18,6 +18,7 @@ from sk_multitask.backbones import (
     is_torchvision_classifier,
 )
 from sk_multitask.model import MultiTaskModule
+from sk_multitask.weight_files import IgnoredWeightsWarning
 
 SIZE = (32, 32)
 
@@ -134,7 +135,8 @@ def test_resnet18_weights_file(tmp_path):
     saved = torchvision.models.resnet18(weights=None).state_dict()
     path = tmp_path / "resnet18.pth"
     torch.save(saved, path)
-    module, n_features, _ = build_backbone("resnet18", weights=str(path), image_size=SIZE)
+    with pytest.warns(IgnoredWeightsWarning, match=r"ignored: \['fc.weight', 'fc.bias'\]"):
+        module, n_features, _ = build_backbone("resnet18", weights=str(path), image_size=SIZE)
     assert n_features == 512
     expected = {k: v for k, v in saved.items() if not k.startswith("fc.")}
     _assert_state_equal(module.state_dict(), expected)

@@ -111,7 +111,27 @@ def snippets(est, df, valid, y_valid):
         "top_losses_sentence.md": top_sentence,
         "confusion_shape_sentence.md": confusion,
         "quickstart_head.txt": quickstart.head().to_string(),
+        "epoch_table.txt": epoch_table(),
     }
+
+
+def epoch_table():
+    """The epoch table of ``verbose=1`` for the user guide's example fit (plain text)."""
+    import contextlib
+    import io
+
+    from sk_multitask import MultiTaskImageEstimator
+    from sk_multitask.datasets import make_multitask_images
+
+    df = make_multitask_images(64, image_size=16, path="user_guide", random_state=0)
+    est = MultiTaskImageEstimator(
+        image_root=df.attrs["image_root"], backbone="simple_cnn", weights=None, image_size=16,
+        max_epochs=1, valid_split="is_valid", random_state=0, verbose=1,
+    )
+    printed = io.StringIO()  # the progress bar goes to stderr, the table to stdout
+    with contextlib.redirect_stdout(printed):
+        est.fit(df, df[["color", "shape", "area"]])
+    return printed.getvalue().rstrip()
 
 
 def main():

@@ -13,7 +13,9 @@ small CNN on 600 synthetic 32 px images for 8 epochs and writes, into :data:`GEN
   the top losses, the confusions...), included by ``--8<-- "name"`` lines
   (pymdownx.snippets), so that no page types a number the run did not print.
 
-The same seed gives the same numbers. This file is also a MkDocs hook (``hooks:`` in
+The data are the same for a seed; the fitted numbers can differ a little between machines
+(0.949 and 0.931 for the R² of `area`, in two runs), which is why the pages include them
+rather than type them. This file is also a MkDocs hook (``hooks:`` in
 mkdocs.yml): it puts ``images/`` into the site and points the snippets at ``snippets/``
 (and at docs/, for sections of one page shown on another),
 and stops the build, saying what to run, when the run has not been made.

@@ -1,8 +1,8 @@
 """The figures, tables and numbers of the docs, from real runs, into the build folder.
 
 ``make docs`` runs it before building the site; by hand, from the repository root:
-``.venv/bin/python docs/make_figures.py`` (8 to 14 minutes measured on 2 CPU cores shared
-with a dozen other jobs; 2.5 minutes of CPU time). It fits the
+``.venv/bin/python docs/make_figures.py`` (``make docs`` took 26 s on an idle 2-core
+machine, 8 to 14 minutes with a dozen other jobs sharing it). It fits the
 small CNN on 600 synthetic 32 px images for 8 epochs and writes, into :data:`GENERATED`
 (``build/docs``, ignored by git: a build changes no tracked file):
 

@@ -1,5 +1,6 @@
-# The README's commands. Each creates the virtual environment it needs (.venv) and
-# installs the package into it; a stamp file skips the install when nothing changed.
+# The README's commands. They share one virtual environment (.venv), created by the first
+# one run; each installs into it what it needs, and a stamp file per extra skips the
+# install when pyproject.toml has not changed.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,8 +19,9 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check sk_multitask tests
 	$(BIN)/lint-imports
 
-# The gallery's figures come from a real run (about a minute), then the site, failing on
-# any warning: a broken link, a missing page, a docstring that does not render.
+# The figures and numbers of the pages come from a real run, written to build/docs (ignored
+# by git: the checkout is left as it was), then the site, failing on any warning: a broken
+# link, a missing page, a public name without its page, a docstring that does not render.
 docs: $(VENV)/.installed-docs
 	$(BIN)/python docs/make_figures.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
@@ -44,4 +46,4 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache site
+	rm -rf $(VENV) demo-output .pytest_cache site build/docs

@@ -6,12 +6,16 @@
   public module left with no documentation is logged as a warning, which
   ``mkdocs build --strict`` turns into a failure, so that no name of an ``__all__``
   silently drops out of the reference (objects without docstrings are not shown).
-- Sphinx roles (``:class:`~sk_multitask.targets.Task```, ``:meth:`fit```) become links
-  to the reference for the package's own objects, and code for others (skorch,
+- Sphinx roles (``:class:`~sk_multitask.MultiTaskImageEstimator```, ``:meth:`fit```)
+  become links to the reference for the objects it renders (the public names of
+  reference.py, and their methods), and code for others (internal modules, skorch,
   scikit-learn...), instead of showing up raw: the docstrings also serve ``help()``.
 """
 
+import functools
+import importlib.util
 import re
+from pathlib import Path
 
 import griffe
 
@@ -73,8 +77,35 @@ def _reference(obj, tilde, text, target):
     shown = " ".join(text.split()) if target else path.rsplit(".", 1)[-1] if tilde else path
     head, dot, rest = path.partition(".")
     try:
-        full = (head if head == PACKAGE else obj.resolve(head)) + dot + rest
-        rendered = obj.modules_collection[full].docstring is not None
+        full = _defined_path((head if head == PACKAGE else obj.resolve(head)) + dot + rest)
+        found = obj.modules_collection[full]
+        full = found.canonical_path
+        rendered = found.docstring is not None and _on_a_page(full)
     except (griffe.NameResolutionError, KeyError, griffe.AliasResolutionError):
         rendered = False
     return f"[`{shown}`][{full}]" if rendered else f"`{shown}`"
+
+
+@functools.cache
+def _reference_pages():
+    """Public name -> the path its reference page renders (docs/reference.py)."""
+    spec = importlib.util.spec_from_file_location(
+        "_reference_pages", Path(__file__).with_name("reference.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.documented_paths()
+
+
+def _defined_path(path):
+    """``path`` with a public name (``sk_multitask.load``) replaced by where it is defined."""
+    for public, defined in _reference_pages().items():
+        if path == public or path.startswith(public + "."):
+            return defined + path.removeprefix(public)
+    return path
+
+
+def _on_a_page(path):
+    """Whether a page of the reference renders ``path``: a public name or its member."""
+    rendered = set(_reference_pages().values())
+    return path in rendered or path.rpartition(".")[0] in rendered

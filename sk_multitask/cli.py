@@ -20,6 +20,7 @@ import argparse
 import errno
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -399,8 +400,22 @@ def demo(args):
     valid = df["is_valid"].to_numpy()
     print("validation metrics (labelled cells only):")
     _evaluate_to(est, df[valid], y[valid], args.out)
-    print(f"the data is in {data}; try: sk-multitask predict {data} --model {model} --out -")
+    print(f"the data is in {data}; try: {invoked_as()} predict {data} --model {model} --out -")
     return 0
+
+
+def invoked_as():
+    """This command as the user can type it again.
+
+    Its path as run (``.venv/bin/sk-multitask`` under ``make demo``) when that is not what
+    ``sk-multitask`` finds on the PATH (an environment not activated), else its name.
+    """
+    script = sys.argv[0]
+    if os.path.basename(script) == "sk-multitask" and shutil.which("sk-multitask") != (
+        os.path.abspath(script)
+    ):
+        return os.path.relpath(script)
+    return "sk-multitask"
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):

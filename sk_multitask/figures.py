@@ -132,7 +132,20 @@ def history_figure(tasks, history):
 
 def regression_figure(name, truth, predicted):
     """The figure of :func:`~sk_multitask.plotting.plot_regression` from true and
-    predicted Series."""
+    predicted Series.
+
+    Parameters
+    ----------
+    name : str
+        The task's name, for the titles.
+    truth, predicted : Series
+        True and predicted values, aligned; the rows where ``truth`` is missing are
+        left out.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     from matplotlib.figure import Figure
     from sklearn.metrics import PredictionErrorDisplay
 
@@ -206,9 +219,20 @@ def confusion_figure(task, truth, predicted, normalize=None):
     """The figure of :func:`~sk_multitask.plotting.plot_confusion_matrix` from true and
     predicted Series.
 
-    ``task`` is the fitted classification :class:`~sk_multitask.targets.Task`; the matrix
-    counts the labelled cells of ``truth`` of a class it knows (the title says how many
-    others there were).
+    Parameters
+    ----------
+    task : Task
+        The fitted classification task (``est.tasks_[name]``): its classes order the
+        matrix, which counts the labelled cells of ``truth`` of a class it knows (the
+        title says how many others there were).
+    truth, predicted : Series
+        True and predicted labels, aligned.
+    normalize : {"true", "pred", "all"} or None, default=None
+        As scikit-learn's ``confusion_matrix``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay
@@ -244,10 +268,25 @@ def confusion_figure(task, truth, predicted, normalize=None):
 
 
 def reliability_figure(decoder, outputs, truth, calibration=None, n_bins=10):
-    """The figure of :func:`plot_reliability` from one task's raw outputs and truth.
+    """The figure of :func:`~sk_multitask.plotting.plot_reliability` from one task's raw
+    outputs and truth.
 
-    ``decoder`` is the task's :class:`~sk_multitask.outputs.OutputDecoder`;
-    ``calibration`` a :class:`~sk_multitask.calibration.Calibration` or None.
+    Parameters
+    ----------
+    decoder : OutputDecoder
+        The task's decoder (``sk_multitask.outputs.OutputDecoder.from_task``).
+    outputs : ndarray of shape (n_rows, n_classes)
+        The task's raw network outputs (logits).
+    truth : Series
+        True labels, aligned with ``outputs``; missing cells are left out.
+    calibration : Calibration or None, default=None
+        The model's ``calibration_``: adds the temperature-scaled curve.
+    n_bins : int, default=10
+        Equal-width confidence bins.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     from matplotlib.figure import Figure
 
@@ -279,8 +318,22 @@ def reliability_figure(decoder, outputs, truth, calibration=None, n_bins=10):
 
 
 def interval_figure(name, truth, lower, upper, coverage):
-    """The figure of :func:`plot_intervals` from true values and the intervals' bounds
-    (array-likes of one length; rows with a missing value are left out)."""
+    """The figure of :func:`~sk_multitask.plotting.plot_intervals` from true values and
+    the intervals' bounds.
+
+    Parameters
+    ----------
+    name : str
+        The task's name, for the titles.
+    truth, lower, upper : array-like of shape (n_rows,)
+        True values and the intervals' bounds; rows with a missing value are left out.
+    coverage : float
+        The intervals' coverage, for the legend and title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     from matplotlib.figure import Figure
 
     true, low, high = (np.asarray(v, dtype=float) for v in (truth, lower, upper))

@@ -60,6 +60,11 @@ class InconsistentVersionWarning(SklearnInconsistentVersionWarning):
     :meth:`MultiTaskImageEstimator.save` writes a file that does not depend on the
     package's code.
 
+    Parameters
+    ----------
+    estimator_name, current_version, original_version : str
+        As the attributes.
+
     Attributes
     ----------
     estimator_name : str

@@ -875,3 +875,20 @@ def test_debug_shows_the_traceback(workspace, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err
     assert err.strip().splitlines()[-1].startswith("sk-multitask predict: error: ")
+
+
+def test_the_demo_hint_names_the_command_as_run(monkeypatch, tmp_path):
+    from sk_multitask.cli import invoked_as
+
+    script = tmp_path / ".venv" / "bin" / "sk-multitask"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [".venv/bin/sk-multitask", "demo"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert invoked_as() == os.path.join(".venv", "bin", "sk-multitask")
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")  # the environment activated
+    assert invoked_as() == "sk-multitask"
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    assert invoked_as() == "sk-multitask"

@@ -54,17 +54,6 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     assert namespace["est"].predict(namespace["df"]).shape == (48, 3)
 
 
-def test_readme_names_every_extra():
-    import tomllib
-
-    extras = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"
-    ]
-    text = README.read_text(encoding="utf-8")
-    for extra in extras:
-        assert f"| `{extra}` |" in text, extra
-
-
 def test_make_test_installs_the_tracking_extra():
     import tomllib
 

@@ -24,6 +24,7 @@ from skorch.helper import predefined_split
 from torch import nn
 
 from .backbones import build_backbone, check_backbone, check_single_image_batches
+from .bad_images import screen_images
 from .cache import cached_images
 from .callbacks import (
     LR_SCHEDULES,
@@ -49,7 +50,7 @@ from .config import (
     seeded,
 )
 from .dataset import EpochShuffler, ImageDataset, bad_image_log, train_transform
-from .decoding import MAX_TTA, as_size, check_image_size, screen_images
+from .decoding import MAX_TTA, as_size, check_image_size
 from .distributed import uses_accelerate
 from .loss import (
     LOSS_WEIGHTINGS,

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from .decoding import as_size, decode_image, decode_or_record
+from .bad_images import decode_or_record
+from .decoding import as_size, decode_image
 
 __all__ = [
     "BadImageLog",

@@ -16,6 +16,7 @@ from sklearn.base import (
 from sklearn.utils.validation import check_is_fitted
 
 from .backbones import has_pretrained_weights
+from .bad_images import warn_skipped
 from .build import (
     PARAMETER_CONSTRAINTS,
     build_net,
@@ -25,7 +26,7 @@ from .build import (
 from .calibration import calibrate, calibrated_outputs, interval_metrics
 from .callbacks import load_checkpoint
 from .config import TrainingConfig, WarmStart, seeded
-from .decoding import BadImageWarning, warn_skipped
+from .decoding import BadImageWarning
 from .diagnostics import top_loss_table
 from .distributed import dask_worker_threads
 from .document import RUNTIME_PARAMS

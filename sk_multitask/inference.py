@@ -4,7 +4,7 @@
 the report and the command line all get the network's outputs (or the backbone's
 features) from :func:`network_outputs`, so that they share one batching iterator, one
 use of the disk cache (``cache_dir``) and one rule for images that cannot be read
-(:func:`sk_multitask.decoding.mark_unreadable`, which the torch-free ONNX predictor
+(:func:`sk_multitask.bad_images.mark_unreadable`, which the torch-free ONNX predictor
 follows too): with ``on_bad_image="skip"`` the row is missing (NaN) and one
 :class:`~sk_multitask.decoding.BadImageWarning` counts such rows; with ``"raise"`` the
 error names the file.
@@ -17,9 +17,10 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from .bad_images import mark_unreadable
 from .cache import cached_images
 from .dataset import ImageDataset, bad_image_log
-from .decoding import mark_unreadable, tta_views
+from .decoding import tta_views
 from .distributed import dask_worker_threads
 
 __all__ = ["network_outputs", "task_outputs"]

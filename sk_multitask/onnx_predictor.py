@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
+from .bad_images import BAD_IMAGE_OPTIONS, BadImageRecords, decode_or_record, mark_unreadable
 from .calibration import calibrated_outputs, interval_metrics, read_calibration
-from .decoding import BAD_IMAGE_OPTIONS, BadImageRecords, decode_or_record, mark_unreadable
 from .document import read_document
 from .outputs import OutputDecoder, prediction_frame, probability_frames
 from .sources import resolve_images
@@ -196,7 +196,7 @@ class OnnxPredictor:
         """Each task's raw head outputs (float32 arrays) for ``X``, and ``X``'s index.
 
         The row of an image that cannot be read is NaN with ``on_bad_image="skip"``
-        (:func:`sk_multitask.decoding.mark_unreadable`, the estimator's rule).
+        (:func:`sk_multitask.bad_images.mark_unreadable`, the estimator's rule).
         """
         images, index = resolve_images(
             X, self.image_col, self.image_root, check_files=False,

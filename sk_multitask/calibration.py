@@ -430,7 +430,8 @@ def interval_metrics(calibration, decoders, outputs, y, coverage):
         ``coverage`` (how often the interval or set holds the truth) and ``mean_width``
         (regression) or ``mean_set_size`` (classification); NaN elsewhere.
     """
-    from .metrics import expected_calibration_error, interval_scores, scorable_rows, set_scores
+    from .calibration_metrics import expected_calibration_error, interval_scores, set_scores
+    from .metrics import scorable_rows
 
     rows = {}
     for name, decoder in decoders.items():

@@ -50,7 +50,7 @@ def network_outputs(
         ``"skip"``: an image that cannot be read gets a row of NaN, and one
         :class:`~sk_multitask.decoding.BadImageWarning` names the first few such files.
     cache_dir : str or path, optional
-        A disk cache folder (:func:`sk_multitask.cache.disk_cached_images`).
+        A disk cache folder (:func:`sk_multitask.disk_cache.disk_cached_images`).
     verbose : int, default=0
         A progress bar when positive.
     features : bool, default=False

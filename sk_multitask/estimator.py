@@ -17,12 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .backbones import has_pretrained_weights
 from .bad_images import warn_skipped
-from .build import (
-    PARAMETER_CONSTRAINTS,
-    build_net,
-    continue_order,
-    prepare_fit,
-)
+from .build import build_net, continue_order
 from .calibration import calibrate, calibrated_outputs, interval_metrics
 from .callbacks import load_checkpoint
 from .config import TrainingConfig, WarmStart, seeded
@@ -30,11 +25,13 @@ from .decoding import BadImageWarning
 from .diagnostics import top_loss_table
 from .distributed import dask_worker_threads
 from .document import RUNTIME_PARAMS
+from .fit_data import prepare_fit
 from .inference import network_outputs, task_outputs
 from .lr_finder import find_lr
 from .metrics import evaluate_tasks, per_class_metrics, task_scores
 from .net import AcceleratedMultiTaskNet
 from .outputs import decoders, prediction_frame, probability_frames
+from .parameters import PARAMETER_CONSTRAINTS
 from .pickling import VersionedPickleMixin, restore_fitted
 from .safe_file import read_model, save
 from .sources import resolve_images

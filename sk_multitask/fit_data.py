@@ -3,7 +3,8 @@
 :func:`prepare_fit` checks the parameters (:mod:`sk_multitask.parameters`), resolves and
 screens the images, splits the rows, fits the tasks on the training rows, resolves the
 :class:`~sk_multitask.config.Plan` and builds the datasets, into a :class:`FitData` that
-:func:`sk_multitask.build.build_net` builds the net from.
+:func:`sk_multitask.build.build_net` builds the net from; :func:`fitted_attributes` are
+what the estimator keeps of the trained net and its data.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
 
-from .bad_images import screen_images
+from .bad_images import screen_images, warn_skipped
 from .cache import cached_images
 from .callbacks import check_monitor, run_fingerprint
 from .config import Plan, resolve_num_workers
 from .dataset import ImageDataset, bad_image_log, train_transform
 from .decoding import check_image_size
 from .loss import check_task_losses
+from .net import AcceleratedMultiTaskNet
 from .parameters import check_named_tasks, check_parameters
 from .sources import input_table, resolve_images
 from .targets import (
@@ -38,7 +40,7 @@ from .targets import (
 )
 from .weighting import class_weights
 
-__all__ = ["FitData", "prepare_fit", "task_specs"]
+__all__ = ["FitData", "fitted_attributes", "prepare_fit", "task_specs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,3 +227,38 @@ def _datasets(config, image_size, images, labels, train, valid, bad_images):
 def task_specs(tasks):
     """The loss's ``(name, kind, n_outputs)`` of each task."""
     return [(n, t.kind, t.n_outputs) for n, t in tasks.items()]
+
+
+def fitted_attributes(net, data):
+    """The fitted attributes of an estimator that trained ``net`` on ``data`` (a
+    :class:`FitData`): ``tasks_``, ``data_sizes_``, ``skipped_images_``, ``image_size_``,
+    ``pretrained_``, ``net_``, ``history_`` and, with early stopping, ``best_epoch_``.
+
+    One :class:`~sk_multitask.decoding.BadImageWarning` counts the images left out of
+    training. An accelerated net becomes one process's plain copy (it predicts alone
+    and pickles).
+    """
+    if isinstance(net, AcceleratedMultiTaskNet):
+        net = net.to_local()
+    # The validation set (paths, or the user's whole array) must not be pickled
+    # with the model.
+    net.train_split = None
+    skipped = list(data.skipped)
+    if data.bad_images is not None:
+        skipped += data.bad_images.collect().values()
+    skipped = dict(skipped)  # path: reason
+    if skipped:
+        warn_skipped(list(skipped.items()), "left out of training", stacklevel=4)
+    fitted = {
+        "tasks_": data.tasks,
+        "data_sizes_": data.data_sizes,
+        "skipped_images_": list(skipped),
+        "image_size_": data.plan.image_size,
+        "pretrained_": data.plan.pretrained,
+        "net_": net,
+        "history_": net.history,
+    }
+    early = dict(net.callbacks_).get("early_stopping")
+    if early is not None:
+        fitted["best_epoch_"] = int(early.best_epoch_)
+    return fitted

@@ -23,7 +23,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from skorch.helper import predefined_split
 from torch import nn
 
-from .backbones import build_backbone, check_backbone, check_single_image_batches
+from .backbones import (
+    build_backbone,
+    check_backbone,
+    check_single_image_batches,
+    default_image_size,
+)
 from .cache import cached_images
 from .callbacks import (
     LR_SCHEDULES,
@@ -144,7 +149,7 @@ def prepare_fit(config, X, y, warm=None, sample_weight=None):
     -------
     FitData
     """
-    image_size = check_parameters(config)
+    image_size = check_parameters(config, warm)
     if warm is not None and image_size != warm.image_size:
         raise ValueError(
             f"warm_start: image_size {image_size} differs from the fitted {warm.image_size}"
@@ -161,7 +166,9 @@ def prepare_fit(config, X, y, warm=None, sample_weight=None):
     fingerprint = None
     if config.checkpoint_dir is not None:
         weighted = targets if sample_weight is None else np.column_stack([targets, sample_weight])
-        fingerprint = run_fingerprint(config.learning_params(), images, weighted, train, valid)
+        # The resolved size: "auto" and the size it stands for are one run
+        params = {**config.learning_params(), "image_size": image_size}
+        fingerprint = run_fingerprint(params, images, weighted, train, valid)
     bad_images = bad_image_log(config.on_bad_image)  # None: raise
     images, decoded = cached_images(
         images,
@@ -211,19 +218,26 @@ def _fitted_targets(config, y, train, valid, warm):
     return tasks, targets, weights
 
 
-def check_parameters(config):
+def check_parameters(config, warm=None):
     """Check every parameter of ``config`` that needs no data; return the image size.
 
     Run first by :func:`prepare_fit`, so that a bad value fails before any image is
     read: the image size and its bound, the device, the backbone and its weights (by
     name: nothing is downloaded), the callbacks, the values of ``loss_weights``,
     ``class_weight`` and ``regression_loss``, the folders written to, and
-    ``batch_size=1`` against the backbone's BatchNorm.
+    ``batch_size=1`` against the backbone's BatchNorm. ``image_size="auto"`` is the
+    backbone's :func:`~sk_multitask.backbones.default_image_size`, or the fitted size
+    of the network ``warm`` (a :class:`~sk_multitask.config.WarmStart`) continues.
     """
-    image_size = as_size(config.image_size)
+    check_backbone(config.backbone, config.weights)
+    if not isinstance(config.image_size, str) or config.image_size != "auto":
+        image_size = as_size(config.image_size)
+    elif warm is not None:
+        image_size = warm.image_size
+    else:
+        image_size = default_image_size(config.backbone, config.weights)
     check_image_size_bound(image_size)
     resolve_device(config.device)
-    check_backbone(config.backbone, config.weights)
     check_callbacks(config.callbacks)
     check_loss_options(config.loss_weights, config.regression_loss)
     check_class_weight_option(config.class_weight)
@@ -475,7 +489,13 @@ PARAMETER_CONSTRAINTS = {
     "image_root": [str, os.PathLike, None],
     "backbone": [str, nn.Module],
     "weights": [str, os.PathLike, None],
-    "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, np.ndarray],
+    "image_size": [
+        Interval(Integral, 1, None, closed="left"),
+        tuple,
+        list,
+        np.ndarray,
+        StrOptions({"auto"}),
+    ],
     "on_bad_image": [StrOptions({"raise", "skip"})],
     "check_images": ["boolean"],
     "tasks": [dict, None],

@@ -324,3 +324,15 @@ def test_measured_tables_are_the_benchmarks_output(page, results):
     figures = [number for row in rows for number in NUMBER.findall(row)]
     assert figures, f"{page} has no table of figures"
     assert [n for n in figures if n not in set(NUMBER.findall(printed))] == []
+
+
+SNIPPET = re.compile(r'^--8<-- "[^"]+"$')
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_snippet_includes_stand_alone(page):
+    """pymdownx.snippets includes a file only from a line of its own; anywhere else the
+    marker is printed as text."""
+    lines = [line for line in page.read_text().splitlines() if "--8<--" in line]
+    stray = [line for line in lines if not (SNIPPET.match(line) or line.startswith("<!-- --8<--"))]
+    assert [line for line in stray if "`--8<--" not in line] == []

@@ -27,6 +27,7 @@ __all__ = [
     "build_backbone",
     "check_backbone",
     "check_single_image_batches",
+    "default_image_size",
     "has_pretrained_weights",
     "is_torchvision_classifier",
 ]
@@ -36,6 +37,8 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 #: ImageNet's per-channel standard deviation (images in [0, 1]): torchvision's normalisation.
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The input size of a backbone that states none: torchvision's ImageNet crop.
+DEFAULT_IMAGE_SIDE = 224
 #: The prefix of a timm backbone's name: ``"timm/<name>"`` is its Hugging Face hub id.
 TIMM_PREFIX = "timm/"
 #: The ``weights`` of a module of the user's whose weights are trained already.
@@ -294,6 +297,36 @@ def build_backbone(backbone, weights=None, image_size=(224, 224)):
     if weights is not None and _is_weights_file(weights):
         load_weights_file(module, weights, label)
     return module, _feature_size(module, label, image_size), normalisation
+
+
+def default_image_size(backbone, weights=None):
+    """The backbone's own input size ``(height, width)``: what ``image_size="auto"`` means.
+
+    A timm backbone's ``pretrained_cfg["input_size"]`` (by name, whatever its
+    ``weights``, or a timm module with a ``pretrained_cfg``); the crop size of a
+    torchvision backbone's named weights (their ``transforms()``); 224 x 224 for the
+    others (``"simple_cnn"``, a torchvision backbone without named weights, a module of
+    the user's). Reads no weights: nothing is downloaded.
+
+    Examples
+    --------
+    >>> default_image_size("inception_v3", "DEFAULT")
+    (299, 299)
+    >>> default_image_size("simple_cnn")
+    (224, 224)
+    """
+    cfg = None
+    if _is_timm_name(backbone):
+        cfg = _timm().models.get_pretrained_cfg(backbone.removeprefix(TIMM_PREFIX))
+        cfg = None if cfg is None else cfg.to_dict()
+    elif isinstance(backbone, nn.Module):
+        cfg = getattr(backbone, "pretrained_cfg", None)
+    elif _names_weights(backbone, weights):
+        crop = _registry_weights(backbone, weights).transforms().crop_size
+        return tuple(int(side) for side in (crop * 2)[:2])  # a list of one side or two
+    if cfg and cfg.get("input_size"):
+        return tuple(int(side) for side in cfg["input_size"][-2:])
+    return (DEFAULT_IMAGE_SIDE, DEFAULT_IMAGE_SIDE)
 
 
 def check_backbone(backbone, weights):

@@ -195,7 +195,12 @@ TRAINING_OPTIONS = (
     ),
     Option("--backbone", "torchvision model name, timm/<name> or simple_cnn", "backbone"),
     Option("--weights", "DEFAULT, a weights name or file, or none", "weights", none_or_str),
-    Option("--image-size", "side images are resized to", "image_size", int),
+    Option(
+        "--image-size",
+        "side images are resized to (auto: the backbone's input size)",
+        "image_size",
+        auto_or(int, "an integer"),
+    ),
     Option("--epochs", "training epochs, frozen ones included", "max_epochs", int),
     Option("--batch-size", "images per batch", "batch_size", int),
     Option("--lr", "(peak) learning rate of the heads", "lr", float),

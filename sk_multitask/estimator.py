@@ -82,9 +82,13 @@ class MultiTaskImageEstimator(
         random weights. A module of your own keeps its weights unless given a file;
         with ``"pretrained"`` or a file the recipe fine-tunes it (``freeze_epochs``,
         ``backbone_lr_scale``).
-    image_size : int or (int, int), default=224
+    image_size : int, (int, int) or "auto", default=224
         Images are resized to this (height, width). ``fit`` warns, with their measured
-        size, when the images are less than half of it on both sides.
+        size, when the images are less than half of it on both sides. ``"auto"``: the
+        backbone's own input size (a timm model's ``pretrained_cfg["input_size"]``, the
+        crop size of named torchvision weights, else 224), resolved in ``fit`` into
+        ``image_size_``; a continued fit (``warm_start``, ``partial_fit``) keeps the
+        fitted size. See ``docs/backbones.md``.
     on_bad_image : {"raise", "skip"}, default="raise"
         What an image file that is missing, empty, truncated or not an image does.
         ``"raise"``: an error naming it. ``"skip"``: in ``fit`` its row is left out of
@@ -236,7 +240,7 @@ class MultiTaskImageEstimator(
         ``_rmse`` (regression, original units) or ``_f1`` (multi-label, micro F1),
         and ``{task}_weight``, the task's loss weight.
     image_size_ : (int, int)
-        The (height, width) the network was trained on.
+        The (height, width) the network was trained on (what ``"auto"`` resolved to).
     best_epoch_ : int
         With ``early_stopping``: the epoch (as numbered in ``history_``) whose weights
         the model has.

@@ -98,7 +98,7 @@ def prepare_fit(config, X, y, warm=None, sample_weight=None):
     -------
     FitData
     """
-    image_size = check_parameters(config)
+    image_size = check_parameters(config, warm)
     if warm is not None and image_size != warm.image_size:
         raise ValueError(
             f"warm_start: image_size {image_size} differs from the fitted {warm.image_size}"
@@ -115,7 +115,9 @@ def prepare_fit(config, X, y, warm=None, sample_weight=None):
     fingerprint = None
     if config.checkpoint_dir is not None:
         weighted = targets if sample_weight is None else np.column_stack([targets, sample_weight])
-        fingerprint = run_fingerprint(config.learning_params(), images, weighted, train, valid)
+        # The resolved size: "auto" and the size it stands for are one run
+        params = {**config.learning_params(), "image_size": image_size}
+        fingerprint = run_fingerprint(params, images, weighted, train, valid)
     bad_images = bad_image_log(config.on_bad_image)  # None: raise
     images, decoded = cached_images(
         images,

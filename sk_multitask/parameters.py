@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from .backbones import check_backbone, check_single_image_batches
+from .backbones import check_backbone, check_single_image_batches, default_image_size
 from .callbacks import LR_SCHEDULES, check_callbacks
 from .config import check_image_size_bound, check_writable_folder, resolve_device
 from .decoding import MAX_TTA, as_size
@@ -29,19 +29,26 @@ from .weighting import check_class_weight_option
 __all__ = ["PARAMETER_CONSTRAINTS", "check_named_tasks", "check_parameters"]
 
 
-def check_parameters(config):
+def check_parameters(config, warm=None):
     """Check every parameter of ``config`` that needs no data; return the image size.
 
-    Run first by :func:`prepare_fit`, so that a bad value fails before any image is
-    read: the image size and its bound, the device, the backbone and its weights (by
-    name: nothing is downloaded), the callbacks, the values of ``loss_weights``,
-    ``class_weight`` and ``regression_loss``, the folders written to, and
-    ``batch_size=1`` against the backbone's BatchNorm.
+    Run first by :func:`~sk_multitask.fit_data.prepare_fit`, so that a bad value fails
+    before any image is read: the image size and its bound, the device, the backbone and
+    its weights (by name: nothing is downloaded), the callbacks, the values of
+    ``loss_weights``, ``class_weight`` and ``regression_loss``, the folders written to, and
+    ``batch_size=1`` against the backbone's BatchNorm. ``image_size="auto"`` is the
+    backbone's :func:`~sk_multitask.backbones.default_image_size`, or the fitted size
+    of the network ``warm`` (a :class:`~sk_multitask.config.WarmStart`) continues.
     """
-    image_size = as_size(config.image_size)
+    check_backbone(config.backbone, config.weights)
+    if not isinstance(config.image_size, str) or config.image_size != "auto":
+        image_size = as_size(config.image_size)
+    elif warm is not None:
+        image_size = warm.image_size
+    else:
+        image_size = default_image_size(config.backbone, config.weights)
     check_image_size_bound(image_size)
     resolve_device(config.device)
-    check_backbone(config.backbone, config.weights)
     check_callbacks(config.callbacks)
     check_loss_options(config.loss_weights, config.regression_loss)
     check_class_weight_option(config.class_weight)
@@ -67,7 +74,13 @@ PARAMETER_CONSTRAINTS = {
     "image_root": [str, os.PathLike, None],
     "backbone": [str, nn.Module],
     "weights": [str, os.PathLike, None],
-    "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, np.ndarray],
+    "image_size": [
+        Interval(Integral, 1, None, closed="left"),
+        tuple,
+        list,
+        np.ndarray,
+        StrOptions({"auto"}),
+    ],
     "on_bad_image": [StrOptions({"raise", "skip"})],
     "check_images": ["boolean"],
     "tasks": [dict, None],

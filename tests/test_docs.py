@@ -305,3 +305,34 @@ def test_quickstart_shows_the_table_of_its_own_call():
     call = f"make_multitask_images({n}, image_size={size}, random_state={seed})"
     page = (DOCS / "quickstart.md").read_text(encoding="utf-8")
     assert call in page and '--8<-- "quickstart_head.txt"' in page
+
+
+# Pages whose tables give a benchmark's measured figures, and the results files the
+# benchmark wrote (benchmarks/, each with the command that made it): a figure typed into a
+# table that the run did not print fails here.
+MEASURED_TABLES = {
+    "how_sure.md": "results_calibration_*.txt",
+}
+NUMBER = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
+
+
+@pytest.mark.parametrize("page, results", sorted(MEASURED_TABLES.items()))
+def test_measured_tables_are_the_benchmarks_output(page, results):
+    printed = "\n".join(path.read_text() for path in (ROOT / "benchmarks").glob(results))
+    assert printed, f"no benchmarks/{results}"
+    rows = [line for line in (DOCS / page).read_text().splitlines() if line.startswith("|")]
+    figures = [number for row in rows for number in NUMBER.findall(row)]
+    assert figures, f"{page} has no table of figures"
+    assert [n for n in figures if n not in set(NUMBER.findall(printed))] == []
+
+
+SNIPPET = re.compile(r'^--8<-- "[^"]+"$')
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_snippet_includes_stand_alone(page):
+    """pymdownx.snippets includes a file only from a line of its own; anywhere else the
+    marker is printed as text."""
+    lines = [line for line in page.read_text().splitlines() if "--8<--" in line]
+    stray = [line for line in lines if not (SNIPPET.match(line) or line.startswith("<!-- --8<--"))]
+    assert [line for line in stray if "`--8<--" not in line] == []

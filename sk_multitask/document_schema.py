@@ -34,9 +34,8 @@ __all__ = [
 #: version; version 1 (before history, data sizes, skipped images, best epoch and class
 #: weights were recorded) is still read.
 FORMAT_VERSION = 2
+#: The ``format`` entry that marks a model document.
 FORMAT = "sk-multitask"
-
-
 #: The most conformal scores a task's calibration keeps (a random subset beyond): 20,000
 #: scores are about 400 kB of JSON.
 MAX_CALIBRATION_SCORES = 20_000

@@ -14,22 +14,20 @@ from sklearn.base import (
 )
 from sklearn.utils.validation import check_is_fitted
 
-from .backbones import has_pretrained_weights
 from .build import build_net, continue_order
 from .calibration import calibrate, calibrated_outputs, interval_metrics
 from .callbacks import load_checkpoint
 from .config import TrainingConfig, WarmStart, seeded
 from .diagnostics import top_loss_table
 from .distributed import dask_worker_threads
-from .document import RUNTIME_PARAMS
 from .fit_data import fitted_attributes, prepare_fit
 from .inference import network_outputs, task_outputs, validation_calibration
 from .lr_finder import find_lr
 from .metrics import evaluate_tasks, per_class_metrics, task_scores
 from .outputs import decoders, prediction_frame, probability_frames
 from .parameters import PARAMETER_CONSTRAINTS
-from .pickling import VersionedPickleMixin, restore_fitted
-from .safe_file import read_model, save
+from .pickling import VersionedPickleMixin, load_fitted
+from .safe_file import save
 from .sources import resolve_images
 from .targets import check_aligned, check_sample_weight, check_targets, check_task
 
@@ -757,21 +755,7 @@ class MultiTaskImageEstimator(
             one, and keeps its ``history_``, ``data_sizes_``, ``skipped_images_`` and
             ``best_epoch_``.
         """
-        unknown = sorted(settings.keys() - set(RUNTIME_PARAMS))
-        if unknown:
-            raise TypeError(
-                f"load() got unexpected keyword arguments {unknown}; it takes backbone "
-                f"and the run-time parameters {list(RUNTIME_PARAMS)}"
-            )
-        saved = read_model(path, backbone)
-        unknown = sorted(map(str, saved.params.keys() - set(cls._get_param_names())))
-        if unknown:
-            raise ValueError(
-                f"{saved.path!r}: the model document has unknown parameters {unknown[:5]}"
-            )
-        est = restore_fitted(cls(**saved.params, **settings), saved)
-        est.pretrained_ = has_pretrained_weights(est.backbone, est.weights)
-        return est
+        return load_fitted(cls, path, backbone, settings)
 
     def export_onnx(self, path):
         """Write the network to an ONNX file, for :class:`sk_multitask.onnx.OnnxPredictor`.

@@ -25,8 +25,12 @@ import pandas as pd
 from sklearn.metrics import log_loss
 
 from sk_multitask import MultiTaskImageEstimator
+from sk_multitask.calibration_metrics import (
+    expected_calibration_error,
+    interval_scores,
+    set_scores,
+)
 from sk_multitask.datasets import make_multitask_images
-from sk_multitask.metrics import expected_calibration_error, interval_scores, set_scores
 from sk_multitask.outputs import decoders
 
 TASKS = ["color", "shape", "noisy_area"]

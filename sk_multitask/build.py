@@ -1,7 +1,8 @@
 """Config + plan -> the skorch net: for a fit, and, on the same path, for a loaded model.
 
-:func:`prepare_fit` checks a fit's data against its :class:`~sk_multitask.config.TrainingConfig`
-and resolves its :class:`~sk_multitask.config.Plan`; :func:`build_net` builds the network,
+:func:`sk_multitask.fit_data.prepare_fit` checks a fit's data against its
+:class:`~sk_multitask.config.TrainingConfig` and resolves its
+:class:`~sk_multitask.config.Plan`; :func:`build_net` builds the network,
 the criterion, the callbacks and the net from them; :func:`rebuild_net` is
 :func:`build_net` for a model read from a file (no data, no downloaded weights).
 """
@@ -11,308 +12,40 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from collections.abc import Hashable
-from numbers import Integral, Real
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
-from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from skorch.helper import predefined_split
-from torch import nn
 
-from .backbones import (
-    build_backbone,
-    check_backbone,
-    check_single_image_batches,
-    default_image_size,
-)
-from .cache import cached_images
+from .backbones import build_backbone
 from .callbacks import (
-    LR_SCHEDULES,
     DynamicWeightAverage,
     FineTuneSchedule,
     FiniteLoss,
     ResumableEarlyStopping,
     TaskScoring,
     check_callbacks,
-    check_monitor,
     checkpoint_callbacks,
     copy_callbacks,
     epoch_table,
     progress_bar,
-    run_fingerprint,
 )
-from .config import (
-    Plan,
-    check_image_size_bound,
-    check_writable_folder,
-    resolve_device,
-    resolve_num_workers,
-    seeded,
-)
-from .dataset import EpochShuffler, ImageDataset, bad_image_log, train_transform
-from .decoding import MAX_TTA, as_size, check_image_size, screen_images
+from .config import Plan, seeded
+from .dataset import EpochShuffler
+from .decoding import as_size
 from .distributed import uses_accelerate
-from .loss import (
-    LOSS_WEIGHTINGS,
-    REGRESSION_LOSSES,
-    MaskedMultiTaskLoss,
-    check_loss_options,
-    check_task_losses,
-)
+from .fit_data import FitData, task_specs
+from .loss import MaskedMultiTaskLoss
 from .model import MultiTaskModule
 from .net import OPTIMIZERS, AcceleratedMultiTaskNet, MultiTaskNet, make_accelerator
-from .sources import input_table, resolve_images
-from .targets import (
-    check_aligned,
-    check_not_inputs,
-    check_same_tasks,
-    check_sample_weight,
-    check_task_names,
-    check_trainable,
-    data_sizes,
-    encode_targets,
-    fit_tasks,
-    split_rows,
-    target_frame,
-)
-from .weighting import check_class_weight_option, class_weights
 
 __all__ = [
     "DRY_RUN_SIDE",
-    "PARAMETER_CONSTRAINTS",
-    "FitData",
     "build_net",
-    "check_parameters",
     "continue_order",
-    "prepare_fit",
     "rebuild_net",
     "rebuild_saved_net",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class FitData:
-    """A fit's checked data and plan: everything :func:`build_net` and the estimator use.
-
-    Attributes
-    ----------
-    tasks : dict
-        Task name to fitted :class:`~sk_multitask.targets.Task`.
-    plan : Plan
-    train_set, valid_set : ImageDataset or None
-    n_train : int
-        Training rows.
-    class_weights : dict or None
-        Task name to the class weights of its cross-entropy.
-    data_sizes : DataFrame or None
-        Rows and labelled cells per task, train and valid.
-    skipped : list of (str, str)
-        Image files found bad before training, with the reason.
-    bad_images : log or None
-        The log of images found bad when decoded (``on_bad_image="skip"``).
-    fingerprint : str or None
-        What the fit depends on, for its checkpoint (``checkpoint_dir``).
-    valid_y : DataFrame or None
-        The validation rows of ``y``, as given (``fit`` calibrates on them).
-    """
-
-    tasks: dict
-    plan: Plan
-    train_set: Any = None
-    valid_set: Any = None
-    n_train: int = 0
-    class_weights: dict | None = None
-    data_sizes: pd.DataFrame | None = None
-    skipped: list = dataclasses.field(default_factory=list)
-    bad_images: Any = None
-    fingerprint: str | None = None
-    valid_y: pd.DataFrame | None = None
-
-
-def prepare_fit(config, X, y, warm=None, sample_weight=None):
-    """Check the data and parameters: everything a fit (or ``lr_find``) needs but the net.
-
-    Resolves the images, screens bad ones (``on_bad_image``), splits the rows, fits the
-    tasks (or checks them against ``warm``'s, a :class:`~sk_multitask.config.WarmStart`),
-    resolves the plan and builds the datasets; ``sample_weight`` (row weights, checked
-    here) goes into both datasets, so that the training and the validation loss are
-    weighted.
-
-    Every parameter is checked before the first image is opened: those that need no
-    data first (:func:`check_parameters`), those that name tasks once ``y`` is read.
-
-    Returns
-    -------
-    FitData
-    """
-    image_size = check_parameters(config, warm)
-    if warm is not None and image_size != warm.image_size:
-        raise ValueError(
-            f"warm_start: image_size {image_size} differs from the fitted {warm.image_size}"
-        )
-    X, y, images, skipped, sample_weight = _screened_inputs(config, X, y, sample_weight)
-    rng = check_random_state(config.random_state)
-    train, valid = split_rows(X, len(images), config.valid_split, rng)
-    tasks, targets, weights = _fitted_targets(config, y, train, valid, warm)
-    if sample_weight is not None and not sample_weight[train].any():
-        raise ValueError("sample_weight is zero on every training row: there is nothing to train")
-    seed = None if config.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
-    plan = Plan.resolve(config, image_size, seed=seed, decoded=False, warm=warm)
-    check_image_size(images, image_size)
-    fingerprint = None
-    if config.checkpoint_dir is not None:
-        weighted = targets if sample_weight is None else np.column_stack([targets, sample_weight])
-        # The resolved size: "auto" and the size it stands for are one run
-        params = {**config.learning_params(), "image_size": image_size}
-        fingerprint = run_fingerprint(params, images, weighted, train, valid)
-    bad_images = bad_image_log(config.on_bad_image)  # None: raise
-    images, decoded = cached_images(
-        images,
-        image_size,
-        cache=config.cache,
-        max_bytes=config.cache_max_bytes,
-        cache_dir=config.cache_dir,
-        num_workers=plan.num_workers,
-        bad_images=bad_images,
-    )
-    if decoded and bad_images is not None:  # rows of images that cannot be decoded train nothing
-        targets[list(bad_images.read())] = np.nan
-    train_set, valid_set = _datasets(
-        config, image_size, images, (targets, sample_weight), train, valid, bad_images
-    )
-    return FitData(
-        tasks=tasks,
-        plan=dataclasses.replace(plan, num_workers=resolve_num_workers(config, cache=decoded)),
-        train_set=train_set,
-        valid_set=valid_set,
-        n_train=len(train),
-        class_weights=weights,
-        data_sizes=data_sizes(y, train=train, valid=valid),
-        skipped=skipped,
-        bad_images=bad_images,
-        fingerprint=fingerprint,
-        valid_y=None if valid is None else y.iloc[valid],
-    )
-
-
-def _fitted_targets(config, y, train, valid, warm):
-    """The tasks fitted on the ``train`` rows (or checked against ``warm``'s), the encoded
-    targets and the class weights, with the checks that need the task names."""
-    kinds = config.tasks
-    if warm is not None:  # a chunk of the data must not infer other kinds than the fit's
-        kinds = {n: t.kind for n, t in warm.tasks.items() if n in y.columns} | (kinds or {})
-    tasks = fit_tasks(y, kinds, train=train)
-    if warm is not None:
-        tasks = check_same_tasks(warm.tasks, tasks, warm.method)
-    targets = encode_targets(y, tasks)
-    check_trainable(y.iloc[train])
-    if config.early_stopping:
-        check_monitor(config.monitor, tasks, has_valid=valid is not None)
-    weights = class_weights(config.class_weight, tasks, y.iloc[train])
-    if warm is None:  # a warm start keeps the fitted criterion
-        check_task_losses(_task_specs(tasks), config.loss_weights, weights, config.regression_loss)
-    return tasks, targets, weights
-
-
-def check_parameters(config, warm=None):
-    """Check every parameter of ``config`` that needs no data; return the image size.
-
-    Run first by :func:`prepare_fit`, so that a bad value fails before any image is
-    read: the image size and its bound, the device, the backbone and its weights (by
-    name: nothing is downloaded), the callbacks, the values of ``loss_weights``,
-    ``class_weight`` and ``regression_loss``, the folders written to, and
-    ``batch_size=1`` against the backbone's BatchNorm. ``image_size="auto"`` is the
-    backbone's :func:`~sk_multitask.backbones.default_image_size`, or the fitted size
-    of the network ``warm`` (a :class:`~sk_multitask.config.WarmStart`) continues.
-    """
-    check_backbone(config.backbone, config.weights)
-    if not isinstance(config.image_size, str) or config.image_size != "auto":
-        image_size = as_size(config.image_size)
-    elif warm is not None:
-        image_size = warm.image_size
-    else:
-        image_size = default_image_size(config.backbone, config.weights)
-    check_image_size_bound(image_size)
-    resolve_device(config.device)
-    check_callbacks(config.callbacks)
-    check_loss_options(config.loss_weights, config.regression_loss)
-    check_class_weight_option(config.class_weight)
-    check_writable_folder(config.cache_dir, "cache_dir")
-    check_writable_folder(config.checkpoint_dir, "checkpoint_dir")
-    if config.batch_size == 1:
-        check_single_image_batches(config.backbone, image_size)
-    return image_size
-
-
-def _check_named_tasks(config, y):
-    """Refuse a per-task parameter naming a column that ``y`` does not have."""
-    for parameter in ("tasks", "loss_weights", "class_weight", "regression_loss"):
-        mapping = getattr(config, parameter)
-        if isinstance(mapping, dict):
-            check_task_names(mapping, y.columns, parameter)
-
-
-def _screened_inputs(config, X, y, sample_weight):
-    """``X``, ``y`` and ``sample_weight`` checked and aligned, the image sources, and the
-    bad files left out."""
-    if y is None:  # scikit-learn's wording, which its tools and checks recognise
-        raise ValueError(
-            "This MultiTaskImageEstimator estimator requires y to be passed, but the target "
-            "y is None: pass one column of targets per task"
-        )
-    skip = config.on_bad_image == "skip"
-    check_aligned(X, y)
-    X = input_table(X, config.image_col, config.valid_split)  # a datasets.Dataset: a frame
-    images, _ = resolve_images(
-        X,
-        config.image_col,
-        config.image_root,
-        check_files=not skip,
-        storage_options=config.storage_options,
-    )
-    y = target_frame(y)
-    _check_named_tasks(config, y)
-    if len(y) != len(images):
-        raise ValueError(f"X has {len(images)} images but y has {len(y)} rows")
-    sample_weight = check_sample_weight(sample_weight, len(images))
-    keep, skipped = screen_images(images, config.on_bad_image, config.check_images)
-    if not keep.all():  # rows of files found bad up front ("skip")
-        X = X.iloc[keep] if isinstance(X, (pd.DataFrame, pd.Series)) else X
-        y, images = y.iloc[keep], images[keep]
-        sample_weight = None if sample_weight is None else sample_weight[keep]
-    check_not_inputs(
-        y,
-        image_col=config.image_col if isinstance(X, pd.DataFrame) else None,
-        valid_col=config.valid_split if isinstance(config.valid_split, str) else None,
-    )
-    return X, y, images, skipped, sample_weight
-
-
-def _datasets(config, image_size, images, labels, train, valid, bad_images):
-    """The training and validation datasets (None: no validation); ``labels`` are the
-    encoded targets and the row weights (or None)."""
-    targets, weights = labels
-
-    def rows(part):
-        return targets[part], None if weights is None else weights[part]
-
-    train_set = ImageDataset(
-        images[train],
-        *rows(train),
-        image_size=image_size,
-        transform=train_transform(config.augment),
-        bad_images=bad_images,
-    )
-    if valid is None:
-        return train_set, None
-    valid_set = ImageDataset(
-        images[valid], *rows(valid), image_size=image_size, bad_images=bad_images
-    )
-    return train_set, valid_set
 
 
 def build_net(config, data, warm=None):
@@ -372,17 +105,12 @@ def _network(config, data):
     if plan.device.startswith("cuda"):
         module.to(memory_format=torch.channels_last)
     criterion = MaskedMultiTaskLoss(
-        _task_specs(tasks),
+        task_specs(tasks),
         config.loss_weights,
         data.class_weights,
         config.regression_loss,
     )
     return module, criterion
-
-
-def _task_specs(tasks):
-    """The loss's ``(name, kind, n_outputs)`` of each task."""
-    return [(n, t.kind, t.n_outputs) for n, t in tasks.items()]
 
 
 def _callbacks(config, data, drop_last):
@@ -480,55 +208,6 @@ def _accelerated_net(config, plan, params):
     net = AcceleratedMultiTaskNet(accelerator=accelerator, **accelerated)
     net.local_params_ = params
     return net
-
-
-#: The estimator's parameters and the values each may take (scikit-learn's
-#: ``_parameter_constraints``, checked by ``_fit_context`` before anything else).
-PARAMETER_CONSTRAINTS = {
-    "image_col": [Hashable],
-    "image_root": [str, os.PathLike, None],
-    "backbone": [str, nn.Module],
-    "weights": [str, os.PathLike, None],
-    "image_size": [
-        Interval(Integral, 1, None, closed="left"),
-        tuple,
-        list,
-        np.ndarray,
-        StrOptions({"auto"}),
-    ],
-    "on_bad_image": [StrOptions({"raise", "skip"})],
-    "check_images": ["boolean"],
-    "tasks": [dict, None],
-    "loss_weights": [dict, StrOptions(set(LOSS_WEIGHTINGS)), None],
-    "class_weight": [dict, StrOptions({"balanced"}), None],
-    "regression_loss": [dict, StrOptions(set(REGRESSION_LOSSES))],
-    "max_epochs": [Interval(Integral, 1, None, closed="left")],
-    "lr": [Interval(Real, 0, None, closed="neither")],
-    "lr_schedule": [StrOptions(set(LR_SCHEDULES))],
-    "freeze_epochs": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-    "backbone_lr_scale": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
-    "early_stopping": ["boolean"],
-    "patience": [Interval(Integral, 1, None, closed="left")],
-    "monitor": [str],
-    "warm_start": ["boolean"],
-    "checkpoint_dir": [str, os.PathLike, None],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
-    "optimizer": [StrOptions(set(OPTIMIZERS)), callable],
-    "valid_split": [Interval(Real, 0, 1, closed="neither"), str, None],
-    "augment": ["boolean"],
-    "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-    "cache": ["boolean", StrOptions({"auto"})],
-    "cache_max_bytes": [Interval(Integral, 0, None, closed="left"), None],
-    "cache_dir": [str, os.PathLike, None],
-    "precision": [StrOptions({"fp32", "bf16", "fp16"})],
-    "device": [str],
-    "accelerator": [StrOptions({"auto"}), None],
-    "callbacks": [list, None],
-    "random_state": ["random_state"],
-    "verbose": ["verbose"],
-    "storage_options": [dict, None],
-    "tta": [Interval(Integral, 0, MAX_TTA, closed="both")],
-}
 
 
 #: The largest image side a loaded model's backbone is first tried on, to find its

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .document import MAX_CALIBRATION_SCORES, TEMPERATURE_RANGE
+from .document_schema import MAX_CALIBRATION_SCORES, TEMPERATURE_RANGE
 from .targets import MULTILABEL, REGRESSION, binarize
 
 __all__ = [
@@ -76,7 +76,7 @@ def nll(logits, codes, temperature=1.0):
 
 def fit_temperature(logits, codes, max_iter=100):
     """The temperature minimising :func:`nll` of ``logits`` (N, n_classes) and true
-    class codes ``codes``, within :data:`~sk_multitask.document.TEMPERATURE_RANGE`.
+    class codes ``codes``, within :data:`~sk_multitask.document_schema.TEMPERATURE_RANGE`.
 
     The NLL is convex in ``b = 1 / T`` (a log-sum-exp of linear functions of ``b``, minus
     one), so a safeguarded Newton search on ``b`` (bisection when a step leaves the
@@ -165,7 +165,7 @@ class TaskCalibration:
         regression).
     scores : ndarray or None
         The sorted conformal scores (None for a multi-label task); at most
-        :data:`~sk_multitask.document.MAX_CALIBRATION_SCORES`, a random subset of them
+        :data:`~sk_multitask.document_schema.MAX_CALIBRATION_SCORES`, a random subset of them
         beyond (a random subset of exchangeable scores keeps the guarantee).
     """
 
@@ -430,7 +430,8 @@ def interval_metrics(calibration, decoders, outputs, y, coverage):
         ``coverage`` (how often the interval or set holds the truth) and ``mean_width``
         (regression) or ``mean_set_size`` (classification); NaN elsewhere.
     """
-    from .metrics import expected_calibration_error, interval_scores, scorable_rows, set_scores
+    from .calibration_metrics import expected_calibration_error, interval_scores, set_scores
+    from .metrics import scorable_rows
 
     rows = {}
     for name, decoder in decoders.items():

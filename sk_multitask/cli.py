@@ -5,8 +5,8 @@ status 1, without a traceback, naming command-line options rather than Python
 parameters; ``--help`` works everywhere and shows the defaults. ``predict`` and
 ``evaluate`` with an ONNX model do not import torch. Every command's options are in
 :mod:`sk_multitask.cli_options`; ``--model`` takes a pickle, a safe file or an ONNX file
-(:func:`load_model`), and ``predict`` and ``evaluate`` read their data the same way for
-every kind of model (:func:`images_input`).
+(:func:`sk_multitask.cli_io.load_model`), and ``predict`` and ``evaluate`` read their data
+the same way for every kind of model (:func:`sk_multitask.cli_io.images_input`).
 
 Every file a command writes is written atomically (:mod:`sk_multitask.files`), never over
 one of its inputs, and a model file is read by its name's format only: a pickle must be
@@ -17,210 +17,37 @@ line; ``--debug`` shows its traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 import warnings
 
-import joblib
 import pandas as pd
-from PIL import Image
 
 from . import __version__
-from .cli_options import CommandError, absolute, add_options, as_options, estimator_params
+from .cli_io import (
+    check_output,
+    check_writable,
+    images_input,
+    interval_columns,
+    is_image_file,
+    known_model_format,
+    load_model,
+    read_table,
+    refuse_overwriting,
+    require_columns,
+    save_model,
+    write_table,
+)
+from .cli_options import CommandError, add_options, as_options, estimator_params
 from .datasets import make_multitask_images
 from .datasets._synthetic import TARGETS
-from .files import atomic_path, model_format, same_file
+from .files import atomic_path
 from .outputs import probability_table
-from .sources import image_references, resolve_images
-
-_PARQUET = (".parquet", ".pq")
-#: Output formats by file extension; "-" (standard output) is CSV.
-OUTPUT_FORMATS = (".csv", *_PARQUET, ".json")
-
-
-def read_table(path):
-    """A DataFrame from a CSV or parquet file."""
-    if not os.path.isfile(path):
-        raise CommandError(f"data file not found: {path}")
-    try:
-        if path.lower().endswith(_PARQUET):
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise CommandError(f"cannot read {path} as a CSV or parquet table: {exc}") from exc
-
-
-def is_image_file(path):
-    """Whether ``path``'s extension is one PIL reads (``.jpg``, ``.png``, ``.webp``...)."""
-    return os.path.splitext(path)[1].lower() in Image.registered_extensions()
-
-
-def read_images_input(path, image_col):
-    """The table to predict on: a CSV/parquet table, one image file, or a folder of images.
-
-    Returns
-    -------
-    data : DataFrame
-        A table as read; for an image or a folder, ``image_col`` holds the paths
-        (relative to the folder, or as given for one file).
-    root : str or None
-        The folder the paths are relative to (a folder input), else None.
-    """
-    if os.path.isdir(path):
-        names = sorted(
-            os.path.relpath(os.path.join(folder, name), path)
-            for folder, _, files in os.walk(path)
-            for name in files
-            if is_image_file(name)
-        )
-        if not names:
-            raise CommandError(f"no image file in the folder {path}")
-        return pd.DataFrame({image_col: names}), os.path.abspath(path)
-    if is_image_file(path):
-        if not os.path.isfile(path):
-            raise CommandError(f"image file not found: {path}")
-        return pd.DataFrame({image_col: [os.path.abspath(path)]}), None
-    return read_table(path), None
-
-
-def check_output(path):
-    """Refuse an output file whose format is unknown, before any work is done."""
-    if path != "-" and not path.lower().endswith(OUTPUT_FORMATS):
-        raise CommandError(
-            f"--out {path}: unknown output format; name a {', '.join(OUTPUT_FORMATS)} "
-            "file, or - for CSV on standard output"
-        )
-
-
-def write_table(frame, path):
-    """Write ``frame`` as CSV, parquet or JSON (records) by ``path``'s extension; ``-``: stdout."""
-    if path == "-":
-        frame.to_csv(sys.stdout, index=False)
-        return
-    check_output(path)
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    with atomic_path(path) as temporary:
-        if path.lower().endswith(_PARQUET):
-            frame.to_parquet(temporary, index=False)
-        elif path.lower().endswith(".json"):
-            frame.to_json(temporary, orient="records", indent=2)
-        else:
-            frame.to_csv(temporary, index=False)
-
-
-def _columns(data, names, what):
-    missing, columns = [n for n in names if n not in data.columns], list(data.columns)
-    if missing:
-        raise CommandError(f"{what} {missing} not in the data; its columns are {columns}")
-    return data[names]
-
-
-def _model_format(path):
-    try:
-        return model_format(path)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-
-
-def refuse_overwriting(inputs, outputs):
-    """Refuse, before anything is written, an output path that names one of the inputs."""
-    for output in outputs:
-        for flag, path in inputs.items():
-            if path is not None and output != "-" and same_file(output, path):
-                raise CommandError(f"{output} is the {flag} input: write to another file")
-
-
-def load_model(path, verbose=None, storage_options=None):
-    """A saved model of any kind: ONNX (run without torch), a safe file, or a pickle.
-
-    The format is the one ``path``'s name says (:func:`sk_multitask.files.model_format`),
-    decided before the file is read: only a file named as a pickle is unpickled.
-    ``verbose`` is set on a model that trains (not on an ONNX one); ``storage_options``
-    on every model.
-    """
-    kind = _model_format(path)
-    if not os.path.isfile(path):
-        raise CommandError(f"model file not found: {path}")
-    if kind == "onnx":
-        from .onnx import OnnxPredictor
-
-        return OnnxPredictor(path, storage_options=storage_options)
-    from .estimator import MultiTaskImageEstimator
-
-    if kind == "safe file":
-        model = MultiTaskImageEstimator.load(path)
-    else:
-        try:  # a pickle: only for files from a source you trust
-            model = joblib.load(path)
-        except Exception as exc:  # unpickling arbitrary bytes fails in many ways
-            raise CommandError(
-                f"{path} is not a model file saved by 'sk-multitask fit' "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
-    if not isinstance(model, MultiTaskImageEstimator):
-        raise CommandError(f"{path} holds a {type(model).__name__}, not a MultiTaskImageEstimator")
-    if verbose is not None:
-        model.set_params(verbose=verbose)
-    return model.set_params(storage_options=storage_options)
-
-
-def images_input(path, model, images=None):
-    """The data of ``predict`` and ``evaluate`` for any model, every image file checked.
-
-    Returns
-    -------
-    data : DataFrame
-        As :func:`read_images_input` reads ``path`` (a table, an image file or a folder).
-    X : DataFrame
-        ``data`` with the image paths resolved against the folder ``path``, else
-        ``images``, else the model's ``image_root``: what the model predicts on (the
-        model itself is left as loaded).
-    """
-    data, root = read_images_input(path, model.image_col)
-    if root is None and not is_image_file(path):
-        root = model.image_root if images is None else absolute(images)
-    _columns(data, [model.image_col], "image column")
-    # Raises naming a missing file (an object in storage is found missing when read).
-    paths, _ = resolve_images(data, model.image_col, root, storage_options=model.storage_options)
-    X = data.copy()
-    X[model.image_col] = paths
-    return data, X
-
-
-def check_writable(path, what):
-    """Fail now, not after the work, if ``path`` cannot be written: its folder (made if
-    missing) must take a new file, as the atomic write needs, and it is no folder."""
-    try:
-        if os.path.isdir(path):
-            raise IsADirectoryError(errno.EISDIR, "it is a folder")
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as exc:
-        raise CommandError(f"cannot write {what} to {path}: {exc.strerror or exc}") from exc
-
-
-def save_model(est, path):
-    """Save a model in the format ``path``'s name says, atomically: a killed or failed
-    write keeps the old file. Quiet (``verbose=0``): a later ``predict`` shows no bars."""
-    kind = _model_format(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if kind == "onnx":
-        return est.export_onnx(path)
-    if kind == "safe file":
-        return est.save(path)
-    est.set_params(verbose=0)
-    with atomic_path(path) as temporary:
-        joblib.dump(est, temporary)
-    return path
+from .sources import image_references
 
 
 def _data_and_estimator(args):
@@ -229,10 +56,10 @@ def _data_and_estimator(args):
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not targets:
         raise CommandError(f"--targets {args.targets!r} names no column: give NAME[,NAME...]")
-    y = _columns(data, targets, "targets")
-    _columns(data, [args.image_col], "image column")
+    y = require_columns(data, targets, "targets")
+    require_columns(data, [args.image_col], "image column")
     if args.valid_col:
-        _columns(data, [args.valid_col], "validation column")
+        require_columns(data, [args.valid_col], "validation column")
     from .estimator import MultiTaskImageEstimator
 
     est = MultiTaskImageEstimator(**estimator_params(args), verbose=1)
@@ -242,7 +69,7 @@ def _data_and_estimator(args):
 def fit(args):
     """Fit a model on a table of image paths and targets and save it with joblib."""
     refuse_overwriting({"data": args.data}, [args.model])
-    _model_format(args.model)
+    known_model_format(args.model)
     check_writable(args.model, "the model")
     data, y, est = _data_and_estimator(args)
     start = time.perf_counter()
@@ -299,17 +126,6 @@ def predict(args):
     return 0
 
 
-def interval_columns(frame):
-    """``predict_interval``'s frame as flat columns ``TASK_lower``, ``TASK_upper`` and
-    ``TASK_set`` (the labels joined by ``|``, a missing row empty)."""
-    flat = pd.DataFrame(index=frame.index)
-    for (task, bound), column in frame.items():
-        if bound == "set":
-            column = column.map(lambda s: None if s is None else "|".join(map(str, s)))
-        flat[f"{task}_{bound}"] = column
-    return flat
-
-
 def _evaluate_to(model, data, y, out, coverage=None):
     """Print the metrics table and write metrics.csv, metrics.json and report.html."""
     os.makedirs(out, exist_ok=True)
@@ -352,7 +168,7 @@ def evaluate(args):
 
 def export(args):
     """Write a saved model as a safe file (.skmt), as ONNX (.onnx) or as a pickle."""
-    _model_format(args.out)
+    known_model_format(args.out)
     refuse_overwriting({"--model": args.model}, [args.out])
     model = load_model(args.model)
     if not hasattr(model, "save"):

@@ -5,7 +5,7 @@ One table per command says, for every option, its flag, the estimator parameter 
 estimator's keyword arguments and the rewriting of library messages into the command
 line's words (``lr_schedule='x'`` → ``--lr-schedule x``). An option that sets an
 estimator parameter takes its default, and its choices where it has a fixed set, from the
-estimator itself (its ``__init__`` and :data:`sk_multitask.build.PARAMETER_CONSTRAINTS`,
+estimator itself (its ``__init__`` and :data:`sk_multitask.parameters.PARAMETER_CONSTRAINTS`,
 its ``_parameter_constraints``), so the command line cannot drift from the code.
 
 This module imports no torch: the estimator is imported only when a training command
@@ -100,11 +100,11 @@ class Option:
 def parameter_choices(parameter):
     """The strings the estimator accepts for ``parameter``, sorted.
 
-    They are the ``StrOptions`` of :data:`sk_multitask.build.PARAMETER_CONSTRAINTS`.
+    They are the ``StrOptions`` of :data:`sk_multitask.parameters.PARAMETER_CONSTRAINTS`.
     """
     from sklearn.utils._param_validation import StrOptions
 
-    from .build import PARAMETER_CONSTRAINTS  # imports torch: only for training commands
+    from .parameters import PARAMETER_CONSTRAINTS  # imports torch: only for training commands
 
     options = [
         option

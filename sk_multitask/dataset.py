@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from .decoding import as_size, decode_image, decode_or_record
+from .bad_images import decode_or_record
+from .decoding import as_size, decode_image
 
 __all__ = [
     "BadImageLog",
@@ -114,7 +115,7 @@ class ImageDataset(torch.utils.data.Dataset):
     images : sequence of str, ndarray (N, H, W[, C]) or tensor (N, 3, H, W)
         Resolved file paths, uint8 images, or images already decoded to the size: a
         tensor (:func:`decode_images`) or any sequence of uint8 tensors ``(3, H, W)``
-        (:class:`sk_multitask.cache.DiskCachedImages`).
+        (:class:`sk_multitask.disk_cache.DiskCachedImages`).
     targets : ndarray of shape (N, n_tasks), optional
     sample_weight : ndarray of shape (N,), optional
         Row weights (with ``targets``), appended to each target.

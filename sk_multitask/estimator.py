@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from numbers import Integral
 
 import numpy as np
@@ -15,27 +14,20 @@ from sklearn.base import (
 )
 from sklearn.utils.validation import check_is_fitted
 
-from .backbones import has_pretrained_weights
-from .build import (
-    PARAMETER_CONSTRAINTS,
-    build_net,
-    continue_order,
-    prepare_fit,
-)
+from .build import build_net, continue_order
 from .calibration import calibrate, calibrated_outputs, interval_metrics
 from .callbacks import load_checkpoint
 from .config import TrainingConfig, WarmStart, seeded
-from .decoding import BadImageWarning, warn_skipped
 from .diagnostics import top_loss_table
 from .distributed import dask_worker_threads
-from .document import RUNTIME_PARAMS
-from .inference import network_outputs, task_outputs
+from .fit_data import fitted_attributes, prepare_fit
+from .inference import network_outputs, task_outputs, validation_calibration
 from .lr_finder import find_lr
 from .metrics import evaluate_tasks, per_class_metrics, task_scores
-from .net import AcceleratedMultiTaskNet
 from .outputs import decoders, prediction_frame, probability_frames
-from .pickling import VersionedPickleMixin, restore_fitted
-from .safe_file import read_model, save
+from .parameters import PARAMETER_CONSTRAINTS
+from .pickling import VersionedPickleMixin, load_fitted
+from .safe_file import save
 from .sources import resolve_images
 from .targets import check_aligned, check_sample_weight, check_targets, check_task
 
@@ -451,7 +443,10 @@ class MultiTaskImageEstimator(
                     self._set_fitted(net, data)
                 raise
         self._set_fitted(net, data)
-        return self._calibrate_on(data)
+        self.calibration_ = validation_calibration(
+            self.net_, data, on_bad_image=self.on_bad_image, tta=self.tta
+        )
+        return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def lr_find(self, X, y, start_lr=1e-7, end_lr=10.0, num_it=100):
@@ -760,21 +755,7 @@ class MultiTaskImageEstimator(
             one, and keeps its ``history_``, ``data_sizes_``, ``skipped_images_`` and
             ``best_epoch_``.
         """
-        unknown = sorted(settings.keys() - set(RUNTIME_PARAMS))
-        if unknown:
-            raise TypeError(
-                f"load() got unexpected keyword arguments {unknown}; it takes backbone "
-                f"and the run-time parameters {list(RUNTIME_PARAMS)}"
-            )
-        saved = read_model(path, backbone)
-        unknown = sorted(map(str, saved.params.keys() - set(cls._get_param_names())))
-        if unknown:
-            raise ValueError(
-                f"{saved.path!r}: the model document has unknown parameters {unknown[:5]}"
-            )
-        est = restore_fitted(cls(**saved.params, **settings), saved)
-        est.pretrained_ = has_pretrained_weights(est.backbone, est.weights)
-        return est
+        return load_fitted(cls, path, backbone, settings)
 
     def export_onnx(self, path):
         """Write the network to an ONNX file, for :class:`sk_multitask.onnx.OnnxPredictor`.
@@ -832,23 +813,6 @@ class MultiTaskImageEstimator(
     def _calibrated(self, outputs):
         return calibrated_outputs(getattr(self, "calibration_", None), outputs)
 
-    def _calibrate_on(self, data):
-        """Calibrate on ``fit``'s validation rows (None without any)."""
-        self.calibration_ = None
-        if data.valid_set is None:
-            return self
-        with warnings.catch_warnings():  # fit has warned of its bad images already
-            warnings.simplefilter("ignore", BadImageWarning)
-            outputs = network_outputs(
-                self.net_, data.valid_set.images, self.image_size_,
-                on_bad_image=self.on_bad_image, tta=self.tta,
-            )  # fmt: skip
-        # An image found bad while decoding for the cache has all its targets masked.
-        outputs[data.valid_set.unlabelled_rows()] = float("nan")
-        outputs = task_outputs(self.tasks_, outputs)
-        self.calibration_ = calibrate(self._decoders(), outputs, data.valid_y, skip_unlabelled=True)
-        return self
-
     def _decoders(self):
         check_is_fitted(self)
         return decoders(self.tasks_)
@@ -862,27 +826,7 @@ class MultiTaskImageEstimator(
         return WarmStart(self.net_, self.tasks_, self.image_size_, self.pretrained_, method)
 
     def _set_fitted(self, net, data):
-        if isinstance(net, AcceleratedMultiTaskNet):
-            net = net.to_local()  # one process's copy: predicts alone, pickles
-        # The validation set (paths, or the user's whole array) must not be pickled
-        # with the model.
-        net.train_split = None
-        self.tasks_ = data.tasks
-        self.data_sizes_ = data.data_sizes
-        skipped = list(data.skipped)
-        if data.bad_images is not None:
-            skipped += data.bad_images.collect().values()
-        skipped = dict(skipped)  # path: reason
-        self.skipped_images_ = list(skipped)
-        if skipped:
-            warn_skipped(list(skipped.items()), "left out of training")
-        self.image_size_ = data.plan.image_size
-        self.pretrained_ = data.plan.pretrained
-        self.net_ = net
-        self.history_ = net.history
-        early = dict(net.callbacks_).get("early_stopping")
-        if early is not None:
-            self.best_epoch_ = int(early.best_epoch_)
+        vars(self).update(fitted_attributes(net, data))
         return self
 
 

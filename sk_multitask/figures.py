@@ -13,8 +13,9 @@ import math
 
 import numpy as np
 
+from .calibration_metrics import expected_calibration_error, reliability_bins
 from .decoding import decode_image
-from .metrics import expected_calibration_error, reliability_bins, scorable_rows
+from .metrics import scorable_rows
 from .sources import image_references, input_table, resolve_images
 from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, is_missing
 

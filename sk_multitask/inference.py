@@ -4,7 +4,7 @@
 the report and the command line all get the network's outputs (or the backbone's
 features) from :func:`network_outputs`, so that they share one batching iterator, one
 use of the disk cache (``cache_dir``) and one rule for images that cannot be read
-(:func:`sk_multitask.decoding.mark_unreadable`, which the torch-free ONNX predictor
+(:func:`sk_multitask.bad_images.mark_unreadable`, which the torch-free ONNX predictor
 follows too): with ``on_bad_image="skip"`` the row is missing (NaN) and one
 :class:`~sk_multitask.decoding.BadImageWarning` counts such rows; with ``"raise"`` the
 error names the file.
@@ -13,16 +13,20 @@ error names the file.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from tqdm.auto import tqdm
 
+from .bad_images import mark_unreadable
 from .cache import cached_images
+from .calibration import calibrate
 from .dataset import ImageDataset, bad_image_log
-from .decoding import mark_unreadable, tta_views
+from .decoding import BadImageWarning, tta_views
 from .distributed import dask_worker_threads
+from .outputs import decoders
 
-__all__ = ["network_outputs", "task_outputs"]
+__all__ = ["network_outputs", "task_outputs", "validation_calibration"]
 
 
 def network_outputs(
@@ -49,7 +53,7 @@ def network_outputs(
         ``"skip"``: an image that cannot be read gets a row of NaN, and one
         :class:`~sk_multitask.decoding.BadImageWarning` names the first few such files.
     cache_dir : str or path, optional
-        A disk cache folder (:func:`sk_multitask.cache.disk_cached_images`).
+        A disk cache folder (:func:`sk_multitask.disk_cache.disk_cached_images`).
     verbose : int, default=0
         A progress bar when positive.
     features : bool, default=False
@@ -119,3 +123,19 @@ def task_outputs(tasks, outputs):
     """
     split = torch.split(outputs, [task.n_outputs for task in tasks.values()], dim=1)
     return dict(zip(tasks, split, strict=True))
+
+
+def validation_calibration(net, data, *, on_bad_image, tta):
+    """The calibration of a fitted ``net`` on ``fit``'s validation rows (``data``, a
+    :class:`~sk_multitask.fit_data.FitData`); None without any."""
+    if data.valid_set is None:
+        return None
+    with warnings.catch_warnings():  # fit has warned of its bad images already
+        warnings.simplefilter("ignore", BadImageWarning)
+        outputs = network_outputs(
+            net, data.valid_set.images, data.plan.image_size, on_bad_image=on_bad_image, tta=tta
+        )
+    # An image found bad while decoding for the cache has all its targets masked.
+    outputs[data.valid_set.unlabelled_rows()] = float("nan")
+    outputs = task_outputs(data.tasks, outputs)
+    return calibrate(decoders(data.tasks), outputs, data.valid_y, skip_unlabelled=True)

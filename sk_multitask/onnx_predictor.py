@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
+from .bad_images import BAD_IMAGE_OPTIONS, BadImageRecords, decode_or_record, mark_unreadable
 from .calibration import calibrated_outputs, interval_metrics, read_calibration
-from .decoding import BAD_IMAGE_OPTIONS, BadImageRecords, decode_or_record, mark_unreadable
 from .document import read_document
 from .outputs import OutputDecoder, prediction_frame, probability_frames
 from .sources import resolve_images
@@ -52,6 +52,48 @@ def missing_onnx_extra(what, exc):
         f"{what} needs the onnx extra ({exc.name} is not installed): "
         "pip install 'sk-multitask[onnx]'"
     )
+
+
+def _check_options(image_root, providers, storage_options, on_bad_image):
+    """A TypeError or ValueError naming the first of :class:`OnnxPredictor`'s options
+    that is of the wrong type or value, before the file is opened."""
+    if image_root is not None and not isinstance(image_root, (str, os.PathLike)):
+        raise TypeError(f"image_root must be a folder path or None; got {image_root!r}")
+    if providers is not None and (
+        isinstance(providers, str) or not isinstance(providers, (list, tuple))
+    ):
+        raise TypeError(f"providers must be a list of ONNX Runtime providers: {providers!r}")
+    if storage_options is not None and not isinstance(storage_options, dict):
+        raise TypeError(f"storage_options must be a dict or None; got {storage_options!r}")
+    if on_bad_image not in (None, *BAD_IMAGE_OPTIONS):
+        raise ValueError(
+            f"on_bad_image must be one of {list(BAD_IMAGE_OPTIONS)} or None; "
+            f"got {on_bad_image!r}"
+        )
+
+
+def _open_session(path, session_options, providers):
+    """The ONNX Runtime session of the file at ``path`` and its model document (a
+    :class:`~sk_multitask.document.ModelDocument`), or an error naming the file."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise missing_onnx_extra("OnnxPredictor", exc) from exc
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ONNX file not found: {path!r}")
+    try:
+        session = onnxruntime.InferenceSession(
+            path, session_options, providers=providers or ["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ValueError(f"{path!r} is not an ONNX model ONNX Runtime can run: {exc}") from exc
+    metadata = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in metadata:
+        raise ValueError(
+            f"{path!r} is an ONNX model but not one exported by sk-multitask "
+            f"(its metadata has no {METADATA_KEY!r} entry)"
+        )
+    return session, read_document(metadata[METADATA_KEY], path)
 
 
 def _check_graph(session, tasks, params, path):
@@ -136,39 +178,9 @@ class OnnxPredictor:
     ):
         if batch_size is not None:
             batch_size = check_batch_size(batch_size)
-        if image_root is not None and not isinstance(image_root, (str, os.PathLike)):
-            raise TypeError(f"image_root must be a folder path or None; got {image_root!r}")
-        if providers is not None and (
-            isinstance(providers, str) or not isinstance(providers, (list, tuple))
-        ):
-            raise TypeError(f"providers must be a list of ONNX Runtime providers: {providers!r}")
-        if storage_options is not None and not isinstance(storage_options, dict):
-            raise TypeError(f"storage_options must be a dict or None; got {storage_options!r}")
-        if on_bad_image not in (None, *BAD_IMAGE_OPTIONS):
-            raise ValueError(
-                f"on_bad_image must be one of {list(BAD_IMAGE_OPTIONS)} or None; "
-                f"got {on_bad_image!r}"
-            )
-        try:
-            import onnxruntime
-        except ImportError as exc:
-            raise missing_onnx_extra("OnnxPredictor", exc) from exc
+        _check_options(image_root, providers, storage_options, on_bad_image)
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"ONNX file not found: {path!r}")
-        try:
-            self.session = onnxruntime.InferenceSession(
-                path, session_options, providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ValueError(f"{path!r} is not an ONNX model ONNX Runtime can run: {exc}") from exc
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in metadata:
-            raise ValueError(
-                f"{path!r} is an ONNX model but not one exported by sk-multitask "
-                f"(its metadata has no {METADATA_KEY!r} entry)"
-            )
-        model = read_document(metadata[METADATA_KEY], path)
+        self.session, model = _open_session(path, session_options, providers)
         self.document = model.document
         self.params = model.params
         self.tasks_ = model.tasks(OutputDecoder.from_dict)
@@ -196,7 +208,7 @@ class OnnxPredictor:
         """Each task's raw head outputs (float32 arrays) for ``X``, and ``X``'s index.
 
         The row of an image that cannot be read is NaN with ``on_bad_image="skip"``
-        (:func:`sk_multitask.decoding.mark_unreadable`, the estimator's rule).
+        (:func:`sk_multitask.bad_images.mark_unreadable`, the estimator's rule).
         """
         images, index = resolve_images(
             X, self.image_col, self.image_root, check_files=False,

@@ -27,14 +27,15 @@ from sklearn.exceptions import InconsistentVersionWarning as SklearnInconsistent
 from torch import nn
 
 from . import __version__
+from .backbones import has_pretrained_weights
 from .build import rebuild_saved_net
 from .calibration import read_calibration
 from .config import TrainingConfig, resolve_device
-from .document import SECRET_PARAMS, package_versions
+from .document import RUNTIME_PARAMS, SECRET_PARAMS, package_versions
 from .outputs import decoders
 from .safe_file import model_bytes, read_model
 
-__all__ = ["InconsistentVersionWarning", "VersionedPickleMixin", "restore_fitted"]
+__all__ = ["InconsistentVersionWarning", "VersionedPickleMixin", "load_fitted", "restore_fitted"]
 
 #: The key of the pickled state that holds the versions record.
 VERSIONS_KEY = "_sk_multitask_versions"
@@ -122,6 +123,32 @@ def restore_fitted(estimator, saved):
         setattr(estimator, name, value)
     estimator.calibration_ = read_calibration(saved.model.calibration, decoders(estimator.tasks_))
     return estimator
+
+
+def load_fitted(cls, path, backbone, settings):
+    """An estimator of class ``cls`` fitted as the safe file at ``path`` says, with the
+    run-time parameters ``settings`` (never the file's): ``MultiTaskImageEstimator.load``.
+
+    Raises
+    ------
+    TypeError
+        A setting that is not a run-time parameter.
+    ValueError
+        The file's document holds a parameter ``cls`` does not have.
+    """
+    unknown = sorted(settings.keys() - set(RUNTIME_PARAMS))
+    if unknown:
+        raise TypeError(
+            f"load() got unexpected keyword arguments {unknown}; it takes backbone "
+            f"and the run-time parameters {list(RUNTIME_PARAMS)}"
+        )
+    saved = read_model(path, backbone)
+    unknown = sorted(map(str, saved.params.keys() - set(cls._get_param_names())))
+    if unknown:
+        raise ValueError(f"{saved.path!r}: the model document has unknown parameters {unknown[:5]}")
+    est = restore_fitted(cls(**saved.params, **settings), saved)
+    est.pretrained_ = has_pretrained_weights(est.backbone, est.weights)
+    return est
 
 
 def _optimizer_bytes(net):

@@ -15,17 +15,15 @@ from conftest import TARGETS, small_estimator
 from PIL import Image
 from sklearn.model_selection import GridSearchCV, KFold
 
-from sk_multitask.cache import (
+from sk_multitask.cache import available_memory, cached_images, fits_in_memory
+from sk_multitask.dataset import ImageDataset, load_image
+from sk_multitask.datasets import make_multitask_images
+from sk_multitask.disk_cache import (
     CacheDamageWarning,
     DiskCachedImages,
     _partial_prefix,
-    available_memory,
-    cached_images,
     disk_cached_images,
-    fits_in_memory,
 )
-from sk_multitask.dataset import ImageDataset, load_image
-from sk_multitask.datasets import make_multitask_images
 from sk_multitask.sources import resolve_images
 
 
@@ -127,7 +125,7 @@ def test_two_processes_building_the_same_cache(images, tmp_path):
     folder = tmp_path / "cache"
     script = textwrap.dedent(
         f"""
-        from sk_multitask.cache import disk_cached_images
+        from sk_multitask.disk_cache import disk_cached_images
         paths = {list(map(str, images))!r}
         cached = disk_cached_images(paths, 16, {str(folder)!r})
         print(int(sum(int(cached[i].sum()) for i in range(len(cached)))))
@@ -276,7 +274,7 @@ def test_an_older_versions_pair_is_removed_without_a_warning(images, tmp_path):
 
 _KILLED_BUILD = """
 import sys, time
-import sk_multitask.cache as cache
+import sk_multitask.disk_cache as cache
 real = cache.decoded_batches
 
 def first_batch_then_hang(*args, **kwargs):

@@ -12,8 +12,12 @@ from sk_multitask.calibration import (
     fit_temperature,
     nll,
 )
-from sk_multitask.document import TEMPERATURE_RANGE
-from sk_multitask.metrics import expected_calibration_error, interval_scores, set_scores
+from sk_multitask.calibration_metrics import (
+    expected_calibration_error,
+    interval_scores,
+    set_scores,
+)
+from sk_multitask.document_schema import TEMPERATURE_RANGE
 from sk_multitask.outputs import OutputDecoder
 
 COVERAGES = [0.8, 0.9, 0.95]

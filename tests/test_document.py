@@ -11,13 +11,13 @@ import pytest
 from conftest import BLOCK_TORCH, TARGETS
 
 from sk_multitask.document import (
-    FORMAT_VERSION,
     MAX_DOCUMENT_BYTES,
     RUNTIME_PARAMS,
     model_document,
     parse_document,
     read_document,
 )
+from sk_multitask.document_schema import FORMAT_VERSION
 from sk_multitask.outputs import OutputDecoder
 
 

@@ -8,8 +8,8 @@ from conftest import reload, small_estimator
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sk_multitask.calibration import CalibrationWarning
+from sk_multitask.calibration_metrics import interval_scores, set_scores
 from sk_multitask.datasets import make_multitask_images
-from sk_multitask.metrics import interval_scores, set_scores
 
 TASKS = ["color", "shape", "noisy_area"]
 

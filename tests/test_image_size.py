@@ -9,9 +9,9 @@ from conftest import TARGETS, small_estimator
 
 from sk_multitask import load
 from sk_multitask.backbones import SimpleCNN, default_image_size
-from sk_multitask.build import prepare_fit
 from sk_multitask.cli import build_parser
 from sk_multitask.config import TrainingConfig
+from sk_multitask.fit_data import prepare_fit
 from sk_multitask.onnx import OnnxPredictor
 
 #: A tiny timm model whose pretrained_cfg input size is (3, 160, 160).

@@ -11,13 +11,8 @@ import pytest
 from conftest import TARGETS
 from PIL import Image
 
-from sk_multitask.decoding import (
-    BadImageError,
-    BadImageRecords,
-    BadImageWarning,
-    decode_or_record,
-    mark_unreadable,
-)
+from sk_multitask.bad_images import BadImageRecords, decode_or_record, mark_unreadable
+from sk_multitask.decoding import BadImageError, BadImageWarning
 from sk_multitask.metrics import scorable_rows
 from sk_multitask.report import write_report
 

@@ -22,9 +22,9 @@ import torch
 from conftest import BLOCK_TORCH, TARGETS, small_estimator
 from PIL import Image
 
-from sk_multitask.cache import image_fingerprints
 from sk_multitask.cli import main
 from sk_multitask.decoding import BadImageError, BadImageWarning
+from sk_multitask.disk_cache import image_fingerprints
 from sk_multitask.sources import image_references, resolve_images
 from sk_multitask.targets import fit_tasks, target_frame
 

@@ -28,6 +28,20 @@ class _Blocked:
             raise ImportError(f"{name} is blocked in this test")
 sys.meta_path.insert(0, _Blocked())
 """
+TORCH = ("torch", "torchvision", "skorch")
+
+
+def run_python_without(code, blocked=TORCH, timeout=300):
+    """Run ``code`` (dedented) in a new Python process where importing any package of
+    ``blocked`` fails; returns the ``subprocess.CompletedProcess`` (text output)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = f"BLOCKED = {set(blocked)!r}\n{BLOCK_TORCH}\n{textwrap.dedent(code)}"
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,6 @@ Arrow lists; the caches, bad images, the torch-free ONNX predictor and the CLI.
 
 import io
 import os
-import subprocess
-import sys
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
-from conftest import BLOCK_TORCH, TARGETS, small_estimator
+from conftest import TARGETS, run_python_without, small_estimator
 from PIL import Image
 
 from sk_multitask.cli import main
@@ -208,10 +205,8 @@ def test_the_onnx_predictor_takes_every_kind_of_x_without_torch(fitted, files, t
     pd.DataFrame({"filename": [{"bytes": d, "path": None} for d in encoded]}).to_parquet(
         tmp_path / "dicts.parquet"
     )
-    script = textwrap.dedent(
+    result = run_python_without(
         f"""
-        BLOCKED = {{"torch", "torchvision", "skorch"}}
-        {textwrap.indent(BLOCK_TORCH, "        ").strip()}
         import io
         import pandas as pd
         from PIL import Image
@@ -225,8 +220,6 @@ def test_the_onnx_predictor_takes_every_kind_of_x_without_torch(fitted, files, t
             predictor.predict(X).to_pickle({str(tmp_path)!r} + f"/{{name}}.pkl")
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300)
     assert result.returncode == 0, result.stderr
     from sk_multitask.onnx import OnnxPredictor
 

@@ -2,16 +2,13 @@ import base64
 import io
 import os
 import re
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pandas as pd
 import pytest
 import sklearn
 import torch
-from conftest import BLOCK_TORCH, TARGETS, one_torch_thread, reload
+from conftest import TARGETS, one_torch_thread, reload, run_python_without
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -165,10 +162,8 @@ def test_the_onnx_predictor_writes_the_report_of_the_estimator_without_torch(
 ):
     onnx = fitted.export_onnx(tmp_path / "model.onnx")
     image_set.to_pickle(tmp_path / "data.pkl")
-    script = textwrap.dedent(
+    result = run_python_without(
         f"""
-        BLOCKED = {{"torch", "torchvision", "skorch"}}
-        {textwrap.indent(BLOCK_TORCH, "        ").strip()}
         import sys
         import pandas as pd
         from sk_multitask.onnx import OnnxPredictor
@@ -181,7 +176,6 @@ def test_the_onnx_predictor_writes_the_report_of_the_estimator_without_torch(
         print(sorted(name for name in sys.modules if name.partition(".")[0] in BLOCKED))
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"  # nothing of torch was imported
     y = image_set[TARGETS]

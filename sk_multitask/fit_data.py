@@ -82,6 +82,17 @@ class FitData:
     valid_y: pd.DataFrame | None = None
 
 
+def _fingerprint(config, image_size, images, targets, sample_weight, train, valid):
+    """The checkpoint's fingerprint of this fit's data and learning parameters (None
+    without ``checkpoint_dir``)."""
+    if config.checkpoint_dir is None:
+        return None
+    weighted = targets if sample_weight is None else np.column_stack([targets, sample_weight])
+    # The resolved size: "auto" and the size it stands for are one run
+    params = {**config.learning_params(), "image_size": image_size}
+    return run_fingerprint(params, images, weighted, train, valid)
+
+
 def prepare_fit(config, X, y, warm=None, sample_weight=None):
     """Check the data and parameters: everything a fit (or ``lr_find``) needs but the net.
 
@@ -112,12 +123,7 @@ def prepare_fit(config, X, y, warm=None, sample_weight=None):
     seed = None if config.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
     plan = Plan.resolve(config, image_size, seed=seed, decoded=False, warm=warm)
     check_image_size(images, image_size)
-    fingerprint = None
-    if config.checkpoint_dir is not None:
-        weighted = targets if sample_weight is None else np.column_stack([targets, sample_weight])
-        # The resolved size: "auto" and the size it stands for are one run
-        params = {**config.learning_params(), "image_size": image_size}
-        fingerprint = run_fingerprint(params, images, weighted, train, valid)
+    fingerprint = _fingerprint(config, image_size, images, targets, sample_weight, train, valid)
     bad_images = bad_image_log(config.on_bad_image)  # None: raise
     images, decoded = cached_images(
         images,

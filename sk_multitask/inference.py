@@ -73,8 +73,8 @@ def network_outputs(
             images, image_size, cache=False, cache_dir=cache_dir, bad_images=bad_images
         )
     dataset = ImageDataset(images, image_size=image_size, bad_images=bad_images)
-    views = [torch.as_tensor(index) for view in tta_views(image_size, tta) for index in view]
-    batches = _batches(net, dataset, features, list(zip(views[::2], views[1::2], strict=True)))
+    views = [tuple(map(torch.as_tensor, view)) for view in tta_views(image_size, tta)]
+    batches = _batches(net, dataset, features, views)
     if verbose:
         total = math.ceil(len(dataset) / net.batch_size)
         desc = "transform" if features else "predict"

@@ -12,7 +12,7 @@ from pathlib import Path
 import joblib
 import pandas as pd
 import pytest
-from conftest import BLOCK_TORCH
+from conftest import run_python_without
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
 from sk_multitask import MultiTaskImageEstimator
@@ -123,10 +123,9 @@ def test_evaluate_writes_metrics_and_a_report(workspace):
 
 def run_without_torch(*args):
     """The command line in a process where importing torch (or skorch) fails."""
-    code = f"BLOCKED = {{'torch', 'torchvision', 'skorch'}}\n{BLOCK_TORCH}\n"
-    code += f"from sk_multitask.cli import main\nsys.exit(main({list(map(str, args))!r}))"
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    argv = list(map(str, args))
+    return run_python_without(
+        f"import sys\nfrom sk_multitask.cli import main\nsys.exit(main({argv!r}))"
     )
 
 

@@ -2,13 +2,11 @@
 
 import copy
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BLOCK_TORCH, TARGETS
+from conftest import TARGETS, TORCH, run_python_without
 
 from sk_multitask.document import (
     MAX_DOCUMENT_BYTES,
@@ -127,14 +125,13 @@ def test_a_newer_format_version_is_refused_naming_both_versions(document):
 def test_the_document_is_read_without_torch_or_scikit_learn(document, tmp_path):
     saved = tmp_path / "document.json"
     saved.write_text(json.dumps(document))
-    code = f"""BLOCKED = {{"torch", "torchvision", "skorch", "sklearn"}}
-{BLOCK_TORCH}
+    code = f"""
 import json
 from sk_multitask.document import parse_document
 document = json.loads(open({str(saved)!r}).read())
 model = parse_document(document, "m.skmt")
 print(model.image_size, list(model.data_sizes.columns), len(model.history))
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = run_python_without(code, blocked=(*TORCH, "sklearn"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["(16,", "16)", "['train',", "'valid']", "2"]

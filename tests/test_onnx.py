@@ -2,15 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import onnx
 import pandas as pd
 import pytest
-from conftest import BLOCK_TORCH, TARGETS, small_estimator
+from conftest import TARGETS, TORCH, run_python_without, small_estimator
 
 from sk_multitask.datasets import make_multitask_images
 from sk_multitask.decoding import read_image
@@ -159,10 +156,8 @@ def test_resnet18_parity_with_resized_files(tmp_path):
 
 def test_the_predictor_runs_where_torch_cannot_be_imported(fitted, exported, image_set, tmp_path):
     image_set.to_csv(tmp_path / "data.csv", index=False)
-    script = textwrap.dedent(
+    result = run_python_without(
         f"""
-        BLOCKED = {{"torch", "torchvision", "skorch", "sklearn", "scipy"}}
-        {textwrap.indent(BLOCK_TORCH, "        ").strip()}
         import pandas as pd
         from sk_multitask.onnx import OnnxPredictor
 
@@ -174,10 +169,8 @@ def test_the_predictor_runs_where_torch_cannot_be_imported(fitted, exported, ima
             import torch  # noqa: F401
         except ImportError:
             print("torch unavailable")
-        """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        """,
+        blocked=(*TORCH, "sklearn", "scipy"),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "torch unavailable"

@@ -1,8 +1,8 @@
 """How fast can one image file become a uint8 (3, H, W) tensor of the training size?
 
 Compares, on the same JPEG files: PIL decode + resize, PIL with JPEG draft mode (decoding at a
-reduced DCT scale) + PIL's resize (what sk_multitask.dataset.load_image does, through the
-torch-free sk_multitask.decoding.read_image that the ONNX predictor shares), the same draft
+reduced DCT scale) + PIL's resize (what sk_multitask.inputs._dataset.load_image does, through the
+torch-free sk_multitask.inputs._decoding.read_image that the ONNX predictor shares), the same draft
 decode with torch's antialiased resize (what load_image did before the ONNX predictor), and
 torchvision.io.decode_jpeg + resize (deprecated since torchvision 0.29, for reference), for
 small images (32 px) and larger ones (200 px → 128 px, as UTKFace). Run:
@@ -22,7 +22,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as F
 
-from sk_multitask.dataset import load_image
+from sk_multitask.inputs._dataset import load_image
 
 
 def pil_plain(path, size):

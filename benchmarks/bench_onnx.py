@@ -23,7 +23,7 @@ import torch
 
 from sk_multitask import MultiTaskImageEstimator
 from sk_multitask.datasets import make_multitask_images
-from sk_multitask.decoding import read_image
+from sk_multitask.inputs._decoding import read_image
 from sk_multitask.onnx import OnnxPredictor
 
 

@@ -46,12 +46,12 @@ import torch
 from PIL import Image
 
 from sk_multitask import MultiTaskImageEstimator
-from sk_multitask.backbones import build_backbone
-from sk_multitask.config import TrainingConfig, resolve_num_workers
 from sk_multitask.datasets import make_multitask_images
-from sk_multitask.loss import MaskedMultiTaskLoss
-from sk_multitask.model import MultiTaskModule
+from sk_multitask.network._backbones import build_backbone
+from sk_multitask.network._loss import MaskedMultiTaskLoss
+from sk_multitask.network._model import MultiTaskModule
 from sk_multitask.targets import encode_targets, fit_tasks
+from sk_multitask.training._config import TrainingConfig, resolve_num_workers
 
 TARGETS = ["color", "shape", "area"]
 PEAKS = {}  # peak RSS at the end of fit, before predicting

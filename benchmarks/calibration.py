@@ -25,13 +25,13 @@ import pandas as pd
 from sklearn.metrics import log_loss
 
 from sk_multitask import MultiTaskImageEstimator
-from sk_multitask.calibration_metrics import (
+from sk_multitask.datasets import make_multitask_images
+from sk_multitask.evaluation._calibration_metrics import (
     expected_calibration_error,
     interval_scores,
     set_scores,
 )
-from sk_multitask.datasets import make_multitask_images
-from sk_multitask.outputs import decoders
+from sk_multitask.targets._outputs import decoders
 
 TASKS = ["color", "shape", "noisy_area"]
 COVERAGES = (0.8, 0.9, 0.95)

@@ -14,22 +14,22 @@ from sklearn.base import (
 )
 from sklearn.utils.validation import check_is_fitted
 
-from .build import build_net, continue_order
-from .calibration import calibrate, calibrated_outputs, interval_metrics
-from .callbacks import load_checkpoint
-from .config import TrainingConfig, WarmStart, seeded
-from .diagnostics import top_loss_table
-from .distributed import dask_worker_threads
-from .fit_data import fitted_attributes, prepare_fit
-from .inference import network_outputs, task_outputs, validation_calibration
-from .lr_finder import find_lr
-from .metrics import evaluate_tasks, per_class_metrics, task_scores
-from .outputs import decoders, prediction_frame, probability_frames
-from .parameters import PARAMETER_CONSTRAINTS
-from .pickling import VersionedPickleMixin, load_fitted
-from .safe_file import save
-from .sources import resolve_images
+from .evaluation._diagnostics import top_loss_table
+from .evaluation._metrics import evaluate_tasks, per_class_metrics, task_scores
+from .inputs._sources import resolve_images
+from .persistence._pickling import VersionedPickleMixin, load_fitted
+from .persistence._safe_file import save
+from .predicting._calibration import calibrate, calibrated_outputs, interval_metrics
+from .predicting._inference import network_outputs, task_outputs, validation_calibration
 from .targets import check_aligned, check_sample_weight, check_targets, check_task
+from .targets._outputs import decoders, prediction_frame, probability_frames
+from .training._build import build_net, continue_order
+from .training._config import TrainingConfig, WarmStart, seeded
+from .training._distributed import dask_worker_threads
+from .training._fit_data import fitted_attributes, prepare_fit
+from .training._lr_finder import find_lr
+from .training._parameters import PARAMETER_CONSTRAINTS
+from .training.callbacks import load_checkpoint
 
 __all__ = ["MultiTaskImageEstimator", "load"]
 
@@ -92,7 +92,7 @@ class MultiTaskImageEstimator(
         ``"raise"``: an error naming it. ``"skip"``: in ``fit`` its row is left out of
         every task (``skipped_images_``); in ``predict`` and the other methods its row
         of predictions is missing (NaN, None or ``pd.NA``). One
-        :class:`~sk_multitask.decoding.BadImageWarning` counts them and names the first
+        :class:`~sk_multitask.exceptions.BadImageWarning` counts them and names the first
         few. See ``docs/reliability.md``.
     check_images : bool, default=False
         Before training, open every image file's header (PIL ``verify``, no
@@ -187,7 +187,7 @@ class MultiTaskImageEstimator(
         read by later epochs, later fits (every fold and candidate of a search, other
         processes) and the predicting methods; each image keyed by its path, file
         size, modification time and ``image_size``, so a changed file is decoded again
-        (:mod:`sk_multitask.cache`). Memory stays flat for sets larger than it. Set,
+        (:mod:`sk_multitask.inputs._cache`). Memory stays flat for sets larger than it. Set,
         it replaces ``cache`` for image files.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Mixed precision for the network's forward pass (``torch.autocast``), with a
@@ -197,7 +197,7 @@ class MultiTaskImageEstimator(
     accelerator : "auto" or None, default="auto"
         ``"auto"``: when the script runs under ``accelerate launch`` or ``torchrun``
         with several processes, they train one model together, data-parallel
-        (:mod:`sk_multitask.distributed`; ``batch_size`` is the total over the
+        (:mod:`sk_multitask.training._distributed`; ``batch_size`` is the total over the
         processes); else, and with None, every process trains its own.
     callbacks : list, default=None
         Extra skorch callbacks (or ``(name, callback)`` pairs), run after the built-in
@@ -222,7 +222,7 @@ class MultiTaskImageEstimator(
         ``evaluate`` and the calibration average the outputs (logits, standardised
         values) of the plain images and of ``tta`` augmented views of them, from 0 to
         11: the horizontal flip, then 90% crops at the corners and the centre, each as
-        is and flipped (:func:`sk_multitask.decoding.tta_views`). Each view costs one
+        is and flipped (:func:`sk_multitask.inputs._decoding.tta_views`). Each view costs one
         more pass of the network. ``transform`` and the ONNX predictor use the plain
         images only.
 
@@ -254,7 +254,7 @@ class MultiTaskImageEstimator(
     calibration_ : Calibration or None
         Per task, the temperature(s) and conformal scores of :meth:`calibrate` (by
         default fitted on the validation rows; None without any):
-        :class:`sk_multitask.calibration.Calibration`.
+        :class:`sk_multitask.predicting._calibration.Calibration`.
 
     Examples
     --------
@@ -545,7 +545,7 @@ class MultiTaskImageEstimator(
             True targets for some or all tasks; missing cells are left out.
         per_class : bool, default=False
             Return the per-class table of the classification tasks instead
-            (:func:`sk_multitask.metrics.per_class_metrics`).
+            (:func:`sk_multitask.evaluation._metrics.per_class_metrics`).
         coverage : float, default=None
             Add how sure the model is (needs ``calibration_``): ``ece`` (calibration
             error of a classification's probabilities), ``coverage`` (how often the
@@ -588,7 +588,7 @@ class MultiTaskImageEstimator(
         on the negative log-likelihood; :meth:`predict_proba` then returns the scaled
         probabilities) and conformal scores for :meth:`predict_interval`'s sets, a
         regression's absolute residuals in original units, a multi-label task's one
-        temperature per label. See :mod:`sk_multitask.calibration` and
+        temperature per label. See :mod:`sk_multitask.predicting._calibration` and
         ``docs/how_sure.md``. The guarantee holds for new rows like these: use rows
         the model was neither trained nor early-stopped on.
 
@@ -616,7 +616,7 @@ class MultiTaskImageEstimator(
     def predict_interval(self, X, coverage=0.9):
         """Prediction intervals and sets that hold the truth with probability ``coverage``.
 
-        Split-conformal (:mod:`sk_multitask.calibration`) on the calibration rows
+        Split-conformal (:mod:`sk_multitask.predicting._calibration`) on the calibration rows
         (``calibration_``): for a new row exchangeable with them, its interval or set
         holds the truth with probability at least ``coverage``, task by task.
 
@@ -697,6 +697,10 @@ class MultiTaskImageEstimator(
         outputs, index = self.predict_raw(X)
         return top_loss_table(self, X, y, outputs, index, k=k, task=task)
 
+    def _cell_loss(self):
+        """Each cell's loss as the network was trained (its criterion's numpy twin)."""
+        return self.net_.criterion_.numpy_cell_loss(self.tasks_)
+
     def predict_raw(self, X):
         """Each task's raw outputs: what the heads compute, before decoding.
 
@@ -721,7 +725,7 @@ class MultiTaskImageEstimator(
         One zip file: the weights as safetensors and the model document (parameters,
         tasks, image size, history, data sizes, skipped images, best epoch...).
         :meth:`load` reads it back, and reading it runs no code. See
-        :mod:`sk_multitask.safe_file` and ``docs/deployment.md``.
+        :mod:`sk_multitask.persistence._safe_file` and ``docs/deployment.md``.
 
         Returns
         -------
@@ -761,9 +765,9 @@ class MultiTaskImageEstimator(
         """Write the network to an ONNX file, for :class:`sk_multitask.onnx.OnnxPredictor`.
 
         The file's metadata holds the model document (tasks, history, data sizes...).
-        Needs the ``onnx`` extra. See :func:`sk_multitask.onnx_export.export_onnx`.
+        Needs the ``onnx`` extra. See :func:`sk_multitask.onnx._export.export_onnx`.
         """
-        from .onnx_export import export_onnx
+        from .onnx._export import export_onnx
 
         return export_onnx(self, path)
 

@@ -1,7 +1,7 @@
 """An MLflow flavor: a fitted estimator logged as its safe file, served without pickle.
 
 :func:`log_model` (and :func:`save_model`) write an MLflow model that holds the safe file
-(``data/model.skmt``, :mod:`sk_multitask.safe_file`), the signature, an input example
+(``data/model.skmt``, :mod:`sk_multitask.persistence._safe_file`), the signature, an input example
 and two flavors: ``sk_multitask`` (:func:`load_model` gives the estimator back) and
 ``python_function``, whose loader is this module. Nothing in the model is a pickle:
 loading it imports this module and reads the safe file, which runs no code.
@@ -12,7 +12,8 @@ column :data:`BASE64_COLUMN` of base64-encoded image files, or both (a row's enc
 image is used where it has one), so that a client of a served model sends the images
 themselves and needs no disk shared with the server. It returns what ``est.predict``
 does; with ``params={"method": "predict_proba"}``, the class probabilities, one column
-``{task}_proba_{label}`` per task and label (:func:`sk_multitask.outputs.probability_table`).
+``{task}_proba_{label}`` per task and label
+(:func:`sk_multitask.targets._outputs.probability_table`).
 
 Needs the ``mlflow`` extra (``pip install "sk-multitask[mlflow]"``).
 """
@@ -33,7 +34,7 @@ import pandas as pd
 
 from sk_multitask import __version__
 from sk_multitask.estimator import load
-from sk_multitask.outputs import probability_table
+from sk_multitask.targets._outputs import probability_table
 
 __all__ = [
     "BASE64_COLUMN",

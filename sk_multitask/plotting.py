@@ -31,8 +31,7 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .dataset import ImageDataset, train_transform
-from .figures import (
+from .evaluation._figures import (
     confusion_figure,
     format_value,
     history_figure,
@@ -42,10 +41,11 @@ from .figures import (
     reliability_figure,
     top_losses_figure,
 )
-from .metrics import scorable_rows
-from .outputs import OutputDecoder
-from .sources import resolve_images
+from .evaluation._metrics import scorable_rows
+from .inputs._dataset import ImageDataset, train_transform
+from .inputs._sources import resolve_images
 from .targets import CLASSIFICATION, REGRESSION, check_targets, check_task
+from .targets._outputs import OutputDecoder
 
 __all__ = [
     "confusion_figure",
@@ -101,7 +101,7 @@ def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
 def plot_history(estimator):
     """Training curves: the total loss, then each task's loss and metric per epoch.
 
-    The axes and their titles are :func:`sk_multitask.figures.history_figure`'s.
+    The axes and their titles are :func:`sk_multitask.evaluation._figures.history_figure`'s.
 
     Parameters
     ----------
@@ -133,7 +133,7 @@ def plot_lr_find(result):
     Examples
     --------
     >>> import pandas as pd
-    >>> from sk_multitask.lr_finder import LRFindResult
+    >>> from sk_multitask.training._lr_finder import LRFindResult
     >>> history = pd.DataFrame({"lr": [1e-4, 1e-3, 1e-2], "loss": [2.0, 1.5, 3.0],
     ...                         "smoothed_loss": [2.0, 1.7, 2.2]})
     >>> plot_lr_find(LRFindResult(history, 1e-3)).axes[0].get_xscale()
@@ -313,7 +313,7 @@ def _fitted_task(estimator, task, kind, figure):
 
 def _truth_and_prediction(estimator, X, y, task):
     """``task``'s column of ``y`` and its prediction for ``X``, as Series, on the rows
-    that can be scored (:func:`sk_multitask.metrics.scorable_rows`)."""
+    that can be scored (:func:`sk_multitask.evaluation._metrics.scorable_rows`)."""
     outputs, index = estimator.predict_raw(X)
     truth = _task_truth(estimator, y, len(index), task)
     scored = scorable_rows(truth, outputs[task])

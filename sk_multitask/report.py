@@ -32,9 +32,8 @@ import sys
 import pandas as pd
 
 from . import __version__
-from .calibration import calibrated_outputs, interval_metrics, min_cells
-from .diagnostics import top_loss_table
-from .figures import (
+from .evaluation._diagnostics import top_loss_table
+from .evaluation._figures import (
     confusion_figure,
     history_figure,
     interval_figure,
@@ -42,10 +41,11 @@ from .figures import (
     reliability_figure,
     top_losses_figure,
 )
-from .files import atomic_write
-from .metrics import evaluate_tasks, per_class_metrics, scorable_rows
-from .outputs import decoders
+from .evaluation._metrics import evaluate_tasks, per_class_metrics, scorable_rows
+from .inputs._files import atomic_write
+from .predicting._calibration import calibrated_outputs, interval_metrics, min_cells
 from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
+from .targets._outputs import decoders
 
 __all__ = ["figure_to_png_bytes", "write_report"]
 
@@ -97,8 +97,8 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
 
     The same report comes from the estimator and from the
     :class:`~sk_multitask.onnx.OnnxPredictor` of its ONNX export, which needs no torch:
-    the losses are computed from the outputs (:mod:`sk_multitask.cell_loss`) and the
-    images decoded by :mod:`sk_multitask.decoding`.
+    the losses are computed from the outputs (:mod:`sk_multitask.targets._cell_loss`) and the
+    images decoded by :mod:`sk_multitask.inputs._decoding`.
 
     Parameters
     ----------

@@ -5,9 +5,9 @@ import torch
 from conftest import TARGETS, small_estimator
 
 from sk_multitask import MultiTaskImageEstimator
-from sk_multitask.backbones import SimpleCNN
-from sk_multitask.build import rebuild_net
-from sk_multitask.config import TrainingConfig
+from sk_multitask.network._backbones import SimpleCNN
+from sk_multitask.training._build import rebuild_net
+from sk_multitask.training._config import TrainingConfig
 
 
 def test_rebuild_net_builds_the_net_fit_built(fitted):

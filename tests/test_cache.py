@@ -15,16 +15,12 @@ from conftest import TARGETS, small_estimator
 from PIL import Image
 from sklearn.model_selection import GridSearchCV, KFold
 
-from sk_multitask.cache import available_memory, cached_images, fits_in_memory
-from sk_multitask.dataset import ImageDataset, load_image
 from sk_multitask.datasets import make_multitask_images
-from sk_multitask.disk_cache import (
-    CacheDamageWarning,
-    DiskCachedImages,
-    _partial_prefix,
-    disk_cached_images,
-)
-from sk_multitask.sources import resolve_images
+from sk_multitask.exceptions import CacheDamageWarning
+from sk_multitask.inputs._cache import available_memory, cached_images, fits_in_memory
+from sk_multitask.inputs._dataset import ImageDataset, load_image
+from sk_multitask.inputs._disk_cache import DiskCachedImages, _partial_prefix, disk_cached_images
+from sk_multitask.inputs._sources import resolve_images
 
 
 @pytest.fixture
@@ -125,7 +121,7 @@ def test_two_processes_building_the_same_cache(images, tmp_path):
     folder = tmp_path / "cache"
     script = textwrap.dedent(
         f"""
-        from sk_multitask.disk_cache import disk_cached_images
+        from sk_multitask.inputs._disk_cache import disk_cached_images
         paths = {list(map(str, images))!r}
         cached = disk_cached_images(paths, 16, {str(folder)!r})
         print(int(sum(int(cached[i].sum()) for i in range(len(cached)))))
@@ -274,7 +270,7 @@ def test_an_older_versions_pair_is_removed_without_a_warning(images, tmp_path):
 
 _KILLED_BUILD = """
 import sys, time
-import sk_multitask.disk_cache as cache
+import sk_multitask.inputs._disk_cache as cache
 real = cache.decoded_batches
 
 def first_batch_then_hang(*args, **kwargs):

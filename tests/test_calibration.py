@@ -5,20 +5,15 @@ import pandas as pd
 import pytest
 from scipy.optimize import minimize_scalar
 
-from sk_multitask.calibration import (
-    Calibration,
-    CalibrationWarning,
-    calibrate,
-    fit_temperature,
-    nll,
-)
-from sk_multitask.calibration_metrics import (
+from sk_multitask.evaluation._calibration_metrics import (
     expected_calibration_error,
     interval_scores,
     set_scores,
 )
-from sk_multitask.document_schema import TEMPERATURE_RANGE
-from sk_multitask.outputs import OutputDecoder
+from sk_multitask.exceptions import CalibrationWarning
+from sk_multitask.persistence._schema import TEMPERATURE_RANGE
+from sk_multitask.predicting._calibration import Calibration, calibrate, fit_temperature, nll
+from sk_multitask.targets._outputs import OutputDecoder
 
 COVERAGES = [0.8, 0.9, 0.95]
 AGE = OutputDecoder("age", "regression", np.dtype(float), mean=30.0, scale=10.0)
@@ -173,7 +168,7 @@ def test_missing_rows_give_missing_intervals_and_sets():
 
 
 def test_beyond_the_kept_scores_a_random_subset_keeps_the_quantile(monkeypatch):
-    from sk_multitask import calibration
+    from sk_multitask.predicting import _calibration as calibration
 
     monkeypatch.setattr(calibration, "MAX_CALIBRATION_SCORES", 1000)
     rng = np.random.default_rng(0)

@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import StrOptions, validate_parameter_const
 
 from sk_multitask import MultiTaskImageEstimator
 from sk_multitask.cli import main
-from sk_multitask.cli_options import COMMAND_OPTIONS, add_options, as_options, estimator_params
+from sk_multitask.cli._options import COMMAND_OPTIONS, add_options, as_options, estimator_params
 from sk_multitask.datasets import make_multitask_images
 
 TARGETS = "color,shape,area"

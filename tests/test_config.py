@@ -9,8 +9,8 @@ import pytest
 from skorch.callbacks import Callback
 
 from sk_multitask import MultiTaskImageEstimator
-from sk_multitask.callbacks import run_fingerprint
-from sk_multitask.config import Plan, TrainingConfig, WarmStart
+from sk_multitask.training._config import Plan, TrainingConfig, WarmStart
+from sk_multitask.training.callbacks import run_fingerprint
 
 
 def test_the_config_is_the_estimators_parameters_frozen():

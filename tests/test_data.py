@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sk_multitask.dataset import ImageDataset, load_image, train_transform
-from sk_multitask.decoding import as_size, median_image_size
-from sk_multitask.sources import resolve_images
+from sk_multitask.inputs._dataset import ImageDataset, load_image, train_transform
+from sk_multitask.inputs._decoding import as_size, median_image_size
+from sk_multitask.inputs._sources import resolve_images
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 EXIF_ORIENTATION = 0x0112

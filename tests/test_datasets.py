@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sk_multitask.dataset import load_image
 from sk_multitask.datasets import load_utkface, make_multitask_images
 from sk_multitask.datasets._synthetic import COLORS, SHAPES
+from sk_multitask.inputs._dataset import load_image
 
 # --- make_multitask_images -------------------------------------------------------
 

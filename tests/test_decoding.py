@@ -12,14 +12,10 @@ import pytest
 from conftest import TARGETS, small_estimator
 from PIL import Image
 
-from sk_multitask import decoding
 from sk_multitask.datasets import make_multitask_images
-from sk_multitask.decoding import (
-    BadImageError,
-    BadImageWarning,
-    median_image_size,
-    read_image,
-)
+from sk_multitask.exceptions import BadImageError, BadImageWarning
+from sk_multitask.inputs import _decoding as decoding
+from sk_multitask.inputs._decoding import median_image_size, read_image
 
 EXIF_ORIENTATION = 0x0112
 
@@ -108,7 +104,7 @@ def test_a_large_float_tiff_decodes_within_a_memory_bound(tmp_path):
     script = textwrap.dedent(
         f"""
         import re
-        from sk_multitask.decoding import read_image
+        from sk_multitask.inputs._decoding import read_image
 
         def peak():
             with open("/proc/self/status") as status:

@@ -12,7 +12,7 @@ import torch
 from conftest import TARGETS, small_estimator
 from sklearn.model_selection import GridSearchCV, KFold
 
-from sk_multitask.distributed import dask_worker_threads, is_main_process, uses_accelerate
+from sk_multitask.training._distributed import dask_worker_threads, is_main_process, uses_accelerate
 
 
 def _threads_in_fit():

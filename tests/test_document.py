@@ -8,15 +8,15 @@ import pandas as pd
 import pytest
 from conftest import TARGETS, TORCH, run_python_without
 
-from sk_multitask.document import (
+from sk_multitask.persistence._document import (
     MAX_DOCUMENT_BYTES,
     RUNTIME_PARAMS,
     model_document,
     parse_document,
     read_document,
 )
-from sk_multitask.document_schema import FORMAT_VERSION
-from sk_multitask.outputs import OutputDecoder
+from sk_multitask.persistence._schema import FORMAT_VERSION
+from sk_multitask.targets._outputs import OutputDecoder
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_the_document_is_read_without_torch_or_scikit_learn(document, tmp_path):
     saved.write_text(json.dumps(document))
     code = f"""
 import json
-from sk_multitask.document import parse_document
+from sk_multitask.persistence._document import parse_document
 document = json.loads(open({str(saved)!r}).read())
 model = parse_document(document, "m.skmt")
 print(model.image_size, list(model.data_sizes.columns), len(model.history))

@@ -14,8 +14,8 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import LRScheduler
 
 from sk_multitask import MultiTaskImageEstimator
-from sk_multitask.config import TrainingConfig, resolve_num_workers
 from sk_multitask.datasets import make_multitask_images
+from sk_multitask.training._config import TrainingConfig, resolve_num_workers
 
 
 def test_predict_returns_a_frame_with_original_labels_and_index(fitted, image_set):

@@ -24,7 +24,7 @@ from conftest import TARGETS, small_estimator
 from sk_multitask import load
 from sk_multitask.cli import main
 from sk_multitask.datasets import make_multitask_images
-from sk_multitask.files import atomic_path, atomic_write, model_format, same_file
+from sk_multitask.inputs._files import atomic_path, atomic_write, model_format, same_file
 
 KILLS = 20
 
@@ -111,7 +111,7 @@ KILLER = textwrap.dedent(
         def write():
             est.save(target)
     else:
-        import sk_multitask.build  # noqa: F401 -- imported once, not in every child
+        import sk_multitask.training._build  # noqa: F401 -- imported once, not in every child
         from sk_multitask.cli import main
 
         def write():
@@ -238,7 +238,8 @@ class _FullDisk(io.FileIO):
 
 @contextlib.contextmanager
 def injected_full_disk(room, monkeypatch):
-    """Writing a temporary file of :mod:`sk_multitask.files` fails with ENOSPC past ``room``."""
+    """Writing a temporary file of :mod:`sk_multitask.inputs._files` fails with ENOSPC past
+    ``room``."""
     real_open = builtins.open
 
     def full_open(file, mode="r", *args, **kwargs):

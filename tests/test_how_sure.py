@@ -7,9 +7,9 @@ import pytest
 from conftest import reload, small_estimator
 from sklearn.utils._param_validation import InvalidParameterError
 
-from sk_multitask.calibration import CalibrationWarning
-from sk_multitask.calibration_metrics import interval_scores, set_scores
 from sk_multitask.datasets import make_multitask_images
+from sk_multitask.evaluation._calibration_metrics import interval_scores, set_scores
+from sk_multitask.exceptions import CalibrationWarning
 
 TASKS = ["color", "shape", "noisy_area"]
 
@@ -219,7 +219,7 @@ def test_the_cli_writes_intervals_and_evaluates_coverage_and_the_report_shows_bo
     ],
 )
 def test_a_calibration_outside_the_schema_is_refused(model, data, change):
-    from sk_multitask.document import model_document, parse_document
+    from sk_multitask.persistence._document import model_document, parse_document
 
     held_out = data.iloc[200:400]
     document = model_document(model.calibrate(held_out, held_out[TASKS]))

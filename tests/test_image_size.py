@@ -8,11 +8,11 @@ import torchvision
 from conftest import TARGETS, small_estimator
 
 from sk_multitask import load
-from sk_multitask.backbones import SimpleCNN, default_image_size
 from sk_multitask.cli import build_parser
-from sk_multitask.config import TrainingConfig
-from sk_multitask.fit_data import prepare_fit
+from sk_multitask.network._backbones import SimpleCNN, default_image_size
 from sk_multitask.onnx import OnnxPredictor
+from sk_multitask.training._config import TrainingConfig
+from sk_multitask.training._fit_data import prepare_fit
 
 #: A tiny timm model whose pretrained_cfg input size is (3, 160, 160).
 TINY = "timm/test_resnet.r160_in1k"

@@ -11,9 +11,9 @@ import pytest
 from conftest import TARGETS
 from PIL import Image
 
-from sk_multitask.bad_images import BadImageRecords, decode_or_record, mark_unreadable
-from sk_multitask.decoding import BadImageError, BadImageWarning
-from sk_multitask.metrics import scorable_rows
+from sk_multitask.evaluation._metrics import scorable_rows
+from sk_multitask.exceptions import BadImageError, BadImageWarning
+from sk_multitask.inputs._bad_images import BadImageRecords, decode_or_record, mark_unreadable
 from sk_multitask.report import write_report
 
 BAD = 1  # the middle row of [good, truncated JPEG, good]

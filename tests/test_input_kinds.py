@@ -20,9 +20,9 @@ from conftest import TARGETS, run_python_without, small_estimator
 from PIL import Image
 
 from sk_multitask.cli import main
-from sk_multitask.decoding import BadImageError, BadImageWarning
-from sk_multitask.disk_cache import image_fingerprints
-from sk_multitask.sources import image_references, resolve_images
+from sk_multitask.exceptions import BadImageError, BadImageWarning
+from sk_multitask.inputs._disk_cache import image_fingerprints
+from sk_multitask.inputs._sources import image_references, resolve_images
 from sk_multitask.targets import fit_tasks, target_frame
 
 N = 24  # images predicted in each comparison

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sk_multitask.backbones import SimpleCNN
-from sk_multitask.cell_loss import REGRESSION_LOSS_NAMES
-from sk_multitask.loss import REGRESSION_LOSSES, MaskedMultiTaskLoss, check_task_losses
-from sk_multitask.model import MultiTaskModule
+from sk_multitask.network._backbones import SimpleCNN
+from sk_multitask.network._loss import REGRESSION_LOSSES, MaskedMultiTaskLoss, check_task_losses
+from sk_multitask.network._model import MultiTaskModule
 from sk_multitask.targets import encode_targets, fit_tasks
+from sk_multitask.targets._cell_loss import REGRESSION_LOSS_NAMES
 
 NAN = float("nan")
 SPECS = [

@@ -9,7 +9,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from sk_multitask.metrics import multitask_scorer, task_scores
+from sk_multitask.evaluation._metrics import multitask_scorer, task_scores
 
 
 def test_task_scores_use_labelled_cells_only(fitted, image_set):
@@ -117,7 +117,7 @@ def test_metrics_by_name_are_scikit_learn_scorers(fitted, image_set):
     """A metric name scores as scikit-learn's scorer of that name (its sign included)."""
     from sklearn.metrics import get_scorer
 
-    from sk_multitask.metrics import METRICS
+    from sk_multitask.evaluation._metrics import METRICS
 
     for name in ["accuracy", "r2", "neg_mean_absolute_error", "neg_root_mean_squared_error"]:
         assert repr(METRICS[name]) == repr(get_scorer(name))

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import TARGETS
 
-from sk_multitask.outputs import probability_table
+from sk_multitask.targets._outputs import probability_table
 
 mlflow = pytest.importorskip("mlflow")
 sk_mlflow = pytest.importorskip("sk_multitask.mlflow")

@@ -9,7 +9,8 @@ import torch
 import torchvision
 from torch import nn
 
-from sk_multitask.backbones import (
+from sk_multitask.exceptions import IgnoredWeightsWarning
+from sk_multitask.network._backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     SimpleCNN,
@@ -17,8 +18,7 @@ from sk_multitask.backbones import (
     has_pretrained_weights,
     is_torchvision_classifier,
 )
-from sk_multitask.model import MultiTaskModule
-from sk_multitask.weight_files import IgnoredWeightsWarning
+from sk_multitask.network._model import MultiTaskModule
 
 SIZE = (32, 32)
 

@@ -10,10 +10,10 @@ import pytest
 from conftest import TARGETS, TORCH, run_python_without, small_estimator
 
 from sk_multitask.datasets import make_multitask_images
-from sk_multitask.decoding import read_image
-from sk_multitask.document import MAX_DOCUMENT_BYTES
+from sk_multitask.inputs._decoding import read_image
 from sk_multitask.onnx import OnnxPredictor
-from sk_multitask.onnx_predictor import METADATA_KEY
+from sk_multitask.onnx._predictor import METADATA_KEY
+from sk_multitask.persistence._document import MAX_DOCUMENT_BYTES
 
 TOLERANCE = {"atol": 1e-4, "rtol": 0}
 

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sk_multitask.outputs import (
+from sk_multitask.targets import fit_tasks
+from sk_multitask.targets._outputs import (
     OutputDecoder,
     decoders,
     prediction_frame,
@@ -12,7 +13,6 @@ from sk_multitask.outputs import (
     task_from_dict,
     task_to_dict,
 )
-from sk_multitask.targets import fit_tasks
 
 TAGS = pd.Series([["dog", "cat"], [], None, ("bird",), {"cat"}, np.nan], name="tags")
 

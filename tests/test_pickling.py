@@ -14,7 +14,8 @@ import torch
 from conftest import TARGETS, small_estimator
 
 import sk_multitask
-from sk_multitask import InconsistentVersionWarning, MultiTaskImageEstimator, pickling
+from sk_multitask import InconsistentVersionWarning, MultiTaskImageEstimator
+from sk_multitask.persistence import _pickling as pickling
 
 
 def test_a_pickle_records_the_version_and_loads_silently_under_it(fitted, image_set):

@@ -12,7 +12,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import confusion_matrix
 from skorch.history import History
 
-from sk_multitask.dataset import load_image
+from sk_multitask.inputs._dataset import load_image
 from sk_multitask.plotting import (
     plot_confusion_matrix,
     plot_history,

@@ -18,9 +18,9 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, r2_score
 
 from sk_multitask import multitask_scorer
-from sk_multitask.loss import MaskedMultiTaskLoss
-from sk_multitask.outputs import OutputDecoder
+from sk_multitask.network._loss import MaskedMultiTaskLoss
 from sk_multitask.targets import REGRESSION, encode_targets, fit_tasks
+from sk_multitask.targets._outputs import OutputDecoder
 
 # Generated float targets are often a few integers with missing cells, which fit_tasks
 # rightly warns may be class codes: expected here, where any frame must be handled.

@@ -23,9 +23,9 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.utils.validation import check_is_fitted
 
 from sk_multitask import MultiTaskImageEstimator, multitask_scorer
-from sk_multitask.bad_images import find_bad_images
-from sk_multitask.dataset import load_image
-from sk_multitask.decoding import BadImageWarning
+from sk_multitask.exceptions import BadImageWarning
+from sk_multitask.inputs._bad_images import find_bad_images
+from sk_multitask.inputs._dataset import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,12 +22,9 @@ from conftest import TARGETS, reload, small_estimator
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
-from sk_multitask import (
-    MultiTaskImageEstimator,
-    load,
-    safe_file,
-)
-from sk_multitask.decoding import read_image
+from sk_multitask import MultiTaskImageEstimator, load
+from sk_multitask.inputs._decoding import read_image
+from sk_multitask.persistence import _safe_file as safe_file
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from conftest import TARGETS, small_estimator
 from sklearn import metrics as skm
 from sklearn.model_selection import GridSearchCV, cross_validate
 
-from sk_multitask.loss import MaskedMultiTaskLoss
-from sk_multitask.metrics import multitask_scorer
+from sk_multitask.evaluation._metrics import multitask_scorer
+from sk_multitask.network._loss import MaskedMultiTaskLoss
 from sk_multitask.targets import encode_targets
 
 NAN = float("nan")

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from conftest import TARGETS, small_estimator
 
-from sk_multitask.sources import resolve_images
+from sk_multitask.inputs._sources import resolve_images
 
 
 def test_a_directory_given_as_an_image_is_called_a_directory(tmp_path):

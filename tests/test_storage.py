@@ -17,10 +17,11 @@ import pytest
 from sk_multitask import load
 from sk_multitask.cli import main
 from sk_multitask.datasets import make_multitask_images
-from sk_multitask.decoding import BadImageError, ImageNotFoundError, read_image
-from sk_multitask.document import model_document
-from sk_multitask.sources import resolve_images
-from sk_multitask.storage import StorageError, StorageUrl, join_url, read_url
+from sk_multitask.exceptions import BadImageError, ImageNotFoundError, StorageError
+from sk_multitask.inputs._decoding import read_image
+from sk_multitask.inputs._sources import resolve_images
+from sk_multitask.inputs._storage import StorageUrl, join_url, read_url
+from sk_multitask.persistence._document import model_document
 from tests.conftest import TARGETS, small_estimator
 
 pytest.importorskip("s3fs")

@@ -17,10 +17,10 @@ from conftest import TARGETS, small_estimator
 from safetensors.torch import save_file
 
 from sk_multitask import load
-from sk_multitask.backbones import SimpleCNN, build_backbone, has_pretrained_weights
-from sk_multitask.config import Plan, TrainingConfig
+from sk_multitask.network._backbones import SimpleCNN, build_backbone, has_pretrained_weights
 from sk_multitask.onnx import OnnxPredictor
-from sk_multitask.safe_file import DOCUMENT
+from sk_multitask.persistence._safe_file import DOCUMENT
+from sk_multitask.training._config import Plan, TrainingConfig
 
 SIZE = (32, 32)
 #: A timm model whose normalisation is not ImageNet's (0.5 everywhere), and a tiny one.

@@ -18,8 +18,8 @@ from sklearn.model_selection import KFold, cross_validate
 from skorch.callbacks import Callback, EarlyStopping
 
 from sk_multitask import MultiTaskImageEstimator
-from sk_multitask.backbones import SimpleCNN
 from sk_multitask.cli import main as cli_main
+from sk_multitask.network._backbones import SimpleCNN
 
 
 class _Record(Callback):
@@ -303,7 +303,7 @@ def test_a_diverging_fit_stops_with_an_error(image_set):
 _CHILD = """
 import sys, time
 import pandas as pd
-import sk_multitask.callbacks as callbacks
+import sk_multitask.training.callbacks as callbacks
 from sk_multitask import MultiTaskImageEstimator
 
 write = callbacks.RunState.on_epoch_end
@@ -422,7 +422,7 @@ def test_the_checkpoint_is_skorchs_safetensors_files_and_run_pt(image_set, tmp_p
 def test_a_kill_before_run_pt_resumes_from_the_last_committed_epoch(
     image_set, tmp_path, monkeypatch
 ):
-    from sk_multitask.callbacks import RunState
+    from sk_multitask.training.callbacks import RunState
 
     y = image_set[TARGETS]
     write = RunState.on_epoch_end

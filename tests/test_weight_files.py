@@ -10,8 +10,9 @@ import torchvision
 from conftest import TARGETS, small_estimator
 from safetensors.torch import save_file
 
-from sk_multitask.backbones import SimpleCNN, build_backbone, has_pretrained_weights
-from sk_multitask.weight_files import IgnoredWeightsWarning, read_state_dict
+from sk_multitask.exceptions import IgnoredWeightsWarning
+from sk_multitask.network._backbones import SimpleCNN, build_backbone, has_pretrained_weights
+from sk_multitask.network._weight_files import read_state_dict
 
 SIZE = (32, 32)
 

@@ -7,9 +7,9 @@ import torch
 from conftest import TARGETS, small_estimator
 from sklearn.utils.class_weight import compute_class_weight
 
-from sk_multitask.loss import MaskedMultiTaskLoss
+from sk_multitask.network._loss import MaskedMultiTaskLoss
+from sk_multitask.network._weighting import check_class_weights, class_weights, dwa_weights
 from sk_multitask.targets import fit_tasks
-from sk_multitask.weighting import check_class_weights, class_weights, dwa_weights
 
 
 def test_balanced_weights_equal_compute_class_weight_on_labelled_cells():

@@ -7,7 +7,7 @@ task (cells that are lists, sets or tuples of labels) binarises them with
 :class:`~sklearn.preprocessing.MultiLabelBinarizer`, one column per label. Missing cells
 (NaN, None, ``pd.NA``) become NaN in the encoded targets and are masked in the loss:
 they are never a class. An empty list is a labelled cell with no label. Decoding the
-network's outputs back to labels and values is :mod:`sk_multitask.outputs`'.
+network's outputs back to labels and values is :mod:`sk_multitask.targets._outputs`'.
 
 The concept lives in two private modules: ``_tasks`` (task kinds, inference, the
 fitted :class:`Task` and its encoding, task names) and ``_frames`` (``y`` as a frame:

@@ -38,7 +38,7 @@ class Task:
     """One fitted target: its name, kind, encoder and the dtype it came in.
 
     Encoding is the task's; decoding the head's outputs is its
-    :class:`~sk_multitask.outputs.OutputDecoder`'s (``OutputDecoder.from_task``).
+    :class:`~sk_multitask.targets._outputs.OutputDecoder`'s (``OutputDecoder.from_task``).
 
     Attributes
     ----------
@@ -360,7 +360,7 @@ def check_task_names(mapping, task_names, parameter, kind=None, of_kind=None):
     """Refuse a per-task dict that names something that is not a task.
 
     Every parameter keyed by task name (``tasks``, ``loss_weights``, the metrics of
-    :func:`~sk_multitask.metrics.multitask_scorer`...) calls this, so that a typo is
+    :func:`~sk_multitask.evaluation._metrics.multitask_scorer`...) calls this, so that a typo is
     an error, never silently ignored.
 
     Parameters

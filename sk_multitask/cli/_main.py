@@ -1,0 +1,342 @@
+"""The ``sk-multitask`` command line: fit, lr-find, predict, evaluate, export, demo.
+
+Every command ends a bad path, column or value with a one-line error on stderr and exit
+status 1, without a traceback, naming command-line options rather than Python
+parameters; ``--help`` works everywhere and shows the defaults. ``predict`` and
+``evaluate`` with an ONNX model do not import torch. Every command's options are in
+:mod:`sk_multitask.cli._options`; ``--model`` takes a pickle, a safe file or an ONNX file
+(:func:`sk_multitask.cli._io.load_model`), and ``predict`` and ``evaluate`` read their data
+the same way for every kind of model (:func:`sk_multitask.cli._io.images_input`).
+
+Every file a command writes is written atomically (:mod:`sk_multitask.inputs._files`), never over
+one of its inputs, and a model file is read by its name's format only: a pickle must be
+named ``.joblib``, ``.pkl`` or ``.pickle``. Any error, whatever its class, ends in one
+line; ``--debug`` shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+import warnings
+
+import pandas as pd
+
+from .. import __version__
+from ..datasets import make_multitask_images
+from ..datasets._synthetic import TARGETS
+from ..inputs._files import atomic_path
+from ..inputs._sources import image_references
+from ..targets._outputs import probability_table
+from ._io import (
+    check_output,
+    check_writable,
+    images_input,
+    interval_columns,
+    is_image_file,
+    known_model_format,
+    load_model,
+    read_table,
+    refuse_overwriting,
+    require_columns,
+    save_model,
+    write_table,
+)
+from ._options import CommandError, add_options, as_options, estimator_params
+
+
+def _data_and_estimator(args):
+    """The table, the targets and the estimator that the fit options describe."""
+    data = read_table(args.data)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets:
+        raise CommandError(f"--targets {args.targets!r} names no column: give NAME[,NAME...]")
+    y = require_columns(data, targets, "targets")
+    require_columns(data, [args.image_col], "image column")
+    if args.valid_col:
+        require_columns(data, [args.valid_col], "validation column")
+    from ..estimator import MultiTaskImageEstimator
+
+    est = MultiTaskImageEstimator(**estimator_params(args), verbose=1)
+    return data, y, est
+
+
+def fit(args):
+    """Fit a model on a table of image paths and targets and save it with joblib."""
+    refuse_overwriting({"data": args.data}, [args.model])
+    known_model_format(args.model)
+    check_writable(args.model, "the model")
+    data, y, est = _data_and_estimator(args)
+    start = time.perf_counter()
+    est.fit(data, y)
+    from ..training._distributed import is_main_process
+
+    if not is_main_process():  # under accelerate launch / torchrun: the first one writes
+        return 0
+    save_model(est, args.model)
+    kinds = ", ".join(f"{n} ({t.kind})" for n, t in est.tasks_.items())
+    print(f"fitted {kinds} in {time.perf_counter() - start:.1f} s; model saved to {args.model}")
+    return 0
+
+
+def lr_find(args):
+    """Run the learning-rate range test of the fit the options describe; suggest a rate."""
+    if args.plot and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
+        raise CommandError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
+    refuse_overwriting({"data": args.data}, [args.plot] if args.plot else [])
+    data, y, est = _data_and_estimator(args)
+    result = est.lr_find(data, y, start_lr=args.start_lr, end_lr=args.end_lr, num_it=args.num_it)
+    history, suggested = result
+    with pd.option_context("display.width", 120):
+        print(history.iloc[:: max(1, len(history) // 12)].to_string(index=False))
+    if args.plot:
+        from ..plotting import plot_lr_find  # matplotlib only when plotting
+
+        with atomic_path(args.plot) as temporary:
+            plot_lr_find(result).savefig(temporary, dpi=100, format=args.plot[-3:].lower())
+        print(f"plot written to {args.plot}")
+    print(f"suggested learning rate: {suggested:.3g} (fit with --lr {suggested:.3g})")
+    return 0
+
+
+def predict(args):
+    """Write predictions (and class probabilities) for every row of a table."""
+    check_output(args.out)
+    refuse_overwriting({"data": args.data, "--model": args.model}, [args.out])
+    if args.out != "-":
+        check_writable(args.out, "the predictions")
+    model = load_model(args.model, verbose=1, storage_options=args.storage_options)
+    data, X = images_input(args.data, model, args.images)
+    # The image column as people name the images (not the bytes of an image column).
+    names = pd.DataFrame({model.image_col: image_references(data, model.image_col)}, data.index)
+    out = pd.concat([names, model.predict(X)], axis=1)
+    if args.proba:
+        out = out.join(probability_table(model.predict_proba(X), out.index))
+    if args.interval is not None:
+        out = out.join(interval_columns(model.predict_interval(X, args.interval)))
+    write_table(out, args.out)
+    # With --out -, standard output holds the table only.
+    sink = sys.stderr if args.out == "-" else sys.stdout
+    print(f"{len(out)} predictions written to {args.out}", file=sink)
+    return 0
+
+
+def _evaluate_to(model, data, y, out, coverage=None):
+    """Print the metrics table and write metrics.csv, metrics.json and report.html."""
+    os.makedirs(out, exist_ok=True)
+    table = model.evaluate(data, y, coverage=coverage)
+    with pd.option_context("display.width", 160, "display.max_columns", None):
+        print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    with atomic_path(os.path.join(out, "metrics.csv")) as temporary:
+        table.to_csv(temporary, index_label="task")
+    records = json.loads(table.to_json(orient="index"))
+    with atomic_path(os.path.join(out, "metrics.json")) as temporary, open(temporary, "w") as f:
+        json.dump(records, f, indent=2)
+    from ..report import write_report  # matplotlib is imported only when reporting
+
+    report = write_report(model, data, y, os.path.join(out, "report.html"), coverage=coverage)
+    print(f"metrics and report written to {out} ({os.path.basename(report)})")
+
+
+#: The files ``evaluate`` writes in its ``--out`` folder.
+EVALUATION_FILES = ("metrics.csv", "metrics.json", "report.html")
+
+
+def evaluate(args):
+    """Per-task metrics on a labelled table, as a table, CSV, JSON and an HTML report."""
+    if os.path.isdir(args.data) or is_image_file(args.data):
+        raise CommandError(
+            f"evaluate needs a CSV or parquet table with target columns, not images ({args.data})"
+        )
+    written = [os.path.join(args.out, name) for name in EVALUATION_FILES]
+    refuse_overwriting({"data": args.data, "--model": args.model}, written)
+    model = load_model(args.model, verbose=1, storage_options=args.storage_options)
+    data, X = images_input(args.data, model, args.images)
+    present = [t for t in model.tasks_ if t in data.columns]
+    if not present:
+        raise CommandError(
+            f"none of the model's targets {list(model.tasks_)} is a column of the data"
+        )
+    _evaluate_to(model, X, data[present], args.out, coverage=args.interval)
+    return 0
+
+
+def export(args):
+    """Write a saved model as a safe file (.skmt), as ONNX (.onnx) or as a pickle."""
+    known_model_format(args.out)
+    refuse_overwriting({"--model": args.model}, [args.out])
+    model = load_model(args.model)
+    if not hasattr(model, "save"):
+        raise CommandError(f"{args.model} is already an ONNX model; export a .joblib or .skmt")
+    save_model(model, args.out)
+    print(f"model written to {args.out}")
+    return 0
+
+
+def demo(args):
+    """Generate the synthetic set, fit, evaluate on the validation rows, write the report."""
+    os.makedirs(args.out, exist_ok=True)
+    df = make_multitask_images(
+        args.n_samples,
+        image_size=args.image_size,
+        path=os.path.abspath(os.path.join(args.out, "images")),
+        random_state=args.seed,
+    )
+    data = os.path.join(args.out, "data.csv")
+    write_table(df, data)
+    y = df[list(TARGETS)]
+    print(
+        f"{len(df)} synthetic images in {df.attrs['image_root']}; targets {list(TARGETS)}, "
+        f"{int(y.isna().sum().sum())} cells missing"
+    )
+    from ..estimator import MultiTaskImageEstimator
+
+    est = MultiTaskImageEstimator(
+        image_root=df.attrs["image_root"],
+        backbone="simple_cnn",
+        weights=None,
+        image_size=args.image_size,
+        max_epochs=args.epochs,
+        batch_size=32,
+        valid_split="is_valid",
+        random_state=args.seed,
+        verbose=1,
+    )
+    start = time.perf_counter()
+    est.fit(df, y)
+    print(f"fitted in {time.perf_counter() - start:.1f} s")
+    model = os.path.join(args.out, "model.joblib")
+    save_model(est, model)
+    print(f"model saved to {model}")
+    valid = df["is_valid"].to_numpy()
+    print("validation metrics (labelled cells only):")
+    _evaluate_to(est, df[valid], y[valid], args.out)
+    print(f"the data is in {data}; try: {invoked_as()} predict {data} --model {model} --out -")
+    return 0
+
+
+def invoked_as():
+    """This command as the user can type it again.
+
+    Its path as run (``.venv/bin/sk-multitask`` under ``make demo``) when that is not what
+    ``sk-multitask`` finds on the PATH (an environment not activated), else its name.
+    """
+    script = sys.argv[0]
+    if os.path.basename(script) == "sk-multitask" and shutil.which("sk-multitask") != (
+        os.path.abspath(script)
+    ):
+        return os.path.relpath(script)
+    return "sk-multitask"
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show an option's default, where it has one worth showing."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line too (exit status 2, as argparse's)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _CommandParser(_OneLineParser):
+    """A command's parser, which adds the command's options when it parses.
+
+    The training commands' options read their defaults and choices from the estimator,
+    which imports torch; ``predict`` with an ONNX model must not.
+    """
+
+    def __init__(self, *args, command=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending = command
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._pending is not None:
+            command, self._pending = self._pending, None
+            add_options(self, command)
+        return super().parse_known_args(args, namespace)
+
+
+_DEBUG = "on an error, show its traceback as well"
+
+
+def build_parser():
+    """The ``sk-multitask`` parser: one sub-command per entry of :data:`COMMANDS`."""
+    parser = _OneLineParser(
+        prog="sk-multitask",
+        description="Train one network that predicts several targets from images.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
+    for name, (run, help) in COMMANDS.items():
+        command = commands.add_parser(
+            name, help=help, description=help, formatter_class=_DefaultsFormatter, command=name
+        )
+        command.set_defaults(run=run)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"sk-multitask {args.command}: warning: {as_options(str(message))}", file=sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return args.run(args)
+    except KeyboardInterrupt:
+        print(f"sk-multitask {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # whatever its class (KeyError, EOFError, PIL's, onnxruntime's)
+        if args.debug:
+            traceback.print_exc()
+        print(f"sk-multitask {args.command}: error: {error_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def error_line(exc):
+    """``exc`` as one line of the command line's words, naming its class unless it is
+    a :class:`CommandError` (whose message says all)."""
+    message = as_options(_one_line(exc))
+    if isinstance(exc, CommandError):
+        return message
+    name = type(exc).__name__
+    if not message or message.startswith(f"{name}:"):  # a worker's error names its class
+        return message or name
+    return f"{name}: {message}"
+
+
+def _one_line(exc):
+    """The message on one line; for an error re-raised from a DataLoader worker, its cause."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if "Original Traceback" in str(exc):
+        return lines[-1]
+    return " ".join(lines)
+
+
+#: Each command's function and help; its options are in ``cli_options.COMMAND_OPTIONS``.
+COMMANDS = {
+    "fit": (fit, "fit a model on a CSV/parquet of image paths and targets"),
+    "lr-find": (lr_find, "the learning-rate range test: loss against rate, a suggested rate"),
+    "predict": (predict, "predict every target for a table, an image file or a folder"),
+    "evaluate": (evaluate, "per-task metrics and an HTML report"),
+    "export": (export, "write a model as a safe file (.skmt) or as ONNX"),
+    "demo": (demo, "generate a synthetic set, fit, evaluate, report"),
+}

@@ -1,0 +1,355 @@
+"""The command line's options, each written once.
+
+One table per command says, for every option, its flag, the estimator parameter it sets
+(if any), how its text is parsed and its help. From it come the argparse options, the
+estimator's keyword arguments and the rewriting of library messages into the command
+line's words (``lr_schedule='x'`` → ``--lr-schedule x``). An option that sets an
+estimator parameter takes its default, and its choices where it has a fixed set, from the
+estimator itself (its ``__init__`` and
+:data:`sk_multitask.training._parameters.PARAMETER_CONSTRAINTS`, its
+``_parameter_constraints``), so the command line cannot drift from the code.
+This module imports no torch: the estimator is imported only when a training command
+(``fit``, ``lr-find``) adds its options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..inputs._storage import is_url
+from ..targets import TASK_KINDS
+
+
+class CommandError(Exception):
+    """An error the command line reports in one line."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option (or positional argument, for a flag without ``--``).
+
+    Parameters
+    ----------
+    flag : str
+        ``--lr-schedule``, or ``data`` for a positional argument.
+    help : str
+    parameter : str, optional
+        The estimator parameter the option sets.
+    type : callable, optional
+        Parses the text (argparse's ``type``: a bad value exits with status 2).
+    convert : callable, optional
+        Turns the parsed value into the parameter's value; raises :class:`CommandError`.
+    default : object
+        The default of an option without a ``parameter``; one with a ``parameter`` has
+        the estimator's.
+    alternative : bool
+        Sets ``parameter`` only when given, over the option listed before it that sets
+        the same parameter (``--valid-col`` over ``--valid-split``); no default.
+    choices : bool
+        Whether the value is one of the strings the estimator accepts for ``parameter``.
+    flag_only : bool
+        An on/off switch (``--augment``).
+    required : bool
+    """
+
+    flag: str
+    help: str
+    parameter: str | None = None
+    type: Callable[[str], Any] | None = None
+    convert: Callable[[Any], Any] | None = None
+    default: Any = None
+    alternative: bool = False
+    choices: bool = False
+    flag_only: bool = False
+    required: bool = False
+
+    @property
+    def dest(self):
+        """The attribute of the parsed arguments that holds the option's value."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def add_to(self, parser, estimator=None):
+        """Add the option to an argparse ``parser``.
+
+        ``estimator``: an unfitted estimator with the default parameters, for an option
+        that sets one.
+        """
+        kwargs = {"help": self.help}
+        default = self.default
+        if self.parameter is not None and not self.alternative:
+            default = getattr(estimator, self.parameter)
+        if self.flag_only:
+            kwargs["action"] = "store_true"
+        elif default is not None:
+            kwargs["default"] = default
+        if self.type is not None:
+            kwargs["type"] = self.type
+        if self.choices:
+            kwargs["choices"] = parameter_choices(self.parameter)
+        if self.required:
+            kwargs["required"] = True
+        parser.add_argument(self.flag, **kwargs)
+
+
+def parameter_choices(parameter):
+    """The strings the estimator accepts for ``parameter``, sorted.
+
+    They are the ``StrOptions`` of :data:`sk_multitask.training._parameters.PARAMETER_CONSTRAINTS`.
+    """
+    from sklearn.utils._param_validation import StrOptions
+
+    from ..training._parameters import (
+        PARAMETER_CONSTRAINTS,  # imports torch: only for training commands
+    )
+
+    options = [
+        option
+        for constraint in PARAMETER_CONSTRAINTS[parameter]
+        if isinstance(constraint, StrOptions)
+        for option in constraint.options
+    ]
+    return sorted(options)
+
+
+def auto_or(kind, what):
+    """An argparse type: ``auto``, or a value of ``kind`` (``what`` names it in errors)."""
+
+    def parse(value):
+        if value == "auto":
+            return value
+        try:
+            return kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} or auto, got {value!r}") from None
+
+    return parse
+
+
+def none_or_str(value):
+    """``none`` (any case) → None, else the text."""
+    return None if value.lower() == "none" else value
+
+
+def valid_split(value):
+    """A validation fraction, ``none``, or the name of a column."""
+    try:
+        return float(value)
+    except ValueError:
+        return none_or_str(value)
+
+
+def absolute(path):
+    """An absolute path (a URL as given): the saved model finds its images from any
+    working folder."""
+    return path if path is None or is_url(path) else os.path.abspath(path)
+
+
+def json_object(text):
+    """A dict from JSON text (``--storage-options '{"anon": true}'``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+_STORAGE = "fsspec options of URL image paths, as a JSON object (credentials: environment)"
+
+
+def task_kinds(spec):
+    """``"age=regression,grade=classification"`` → dict; None for no text."""
+    if not spec:
+        return None
+    kinds = {}
+    for item in spec.split(","):
+        name, _, kind = item.partition("=")
+        if kind not in TASK_KINDS:
+            raise CommandError(
+                f"--tasks wants NAME=KIND with KIND in {list(TASK_KINDS)}; got {item!r}"
+            )
+        kinds[name.strip()] = kind
+    return kinds
+
+
+#: The options of ``fit`` and ``lr-find`` (the data, the targets, the estimator).
+TRAINING_OPTIONS = (
+    Option("data", "CSV or parquet file with an image column and target columns"),
+    Option("--targets", "comma-separated target columns", required=True),
+    Option("--images", "folder the image paths are relative to", "image_root", convert=absolute),
+    Option("--image-col", "column with image paths", "image_col"),
+    Option("--valid-split", "validation fraction, or none", "valid_split", valid_split),
+    Option(
+        "--valid-col", "boolean column marking validation rows", "valid_split", alternative=True
+    ),
+    Option(
+        "--tasks",
+        "task kinds overriding inference: age=regression,...",
+        "tasks",
+        convert=task_kinds,
+    ),
+    Option("--backbone", "torchvision model name, timm/<name> or simple_cnn", "backbone"),
+    Option("--weights", "DEFAULT, a weights name or file, or none", "weights", none_or_str),
+    Option(
+        "--image-size",
+        "side images are resized to (auto: the backbone's input size)",
+        "image_size",
+        auto_or(int, "an integer"),
+    ),
+    Option("--epochs", "training epochs, frozen ones included", "max_epochs", int),
+    Option("--batch-size", "images per batch", "batch_size", int),
+    Option("--lr", "(peak) learning rate of the heads", "lr", float),
+    Option(
+        "--lr-schedule",
+        "learning rate over the fit, stepped per batch",
+        "lr_schedule",
+        choices=True,
+    ),
+    Option(
+        "--freeze-epochs",
+        "first epochs training the heads only (auto: 1 with pretrained weights)",
+        "freeze_epochs",
+        auto_or(int, "an integer"),
+    ),
+    Option(
+        "--backbone-lr-scale",
+        "backbone rate / heads' rate (auto: 0.1 with pretrained weights)",
+        "backbone_lr_scale",
+        auto_or(float, "a number"),
+    ),
+    Option("--early-stopping", "stop when --monitor stalls", "early_stopping", flag_only=True),
+    Option("--patience", "epochs without improvement", "patience", int),
+    Option("--monitor", "history key early stopping watches", "monitor"),
+    Option("--checkpoint-dir", "checkpoint every epoch there; resume from it", "checkpoint_dir"),
+    Option("--cache-dir", "folder of a disk cache of decoded images (reused)", "cache_dir"),
+    Option("--augment", "augment training images", "augment", flag_only=True),
+    Option("--tta", "augmented views averaged when predicting (0 to 11)", "tta", int),
+    Option(
+        "--num-workers",
+        "image decoding processes, or auto",
+        "num_workers",
+        auto_or(int, "an integer"),
+    ),
+    Option("--device", "auto, cpu, cuda or a torch device", "device"),
+    Option("--seed", "random seed (none: not seeded)", "random_state", int),
+    Option("--storage-options", _STORAGE, "storage_options", json_object),
+)
+
+_MODEL = (
+    "a model file: .skmt (safe file), .onnx (ONNX) or .joblib/.pkl/.pickle (a pickle, "
+    "which can run code: only from a source you trust); no other name is read"
+)
+_MODEL_OUT = "the model file to write: .joblib/.pkl/.pickle (pickle), .skmt (safe file) or .onnx"
+_INTERVAL = "coverage (e.g. 0.9) of calibrated prediction intervals and sets"
+_IMAGES = "folder the image paths are relative to (default: the model's)"
+
+#: Every command's options, by command.
+COMMAND_OPTIONS = {
+    "fit": (
+        *TRAINING_OPTIONS,
+        Option("--model", _MODEL_OUT, required=True),
+    ),
+    "lr-find": (
+        *TRAINING_OPTIONS,
+        Option("--start-lr", "first learning rate", type=float, default=1e-7),
+        Option("--end-lr", "last learning rate", type=float, default=10.0),
+        Option("--num-it", "training batches", type=int, default=100),
+        Option("--plot", "write the loss-against-rate figure there (.png, .pdf, .svg)"),
+    ),
+    "predict": (
+        Option("data", "CSV or parquet file with the image column, an image file, or a folder"),
+        Option("--model", _MODEL, required=True),
+        Option("--images", _IMAGES),
+        Option("--storage-options", _STORAGE, type=json_object),
+        Option("--proba", "add class probability columns", flag_only=True),
+        Option("--interval", _INTERVAL + " columns: TASK_lower, TASK_upper, TASK_set", type=float),
+        Option("--out", "output .csv, .parquet or .json file; - for CSV on stdout", required=True),
+    ),
+    "evaluate": (
+        Option("data", "CSV or parquet file with the image column and targets"),
+        Option("--model", _MODEL, required=True),
+        Option("--images", _IMAGES),
+        Option("--storage-options", _STORAGE, type=json_object),
+        Option("--out", "folder for metrics.csv, metrics.json, report.html", required=True),
+        Option("--interval", _INTERVAL + ": add ECE, coverage and mean width", type=float),
+    ),
+    "export": (
+        Option("--model", _MODEL, required=True),
+        Option("--out", _MODEL_OUT, required=True),
+    ),
+    "demo": (
+        Option("--out", "folder for images, data, model, report", default="demo-output"),
+        Option("--n-samples", "synthetic images", type=int, default=1000),
+        Option("--image-size", "their side in pixels", type=int, default=32),
+        Option("--epochs", "training epochs", type=int, default=12),
+        Option("--seed", "random seed", type=int, default=0),
+    ),
+}
+
+
+def add_options(parser, command):
+    """Add ``command``'s options to ``parser`` (importing the estimator if one needs it)."""
+    options = COMMAND_OPTIONS[command]
+    estimator = None
+    if any(o.parameter is not None for o in options):
+        from ..estimator import MultiTaskImageEstimator
+
+        estimator = MultiTaskImageEstimator()
+    for option in options:
+        option.add_to(parser, estimator)
+
+
+def estimator_params(args, options=TRAINING_OPTIONS):
+    """The estimator's keyword arguments that the parsed ``args`` set."""
+    params = {}
+    for option in options:
+        if option.parameter is None:
+            continue
+        value = getattr(args, option.dest)
+        if option.alternative and not value:
+            continue
+        params[option.parameter] = value if option.convert is None else option.convert(value)
+    return params
+
+
+#: The option that sets each estimator parameter (the first, where two do).
+PARAMETER_OPTIONS = {}
+for _option in TRAINING_OPTIONS:
+    if _option.parameter is not None:
+        PARAMETER_OPTIONS.setdefault(_option.parameter, _option.flag)
+del _option
+
+_ASSIGNMENT = re.compile(
+    r"\b(" + "|".join(PARAMETER_OPTIONS) + r")=(\{[^}]*\}|'[^']*'|\"[^\"]*\"|[^\s,;:)]+)"
+)
+_UNDERSCORED = re.compile(r"\b(" + "|".join(p for p in PARAMETER_OPTIONS if "_" in p) + r")\b")
+
+
+def as_options(message):
+    """A library message in the command line's words: ``weights=None`` → ``--weights none``.
+
+    Examples
+    --------
+    >>> as_options("pass weights=None or set image_root to the folder")
+    'pass --weights none or set --images to the folder'
+    >>> as_options("lr_schedule='step' is not one of ...")
+    '--lr-schedule step is not one of ...'
+    """
+
+    def option(match):
+        name, value = match.groups()
+        if name == "tasks" and value.startswith("{"):
+            value = "NAME=KIND"
+        value = "none" if value == "None" else value.strip("'\"")
+        return f"{PARAMETER_OPTIONS[name]} {value}"
+
+    message = _ASSIGNMENT.sub(option, message)
+    # A bare parameter name with an underscore is no English word: name its option.
+    return _UNDERSCORED.sub(lambda m: PARAMETER_OPTIONS[m.group(1)], message)

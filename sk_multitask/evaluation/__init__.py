@@ -1,0 +1,42 @@
+"""Scores, diagnostics and figures of predictions against true targets (torch-free).
+
+- ``_metrics``: per-task scores (one rule for scorable rows), :func:`multitask_scorer`;
+- ``_calibration_metrics``: calibration error, reliability bins, interval and set coverage;
+- ``_diagnostics``: the top-losses table; ``_figures``: the figures, as matplotlib figures.
+
+Their public names are imported from here on first use, so that importing a
+torch-free module imports no torch.
+"""
+
+from .. import _lazy_exports
+
+__getattr__, __dir__, __all__ = _lazy_exports(
+    __name__,
+    {
+        "_calibration_metrics": [
+            "expected_calibration_error",
+            "interval_scores",
+            "reliability_bins",
+            "set_scores",
+        ],
+        "_diagnostics": ["top_loss_table"],
+        "_figures": [
+            "confusion_figure",
+            "format_value",
+            "history_figure",
+            "image_grid",
+            "interval_figure",
+            "regression_figure",
+            "reliability_figure",
+            "top_losses_figure",
+        ],
+        "_metrics": [
+            "evaluate_tasks",
+            "label_codes",
+            "multitask_scorer",
+            "per_class_metrics",
+            "scorable_rows",
+            "task_scores",
+        ],
+    },
+)

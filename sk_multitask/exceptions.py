@@ -1,0 +1,107 @@
+"""The warnings and errors of sk-multitask that users may catch or filter.
+
+Every class here is the one the package raises or warns with (the same object wherever
+it is used). Importing this module imports neither torch nor scikit-learn; only
+:class:`InconsistentVersionWarning`, a subclass of scikit-learn's warning of that name,
+imports scikit-learn, on first use.
+
+Examples
+--------
+>>> import warnings
+>>> from sk_multitask.exceptions import BadImageWarning
+>>> warnings.simplefilter("ignore", BadImageWarning)  # skipped images, said once per call
+"""
+
+import importlib
+import os
+
+__all__ = [
+    "BadImageError",
+    "BadImageWarning",
+    "CacheDamageWarning",
+    "CalibrationWarning",
+    "IgnoredWeightsWarning",
+    "ImageNotFoundError",
+    "InconsistentVersionWarning",  # noqa: F822 -- imported on first use (__getattr__)
+    "StorageError",
+]
+
+#: What a relative image path that is not found most likely needs.
+ROOT_HINT = "set image_root to the folder the image paths are relative to"
+
+
+class BadImageError(ValueError):
+    """An image (file or bytes) that is empty, truncated or not an image.
+
+    Parameters
+    ----------
+    path : str
+        The image's name: its path, URL or in-memory name.
+    reason : object
+        Why it could not be decoded.
+    message : str, default=None
+        The whole message; by default, one naming ``what`` and ``path``.
+    what : str, default="image file"
+
+    Attributes
+    ----------
+    path : str
+    reason : object
+    """
+
+    def __init__(self, path, reason, message=None, what="image file"):
+        self.path = path
+        self.reason = reason
+        super().__init__(message or f"cannot decode {what} {path!r}: {reason}")
+
+
+class ImageNotFoundError(BadImageError, FileNotFoundError):
+    """An image file that does not exist (a ``FileNotFoundError`` too)."""
+
+    def __init__(self, path):
+        path = os.fspath(path)
+        super().__init__(path, "not found", f"image file not found: {path!r}; {ROOT_HINT}")
+
+
+class BadImageWarning(UserWarning):
+    """Images skipped because they could not be read (``on_bad_image="skip"``)."""
+
+
+class StorageError(OSError):
+    """An object that could not be read (after retries, for a transient error).
+
+    Attributes
+    ----------
+    url : str
+    reason : str
+        The last error, in one line.
+    """
+
+    def __init__(self, url, reason):
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot read {url!r}: {reason}")
+
+
+class CacheDamageWarning(UserWarning):
+    """A disk cache file found damaged: its images are decoded from their files again."""
+
+
+class IgnoredWeightsWarning(UserWarning):
+    """Entries of a weights file that the backbone has no place for (a classifier...)."""
+
+
+class CalibrationWarning(UserWarning):
+    """Too few calibration cells of a task for the asked coverage."""
+
+
+def __getattr__(name):
+    # scikit-learn's warning is its base class: imported only when asked for.
+    if name == "InconsistentVersionWarning":
+        module = importlib.import_module(".persistence._pickling", __package__)
+        return module.InconsistentVersionWarning
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), "InconsistentVersionWarning"])

@@ -1,0 +1,54 @@
+"""The network: backbones, the multitask module and its masked loss.
+
+- ``_backbones`` and ``_weight_files``: torchvision's registry, timm, the small CNN or the
+  user's module, and their weights (torchvision's, or a local file);
+- ``_model``: the backbone, then one head per task;
+- ``_loss``: the masked multitask loss; ``_weighting``: class weights and dynamic weight
+  average.
+
+Their public names are imported from here on first use, so that importing a
+torch-free module imports no torch.
+"""
+
+from .. import _lazy_exports
+
+__getattr__, __dir__, __all__ = _lazy_exports(
+    __name__,
+    {
+        "_backbones": [
+            "IMAGENET_MEAN",
+            "IMAGENET_STD",
+            "PRETRAINED",
+            "TIMM_PREFIX",
+            "SimpleCNN",
+            "build_backbone",
+            "check_backbone",
+            "check_single_image_batches",
+            "default_image_size",
+            "has_pretrained_weights",
+            "is_torchvision_classifier",
+        ],
+        "_loss": [
+            "LOSS_WEIGHTINGS",
+            "REGRESSION_LOSSES",
+            "MaskedMultiTaskLoss",
+            "check_loss_options",
+            "check_task_losses",
+        ],
+        "_model": [
+            "NET_PARTS",
+            "MultiTaskModule",
+            "load_net_state",
+            "multitask_module",
+            "net_state",
+        ],
+        "_weight_files": ["load_weights_file", "read_state_dict"],
+        "_weighting": [
+            "check_class_weight_option",
+            "check_class_weights",
+            "class_weights",
+            "dwa_weights",
+            "is_weight",
+        ],
+    },
+)

@@ -1,0 +1,303 @@
+"""A predictor that runs a model exported to ONNX without torch.
+
+:class:`OnnxPredictor` reads a file written by :func:`sk_multitask.onnx.export_onnx` and
+predicts with ONNX Runtime. It imports numpy, pandas, PIL and onnxruntime only, not
+torch, skorch or scikit-learn, and decodes images and outputs with the code the
+estimator uses (:mod:`sk_multitask.inputs._decoding`,
+:class:`sk_multitask.targets._outputs.OutputDecoder`),
+with the estimator's rule for images that cannot be read, so that both return the same
+DataFrames.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..inputs._bad_images import (
+    BAD_IMAGE_OPTIONS,
+    BadImageRecords,
+    decode_or_record,
+    mark_unreadable,
+)
+from ..inputs._sources import resolve_images
+from ..persistence._document import parse_document, read_document
+from ..predicting._calibration import calibrated_outputs, interval_metrics, read_calibration
+from ..targets import check_targets
+from ..targets._outputs import OutputDecoder, prediction_frame, probability_frames
+
+__all__ = ["METADATA_KEY", "OnnxPredictor", "check_batch_size", "missing_onnx_extra"]
+
+#: The metadata key of the ONNX file that holds the model's JSON document.
+METADATA_KEY = "sk_multitask"
+#: The names of the ONNX graph's input (uint8 images) and output (every head's outputs).
+INPUT, OUTPUT = "images", "outputs"
+
+
+def check_batch_size(value, where="batch_size"):
+    """``value`` if it is a positive int (not a bool), else a ValueError naming ``where``.
+
+    Examples
+    --------
+    >>> check_batch_size(32)
+    32
+    >>> check_batch_size(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size must be a positive int; got -1
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{where} must be a positive int; got {value!r}")
+    return int(value)
+
+
+def missing_onnx_extra(what, exc):
+    """The ImportError for ``what`` when a package of the ``onnx`` extra is missing."""
+    return ImportError(
+        f"{what} needs the onnx extra ({exc.name} is not installed): "
+        "pip install 'sk-multitask[onnx]'"
+    )
+
+
+def _check_options(image_root, providers, storage_options, on_bad_image):
+    """A TypeError or ValueError naming the first of :class:`OnnxPredictor`'s options
+    that is of the wrong type or value, before the file is opened."""
+    if image_root is not None and not isinstance(image_root, (str, os.PathLike)):
+        raise TypeError(f"image_root must be a folder path or None; got {image_root!r}")
+    if providers is not None and (
+        isinstance(providers, str) or not isinstance(providers, (list, tuple))
+    ):
+        raise TypeError(f"providers must be a list of ONNX Runtime providers: {providers!r}")
+    if storage_options is not None and not isinstance(storage_options, dict):
+        raise TypeError(f"storage_options must be a dict or None; got {storage_options!r}")
+    if on_bad_image not in (None, *BAD_IMAGE_OPTIONS):
+        raise ValueError(
+            f"on_bad_image must be one of {list(BAD_IMAGE_OPTIONS)} or None; "
+            f"got {on_bad_image!r}"
+        )
+
+
+def _open_session(path, session_options, providers):
+    """The ONNX Runtime session of the file at ``path`` and its model document (a
+    :class:`~sk_multitask.persistence._document.ModelDocument`), or an error naming the file."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise missing_onnx_extra("OnnxPredictor", exc) from exc
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ONNX file not found: {path!r}")
+    try:
+        session = onnxruntime.InferenceSession(
+            path, session_options, providers=providers or ["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ValueError(f"{path!r} is not an ONNX model ONNX Runtime can run: {exc}") from exc
+    metadata = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in metadata:
+        raise ValueError(
+            f"{path!r} is an ONNX model but not one exported by sk-multitask "
+            f"(its metadata has no {METADATA_KEY!r} entry)"
+        )
+    return session, read_document(metadata[METADATA_KEY], path)
+
+
+def _check_graph(session, tasks, params, path):
+    """A ValueError unless the document's parameters and tasks fit the ONNX graph."""
+    missing = [name for name in ("image_col", "batch_size") if name not in params]
+    if missing:
+        raise ValueError(f"{path!r}: the model document has no parameters {missing}")
+    width = session.get_outputs()[0].shape[-1]
+    outputs = sum(decoder.n_outputs for decoder in tasks.values())
+    if isinstance(width, int) and width != outputs:  # a named dimension: not known here
+        raise ValueError(
+            f"{path!r}: the model document's tasks have {outputs} outputs in all, "
+            f"the ONNX graph {width}"
+        )
+
+
+class OnnxPredictor:
+    """Predict with a model exported by :func:`export_onnx`, without torch.
+
+    Parameters
+    ----------
+    path : str or path
+        The ONNX file.
+    image_root : str or path, default=None
+        Folder relative image paths are resolved against; None: the estimator's.
+    batch_size : int, default=None
+        Images per ONNX Runtime call; None: the estimator's ``batch_size``.
+    providers : list, default=None
+        ONNX Runtime execution providers; None: ``["CPUExecutionProvider"]``.
+    session_options : onnxruntime.SessionOptions, default=None
+        E.g. the number of threads (``intra_op_num_threads``); None: ONNX Runtime's.
+    on_bad_image : {"raise", "skip"}, default=None
+        What an image that cannot be read does, as the estimator's parameter:
+        ``"raise"``, an error naming the file; ``"skip"``, its row of predictions is
+        missing and one :class:`~sk_multitask.exceptions.BadImageWarning` counts such
+        rows. None: the estimator's.
+    storage_options : dict, default=None
+        Passed to fsspec to read image paths (or an ``image_root``) that are URLs,
+        as the estimator's parameter (never saved in the file).
+
+    Attributes
+    ----------
+    tasks_ : dict
+        Task name to :class:`~sk_multitask.targets._outputs.OutputDecoder` (kind, classes...),
+        in the order of the estimator's ``tasks_``.
+    calibration_ : Calibration or None
+        The estimator's calibration (:mod:`sk_multitask.predicting._calibration`).
+    params : dict
+        The estimator's parameters, as saved.
+    image_col, image_root, image_size, batch_size, on_bad_image, storage_options
+        What :meth:`predict` reads ``X`` with.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from sk_multitask import MultiTaskImageEstimator
+    >>> from sk_multitask.datasets import make_multitask_images
+    >>> from sk_multitask.onnx import OnnxPredictor
+    >>> df = make_multitask_images(32, image_size=16, random_state=0)
+    >>> est = MultiTaskImageEstimator(
+    ...     image_root=df.attrs["image_root"], backbone="simple_cnn", weights=None,
+    ...     image_size=16, max_epochs=1, valid_split=None, random_state=0)
+    >>> est = est.fit(df, df[["color", "shape", "area"]])
+    >>> path = est.export_onnx(os.path.join(tempfile.mkdtemp(), "model.onnx"))
+    >>> predictor = OnnxPredictor(path)
+    >>> onnx_predictions, predictions = predictor.predict(df), est.predict(df)
+    >>> onnx_predictions[["color", "shape"]].equals(predictions[["color", "shape"]])
+    True
+    >>> float((onnx_predictions["area"] - predictions["area"]).abs().max()) < 1e-4
+    True
+    """
+
+    def __init__(
+        self,
+        path,
+        image_root=None,
+        batch_size=None,
+        providers=None,
+        session_options=None,
+        on_bad_image=None,
+        storage_options=None,
+    ):
+        if batch_size is not None:
+            batch_size = check_batch_size(batch_size)
+        _check_options(image_root, providers, storage_options, on_bad_image)
+        path = os.fspath(path)
+        self.session, model = _open_session(path, session_options, providers)
+        self.document = model.document
+        self.params = model.params
+        self.tasks_ = model.tasks(OutputDecoder.from_dict)
+        _check_graph(self.session, self.tasks_, model.params, path)
+        self.history_ = model.history
+        try:
+            self.calibration_ = read_calibration(model.calibration, self.tasks_)
+        except ValueError as exc:
+            raise ValueError(f"{path!r}: {exc}") from exc
+        for name, value in model.fitted_attributes().items():
+            setattr(self, name, value)
+        self.image_col = self.params["image_col"]
+        self.image_root = self.params["image_root"] if image_root is None else image_root
+        self.image_size = self.image_size_
+        if batch_size is None:
+            saved = self.params.get("batch_size")
+            batch_size = check_batch_size(saved, f"{path!r}: the saved batch_size")
+        self.batch_size = batch_size
+        saved = self.params.get("on_bad_image", "raise")
+        self.on_bad_image = saved if on_bad_image is None else on_bad_image
+        self.storage_options = storage_options
+        self.path = path
+
+    def outputs(self, X):
+        """Each task's raw head outputs (float32 arrays) for ``X``, and ``X``'s index.
+
+        The row of an image that cannot be read is NaN with ``on_bad_image="skip"``
+        (:func:`sk_multitask.inputs._bad_images.mark_unreadable`, the estimator's rule).
+        """
+        images, index = resolve_images(
+            X, self.image_col, self.image_root, check_files=False,
+            storage_options=self.storage_options,
+        )
+        sizes = [decoder.n_outputs for decoder in self.tasks_.values()]
+        outputs = np.empty((len(images), sum(sizes)), dtype=np.float32)
+        bad = BadImageRecords() if self.on_bad_image == "skip" else None
+        for start in range(0, len(images), self.batch_size):
+            positions = range(start, min(start + self.batch_size, len(images)))
+            pixels = {i: decode_or_record(images[i], self.image_size, i, bad) for i in positions}
+            read = [i for i, image in pixels.items() if image is not None]
+            if read:
+                batch = np.stack([pixels[i] for i in read])
+                feed = {INPUT: np.ascontiguousarray(batch.transpose(0, 3, 1, 2))}
+                outputs[read] = self.session.run([OUTPUT], feed)[0]
+        mark_unreadable(outputs, {} if bad is None else bad.collect())
+        split = np.split(outputs, np.cumsum(sizes)[:-1], axis=1)
+        return dict(zip(self.tasks_, split, strict=True)), index
+
+    def _cell_loss(self):
+        """Each cell's loss as the network was trained, from the model document."""
+        return parse_document(self.document, self.path).cell_loss()
+
+    def predict_raw(self, X):
+        """:meth:`outputs`, by the name of ``MultiTaskImageEstimator.predict_raw``: what
+        :func:`sk_multitask.report.write_report` computes the report from."""
+        return self.outputs(X)
+
+    def predict(self, X):
+        """Predict every task: the DataFrame ``MultiTaskImageEstimator.predict`` returns.
+
+        Parameters
+        ----------
+        X : image input, as ``MultiTaskImageEstimator.predict`` takes it
+            Paths, encoded bytes, PIL images, arrays, a ``datasets.Dataset``... (see
+            ``docs/inputs.md``); a torch tensor needs torch, nothing else does.
+        """
+        return prediction_frame(self.tasks_, *self.outputs(X))
+
+    def predict_proba(self, X):
+        """Class probabilities: what ``MultiTaskImageEstimator.predict_proba`` returns."""
+        outputs, index = self.outputs(X)
+        return probability_frames(self.tasks_, self._calibrated(outputs), index)
+
+    def predict_interval(self, X, coverage=0.9):
+        """Intervals and sets: what ``MultiTaskImageEstimator.predict_interval`` returns."""
+        if self.calibration_ is None:
+            raise ValueError(f"{self.path!r}: the model was exported without a calibration")
+        outputs, index = self.outputs(X)
+        return self.calibration_.intervals(self.tasks_, outputs, index, coverage)
+
+    def evaluate(self, X, y, coverage=None):
+        """Per-task metrics: the table of ``MultiTaskImageEstimator.evaluate`` (with
+        ``coverage``, how sure the model is: its ``ece``, ``coverage`` and widths).
+
+        Needs scikit-learn (for the metrics), not torch.
+        """
+        from ..evaluation._metrics import evaluate_tasks
+
+        outputs, index = self.outputs(X)
+        y = check_targets(y, self.tasks_, len(index))
+        tasks = {n: self.tasks_[n] for n in y.columns}
+        table = evaluate_tasks(tasks, self._calibrated(outputs), y)
+        if coverage is None:
+            return table
+        if self.calibration_ is None:
+            raise ValueError(f"{self.path!r}: the model was exported without a calibration")
+        return table.join(interval_metrics(self.calibration_, tasks, outputs, y, coverage))
+
+    def _calibrated(self, outputs):
+        return calibrated_outputs(self.calibration_, outputs)
+
+    def top_losses(self, X, y, k=9, task=None):
+        """The ``k`` rows with the largest training loss: the table of
+        ``MultiTaskImageEstimator.top_losses``, computed without torch.
+
+        Needs scikit-learn (which encodes ``y``), not torch.
+        """
+        from ..evaluation._diagnostics import top_loss_table
+
+        outputs, index = self.outputs(X)
+        return top_loss_table(self, X, y, outputs, index, k=k, task=task)
+
+    def __repr__(self):
+        return f"OnnxPredictor({self.path!r})"

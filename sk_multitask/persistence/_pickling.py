@@ -1,0 +1,206 @@
+"""Pickles of the estimator: lean, versioned, rebuilt as a safe file is loaded.
+
+A fitted estimator pickles its parameters and its plain fitted attributes, the bytes of
+its safe file (:func:`sk_multitask.persistence._safe_file.model_bytes`: the model document and the
+weights, the one description of a fitted model) and, with ``warm_start=True``, the
+optimizer's state, which a later ``fit`` continues from. The skorch net itself (its
+callbacks, its optimizer) is not pickled: unpickling rebuilds it with
+:func:`restore_fitted`, the function that gives a loaded safe file its net, on the CUDA
+device its ``device`` parameter names when there is one, else on the CPU. An unfitted
+estimator pickles its parameters alone. Beside the parameters, the state holds only
+bytes and plain Python values, so that ``skops.io`` persists it too, trusting no type
+but the estimator's class. A pickle never holds secrets: the parameters of
+:data:`~sk_multitask.persistence._document.SECRET_PARAMS` (``storage_options``) are pickled as None.
+
+Each pickle records the versions of the packages that wrote it
+(:func:`sk_multitask.persistence._document.package_versions`); loading it under another sk-multitask
+version warns with :class:`InconsistentVersionWarning`.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import torch
+from sklearn.exceptions import InconsistentVersionWarning as SklearnInconsistentVersionWarning
+from torch import nn
+
+from .. import __version__
+from ..network._backbones import has_pretrained_weights
+from ..predicting._calibration import read_calibration
+from ..targets._outputs import decoders
+from ..training._build import rebuild_saved_net
+from ..training._config import TrainingConfig, resolve_device
+from ._document import RUNTIME_PARAMS, SECRET_PARAMS, package_versions
+from ._safe_file import model_bytes, read_model
+
+__all__ = ["InconsistentVersionWarning", "VersionedPickleMixin", "load_fitted", "restore_fitted"]
+
+#: The key of the pickled state that holds the versions record.
+VERSIONS_KEY = "_sk_multitask_versions"
+#: The key of the pickled state that holds the safe file's bytes (fitted estimators).
+MODEL_KEY = "_sk_multitask_model"
+#: The key of the pickled state that holds the optimizer's state (``warm_start=True``).
+OPTIMIZER_KEY = "_sk_multitask_optimizer"
+#: The fitted attributes the safe file's bytes carry: never pickled themselves.
+SAVED_ATTRIBUTES = (
+    "net_", "history_", "tasks_", "image_size_", "data_sizes_", "skipped_images_", "best_epoch_",
+    "calibration_",
+)  # fmt: skip
+#: The key pickles of sk-multitask 0.1.0 recorded the package version under.
+_OLD_VERSION_KEY = "_sk_multitask_version"
+
+
+class InconsistentVersionWarning(SklearnInconsistentVersionWarning):
+    """A pickled estimator is loaded under another sk-multitask version than saved it.
+
+    A subclass of scikit-learn's :class:`~sklearn.exceptions.InconsistentVersionWarning`
+    (a filter for scikit-learn's warning catches it too): the model may break or
+    predict differently. Retrain it, or use the version that saved it;
+    :meth:`MultiTaskImageEstimator.save` writes a file that does not depend on the
+    package's code.
+
+    Parameters
+    ----------
+    estimator_name, current_version, original_version : str
+        As the attributes.
+
+    Attributes
+    ----------
+    estimator_name : str
+    current_version : str
+        The sk-multitask version loading the pickle.
+    original_version : str
+        The sk-multitask version that wrote it.
+    """
+
+    def __init__(self, *, estimator_name, current_version, original_version):
+        super().__init__(
+            estimator_name=estimator_name,
+            current_sklearn_version=current_version,
+            original_sklearn_version=original_version,
+        )
+        self.current_version = current_version
+        self.original_version = original_version
+
+    def __str__(self):
+        return (
+            f"Trying to unpickle estimator {self.estimator_name} from sk-multitask "
+            f"version {self.original_version} when using version {self.current_version}. "
+            "This might lead to breaking code or invalid results. Use at your own risk; "
+            "est.save(path) writes a file that loads under any later version."
+        )
+
+
+def restore_fitted(estimator, saved):
+    """Give ``estimator`` (its parameters set) the fitted state of a read safe file.
+
+    The net is rebuilt from the estimator's parameters
+    (:func:`~sk_multitask.training._build.rebuild_saved_net`) on the ``device`` parameter's
+    device, or on the CPU where it names CUDA and there is none, and the saved weights
+    and history are loaded into it. :meth:`MultiTaskImageEstimator.load` and unpickling
+    both use it.
+
+    Parameters
+    ----------
+    estimator : MultiTaskImageEstimator
+    saved : SavedModel
+        As :func:`sk_multitask.persistence._safe_file.read_model` returns it.
+
+    Returns
+    -------
+    estimator
+        With ``net_``, ``tasks_``, ``history_`` and the fitted attributes the model
+        document gives.
+    """
+    cuda = torch.cuda.is_available() or not estimator.device.startswith("cuda")
+    device = resolve_device(estimator.device) if cuda else "cpu"  # a GPU model loads on a CPU
+    config = TrainingConfig.from_estimator(estimator)
+    estimator.net_ = saved.restore(rebuild_saved_net(config, saved, device))
+    estimator.tasks_, estimator.history_ = saved.tasks, estimator.net_.history
+    for name, value in saved.model.fitted_attributes().items():
+        setattr(estimator, name, value)
+    estimator.calibration_ = read_calibration(saved.model.calibration, decoders(estimator.tasks_))
+    return estimator
+
+
+def load_fitted(cls, path, backbone, settings):
+    """An estimator of class ``cls`` fitted as the safe file at ``path`` says, with the
+    run-time parameters ``settings`` (never the file's): ``MultiTaskImageEstimator.load``.
+
+    Raises
+    ------
+    TypeError
+        A setting that is not a run-time parameter.
+    ValueError
+        The file's document holds a parameter ``cls`` does not have.
+    """
+    unknown = sorted(settings.keys() - set(RUNTIME_PARAMS))
+    if unknown:
+        raise TypeError(
+            f"load() got unexpected keyword arguments {unknown}; it takes backbone "
+            f"and the run-time parameters {list(RUNTIME_PARAMS)}"
+        )
+    saved = read_model(path, backbone)
+    unknown = sorted(map(str, saved.params.keys() - set(cls._get_param_names())))
+    if unknown:
+        raise ValueError(f"{saved.path!r}: the model document has unknown parameters {unknown[:5]}")
+    est = restore_fitted(cls(**saved.params, **settings), saved)
+    est.pretrained_ = has_pretrained_weights(est.backbone, est.weights)
+    return est
+
+
+def _optimizer_bytes(net):
+    buffer = io.BytesIO()
+    torch.save(net.optimizer_.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def _load_optimizer(net, data):
+    # weights_only: tensors and plain containers, nothing that runs code.
+    state = torch.load(io.BytesIO(data), map_location=net.device, weights_only=True)
+    net.optimizer_.load_state_dict(state)
+
+
+class VersionedPickleMixin:
+    """Lean pickles (see the module's description) that record the package versions, and
+    warn on load when sk-multitask's differs.
+
+    The secret parameters are pickled as None (set them again after loading).
+    """
+
+    def __getstate__(self):
+        secrets = {name: None for name in SECRET_PARAMS if name in self.__dict__}
+        state = {**super().__getstate__(), **secrets}
+        if "net_" in state:
+            state = {k: v for k, v in state.items() if k not in SAVED_ATTRIBUTES}
+            state[MODEL_KEY] = model_bytes(self, with_params=False)
+            if self.warm_start:
+                state[OPTIMIZER_KEY] = _optimizer_bytes(self.net_)
+        return {**state, VERSIONS_KEY: package_versions()}
+
+    def __setstate__(self, state):
+        state = dict(state)
+        versions = state.pop(VERSIONS_KEY, None) or {}
+        original = versions.get("sk_multitask") or state.pop(
+            _OLD_VERSION_KEY, "unknown (before 0.1.0)"
+        )
+        state.pop(_OLD_VERSION_KEY, None)
+        if original != __version__:
+            warnings.warn(
+                InconsistentVersionWarning(
+                    estimator_name=type(self).__name__,
+                    current_version=__version__,
+                    original_version=original,
+                ),
+                stacklevel=2,
+            )
+        model, optimizer = state.pop(MODEL_KEY, None), state.pop(OPTIMIZER_KEY, None)
+        super().__setstate__(state)
+        if model is None:  # unfitted, or an older pickle that holds the net itself
+            return
+        own = self.backbone if isinstance(self.backbone, nn.Module) else None
+        restore_fitted(self, read_model(model, backbone=own))
+        if optimizer is not None:
+            _load_optimizer(self.net_, optimizer)

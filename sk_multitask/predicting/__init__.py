@@ -1,0 +1,31 @@
+"""From a fitted network's raw outputs to predictions.
+
+- ``_inference``: the one batching iterator of every method that runs the network;
+- ``_calibration`` (torch-free): temperature scaling and conformal sets and intervals.
+
+Their public names are imported from here on first use, so that importing a
+torch-free module imports no torch.
+"""
+
+from .. import _lazy_exports
+
+__getattr__, __dir__, __all__ = _lazy_exports(
+    __name__,
+    {
+        "_calibration": [
+            "MAX_CALIBRATION_SCORES",
+            "TEMPERATURE_RANGE",
+            "Calibration",
+            "TaskCalibration",
+            "calibrate",
+            "calibrated_outputs",
+            "conformal_quantile",
+            "fit_temperature",
+            "interval_metrics",
+            "min_cells",
+            "nll",
+            "read_calibration",
+        ],
+        "_inference": ["network_outputs", "task_outputs", "validation_calibration"],
+    },
+)

@@ -1,0 +1,142 @@
+"""The one inference path: a fitted net run over images, batch by batch.
+
+``predict``, ``predict_proba``, ``transform``, ``score``, ``evaluate``, ``top_losses``,
+the report and the command line all get the network's outputs (or the backbone's
+features) from :func:`network_outputs`, so that they share one batching iterator, one
+use of the disk cache (``cache_dir``) and one rule for images that cannot be read
+(:func:`sk_multitask.inputs._bad_images.mark_unreadable`, which the torch-free ONNX predictor
+follows too): with ``on_bad_image="skip"`` the row is missing (NaN) and one
+:class:`~sk_multitask.exceptions.BadImageWarning` counts such rows; with ``"raise"`` the
+error names the file.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from tqdm.auto import tqdm
+
+from ..exceptions import BadImageWarning
+from ..inputs._bad_images import mark_unreadable
+from ..inputs._cache import cached_images
+from ..inputs._dataset import ImageDataset, bad_image_log
+from ..inputs._decoding import tta_views
+from ..targets._outputs import decoders
+from ..training._distributed import dask_worker_threads
+from ._calibration import calibrate
+
+__all__ = ["network_outputs", "task_outputs", "validation_calibration"]
+
+
+def network_outputs(
+    net,
+    images,
+    image_size,
+    *,
+    on_bad_image="raise",
+    cache_dir=None,
+    verbose=0,
+    features=False,
+    tta=0,
+):
+    """The fitted network's outputs for every image: a float32 CPU tensor ``(N, width)``.
+
+    Parameters
+    ----------
+    net : fitted skorch net whose ``module_`` is a
+        :class:`~sk_multitask.network._model.MultiTaskModule`
+    images : ndarray of str (resolved paths) or uint8 ndarray
+        As :func:`sk_multitask.inputs._sources.resolve_images` returns them.
+    image_size : (int, int)
+    on_bad_image : {"raise", "skip"}, default="raise"
+        ``"skip"``: an image that cannot be read gets a row of NaN, and one
+        :class:`~sk_multitask.exceptions.BadImageWarning` names the first few such files.
+    cache_dir : str or path, optional
+        A disk cache folder (:func:`sk_multitask.inputs._disk_cache.disk_cached_images`).
+    verbose : int, default=0
+        A progress bar when positive.
+    features : bool, default=False
+        The backbone's features (``forward_features``) instead of the heads' outputs.
+    tta : int, default=0
+        Test-time augmentation: the outputs are the mean over the plain images and
+        this many augmented views of them (:func:`sk_multitask.inputs._decoding.tta_views`).
+
+    Returns
+    -------
+    tensor of shape (N, width), float32
+        The heads' concatenated outputs, or the features.
+    """
+    bad_images = bad_image_log(on_bad_image)
+    if cache_dir is not None:
+        images, _ = cached_images(
+            images, image_size, cache=False, cache_dir=cache_dir, bad_images=bad_images
+        )
+    dataset = ImageDataset(images, image_size=image_size, bad_images=bad_images)
+    views = [tuple(map(torch.as_tensor, view)) for view in tta_views(image_size, tta)]
+    batches = _batches(net, dataset, features, views)
+    if verbose:
+        total = math.ceil(len(dataset) / net.batch_size)
+        desc = "transform" if features else "predict"
+        batches = tqdm(batches, total=total, desc=desc, unit="batch", leave=False)
+    outputs, start = None, 0
+    with dask_worker_threads():
+        for batch in batches:
+            if outputs is None:
+                # One buffer filled batch by batch: kept per-batch tensors fragment the
+                # heap, and memory grew with the number of images (docs/performance.md).
+                outputs = torch.empty(len(dataset), batch.shape[1])
+            outputs[start : start + len(batch)] = batch
+            start += len(batch)
+    bad = {} if bad_images is None else bad_images.collect()
+    return mark_unreadable(outputs, bad, stacklevel=3)
+
+
+def _batches(net, dataset, features, views=()):
+    """The outputs of each batch of ``dataset``, on the CPU: skorch's iterator and step,
+    averaged over the plain batch and its test-time augmentation ``views``."""
+    module = net.module_
+    for batch in net.get_iterator(dataset, training=False):
+        images, rest = batch[0], batch[1:]
+        out = _outputs(net, module, images, rest, features).float()
+        for rows, cols in views:
+            out += _outputs(net, module, images[..., rows[:, None], cols[None, :]], rest, features)
+        # Logits are averaged (a normalised geometric mean of the views' probabilities),
+        # so that regression outputs and temperature scaling follow the same rule.
+        yield (out / (1 + len(views))).cpu()
+
+
+def _outputs(net, module, images, rest, features):
+    """One batch's heads' outputs (or features)."""
+    if features:
+        with torch.no_grad():
+            module.eval()
+            return module.forward_features(images.to(net.device))
+    return net.evaluation_step((images, *rest), training=False)
+
+
+def task_outputs(tasks, outputs):
+    """Each task's columns of the concatenated ``outputs``: ``{task: tensor (N, n_outputs)}``.
+
+    ``tasks`` maps task names to fitted tasks (anything with ``n_outputs``), in the
+    order of the network's heads.
+    """
+    split = torch.split(outputs, [task.n_outputs for task in tasks.values()], dim=1)
+    return dict(zip(tasks, split, strict=True))
+
+
+def validation_calibration(net, data, *, on_bad_image, tta):
+    """The calibration of a fitted ``net`` on ``fit``'s validation rows (``data``, a
+    :class:`~sk_multitask.training._fit_data.FitData`); None without any."""
+    if data.valid_set is None:
+        return None
+    with warnings.catch_warnings():  # fit has warned of its bad images already
+        warnings.simplefilter("ignore", BadImageWarning)
+        outputs = network_outputs(
+            net, data.valid_set.images, data.plan.image_size, on_bad_image=on_bad_image, tta=tta
+        )
+    # An image found bad while decoding for the cache has all its targets masked.
+    outputs[data.valid_set.unlabelled_rows()] = float("nan")
+    outputs = task_outputs(data.tasks, outputs)
+    return calibrate(decoders(data.tasks), outputs, data.valid_y, skip_unlabelled=True)

@@ -1,0 +1,256 @@
+"""What a fit is asked (:class:`TrainingConfig`) and what it resolves that to (:class:`Plan`).
+
+The training machinery (:mod:`sk_multitask.training._build`) reads these two frozen dataclasses,
+never the estimator: the config is the estimator's parameters as given
+(``get_params(deep=False)``), the plan the values its ``"auto"`` settings stand for on
+this machine and data (device, workers, frozen epochs, the backbone's rate), the seed
+drawn from ``random_state``, and whether the fit continues a fitted network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from typing import Any
+
+import torch
+
+from ..inputs._decoding import MAX_IMAGE_SIZE
+from ..network._backbones import has_pretrained_weights
+
+__all__ = [
+    "Plan",
+    "TrainingConfig",
+    "WarmStart",
+    "check_image_size_bound",
+    "check_writable_folder",
+    "resolve_device",
+    "resolve_num_workers",
+    "seeded",
+]
+
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """The estimator's parameters, as given: see
+    :class:`~sk_multitask.MultiTaskImageEstimator` for each."""
+
+    image_col: Any = "filename"
+    image_root: Any = None
+    backbone: Any = "resnet18"
+    weights: Any = "DEFAULT"
+    image_size: Any = 224
+    on_bad_image: str = "raise"
+    check_images: bool = False
+    tasks: Any = None
+    loss_weights: Any = None
+    class_weight: Any = None
+    regression_loss: Any = "mse"
+    max_epochs: int = 10
+    lr: float = 1e-3
+    lr_schedule: str = "onecycle"
+    freeze_epochs: Any = "auto"
+    backbone_lr_scale: Any = "auto"
+    early_stopping: bool = False
+    patience: int = 5
+    monitor: str = "valid_loss"
+    warm_start: bool = False
+    checkpoint_dir: Any = None
+    batch_size: int = 64
+    optimizer: Any = "adamw"
+    valid_split: Any = 0.2
+    augment: bool = False
+    num_workers: Any = "auto"
+    cache: Any = "auto"
+    cache_max_bytes: Any = None
+    cache_dir: Any = None
+    precision: str = "fp32"
+    device: str = "auto"
+    accelerator: Any = "auto"
+    callbacks: Any = None
+    random_state: Any = None
+    verbose: int = 0
+    storage_options: Any = None
+    tta: int = 0
+
+    #: Parameters that change how a fit runs, not what it learns (left out of the
+    #: checkpoint's fingerprint); ``tta`` only changes how the trained network predicts.
+    RUN_TIME = ("verbose", "checkpoint_dir", "num_workers", "device", "storage_options", "tta")
+
+    @classmethod
+    def from_estimator(cls, estimator):
+        """The config of ``estimator``'s parameters (``get_params(deep=False)``)."""
+        params = estimator.get_params(deep=False)
+        return cls(**{field.name: params[field.name] for field in dataclasses.fields(cls)})
+
+    def learning_params(self):
+        """The parameters that decide what a fit learns: all but :attr:`RUN_TIME`."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name not in self.RUN_TIME
+        }
+
+    def one_epoch(self):
+        """The config of one ``partial_fit`` call: one epoch, continuing the fitted
+        network as ``warm_start`` does, without early stopping or checkpoints (as
+        scikit-learn's ``MLPClassifier.partial_fit`` ignores ``early_stopping``)."""
+        return dataclasses.replace(
+            self, max_epochs=1, warm_start=True, early_stopping=False, checkpoint_dir=None
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """The fitted state a ``warm_start`` fit (or a ``partial_fit`` call) continues from."""
+
+    net: Any
+    tasks: dict
+    image_size: tuple
+    #: Whether the first fit started from pretrained weights (it keeps their recipe).
+    pretrained: bool
+    #: What continues it, for the errors: ``"warm_start"`` or ``"partial_fit"``.
+    method: str = "warm_start"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The resolved values of one fit: what its ``"auto"`` parameters stand for.
+
+    Attributes
+    ----------
+    image_size : (int, int)
+    device : str
+        A torch device.
+    seed : int or None
+        torch's seed, drawn from ``random_state`` after the validation split.
+    num_workers : int
+        DataLoader worker processes.
+    freeze_epochs : int
+    backbone_lr_scale : float
+    pretrained : bool
+        Whether the backbone started from pretrained weights (in this fit or, for a
+        warm start, in the first).
+    start_epoch : int
+        Epochs of history before this fit (a warm start's).
+    continuing : bool
+        Whether the fit continues a fitted network (``warm_start``).
+    """
+
+    image_size: tuple
+    device: str
+    seed: int | None = None
+    num_workers: int = 0
+    freeze_epochs: int = 0
+    backbone_lr_scale: float = 1.0
+    pretrained: bool = False
+    start_epoch: int = 0
+    continuing: bool = False
+
+    @classmethod
+    def resolve(cls, config, image_size, *, seed, decoded, warm=None):
+        """The plan of a fit of ``config``; ``decoded``: whether the images are decoded
+        already (cached), ``warm``: the :class:`WarmStart` it continues, if any."""
+        continuing = warm is not None
+        pretrained = not continuing and has_pretrained_weights(config.backbone, config.weights)
+        freeze_epochs = config.freeze_epochs
+        if continuing:
+            freeze_epochs = 0
+        elif freeze_epochs == "auto":
+            freeze_epochs = int(pretrained and config.max_epochs > 1)
+        scale = config.backbone_lr_scale
+        if scale == "auto":  # a warm start keeps the first fit's choice
+            scale = 0.1 if pretrained or (continuing and warm.pretrained) else 1.0
+        return cls(
+            image_size=image_size,
+            device=resolve_device(config.device),
+            seed=seed,
+            num_workers=resolve_num_workers(config, cache=decoded),
+            freeze_epochs=int(freeze_epochs),
+            backbone_lr_scale=float(scale),
+            pretrained=pretrained or (continuing and warm.pretrained),
+            start_epoch=len(warm.net.history) if continuing else 0,
+            continuing=continuing,
+        )
+
+
+def resolve_num_workers(config, cache):
+    """The DataLoader worker count that the ``num_workers`` parameter stands for.
+
+    ``config``: a :class:`TrainingConfig` (or the estimator: the same names); ``cache``:
+    whether the images are decoded already (nothing left for workers to do).
+    """
+    if config.num_workers != "auto":
+        return config.num_workers
+    if cache and not config.augment:
+        return 0
+    if resolve_device(config.device).startswith("cuda"):
+        return min(8, os.cpu_count() or 1)
+    # On a CPU every core already trains the network (torch's intra-op threads): a
+    # worker process would oversubscribe them, which cost 5-10x per epoch on 2 cores.
+    return 0
+
+
+def check_image_size_bound(image_size):
+    """Refuse an ``image_size`` (a ``(height, width)`` pair) with a side over
+    :data:`sk_multitask.inputs._decoding.MAX_IMAGE_SIZE`."""
+    if max(image_size) > MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size {tuple(image_size)} is too large: each side must be at most "
+            f"{MAX_IMAGE_SIZE} pixels (images are resized to it, in memory, batch by batch)"
+        )
+
+
+def check_writable_folder(path, parameter):
+    """Refuse a folder (``cache_dir``, ``checkpoint_dir``) that cannot be created or
+    written, before any data is read; a folder that does not exist yet is not created.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, the path and the cause.
+    """
+    if path is None:
+        return
+    path = os.path.abspath(os.fspath(path))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    cause = None
+    if not os.path.isdir(existing):
+        cause = f"{existing!r} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        cause = f"{existing!r} is not writable"
+    if cause is not None:
+        raise ValueError(f"{parameter}={path!r} cannot be written: {cause}")
+
+
+def resolve_device(device):
+    """The torch device that the ``device`` parameter stands for ("auto": CUDA if any)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"device={device!r} is not a torch device ('auto', 'cpu', 'cuda', "
+            f"'cuda:1', 'mps'...): {exc}"
+        ) from exc
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA device is available; use 'auto' or 'cpu'")
+    return device
+
+
+@contextlib.contextmanager
+def seeded(seed, device):
+    """Seed torch inside the block and restore its global random state after."""
+    if seed is None:
+        yield
+        return
+    cuda = device.startswith("cuda")
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

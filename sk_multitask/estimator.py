@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from numbers import Integral
 
-import numpy as np
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -14,15 +13,13 @@ from sklearn.base import (
 )
 from sklearn.utils.validation import check_is_fitted
 
-from .evaluation._diagnostics import top_loss_table
-from .evaluation._metrics import evaluate_tasks, per_class_metrics, task_scores
 from .inputs._sources import resolve_images
 from .persistence._pickling import VersionedPickleMixin, load_fitted
 from .persistence._safe_file import save
-from .predicting._calibration import calibrate, calibrated_outputs, interval_metrics
-from .predicting._inference import network_outputs, task_outputs, validation_calibration
-from .targets import check_aligned, check_sample_weight, check_targets, check_task
-from .targets._outputs import decoders, prediction_frame, probability_frames
+from .predicting._calibration import calibrate
+from .predicting._inference import network_outputs, validation_calibration
+from .predicting._protocol import MultiTaskPredictor, checked_outputs
+from .targets._outputs import decoders
 from .training._build import build_net, continue_order
 from .training._config import TrainingConfig, WarmStart, seeded
 from .training._distributed import dask_worker_threads
@@ -38,7 +35,12 @@ DOCS_URL = "https://sk-multitask.readthedocs.io/en/latest/"
 
 
 class MultiTaskImageEstimator(
-    VersionedPickleMixin, TransformerMixin, ClassNamePrefixFeaturesOutMixin, BaseEstimator):
+    MultiTaskPredictor,
+    VersionedPickleMixin,
+    TransformerMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    BaseEstimator,
+):
     """Train one network that predicts several targets of mixed kinds from images.
 
     A shared backbone feeds one head per column of ``y``. Each column's task kind is
@@ -497,90 +499,6 @@ class MultiTaskImageEstimator(
             freeze = data.plan.freeze_epochs > 0
             return find_lr(net, data.train_set, start_lr, end_lr, num_it, freeze=freeze)
 
-    def predict(self, X):
-        """Predict every task.
-
-        Returns
-        -------
-        DataFrame
-            ``X``'s index (a RangeIndex for non-pandas ``X``) and one column per task:
-            class labels with the dtype they were fitted with, regression values as
-            float in original units.
-        """
-        return prediction_frame(self._decoders(), *self.predict_raw(X))
-
-    def predict_proba(self, X):
-        """Class probabilities of every classification and multi-label task.
-
-        Returns
-        -------
-        dict
-            Task name to a DataFrame with ``X``'s index and one column per class
-            label (the original labels); rows sum to 1 for a classification. A
-            multi-label task has one independent probability per label. Once
-            calibrated (``calibration_``), the temperature-scaled probabilities.
-        """
-        outputs, index = self.predict_raw(X)
-        return probability_frames(self._decoders(), self._calibrated(outputs), index)
-
-    def score(self, X, y, sample_weight=None):
-        """Mean over tasks of accuracy (classification), R² (regression) and micro F1
-        over labels (multi-label).
-
-        Each task is scored on its labelled cells in ``y`` only; ``y`` may hold a
-        subset of the tasks. ``sample_weight`` (row weights) weights each task's
-        metric as scikit-learn's ``sample_weight`` does.
-        """
-        check_is_fitted(self)
-        scores = task_scores(self, X, y, sample_weight=sample_weight)
-        return float(np.mean(list(scores.values())))
-
-    def evaluate(self, X, y, per_class=False, coverage=None, sample_weight=None):
-        """Per-task metrics on the labelled cells of ``y``, in original labels and units.
-
-        Parameters
-        ----------
-        X : image input, as for :meth:`fit`
-        y : DataFrame or Series
-            True targets for some or all tasks; missing cells are left out.
-        per_class : bool, default=False
-            Return the per-class table of the classification tasks instead
-            (:func:`sk_multitask.evaluation._metrics.per_class_metrics`).
-        coverage : float, default=None
-            Add how sure the model is (needs ``calibration_``): ``ece`` (calibration
-            error of a classification's probabilities), ``coverage`` (how often the
-            :meth:`predict_interval` interval or set at this coverage holds the truth),
-            ``mean_width`` (regression) and ``mean_set_size`` (classification).
-        sample_weight : array-like of shape (n_rows,), default=None
-            Row weights of every metric (scikit-learn's ``sample_weight``); rows of
-            weight 0 are left out (and out of ``n_labelled`` and ``support``).
-
-        Returns
-        -------
-        DataFrame
-            One row per task of ``y`` (indexed by task name): ``kind``, ``n_labelled``;
-            for a classification ``accuracy``, ``balanced_accuracy``, ``f1_macro`` and
-            ``log_loss``; for a regression ``mae``, ``rmse`` and ``r2``; for a
-            multi-label task ``accuracy`` (exact label set), ``f1_macro``,
-            ``f1_micro``, ``hamming_loss`` and ``log_loss`` (per label). Only the
-            columns of the kinds present; NaN where a task has none. With ``per_class``:
-            one row per (task, class) with ``precision``, ``recall``, ``f1``,
-            ``support`` and one-vs-rest ``roc_auc``. Probabilities (``log_loss``) are
-            the calibrated ones once calibrated.
-        """
-        check_aligned(X, y)
-        sample_weight = check_sample_weight(sample_weight, len(y))
-        outputs, index = self.predict_raw(X)
-        y = check_targets(y, self.tasks_, len(index))
-        fitted = self._decoders()
-        tasks = {n: fitted[n] for n in y.columns}
-        table = (per_class_metrics if per_class else evaluate_tasks)(
-            tasks, self._calibrated(outputs), y, sample_weight
-        )
-        if coverage is None or per_class:
-            return table
-        return table.join(interval_metrics(self._calibration(), tasks, outputs, y, coverage))
-
     def calibrate(self, X, y):
         """Calibrate the fitted model on held-out labelled rows: ``calibration_``.
 
@@ -607,38 +525,9 @@ class MultiTaskImageEstimator(
         ValueError
             Naming a task that has no labelled cell in ``y``.
         """
-        check_aligned(X, y)
-        outputs, index = self.predict_raw(X)
-        y = check_targets(y, self.tasks_, len(index))
-        self.calibration_ = calibrate(self._decoders(), outputs, y)
+        outputs, _, y, _ = checked_outputs(self, X, y)
+        self.calibration_ = calibrate(decoders(self.tasks_), outputs, y)
         return self
-
-    def predict_interval(self, X, coverage=0.9):
-        """Prediction intervals and sets that hold the truth with probability ``coverage``.
-
-        Split-conformal (:mod:`sk_multitask.predicting._calibration`) on the calibration rows
-        (``calibration_``): for a new row exchangeable with them, its interval or set
-        holds the truth with probability at least ``coverage``, task by task.
-
-        Parameters
-        ----------
-        X : image input, as for :meth:`fit`
-        coverage : float, default=0.9
-            Strictly between 0 and 1. Too few calibration cells for it: the interval is
-            unbounded, the set holds every class, and a ``CalibrationWarning`` names the
-            task and its count.
-
-        Returns
-        -------
-        DataFrame
-            ``X``'s index; two-level columns: ``(task, "lower")`` and ``(task, "upper")``
-            for a regression (original units), ``(task, "set")`` for a classification
-            (a list of original labels; LAC sets: every label whose calibrated
-            probability is at least a threshold). Multi-label tasks have none. The row of
-            an image skipped as unreadable is missing.
-        """
-        outputs, index = self.predict_raw(X)
-        return self._calibration().intervals(self._decoders(), outputs, index, coverage)
 
     def transform(self, X):
         """The backbone's features of every image: the estimator as a feature extractor.
@@ -657,67 +546,12 @@ class MultiTaskImageEstimator(
             Named by :meth:`get_feature_names_out`. The row of an image skipped as
             unreadable (``on_bad_image="skip"``) is NaN.
         """
-        features, _ = self._network_outputs(X, features=True)
-        return features.numpy()
+        features, _ = self._raw_outputs(X, features=True)
+        return features
 
     @property
     def _n_features_out(self):
         return self.net_.module_.heads[0].in_features
-
-    def top_losses(self, X, y, k=9, task=None):
-        """The ``k`` rows with the largest loss, with each task's prediction and truth.
-
-        Parameters
-        ----------
-        X : image input, as for :meth:`fit`
-        y : DataFrame or Series
-            True targets; tasks absent from ``y`` count as missing.
-        k : int, default=9
-        task : hashable, default=None
-            Rank by this task's loss, over the rows where it is labelled; None: by the
-            combined loss, the sum over labelled tasks of each task's loss times its
-            loss weight at the end of training (a missing truth adds nothing).
-
-        Returns
-        -------
-        DataFrame
-            ``X``'s index of those rows, largest loss first; ``image`` (the path as
-            given in ``X``, or the position in an image array), ``<task>_pred`` and
-            ``<task>_true`` for every task (a missing truth stays missing), ``loss``.
-            Losses are those of training (see ``MaskedMultiTaskLoss.cell_losses``):
-            cross-entropy (times the true label's class weight), binary cross-entropy
-            averaged over labels, or the regression loss of the standardised value.
-        """
-        check_is_fitted(self)
-        if task is not None:
-            check_task(task, self.tasks_)
-        if not (isinstance(k, Integral) and k >= 1):
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        check_aligned(X, y)
-        outputs, index = self.predict_raw(X)
-        return top_loss_table(self, X, y, outputs, index, k=k, task=task)
-
-    def _cell_loss(self):
-        """Each cell's loss as the network was trained (its criterion's numpy twin)."""
-        return self.net_.criterion_.numpy_cell_loss(self.tasks_)
-
-    def predict_raw(self, X):
-        """Each task's raw outputs: what the heads compute, before decoding.
-
-        :meth:`predict`, :meth:`evaluate` and :meth:`top_losses` are computed from
-        them; :func:`sk_multitask.report.write_report` runs the network once for all.
-        The row of an image skipped as unreadable (``on_bad_image="skip"``) is NaN.
-
-        Returns
-        -------
-        outputs : dict
-            Task name to a float CPU tensor ``(N, n_outputs)``: class logits, or the
-            standardised regression value.
-        index : pandas Index
-            ``X``'s index (a RangeIndex for non-pandas ``X``).
-        """
-        outputs, index = self._network_outputs(X)
-        return task_outputs(self.tasks_, outputs), index
 
     def save(self, path):
         """Write the fitted model to ``path`` (``.skmt`` by convention) without pickle.
@@ -786,7 +620,10 @@ class MultiTaskImageEstimator(
 
     # -- helpers -------------------------------------------------------------------
 
-    def _network_outputs(self, X, features=False):
+    def _check_fitted(self):
+        check_is_fitted(self)
+
+    def _raw_outputs(self, X, features=False):
         """The network's concatenated outputs (or features) for ``X``, and ``X``'s index."""
         check_is_fitted(self)
         images, index = resolve_images(
@@ -803,23 +640,11 @@ class MultiTaskImageEstimator(
             features=features,
             tta=0 if features else self.tta,
         )
-        return outputs, index
+        return outputs.numpy(), index
 
-    def _calibration(self):
-        check_is_fitted(self)
-        if getattr(self, "calibration_", None) is None:
-            raise ValueError(
-                "the model is not calibrated: fit it with validation rows (valid_split) "
-                "or call calibrate(X, y) with held-out labelled rows"
-            )
-        return self.calibration_
-
-    def _calibrated(self, outputs):
-        return calibrated_outputs(getattr(self, "calibration_", None), outputs)
-
-    def _decoders(self):
-        check_is_fitted(self)
-        return decoders(self.tasks_)
+    def _cell_loss(self):
+        """Each cell's loss as the network was trained (its criterion's numpy twin)."""
+        return self.net_.criterion_.numpy_cell_loss(self.tasks_)
 
     def _warm_start(self, partial=False):
         """The fitted state a ``warm_start`` fit (or ``partial_fit``) continues (None: a

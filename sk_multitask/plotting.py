@@ -44,8 +44,9 @@ from .evaluation._figures import (
 from .evaluation._metrics import scorable_rows
 from .inputs._dataset import ImageDataset, train_transform
 from .inputs._sources import resolve_images
-from .targets import CLASSIFICATION, REGRESSION, check_targets, check_task
-from .targets._outputs import OutputDecoder
+from .predicting._protocol import checked_outputs
+from .targets import CLASSIFICATION, REGRESSION, check_aligned, check_targets, check_task
+from .targets._outputs import OutputDecoder, decoders
 
 __all__ = [
     "confusion_figure",
@@ -269,6 +270,7 @@ def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
     check_is_fitted(estimator)
     _check_positive(n, "n")
     _check_positive(ncols, "ncols")
+    check_aligned(X, y)
     images, _ = resolve_images(
         X, estimator.image_col, estimator.image_root, storage_options=estimator.storage_options
     )
@@ -314,20 +316,19 @@ def _fitted_task(estimator, task, kind, figure):
 def _truth_and_prediction(estimator, X, y, task):
     """``task``'s column of ``y`` and its prediction for ``X``, as Series, on the rows
     that can be scored (:func:`sk_multitask.evaluation._metrics.scorable_rows`)."""
-    outputs, index = estimator.predict_raw(X)
-    truth = _task_truth(estimator, y, len(index), task)
+    outputs, index, y, _ = checked_outputs(estimator, X, y)
+    truth = _task_column(y, task)
     scored = scorable_rows(truth, outputs[task])
     decoder = OutputDecoder.from_task(estimator.tasks_[task])
     predicted = decoder.decode(outputs[task][scored], index[scored])
     return truth.iloc[scored], predicted
 
 
-def _task_truth(estimator, y, n_rows, task):
-    """``task``'s column of ``y`` (checked against the estimator's tasks and ``n_rows``)."""
-    truth = check_targets(y, estimator.tasks_, n_rows)
-    if task not in truth.columns:
-        raise ValueError(f"y has no column {task!r}; its columns are {list(truth.columns)}")
-    return truth[task]
+def _task_column(y, task):
+    """``task``'s column of the checked targets ``y``."""
+    if task not in y.columns:
+        raise ValueError(f"y has no column {task!r}; its columns are {list(y.columns)}")
+    return y[task]
 
 
 def plot_reliability(estimator, X, y, task, n_bins=10):
@@ -351,8 +352,8 @@ def plot_reliability(estimator, X, y, task, n_bins=10):
     decoder = OutputDecoder.from_task(
         _fitted_task(estimator, task, CLASSIFICATION, "a reliability diagram")
     )
-    outputs, index = estimator.predict_raw(X)
-    truth = _task_truth(estimator, y, len(index), task)
+    outputs, _, y, _ = checked_outputs(estimator, X, y)
+    truth = _task_column(y, task)
     calibration = getattr(estimator, "calibration_", None)
     return reliability_figure(decoder, outputs[task], truth, calibration, n_bins)
 
@@ -376,7 +377,9 @@ def plot_intervals(estimator, X, y, task, coverage=0.9):
     """
     check_is_fitted(estimator)
     _fitted_task(estimator, task, REGRESSION, "an interval plot")
-    intervals = estimator.predict_interval(X, coverage)
-    truth = _task_truth(estimator, y, len(intervals), task)
+    calibration = estimator._calibration()
+    outputs, index, y, _ = checked_outputs(estimator, X, y)
+    intervals = calibration.intervals(decoders(estimator.tasks_), outputs, index, coverage)
+    truth = _task_column(y, task)
     lower, upper = intervals[task, "lower"], intervals[task, "upper"]
     return interval_figure(task, truth, lower, upper, coverage)

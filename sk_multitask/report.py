@@ -44,7 +44,8 @@ from .evaluation._figures import (
 from .evaluation._metrics import evaluate_tasks, per_class_metrics, scorable_rows
 from .inputs._files import atomic_write
 from .predicting._calibration import calibrated_outputs, interval_metrics, min_cells
-from .targets import CLASSIFICATION, MULTILABEL, REGRESSION, check_targets
+from .predicting._protocol import checked_outputs
+from .targets import CLASSIFICATION, MULTILABEL, REGRESSION
 from .targets._outputs import decoders
 
 __all__ = ["figure_to_png_bytes", "write_report"]
@@ -118,8 +119,7 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
     pathlib.Path
         ``path``.
     """
-    outputs, index = estimator.predict_raw(X)
-    y = check_targets(y, estimator.tasks_, len(index))
+    outputs, index, y, _ = checked_outputs(estimator, X, y)
     fitted = decoders(estimator.tasks_)
     tasks = {name: fitted[name] for name in y.columns}
     calibration = getattr(estimator, "calibration_", None)

@@ -22,14 +22,11 @@ from ..targets import (
     MULTILABEL,
     REGRESSION,
     binarize,
-    check_aligned,
-    check_sample_weight,
-    check_targets,
     check_task_names,
 )
-from ..targets._outputs import OutputDecoder
 
 __all__ = [
+    "check_metrics",
     "evaluate_tasks",
     "label_codes",
     "multitask_scorer",
@@ -124,21 +121,31 @@ def scorable_rows(truth, outputs, sample_weight=None):
     return np.flatnonzero(truth.notna().to_numpy() & predicted & weighted)
 
 
-def task_scores(estimator, X, y, metrics=None, sample_weight=None):
+def check_metrics(metrics, tasks):
+    """``metrics`` (task name to a scorer name of ``METRICS`` or a callable), if each
+    names a task of ``tasks``."""
+    check_task_names(metrics, tasks, "metrics")
+    return metrics
+
+
+def task_scores(tasks, outputs, y, metrics=None, sample_weight=None):
     """Score each task of ``y`` on its labelled cells.
 
     Parameters
     ----------
-    estimator : fitted MultiTaskImageEstimator
-    X : image input accepted by the estimator
-    y : DataFrame or Series
-        True targets; its columns must be tasks of the estimator (a subset is fine).
+    tasks : dict
+        Task name to :class:`~sk_multitask.targets._outputs.OutputDecoder`.
+    outputs : dict
+        Task name to raw outputs, for the rows of ``y``.
+    y : DataFrame
+        True targets, checked (:func:`sk_multitask.predicting._protocol.checked_outputs`);
+        its columns are tasks (a subset is fine).
     metrics : dict, optional
         Task name to a scorer name of ``METRICS`` or a callable ``(y_true, y_pred)``;
         by default accuracy for a classification, R² for a regression and micro F1
         (on the label indicator matrices) for a multi-label task.
-    sample_weight : array-like of shape (n_rows,), optional
-        Row weights, passed to each metric as its ``sample_weight`` (a callable
+    sample_weight : ndarray of shape (n_rows,), optional
+        Checked row weights, passed to each metric as its ``sample_weight`` (a callable
         metric must then take that keyword argument).
 
     Returns
@@ -147,22 +154,16 @@ def task_scores(estimator, X, y, metrics=None, sample_weight=None):
         Task name to its score, in ``y``'s column order. A task with no labelled cell
         (of positive weight) in ``y`` is left out.
     """
-    check_task_names(metrics, estimator.tasks_, "metrics")
-    check_aligned(X, y)
-    sample_weight = check_sample_weight(sample_weight, len(y))
-    outputs, index = estimator.predict_raw(X)
-    y = check_targets(y, estimator.tasks_, len(index))
     metrics = dict(metrics or {})
     scores = {}
     for name in y.columns:
         scored = scorable_rows(y[name], outputs[name], sample_weight)
         if not len(scored):
             continue
-        task = estimator.tasks_[name]
+        task = tasks[name]
         metric = _metric(metrics.get(name, DEFAULT_METRICS[task.kind]))
         truth = _comparable(task, y[name].to_numpy()[scored])
-        decoded = OutputDecoder.from_task(task).decode(outputs[name][scored])
-        predicted = _comparable(task, decoded.to_numpy())
+        predicted = _comparable(task, task.decode(outputs[name][scored]).to_numpy())
         if task.kind == CLASSIFICATION:
             truth, predicted = label_codes(truth, predicted)
         scores[name] = float(metric(truth, predicted, **_weights(sample_weight, scored)))
@@ -361,7 +362,7 @@ class MultitaskScorer:
         self.sample_weight_request = None  # routing's default: not requested
 
     def __call__(self, estimator, X, y, sample_weight=None):
-        scores = task_scores(estimator, X, y, self.metrics, sample_weight)
+        scores = estimator._task_scores(X, y, self.metrics, sample_weight)
         scores["mean"] = float(np.mean(list(scores.values())))
         return scores
 

@@ -23,9 +23,9 @@ from ..inputs._bad_images import (
 )
 from ..inputs._sources import resolve_images
 from ..persistence._document import parse_document, read_document
-from ..predicting._calibration import calibrated_outputs, interval_metrics, read_calibration
-from ..targets import check_targets
-from ..targets._outputs import OutputDecoder, prediction_frame, probability_frames
+from ..predicting._calibration import read_calibration
+from ..predicting._protocol import MultiTaskPredictor
+from ..targets._outputs import OutputDecoder
 
 __all__ = ["METADATA_KEY", "OnnxPredictor", "check_batch_size", "missing_onnx_extra"]
 
@@ -116,7 +116,7 @@ def _check_graph(session, tasks, params, path):
         )
 
 
-class OnnxPredictor:
+class OnnxPredictor(MultiTaskPredictor):
     """Predict with a model exported by :func:`export_onnx`, without torch.
 
     Parameters
@@ -210,18 +210,16 @@ class OnnxPredictor:
         self.storage_options = storage_options
         self.path = path
 
-    def outputs(self, X):
-        """Each task's raw head outputs (float32 arrays) for ``X``, and ``X``'s index.
-
-        The row of an image that cannot be read is NaN with ``on_bad_image="skip"``
-        (:func:`sk_multitask.inputs._bad_images.mark_unreadable`, the estimator's rule).
-        """
+    def _raw_outputs(self, X):
+        """The heads' concatenated outputs (a float32 array) for ``X``, and ``X``'s index;
+        the row of an image that cannot be read is NaN with ``on_bad_image="skip"``
+        (:func:`sk_multitask.inputs._bad_images.mark_unreadable`, the estimator's rule)."""
         images, index = resolve_images(
             X, self.image_col, self.image_root, check_files=False,
             storage_options=self.storage_options,
         )
-        sizes = [decoder.n_outputs for decoder in self.tasks_.values()]
-        outputs = np.empty((len(images), sum(sizes)), dtype=np.float32)
+        width = sum(decoder.n_outputs for decoder in self.tasks_.values())
+        outputs = np.empty((len(images), width), dtype=np.float32)
         bad = BadImageRecords() if self.on_bad_image == "skip" else None
         for start in range(0, len(images), self.batch_size):
             positions = range(start, min(start + self.batch_size, len(images)))
@@ -232,72 +230,11 @@ class OnnxPredictor:
                 feed = {INPUT: np.ascontiguousarray(batch.transpose(0, 3, 1, 2))}
                 outputs[read] = self.session.run([OUTPUT], feed)[0]
         mark_unreadable(outputs, {} if bad is None else bad.collect())
-        split = np.split(outputs, np.cumsum(sizes)[:-1], axis=1)
-        return dict(zip(self.tasks_, split, strict=True)), index
+        return outputs, index
 
     def _cell_loss(self):
         """Each cell's loss as the network was trained, from the model document."""
         return parse_document(self.document, self.path).cell_loss()
-
-    def predict_raw(self, X):
-        """:meth:`outputs`, by the name of ``MultiTaskImageEstimator.predict_raw``: what
-        :func:`sk_multitask.report.write_report` computes the report from."""
-        return self.outputs(X)
-
-    def predict(self, X):
-        """Predict every task: the DataFrame ``MultiTaskImageEstimator.predict`` returns.
-
-        Parameters
-        ----------
-        X : image input, as ``MultiTaskImageEstimator.predict`` takes it
-            Paths, encoded bytes, PIL images, arrays, a ``datasets.Dataset``... (see
-            ``docs/inputs.md``); a torch tensor needs torch, nothing else does.
-        """
-        return prediction_frame(self.tasks_, *self.outputs(X))
-
-    def predict_proba(self, X):
-        """Class probabilities: what ``MultiTaskImageEstimator.predict_proba`` returns."""
-        outputs, index = self.outputs(X)
-        return probability_frames(self.tasks_, self._calibrated(outputs), index)
-
-    def predict_interval(self, X, coverage=0.9):
-        """Intervals and sets: what ``MultiTaskImageEstimator.predict_interval`` returns."""
-        if self.calibration_ is None:
-            raise ValueError(f"{self.path!r}: the model was exported without a calibration")
-        outputs, index = self.outputs(X)
-        return self.calibration_.intervals(self.tasks_, outputs, index, coverage)
-
-    def evaluate(self, X, y, coverage=None):
-        """Per-task metrics: the table of ``MultiTaskImageEstimator.evaluate`` (with
-        ``coverage``, how sure the model is: its ``ece``, ``coverage`` and widths).
-
-        Needs scikit-learn (for the metrics), not torch.
-        """
-        from ..evaluation._metrics import evaluate_tasks
-
-        outputs, index = self.outputs(X)
-        y = check_targets(y, self.tasks_, len(index))
-        tasks = {n: self.tasks_[n] for n in y.columns}
-        table = evaluate_tasks(tasks, self._calibrated(outputs), y)
-        if coverage is None:
-            return table
-        if self.calibration_ is None:
-            raise ValueError(f"{self.path!r}: the model was exported without a calibration")
-        return table.join(interval_metrics(self.calibration_, tasks, outputs, y, coverage))
-
-    def _calibrated(self, outputs):
-        return calibrated_outputs(self.calibration_, outputs)
-
-    def top_losses(self, X, y, k=9, task=None):
-        """The ``k`` rows with the largest training loss: the table of
-        ``MultiTaskImageEstimator.top_losses``, computed without torch.
-
-        Needs scikit-learn (which encodes ``y``), not torch.
-        """
-        from ..evaluation._diagnostics import top_loss_table
-
-        outputs, index = self.outputs(X)
-        return top_loss_table(self, X, y, outputs, index, k=k, task=task)
 
     def __repr__(self):
         return f"OnnxPredictor({self.path!r})"

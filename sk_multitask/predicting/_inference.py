@@ -23,11 +23,11 @@ from ..inputs._bad_images import mark_unreadable
 from ..inputs._cache import cached_images
 from ..inputs._dataset import ImageDataset, bad_image_log
 from ..inputs._decoding import tta_views
-from ..targets._outputs import decoders
+from ..targets._outputs import decoders, split_outputs
 from ..training._distributed import dask_worker_threads
 from ._calibration import calibrate
 
-__all__ = ["network_outputs", "task_outputs", "validation_calibration"]
+__all__ = ["network_outputs", "validation_calibration"]
 
 
 def network_outputs(
@@ -116,16 +116,6 @@ def _outputs(net, module, images, rest, features):
     return net.evaluation_step((images, *rest), training=False)
 
 
-def task_outputs(tasks, outputs):
-    """Each task's columns of the concatenated ``outputs``: ``{task: tensor (N, n_outputs)}``.
-
-    ``tasks`` maps task names to fitted tasks (anything with ``n_outputs``), in the
-    order of the network's heads.
-    """
-    split = torch.split(outputs, [task.n_outputs for task in tasks.values()], dim=1)
-    return dict(zip(tasks, split, strict=True))
-
-
 def validation_calibration(net, data, *, on_bad_image, tta):
     """The calibration of a fitted ``net`` on ``fit``'s validation rows (``data``, a
     :class:`~sk_multitask.training._fit_data.FitData`); None without any."""
@@ -138,5 +128,5 @@ def validation_calibration(net, data, *, on_bad_image, tta):
         )
     # An image found bad while decoding for the cache has all its targets masked.
     outputs[data.valid_set.unlabelled_rows()] = float("nan")
-    outputs = task_outputs(data.tasks, outputs)
+    outputs = split_outputs(decoders(data.tasks), outputs.numpy())
     return calibrate(decoders(data.tasks), outputs, data.valid_y, skip_unlabelled=True)

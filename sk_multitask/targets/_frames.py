@@ -154,8 +154,9 @@ def _check_names_distinct_as_strings(columns):
         seen[str(name)] = name
 
 
-def check_aligned(X, y):
-    """Refuse a pandas ``y`` whose index differs from a pandas ``X``'s.
+def check_aligned(X, y, name="y"):
+    """Refuse a pandas ``y`` (or ``sample_weight``, as ``name`` says) whose index differs
+    from a pandas ``X``'s.
 
     Rows pair up by position; when both carry an index that disagrees (``y`` shuffled,
     filtered or re-indexed apart from ``X``), pairing them would silently train or
@@ -166,6 +167,14 @@ def check_aligned(X, y):
     ValueError
         If ``X`` and ``y`` are both pandas objects of the same length with different
         indexes.
+
+    Examples
+    --------
+    >>> X = pd.DataFrame({"image": ["a.png", "b.png"]})
+    >>> check_aligned(X, pd.Series([1.0, 2.0], index=[1, 0]))
+    Traceback (most recent call last):
+    ...
+    ValueError: y's index does not match X's: ... at position 0 X has 0 but y has 1. ...
     """
     pandas = (pd.DataFrame, pd.Series)
     if not (isinstance(X, pandas) and isinstance(y, pandas)) or len(X) != len(y):
@@ -173,10 +182,10 @@ def check_aligned(X, y):
     if not X.index.equals(y.index):
         differ = int(np.argmax(X.index.to_numpy() != y.index.to_numpy()))
         raise ValueError(
-            "y's index does not match X's: rows pair up by position, and at position "
-            f"{differ} X has {X.index.tolist()[differ]!r} but y has "
-            f"{y.index.tolist()[differ]!r}. Align y "
-            "first (y = y.loc[X.index]) or reset both indexes"
+            f"{name}'s index does not match X's: rows pair up by position, and at position "
+            f"{differ} X has {X.index.tolist()[differ]!r} but {name} has "
+            f"{y.index.tolist()[differ]!r}. Align {name} "
+            f"first ({name} = {name}.loc[X.index]) or reset both indexes"
         )
 
 

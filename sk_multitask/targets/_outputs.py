@@ -22,6 +22,7 @@ __all__ = [
     "prediction_frame",
     "probability_frames",
     "probability_table",
+    "split_outputs",
     "task_from_dict",
     "task_to_dict",
 ]
@@ -236,6 +237,25 @@ def decoders(tasks):
         name: task if isinstance(task, OutputDecoder) else OutputDecoder.from_task(task)
         for name, task in tasks.items()
     }
+
+
+def split_outputs(decoders, outputs):
+    """Each task's columns of the network's concatenated ``outputs`` (an array ``(N,
+    width)``, heads in the order of ``decoders``): ``{task: float32 array (N, n_outputs)}``.
+
+    Examples
+    --------
+    >>> age = OutputDecoder("age", "regression", np.dtype("float64"))
+    >>> color = OutputDecoder("color", "classification", np.dtype("O"), np.array(["r", "g"]))
+    >>> parts = split_outputs({"age": age, "color": color}, np.zeros((4, 3)))
+    >>> {name: part.shape for name, part in parts.items()}
+    {'age': (4, 1), 'color': (4, 2)}
+    """
+    outputs = np.asarray(outputs, dtype=np.float32)
+    sizes = [decoder.n_outputs for decoder in decoders.values()]
+    if outputs.shape[1] != sum(sizes):
+        raise ValueError(f"the outputs have {outputs.shape[1]} columns; the tasks {sum(sizes)}")
+    return dict(zip(decoders, np.split(outputs, np.cumsum(sizes)[:-1], axis=1), strict=True))
 
 
 def prediction_frame(decoders, outputs, index):

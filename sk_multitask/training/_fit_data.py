@@ -183,6 +183,7 @@ def _screened_inputs(config, X, y, sample_weight):
         )
     skip = config.on_bad_image == "skip"
     check_aligned(X, y)
+    check_aligned(X, sample_weight, "sample_weight")
     X = input_table(X, config.image_col, config.valid_split)  # a datasets.Dataset: a frame
     images, _ = resolve_images(
         X,

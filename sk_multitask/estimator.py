@@ -405,7 +405,12 @@ class MultiTaskImageEstimator(
 
         Parameters
         ----------
-        X, y, sample_weight : as for :meth:`fit`
+        X : image input
+            The images, as for :meth:`fit`.
+        y : DataFrame or Series
+            The targets, as for :meth:`fit`.
+        sample_weight : array-like of shape (n_rows,), default=None
+            Row weights, as for :meth:`fit`.
 
         Returns
         -------
@@ -460,9 +465,14 @@ class MultiTaskImageEstimator(
 
         Parameters
         ----------
-        X, y : as for :meth:`fit`
-        start_lr, end_lr : float, default=1e-7, 10
-            The heads' first and last rate (the backbone keeps its ``backbone_lr_scale``).
+        X : image input
+            The images, as for :meth:`fit`.
+        y : DataFrame or Series
+            The targets, as for :meth:`fit`.
+        start_lr : float, default=1e-7
+            The heads' first rate (the backbone keeps its ``backbone_lr_scale``).
+        end_lr : float, default=10.0
+            The heads' last rate.
         num_it : int, default=100
             Batches to train (the training rows are cycled through as often as needed).
 
@@ -540,7 +550,8 @@ class MultiTaskImageEstimator(
 
         Parameters
         ----------
-        X : image input, as for :meth:`fit`
+        X : image input
+            The images, as for :meth:`fit`.
         y : DataFrame or Series
             True targets for some or all tasks; missing cells are left out.
         per_class : bool, default=False
@@ -594,7 +605,8 @@ class MultiTaskImageEstimator(
 
         Parameters
         ----------
-        X : image input, as for :meth:`fit`
+        X : image input
+            The images, as for :meth:`fit`.
         y : DataFrame or Series
             True targets of every task; missing cells are left out.
 
@@ -622,7 +634,8 @@ class MultiTaskImageEstimator(
 
         Parameters
         ----------
-        X : image input, as for :meth:`fit`
+        X : image input
+            The images, as for :meth:`fit`.
         coverage : float, default=0.9
             Strictly between 0 and 1. Too few calibration cells for it: the interval is
             unbounded, the set holds every class, and a ``CalibrationWarning`` names the
@@ -649,7 +662,8 @@ class MultiTaskImageEstimator(
 
         Parameters
         ----------
-        X : image input, as for :meth:`fit`
+        X : image input
+            The images, as for :meth:`fit`.
 
         Returns
         -------
@@ -669,7 +683,8 @@ class MultiTaskImageEstimator(
 
         Parameters
         ----------
-        X : image input, as for :meth:`fit`
+        X : image input
+            The images, as for :meth:`fit`.
         y : DataFrame or Series
             True targets; tasks absent from ``y`` count as missing.
         k : int, default=9

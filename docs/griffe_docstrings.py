@@ -10,20 +10,28 @@
   become links to the reference for the objects it renders (the public names of
   reference.py, and their methods), and code for others (internal modules, skorch,
   scikit-learn...), instead of showing up raw: the docstrings also serve ``help()``.
+- A page of the site named by its file in code (See ``docs/backbones.md``, which
+  ``help()`` shows as it is) becomes a link to the page, titled as in mkdocs.yml's
+  navigation: See [Backbones](../backbones.md). A file that is no page of the navigation
+  is logged as a warning.
 """
 
 import functools
 import importlib.util
+import posixpath
 import re
 from pathlib import Path
 
 import griffe
+import yaml
 
 logger = griffe.logger
 #: A role: ``:class:`path```, ``:class:`~path``` (shows the last name only) or
 #: ``:meth:`title <path>```.
 ROLE = re.compile(r":(?:class|meth|func|mod|attr|exc|data|obj):`(~?)([^`<]*?)\s*(?:<([\w.]+)>)?`")
 PACKAGE = "sk_multitask"
+#: A page of the site named by its file in code, as a docstring writes it.
+PAGE = re.compile(r"``docs/([\w/-]+\.md)``")
 
 
 class PackageDocstrings(griffe.Extension):
@@ -61,11 +69,11 @@ def _public_modules(module):
 
 
 def _link_roles(obj):
-    """Rewrite the Sphinx roles of the docstrings of ``obj`` and everything it defines."""
+    """Rewrite the Sphinx roles and page names of the docstrings of ``obj`` and everything
+    it defines."""
     if obj.docstring is not None:
-        obj.docstring.value = ROLE.sub(
-            lambda match: _reference(obj, *match.groups()), obj.docstring.value
-        )
+        value = ROLE.sub(lambda match: _reference(obj, *match.groups()), obj.docstring.value)
+        obj.docstring.value = PAGE.sub(lambda match: _page_link(obj, match[1]), value)
     for member in obj.members.values():
         if not member.is_alias:
             _link_roles(member)
@@ -86,15 +94,45 @@ def _reference(obj, tilde, text, target):
     return f"[`{shown}`][{full}]" if rendered else f"`{shown}`"
 
 
+def _page_link(obj, page):
+    """A link from a reference page to the page of the site at ``docs/<page>``."""
+    title = _page_titles().get(page)
+    if title is None:
+        logger.warning(f"{obj.path}: docs/{page} is not a page of mkdocs.yml's nav")
+        return f"``docs/{page}``"
+    here = posixpath.dirname(_reference_module().page_uri(PACKAGE))
+    return f"[{title}]({posixpath.relpath(page, here)})"
+
+
 @functools.cache
-def _reference_pages():
-    """Public name -> the path its reference page renders (docs/reference.py)."""
+def _page_titles():
+    """Page of the site -> its title in mkdocs.yml's nav."""
+    config = Path(__file__).resolve().parents[1] / "mkdocs.yml"
+    titles, entries = {}, list(yaml.safe_load(config.read_text(encoding="utf-8"))["nav"])
+    while entries:
+        for title, value in entries.pop().items():
+            if isinstance(value, list):
+                entries += value
+            else:
+                titles[value] = title
+    return titles
+
+
+@functools.cache
+def _reference_module():
+    """docs/reference.py, the pages of the API reference."""
     spec = importlib.util.spec_from_file_location(
         "_reference_pages", Path(__file__).with_name("reference.py")
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.documented_paths()
+    return module
+
+
+@functools.cache
+def _reference_pages():
+    """Public name -> the path its reference page renders (docs/reference.py)."""
+    return _reference_module().documented_paths()
 
 
 def _defined_path(path):

@@ -17,6 +17,8 @@ This file imports MkDocs only in the hook functions, so that the tests can read 
 without the ``docs`` extra.
 """
 
+import ast
+import html as html_text
 import importlib
 import inspect
 import logging
@@ -86,6 +88,12 @@ TABLES_MARKER = "<!-- the reference tables -->"
 NAV_TITLE = "API reference"
 
 log = logging.getLogger("mkdocs.plugins.reference")
+#: A cross-reference left as Markdown text. mkdocstrings prints a docstring's type (the
+#: Type column) as a Python expression, never as Markdown: a reference there stays raw.
+RAW_REFERENCE = re.compile(r"\[[^\[\]<>]*\]\[[A-Za-z_][\w.]*\]")
+#: A page of the site named as a file instead of linked (docs/griffe_docstrings.py links
+#: ``docs/<page>.md``).
+PAGE_AS_CODE = re.compile(r"<code>docs/[\w/.-]+\.md</code>")
 
 
 def public_names():
@@ -165,7 +173,8 @@ def page_markdown(public_name):
         f"::: {defined_at(public_name)}\n"
     )
     if kind == "class":
-        markdown += "    options:\n      summary:\n        functions: true\n"
+        # The prediction methods are the shared protocol's (a mixin of this package).
+        markdown += "    options:\n      inherited_members: true\n      summary:\n        functions: true\n"
         markdown += inherited_methods(resolve(public_name))
     return markdown
 
@@ -263,7 +272,66 @@ def on_page_content(html, page, config, files):
     for method in methods:
         if f'id="{path}.{method}"' not in html:
             log.warning(f"{uri}: method {method!r} of {name} has no entry on its page")
+    for problem in rendering_problems(html, obj, path):
+        log.warning(f"{uri}: {problem}")
     return html
+
+
+def rendering_problems(html, obj, path):
+    """What the page of ``obj`` (rendered from ``path``) shows wrongly, one line each.
+
+    A cross-reference left as text, a page of the site named instead of linked, and a
+    default of a Parameters table that is not the signature's (one numpydoc line for two
+    parameters gives both the same default).
+    """
+    # Code examples may index twice (``df["a"][0]``): only the prose is searched.
+    prose = re.sub(r"<pre\b.*?</pre>", "", html, flags=re.S)
+    problems = [f"cross-reference shown as text: {ref}" for ref in RAW_REFERENCE.findall(prose)]
+    problems += [f"page named instead of linked: {page}" for page in PAGE_AS_CODE.findall(prose)]
+    for owner, rows in parameter_tables(html, path):
+        routine = obj if owner == path else getattr(obj, owner.rpartition(".")[2], None)
+        if not callable(routine):
+            continue
+        signature = inspect.signature(routine)
+        for name, shown in rows:
+            parameter = signature.parameters.get(name)
+            if parameter is not None and not _shows_default(shown, parameter.default):
+                problems.append(
+                    f"{owner}: parameter {name!r} shows the default {shown!r}, "
+                    f"its signature's is {parameter.default!r}"
+                )
+    return problems
+
+
+def parameter_tables(html, path):
+    """``(owner, [(name, default shown), ...])`` for the Parameters table of ``path``
+    and of each of its members that has a heading of its own on the page."""
+    pieces = re.split(rf'<h\d id="({re.escape(path)}(?:\.\w+)?)"', html)
+    for owner, piece in zip([path, *pieces[1::2]], pieces[0::2], strict=True):
+        start = piece.find('doc-section-title">Parameters:')
+        if start < 0:
+            continue
+        table = piece[start : piece.find("</table>", start)]
+        rows = []
+        for row in re.findall(r'<tr class="doc-section-item">(.*?)</tr>', table, re.S):
+            cells = [_text(cell) for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+            rows.append((cells[0], cells[-1]))
+        yield owner, rows
+
+
+def _text(cell):
+    return html_text.unescape(re.sub(r"<[^>]+>", "", cell)).strip()
+
+
+def _shows_default(shown, default):
+    """Whether a Default cell says ``default``; a default the docstring gives in words
+    (not a Python literal) is taken as said."""
+    if shown == "required":
+        return default is inspect.Parameter.empty
+    try:
+        return ast.literal_eval(shown) == default
+    except (ValueError, SyntaxError):
+        return True
 
 
 def rendered_entries(obj):

@@ -407,7 +407,12 @@ class MultiTaskImageEstimator(
 
         Parameters
         ----------
-        X, y, sample_weight : as for :meth:`fit`
+        X : image input
+            The images, as for :meth:`fit`.
+        y : DataFrame or Series
+            The targets, as for :meth:`fit`.
+        sample_weight : array-like of shape (n_rows,), default=None
+            Row weights, as for :meth:`fit`.
 
         Returns
         -------
@@ -462,9 +467,14 @@ class MultiTaskImageEstimator(
 
         Parameters
         ----------
-        X, y : as for :meth:`fit`
-        start_lr, end_lr : float, default=1e-7, 10
-            The heads' first and last rate (the backbone keeps its ``backbone_lr_scale``).
+        X : image input
+            The images, as for :meth:`fit`.
+        y : DataFrame or Series
+            The targets, as for :meth:`fit`.
+        start_lr : float, default=1e-7
+            The heads' first rate (the backbone keeps its ``backbone_lr_scale``).
+        end_lr : float, default=10.0
+            The heads' last rate.
         num_it : int, default=100
             Batches to train (the training rows are cycled through as often as needed).
 
@@ -512,7 +522,8 @@ class MultiTaskImageEstimator(
 
         Parameters
         ----------
-        X : image input, as for :meth:`fit`
+        X : image input
+            The images, as for :meth:`fit`.
         y : DataFrame or Series
             True targets of every task; missing cells are left out.
 
@@ -538,7 +549,8 @@ class MultiTaskImageEstimator(
 
         Parameters
         ----------
-        X : image input, as for :meth:`fit`
+        X : image input
+            The images, as for :meth:`fit`.
 
         Returns
         -------

@@ -205,8 +205,9 @@ def plot_confusion_matrix(estimator, X, y, task, normalize=None):
         True targets, with a column for ``task``; missing cells are left out.
     task : hashable
         A classification task of the estimator.
-    normalize : {"true", "pred", "all"}, default=None
-        As in :func:`sklearn.metrics.confusion_matrix`; None: counts.
+    normalize : str or None, default=None
+        ``"true"``, ``"pred"`` or ``"all"``, as in
+        :func:`sklearn.metrics.confusion_matrix`; None: counts.
 
     Returns
     -------

@@ -212,6 +212,66 @@ def test_estimator_page_lists_its_parameters_and_methods():
         assert f"| `{inherited}` |" in page
 
 
+@pytest.fixture(scope="module")
+def reference_site(tmp_path_factory):
+    """The API reference built alone, as ``make docs`` builds it (same plugins, options,
+    griffe extension and hook), into a temporary folder: ``{public name: page HTML}``.
+
+    The other pages need the figures of docs/make_figures.py (minutes); the reference's
+    pages do not (seconds), and link to stand-ins of them here.
+    """
+    pytest.importorskip("mkdocstrings_handlers.python", reason="needs the docs extra")
+    import yaml
+    from mkdocs.commands.build import build
+    from mkdocs.config import load_config
+
+    folder = tmp_path_factory.mktemp("reference")
+    (folder / "docs" / "api").mkdir(parents=True)
+    (folder / "docs" / "api" / "index.md").write_text((DOCS / "api" / "index.md").read_text())
+    for page in DOCS.glob("*.md"):  # what the reference links to: a title will do
+        (folder / "docs" / page.name).write_text(f"# {page.stem}\n")
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    plugin = next(p["mkdocstrings"] for p in config["plugins"] if isinstance(p, dict))
+    python = plugin["handlers"]["python"]
+    python["paths"] = [str(ROOT)]
+    python["options"]["extensions"] = [str(DOCS / "griffe_docstrings.py")]
+    config.update(
+        docs_dir=str(folder / "docs"),
+        site_dir=str(folder / "site"),
+        hooks=[str(DOCS / "reference.py")],
+        nav=[{REFERENCE.NAV_TITLE: "api/index.md"}],
+        strict=False,
+    )
+    (folder / "mkdocs.yml").write_text(yaml.safe_dump(config))
+    build(load_config(str(folder / "mkdocs.yml")))
+    return {
+        name: (folder / "site" / "api" / name / "index.html").read_text(encoding="utf-8")
+        for name in REFERENCE.documented_paths()
+    }
+
+
+def test_reference_pages_render(reference_site):
+    """No cross-reference shown as Markdown text, no page named instead of linked, and
+    each parameter's own default, on every page of the reference as built.
+
+    The build fails on the same (docs/reference.py, on_page_content).
+    """
+    problems = [
+        f"{name}: {problem}"
+        for name, html in reference_site.items()
+        for problem in REFERENCE.rendering_problems(
+            html, REFERENCE.resolve(name), REFERENCE.defined_at(name)
+        )
+    ]
+    assert not problems, "\n".join(problems)
+    # The issue's cases: a default each, and "See docs/backbones.md" a link.
+    path = REFERENCE.defined_at("sk_multitask.MultiTaskImageEstimator")
+    page = reference_site["sk_multitask.MultiTaskImageEstimator"]
+    lr_find = dict(dict(REFERENCE.parameter_tables(page, path))[f"{path}.lr_find"])
+    assert (lr_find["start_lr"], lr_find["end_lr"]) == ("1e-7", "10.0")
+    assert 'See <a href="../../backbones/">Backbones</a>' in page
+
+
 def test_documented_parameters_reads_numpydoc():
     def f(a, b, *args, **kwargs):
         """Do.

@@ -228,8 +228,8 @@ def confusion_figure(task, truth, predicted, normalize=None):
         title says how many others there were).
     truth, predicted : Series
         True and predicted labels, aligned.
-    normalize : {"true", "pred", "all"} or None, default=None
-        As scikit-learn's ``confusion_matrix``.
+    normalize : str or None, default=None
+        ``"true"``, ``"pred"``, ``"all"`` or None, as scikit-learn's ``confusion_matrix``.
 
     Returns
     -------

@@ -131,7 +131,7 @@ class OnnxPredictor(MultiTaskPredictor):
         ONNX Runtime execution providers; None: ``["CPUExecutionProvider"]``.
     session_options : onnxruntime.SessionOptions, default=None
         E.g. the number of threads (``intra_op_num_threads``); None: ONNX Runtime's.
-    on_bad_image : {"raise", "skip"}, default=None
+    on_bad_image : str or None, default=None
         What an image that cannot be read does, as the estimator's parameter:
         ``"raise"``, an error naming the file; ``"skip"``, its row of predictions is
         missing and one :class:`~sk_multitask.exceptions.BadImageWarning` counts such

@@ -17,6 +17,7 @@ line; ``--debug`` shows its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -43,8 +44,6 @@ from .cli_io import (
     write_table,
 )
 from .cli_options import CommandError, add_options, as_options, estimator_params
-from .datasets import make_multitask_images
-from .datasets._synthetic import TARGETS
 from .files import atomic_path
 from .outputs import probability_table
 from .sources import image_references
@@ -145,10 +144,29 @@ def _evaluate_to(model, data, y, out, coverage=None):
 
 #: The files ``evaluate`` writes in its ``--out`` folder.
 EVALUATION_FILES = ("metrics.csv", "metrics.json", "report.html")
+#: What ``evaluate`` needs beyond what ``predict`` needs, which a torch-free install for
+#: ONNX models may lack (docs/deployment.md): module name to the name pip installs.
+EVALUATION_PACKAGES = {"sklearn": "scikit-learn", "matplotlib": "matplotlib"}
+
+
+def _check_evaluation_packages():
+    """A one-line CommandError, before any work, naming what to install for the metrics
+    (scikit-learn) and the report's figures (matplotlib) where they cannot be imported."""
+    missing = []
+    for module, package in EVALUATION_PACKAGES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise CommandError(
+            f"evaluate needs {' and '.join(missing)}: pip install {' '.join(missing)}"
+        )
 
 
 def evaluate(args):
     """Per-task metrics on a labelled table, as a table, CSV, JSON and an HTML report."""
+    _check_evaluation_packages()
     if os.path.isdir(args.data) or is_image_file(args.data):
         raise CommandError(
             f"evaluate needs a CSV or parquet table with target columns, not images ({args.data})"
@@ -180,6 +198,9 @@ def export(args):
 
 def demo(args):
     """Generate the synthetic set, fit, evaluate on the validation rows, write the report."""
+    from .datasets import make_multitask_images
+    from .datasets._synthetic import TARGETS
+
     os.makedirs(args.out, exist_ok=True)
     df = make_multitask_images(
         args.n_samples,

@@ -321,7 +321,15 @@ def main(argv=None):
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show_warning
-            return args.run(args)
+            status = args.run(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe must end here too
+        return status
+    except BrokenPipeError:
+        # The reader of standard output left (`| head`): end quietly with 141 (128 +
+        # SIGPIPE), the status of a shell's tools there. Python's recipe: standard
+        # output to devnull, so that its flush at exit fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(f"sk-multitask {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -624,6 +624,18 @@ def test_evaluate_without_scikit_learn_says_what_to_install(workspace, shipped, 
     assert not out.exists()  # refused before any work
 
 
+def test_a_closed_pipe_ends_quietly(workspace, shipped):
+    """`predict --out - | head -1`: the reader leaves, the command ends without a word."""
+    root, _, _ = workspace
+    _, onnx = shipped
+    command = [sys.executable, "-m", "sk_multitask.cli", "predict", str(root / "data.csv"),
+               "--model", str(onnx), "--out", "-"]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        process.stdout.close()  # before the first row: its write fails, every time
+        stderr = process.stderr.read().decode()
+    assert (process.returncode, stderr) == (141, "")
+
+
 def test_evaluate_with_a_safe_file_prints_the_metrics_and_exits_0(workspace, shipped):
     root, df, _ = workspace
     skmt, _ = shipped

@@ -3,7 +3,9 @@
 Every command ends a bad path, column or value with a one-line error on stderr and exit
 status 1, without a traceback, naming command-line options rather than Python
 parameters; ``--help`` works everywhere and shows the defaults. ``predict`` and
-``evaluate`` with an ONNX model do not import torch. Every command's options are in
+``evaluate`` with an ONNX model import neither torch nor scikit-learn nor joblib (what
+``evaluate`` needs of scikit-learn and matplotlib is checked first, in one line); a closed
+pipe on standard output ends a command quietly. Every command's options are in
 :mod:`sk_multitask.cli_options`; ``--model`` takes a pickle, a safe file or an ONNX file
 (:func:`sk_multitask.cli_io.load_model`), and ``predict`` and ``evaluate`` read their data
 the same way for every kind of model (:func:`sk_multitask.cli_io.images_input`).

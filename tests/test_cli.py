@@ -12,7 +12,7 @@ from pathlib import Path
 import joblib
 import pandas as pd
 import pytest
-from conftest import run_python_without
+from conftest import TORCH, run_python_without
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
 from sk_multitask import MultiTaskImageEstimator
@@ -121,11 +121,17 @@ def test_evaluate_writes_metrics_and_a_report(workspace):
     assert (out / "report.html").read_text().count("data:image/png;base64,") >= 3
 
 
-def run_without_torch(*args):
-    """The command line in a process where importing torch (or skorch) fails."""
+#: The package's dependencies that the torch-free install of docs/deployment.md leaves
+#: out: predicting with an ONNX model needs none of them.
+NOT_SERVED = (*TORCH, "sklearn", "joblib", "scipy", "matplotlib", "tqdm", "safetensors")
+
+
+def run_without_torch(*args, blocked=TORCH):
+    """The command line in a process where importing torch (or skorch), or any package of
+    ``blocked``, fails."""
     argv = list(map(str, args))
     return run_python_without(
-        f"import sys\nfrom sk_multitask.cli import main\nsys.exit(main({argv!r}))"
+        f"import sys\nfrom sk_multitask.cli import main\nsys.exit(main({argv!r}))", blocked
     )
 
 
@@ -139,8 +145,9 @@ def test_export_then_predict_and_evaluate_with_each_model_file(workspace, capsys
     assert main(["predict", str(root / "data.csv"), "--model", str(skmt), "--proba",
                  "--out", str(root / "preds-skmt.csv")]) == 0  # fmt: skip
     result = run_without_torch(
-        "predict", root / "data.csv", "--model", onnx, "--proba", "--out", root / "preds-onnx.csv"
-    )
+        "predict", root / "data.csv", "--model", onnx, "--proba", "--out", root / "preds-onnx.csv",
+        blocked=NOT_SERVED,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     expected = pd.concat([df[["filename"]], model.predict(df)], axis=1)
     for task, proba in model.predict_proba(df).items():
@@ -153,6 +160,7 @@ def test_export_then_predict_and_evaluate_with_each_model_file(workspace, capsys
     pd.testing.assert_frame_equal(predicted, expected, atol=1e-4, rtol=0)
 
     out = root / "onnx-evaluation"
+    # Without torch, but with scikit-learn and matplotlib: the metrics and the report.
     result = run_without_torch("evaluate", root / "data.csv", "--model", onnx, "--out", out)
     assert result.returncode == 0, result.stderr
     assert "metrics and report written to" in result.stdout
@@ -578,7 +586,9 @@ def test_predict_on_an_image_file_and_a_folder_with_an_onnx_model(workspace, shi
     _, onnx = shipped
     model = joblib.load(root / "model.joblib")
     image, out = root / "images" / "img_00003.jpg", root / "onnx-one.csv"
-    result = run_without_torch("predict", image, "--model", onnx, "--proba", "--out", out)
+    result = run_without_torch(
+        "predict", image, "--model", onnx, "--proba", "--out", out, blocked=NOT_SERVED
+    )
     assert result.returncode == 0, result.stderr
     one = pd.read_csv(out)
     expected = model.predict(df.iloc[[3]]).reset_index(drop=True)
@@ -589,7 +599,9 @@ def test_predict_on_an_image_file_and_a_folder_with_an_onnx_model(workspace, shi
     assert one.filter(like="shape_proba_").to_numpy()[0] == pytest.approx(proba, abs=1e-4)
 
     out = root / "onnx-folder.json"
-    result = run_without_torch("predict", root / "images", "--model", onnx, "--out", out)
+    result = run_without_torch(
+        "predict", root / "images", "--model", onnx, "--out", out, blocked=NOT_SERVED
+    )
     assert result.returncode == 0, result.stderr
     folder = pd.read_json(out)
     order = df.sort_values("filename").reset_index(drop=True)
@@ -598,6 +610,30 @@ def test_predict_on_an_image_file_and_a_folder_with_an_onnx_model(workspace, shi
     assert folder["shape"].tolist() == expected["shape"].tolist()
     assert folder["color"].tolist() == expected["color"].tolist()
     assert folder["area"].to_numpy() == pytest.approx(expected["area"].to_numpy(), abs=1e-4)
+
+
+def test_evaluate_without_scikit_learn_says_what_to_install(workspace, shipped, tmp_path):
+    root, _, _ = workspace
+    _, onnx = shipped
+    out = tmp_path / "evaluation"
+    result = run_without_torch(
+        "evaluate", root / "data.csv", "--model", onnx, "--out", out, blocked=NOT_SERVED
+    )
+    message = "evaluate needs scikit-learn and matplotlib: pip install scikit-learn matplotlib"
+    _assert_one_line_error(result.returncode, result.stderr, re.escape(message))
+    assert not out.exists()  # refused before any work
+
+
+def test_a_closed_pipe_ends_quietly(workspace, shipped):
+    """`predict --out - | head -1`: the reader leaves, the command ends without a word."""
+    root, _, _ = workspace
+    _, onnx = shipped
+    command = [sys.executable, "-m", "sk_multitask.cli", "predict", str(root / "data.csv"),
+               "--model", str(onnx), "--out", "-"]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        process.stdout.close()  # before the first row: its write fails, every time
+        stderr = process.stderr.read().decode()
+    assert (process.returncode, stderr) == (141, "")
 
 
 def test_evaluate_with_a_safe_file_prints_the_metrics_and_exits_0(workspace, shipped):

@@ -1,5 +1,6 @@
 """Training on several processes: a search on Dask workers, data-parallel on Accelerate."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -59,23 +60,31 @@ def test_not_launched_means_one_process(monkeypatch):
     assert uses_accelerate("auto") and not uses_accelerate(None) and not is_main_process()
 
 
+def launch_on_two_processes(*args):
+    """``accelerate launch`` of ``args`` (a script and its arguments, or ``-m`` and a module)
+    on two CPU processes; the finished ``subprocess.CompletedProcess``."""
+    launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    # --multi_gpu: several processes; without GPUs they train on CPUs with gloo.
+    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", *map(str, args)]
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
 def test_cli_fit_data_parallel_on_two_processes(image_set, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2 sk-multitask fit` on CPUs: one model."""
     data = tmp_path / "train.csv"
     image_set.to_csv(data, index=False)
     model = tmp_path / "model.joblib"
-    launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    # --multi_gpu: several processes; without GPUs they train on CPUs with gloo.
-    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "sk_multitask.cli", "fit", str(data),
-               "--images", image_set.attrs["image_root"], "--targets", ",".join(TARGETS),
-               "--model", str(model), "--backbone", "simple_cnn", "--weights", "none",
-               "--image-size", "16", "--epochs", "3", "--batch-size", "32",
-               "--valid-col", "is_valid", "--seed", "0"]
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = launch_on_two_processes(
+        "-m", "sk_multitask.cli", "fit", data,
+        "--images", image_set.attrs["image_root"], "--targets", ",".join(TARGETS),
+        "--model", model, "--backbone", "simple_cnn", "--weights", "none",
+        "--image-size", "16", "--epochs", "3", "--batch-size", "32",
+        "--valid-col", "is_valid", "--seed", "0",
+    )  # fmt: skip
     assert run.stdout.count("model saved to") == 1  # only the main process writes
 
     est = joblib.load(model)
@@ -94,3 +103,35 @@ def test_cli_fit_data_parallel_on_two_processes(image_set, tmp_path):
     # Accelerate pads the last batch by repeating rows).
     accuracy = est.evaluate(image_set[valid], image_set[TARGETS][valid]).loc["color", "accuracy"]
     assert est.history_[-1, "valid_color_acc"] == pytest.approx(accuracy, abs=0.1)
+
+
+#: Fits with learned task weights in each launched process, and writes them to a file
+#: of its own: the data file, the image folder and the output folder are its arguments.
+UNCERTAINTY_FIT = """
+import json, os, sys
+
+import pandas as pd
+
+from sk_multitask import MultiTaskImageEstimator
+
+data, images, out = sys.argv[1:]
+data = pd.read_csv(data)
+est = MultiTaskImageEstimator(
+    image_root=images, backbone="simple_cnn", weights=None, image_size=16, max_epochs=2,
+    batch_size=16, valid_split=None, loss_weights="uncertainty", random_state=0,
+).fit(data, data[["color", "shape", "area"]])
+with open(os.path.join(out, f"weights-{os.environ['RANK']}.json"), "w") as f:
+    json.dump(est.net_.criterion_.weights.tolist(), f)
+"""
+
+
+def test_learned_task_weights_are_the_same_in_every_process(image_set, tmp_path):
+    """loss_weights="uncertainty" on two processes: the learned log-variances' gradients
+    are averaged as the network's are, so both processes end with the same task weights."""
+    data, script = tmp_path / "train.csv", tmp_path / "fit.py"
+    image_set.iloc[:64].to_csv(data, index=False)
+    script.write_text(UNCERTAINTY_FIT)
+    launch_on_two_processes(script, data, image_set.attrs["image_root"], tmp_path)
+    first, second = (json.loads((tmp_path / f"weights-{r}.json").read_text()) for r in (0, 1))
+    assert first != [1.0, 1.0, 1.0]  # learned: 8 steps moved them from exp(-0)
+    np.testing.assert_allclose(first, second, rtol=0, atol=1e-6)

@@ -16,7 +16,6 @@ import os
 import sys
 import tempfile
 
-import joblib
 import pandas as pd
 from PIL import Image
 
@@ -157,6 +156,8 @@ def load_model(path, verbose=None, storage_options=None):
         from ..onnx import OnnxPredictor
 
         return OnnxPredictor(path, storage_options=storage_options)
+    import joblib
+
     from ..estimator import MultiTaskImageEstimator
 
     if kind == "safe file":
@@ -221,6 +222,8 @@ def save_model(est, path):
         return est.export_onnx(path)
     if kind == "safe file":
         return est.save(path)
+    import joblib
+
     est.set_params(verbose=0)
     with atomic_path(path) as temporary:
         joblib.dump(est, temporary)

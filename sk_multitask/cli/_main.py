@@ -3,7 +3,9 @@
 Every command ends a bad path, column or value with a one-line error on stderr and exit
 status 1, without a traceback, naming command-line options rather than Python
 parameters; ``--help`` works everywhere and shows the defaults. ``predict`` and
-``evaluate`` with an ONNX model do not import torch. Every command's options are in
+``evaluate`` with an ONNX model import neither torch nor scikit-learn nor joblib (what
+``evaluate`` needs of scikit-learn and matplotlib is checked first, in one line); a closed
+pipe on standard output ends a command quietly. Every command's options are in
 :mod:`sk_multitask.cli._options`; ``--model`` takes a pickle, a safe file or an ONNX file
 (:func:`sk_multitask.cli._io.load_model`), and ``predict`` and ``evaluate`` read their data
 the same way for every kind of model (:func:`sk_multitask.cli._io.images_input`).
@@ -17,6 +19,7 @@ line; ``--debug`` shows its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -28,8 +31,6 @@ import warnings
 import pandas as pd
 
 from .. import __version__
-from ..datasets import make_multitask_images
-from ..datasets._synthetic import TARGETS
 from ..inputs._files import atomic_path
 from ..inputs._sources import image_references
 from ..targets._outputs import probability_table
@@ -145,10 +146,29 @@ def _evaluate_to(model, data, y, out, coverage=None):
 
 #: The files ``evaluate`` writes in its ``--out`` folder.
 EVALUATION_FILES = ("metrics.csv", "metrics.json", "report.html")
+#: What ``evaluate`` needs beyond what ``predict`` needs, which a torch-free install for
+#: ONNX models may lack (docs/deployment.md): module name to the name pip installs.
+EVALUATION_PACKAGES = {"sklearn": "scikit-learn", "matplotlib": "matplotlib"}
+
+
+def _check_evaluation_packages():
+    """A one-line CommandError, before any work, naming what to install for the metrics
+    (scikit-learn) and the report's figures (matplotlib) where they cannot be imported."""
+    missing = []
+    for module, package in EVALUATION_PACKAGES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise CommandError(
+            f"evaluate needs {' and '.join(missing)}: pip install {' '.join(missing)}"
+        )
 
 
 def evaluate(args):
     """Per-task metrics on a labelled table, as a table, CSV, JSON and an HTML report."""
+    _check_evaluation_packages()
     if os.path.isdir(args.data) or is_image_file(args.data):
         raise CommandError(
             f"evaluate needs a CSV or parquet table with target columns, not images ({args.data})"
@@ -180,6 +200,9 @@ def export(args):
 
 def demo(args):
     """Generate the synthetic set, fit, evaluate on the validation rows, write the report."""
+    from ..datasets import make_multitask_images
+    from ..datasets._synthetic import TARGETS
+
     os.makedirs(args.out, exist_ok=True)
     df = make_multitask_images(
         args.n_samples,
@@ -300,7 +323,15 @@ def main(argv=None):
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show_warning
-            return args.run(args)
+            status = args.run(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe must end here too
+        return status
+    except BrokenPipeError:
+        # The reader of standard output left (`| head`): end quietly with 141 (128 +
+        # SIGPIPE), the status of a shell's tools there. Python's recipe: standard
+        # output to devnull, so that its flush at exit fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(f"sk-multitask {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -4,7 +4,8 @@ Data parallel: when a script (a user's, or the ``sk-multitask fit`` command) run
 ``accelerate launch --multi_gpu --num_processes N`` or ``torchrun --nproc_per_node N``, each of the
 N processes calls ``fit`` on the same data, and the estimator (``accelerator="auto"``)
 trains one model with skorch's :class:`~skorch.hf.AccelerateMixin`: Accelerate wraps the
-network in ``DistributedDataParallel`` (gradients all-reduced every step), gives each
+network in ``DistributedDataParallel`` (gradients all-reduced every step; those of the
+loss's learned task weights too, by the net), gives each
 process its shard of every epoch's batches, and the losses and per-task metrics are
 reduced across processes before they are recorded, so that every process keeps the same
 history (and the same early-stopping or schedule decisions). ``batch_size`` stays the

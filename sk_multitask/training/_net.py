@@ -162,6 +162,8 @@ def make_accelerator(precision, device, batch_size):
 class AcceleratedMultiTaskNet(AccelerateMixin, MultiTaskNet):
     """:class:`MultiTaskNet` trained data-parallel by Accelerate.
 
+    The module's gradients are averaged over the processes by DDP, the criterion's (its
+    learned task weights) by the net, before every optimizer step.
     Mixed precision is Accelerate's (the net's own ``precision`` stays ``"fp32"``).
     The loss each step returns is averaged over the processes, for the history.
     ``local_params_`` (set by :func:`~sk_multitask.training._build.build_net`) are the
@@ -169,13 +171,31 @@ class AcceleratedMultiTaskNet(AccelerateMixin, MultiTaskNet):
     """
 
     def _initialize_accelerator(self):
-        # The criterion has no parameters, and DistributedDataParallel refuses to wrap a
-        # module without any: it only goes to the device.
+        # The criterion only goes to the device, unwrapped: the callbacks read its
+        # attributes (task_terms, weights), which a DistributedDataParallel wrapper hides,
+        # and DDP refuses a module without parameters. The gradients of the parameters it
+        # may have are averaged by train_step_single instead.
         criterion, self.criterion_ = self.criterion_, None
         try:
             return super()._initialize_accelerator()
         finally:
             self.criterion_ = criterion.to(self.accelerator.device)
+
+    def train_step_single(self, batch, **fit_params):
+        step = super().train_step_single(batch, **fit_params)
+        if self.accelerator.sync_gradients:  # when DDP averaged the module's gradients
+            self._average_criterion_gradients()
+        return step
+
+    def _average_criterion_gradients(self):
+        """Average the gradients of the criterion's learned parameters (the log-variances
+        of ``loss_weights="uncertainty"``) over the processes, as DDP does the module's, so
+        that every process takes the same step. The loss gives each a gradient every step
+        (zero for a task absent from the batch)."""
+        params = [p for p in self.criterion_.parameters() if p.requires_grad]
+        averaged = self.accelerator.reduce([p.grad for p in params], reduction="mean")
+        for param, grad in zip(params, averaged, strict=True):
+            param.grad = grad
 
     def train_step(self, batch, **fit_params):
         step = super().train_step(batch, **fit_params)

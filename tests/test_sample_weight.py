@@ -152,7 +152,8 @@ def test_weights_change_the_training_and_the_validation_loss(image_set, unweight
     outputs, _ = weighted.predict_raw(image_set[valid])
     targets = encode_targets(image_set[TARGETS][valid], weighted.tasks_)
     y_true = torch.as_tensor(np.column_stack([targets, _weights(len(image_set))[valid]]))
-    expected = weighted.net_.criterion_(torch.as_tensor(np.concatenate(list(outputs.values()), axis=1)), y_true.float())
+    logits = torch.as_tensor(np.concatenate(list(outputs.values()), axis=1))
+    expected = weighted.net_.criterion_(logits, y_true.float())
 
     assert weighted.history_[-1, "valid_loss"] == pytest.approx(expected.item(), rel=1e-5)
     unweighted_loss = unweighted.history_[-1, "valid_loss"]

@@ -154,9 +154,15 @@ def test_mlflow_models_serve_answers_a_posted_image(logged, fitted, image_set, t
     assert got["area"].tolist() == pytest.approx(expected["area"].tolist())
 
 
+# mlflow.sklearn imports mlflow.pyfunc, which warns about MLflow's own type hints on its
+# first import (sk_multitask.mlflow imports it quietly; this test may run first).
+@pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
 def test_mlflows_sklearn_flavor_saves_with_skops(fitted, image_set, tracking, monkeypatch):
     """MLflow 3 saves scikit-learn models with skops by default; only our class needs trust."""
-    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # loading skops, too
+    # MLflow's gate on loading skops files too (3.18). The variable it replaces warns when set
+    # and, left unset, allows (its default) in the releases before 3.18 that read it.
+    monkeypatch.setenv("MLFLOW_ALLOW_MODEL_CODE_EXECUTION", "true")
+    monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
     trusted = ["sk_multitask.estimator.MultiTaskImageEstimator"]
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(

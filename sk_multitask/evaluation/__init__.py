@@ -31,6 +31,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "top_losses_figure",
         ],
         "_metrics": [
+            "check_metrics",
             "evaluate_tasks",
             "label_codes",
             "multitask_scorer",

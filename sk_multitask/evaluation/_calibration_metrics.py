@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["expected_calibration_error", "interval_scores", "reliability_bins", "set_scores"]
-
 
 def reliability_bins(probabilities, codes, n_bins=10):
     """The reliability table of a classification: its rows binned by their top

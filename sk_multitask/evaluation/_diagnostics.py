@@ -16,8 +16,6 @@ from ..inputs._sources import image_references
 from ..targets import check_targets
 from ..targets._outputs import decoders
 
-__all__ = ["top_loss_table"]
-
 
 def top_loss_table(model, X, y, outputs, index, k=9, task=None):
     """The table of :meth:`MultiTaskImageEstimator.top_losses`, from computed outputs.

@@ -19,17 +19,6 @@ from ..targets import CLASSIFICATION, MULTILABEL, REGRESSION, is_missing
 from ._calibration_metrics import expected_calibration_error, reliability_bins
 from ._metrics import scorable_rows
 
-__all__ = [
-    "confusion_figure",
-    "format_value",
-    "history_figure",
-    "image_grid",
-    "interval_figure",
-    "regression_figure",
-    "reliability_figure",
-    "top_losses_figure",
-]
-
 #: The history metric plotted per task kind.
 _KIND_METRICS = {CLASSIFICATION: "acc", REGRESSION: "mae", MULTILABEL: "f1"}
 #: History metric suffix -> (axes title word, y-axis label).

@@ -25,16 +25,6 @@ from ..targets import (
     check_task_names,
 )
 
-__all__ = [
-    "check_metrics",
-    "evaluate_tasks",
-    "label_codes",
-    "multitask_scorer",
-    "per_class_metrics",
-    "scorable_rows",
-    "task_scores",
-]
-
 #: The metrics by name: scikit-learn's scorers of those names (higher-is-better). The
 #: F1 and Jaccard scores are made with ``zero_division=0``: without any positive (true
 #: or predicted) they are 0, scikit-learn's value, unwarned.

@@ -22,18 +22,6 @@ from ._decoding import PIL_ERRORS, decode_image, open_image, source_name
 from ._sources import MemoryImage, is_pixel_array
 from ._storage import is_url
 
-__all__ = [
-    "BAD_IMAGE_OPTIONS",
-    "MISSING_OUTPUTS",
-    "BadImageRecords",
-    "decode_or_record",
-    "describe_bad_images",
-    "find_bad_images",
-    "mark_unreadable",
-    "screen_images",
-    "warn_skipped",
-]
-
 #: The values of the estimator's (and the ONNX predictor's) ``on_bad_image``.
 BAD_IMAGE_OPTIONS = ("raise", "skip")
 

@@ -20,13 +20,6 @@ from ._decoding import as_size
 from ._disk_cache import disk_cached_images
 from ._sources import is_pixel_array
 
-__all__ = [
-    "MEMORY_FRACTION",
-    "available_memory",
-    "cached_images",
-    "fits_in_memory",
-]
-
 #: The share of the available memory that ``cache="auto"`` may fill with decoded images.
 MEMORY_FRACTION = 0.25
 

@@ -21,18 +21,6 @@ from torchvision.transforms import v2
 from ._bad_images import decode_or_record
 from ._decoding import as_size, decode_image
 
-__all__ = [
-    "BadImageLog",
-    "EpochShuffler",
-    "ImageDataset",
-    "as_tensor",
-    "bad_image_log",
-    "decode_images",
-    "decoded_batches",
-    "load_image",
-    "train_transform",
-]
-
 _NO_TARGET = torch.empty(0)  # skorch wants (X, y) pairs even when there is no y
 
 

@@ -22,22 +22,6 @@ from ..exceptions import BadImageError, ImageNotFoundError, StorageError
 from ._sources import MemoryImage, is_pixel_array
 from ._storage import is_url, read_url
 
-__all__ = [
-    "MAX_IMAGE_SIZE",
-    "MAX_TTA",
-    "PIL_ERRORS",
-    "array_pixels",
-    "as_size",
-    "check_image_size",
-    "decode_image",
-    "median_image_size",
-    "open_image",
-    "read_image",
-    "source_name",
-    "tta_views",
-]
-
-
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
 _WIDE_MODES = {"I", "F", *_SIXTEEN_BIT_MODES}  # more than 8 bits per pixel
 _ORIENTATION = 0x0112  # the EXIF tag

@@ -48,8 +48,6 @@ from ._files import atomic_write
 from ._sources import MemoryImage
 from ._storage import is_url
 
-__all__ = ["DiskCachedImages", "disk_cached_images", "image_fingerprints"]
-
 _FORMAT = b"sk-multitask-cache-2"  # part of every fingerprint: a new format misses old files
 _KEY_BYTES = 16
 #: A keys file's records: each image's fingerprint and the CRC-32 of its stored pixels.

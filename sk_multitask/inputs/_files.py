@@ -13,15 +13,6 @@ import os
 import secrets
 import shutil
 
-__all__ = [
-    "MODEL_FORMATS",
-    "PICKLE_SUFFIXES",
-    "atomic_path",
-    "atomic_write",
-    "model_format",
-    "same_file",
-]
-
 #: The file names a pickle may have: nothing else is ever unpickled.
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 #: A model file's format by its name's ending.

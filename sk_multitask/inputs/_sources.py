@@ -24,14 +24,6 @@ from PIL import Image
 from ..exceptions import ROOT_HINT
 from ._storage import StorageUrl, check_protocols, is_url, join_url
 
-__all__ = [
-    "MemoryImage",
-    "image_references",
-    "input_table",
-    "is_pixel_array",
-    "resolve_images",
-]
-
 #: The kinds of one image, for the messages.
 _IMAGE_KINDS = (
     "a path, encoded bytes, a PIL image, a uint8 array (H, W[, C]) or a "

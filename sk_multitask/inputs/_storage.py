@@ -26,15 +26,6 @@ import time
 
 from ..exceptions import StorageError
 
-__all__ = [
-    "READ_ATTEMPTS",
-    "StorageUrl",
-    "check_protocols",
-    "is_url",
-    "join_url",
-    "read_url",
-]
-
 #: Reads of one object before its error is raised: transient errors (a dropped
 #: connection, a timeout, a throttled request) are retried after 0.1, then 0.2 s.
 READ_ATTEMPTS = 3

@@ -19,20 +19,6 @@ from torch import nn
 
 from ._weight_files import load_weights_file
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "PRETRAINED",
-    "TIMM_PREFIX",
-    "SimpleCNN",
-    "build_backbone",
-    "check_backbone",
-    "check_single_image_batches",
-    "default_image_size",
-    "has_pretrained_weights",
-    "is_torchvision_classifier",
-]
-
 #: ImageNet's per-channel mean (images in [0, 1]): the normalisation used when the weights
 #: carry none.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -26,14 +26,6 @@ from ..targets import CLASSIFICATION, MULTILABEL, target_width
 from ..targets._cell_loss import CellLoss, regression_loss_names, static_task_weights
 from ._weighting import check_class_weights
 
-__all__ = [
-    "LOSS_WEIGHTINGS",
-    "REGRESSION_LOSSES",
-    "MaskedMultiTaskLoss",
-    "check_loss_options",
-    "check_task_losses",
-]
-
 #: Per-cell regression losses by the name ``regression_loss`` takes, on the
 #: standardised scale (Huber: delta 1, i.e. one standard deviation); their numpy
 #: counterparts are :class:`sk_multitask.targets._cell_loss.CellLoss`'s.

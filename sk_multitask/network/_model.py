@@ -11,8 +11,6 @@ from torch import nn
 
 from ._backbones import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["NET_PARTS", "MultiTaskModule", "load_net_state", "multitask_module", "net_state"]
-
 #: The parts of a skorch net whose state is the model: its module and its criterion
 #: (class weights, learned task weights).
 NET_PARTS = ("module", "criterion")

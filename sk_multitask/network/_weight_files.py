@@ -19,8 +19,6 @@ import torch
 
 from ..exceptions import IgnoredWeightsWarning
 
-__all__ = ["load_weights_file", "read_state_dict"]
-
 #: The keys under which checkpoints keep their state dict (PyTorch Lightning, timm's
 #: train script, DeiT...).
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net")

@@ -19,14 +19,6 @@ from sklearn.utils.class_weight import compute_class_weight
 from ..targets import CLASSIFICATION, check_task_names
 from ..targets._cell_loss import is_weight
 
-__all__ = [
-    "check_class_weight_option",
-    "check_class_weights",
-    "class_weights",
-    "dwa_weights",
-    "is_weight",
-]
-
 
 def class_weights(class_weight, tasks, y):
     """Per-class weights of classification tasks, from the estimator's ``class_weight``.

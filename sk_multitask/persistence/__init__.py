@@ -26,7 +26,6 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "read_document",
         ],
         "_pickling": [
-            "InconsistentVersionWarning",
             "VersionedPickleMixin",
             "load_fitted",
             "restore_fitted",

@@ -38,18 +38,6 @@ from ..targets._cell_loss import CellLoss, regression_loss_names, static_task_we
 from ..targets._outputs import OutputDecoder, task_from_dict, task_to_dict
 from ._schema import FORMAT, FORMAT_VERSION, check_document, check_fields, data_sizes_frame
 
-__all__ = [
-    "MAX_DOCUMENT_BYTES",
-    "RUNTIME_PARAMS",
-    "SECRET_PARAMS",
-    "ModelDocument",
-    "decode_params",
-    "model_document",
-    "package_versions",
-    "parse_document",
-    "read_document",
-]
-
 #: The largest model document read, in bytes (a safe file's JSON member, an ONNX file's
 #: metadata entry): a document is read with this cap, so that a small file that
 #: inflates to gigabytes is refused after reading this much. Real documents are a few

@@ -35,8 +35,6 @@ from ..training._config import TrainingConfig, resolve_device
 from ._document import RUNTIME_PARAMS, SECRET_PARAMS, package_versions
 from ._safe_file import model_bytes, read_model
 
-__all__ = ["InconsistentVersionWarning", "VersionedPickleMixin", "load_fitted", "restore_fitted"]
-
 #: The key of the pickled state that holds the versions record.
 VERSIONS_KEY = "_sk_multitask_versions"
 #: The key of the pickled state that holds the safe file's bytes (fitted estimators).

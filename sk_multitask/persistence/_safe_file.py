@@ -30,8 +30,6 @@ from ..targets import REGRESSION
 from ..targets._outputs import task_from_dict
 from ._document import MAX_DOCUMENT_BYTES, ModelDocument, model_document, read_document
 
-__all__ = ["SavedModel", "model_bytes", "read_model", "save"]
-
 DOCUMENT = "sk_multitask.json"
 WEIGHTS = "weights.safetensors"
 #: The first bytes of a safe file (a zip archive's first member).

@@ -21,14 +21,6 @@ from ..predicting._calibration import MAX_CALIBRATION_SCORES, TEMPERATURE_RANGE
 from ..targets import CLASSIFICATION, MULTILABEL, REGRESSION, TASK_KINDS
 from ..targets._cell_loss import is_weight
 
-__all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "check_document",
-    "check_fields",
-    "data_sizes_frame",
-]
-
 #: The version of the document's layout. A reader refuses a document of a newer
 #: version; version 1 (before history, data sizes, skipped images, best epoch and class
 #: weights were recorded) is still read.

@@ -1,5 +1,8 @@
 """From a fitted network's raw outputs to predictions.
 
+- ``_protocol`` (torch-free): :class:`MultiTaskPredictor`, the one prediction surface of
+  the estimator and the ONNX predictor, and :func:`checked_outputs`, the one check of
+  ``X`` against ``y``;
 - ``_inference``: the one batching iterator of every method that runs the network;
 - ``_calibration`` (torch-free): temperature scaling and conformal sets and intervals.
 
@@ -26,6 +29,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "nll",
             "read_calibration",
         ],
-        "_inference": ["network_outputs", "task_outputs", "validation_calibration"],
+        "_inference": ["network_outputs", "validation_calibration"],
+        "_protocol": ["MultiTaskPredictor", "checked_outputs", "scoring_module"],
     },
 )

@@ -39,21 +39,6 @@ import pandas as pd
 from ..exceptions import CalibrationWarning
 from ..targets import MULTILABEL, REGRESSION, binarize
 
-__all__ = [
-    "MAX_CALIBRATION_SCORES",
-    "TEMPERATURE_RANGE",
-    "Calibration",
-    "TaskCalibration",
-    "calibrate",
-    "calibrated_outputs",
-    "conformal_quantile",
-    "fit_temperature",
-    "interval_metrics",
-    "min_cells",
-    "nll",
-    "read_calibration",
-]
-
 #: The most conformal scores a task's calibration keeps (a random subset beyond): 20,000
 #: scores are about 400 kB of JSON.
 MAX_CALIBRATION_SCORES = 20_000

@@ -27,8 +27,6 @@ from ..targets._outputs import decoders, split_outputs
 from ..training._distributed import dask_worker_threads
 from ._calibration import calibrate
 
-__all__ = ["network_outputs", "validation_calibration"]
-
 
 def network_outputs(
     net,

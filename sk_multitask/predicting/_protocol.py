@@ -21,8 +21,6 @@ from ..predicting._calibration import calibrated_outputs, interval_metrics
 from ..targets import check_aligned, check_sample_weight, check_targets, check_task
 from ..targets._outputs import decoders, prediction_frame, probability_frames, split_outputs
 
-__all__ = ["MultiTaskPredictor", "checked_outputs", "scoring_module"]
-
 #: Why a model has no calibration, and how it gets one.
 NOT_CALIBRATED = (
     "the model is not calibrated: fit it with validation rows (valid_split) or call "

@@ -39,14 +39,6 @@ from .callbacks import (
     progress_bar,
 )
 
-__all__ = [
-    "DRY_RUN_SIDE",
-    "build_net",
-    "continue_order",
-    "rebuild_net",
-    "rebuild_saved_net",
-]
-
 
 def build_net(config, data, warm=None):
     """The initialised skorch net that trains on ``data`` (a :class:`FitData`).

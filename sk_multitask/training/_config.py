@@ -19,18 +19,6 @@ import torch
 from ..inputs._decoding import MAX_IMAGE_SIZE
 from ..network._backbones import has_pretrained_weights
 
-__all__ = [
-    "Plan",
-    "TrainingConfig",
-    "WarmStart",
-    "check_image_size_bound",
-    "check_writable_folder",
-    "resolve_device",
-    "resolve_num_workers",
-    "seeded",
-]
-
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:

@@ -29,13 +29,6 @@ import sys
 
 import torch
 
-__all__ = [
-    "dask_worker_threads",
-    "is_main_process",
-    "launched_processes",
-    "uses_accelerate",
-]
-
 
 def launched_processes():
     """The number of processes ``accelerate launch`` or ``torchrun`` started (1 if neither)."""

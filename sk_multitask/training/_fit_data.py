@@ -40,8 +40,6 @@ from ._net import AcceleratedMultiTaskNet
 from ._parameters import check_named_tasks, check_parameters
 from .callbacks import check_monitor, run_fingerprint
 
-__all__ = ["FitData", "fitted_attributes", "prepare_fit", "task_specs"]
-
 
 @dataclasses.dataclass(frozen=True)
 class FitData:

@@ -11,8 +11,6 @@ from torch.optim import lr_scheduler
 
 from ..network._model import multitask_module
 
-__all__ = ["LRFindResult", "find_lr"]
-
 
 class LRFindResult(NamedTuple):
     """What :meth:`~sk_multitask.MultiTaskImageEstimator.lr_find` returns.

@@ -21,8 +21,6 @@ from skorch.hf import AccelerateMixin
 from ._distributed import launched_processes
 from .callbacks import StopTraining
 
-__all__ = ["OPTIMIZERS", "AcceleratedMultiTaskNet", "MultiTaskNet", "make_accelerator"]
-
 #: Optimizers by the name the estimator's ``optimizer`` parameter takes.
 OPTIMIZERS = {
     "adam": torch.optim.Adam,

@@ -26,8 +26,6 @@ from ._config import check_image_size_bound, check_writable_folder, resolve_devi
 from ._net import OPTIMIZERS
 from .callbacks import LR_SCHEDULES, check_callbacks
 
-__all__ = ["PARAMETER_CONSTRAINTS", "check_named_tasks", "check_parameters"]
-
 
 def check_parameters(config, warm=None):
     """Check every parameter of ``config`` that needs no data; return the image size.

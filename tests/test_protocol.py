@@ -189,3 +189,15 @@ def test_an_aligned_y_in_another_order_of_rows_is_scored_as_given(models, image_
     assert est.score(order, order[TARGETS]) == pytest.approx(
         est.score(image_set, image_set[TARGETS]), abs=1e-6
     )
+
+
+def test_weighted_coverage_leaves_out_rows_of_weight_zero(model, image_set):
+    """evaluate(coverage=...) weights the coverage, widths and ECE like every metric."""
+    y = image_set[TARGETS]
+    weights = (np.arange(len(y)) % 2).astype(float)
+    odd = image_set.iloc[1::2]
+    pd.testing.assert_frame_equal(
+        model.evaluate(image_set, y, coverage=0.8, sample_weight=weights),
+        model.evaluate(odd, odd[TARGETS], coverage=0.8),
+        atol=1e-9,
+    )

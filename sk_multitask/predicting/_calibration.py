@@ -396,7 +396,7 @@ def _prediction_sets(decoder, logits, q):
     ]
 
 
-def interval_metrics(calibration, decoders, outputs, y, coverage):
+def interval_metrics(calibration, decoders, outputs, y, coverage, sample_weight=None):
     """How sure the model is on labelled rows: the columns ``evaluate(..., coverage=)`` adds.
 
     Parameters
@@ -411,6 +411,8 @@ def interval_metrics(calibration, decoders, outputs, y, coverage):
         True targets; each task is measured on its scorable rows
         (:func:`sk_multitask.evaluation._metrics.scorable_rows`).
     coverage : float
+    sample_weight : ndarray of shape (n_rows,), default=None
+        Checked row weights: each measure weighted, rows of weight 0 left out.
 
     Returns
     -------
@@ -428,7 +430,8 @@ def interval_metrics(calibration, decoders, outputs, y, coverage):
 
     rows = {}
     for name, decoder in decoders.items():
-        scored = scorable_rows(y[name], outputs[name])
+        scored = scorable_rows(y[name], outputs[name], sample_weight)
+        weights = None if sample_weight is None else sample_weight[scored]
         if decoder.kind == MULTILABEL or not len(scored):
             rows[name] = {}
             continue
@@ -438,13 +441,17 @@ def interval_metrics(calibration, decoders, outputs, y, coverage):
             {name: decoder}, {name: out}, pd.RangeIndex(len(out)), coverage
         )
         if decoder.kind == REGRESSION:
-            covered, width = interval_scores(truth, frame[name, "lower"], frame[name, "upper"])
+            lower, upper = frame[name, "lower"], frame[name, "upper"]
+            covered, width = interval_scores(truth, lower, upper, weights)
             rows[name] = {"coverage": covered, "mean_width": width}
             continue
-        covered, size = set_scores(truth, frame[name, "set"])
+        covered, size = set_scores(truth, frame[name, "set"], weights)
         known = np.isin(truth, decoder.classes)
         probabilities = decoder.probabilities(calibration.scale({name: out[known]})[name])
-        ece = expected_calibration_error(probabilities, decoder.class_codes(truth[known]))
+        codes = decoder.class_codes(truth[known])
+        ece = expected_calibration_error(
+            probabilities, codes, sample_weight=None if weights is None else weights[known]
+        )
         rows[name] = {"ece": ece, "coverage": covered, "mean_set_size": size}
     columns = ["ece", "coverage", "mean_width", "mean_set_size"]
     return pd.DataFrame.from_dict(rows, orient="index").reindex(

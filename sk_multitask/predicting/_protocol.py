@@ -233,7 +233,9 @@ class MultiTaskPredictor:
         )
         if calibration is None:
             return table
-        return table.join(interval_metrics(calibration, tasks, outputs, y, coverage))
+        return table.join(
+            interval_metrics(calibration, tasks, outputs, y, coverage, sample_weight)
+        )
 
     def score(self, X, y, sample_weight=None):
         """Mean over tasks of accuracy (classification), R² (regression) and micro F1

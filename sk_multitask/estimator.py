@@ -28,7 +28,7 @@ from .training._config import TrainingConfig, WarmStart, seeded
 from .training._distributed import dask_worker_threads
 from .training._fit_data import fitted_attributes, prepare_fit
 from .training._lr_finder import find_lr
-from .training._parameters import PARAMETER_CONSTRAINTS
+from .training._parameters import parameter_constraints
 from .training.callbacks import load_checkpoint
 
 __all__ = ["MultiTaskImageEstimator", "load"]
@@ -268,7 +268,7 @@ class MultiTaskImageEstimator(
     ['color', 'shape', 'area']
     """
 
-    _parameter_constraints = PARAMETER_CONSTRAINTS
+    _parameter_constraints = parameter_constraints()
     # The HTML repr's "?" opens the class's page of the API reference, named by its
     # public import path (scikit-learn's documentation-link mechanism).
     _doc_link_module = "sk_multitask"

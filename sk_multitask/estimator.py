@@ -739,9 +739,9 @@ class MultiTaskImageEstimator(
         """Load a model written by :meth:`save`; safe for files from elsewhere.
 
         The file says what the model is, never how this machine runs it: the run-time
-        parameters (``cache_dir``, ``checkpoint_dir``, ``num_workers``, ``device``,
-        ``verbose``, ``callbacks``, ``storage_options``) take their defaults, or the
-        values given here.
+        parameters (those the parameter table marks so,
+        :data:`~sk_multitask.training._parameters.RUNTIME_PARAMS`) take their defaults,
+        or the values given here.
 
         Parameters
         ----------

@@ -25,7 +25,7 @@ from .training._config import TrainingConfig, WarmStart, seeded
 from .training._distributed import dask_worker_threads
 from .training._fit_data import fitted_attributes, prepare_fit
 from .training._lr_finder import find_lr
-from .training._parameters import PARAMETER_CONSTRAINTS
+from .training._parameters import parameter_constraints
 from .training.callbacks import load_checkpoint
 
 __all__ = ["MultiTaskImageEstimator", "load"]
@@ -270,7 +270,7 @@ class MultiTaskImageEstimator(
     ['color', 'shape', 'area']
     """
 
-    _parameter_constraints = PARAMETER_CONSTRAINTS
+    _parameter_constraints = parameter_constraints()
     # The HTML repr's "?" opens the class's page of the API reference, named by its
     # public import path (scikit-learn's documentation-link mechanism).
     _doc_link_module = "sk_multitask"
@@ -585,9 +585,9 @@ class MultiTaskImageEstimator(
         """Load a model written by :meth:`save`; safe for files from elsewhere.
 
         The file says what the model is, never how this machine runs it: the run-time
-        parameters (``cache_dir``, ``checkpoint_dir``, ``num_workers``, ``device``,
-        ``verbose``, ``callbacks``, ``storage_options``) take their defaults, or the
-        values given here.
+        parameters (those the parameter table marks so,
+        :data:`~sk_multitask.training._parameters.RUNTIME_PARAMS`) take their defaults,
+        or the values given here.
 
         Parameters
         ----------

@@ -10,13 +10,13 @@ from conftest import TARGETS, TORCH, run_python_without
 
 from sk_multitask.persistence._document import (
     MAX_DOCUMENT_BYTES,
-    RUNTIME_PARAMS,
     model_document,
     parse_document,
     read_document,
 )
 from sk_multitask.persistence._schema import FORMAT_VERSION
 from sk_multitask.targets._outputs import OutputDecoder
+from sk_multitask.training._parameters import RUNTIME_PARAMS
 
 
 @pytest.fixture(scope="module")

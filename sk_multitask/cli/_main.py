@@ -274,11 +274,8 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 class _CommandParser(_OneLineParser):
-    """A command's parser, which adds the command's options when it parses.
-
-    The training commands' options read their defaults and choices from the estimator,
-    which imports torch; ``predict`` with an ONNX model must not.
-    """
+    """A command's parser, which adds the command's options when it parses: only the
+    command that runs builds its options."""
 
     def __init__(self, *args, command=None, **kwargs):
         super().__init__(*args, **kwargs)

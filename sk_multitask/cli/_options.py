@@ -3,13 +3,13 @@
 One table per command says, for every option, its flag, the estimator parameter it sets
 (if any), how its text is parsed and its help. From it come the argparse options, the
 estimator's keyword arguments and the rewriting of library messages into the command
-line's words (``lr_schedule='x'`` → ``--lr-schedule x``). An option that sets an
-estimator parameter takes its default, and its choices where it has a fixed set, from the
-estimator itself (its ``__init__`` and
-:data:`sk_multitask.training._parameters.PARAMETER_CONSTRAINTS`, its
-``_parameter_constraints``), so the command line cannot drift from the code.
-This module imports no torch: the estimator is imported only when a training command
-(``fit``, ``lr-find``) adds its options.
+line's words (``lr_schedule='x'`` → ``--lr-schedule x``). The options that set
+estimator parameters are the rows of the parameter table
+(:data:`sk_multitask.training._parameters.PARAMETERS`) that name one: each takes its
+flag, default, choices (where the parameter has a fixed set of strings) and help (the
+parameter's one-line doc) from there, so the command line cannot drift from the code;
+here is only how its text is parsed (:data:`PARSING`). This module imports neither
+torch nor scikit-learn.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 from ..inputs._storage import is_url
 from ..targets import TASK_KINDS
+from ..training._parameters import PARAMETERS, StrOptions
 
 
 class CommandError(Exception):
@@ -46,13 +47,11 @@ class Option:
     convert : callable, optional
         Turns the parsed value into the parameter's value; raises :class:`CommandError`.
     default : object
-        The default of an option without a ``parameter``; one with a ``parameter`` has
-        the estimator's.
     alternative : bool
         Sets ``parameter`` only when given, over the option listed before it that sets
         the same parameter (``--valid-col`` over ``--valid-split``); no default.
-    choices : bool
-        Whether the value is one of the strings the estimator accepts for ``parameter``.
+    choices : tuple of str
+        The values it takes, where they are a fixed set.
     flag_only : bool
         An on/off switch (``--augment``).
     required : bool
@@ -65,7 +64,7 @@ class Option:
     convert: Callable[[Any], Any] | None = None
     default: Any = None
     alternative: bool = False
-    choices: bool = False
+    choices: tuple = ()
     flag_only: bool = False
     required: bool = False
 
@@ -74,47 +73,20 @@ class Option:
         """The attribute of the parsed arguments that holds the option's value."""
         return self.flag.lstrip("-").replace("-", "_")
 
-    def add_to(self, parser, estimator=None):
-        """Add the option to an argparse ``parser``.
-
-        ``estimator``: an unfitted estimator with the default parameters, for an option
-        that sets one.
-        """
+    def add_to(self, parser):
+        """Add the option to an argparse ``parser``."""
         kwargs = {"help": self.help}
-        default = self.default
-        if self.parameter is not None and not self.alternative:
-            default = getattr(estimator, self.parameter)
         if self.flag_only:
             kwargs["action"] = "store_true"
-        elif default is not None:
-            kwargs["default"] = default
+        elif self.default is not None:
+            kwargs["default"] = self.default
         if self.type is not None:
             kwargs["type"] = self.type
         if self.choices:
-            kwargs["choices"] = parameter_choices(self.parameter)
+            kwargs["choices"] = self.choices
         if self.required:
             kwargs["required"] = True
         parser.add_argument(self.flag, **kwargs)
-
-
-def parameter_choices(parameter):
-    """The strings the estimator accepts for ``parameter``, sorted.
-
-    They are the ``StrOptions`` of :data:`sk_multitask.training._parameters.PARAMETER_CONSTRAINTS`.
-    """
-    from sklearn.utils._param_validation import StrOptions
-
-    from ..training._parameters import (
-        PARAMETER_CONSTRAINTS,  # imports torch: only for training commands
-    )
-
-    options = [
-        option
-        for constraint in PARAMETER_CONSTRAINTS[parameter]
-        if isinstance(constraint, StrOptions)
-        for option in constraint.options
-    ]
-    return sorted(options)
 
 
 def auto_or(kind, what):
@@ -179,67 +151,69 @@ def task_kinds(spec):
     return kinds
 
 
+@dataclass(frozen=True)
+class Parsing:
+    """How the text of a parameter's option becomes the parameter's value.
+
+    ``type`` and ``convert`` as for :class:`Option`; ``help`` replaces the parameter's
+    one-line doc where the command line's words differ (``none`` for None, a syntax).
+    """
+
+    type: Callable[[str], Any] | None = None
+    convert: Callable[[Any], Any] | None = None
+    help: str | None = None
+
+
+_INTEGER, _AUTO_INTEGER = Parsing(int), Parsing(auto_or(int, "an integer"))
+
+#: How each option that sets a parameter parses its text; one not here takes the text
+#: as is, or is a switch (a boolean parameter).
+PARSING = {
+    "image_root": Parsing(convert=absolute),
+    "backbone": Parsing(help="torchvision model name, timm/<name> or simple_cnn"),
+    "weights": Parsing(none_or_str, help="DEFAULT, a weights name or file, or none"),
+    "image_size": _AUTO_INTEGER,
+    "tasks": Parsing(
+        convert=task_kinds, help="task kinds overriding inference: age=regression,..."
+    ),
+    "max_epochs": _INTEGER,
+    "lr": Parsing(float),
+    "freeze_epochs": _AUTO_INTEGER,
+    "backbone_lr_scale": Parsing(auto_or(float, "a number")),
+    "patience": _INTEGER,
+    "batch_size": _INTEGER,
+    "valid_split": Parsing(valid_split, help="validation fraction, or none"),
+    "num_workers": _AUTO_INTEGER,
+    "random_state": _INTEGER,
+    "storage_options": Parsing(json_object, help=_STORAGE),
+    "tta": _INTEGER,
+}
+
+
+def parameter_option(parameter):
+    """The option that sets ``parameter``, from its row of the parameter table."""
+    row, parsing = PARAMETERS[parameter], PARSING.get(parameter, Parsing())
+    fixed = all(isinstance(constraint, StrOptions) for constraint in row.constraints)
+    return Option(
+        row.option,
+        parsing.help or row.doc,
+        parameter,
+        parsing.type,
+        parsing.convert,
+        default=row.default,
+        choices=tuple(row.choices) if fixed else (),  # argparse checks them, --help lists them
+        flag_only=row.constraints == ("boolean",),
+    )
+
+
 #: The options of ``fit`` and ``lr-find`` (the data, the targets, the estimator).
 TRAINING_OPTIONS = (
     Option("data", "CSV or parquet file with an image column and target columns"),
     Option("--targets", "comma-separated target columns", required=True),
-    Option("--images", "folder the image paths are relative to", "image_root", convert=absolute),
-    Option("--image-col", "column with image paths", "image_col"),
-    Option("--valid-split", "validation fraction, or none", "valid_split", valid_split),
+    *(parameter_option(name) for name, row in PARAMETERS.items() if row.option is not None),
     Option(
         "--valid-col", "boolean column marking validation rows", "valid_split", alternative=True
     ),
-    Option(
-        "--tasks",
-        "task kinds overriding inference: age=regression,...",
-        "tasks",
-        convert=task_kinds,
-    ),
-    Option("--backbone", "torchvision model name, timm/<name> or simple_cnn", "backbone"),
-    Option("--weights", "DEFAULT, a weights name or file, or none", "weights", none_or_str),
-    Option(
-        "--image-size",
-        "side images are resized to (auto: the backbone's input size)",
-        "image_size",
-        auto_or(int, "an integer"),
-    ),
-    Option("--epochs", "training epochs, frozen ones included", "max_epochs", int),
-    Option("--batch-size", "images per batch", "batch_size", int),
-    Option("--lr", "(peak) learning rate of the heads", "lr", float),
-    Option(
-        "--lr-schedule",
-        "learning rate over the fit, stepped per batch",
-        "lr_schedule",
-        choices=True,
-    ),
-    Option(
-        "--freeze-epochs",
-        "first epochs training the heads only (auto: 1 with pretrained weights)",
-        "freeze_epochs",
-        auto_or(int, "an integer"),
-    ),
-    Option(
-        "--backbone-lr-scale",
-        "backbone rate / heads' rate (auto: 0.1 with pretrained weights)",
-        "backbone_lr_scale",
-        auto_or(float, "a number"),
-    ),
-    Option("--early-stopping", "stop when --monitor stalls", "early_stopping", flag_only=True),
-    Option("--patience", "epochs without improvement", "patience", int),
-    Option("--monitor", "history key early stopping watches", "monitor"),
-    Option("--checkpoint-dir", "checkpoint every epoch there; resume from it", "checkpoint_dir"),
-    Option("--cache-dir", "folder of a disk cache of decoded images (reused)", "cache_dir"),
-    Option("--augment", "augment training images", "augment", flag_only=True),
-    Option("--tta", "augmented views averaged when predicting (0 to 11)", "tta", int),
-    Option(
-        "--num-workers",
-        "image decoding processes, or auto",
-        "num_workers",
-        auto_or(int, "an integer"),
-    ),
-    Option("--device", "auto, cpu, cuda or a torch device", "device"),
-    Option("--seed", "random seed (none: not seeded)", "random_state", int),
-    Option("--storage-options", _STORAGE, "storage_options", json_object),
 )
 
 _MODEL = (
@@ -295,15 +269,9 @@ COMMAND_OPTIONS = {
 
 
 def add_options(parser, command):
-    """Add ``command``'s options to ``parser`` (importing the estimator if one needs it)."""
-    options = COMMAND_OPTIONS[command]
-    estimator = None
-    if any(o.parameter is not None for o in options):
-        from ..estimator import MultiTaskImageEstimator
-
-        estimator = MultiTaskImageEstimator()
-    for option in options:
-        option.add_to(parser, estimator)
+    """Add ``command``'s options to ``parser``."""
+    for option in COMMAND_OPTIONS[command]:
+        option.add_to(parser)
 
 
 def estimator_params(args, options=TRAINING_OPTIONS):

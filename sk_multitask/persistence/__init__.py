@@ -16,8 +16,6 @@ __getattr__, __dir__, __all__ = _lazy_exports(
     {
         "_document": [
             "MAX_DOCUMENT_BYTES",
-            "RUNTIME_PARAMS",
-            "SECRET_PARAMS",
             "ModelDocument",
             "decode_params",
             "model_document",

@@ -6,7 +6,8 @@ holds a safe file's bytes (:mod:`sk_multitask.persistence._pickling`). A documen
 
 - ``format``, ``format_version`` and ``versions`` (sk-multitask, torch, skorch,
   scikit-learn that wrote it);
-- ``estimator`` (its class name), ``params`` (its parameters, tagged JSON) and
+- ``estimator`` (its class name), ``params`` (its parameters but the run-time settings,
+  :data:`sk_multitask.training._parameters.RUNTIME_PARAMS`, tagged JSON) and
   ``backbone`` (a registry name, or the class of a backbone module of the user's own);
 - ``tasks`` (name, kind, dtype, classes or scaling), ``image_size``, ``normalisation``;
 - ``history`` (one dict per epoch), ``data_sizes`` (rows and labelled cells per task in
@@ -36,6 +37,7 @@ import pandas as pd
 from .. import __version__
 from ..targets._cell_loss import CellLoss, regression_loss_names, static_task_weights
 from ..targets._outputs import OutputDecoder, task_from_dict, task_to_dict
+from ..training._parameters import RUNTIME_PARAMS
 from ._schema import FORMAT, FORMAT_VERSION, check_document, check_fields, data_sizes_frame
 
 #: The largest model document read, in bytes (a safe file's JSON member, an ONNX file's
@@ -43,17 +45,6 @@ from ._schema import FORMAT, FORMAT_VERSION, check_document, check_fields, data_
 #: inflates to gigabytes is refused after reading this much. Real documents are a few
 #: hundred kilobytes (the history and the skipped images are their longest parts).
 MAX_DOCUMENT_BYTES = 8 * 2**20
-#: The parameters that say how this machine runs a model, not what the model is: they
-#: are never written to a file, and a file that holds them has them ignored, so that
-#: a file cannot choose where predictions write (``cache_dir``), how many processes
-#: they fork (``num_workers``) or what code runs (``callbacks``), and credentials
-#: (``storage_options``) never leave the machine in a model file.
-RUNTIME_PARAMS = (
-    "cache_dir", "checkpoint_dir", "num_workers", "device", "verbose", "callbacks",
-    "storage_options",
-)
-#: The run-time parameters that may hold secrets: a pickle of the estimator has them None.
-SECRET_PARAMS = ("storage_options",)
 
 #: Distribution name to the key it is recorded under in ``versions``.
 _PACKAGES = {"torch": "torch", "skorch": "skorch", "scikit-learn": "scikit-learn"}
@@ -133,7 +124,8 @@ def _hashable(key):
 
 def decode_params(document):
     """The estimator's parameters from a model document (the backbone as saved), but
-    the run-time ones (:data:`RUNTIME_PARAMS`), which never come from a file.
+    the run-time ones (:data:`~sk_multitask.training._parameters.RUNTIME_PARAMS`), which
+    never come from a file.
 
     Examples
     --------

@@ -10,7 +10,7 @@ device its ``device`` parameter names when there is one, else on the CPU. An unf
 estimator pickles its parameters alone. Beside the parameters, the state holds only
 bytes and plain Python values, so that ``skops.io`` persists it too, trusting no type
 but the estimator's class. A pickle never holds secrets: the parameters of
-:data:`~sk_multitask.persistence._document.SECRET_PARAMS` (``storage_options``) are pickled as None.
+:data:`~sk_multitask.training._parameters.SECRET_PARAMS` (``storage_options``) are pickled as None.
 
 Each pickle records the versions of the packages that wrote it
 (:func:`sk_multitask.persistence._document.package_versions`); loading it under another sk-multitask
@@ -32,7 +32,8 @@ from ..predicting._calibration import read_calibration
 from ..targets._outputs import decoders
 from ..training._build import rebuild_saved_net
 from ..training._config import TrainingConfig, resolve_device
-from ._document import RUNTIME_PARAMS, SECRET_PARAMS, package_versions
+from ..training._parameters import RUNTIME_PARAMS, SECRET_PARAMS
+from ._document import package_versions
 from ._safe_file import model_bytes, read_model
 
 #: The key of the pickled state that holds the versions record.

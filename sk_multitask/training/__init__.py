@@ -1,7 +1,9 @@
 """A fit: its parameters, its plan, the skorch net and its callbacks.
 
-- ``_parameters``: the parameter table (defaults, constraints, run-time settings, CLI);
-- ``_config``: the frozen config of a fit and its plan (the resolved ``"auto"`` values);
+- ``_parameters`` (torch-free): the parameter table (defaults, constraints, run-time
+  settings, fingerprint, command-line options);
+- ``_config``: the frozen config of a fit, its checks and its plan (the resolved
+  ``"auto"`` values);
 - ``_fit_data``: a fit's data checked and prepared; ``_build``: config + plan to the
   skorch net (for a fit and for a loaded model); ``_net``: the skorch net;
 - ``callbacks``: every skorch callback of a fit; ``_lr_finder``: the learning-rate range
@@ -28,6 +30,8 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "TrainingConfig",
             "WarmStart",
             "check_image_size_bound",
+            "check_named_tasks",
+            "check_parameters",
             "check_writable_folder",
             "resolve_device",
             "resolve_num_workers",
@@ -42,6 +46,13 @@ __getattr__, __dir__, __all__ = _lazy_exports(
         "_fit_data": ["FitData", "fitted_attributes", "prepare_fit", "task_specs"],
         "_lr_finder": ["LRFindResult", "find_lr"],
         "_net": ["OPTIMIZERS", "AcceleratedMultiTaskNet", "MultiTaskNet", "make_accelerator"],
-        "_parameters": ["PARAMETER_CONSTRAINTS", "check_named_tasks", "check_parameters"],
+        "_parameters": [
+            "DEFAULTS",
+            "FINGERPRINT_PARAMS",
+            "PARAMETERS",
+            "RUNTIME_PARAMS",
+            "SECRET_PARAMS",
+            "parameter_constraints",
+        ],
     },
 )

@@ -4,7 +4,11 @@ The training machinery (:mod:`sk_multitask.training._build`) reads these two fro
 never the estimator: the config is the estimator's parameters as given
 (``get_params(deep=False)``), the plan the values its ``"auto"`` settings stand for on
 this machine and data (device, workers, frozen epochs, the backbone's rate), the seed
-drawn from ``random_state``, and whether the fit continues a fitted network.
+drawn from ``random_state``, and whether the fit continues a fitted network. The config's
+fields are the rows of the parameter table (:mod:`sk_multitask.training._parameters`);
+:func:`check_parameters` checks what their constraints cannot (the image size's bound,
+the device, the backbone and its weights by name, the callbacks, the loss options, the
+folders written to) before any image is read.
 """
 
 from __future__ import annotations
@@ -16,56 +20,22 @@ from typing import Any
 
 import torch
 
-from ..inputs._decoding import MAX_IMAGE_SIZE
-from ..network._backbones import has_pretrained_weights
+from ..inputs._decoding import MAX_IMAGE_SIZE, as_size
+from ..network._backbones import (
+    check_backbone,
+    check_single_image_batches,
+    default_image_size,
+    has_pretrained_weights,
+)
+from ..network._loss import check_loss_options
+from ..network._weighting import check_class_weight_option
+from ..targets import check_task_names
+from ._parameters import DEFAULTS, FINGERPRINT_PARAMS
+from .callbacks import check_callbacks
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-    """The estimator's parameters, as given: see
-    :class:`~sk_multitask.MultiTaskImageEstimator` for each."""
-
-    image_col: Any = "filename"
-    image_root: Any = None
-    backbone: Any = "resnet18"
-    weights: Any = "DEFAULT"
-    image_size: Any = 224
-    on_bad_image: str = "raise"
-    check_images: bool = False
-    tasks: Any = None
-    loss_weights: Any = None
-    class_weight: Any = None
-    regression_loss: Any = "mse"
-    max_epochs: int = 10
-    lr: float = 1e-3
-    lr_schedule: str = "onecycle"
-    freeze_epochs: Any = "auto"
-    backbone_lr_scale: Any = "auto"
-    early_stopping: bool = False
-    patience: int = 5
-    monitor: str = "valid_loss"
-    warm_start: bool = False
-    checkpoint_dir: Any = None
-    batch_size: int = 64
-    optimizer: Any = "adamw"
-    valid_split: Any = 0.2
-    augment: bool = False
-    num_workers: Any = "auto"
-    cache: Any = "auto"
-    cache_max_bytes: Any = None
-    cache_dir: Any = None
-    precision: str = "fp32"
-    device: str = "auto"
-    accelerator: Any = "auto"
-    callbacks: Any = None
-    random_state: Any = None
-    verbose: int = 0
-    storage_options: Any = None
-    tta: int = 0
-
-    #: Parameters that change how a fit runs, not what it learns (left out of the
-    #: checkpoint's fingerprint); ``tta`` only changes how the trained network predicts.
-    RUN_TIME = ("verbose", "checkpoint_dir", "num_workers", "device", "storage_options", "tta")
+class _ConfigMethods:
+    """The methods of :class:`TrainingConfig`, whose fields are the parameter table's."""
 
     @classmethod
     def from_estimator(cls, estimator):
@@ -74,12 +44,9 @@ class TrainingConfig:
         return cls(**{field.name: params[field.name] for field in dataclasses.fields(cls)})
 
     def learning_params(self):
-        """The parameters that decide what a fit learns: all but :attr:`RUN_TIME`."""
-        return {
-            field.name: getattr(self, field.name)
-            for field in dataclasses.fields(self)
-            if field.name not in self.RUN_TIME
-        }
+        """The parameters that decide what a fit learns (a checkpoint's fingerprint):
+        :data:`~sk_multitask.training._parameters.FINGERPRINT_PARAMS`."""
+        return {name: getattr(self, name) for name in FINGERPRINT_PARAMS}
 
     def one_epoch(self):
         """The config of one ``partial_fit`` call: one epoch, continuing the fitted
@@ -88,6 +55,21 @@ class TrainingConfig:
         return dataclasses.replace(
             self, max_epochs=1, warm_start=True, early_stopping=False, checkpoint_dir=None
         )
+
+
+#: The estimator's parameters, as given, frozen: one field per row of the parameter
+#: table (:data:`~sk_multitask.training._parameters.PARAMETERS`), with its default.
+TrainingConfig = dataclasses.make_dataclass(
+    "TrainingConfig",
+    [(name, Any, dataclasses.field(default=default)) for name, default in DEFAULTS.items()],
+    bases=(_ConfigMethods,),
+    namespace={
+        "__module__": __name__,
+        "__doc__": "The estimator's parameters, as given: see "
+        ":class:`~sk_multitask.MultiTaskImageEstimator` for each.",
+    },
+    frozen=True,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +144,45 @@ class Plan:
             start_epoch=len(warm.net.history) if continuing else 0,
             continuing=continuing,
         )
+
+
+def check_parameters(config, warm=None):
+    """Check every parameter of ``config`` that needs no data; return the image size.
+
+    Run first by :func:`~sk_multitask.training._fit_data.prepare_fit`, so that a bad value fails
+    before any image is read: the image size and its bound, the device, the backbone and
+    its weights (by name: nothing is downloaded), the callbacks, the values of
+    ``loss_weights``, ``class_weight`` and ``regression_loss``, the folders written to, and
+    ``batch_size=1`` against the backbone's BatchNorm. ``image_size="auto"`` is the
+    backbone's :func:`~sk_multitask.network._backbones.default_image_size`, or the fitted size
+    of the network ``warm`` (a :class:`WarmStart`) continues.
+    """
+    check_backbone(config.backbone, config.weights)
+    if not isinstance(config.image_size, str) or config.image_size != "auto":
+        image_size = as_size(config.image_size)
+    elif warm is not None:
+        image_size = warm.image_size
+    else:
+        image_size = default_image_size(config.backbone, config.weights)
+    check_image_size_bound(image_size)
+    resolve_device(config.device)
+    check_callbacks(config.callbacks)
+    check_loss_options(config.loss_weights, config.regression_loss)
+    check_class_weight_option(config.class_weight)
+    check_writable_folder(config.cache_dir, "cache_dir")
+    check_writable_folder(config.checkpoint_dir, "checkpoint_dir")
+    if config.batch_size == 1:
+        check_single_image_batches(config.backbone, image_size)
+    return image_size
+
+
+def check_named_tasks(config, y):
+    """Refuse a per-task parameter naming a column that ``y`` does not have."""
+    for parameter in ("tasks", "loss_weights", "class_weight", "regression_loss"):
+        mapping = getattr(config, parameter)
+        if isinstance(mapping, dict):
+            check_task_names(mapping, y.columns, parameter)
+
 
 
 def resolve_num_workers(config, cache):

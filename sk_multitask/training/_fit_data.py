@@ -1,6 +1,6 @@
 """A fit's data, checked and prepared: everything a fit (or ``lr_find``) needs but the net.
 
-:func:`prepare_fit` checks the parameters (:mod:`sk_multitask.training._parameters`), resolves and
+:func:`prepare_fit` checks the parameters (:mod:`sk_multitask.training._config`), resolves and
 screens the images, splits the rows, fits the tasks on the training rows, resolves the
 :class:`~sk_multitask.training._config.Plan` and builds the datasets, into a :class:`FitData` that
 :func:`sk_multitask.training._build.build_net` builds the net from; :func:`fitted_attributes` are
@@ -35,9 +35,8 @@ from ..targets import (
     split_rows,
     target_frame,
 )
-from ._config import Plan, resolve_num_workers
+from ._config import Plan, check_named_tasks, check_parameters, resolve_num_workers
 from ._net import AcceleratedMultiTaskNet
-from ._parameters import check_named_tasks, check_parameters
 from .callbacks import check_monitor, run_fingerprint
 
 

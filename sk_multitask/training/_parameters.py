@@ -1,114 +1,313 @@
-"""The estimator's parameters: the values each may take, and the checks that need no data.
+"""The estimator's parameters, each declared once: :data:`PARAMETERS`.
 
-:data:`PARAMETER_CONSTRAINTS` is scikit-learn's ``_parameter_constraints`` of
-:class:`~sk_multitask.estimator.MultiTaskImageEstimator` (the command line takes its
-choices from it too); :func:`check_parameters` checks what the constraints cannot (the
-image size's bound, the device, the backbone and its weights by name, the callbacks,
-the loss options, the folders written to) before any image is read.
+One row per parameter of :class:`~sk_multitask.MultiTaskImageEstimator`, in the order
+of its signature: the default, the values it may take (scikit-learn's
+``_parameter_constraints``), whether it is a run-time setting, whether a checkpoint's
+fingerprint counts it, the command-line option that sets it, and a one-line
+description (the command line's help). From the table come the estimator's
+``_parameter_constraints`` (:func:`parameter_constraints`), the fields and defaults of
+:class:`~sk_multitask.training._config.TrainingConfig`, the command line's options
+(:mod:`sk_multitask.cli._options`: flag, default, choices, help), the parameters never
+saved (:data:`RUNTIME_PARAMS`, :data:`SECRET_PARAMS`) and those a checkpoint's
+fingerprint counts (:data:`FINGERPRINT_PARAMS`). The estimator's ``__init__`` spells
+its keyword arguments out (scikit-learn's ``get_params`` reads the signature), and so
+does its docstring: tests/test_parameters.py checks both, names and defaults, against
+the table.
+
+**Run-time settings** say how this machine runs a model, not what the model is or
+predicts: the model document never records them, and a file that holds them has them
+ignored (a loaded model takes its loader's, :meth:`MultiTaskImageEstimator.load`), so
+that a file cannot choose where predictions write (``cache_dir``,
+``checkpoint_dir``), how many processes they fork (``num_workers``), which device
+they take (``device``), what they print (``verbose``) or what code runs
+(``callbacks``), and credentials (``storage_options``, also secret: None in a pickle)
+never leave the machine in a model file. ``tta`` changes predictions, so it is saved
+with the model, though it changes nothing a fit learns (the fingerprint leaves it
+out); ``callbacks`` may change what a fit learns, so the fingerprint counts them.
+
+This module imports neither torch nor scikit-learn: the model document (which the
+torch-free ONNX predictor reads) and the command line import it. Its constraints are
+written with stand-ins of scikit-learn's (:class:`Interval`, :class:`StrOptions`,
+:class:`InstanceOf`), which :func:`parameter_constraints` makes into scikit-learn's.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import os
 from collections.abc import Hashable
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
-from torch import nn
 
-from ..inputs._decoding import MAX_TTA, as_size
-from ..network._backbones import check_backbone, check_single_image_batches, default_image_size
-from ..network._loss import LOSS_WEIGHTINGS, REGRESSION_LOSSES, check_loss_options
-from ..network._weighting import check_class_weight_option
-from ..targets import check_task_names
-from ._config import check_image_size_bound, check_writable_folder, resolve_device
-from ._net import OPTIMIZERS
-from .callbacks import LR_SCHEDULES, check_callbacks
+from ..inputs._decoding import MAX_TTA
+from ..targets._cell_loss import REGRESSION_LOSS_NAMES
 
 
-def check_parameters(config, warm=None):
-    """Check every parameter of ``config`` that needs no data; return the image size.
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """scikit-learn's ``Interval`` constraint (the same arguments), made by
+    :func:`parameter_constraints`."""
 
-    Run first by :func:`~sk_multitask.training._fit_data.prepare_fit`, so that a bad value fails
-    before any image is read: the image size and its bound, the device, the backbone and
-    its weights (by name: nothing is downloaded), the callbacks, the values of
-    ``loss_weights``, ``class_weight`` and ``regression_loss``, the folders written to, and
-    ``batch_size=1`` against the backbone's BatchNorm. ``image_size="auto"`` is the
-    backbone's :func:`~sk_multitask.network._backbones.default_image_size`, or the fitted size
-    of the network ``warm`` (a :class:`~sk_multitask.training._config.WarmStart`) continues.
+    type: type
+    left: Real | None
+    right: Real | None
+    closed: str = dataclasses.field(kw_only=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class StrOptions:
+    """scikit-learn's ``StrOptions`` constraint: one of the strings ``options``."""
+
+    options: frozenset
+
+    def __post_init__(self):
+        object.__setattr__(self, "options", frozenset(self.options))
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceOf:
+    """An instance of the class that ``path`` names (``"torch.nn.Module"``), imported
+    only when the constraints are made."""
+
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """One parameter of the estimator.
+
+    Parameters
+    ----------
+    name : str
+    default : object
+    constraints : tuple
+        scikit-learn's constraints, with :class:`Interval`, :class:`StrOptions` and
+        :class:`InstanceOf` for its classes.
+    doc : str
+        One line: the command line's help of its option.
+    option : str or None
+        The command line's option that sets it (``--epochs``); None: set from Python only.
+    runtime : bool
+        A run-time setting: never saved in a model file nor read from one (see the
+        module's description).
+    secret : bool
+        A run-time setting that may hold credentials: None in a pickle too.
+    fingerprint : bool or None
+        Whether a checkpoint's fingerprint counts it, so that a fit with another value
+        starts anew rather than resuming; None: unless it is a run-time setting.
     """
-    check_backbone(config.backbone, config.weights)
-    if not isinstance(config.image_size, str) or config.image_size != "auto":
-        image_size = as_size(config.image_size)
-    elif warm is not None:
-        image_size = warm.image_size
-    else:
-        image_size = default_image_size(config.backbone, config.weights)
-    check_image_size_bound(image_size)
-    resolve_device(config.device)
-    check_callbacks(config.callbacks)
-    check_loss_options(config.loss_weights, config.regression_loss)
-    check_class_weight_option(config.class_weight)
-    check_writable_folder(config.cache_dir, "cache_dir")
-    check_writable_folder(config.checkpoint_dir, "checkpoint_dir")
-    if config.batch_size == 1:
-        check_single_image_batches(config.backbone, image_size)
-    return image_size
+
+    name: str
+    default: Any
+    constraints: tuple
+    doc: str
+    option: str | None = None
+    runtime: bool = False
+    secret: bool = False
+    fingerprint: bool | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "constraints", tuple(self.constraints))
+        if self.fingerprint is None:
+            object.__setattr__(self, "fingerprint", not self.runtime)
+
+    @property
+    def choices(self):
+        """The strings it accepts (its :class:`StrOptions`), sorted."""
+        return sorted(
+            option
+            for constraint in self.constraints
+            if isinstance(constraint, StrOptions)
+            for option in constraint.options
+        )
 
 
-def check_named_tasks(config, y):
-    """Refuse a per-task parameter naming a column that ``y`` does not have."""
-    for parameter in ("tasks", "loss_weights", "class_weight", "regression_loss"):
-        mapping = getattr(config, parameter)
-        if isinstance(mapping, dict):
-            check_task_names(mapping, y.columns, parameter)
+_FOLDER = (str, os.PathLike, None)
+_AUTO = StrOptions({"auto"})
+
+_TABLE = (
+    Parameter(
+        "image_col", "filename", [Hashable],
+        "column with the images (or their paths)", "--image-col",
+    ),
+    Parameter(
+        "image_root", None, _FOLDER, "folder the image paths are relative to", "--images"
+    ),
+    Parameter(
+        "backbone", "resnet18", [str, InstanceOf("torch.nn.Module")],
+        "torchvision model name, timm/<name>, simple_cnn, or a torch module", "--backbone",
+    ),
+    Parameter(
+        "weights", "DEFAULT", _FOLDER,
+        "pretrained weights: DEFAULT, a weights name or file, or None", "--weights",
+    ),
+    Parameter(
+        "image_size", 224,
+        [Interval(Integral, 1, None, closed="left"), tuple, list, np.ndarray, _AUTO],
+        "side (or height, width) images are resized to (auto: the backbone's input size)",
+        "--image-size",
+    ),
+    Parameter(
+        "on_bad_image", "raise", [StrOptions({"raise", "skip"})],
+        "what an unreadable image does: raise, or skip its row",
+    ),
+    Parameter(
+        "check_images", False, ["boolean"], "open every image file's header before training"
+    ),
+    Parameter("tasks", None, [dict, None], "task kinds overriding inference", "--tasks"),
+    Parameter(
+        "loss_weights", None, [dict, StrOptions({"uncertainty", "dwa"}), None],
+        "weights of the task losses: a dict, or learned (uncertainty, dwa)",
+    ),
+    Parameter(
+        "class_weight", None, [dict, StrOptions({"balanced"}), None],
+        "class weights of the classification losses: balanced, or a dict per task",
+    ),
+    Parameter(
+        "regression_loss", "mse", [dict, StrOptions(REGRESSION_LOSS_NAMES)],
+        "loss of the regression tasks, or a dict per task",
+    ),
+    Parameter(
+        "max_epochs", 10, [Interval(Integral, 1, None, closed="left")],
+        "training epochs, frozen ones included", "--epochs",
+    ),
+    Parameter(
+        "lr", 1e-3, [Interval(Real, 0, None, closed="neither")],
+        "(peak) learning rate of the heads", "--lr",
+    ),
+    Parameter(
+        "lr_schedule", "onecycle", [StrOptions({"onecycle", "cosine", "constant"})],
+        "learning rate over the fit, stepped per batch", "--lr-schedule",
+    ),
+    Parameter(
+        "freeze_epochs", "auto", [Interval(Integral, 0, None, closed="left"), _AUTO],
+        "first epochs training the heads only (auto: 1 with pretrained weights)",
+        "--freeze-epochs",
+    ),
+    Parameter(
+        "backbone_lr_scale", "auto", [Interval(Real, 0, None, closed="left"), _AUTO],
+        "backbone rate / heads' rate (auto: 0.1 with pretrained weights)",
+        "--backbone-lr-scale",
+    ),
+    Parameter(
+        "early_stopping", False, ["boolean"],
+        "stop when the monitored key stalls for patience epochs", "--early-stopping",
+    ),
+    Parameter(
+        "patience", 5, [Interval(Integral, 1, None, closed="left")],
+        "epochs without improvement", "--patience",
+    ),
+    Parameter("monitor", "valid_loss", [str], "history key early stopping watches", "--monitor"),
+    Parameter(
+        "warm_start", False, ["boolean"], "a new fit continues the fitted network"
+    ),
+    Parameter(
+        "checkpoint_dir", None, _FOLDER, "checkpoint every epoch there; resume from it",
+        "--checkpoint-dir", runtime=True,
+    ),
+    Parameter(
+        "batch_size", 64, [Interval(Integral, 1, None, closed="left")],
+        "images per batch", "--batch-size",
+    ),
+    Parameter(
+        "optimizer", "adamw", [StrOptions({"adam", "adamw", "sgd"}), callable],
+        "optimizer name, or a callable returning a torch optimizer",
+    ),
+    Parameter(
+        "valid_split", 0.2, [Interval(Real, 0, 1, closed="neither"), str, None],
+        "validation fraction, boolean column marking validation rows, or None",
+        "--valid-split",
+    ),
+    Parameter("augment", False, ["boolean"], "augment training images", "--augment"),
+    Parameter(
+        "num_workers", "auto", [Interval(Integral, 0, None, closed="left"), _AUTO],
+        "image decoding processes, or auto", "--num-workers", runtime=True,
+    ),
+    Parameter(
+        "cache", "auto", ["boolean", _AUTO],
+        "keep decoded images in memory (auto: when they fit cache_max_bytes)",
+    ),
+    Parameter(
+        "cache_max_bytes", None, [Interval(Integral, 0, None, closed="left"), None],
+        "memory budget of the automatic cache (None: a quarter of the free memory)",
+    ),
+    Parameter(
+        "cache_dir", None, _FOLDER, "folder of a disk cache of decoded images (reused)",
+        "--cache-dir", runtime=True,
+    ),
+    Parameter(
+        "precision", "fp32", [StrOptions({"fp32", "bf16", "fp16"})],
+        "precision of the forward pass (bf16, fp16: mixed)",
+    ),
+    Parameter(
+        "device", "auto", [str], "auto, cpu, cuda or a torch device", "--device", runtime=True
+    ),
+    Parameter(
+        "accelerator", "auto", [_AUTO, None],
+        "auto: data-parallel when launched on several processes",
+    ),
+    # Code of the user's (never from a file), which may change what a fit learns.
+    Parameter(
+        "callbacks", None, [list, None], "extra skorch callbacks", runtime=True,
+        fingerprint=True,
+    ),
+    Parameter("random_state", None, ["random_state"], "random seed", "--seed"),
+    Parameter(
+        "verbose", 0, ["verbose"], "0: silent; 1: progress bars and epoch table",
+        runtime=True,
+    ),
+    Parameter(
+        "storage_options", None, [dict, None], "fsspec options of URL image paths",
+        "--storage-options", runtime=True, secret=True,
+    ),
+    # What a model predicts (saved), not what a fit learns (no fingerprint).
+    Parameter(
+        "tta", 0, [Interval(Integral, 0, MAX_TTA, closed="both")],
+        f"augmented views averaged when predicting (0 to {MAX_TTA})", "--tta",
+        fingerprint=False,
+    ),
+)
+
+#: Each parameter's row, by name, in the order of the estimator's signature.
+PARAMETERS = {parameter.name: parameter for parameter in _TABLE}
+#: Each parameter's default.
+DEFAULTS = {name: parameter.default for name, parameter in PARAMETERS.items()}
+#: The run-time settings: never written to a model file nor read from one; ``load``
+#: takes them.
+RUNTIME_PARAMS = tuple(name for name, p in PARAMETERS.items() if p.runtime)
+#: The run-time settings that may hold secrets: a pickle of the estimator has them None.
+SECRET_PARAMS = tuple(name for name, p in PARAMETERS.items() if p.secret)
+#: The parameters a checkpoint's fingerprint counts: what a fit learns depends on them.
+FINGERPRINT_PARAMS = tuple(name for name, p in PARAMETERS.items() if p.fingerprint)
 
 
-#: The estimator's parameters and the values each may take (scikit-learn's
-#: ``_parameter_constraints``, checked by ``_fit_context`` before anything else).
-PARAMETER_CONSTRAINTS = {
-    "image_col": [Hashable],
-    "image_root": [str, os.PathLike, None],
-    "backbone": [str, nn.Module],
-    "weights": [str, os.PathLike, None],
-    "image_size": [
-        Interval(Integral, 1, None, closed="left"),
-        tuple,
-        list,
-        np.ndarray,
-        StrOptions({"auto"}),
-    ],
-    "on_bad_image": [StrOptions({"raise", "skip"})],
-    "check_images": ["boolean"],
-    "tasks": [dict, None],
-    "loss_weights": [dict, StrOptions(set(LOSS_WEIGHTINGS)), None],
-    "class_weight": [dict, StrOptions({"balanced"}), None],
-    "regression_loss": [dict, StrOptions(set(REGRESSION_LOSSES))],
-    "max_epochs": [Interval(Integral, 1, None, closed="left")],
-    "lr": [Interval(Real, 0, None, closed="neither")],
-    "lr_schedule": [StrOptions(set(LR_SCHEDULES))],
-    "freeze_epochs": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-    "backbone_lr_scale": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
-    "early_stopping": ["boolean"],
-    "patience": [Interval(Integral, 1, None, closed="left")],
-    "monitor": [str],
-    "warm_start": ["boolean"],
-    "checkpoint_dir": [str, os.PathLike, None],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
-    "optimizer": [StrOptions(set(OPTIMIZERS)), callable],
-    "valid_split": [Interval(Real, 0, 1, closed="neither"), str, None],
-    "augment": ["boolean"],
-    "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-    "cache": ["boolean", StrOptions({"auto"})],
-    "cache_max_bytes": [Interval(Integral, 0, None, closed="left"), None],
-    "cache_dir": [str, os.PathLike, None],
-    "precision": [StrOptions({"fp32", "bf16", "fp16"})],
-    "device": [str],
-    "accelerator": [StrOptions({"auto"}), None],
-    "callbacks": [list, None],
-    "random_state": ["random_state"],
-    "verbose": ["verbose"],
-    "storage_options": [dict, None],
-    "tta": [Interval(Integral, 0, MAX_TTA, closed="both")],
-}
+def parameter_constraints():
+    """The estimator's ``_parameter_constraints``: scikit-learn's, from the table.
+
+    Imports scikit-learn (and torch, for the backbone's class).
+
+    Examples
+    --------
+    >>> for constraint in parameter_constraints()["freeze_epochs"]:
+    ...     print(constraint)
+    an int in the range [0, inf)
+    a str among {'auto'}
+    """
+    from sklearn.utils import _param_validation as sklearn
+
+    def made(constraint):
+        if isinstance(constraint, Interval):
+            return sklearn.Interval(
+                constraint.type, constraint.left, constraint.right, closed=constraint.closed
+            )
+        if isinstance(constraint, StrOptions):
+            return sklearn.StrOptions(set(constraint.options))
+        if isinstance(constraint, InstanceOf):
+            module, _, name = constraint.path.rpartition(".")
+            return getattr(importlib.import_module(module), name)
+        return constraint
+
+    return {name: [made(c) for c in p.constraints] for name, p in PARAMETERS.items()}

@@ -44,8 +44,9 @@ INTERNAL_EXCEPTIONS = {
 FOREIGN_EXPORTS = {
     "sk_multitask.network.is_weight": "network._weighting re-exports targets._cell_loss's",
 }
-#: The modules that must import without torch, beside the torch-free contract's: the ONNX
-#: predictor's public path, and each lazy package that holds a torch-free module.
+#: Imported without torch beside the torch-free contract's modules: the ONNX predictor's
+#: public path (``onnx._export`` imports torch inside its functions only), and torch-free
+#: modules of packages whose ``__init__`` must then import nothing.
 TORCH_FREE_IMPORTS = [
     "sk_multitask.onnx",
     "sk_multitask.exceptions",
@@ -378,7 +379,8 @@ def test_exceptions_hold_every_class_users_catch():
 
 def test_torch_free_modules_import_without_torch():
     """Each torch-free module, and the packages that hold them, import where torch,
-    torchvision and skorch cannot be imported, and a lazy package's torch-free names too."""
+    torchvision and skorch cannot be imported; so does every name of the wholly torch-free
+    packages and of sk_multitask.exceptions."""
     modules = TORCH_FREE_IMPORTS + contract("torch-free")["source_modules"]
     result = run_python_without(
         f"""

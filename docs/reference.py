@@ -1,7 +1,8 @@
 """The API reference: one page per public name, grouped by what users do with it.
 
 The public names are those of the ``__all__`` of :data:`PUBLIC_MODULES` (the package and
-the submodules users import). Every one of them is listed once in :data:`GROUPS`, and this
+the submodules users import). Every one of them is listed once in :data:`GROUPS` (or, for
+a second import path of the same object, in :data:`ALIASES`), and this
 MkDocs hook (``hooks:`` in mkdocs.yml) writes its page into the build, ``api/<name>.md``
 with a mkdocstrings directive on the object where it is defined (the package's lazy exports
 are invisible to the static documentation generator), and fills the reference's section of
@@ -32,6 +33,7 @@ PUBLIC_MODULES = [
     "sk_multitask.report",
     "sk_multitask.onnx",
     "sk_multitask.mlflow",
+    "sk_multitask.exceptions",
 ]
 
 #: Section of the reference -> the public names on its pages, in the order shown.
@@ -62,7 +64,6 @@ GROUPS = {
         "sk_multitask.load",
         "sk_multitask.onnx.export_onnx",
         "sk_multitask.onnx.OnnxPredictor",
-        "sk_multitask.InconsistentVersionWarning",
     ],
     "Track and serve with MLflow": [
         "sk_multitask.mlflow.log_model",
@@ -73,6 +74,16 @@ GROUPS = {
         "sk_multitask.mlflow.METHODS",
         "sk_multitask.mlflow.BASE64_COLUMN",
     ],
+    "Warnings and errors": [
+        "sk_multitask.exceptions.BadImageError",
+        "sk_multitask.exceptions.ImageNotFoundError",
+        "sk_multitask.exceptions.BadImageWarning",
+        "sk_multitask.exceptions.StorageError",
+        "sk_multitask.exceptions.CacheDamageWarning",
+        "sk_multitask.exceptions.IgnoredWeightsWarning",
+        "sk_multitask.exceptions.CalibrationWarning",
+        "sk_multitask.exceptions.InconsistentVersionWarning",
+    ],
     "Datasets": [
         "sk_multitask.datasets.make_multitask_images",
         "sk_multitask.datasets.load_utkface",
@@ -80,6 +91,12 @@ GROUPS = {
     "The package": [
         "sk_multitask.__version__",
     ],
+}
+
+#: A public name that is another's object -> the name whose page documents it (and says
+#: that it is importable from here too): one page per object.
+ALIASES = {
+    "sk_multitask.InconsistentVersionWarning": "sk_multitask.exceptions.InconsistentVersionWarning",
 }
 
 #: The line of api/index.md that the hook replaces with the tables of :data:`GROUPS`.
@@ -167,9 +184,10 @@ def page_markdown(public_name):
     kind = "class" if inspect.isclass(resolve(public_name)) else "function"
     if not callable(resolve(public_name)):
         kind = "constant"
+    also = [f"`{import_line(alias)}`" for alias, name in ALIASES.items() if name == public_name]
     markdown = (
         f"# {short_name(public_name)}\n\n"
-        f"`{import_line(public_name)}` ({kind})\n\n"
+        f"`{import_line(public_name)}` ({kind}{'; also ' if also else ''}{', '.join(also)})\n\n"
         f"::: {defined_at(public_name)}\n"
     )
     if kind == "class":
@@ -202,8 +220,9 @@ def inherited_methods(cls):
 
 
 def documented_paths():
-    """Public name -> the path of the object its page renders."""
-    return {name: defined_at(name) for names in GROUPS.values() for name in names}
+    """Public name -> the path of the object its page renders (an alias: its name's page)."""
+    paths = {name: defined_at(name) for names in GROUPS.values() for name in names}
+    return paths | {alias: paths[name] for alias, name in ALIASES.items()}
 
 
 # -- the MkDocs hook -------------------------------------------------------------------
@@ -337,7 +356,10 @@ def _shows_default(shown, default):
 def rendered_entries(obj):
     """The parameters and own public methods that the page of ``obj`` must show."""
     if inspect.isclass(obj):
-        signature = inspect.signature(obj.__init__)
+        # A class that keeps a builtin's __init__ (a warning's *args) has no parameters
+        # of its own to document.
+        own = inspect.isfunction(obj.__init__)
+        signature = inspect.signature(obj.__init__ if own else lambda: None)
         methods = [
             attr
             for attr, value in vars(obj).items()

@@ -2,8 +2,9 @@
 
 Every class here is the one the package raises or warns with (the same object wherever
 it is used). Importing this module imports neither torch nor scikit-learn; only
-:class:`InconsistentVersionWarning`, a subclass of scikit-learn's warning of that name,
-imports scikit-learn, on first use.
+:class:`InconsistentVersionWarning`, a subclass of scikit-learn's warning of that name
+defined with the pickles (:mod:`sk_multitask.persistence._pickling`), imports scikit-learn
+and torch, on first use.
 
 Examples
 --------
@@ -42,6 +43,7 @@ class BadImageError(ValueError):
     message : str, default=None
         The whole message; by default, one naming ``what`` and ``path``.
     what : str, default="image file"
+        What the image is, in the default message (``"image"`` for one held in memory).
 
     Attributes
     ----------
@@ -56,7 +58,15 @@ class BadImageError(ValueError):
 
 
 class ImageNotFoundError(BadImageError, FileNotFoundError):
-    """An image file that does not exist (a ``FileNotFoundError`` too)."""
+    """An image file that does not exist (a ``FileNotFoundError`` too).
+
+    Its message suggests setting ``image_root``, which relative paths are joined to.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The image's path or URL.
+    """
 
     def __init__(self, path):
         path = os.fspath(path)
@@ -64,11 +74,29 @@ class ImageNotFoundError(BadImageError, FileNotFoundError):
 
 
 class BadImageWarning(UserWarning):
-    """Images skipped because they could not be read (``on_bad_image="skip"``)."""
+    """Images skipped because they could not be read (``on_bad_image="skip"``).
+
+    Warned once per call (``fit``, ``predict``, ``evaluate``..., and the ONNX predictor's),
+    counting the images left out and naming the first few; after ``fit``,
+    ``skipped_images_`` lists them all.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from sk_multitask.exceptions import BadImageWarning
+    >>> warnings.simplefilter("ignore", BadImageWarning)
+    """
 
 
 class StorageError(OSError):
     """An object that could not be read (after retries, for a transient error).
+
+    Parameters
+    ----------
+    url : str
+        The object's URL.
+    reason : str
+        The last error, in one line.
 
     Attributes
     ----------
@@ -84,15 +112,28 @@ class StorageError(OSError):
 
 
 class CacheDamageWarning(UserWarning):
-    """A disk cache file found damaged: its images are decoded from their files again."""
+    """A disk cache file found damaged: its images are decoded from their files again.
+
+    Warned when a file of the disk cache (``cache_dir``) fails its checksum or cannot be
+    read, naming it; the damaged files are removed, so that the next fit stores them again.
+    """
 
 
 class IgnoredWeightsWarning(UserWarning):
-    """Entries of a weights file that the backbone has no place for (a classifier...)."""
+    """Entries of a weights file that the backbone has no place for (a classifier...).
+
+    Warned once when a weights file (``weights=path``) is loaded, naming the entries
+    ignored.
+    """
 
 
 class CalibrationWarning(UserWarning):
-    """Too few calibration cells of a task for the asked coverage."""
+    """Too few calibration cells of a task for the asked coverage.
+
+    Warned when intervals or sets are asked at a coverage that a task has too few
+    calibration cells for (fewer than ``coverage / (1 - coverage)``: 9 for 0.9), naming the
+    task and its count: its intervals are then unbounded, its sets hold every class.
+    """
 
 
 def __getattr__(name):

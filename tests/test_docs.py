@@ -170,16 +170,22 @@ def test_every_public_name_has_a_page():
 
     The hook there gives each its page (``::: path``), so a new public name needs one
     line in ``GROUPS``, a new public module (``sk_multitask.mlflow``) its line in
-    ``PUBLIC_MODULES`` too.
+    ``PUBLIC_MODULES`` too. A second import path of an object already on a page is in
+    ``ALIASES`` instead, and that page names it.
     """
-    listed = [name for names in REFERENCE.GROUPS.values() for name in names]
+    grouped = [name for names in REFERENCE.GROUPS.values() for name in names]
+    listed = grouped + list(REFERENCE.ALIASES)
     public = REFERENCE.public_names()
-    assert len(listed) == len(set(listed)), "a name is listed twice in GROUPS"
+    assert len(listed) == len(set(listed)), "a name is listed twice in GROUPS and ALIASES"
+    for alias, name in REFERENCE.ALIASES.items():
+        assert name in grouped and REFERENCE.resolve(alias) is REFERENCE.resolve(name)
+        assert f"`{REFERENCE.import_line(alias)}`" in REFERENCE.page_markdown(name)
     missing = sorted(set(public) - set(listed))
     assert not missing, (
         f"public names without a page (add them to GROUPS in docs/reference.py): {missing}"
     )
     assert sorted(set(listed) - set(public)) == [], "GROUPS lists names that are not public"
+    assert "sk_multitask.exceptions.BadImageWarning" in public
     assert "sk_multitask.MultiTaskImageEstimator" in public  # the lazy exports are read
 
 

@@ -359,7 +359,7 @@ def _one_line(exc):
     return " ".join(lines)
 
 
-#: Each command's function and help; its options are in ``cli_options.COMMAND_OPTIONS``.
+#: Each command's function and help; its options are in ``_options.COMMAND_OPTIONS``.
 COMMANDS = {
     "fit": (fit, "fit a model on a CSV/parquet of image paths and targets"),
     "lr-find": (lr_find, "the learning-rate range test: loss against rate, a suggested rate"),

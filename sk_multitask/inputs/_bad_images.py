@@ -31,8 +31,9 @@ def decode_or_record(source, image_size, position, bad_images=None):
 
     The one rule for an image that cannot be read, shared by the torch Dataset and the
     ONNX predictor: without ``bad_images`` (``on_bad_image="raise"``) the
-    :class:`BadImageError` naming the file propagates; with it (``"skip"``) the error is
-    passed to ``bad_images.record(position, error)`` and None returned, and
+    :class:`~sk_multitask.exceptions.BadImageError` naming the file propagates; with it
+    (``"skip"``) the error is passed to ``bad_images.record(position, error)`` and None
+    returned, and
     :func:`mark_unreadable` later makes that row's outputs missing.
     """
     try:
@@ -55,7 +56,8 @@ class BadImageRecords:
         self.records = {}
 
     def record(self, position, error):
-        """Note that the image at ``position`` could not be read (a :class:`BadImageError`)."""
+        """Note that the image at ``position`` could not be read (a
+        :class:`~sk_multitask.exceptions.BadImageError`)."""
         self.records[int(position)] = (error.path, str(error.reason))
 
     def collect(self):
@@ -186,7 +188,8 @@ def describe_bad_images(bad, limit=3):
 
 
 def warn_skipped(bad, action, stacklevel=3):
-    """One :class:`BadImageWarning` counting the ``bad`` images and naming the first few.
+    """One :class:`~sk_multitask.exceptions.BadImageWarning` counting the ``bad`` images,
+    naming the first few.
 
     ``bad`` is a sequence of ``(path, reason)`` pairs; ``action`` says what became of
     them (``"left out of training"``).

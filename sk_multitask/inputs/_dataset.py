@@ -113,7 +113,7 @@ class ImageDataset(torch.utils.data.Dataset):
     bad_images : BadImageLog, optional
         Where a file that cannot be read is recorded; its item is then a black image
         with an all-missing target, so that it adds nothing to the loss. None: the
-        :class:`BadImageError` propagates.
+        :class:`~sk_multitask.exceptions.BadImageError` propagates.
     """
 
     def __init__(
@@ -226,7 +226,8 @@ class BadImageLog:
         self._remove = weakref.finalize(self, _remove_file, self.path, os.getpid())
 
     def record(self, position, error):
-        """Note that the image at ``position`` could not be read (a :class:`BadImageError`)."""
+        """Note that the image at ``position`` could not be read (a
+        :class:`~sk_multitask.exceptions.BadImageError`)."""
         line = json.dumps([int(position), error.path, str(error.reason)])
         with open(self.path, "a", encoding="utf-8") as log:
             log.write(line + "\n")

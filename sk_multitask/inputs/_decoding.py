@@ -2,9 +2,9 @@
 
 The training path (:mod:`sk_multitask.inputs._dataset`) and the torch-free ONNX predictor
 (:mod:`sk_multitask.onnx._predictor`) both decode and resize images here, so that a model
-sees the same pixels in both. An image that cannot be read raises :class:`BadImageError`
-naming it; what then becomes of its row is :mod:`sk_multitask.inputs._bad_images`' rule. This
-module imports numpy and PIL only.
+sees the same pixels in both. An image that cannot be read raises
+:class:`~sk_multitask.exceptions.BadImageError` naming it; what then becomes of its row is
+:mod:`sk_multitask.inputs._bad_images`' rule. This module imports numpy and PIL only.
 """
 
 from __future__ import annotations

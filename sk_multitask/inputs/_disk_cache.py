@@ -20,9 +20,9 @@ next build once that process is gone (or after a day, for another host's). A cha
 is decoded again; stale entries stay until the folder is deleted.
 
 A damaged pair (a keys file empty or unreadable, images of the wrong size, an image whose
-checksum does not match) is never served: a :class:`CacheDamageWarning` names it, its
-images are decoded from their files, and it is removed so that the next build decodes
-them into a new pair.
+checksum does not match) is never served: a
+:class:`~sk_multitask.exceptions.CacheDamageWarning` names it, its images are decoded from
+their files, and it is removed so that the next build decodes them into a new pair.
 """
 
 from __future__ import annotations
@@ -138,9 +138,9 @@ class DiskCachedImages:
     reads them (DataLoader workers included), and never pickled.
 
     Every image read is checked against its CRC-32: a file with an image that does not
-    match (or that cannot be read) is reported (:class:`CacheDamageWarning`, naming it)
-    and removed from the cache, and its items become their paths, which the Dataset
-    decodes from the image files.
+    match (or that cannot be read) is reported
+    (:class:`~sk_multitask.exceptions.CacheDamageWarning`, naming it) and removed from the
+    cache, and its items become their paths, which the Dataset decodes from the image files.
 
     Parameters
     ----------
@@ -241,8 +241,8 @@ def disk_cached_images(paths, image_size, cache_dir, num_workers=0, skip=False):
     ``skip``, a missing or unreadable file is left out of the cache: its item is its
     path, which the Dataset reports as unreadable (``on_bad_image="skip"``); without,
     an unreadable file raises, naming it. Damaged cache files met on the way are
-    reported (:class:`CacheDamageWarning`) and replaced; temporary files of builds
-    killed midway are removed.
+    reported (:class:`~sk_multitask.exceptions.CacheDamageWarning`) and replaced; temporary
+    files of builds killed midway are removed.
 
     Parameters
     ----------

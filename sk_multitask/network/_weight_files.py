@@ -5,7 +5,8 @@ file), possibly wrapped the way training scripts save checkpoints (``{"state_dic
 ``{"model": ...}``), with the prefixes of ``DataParallel`` (``module.``), ``torch.compile``
 (``_orig_mod.``) or a whole network (``backbone.``, as in a fitted estimator's
 ``est.net_.module_.state_dict()``). Its classifier, of any size, is not part of the
-backbone: every entry that is ignored is named in one :class:`IgnoredWeightsWarning`.
+backbone: every entry that is ignored is named in one
+:class:`~sk_multitask.exceptions.IgnoredWeightsWarning`.
 Files are read without running pickled code (``torch.load(weights_only=True)``).
 """
 
@@ -101,8 +102,8 @@ def load_weights_file(module, path, label):
     The file's names are matched to the module's after removing the wrappers'
     prefixes (:data:`PREFIXES`), whichever way matches the most. Entries the module has
     no place for (a classifier of any size, a network's heads) are ignored and named
-    in one :class:`IgnoredWeightsWarning`; BatchNorm's ``num_batches_tracked``, which
-    old checkpoints lack, may be missing.
+    in one :class:`~sk_multitask.exceptions.IgnoredWeightsWarning`; BatchNorm's
+    ``num_batches_tracked``, which old checkpoints lack, may be missing.
 
     Parameters
     ----------

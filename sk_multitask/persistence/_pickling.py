@@ -14,7 +14,7 @@ but the estimator's class. A pickle never holds secrets: the parameters of
 
 Each pickle records the versions of the packages that wrote it
 (:func:`sk_multitask.persistence._document.package_versions`); loading it under another sk-multitask
-version warns with :class:`InconsistentVersionWarning`.
+version warns with :class:`~sk_multitask.exceptions.InconsistentVersionWarning`.
 """
 
 from __future__ import annotations

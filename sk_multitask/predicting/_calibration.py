@@ -24,7 +24,8 @@ cells, and the NaN rows of unreadable images, never enter):
 calibration rows and the new rows are exchangeable, a new row's interval or set holds its
 truth with probability at least ``coverage`` (and below ``coverage + 1 / (n + 1)``).
 When ``k > n`` there are too few cells for that coverage: the interval is unbounded, the
-set holds every class, and a :class:`CalibrationWarning` names the task and the count.
+set holds every class, and a :class:`~sk_multitask.exceptions.CalibrationWarning` names
+the task and the count.
 """
 
 from __future__ import annotations
@@ -306,7 +307,7 @@ class Calibration:
 
     def quantile(self, name, coverage):
         """Task ``name``'s conformal threshold at ``coverage`` (inf, with a
-        :class:`CalibrationWarning`, when its cells are too few)."""
+        :class:`~sk_multitask.exceptions.CalibrationWarning`, when its cells are too few)."""
         task = self.tasks[name]
         q = conformal_quantile(task.scores, coverage)
         if math.isinf(q):

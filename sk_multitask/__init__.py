@@ -36,7 +36,7 @@ __getattr__, __dir__, _names = _lazy_exports(
     {
         "estimator": ["MultiTaskImageEstimator", "load"],
         "evaluation._metrics": ["multitask_scorer"],
-        "persistence._pickling": ["InconsistentVersionWarning"],
+        "persistence._versions": ["InconsistentVersionWarning"],
     },
 )
 #: The public names of the package.

@@ -3,8 +3,7 @@
 Every class here is the one the package raises or warns with (the same object wherever
 it is used). Importing this module imports neither torch nor scikit-learn; only
 :class:`InconsistentVersionWarning`, a subclass of scikit-learn's warning of that name
-defined with the pickles (:mod:`sk_multitask.persistence._pickling`), imports scikit-learn
-and torch, on first use.
+(defined in :mod:`sk_multitask.persistence._versions`), imports scikit-learn, on first use.
 
 Examples
 --------
@@ -139,7 +138,7 @@ class CalibrationWarning(UserWarning):
 def __getattr__(name):
     # scikit-learn's warning is its base class: imported only when asked for.
     if name == "InconsistentVersionWarning":
-        module = importlib.import_module(".persistence._pickling", __package__)
+        module = importlib.import_module(".persistence._versions", __package__)
         return module.InconsistentVersionWarning
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -3,7 +3,8 @@
 - ``_schema`` and ``_document`` (torch-free): the one document of a fitted model (its
   parameters, tasks, calibration), checked before anything is built from it;
 - ``_safe_file``: ``save``/``load`` (the JSON document and safetensors weights);
-- ``_pickling``: versioned pickles.
+- ``_pickling``: versioned pickles; ``_versions`` (torch-free): the warning of a pickle
+  from another version.
 
 Their public names are imported from here on first use, so that importing a
 torch-free module imports no torch.
@@ -29,6 +30,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "restore_fitted",
         ],
         "_safe_file": ["SavedModel", "model_bytes", "read_model", "save"],
+        "_versions": ["InconsistentVersionWarning"],
         "_schema": [
             "FORMAT",
             "FORMAT_VERSION",

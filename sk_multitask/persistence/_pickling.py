@@ -23,7 +23,6 @@ import io
 import warnings
 
 import torch
-from sklearn.exceptions import InconsistentVersionWarning as SklearnInconsistentVersionWarning
 from torch import nn
 
 from .. import __version__
@@ -35,6 +34,7 @@ from ..training._config import TrainingConfig, resolve_device
 from ..training._parameters import RUNTIME_PARAMS, SECRET_PARAMS
 from ._document import package_versions
 from ._safe_file import model_bytes, read_model
+from ._versions import InconsistentVersionWarning
 
 #: The key of the pickled state that holds the versions record.
 VERSIONS_KEY = "_sk_multitask_versions"
@@ -49,47 +49,6 @@ SAVED_ATTRIBUTES = (
 )  # fmt: skip
 #: The key pickles of sk-multitask 0.1.0 recorded the package version under.
 _OLD_VERSION_KEY = "_sk_multitask_version"
-
-
-class InconsistentVersionWarning(SklearnInconsistentVersionWarning):
-    """A pickled estimator is loaded under another sk-multitask version than saved it.
-
-    A subclass of scikit-learn's :class:`~sklearn.exceptions.InconsistentVersionWarning`
-    (a filter for scikit-learn's warning catches it too): the model may break or
-    predict differently. Retrain it, or use the version that saved it;
-    :meth:`MultiTaskImageEstimator.save` writes a file that does not depend on the
-    package's code.
-
-    Parameters
-    ----------
-    estimator_name, current_version, original_version : str
-        As the attributes.
-
-    Attributes
-    ----------
-    estimator_name : str
-    current_version : str
-        The sk-multitask version loading the pickle.
-    original_version : str
-        The sk-multitask version that wrote it.
-    """
-
-    def __init__(self, *, estimator_name, current_version, original_version):
-        super().__init__(
-            estimator_name=estimator_name,
-            current_sklearn_version=current_version,
-            original_sklearn_version=original_version,
-        )
-        self.current_version = current_version
-        self.original_version = original_version
-
-    def __str__(self):
-        return (
-            f"Trying to unpickle estimator {self.estimator_name} from sk-multitask "
-            f"version {self.original_version} when using version {self.current_version}. "
-            "This might lead to breaking code or invalid results. Use at your own risk; "
-            "est.save(path) writes a file that loads under any later version."
-        )
 
 
 def restore_fitted(estimator, saved):

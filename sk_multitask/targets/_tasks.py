@@ -32,6 +32,21 @@ MAX_INTEGER_CLASSES = 20
 #: classes than this fraction of them is taken for an identifier (a file name, an id).
 IDENTIFIER_CLASS_FRACTION = 0.9
 
+#: The strings ``pandas.read_csv`` reads as missing by default (its documented
+#: ``na_values``; pandas keeps the list in a private module). In a label column they are
+#: most likely missing cells that were read as text (``keep_default_na=False``, a JSON or
+#: database export): :class:`MissingLikeLabelWarning`.
+MISSING_LIKE_LABELS = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+    "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)  # fmt: skip
+
+
+class MissingLikeLabelWarning(UserWarning):
+    """A classification or multi-label target holds, beside its labels, a string that
+    usually means missing (``'NA'``, ``''``, ``'nan'``...: :data:`MISSING_LIKE_LABELS`):
+    it trains as a class, where a missing cell (NaN, None, ``pd.NA``) would be left out."""
+
 
 @dataclass(eq=False)
 class Task:
@@ -260,6 +275,8 @@ def fit_tasks(y, kinds=None, train=None):
             encoder = _fit_classes(name, labelled)
         else:
             encoder = _fit_scaler(name, labelled, column.iloc[train].dropna())
+        if kind != REGRESSION:
+            _check_missing_like(name, labelled, kind)
         tasks[name] = Task(name, kind, encoder, column.dtype)
     return tasks
 
@@ -285,6 +302,32 @@ def _warn_if_integer_coded(column, labelled, kind):
             UserWarning,
             stacklevel=4,
         )
+
+
+def _check_missing_like(name, labelled, kind):
+    """Warn that the :data:`MISSING_LIKE_LABELS` among a classification's (or multi-label
+    task's) labels train as classes; refuse a target that has no other label."""
+    cells = labelled.explode().dropna() if kind == MULTILABEL else labelled  # [] -> NaN
+    labels = pd.Series(cells.to_numpy(dtype=object))  # a category's unused ones uncounted
+    missing_like = labels.isin(MISSING_LIKE_LABELS).to_numpy()
+    if not missing_like.any():
+        return
+    counts = labels[missing_like].value_counts(sort=False)
+    held = ", ".join(f"{value!r} ({n} cell{'s' * (n > 1)})" for value, n in counts.items())
+    if missing_like.all():
+        raise ValueError(
+            f"target {name!r} has no labelled cell: it holds only {held}, which mean "
+            "missing; replace them with NaN, or leave the column out of y"
+        )
+    it, is_ = ("it", "is") if len(counts) == 1 else ("they", "are")
+    what = "a label" if kind == MULTILABEL else "a class"
+    warnings.warn(
+        f"target {name!r} holds {held} beside its labels: {it} {is_} trained as {what}. "
+        f"If {it} mean{'s' * (it == 'it')} missing, replace {it} with NaN (as "
+        "pandas.read_csv does with its default na_values)",
+        MissingLikeLabelWarning,
+        stacklevel=4,
+    )
 
 
 def _fit_labels(name, labelled):

@@ -121,9 +121,11 @@ def _registry_weights(name, weights):
 
 
 def _offline_error(weights, backbone, exc):
+    # "weights=None" and "weights=PATH": the command line's messages name its option
+    # (--weights none, --weights PATH), as for every parameter (cli_options.as_options).
     return RuntimeError(
         f"could not download the pretrained weights {weights} for backbone {backbone!r} "
-        f"({exc}). Pass weights=None to train from scratch, or weights= the path "
+        f"({exc}). Pass weights=None to train from scratch, or weights=PATH, the path "
         "of a local state-dict file (as saved by torch.save(model.state_dict()))."
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import (
@@ -11,6 +11,11 @@ from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
     _fit_context,
+)
+from sklearn.utils._param_validation import (
+    Interval,
+    validate_parameter_constraints,
+    validate_params,
 )
 from sklearn.utils.validation import check_is_fitted
 
@@ -32,6 +37,13 @@ from .sources import resolve_images
 from .targets import check_aligned, check_sample_weight, check_targets, check_task
 
 __all__ = ["MultiTaskImageEstimator", "load"]
+
+#: The constraints of lr_find's own arguments (the estimator's are its parameters').
+_LR_FIND_CONSTRAINTS = {
+    "start_lr": [Interval(Real, 0, None, closed="neither")],
+    "end_lr": [Interval(Real, 0, None, closed="neither")],
+    "num_it": [Interval(Integral, 2, None, closed="left")],
+}
 
 #: The documentation site (``site_url`` in mkdocs.yml; tests/test_sklearn.py checks both).
 DOCS_URL = "https://sk-multitask.readthedocs.io/en/latest/"
@@ -483,12 +495,15 @@ class MultiTaskImageEstimator(
         >>> list(history.columns), 1e-7 <= lr <= 10
         (['lr', 'loss', 'smoothed_loss'], True)
         """
-        if not (isinstance(num_it, Integral) and num_it >= 2):
-            raise ValueError(f"num_it must be an integer of at least 2, got {num_it!r}")
-        if not 0 < start_lr < end_lr:
-            raise ValueError(
-                f"need 0 < start_lr < end_lr; got start_lr={start_lr!r}, end_lr={end_lr!r}"
-            )
+        # Not @validate_params: wrapped around _fit_context, it would give the estimator's
+        # own parameter errors lr_find's name.
+        validate_parameter_constraints(
+            _LR_FIND_CONSTRAINTS,
+            {"start_lr": start_lr, "end_lr": end_lr, "num_it": num_it},
+            caller_name=f"{type(self).__name__}.lr_find",
+        )
+        if start_lr >= end_lr:
+            raise ValueError(f"need start_lr < end_lr; got {start_lr!r} and {end_lr!r}")
         config = TrainingConfig.from_estimator(self)
         warm = self._warm_start()
         data = prepare_fit(config, X, y, warm)
@@ -664,6 +679,9 @@ class MultiTaskImageEstimator(
     def _n_features_out(self):
         return self.net_.module_.heads[0].in_features
 
+    @validate_params(
+        {"k": [Interval(Integral, 1, None, closed="left")]}, prefer_skip_nested_validation=False
+    )
     def top_losses(self, X, y, k=9, task=None):
         """The ``k`` rows with the largest loss, with each task's prediction and truth.
 
@@ -691,8 +709,6 @@ class MultiTaskImageEstimator(
         check_is_fitted(self)
         if task is not None:
             check_task(task, self.tasks_)
-        if not (isinstance(k, Integral) and k >= 1):
-            raise ValueError(f"k must be a positive integer, got {k!r}")
         check_aligned(X, y)
         outputs, index = self.predict_raw(X)
         return top_loss_table(self, X, y, outputs, index, k=k, task=task)

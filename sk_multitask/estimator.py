@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-from numbers import Integral
+from numbers import Integral, Real
 
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
     _fit_context,
+)
+from sklearn.utils._param_validation import (
+    Interval,
+    validate_parameter_constraints,
 )
 from sklearn.utils.validation import check_is_fitted
 
@@ -29,6 +33,13 @@ from .training._parameters import parameter_constraints
 from .training.callbacks import load_checkpoint
 
 __all__ = ["MultiTaskImageEstimator", "load"]
+
+#: The constraints of lr_find's own arguments (the estimator's are its parameters').
+_LR_FIND_CONSTRAINTS = {
+    "start_lr": [Interval(Real, 0, None, closed="neither")],
+    "end_lr": [Interval(Real, 0, None, closed="neither")],
+    "num_it": [Interval(Integral, 2, None, closed="left")],
+}
 
 #: The documentation site (``site_url`` in mkdocs.yml; tests/test_sklearn.py checks both).
 DOCS_URL = "https://sk-multitask.readthedocs.io/en/latest/"
@@ -495,12 +506,15 @@ class MultiTaskImageEstimator(
         >>> list(history.columns), 1e-7 <= lr <= 10
         (['lr', 'loss', 'smoothed_loss'], True)
         """
-        if not (isinstance(num_it, Integral) and num_it >= 2):
-            raise ValueError(f"num_it must be an integer of at least 2, got {num_it!r}")
-        if not 0 < start_lr < end_lr:
-            raise ValueError(
-                f"need 0 < start_lr < end_lr; got start_lr={start_lr!r}, end_lr={end_lr!r}"
-            )
+        # Not @validate_params: wrapped around _fit_context, it would give the estimator's
+        # own parameter errors lr_find's name.
+        validate_parameter_constraints(
+            _LR_FIND_CONSTRAINTS,
+            {"start_lr": start_lr, "end_lr": end_lr, "num_it": num_it},
+            caller_name=f"{type(self).__name__}.lr_find",
+        )
+        if start_lr >= end_lr:
+            raise ValueError(f"need start_lr < end_lr; got {start_lr!r} and {end_lr!r}")
         config = TrainingConfig.from_estimator(self)
         warm = self._warm_start()
         data = prepare_fit(config, X, y, warm)

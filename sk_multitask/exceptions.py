@@ -22,6 +22,7 @@ __all__ = [
     "CalibrationWarning",
     "IgnoredWeightsWarning",
     "ImageNotFoundError",
+    "MissingLikeLabelWarning",
     "InconsistentVersionWarning",  # noqa: F822 -- imported on first use (__getattr__)
     "StorageError",
 ]
@@ -124,6 +125,13 @@ class IgnoredWeightsWarning(UserWarning):
     Warned once when a weights file (``weights=path``) is loaded, naming the entries
     ignored.
     """
+
+
+class MissingLikeLabelWarning(UserWarning):
+    """A classification or multi-label target holds, beside its labels, a string that
+    usually means missing (``'NA'``, ``''``, ``'nan'``...:
+    :data:`sk_multitask.targets.MISSING_LIKE_LABELS`): it trains as a class, where a
+    missing cell (NaN, None, ``pd.NA``) would be left out."""
 
 
 class CalibrationWarning(UserWarning):

@@ -29,6 +29,7 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, validate_params
 from sklearn.utils.validation import check_is_fitted
 
 from .evaluation._figures import (
@@ -66,6 +67,11 @@ __all__ = [
 ]
 
 
+#: A positive number of images or columns of a grid.
+_COUNT = [Interval(Integral, 1, None, closed="left")]
+
+
+@validate_params({"ncols": _COUNT}, prefer_skip_nested_validation=False)
 def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
     """The ``k`` images with the largest loss, with every task's prediction and truth.
 
@@ -93,7 +99,6 @@ def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
         One axes per image, largest loss first; the suptitle names the loss.
     """
     check_is_fitted(estimator)
-    _check_positive(ncols, "ncols")
     top = estimator.top_losses(X, y, k=k, task=task)
     ranked_by = "combined loss" if task is None else f"{task} loss"
     return top_losses_figure(estimator, X, top, ranked_by, ncols)
@@ -243,6 +248,7 @@ def plot_regression(estimator, X, y, task):
     return regression_figure(task, *_truth_and_prediction(estimator, X, y, task))
 
 
+@validate_params({"n": _COUNT, "ncols": _COUNT}, prefer_skip_nested_validation=False)
 def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
     """A random sample of training images as the network sees them, with their labels.
 
@@ -269,8 +275,6 @@ def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
         One axes per image.
     """
     check_is_fitted(estimator)
-    _check_positive(n, "n")
-    _check_positive(ncols, "ncols")
     check_aligned(X, y)
     images, _ = resolve_images(
         X, estimator.image_col, estimator.image_root, storage_options=estimator.storage_options
@@ -298,11 +302,6 @@ def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
 
 
 # -- helpers -----------------------------------------------------------------------
-
-
-def _check_positive(value, name):
-    if not (isinstance(value, Integral) and value >= 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _fitted_task(estimator, task, kind, figure):

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -123,7 +124,7 @@ def test_evaluate_writes_metrics_and_a_report(workspace):
 
 #: The package's dependencies that the torch-free install of docs/deployment.md leaves
 #: out: predicting with an ONNX model needs none of them.
-NOT_SERVED = (*TORCH, "sklearn", "joblib", "scipy", "matplotlib", "tqdm", "safetensors")
+NOT_SERVED = (*TORCH, "sklearn", "joblib", "matplotlib", "tqdm", "safetensors")
 
 
 def run_without_torch(*args, blocked=TORCH):
@@ -354,9 +355,22 @@ def test_fit_to_an_unwritable_model_path_fails_before_training(workspace, capsys
             "pass --weights none",
         ),
         (["--valid-split", "flag"], "--valid-split flag names a column"),
+        (
+            ["--backbone", "resnet18", "--weights", "DEFAULT", "--image-size", "16"],
+            "could not download .*Pass --weights none to train from scratch, or --weights "
+            "PATH, the path of a local state-dict file",
+        ),
     ],
 )
-def test_errors_name_command_line_options(workspace, tmp_path, args, message, capsys):
+def test_errors_name_command_line_options(
+    workspace, tmp_path, args, message, capsys, monkeypatch
+):
+    def unreachable(self, address):
+        raise OSError("network is unreachable")
+
+    # Offline, with an empty cache: pretrained weights cannot be downloaded.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(socket.socket, "connect", unreachable)
     root, _, _ = workspace
     code = main(
         [

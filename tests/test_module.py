@@ -243,7 +243,7 @@ def test_pretrained_weights_offline(tmp_path, monkeypatch):
     with pytest.raises(
         RuntimeError,
         match=r"could not download the pretrained weights .* for backbone 'resnet18'"
-        r".*Pass weights=None .* a local state-dict file",
+        r".*Pass weights=None .*, or weights=PATH, the path of a local state-dict file",
     ):
         build_backbone("resnet18", weights="DEFAULT", image_size=SIZE)
 

@@ -1,16 +1,19 @@
 """A multi-label task end to end: fit, predict, probabilities, metrics, figures, joblib."""
 
 import copy
+import dataclasses
 
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import small_estimator
 from sklearn import metrics as skm
 
 from sk_multitask import multitask_scorer
 from sk_multitask.plotting import plot_history, plot_top_losses, show_batch
+from sk_multitask.predicting._calibration import Calibration
 from sk_multitask.report import write_report
 
 TAGS = ["round", "warm"]
@@ -83,6 +86,32 @@ def test_round_trip_through_joblib_gives_identical_predictions(
     pd.testing.assert_frame_equal(
         loaded.predict_proba(image_set)["tags"], multilabel_fitted.predict_proba(image_set)["tags"]
     )
+
+
+def test_proba_at_the_smallest_calibration_temperature_is_finite_without_warnings(
+    multilabel_fitted, image_set, y
+):
+    calibrated = copy.deepcopy(multilabel_fitted).calibrate(image_set, y)
+    heads = calibrated.net_.module_.heads
+    with torch.no_grad():  # a confident model: logits of about -5 and +5
+        heads[0].bias[0] += 5.0  # color
+        heads[1].bias -= 5.0  # tags
+    # Temperatures of 0.01 (the smallest a calibration holds) make them -500 and 500,
+    # whose exp overflows float32: a RuntimeWarning, which the suite makes an error.
+    coldest = {
+        name: dataclasses.replace(task, temperature=np.full(np.shape(task.temperature), 0.01))
+        for name, task in calibrated.calibration_.tasks.items()
+        if task.temperature is not None
+    }
+    calibrated.calibration_ = Calibration({**calibrated.calibration_.tasks, **coldest})
+
+    proba = calibrated.predict_proba(image_set)
+
+    assert set(coldest) == set(proba) == {"color", "tags"}
+    for frame in proba.values():
+        assert np.isfinite(frame.to_numpy()).all()
+        assert ((frame >= 0) & (frame <= 1)).all().all()
+    assert (proba["tags"] < 1e-30).all().all()
 
 
 def _indicators(cells):

@@ -101,6 +101,20 @@ def test_classification_proba_is_a_softmax_and_regression_has_none():
         OutputDecoder.from_task(tasks["age"]).proba(np.zeros((1, 1)))
 
 
+@pytest.mark.parametrize(
+    "column", [TAGS, pd.Series(["m", "f", "x"], name="tags")], ids=["multilabel", "classification"]
+)
+def test_huge_logits_give_probabilities_without_overflow(column):
+    # A calibration temperature of 0.01 makes a logit of -10 into -1000, whose exp
+    # overflows; the suite turns the RuntimeWarning into an error.
+    decoder = OutputDecoder.from_task(fit_tasks(column.to_frame())["tags"])
+    logits = np.array([[1000.0, -1000.0, 0.0], [-1000.0, -1000.0, -1000.0]])
+    probabilities = decoder.probabilities(logits)
+    assert np.isfinite(probabilities).all()
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    assert probabilities[0, :2].tolist() == [1.0, 0.0]
+
+
 def test_frames_decode_every_task_and_give_missing_rows_for_nan_outputs():
     y = pd.DataFrame({"g": ["m", "f", "m"], "age": [10.0, 20.0, 30.0], "tags": [["a"], [], ["b"]]})
     fitted = decoders(fit_tasks(y))

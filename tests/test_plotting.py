@@ -227,7 +227,9 @@ def test_show_batch_augments_as_in_training_reproducibly(fitted, image_set):
 @pytest.mark.parametrize("params", [{"n": 0}, {"ncols": 0}, {"ncols": 1.5}])
 def test_show_batch_refuses_a_bad_grid(fitted, image_set, params):
     name = next(iter(params))
-    with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+    with pytest.raises(
+        ValueError, match=rf"The '{name}' parameter of show_batch must be an int in the range"
+    ):
         show_batch(fitted, image_set, image_set[TARGETS], **params)
 
 

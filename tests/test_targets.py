@@ -4,9 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sk_multitask.exceptions import MissingLikeLabelWarning
 from sk_multitask.targets import (
     CLASSIFICATION,
     MAX_INTEGER_CLASSES,
+    MISSING_LIKE_LABELS,
     MULTILABEL,
     REGRESSION,
     check_task_names,
@@ -109,6 +111,54 @@ def test_fit_tasks_rejects_all_na_nullable_column():
     y = pd.DataFrame({"flags": pd.Series([pd.NA, pd.NA], dtype="boolean")})
     with pytest.raises(ValueError, match="target 'flags' has no labelled cell"):
         fit_tasks(y)
+
+
+@pytest.mark.parametrize("spelling", ["NA", "N/A", "", "nan", "NaN", "null", "None"])
+@pytest.mark.parametrize("dtype", [object, "string", "category"])
+def test_a_missing_like_string_beside_labels_warns_naming_the_column_and_value(spelling, dtype):
+    y = pd.DataFrame({"gender": pd.Series(["m", spelling, "f", spelling, None], dtype=dtype)})
+    with pytest.warns(
+        MissingLikeLabelWarning,
+        match=rf"target 'gender' holds {spelling!r} \(2 cells\) beside its labels: it is "
+        r"trained as a class. If it means missing, replace it with NaN",
+    ):
+        tasks = fit_tasks(y)
+    assert spelling in tasks["gender"].classes_  # warned, not changed
+
+
+def test_missing_like_labels_of_a_multilabel_task_warn_and_clean_targets_do_not():
+    tags = pd.Series([["cat", "NA"], [], ["n/a"], None, ["dog", "NA"]], name="tags")
+    with pytest.warns(
+        MissingLikeLabelWarning,
+        match=r"target 'tags' holds 'NA' \(2 cells\), 'n/a' \(1 cell\) beside its labels: "
+        "they are trained as a label. If they mean missing",
+    ):
+        fit_tasks(tags.to_frame())
+    clean = pd.DataFrame(  # the suite makes any warning an error
+        {
+            "tags": [["cat"], [], None],
+            "size": pd.Categorical(["S", "M", None], categories=["S", "M", "NA"]),
+            "flag": [True, False, True],
+            "age": [1.0, 2.0, 3.0],
+        }
+    )
+    fit_tasks(clean)
+
+
+def test_a_target_holding_only_missing_like_strings_is_refused():
+    y = pd.DataFrame({"a": ["x", "y", "x"], "gender": ["NA", "", "NA"]})
+    with pytest.raises(
+        ValueError,
+        match=r"target 'gender' has no labelled cell: it holds only 'NA' \(2 cells\), '' "
+        r"\(1 cell\), which mean missing",
+    ):
+        fit_tasks(y)
+
+
+def test_the_missing_like_labels_are_pandas_read_csv_defaults():
+    from pandas._libs.parsers import STR_NA_VALUES  # private: the list read_csv documents
+
+    assert set(MISSING_LIKE_LABELS) == STR_NA_VALUES
 
 
 def test_fit_tasks_rejects_unknown_kind():

@@ -94,7 +94,8 @@ def test_offline_default_weights_fail_at_once_naming_the_options(offline):
     with pytest.raises(
         RuntimeError,
         match=r"could not download the pretrained weights 'DEFAULT' \(timm/resnet18.a1_in1k\) "
-        r"for backbone 'timm/resnet18' .*Pass weights=None .* a local state-dict file",
+        r"for backbone 'timm/resnet18' .*Pass weights=None .*, or weights=PATH, the path of a "
+        r"local state-dict file",
     ):
         build_backbone("timm/resnet18", "DEFAULT", SIZE)
     assert time.perf_counter() - start < 10  # no retries for minutes

@@ -236,6 +236,29 @@ def test_lr_find_stops_when_the_loss_diverges(image_set):
     assert not np.isfinite(last) or last > 4 * np.nanmin(smoothed[:-1])
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            {"num_it": 1},
+            r"The 'num_it' parameter of MultiTaskImageEstimator.lr_find must be an int in the "
+            r"range \[2, inf\)",
+        ),
+        ({"start_lr": 0.0}, r"The 'start_lr' parameter .* must be a float in the range \(0"),
+        ({"end_lr": float("nan")}, r"The 'end_lr' parameter .* Got nan instead"),
+        ({"start_lr": 1.0, "end_lr": 0.1}, r"need start_lr < end_lr; got 1.0 and 0.1"),
+    ],
+)
+def test_lr_find_refuses_bad_arguments_naming_them(image_set, args, message):
+    with pytest.raises(ValueError, match=message):
+        small_estimator(image_set).lr_find(image_set, image_set[TARGETS], **args)
+
+
+def test_lr_find_refuses_a_bad_parameter_under_the_estimator_s_name(image_set):
+    with pytest.raises(ValueError, match=r"The 'lr' parameter of MultiTaskImageEstimator must"):
+        small_estimator(image_set, lr=-1.0).lr_find(image_set, image_set[TARGETS])
+
+
 def test_warm_start_continues_the_network_and_history(image_set):
     y = image_set[TARGETS]
     est = small_estimator(image_set, max_epochs=2, warm_start=True).fit(image_set, y)

@@ -108,9 +108,11 @@ def _registry_weights(name, weights):
 
 
 def _offline_error(weights, backbone, exc):
+    # "weights=None" and "weights=PATH": the command line's messages name its option
+    # (--weights none, --weights PATH), as for every parameter (cli_options.as_options).
     return RuntimeError(
         f"could not download the pretrained weights {weights} for backbone {backbone!r} "
-        f"({exc}). Pass weights=None to train from scratch, or weights= the path "
+        f"({exc}). Pass weights=None to train from scratch, or weights=PATH, the path "
         "of a local state-dict file (as saved by torch.save(model.state_dict()))."
     )
 
@@ -166,12 +168,25 @@ def _timm_weights_file(cfg, backbone):
     raise ValueError(f"the Hugging Face hub has no weights file for backbone {backbone!r} ({repo})")
 
 
+def _timm_data_config(backbone):
+    """timm's data config (``input_size``, ``mean``, ``std``...) of a timm backbone, by
+    name or as a module with a ``pretrained_cfg``; None for the others."""
+    if _is_timm_name(backbone):
+        cfg = _timm().models.get_pretrained_cfg(backbone.removeprefix(TIMM_PREFIX))
+        if cfg is None:
+            return None
+        return _timm().data.resolve_model_data_config(None, pretrained_cfg=cfg.to_dict())
+    if getattr(backbone, "pretrained_cfg", None):
+        return _timm().data.resolve_model_data_config(backbone)
+    return None
+
+
 def _normalisation(module):
-    """A timm model's normalisation (its ``pretrained_cfg``); ImageNet's for the others."""
-    cfg = getattr(module, "pretrained_cfg", None) or {}
-    if "mean" in cfg and "std" in cfg:
-        return tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
-    return IMAGENET_MEAN, IMAGENET_STD
+    """A timm model's normalisation (timm's data config); ImageNet's for the others."""
+    config = _timm_data_config(module)
+    if config is None:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(map(float, config["mean"])), tuple(map(float, config["std"]))
 
 
 def _is_timm_model(module):
@@ -271,7 +286,7 @@ def build_backbone(backbone, weights=None, image_size=(224, 224)):
     n_features : int
     normalisation : ((float, float, float), (float, float, float))
         Per-channel mean and std for images scaled to [0, 1]: the pretrained weights'
-        (torchvision's transforms, timm's ``pretrained_cfg``), else ImageNet's.
+        (torchvision's transforms, timm's data config), else ImageNet's.
     """
     check_backbone(backbone, weights)
     label = _label(backbone)
@@ -289,7 +304,7 @@ def build_backbone(backbone, weights=None, image_size=(224, 224)):
 def default_image_size(backbone, weights=None):
     """The backbone's own input size ``(height, width)``: what ``image_size="auto"`` means.
 
-    A timm backbone's ``pretrained_cfg["input_size"]`` (by name, whatever its
+    A timm backbone's ``input_size`` in timm's data config (by name, whatever its
     ``weights``, or a timm module with a ``pretrained_cfg``); the crop size of a
     torchvision backbone's named weights (their ``transforms()``); 224 x 224 for the
     others (``"simple_cnn"``, a torchvision backbone without named weights, a module of
@@ -302,18 +317,13 @@ def default_image_size(backbone, weights=None):
     >>> default_image_size("simple_cnn")
     (224, 224)
     """
-    cfg = None
-    if _is_timm_name(backbone):
-        cfg = _timm().models.get_pretrained_cfg(backbone.removeprefix(TIMM_PREFIX))
-        cfg = None if cfg is None else cfg.to_dict()
-    elif isinstance(backbone, nn.Module):
-        cfg = getattr(backbone, "pretrained_cfg", None)
-    elif _names_weights(backbone, weights):
+    if _names_weights(backbone, weights) and not _is_timm_name(backbone):
         crop = _registry_weights(backbone, weights).transforms().crop_size
         return tuple(int(side) for side in (crop * 2)[:2])  # a list of one side or two
-    if cfg and cfg.get("input_size"):
-        return tuple(int(side) for side in cfg["input_size"][-2:])
-    return (DEFAULT_IMAGE_SIDE, DEFAULT_IMAGE_SIDE)
+    config = _timm_data_config(backbone)
+    if config is None:
+        return (DEFAULT_IMAGE_SIDE, DEFAULT_IMAGE_SIDE)
+    return tuple(int(side) for side in config["input_size"][-2:])
 
 
 def check_backbone(backbone, weights):

@@ -1,7 +1,7 @@
 """A predictor that runs a model exported to ONNX without torch.
 
 :class:`OnnxPredictor` reads a file written by :func:`sk_multitask.onnx.export_onnx` and
-predicts with ONNX Runtime. It imports numpy, pandas, PIL and onnxruntime only, not
+predicts with ONNX Runtime. It imports numpy, pandas, scipy, PIL and onnxruntime only, not
 torch, skorch or scikit-learn, and decodes images and outputs with the code the
 estimator uses (:mod:`sk_multitask.inputs._decoding`,
 :class:`sk_multitask.targets._outputs.OutputDecoder`),

@@ -1,7 +1,7 @@
 """How sure the model is: temperature scaling and split-conformal intervals and sets.
 
-Needs numpy and pandas only to predict (scikit-learn to fit and measure), on the heads' raw
-outputs: the estimator and the torch-free
+Needs numpy, pandas and scipy only to predict (scikit-learn to fit and measure), on the
+heads' raw outputs: the estimator and the torch-free
 :class:`sk_multitask.onnx.OnnxPredictor` share it, so that both give the same
 probabilities, intervals and sets. Per task, on that task's labelled cells only (missing
 cells, and the NaN rows of unreadable images, never enter):
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import log_softmax, softmax
 
 from ..exceptions import CalibrationWarning
 from ..targets import MULTILABEL, REGRESSION, binarize
@@ -57,10 +58,8 @@ def nll(logits, codes, temperature=1.0):
     >>> round(nll(np.array([[0.0, 0.0]]), np.array([1])), 4)
     0.6931
     """
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    top = z.max(axis=1)
-    lse = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
-    return float(np.mean(lse - z[np.arange(len(z)), codes]))
+    log_p = log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+    return float(-np.mean(log_p[np.arange(len(log_p)), codes]))
 
 
 def fit_temperature(logits, codes, max_iter=100):
@@ -83,8 +82,7 @@ def fit_temperature(logits, codes, max_iter=100):
     onehot[np.arange(len(z)), codes] = 1.0
 
     def slopes(b):
-        p = np.exp(b * z - (b * z).max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
+        p = softmax(b * z, axis=1)
         mean = (p * z).sum(axis=1)
         return np.mean(mean - (onehot * z).sum(axis=1)), np.mean((p * z * z).sum(axis=1) - mean**2)
 

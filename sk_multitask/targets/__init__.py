@@ -6,8 +6,11 @@ with :class:`~sklearn.preprocessing.StandardScaler` (which ignores NaN); a multi
 task (cells that are lists, sets or tuples of labels) binarises them with
 :class:`~sklearn.preprocessing.MultiLabelBinarizer`, one column per label. Missing cells
 (NaN, None, ``pd.NA``) become NaN in the encoded targets and are masked in the loss:
-they are never a class. An empty list is a labelled cell with no label. Decoding the
-network's outputs back to labels and values is :mod:`sk_multitask.targets._outputs`'.
+they are never a class. A string that usually means missing (``'NA'``, ``''``...)
+beside real labels is one, with a
+:class:`~sk_multitask.exceptions.MissingLikeLabelWarning`. An empty list is a labelled
+cell with no label. Decoding the network's outputs back to labels and values is
+:mod:`sk_multitask.targets._outputs`'.
 
 The concept lives in two private modules: ``_tasks`` (task kinds, inference, the
 fitted :class:`Task` and its encoding, task names) and ``_frames`` (``y`` as a frame:
@@ -30,6 +33,7 @@ from ._tasks import (
     IDENTIFIER_CLASS_FRACTION,
     LABEL_SETS,
     MAX_INTEGER_CLASSES,
+    MISSING_LIKE_LABELS,
     MULTILABEL,
     REGRESSION,
     TASK_KINDS,
@@ -49,6 +53,7 @@ __all__ = [
     "IDENTIFIER_CLASS_FRACTION",
     "LABEL_SETS",
     "MAX_INTEGER_CLASSES",
+    "MISSING_LIKE_LABELS",
     "MULTILABEL",
     "REGRESSION",
     "TASK_KINDS",

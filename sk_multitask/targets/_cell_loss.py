@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import log_softmax
 
 from ._tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_task_names, encode_targets
 
@@ -136,15 +137,14 @@ class CellLoss:
         if kind == CLASSIFICATION:
             return self._cross_entropy(name, out, filled[:, 0].astype(np.intp))
         if kind == MULTILABEL:
-            # log(1 + exp(-|x|)) + max(x, 0) - x t: stable for logits of any size.
-            cell = np.logaddexp(0, -np.abs(out)) + np.maximum(out, 0) - out * filled
+            # log(1 + exp(x)) - x t, numpy's logaddexp keeping it finite for any logit.
+            cell = np.logaddexp(0, out) - out * filled
             return cell.mean(axis=1)
         return _REGRESSION[self.regression_losses[name]](out[:, 0] - filled[:, 0])
 
     def _cross_entropy(self, name, logits, classes):
-        top = logits.max(axis=1, keepdims=True)
-        log_norm = (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
-        cell = log_norm - np.take_along_axis(logits, classes[:, None], axis=1)[:, 0]
+        log_p = log_softmax(logits, axis=1)
+        cell = -np.take_along_axis(log_p, classes[:, None], axis=1)[:, 0]
         if name in self.class_weights:
             cell = cell * np.asarray(self.class_weights[name], dtype=np.float64)[classes]
         return cell

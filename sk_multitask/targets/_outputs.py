@@ -1,6 +1,6 @@
 """Network outputs to DataFrames: labels, values, probabilities and missing rows.
 
-Needs numpy and pandas only: the estimator and the torch-free
+Needs numpy, pandas and scipy only: the estimator and the torch-free
 :class:`sk_multitask.onnx.OnnxPredictor` decode with :class:`OutputDecoder`, so they
 agree. A row of NaN outputs (an image that could not be read) decodes to a missing
 row.
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
+from scipy.special import expit, softmax
 
 from ._tasks import CLASSIFICATION, MULTILABEL, REGRESSION, TASK_KINDS, Task
 
@@ -131,14 +132,17 @@ class OutputDecoder:
 
     def probabilities(self, outputs):
         """Probabilities (N, n_outputs), float32: a classification's softmax (rows sum
-        to 1), a multi-label task's independent sigmoids."""
+        to 1), a multi-label task's independent sigmoids.
+
+        scipy's, which neither overflow nor warn for logits of any size (a calibration
+        temperature of 0.01 makes them a hundred times larger).
+        """
         logits = np.asarray(outputs, dtype=np.float32)
         if self.kind == REGRESSION:
             raise ValueError(f"task {self.name!r} is a regression: it has no probabilities")
         if self.kind == MULTILABEL:
-            return 1 / (1 + np.exp(-logits))
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
+            return expit(logits)
+        return softmax(logits, axis=1)
 
     def proba(self, outputs, index=None):
         """:meth:`probabilities` as a DataFrame with the labels as columns."""

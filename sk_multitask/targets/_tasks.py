@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
+from ..exceptions import MissingLikeLabelWarning
+
 # scikit-learn is imported inside the functions that need it: the torch-free ONNX
 # predictor reads task kinds and checks y through this module, without scikit-learn.
 
@@ -31,6 +33,16 @@ MAX_INTEGER_CLASSES = 20
 #: A classification target with more labelled cells than MAX_INTEGER_CLASSES and more
 #: classes than this fraction of them is taken for an identifier (a file name, an id).
 IDENTIFIER_CLASS_FRACTION = 0.9
+
+#: The strings ``pandas.read_csv`` reads as missing by default (its documented
+#: ``na_values``; pandas keeps the list in a private module). In a label column they are
+#: most likely missing cells that were read as text (``keep_default_na=False``, a JSON or
+#: database export): :class:`MissingLikeLabelWarning`.
+MISSING_LIKE_LABELS = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+    "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)  # fmt: skip
+
 
 
 @dataclass(eq=False)
@@ -260,6 +272,8 @@ def fit_tasks(y, kinds=None, train=None):
             encoder = _fit_classes(name, labelled)
         else:
             encoder = _fit_scaler(name, labelled, column.iloc[train].dropna())
+        if kind != REGRESSION:
+            _check_missing_like(name, labelled, kind)
         tasks[name] = Task(name, kind, encoder, column.dtype)
     return tasks
 
@@ -285,6 +299,32 @@ def _warn_if_integer_coded(column, labelled, kind):
             UserWarning,
             stacklevel=4,
         )
+
+
+def _check_missing_like(name, labelled, kind):
+    """Warn that the :data:`MISSING_LIKE_LABELS` among a classification's (or multi-label
+    task's) labels train as classes; refuse a target that has no other label."""
+    cells = labelled.explode().dropna() if kind == MULTILABEL else labelled  # [] -> NaN
+    labels = pd.Series(cells.to_numpy(dtype=object))  # a category's unused ones uncounted
+    missing_like = labels.isin(MISSING_LIKE_LABELS).to_numpy()
+    if not missing_like.any():
+        return
+    counts = labels[missing_like].value_counts(sort=False)
+    held = ", ".join(f"{value!r} ({n} cell{'s' * (n > 1)})" for value, n in counts.items())
+    if missing_like.all():
+        raise ValueError(
+            f"target {name!r} has no labelled cell: it holds only {held}, which mean "
+            "missing; replace them with NaN, or leave the column out of y"
+        )
+    it, is_ = ("it", "is") if len(counts) == 1 else ("they", "are")
+    what = "a label" if kind == MULTILABEL else "a class"
+    warnings.warn(
+        f"target {name!r} holds {held} beside its labels: {it} {is_} trained as {what}. "
+        f"If {it} mean{'s' * (it == 'it')} missing, replace {it} with NaN (as "
+        "pandas.read_csv does with its default na_values)",
+        MissingLikeLabelWarning,
+        stacklevel=4,
+    )
 
 
 def _fit_labels(name, labelled):

@@ -361,9 +361,13 @@ def rendered_entries(obj):
         # of its own to document.
         own = inspect.isfunction(obj.__init__)
         signature = inspect.signature(obj.__init__ if own else lambda: None)
+        # Its own methods and those of the package's classes it inherits from (the
+        # prediction protocol's, shown as inherited members).
+        own_classes = [c for c in obj.__mro__ if c.__module__.startswith("sk_multitask")]
         methods = [
             attr
-            for attr, value in vars(obj).items()
+            for cls in own_classes
+            for attr, value in vars(cls).items()
             if not attr.startswith("_")
             and (
                 inspect.isfunction(value)

@@ -193,7 +193,10 @@ def page_markdown(public_name):
     )
     if kind == "class":
         # The prediction methods are the shared protocol's (a mixin of this package).
-        markdown += "    options:\n      inherited_members: true\n      summary:\n        functions: true\n"
+        markdown += (
+            "    options:\n      inherited_members: true\n"
+            "      summary:\n        functions: true\n"
+        )
         markdown += inherited_methods(resolve(public_name))
     return markdown
 

@@ -15,7 +15,11 @@ __version__ = "0.1.0"
 
 def _lazy_exports(package, modules):
     """``__getattr__``, ``__dir__`` and ``__all__`` of a package whose public names are
-    imported from its private modules (``{module: [name, ...]}``) on first use."""
+    imported from its private modules (``{module: [name, ...]}``) on first use.
+
+    Every stage package re-exports its public names so: importing one torch-free module
+    of a package (``sk_multitask.inputs._sources``) then imports none of its torch ones.
+    """
     where = {name: module for module, names in modules.items() for name in names}
 
     def __getattr__(name):

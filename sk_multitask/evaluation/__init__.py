@@ -3,9 +3,6 @@
 - ``_metrics``: per-task scores (one rule for scorable rows), :func:`multitask_scorer`;
 - ``_calibration_metrics``: calibration error, reliability bins, interval and set coverage;
 - ``_diagnostics``: the top-losses table; ``_figures``: the figures, as matplotlib figures.
-
-Their public names are imported from here on first use, so that importing a
-torch-free module imports no torch.
 """
 
 from .. import _lazy_exports

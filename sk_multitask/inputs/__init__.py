@@ -7,9 +7,6 @@
 - ``_dataset``: the torch ``Dataset`` that decodes images; ``_cache`` and ``_disk_cache``:
   decoded images kept in memory or in a memory-mapped file shared across fits;
 - ``_files`` (torch-free): every file the package writes, written atomically.
-
-Their public names are imported from here on first use, so that importing a
-torch-free module imports no torch.
 """
 
 from .. import _lazy_exports

@@ -5,9 +5,6 @@
 - ``_model``: the backbone, then one head per task;
 - ``_loss``: the masked multitask loss; ``_weighting``: class weights and dynamic weight
   average.
-
-Their public names are imported from here on first use, so that importing a
-torch-free module imports no torch.
 """
 
 from .. import _lazy_exports

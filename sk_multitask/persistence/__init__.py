@@ -5,9 +5,6 @@
 - ``_safe_file``: ``save``/``load`` (the JSON document and safetensors weights);
 - ``_pickling``: versioned pickles; ``_versions`` (torch-free): the warning of a pickle
   from another version.
-
-Their public names are imported from here on first use, so that importing a
-torch-free module imports no torch.
 """
 
 from .. import _lazy_exports

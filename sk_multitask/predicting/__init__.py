@@ -5,9 +5,6 @@
   ``X`` against ``y``;
 - ``_inference``: the one batching iterator of every method that runs the network;
 - ``_calibration`` (torch-free): temperature scaling and conformal sets and intervals.
-
-Their public names are imported from here on first use, so that importing a
-torch-free module imports no torch.
 """
 
 from .. import _lazy_exports

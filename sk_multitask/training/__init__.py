@@ -8,9 +8,6 @@
   skorch net (for a fit and for a loaded model); ``_net``: the skorch net;
 - ``callbacks``: every skorch callback of a fit; ``_lr_finder``: the learning-rate range
   test; ``_distributed``: launched processes and Dask workers.
-
-Their public names are imported from here on first use, so that importing a
-torch-free module imports no torch.
 """
 
 from .. import _lazy_exports

@@ -35,6 +35,7 @@ import pandas as pd
 from sk_multitask import __version__
 from sk_multitask.estimator import load
 from sk_multitask.targets._outputs import probability_table
+from sk_multitask.training._parameters import redacted_params
 
 __all__ = [
     "BASE64_COLUMN",
@@ -188,7 +189,9 @@ def log_model(estimator, name, **kwargs):
     **kwargs
         :func:`save_model`'s keywords (``signature``, ``input_example``,
         ``pip_requirements``...) and :meth:`mlflow.models.Model.log`'s
-        (``registered_model_name``, ``params``, ``tags``...).
+        (``registered_model_name``, ``params``, ``tags``...). ``params``
+        (``est.get_params()``, say) are logged with their credentials redacted
+        (:func:`~sk_multitask.training._parameters.redacted_params`).
 
     Returns
     -------
@@ -200,6 +203,8 @@ def log_model(estimator, name, **kwargs):
     See ``docs/integrations.md``.
     """
     mlflow = _mlflow()
+    if kwargs.get("params") is not None:
+        kwargs["params"] = redacted_params(kwargs["params"])
     return mlflow.models.Model.log(
         artifact_path=None, name=name, flavor=sys.modules[__name__], estimator=estimator, **kwargs
     )

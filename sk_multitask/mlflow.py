@@ -4,7 +4,10 @@
 (``data/model.skmt``, :mod:`sk_multitask.persistence._safe_file`), the signature, an input example
 and two flavors: ``sk_multitask`` (:func:`load_model` gives the estimator back) and
 ``python_function``, whose loader is this module. Nothing in the model is a pickle:
-loading it imports this module and reads the safe file, which runs no code.
+loading it imports this module and reads the safe file, which runs no code. The folder
+is written beside its place and renamed into it when complete
+(:func:`sk_multitask.inputs._files.atomic_folder`): a failed save leaves nothing in the
+way of the next.
 
 The pyfunc model (``mlflow.pyfunc.load_model(uri)``, ``mlflow models serve``) takes a
 DataFrame with the estimator's image column (paths, as ``predict`` takes them) or the
@@ -34,6 +37,7 @@ import pandas as pd
 
 from sk_multitask import __version__
 from sk_multitask.estimator import load
+from sk_multitask.inputs._files import atomic_folder
 from sk_multitask.targets._outputs import probability_table
 from sk_multitask.training._parameters import redacted_params
 
@@ -131,13 +135,16 @@ def save_model(
 ):
     """Write a fitted estimator to the folder ``path`` as an MLflow model, without pickle.
 
+    The folder is written beside ``path`` and renamed to it when complete: a failure (a
+    full disk) leaves no folder behind.
+
     Parameters
     ----------
     estimator : fitted MultiTaskImageEstimator
         Saved as its safe file (its parameters must be storable: see
         :meth:`MultiTaskImageEstimator.save`).
     path : str or path
-        A folder that does not exist yet.
+        A folder that does not exist yet (or is empty).
     mlflow_model : mlflow.models.Model, optional
         The model this flavor is added to (:func:`log_model` passes it).
     signature : mlflow.models.ModelSignature, optional
@@ -149,6 +156,11 @@ def save_model(
     **kwargs
         Passed to :func:`mlflow.pyfunc.save_model` (``pip_requirements``,
         ``extra_pip_requirements``, ``metadata``...).
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and is not an empty folder, before anything is written.
     """
     mlflow = _mlflow()
     from sklearn.utils.validation import check_is_fitted
@@ -164,11 +176,11 @@ def save_model(
         FLAVOR_NAME, data=f"data/{_MODEL_FILE}", sk_multitask_version=__version__
     )
     kwargs.setdefault("pip_requirements", _default_requirements())
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, atomic_folder(path) as written:
         safe_file = estimator.save(os.path.join(folder, _MODEL_FILE))
         with _quiet():
             mlflow.pyfunc.save_model(
-                os.fspath(path),
+                written,
                 loader_module=__name__,
                 data_path=safe_file,
                 mlflow_model=mlflow_model,

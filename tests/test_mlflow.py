@@ -2,6 +2,8 @@
 scikit-learn flavor through skops."""
 
 import base64
+import builtins
+import errno
 import json
 import os
 import pathlib
@@ -152,6 +154,31 @@ def test_mlflow_models_serve_answers_a_posted_image(logged, fitted, image_set, t
         "shape": expected["shape"].tolist(),
     }
     assert got["area"].tolist() == pytest.approx(expected["area"].tolist())
+
+
+def test_save_model_on_a_full_disk_leaves_nothing_in_the_way_of_a_retry(
+    fitted, tmp_path, monkeypatch
+):
+    """MLflow writes the model's files one by one; the last ones fail (ENOSPC)."""
+    real_open = builtins.open
+
+    def full_open(file, mode="r", *args, **kwargs):
+        name = os.path.basename(os.fspath(file)) if isinstance(file, (str, os.PathLike)) else ""
+        if name in ("MLmodel", "requirements.txt") and "w" in mode:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), file)
+        return real_open(file, mode, *args, **kwargs)
+
+    path = tmp_path / "models" / "model"
+    with monkeypatch.context() as patch:
+        patch.setattr(builtins, "open", full_open)
+        with pytest.raises(OSError, match="No space left on device"):
+            sk_mlflow.save_model(fitted, path)
+    assert os.listdir(tmp_path / "models") == []  # no half-written model, no temporary
+    sk_mlflow.save_model(fitted, path)  # the retry
+    assert sorted(os.listdir(tmp_path / "models")) == ["model"]
+    assert sk_mlflow.load_model(str(path)).tasks_.keys() == fitted.tasks_.keys()
+    with pytest.raises(FileExistsError, match="exists and is not an empty folder"):
+        sk_mlflow.save_model(fitted, path)
 
 
 # mlflow.sklearn imports mlflow.pyfunc, which warns about MLflow's own type hints on its

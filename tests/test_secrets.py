@@ -7,6 +7,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 
 import fsspec
 import joblib
@@ -36,15 +37,21 @@ def memory_images(image_set):
 
 
 def files_holding_a_secret(folder):
-    """The files under ``folder`` (recursively) that hold a secret, and how many files."""
+    """The files under ``folder`` (recursively) that hold a secret, and how many files.
+
+    A zip archive (the safe file, whose document is compressed) is searched member by
+    member, uncompressed, as well as whole."""
     found, count = [], 0
     for root, _, names in os.walk(folder):
         for name in names:
             count += 1
             path = os.path.join(root, name)
             with open(path, "rb") as file:
-                data = file.read()
-            if any(secret.encode() in data for secret in SECRETS.values()):
+                contents = [file.read()]
+            if zipfile.is_zipfile(path):
+                with zipfile.ZipFile(path) as archive:
+                    contents += [archive.read(member) for member in archive.namelist()]
+            if any(secret.encode() in data for data in contents for secret in SECRETS.values()):
                 found.append(os.path.relpath(path, folder))
     return found, count
 
@@ -94,6 +101,10 @@ def test_no_file_the_package_writes_holds_a_secret(
 
     found, count = files_holding_a_secret(tmp_path)
     assert found == []
+    # The search would see one: the safe file of a model whose document held them.
+    with zipfile.ZipFile(tmp_path / "planted.skmt", "w") as archive:
+        archive.writestr("document.json", json.dumps(SECRETS), zipfile.ZIP_DEFLATED)
+    assert files_holding_a_secret(tmp_path)[0] == ["planted.skmt"]
     assert count > 30  # the model files, checkpoints, cache, reports, the MLflow run
     for written in ("report.html", "evaluation/report.html"):
         # Redacted, not left out: the keys say which options were set (the ONNX model's

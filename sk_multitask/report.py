@@ -47,6 +47,7 @@ from .predicting._calibration import calibrated_outputs, interval_metrics, min_c
 from .predicting._protocol import checked_outputs
 from .targets import CLASSIFICATION, MULTILABEL, REGRESSION
 from .targets._outputs import decoders
+from .training._parameters import redacted_params
 
 __all__ = ["figure_to_png_bytes", "write_report"]
 
@@ -90,7 +91,8 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
     and the per-class one of the classification tasks, the training history (figure
     and epoch table), a confusion matrix for each classification task of ``y`` and a
     predicted-against-true plot with residuals for each regression task, the ``k``
-    images with the largest combined loss, and the estimator's parameters. A calibrated
+    images with the largest combined loss, and the estimator's parameters (credentials
+    redacted: :func:`~sk_multitask.training._parameters.redacted_params`). A calibrated
     model (``calibration_``) adds how sure it is: ECE, coverage and widths, a
     reliability diagram per classification task and an interval plot per regression
     task. The network runs once over ``X``. Figures are embedded as PNG data: the file needs
@@ -229,9 +231,11 @@ def _top_loss_section(estimator, X, y, outputs, index, k):
 
 
 def _parameters(model):
+    """The parameters, credentials redacted (:func:`redacted_params`)."""
     # An ONNX predictor holds the estimator's parameters as saved.
     params = model.get_params(deep=False) if hasattr(model, "get_params") else model.params
-    return pd.DataFrame({"value": {name: repr(value) for name, value in params.items()}})
+    shown = redacted_params(params)
+    return pd.DataFrame({"value": {name: repr(value) for name, value in shown.items()}})
 
 
 def _page(estimator, n_images, sections):

@@ -128,9 +128,18 @@ def json_object(text):
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    if not isinstance(value, dict):  # the text not shown: it may hold credentials
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object {{...}}, got a JSON {_JSON_KINDS[type(value)]}"
+        )
     return value
+
+
+#: What JSON calls the values :func:`json.loads` gives.
+_JSON_KINDS = {
+    list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+    type(None): "null",
+}  # fmt: skip
 
 
 _STORAGE = "fsspec options of URL image paths, as a JSON object (credentials: environment)"

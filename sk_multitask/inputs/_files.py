@@ -136,3 +136,66 @@ def atomic_write(path, prefix=".sk_multitask-"):
     with atomic_path(path, prefix) as temporary, open(temporary, "wb") as file:
         yield file
         file.flush()
+
+
+@contextlib.contextmanager
+def atomic_folder(path, prefix=".sk_multitask-"):
+    """A new empty folder beside ``path`` to write a whole folder in; renamed to ``path``
+    when done, every file synced first.
+
+    For writers of a folder (``mlflow.pyfunc.save_model``). ``path`` must not exist, or
+    be an empty folder. On an error the temporary folder is removed and ``path`` left as
+    it was, so that a retry finds nothing in its way; a killed process leaves a
+    ``.sk_multitask-*.tmp`` folder nothing reads.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and is not an empty folder, before anything is written.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "model")
+    >>> with atomic_folder(path) as temporary:
+    ...     with open(os.path.join(temporary, "MLmodel"), "w") as file:
+    ...         _ = file.write("flavors: {}")
+    >>> os.listdir(path)
+    ['MLmodel']
+    """
+    path = os.path.abspath(os.fspath(path))
+    _check_new_folder(path)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    temporary = _new_folder(folder, prefix)
+    try:
+        yield temporary
+        for root, _, names in os.walk(temporary):
+            for name in names:
+                with open(os.path.join(root, name), "rb+") as file:
+                    os.fsync(file.fileno())
+            _sync_folder(root)
+        _check_new_folder(path)  # written meanwhile by another process: not replaced
+        if os.path.isdir(path):
+            os.rmdir(path)  # empty, and os.rename replaces no folder on Windows
+        os.rename(temporary, path)
+        _sync_folder(folder)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def _check_new_folder(path):
+    if os.path.lexists(path) and not (os.path.isdir(path) and not os.listdir(path)):
+        raise FileExistsError(f"{path} exists and is not an empty folder: write to a new one")
+
+
+def _new_folder(folder, prefix):
+    """A new empty folder in ``folder``."""
+    while True:
+        temporary = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}.tmp")
+        try:
+            os.mkdir(temporary)
+            return temporary
+        except FileExistsError:
+            continue

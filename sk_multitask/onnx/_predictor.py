@@ -26,6 +26,7 @@ from ..persistence._document import parse_document, read_document
 from ..predicting._calibration import read_calibration
 from ..predicting._protocol import MultiTaskPredictor
 from ..targets._outputs import OutputDecoder
+from ..training._parameters import check_secret_params
 
 __all__ = ["METADATA_KEY", "OnnxPredictor", "check_batch_size", "missing_onnx_extra"]
 
@@ -69,8 +70,7 @@ def _check_options(image_root, providers, storage_options, on_bad_image):
         isinstance(providers, str) or not isinstance(providers, (list, tuple))
     ):
         raise TypeError(f"providers must be a list of ONNX Runtime providers: {providers!r}")
-    if storage_options is not None and not isinstance(storage_options, dict):
-        raise TypeError(f"storage_options must be a dict or None; got {storage_options!r}")
+    check_secret_params({"storage_options": storage_options})
     if on_bad_image not in (None, *BAD_IMAGE_OPTIONS):
         raise ValueError(
             f"on_bad_image must be one of {list(BAD_IMAGE_OPTIONS)} or None; "

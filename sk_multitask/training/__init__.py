@@ -47,9 +47,12 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "DEFAULTS",
             "FINGERPRINT_PARAMS",
             "PARAMETERS",
+            "REDACTED",
             "RUNTIME_PARAMS",
             "SECRET_PARAMS",
+            "is_credential_name",
             "parameter_constraints",
+            "redacted_params",
         ],
     },
 )

@@ -30,7 +30,7 @@ from ..network._backbones import (
 from ..network._loss import check_loss_options
 from ..network._weighting import check_class_weight_option
 from ..targets import check_task_names
-from ._parameters import DEFAULTS, FINGERPRINT_PARAMS
+from ._parameters import DEFAULTS, FINGERPRINT_PARAMS, check_secret_params
 from .callbacks import check_callbacks
 
 
@@ -157,6 +157,7 @@ def check_parameters(config, warm=None):
     backbone's :func:`~sk_multitask.network._backbones.default_image_size`, or the fitted size
     of the network ``warm`` (a :class:`WarmStart`) continues.
     """
+    check_secret_params(vars(config))
     check_backbone(config.backbone, config.weights)
     if not isinstance(config.image_size, str) or config.image_size != "auto":
         image_size = as_size(config.image_size)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import re
 from collections.abc import Hashable
 from numbers import Integral, Real
 from typing import Any
@@ -283,6 +284,117 @@ SECRET_PARAMS = tuple(name for name, p in PARAMETERS.items() if p.secret)
 #: The parameters a checkpoint's fingerprint counts: what a fit learns depends on them.
 FINGERPRINT_PARAMS = tuple(name for name, p in PARAMETERS.items() if p.fingerprint)
 
+#: What a value that may be a credential reads as wherever the package writes it.
+REDACTED = "<redacted>"
+#: The words of a dict key (or a URL's query parameter) that name a credential, in any
+#: parameter: ``aws_secret_access_key``, ``AccountKey``, ``sas_token``, ``X-Amz-Signature``.
+_CREDENTIAL_WORDS = frozenset({
+    "key", "apikey", "secret", "token", "password", "passwd", "pwd", "passphrase",
+    "credential", "credentials", "sas", "sig", "signature", "auth", "authorization",
+    "cookie", "connection",
+})  # fmt: skip
+#: A URL's ``user:password@``.
+_URL_PASSWORD = re.compile(r"(?P<start>[A-Za-z][A-Za-z0-9+.\-]*://[^/@:\s]*:)[^/@\s]*@")
+#: A query parameter of a URL: ``?name=value`` or ``&name=value``.
+_QUERY_PARAMETER = re.compile(r"(?P<start>[?&](?P<name>[^=&#\s]+)=)[^&#\s]*")
+
+
+def is_credential_name(name):
+    """Whether the key ``name`` names a credential (one of its words does).
+
+    Examples
+    --------
+    >>> [is_credential_name(k) for k in ("aws_secret_access_key", "AccountKey", "anon")]
+    [True, True, False]
+    """
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name)).lower()
+    return not _CREDENTIAL_WORDS.isdisjoint(re.findall(r"[a-z0-9]+", words))
+
+
+def redacted_params(params):
+    """``params`` (name to value) as the package writes them anywhere: every value that
+    may be a credential replaced by :data:`REDACTED`.
+
+    The one redaction of the package: the report's parameter table, the MLflow params
+    :func:`sk_multitask.mlflow.log_model` logs, and the errors that would show a value.
+    Redacted: each value of a secret parameter (:data:`SECRET_PARAMS`: its keys are
+    kept, so that one sees which options were set; a value that is not a dict, whole),
+    and in every other value, whatever the nesting, the values of dict keys that name a
+    credential (:func:`is_credential_name`) and the passwords and credential query
+    parameters of URLs in strings.
+
+    Examples
+    --------
+    >>> redacted_params({"storage_options": {"key": "AKIA...", "anon": False},
+    ...                  "image_root": "https://user:pw@host/images?sig=abc&sv=1",
+    ...                  "tasks": {"age": "regression"}})
+    {'storage_options': {'key': '<redacted>', 'anon': '<redacted>'},
+     'image_root': 'https://user:<redacted>@host/images?sig=<redacted>&sv=1',
+     'tasks': {'age': 'regression'}}
+    """
+    return {
+        name: _secret(value) if name in SECRET_PARAMS else _redacted(value)
+        for name, value in params.items()
+    }
+
+
+def check_secret_params(params):
+    """A TypeError for a secret parameter of ``params`` (name to value) that is not of
+    its row's types, which says the type it got but not the value (a credential, maybe
+    given as a string by mistake).
+
+    scikit-learn's own check of a parameter shows its value, so it leaves the secret ones
+    to this (:func:`parameter_constraints`); ``fit`` and the ONNX predictor call it.
+
+    Examples
+    --------
+    >>> check_secret_params({"storage_options": "AKIA-0123"})
+    Traceback (most recent call last):
+    ...
+    TypeError: storage_options must be a dict or None; got a str (not shown: it may hold ...)
+    """
+    for name in SECRET_PARAMS:
+        if name not in params:
+            continue
+        types = PARAMETERS[name].constraints  # plain types and None: a secret's are
+        value = params[name]
+        if not any(value is None if t is None else isinstance(value, t) for t in types):
+            wanted = " or ".join("None" if t is None else f"a {t.__name__}" for t in types)
+            raise TypeError(
+                f"{name} must be {wanted}; got a {type(value).__name__} "
+                "(not shown: it may hold credentials)"
+            )
+
+
+def _secret(value):
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return dict.fromkeys(value, REDACTED)
+    return REDACTED
+
+
+def _redacted(value):
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if is_credential_name(key) else _redacted(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_redacted(item) for item in value)
+    if isinstance(value, str):
+        value = _URL_PASSWORD.sub(rf"\g<start>{REDACTED}@", value)
+        return _QUERY_PARAMETER.sub(_redacted_query, value)
+    return value
+
+
+def _redacted_query(match):
+    if is_credential_name(match["name"]):
+        return match["start"] + REDACTED
+    return match[0]
+
 
 def parameter_constraints():
     """The estimator's ``_parameter_constraints``: scikit-learn's, from the table.
@@ -310,4 +422,9 @@ def parameter_constraints():
             return getattr(importlib.import_module(module), name)
         return constraint
 
-    return {name: [made(c) for c in p.constraints] for name, p in PARAMETERS.items()}
+    # A secret parameter is checked by check_secret_params: scikit-learn's message would
+    # show its value.
+    return {
+        name: "no_validation" if p.secret else [made(c) for c in p.constraints]
+        for name, p in PARAMETERS.items()
+    }

@@ -1,6 +1,7 @@
 """The backbone (registry, built-in or the user's) and the multitask heads."""
 
 import copy
+import pathlib
 import re
 import socket
 
@@ -246,6 +247,82 @@ def test_pretrained_weights_offline(tmp_path, monkeypatch):
         r".*Pass weights=None .*, or weights=PATH, the path of a local state-dict file",
     ):
         build_backbone("resnet18", weights="DEFAULT", image_size=SIZE)
+
+
+def _sevens(model):
+    """``model``'s state dict with every floating value 7: a file no download holds."""
+    return {k: torch.full_like(v, 7) if v.is_floating_point() else v
+            for k, v in model.state_dict().items()}
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """torchvision's download replaced: records each URL, serves a seeded resnet18."""
+    import torchvision.models._api
+
+    urls = []
+
+    def download(url, *args, **kwargs):
+        urls.append(url)
+        torch.manual_seed(3)
+        return torchvision.models.resnet18().state_dict()
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", download)
+    return urls
+
+
+@pytest.mark.parametrize("weights", ["DEFAULT", "IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1"])
+def test_a_file_named_like_the_weights_in_the_working_folder_is_not_read(
+    tmp_path, monkeypatch, downloads, weights
+):
+    monkeypatch.chdir(tmp_path)
+    torch.save(_sevens(torchvision.models.resnet18()), weights)  # a valid weights file
+    module, _, _ = build_backbone("resnet18", weights=weights, image_size=SIZE)
+    assert downloads == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url]
+    torch.manual_seed(3)
+    downloaded = torchvision.models.resnet18().state_dict()
+    _assert_state_equal(module.state_dict(), {k: v for k, v in downloaded.items()
+                                              if not k.startswith("fc.")})
+
+
+def test_the_offline_error_names_the_download_not_a_file_in_the_working_folder(
+    tmp_path, monkeypatch
+):
+    def unreachable(self, address):
+        raise OSError("network is unreachable")
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(_sevens(torchvision.models.resnet18()), "DEFAULT")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(socket.socket, "connect", unreachable)
+    with pytest.raises(RuntimeError, match=r"could not download the pretrained weights "
+                       r"ResNet18_Weights.IMAGENET1K_V1 for backbone 'resnet18'"):
+        build_backbone("resnet18", weights="DEFAULT", image_size=SIZE)
+
+
+@pytest.mark.parametrize("as_path", [lambda name: f"./{name}", pathlib.Path])
+def test_a_path_to_a_file_named_like_the_weights_reads_it(tmp_path, monkeypatch, downloads,
+                                                          as_path):
+    monkeypatch.chdir(tmp_path)
+    saved = _sevens(torchvision.models.resnet18())
+    torch.save(saved, "DEFAULT")
+    with pytest.warns(IgnoredWeightsWarning):  # the file's classifier
+        module, _, _ = build_backbone("resnet18", weights=as_path("DEFAULT"), image_size=SIZE)
+    assert downloads == []
+    _assert_state_equal(module.state_dict(), {k: v for k, v in saved.items()
+                                              if not k.startswith("fc.")})
+    assert has_pretrained_weights("simple_cnn", as_path("DEFAULT"))
+    assert not has_pretrained_weights("simple_cnn", "DEFAULT")
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "simple_cnn", SimpleCNN(width=4)])
+def test_a_bare_word_that_names_no_weights_is_refused_not_read(tmp_path, monkeypatch, backbone):
+    monkeypatch.chdir(tmp_path)
+    torch.save(SimpleCNN().state_dict(), "my_weights")
+    with pytest.raises(ValueError, match=r"a bare name is never read as a file: to read the "
+                       r"file 'my_weights', pass './my_weights' or pathlib.Path") as error:
+        build_backbone(backbone, weights="my_weights", image_size=SIZE)
+    assert "\n" not in str(error.value)
 
 
 # --- MultiTaskModule -----------------------------------------------------------

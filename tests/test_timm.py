@@ -17,6 +17,7 @@ from conftest import TARGETS, small_estimator
 from safetensors.torch import save_file
 
 from sk_multitask import load
+from sk_multitask.exceptions import IgnoredWeightsWarning
 from sk_multitask.network._backbones import SimpleCNN, build_backbone, has_pretrained_weights
 from sk_multitask.onnx import OnnxPredictor
 from sk_multitask.persistence._safe_file import DOCUMENT
@@ -99,6 +100,25 @@ def test_offline_default_weights_fail_at_once_naming_the_options(offline):
     ):
         build_backbone("timm/resnet18", "DEFAULT", SIZE)
     assert time.perf_counter() - start < 10  # no retries for minutes
+
+
+def test_a_file_named_default_or_a_tag_in_the_working_folder_is_not_read(
+    offline, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    state = {k: torch.full_like(v, 7) if v.is_floating_point() else v
+             for k, v in timm.create_model("resnet18").state_dict().items()}
+    for name in ("DEFAULT", "a1_in1k"):
+        torch.save(state, name)  # valid weights files, named like the hub's
+    with pytest.raises(RuntimeError, match=r"could not download the pretrained weights "
+                       r"'DEFAULT' \(timm/resnet18.a1_in1k\)"):
+        build_backbone("timm/resnet18", "DEFAULT", SIZE)
+    with pytest.raises(ValueError, match=r"unknown weights 'a1_in1k' .*timm's pretrained tag "
+                       r"goes in the name.*pass './a1_in1k' or pathlib.Path\('a1_in1k'\)"):
+        build_backbone("timm/resnet18", "a1_in1k", SIZE)
+    with pytest.warns(IgnoredWeightsWarning):  # its classifier; the file is read as a path
+        module, _, _ = build_backbone("timm/resnet18", "./DEFAULT", SIZE)
+    assert all(torch.equal(v, state[k]) for k, v in module.state_dict().items())
 
 
 def test_hf_offline_mode_default_weights_fail_naming_the_options(offline, monkeypatch):

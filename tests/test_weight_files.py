@@ -147,3 +147,38 @@ def test_a_file_without_a_state_dict_says_what_it_holds(tmp_path, content, found
     torch.save(content, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=f"is not a state dict: it holds {found}"):
         read_state_dict(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("name", ["weights.pt", "weights.pth"])
+def test_a_text_file_is_named_not_a_weights_file(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("hello world\n")  # torch's own error: KeyError: 101
+    message = re.escape(f"the weights file {str(path)!r} is not a state dict of backbone "
+                        "'simple_cnn': it is not a weights file")
+    with pytest.raises(ValueError, match=message) as error:
+        build_backbone("simple_cnn", path, SIZE)
+    assert "\n" not in str(error.value)
+
+
+def test_a_damaged_legacy_torch_file_is_named(tmp_path):
+    path = tmp_path / "damaged.pt"
+    path.write_bytes(b"\x80\x02hello world\n")  # the legacy format's opcode, then text
+    with pytest.raises(ValueError, match=re.escape(f"{str(path)!r} is not a state dict")):
+        read_state_dict(path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_weights_are_refused_naming_the_file_and_the_tensor(image_set, tmp_path, bad):
+    state = SimpleCNN().state_dict()
+    state["4.weight"][0, 0, 0, 0] = bad
+    path = tmp_path / "diverged.pt"
+    torch.save({"model": state}, path)
+    message = re.escape(f"the weights file {str(path)!r} holds non-finite values (NaN or "
+                        "infinity) in tensor '4.weight'")
+    with pytest.raises(ValueError, match=message):
+        build_backbone("simple_cnn", path, SIZE)
+    # fit refuses it before training: not a NaN loss and its advice to lower lr.
+    est = small_estimator(image_set, weights=str(path))
+    with pytest.raises(ValueError, match=message):
+        est.fit(image_set, image_set[TARGETS])
+    assert not hasattr(est, "net_")

@@ -30,6 +30,9 @@ DEFAULT_IMAGE_SIDE = 224
 TIMM_PREFIX = "timm/"
 #: The ``weights`` of a module of the user's whose weights are trained already.
 PRETRAINED = "pretrained"
+#: The suffixes that make a ``weights`` string a path (as a separator does): the files
+#: ``torch.save`` and ``safetensors`` write, by their usual names.
+WEIGHTS_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".tar")
 
 
 class SimpleCNN(nn.Sequential):
@@ -58,12 +61,20 @@ class SimpleCNN(nn.Sequential):
 
 
 def _is_weights_file(weights):
+    """Whether ``weights`` is a path: a ``Path``, or a string with a folder separator or
+    a weights file's suffix. Never whether such a file exists: a name of the registry's
+    ("DEFAULT") stays a name whatever the working folder holds."""
     if isinstance(weights, os.PathLike):
         return True
+    separators = {"/", os.sep, os.altsep} - {None}
+    return any(s in weights for s in separators) or weights.lower().endswith(WEIGHTS_SUFFIXES)
+
+
+def _as_path_hint(weights):
+    # The ambiguous case: a bare word is a name, never a file of the working folder.
     return (
-        os.path.sep in weights
-        or weights.endswith((".pt", ".pth", ".bin", ".ckpt", ".safetensors"))
-        or os.path.isfile(weights)
+        f"a bare name is never read as a file: to read the file {weights!r}, pass "
+        f"'./{weights}' or pathlib.Path({weights!r})"
     )
 
 
@@ -97,14 +108,17 @@ def _bare_model(backbone):
 
 
 def _registry_weights(name, weights):
+    """The torchvision weights ``weights`` names: ``"DEFAULT"``, a member's name
+    (``"IMAGENET1K_V1"``) or its qualified name (``"ResNet18_Weights.IMAGENET1K_V1"``)."""
     available = torchvision.models.get_model_weights(name)
-    try:
-        return available[weights.rsplit(".", 1)[-1]]
-    except KeyError:
-        raise ValueError(
-            f"unknown weights {weights!r} for backbone {name!r}; expected None, a "
-            f"local state-dict file, 'DEFAULT' or one of {[w.name for w in available]}"
-        ) from None
+    enum, _, member = weights.rpartition(".")
+    if enum in ("", available.__name__) and member in available.__members__:
+        return available[member]
+    raise ValueError(
+        f"unknown weights {weights!r} for backbone {name!r}; expected None, the path of "
+        f"a local state-dict file, 'DEFAULT' or one of {[w.name for w in available]}; "
+        + _as_path_hint(weights)
+    )
 
 
 def _offline_error(weights, backbone, exc):
@@ -275,8 +289,10 @@ def build_backbone(backbone, weights=None, image_size=(224, 224)):
         ``"simple_cnn"`` (random) and a module of the user's. ``"pretrained"``: a
         module of the user's whose weights are trained already (the recipe then
         fine-tunes it). A local weights file for any backbone (see
-        :func:`sk_multitask.network._weight_files.load_weights_file`). None: random weights
-        (a module's as given).
+        :func:`sk_multitask.network._weight_files.load_weights_file`): a ``Path``, or a
+        string with a folder separator or a suffix of :data:`WEIGHTS_SUFFIXES`
+        (``"./DEFAULT"``, ``"resnet.pth"``); a bare name is a name, never read as a file,
+        whatever the working folder holds. None: random weights (a module's as given).
     image_size : (int, int)
         Input size for the dry run that finds the feature size.
 
@@ -365,8 +381,8 @@ def check_backbone(backbone, weights):
         if weights != "DEFAULT":
             raise ValueError(
                 f"unknown weights {weights!r} for backbone {backbone!r}; expected None, "
-                "'DEFAULT' or a local weights file (timm's pretrained tag goes in the "
-                "name: 'timm/resnet18.a1_in1k')"
+                "'DEFAULT' or the path of a local weights file (timm's pretrained tag goes "
+                f"in the name: 'timm/resnet18.a1_in1k'); {_as_path_hint(weights)}"
             )
     elif not own:
         _registry_weights(backbone, weights)
@@ -375,7 +391,7 @@ def check_backbone(backbone, weights):
             f"weights={weights!r} names torchvision weights, which backbone "
             f"{_label(backbone)!r} does not have; pass weights=None (or 'DEFAULT'), "
             "'pretrained' for a module whose weights are trained already, or the path "
-            "of a local state-dict file"
+            f"of a local state-dict file; {_as_path_hint(weights)}"
         )
 
 

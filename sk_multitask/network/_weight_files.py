@@ -29,6 +29,9 @@ WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net")
 PREFIXES = ("module.", "_orig_mod.", "backbone.", "model.")
 #: How many ignored names the warning lists.
 SHOWN = 20
+#: How the files ``torch.save`` writes begin: a zip archive (since torch 1.6), or the
+#: pickle protocol opcode of the legacy format.
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
 
@@ -54,7 +57,8 @@ def read_state_dict(path, label=None):
         For a file that does not exist.
     ValueError
         Naming the file, for one that holds no state dict (a whole pickled model, a
-        tensor, not a torch file at all).
+        tensor), or is not a weights file at all (a text file: neither torch.save's
+        format nor safetensors').
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -65,8 +69,17 @@ def read_state_dict(path, label=None):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    safetensors = path.endswith(".safetensors")
+    if not safetensors:
+        with open(path, "rb") as file:
+            head = file.read(8)
+        if not head.startswith(TORCH_MAGIC):  # torch's unpickler fails on text in raw errors
+            raise ValueError(
+                f"{refused}: it is not a weights file (neither torch.save's format nor a "
+                f".safetensors file; it begins {head!r})"
+            )
     try:
-        if path.endswith(".safetensors"):
+        if safetensors:
             state = load_file(path, device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -75,7 +88,8 @@ def read_state_dict(path, label=None):
             f"{refused}: it holds objects other than tensors (a whole model saved by "
             "torch.save(model)? save model.state_dict() instead) or is not a torch file"
         ) from exc
-    except (EOFError, RuntimeError, OSError, SafetensorError) as exc:  # not a weights file
+    # A damaged file: the unpickler's own errors (KeyError, IndexError...) included.
+    except (EOFError, RuntimeError, OSError, SafetensorError, LookupError) as exc:
         raise ValueError(f"{refused}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
     while isinstance(state, dict) and not _is_state_dict(state):
         inner = [state[key] for key in WRAPPER_KEYS if isinstance(state.get(key), dict)]
@@ -118,7 +132,8 @@ def load_weights_file(module, path, label):
     ------
     ValueError
         Naming the file and the backbone when the file holds none of its weights,
-        lacks some (naming them), or holds one of another shape (naming it).
+        lacks some (naming them), holds one of another shape or with NaN or infinite
+        values (naming it).
     """
     path = os.fspath(path)
     state = read_state_dict(path, label)
@@ -137,6 +152,13 @@ def load_weights_file(module, path, label):
                 f"the weights file {path!r} does not fit backbone {label!r}: "
                 f"{name!r} has shape {tuple(tensor.shape)} in the file and "
                 f"{tuple(expected[name].shape)} in the backbone"
+            )
+    for name, tensor in matched.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(
+                f"the weights file {path!r} holds non-finite values (NaN or infinity) in "
+                f"tensor {names[name]!r}: the network would predict NaN (the file is "
+                "damaged, or was saved from a run that diverged)"
             )
     missing = [k for k in expected if k not in matched and not k.endswith("num_batches_tracked")]
     if missing:

@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "IMAGENET_STD",
             "PRETRAINED",
             "TIMM_PREFIX",
+            "WEIGHTS_SUFFIXES",
             "SimpleCNN",
             "build_backbone",
             "check_backbone",

@@ -262,7 +262,14 @@ def calibrate(decoders, outputs, y, *, skip_unlabelled=False):
     return Calibration(tasks)
 
 
-def _check_coverage(coverage):
+def check_coverage(coverage):
+    """``coverage`` as a float strictly between 0 and 1, or a ValueError naming it (NaN too).
+
+    Examples
+    --------
+    >>> check_coverage(0.9)
+    0.9
+    """
     if isinstance(coverage, bool) or not isinstance(coverage, (float, int, np.floating)):
         raise ValueError(f"coverage must be a number between 0 and 1; got {coverage!r}")
     if not 0 < coverage < 1:
@@ -318,6 +325,16 @@ class Calibration:
             )
         return q
 
+    def check_tasks(self, decoders):
+        """Refuse, naming it, a task of ``decoders`` that has intervals or sets (not a
+        multi-label one) but no calibration."""
+        for name, decoder in decoders.items():
+            if decoder.kind != MULTILABEL and name not in self.tasks:
+                raise ValueError(
+                    f"task {name!r} is not calibrated (no labelled cell in the validation "
+                    "rows of fit): call calibrate(X, y) with held-out rows labelled for it"
+                )
+
     def intervals(self, decoders, outputs, index, coverage=0.9):
         """What ``predict_interval`` returns (see the estimator's method).
 
@@ -330,16 +347,12 @@ class Calibration:
         index : pandas Index
         coverage : float, default=0.9
         """
-        coverage = _check_coverage(coverage)
+        coverage = check_coverage(coverage)
+        self.check_tasks(decoders)
         columns = {}
         for name, decoder in decoders.items():
             if decoder.kind == MULTILABEL:
                 continue
-            if name not in self.tasks:
-                raise ValueError(
-                    f"task {name!r} is not calibrated (no labelled cell in the validation "
-                    "rows of fit): call calibrate(X, y) with held-out rows labelled for it"
-                )
             q = self.quantile(name, coverage)
             out = np.asarray(outputs[name], dtype=np.float32)
             if decoder.kind == REGRESSION:

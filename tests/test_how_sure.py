@@ -1,5 +1,7 @@
 """Calibration, intervals and test-time augmentation through a real fitted model."""
 
+import json
+
 import joblib
 import numpy as np
 import pandas as pd
@@ -193,9 +195,7 @@ def test_the_cli_writes_intervals_and_evaluates_coverage_and_the_report_shows_bo
     np.testing.assert_allclose(
         written["noisy_area_upper"], expected["noisy_area", "upper"], rtol=1e-6
     )
-    assert written["color_set"].fillna("").tolist() == [
-        "|".join(s) for s in expected["color", "set"]
-    ]
+    assert written["color_set"].map(json.loads).tolist() == expected["color", "set"].tolist()
     folder = tmp_path / "evaluation"
     assert main(["evaluate", str(tmp_path / "test.csv"), "--model", str(path),
                  "--interval", "0.8", "--out", str(folder)]) == 0  # fmt: skip

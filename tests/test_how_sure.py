@@ -227,3 +227,13 @@ def test_a_calibration_outside_the_schema_is_refused(model, data, change):
     change(document["calibration"]["tasks"][0][1])  # the color task's
     with pytest.raises(ValueError, match="'m.skmt'.*calibration is not a list"):
         parse_document(document, "m.skmt")
+
+
+def test_calibrate_warns_naming_the_labels_fit_never_saw(model, data):
+    held_out = data.iloc[200:260].copy()
+    held_out.loc[held_out.index[:3], "color"] = "mauve"
+    with pytest.warns(CalibrationWarning, match=r"task 'color': labels never seen in fit "
+                      r"\('mauve'\), in 3 calibration cells, are left out") as record:  # fmt: skip
+        model.calibrate(held_out, held_out[TASKS])
+    assert record[0].filename == __file__  # the warning points at the call
+    assert model.calibration_.tasks["color"].n_cells == held_out["color"].notna().sum() - 3

@@ -192,6 +192,8 @@ def _task_calibration(decoder, out, truth, rng):
     if decoder.kind == MULTILABEL:
         seen = set(decoder.classes.tolist())
         known = np.array([set(cell) <= seen for cell in truth], dtype=bool)  # as for a class
+        unseen = {label for cell in truth[~known] for label in cell} - seen
+        _warn_unseen(decoder.name, unseen, (~known).sum())
         out, truth = out[known], truth[known]
         if not len(out):
             return None
@@ -207,6 +209,7 @@ def _task_calibration(decoder, out, truth, rng):
         scores, temperature = np.abs(truth - decoder.decode(out).to_numpy()), None
     else:
         known = np.isin(truth, decoder.classes)  # a label unseen in fit has no output
+        _warn_unseen(decoder.name, pd.unique(truth[~known]), (~known).sum())
         out, codes = out[known], decoder.class_codes(truth[known])
         if not len(out):
             return None
@@ -217,6 +220,23 @@ def _task_calibration(decoder, out, truth, rng):
     if n_cells > MAX_CALIBRATION_SCORES:
         scores = rng.choice(scores, MAX_CALIBRATION_SCORES, replace=False)
     return TaskCalibration(decoder.kind, n_cells, temperature, np.sort(scores))
+
+
+def _warn_unseen(name, labels, n_cells):
+    """Warn that ``n_cells`` calibration cells of task ``name``, holding ``labels`` that
+    fit never saw, are left out (the network has no output for them)."""
+    n_cells = int(n_cells)
+    if not n_cells:
+        return
+    labels = sorted((getattr(v, "item", lambda v=v: v)() for v in labels), key=str)
+    shown = ", ".join(map(repr, labels[:5])) + (f" and {len(labels) - 5} more" * (len(labels) > 5))
+    warnings.warn(
+        f"task {name!r}: labels never seen in fit ({shown}), in {n_cells} calibration "
+        f"cell{'s' * (n_cells > 1)}, are left out of its calibration (the model has no "
+        "output for them)",
+        CalibrationWarning,
+        stacklevel=5,
+    )
 
 
 def calibrate(decoders, outputs, y, *, skip_unlabelled=False):

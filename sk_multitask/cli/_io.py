@@ -135,7 +135,7 @@ def integer_classes(y, names):
 
     Examples
     --------
-    >>> y = pd.DataFrame({"ethnicity": [3.0, None, 0.0], "age": [31.0, None, 5.0]})
+    >>> y = pd.DataFrame({"ethnicity": [3.0, None, 0.0], "age": [31.5, None, 5.0]})
     >>> integer_classes(y, ["ethnicity", "age"]).dtypes.tolist()
     [Int64Dtype(), dtype('float64')]
     """

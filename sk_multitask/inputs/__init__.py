@@ -62,6 +62,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "atomic_write",
             "model_format",
             "same_file",
+            "unwritable",
         ],
         "_sources": [
             "MemoryImage",

@@ -135,11 +135,15 @@ class MissingLikeLabelWarning(UserWarning):
 
 
 class CalibrationWarning(UserWarning):
-    """Too few calibration cells of a task for the asked coverage.
+    """Too few calibration cells of a task for the asked coverage, or calibration labels
+    the model never saw.
 
     Warned when intervals or sets are asked at a coverage that a task has too few
     calibration cells for (fewer than ``coverage / (1 - coverage)``: 9 for 0.9), naming the
-    task and its count: its intervals are then unbounded, its sets hold every class.
+    task and its count: its intervals are then unbounded, its sets hold every class. Also
+    warned by ``calibrate`` when rows of ``y`` hold labels that ``fit`` never saw, naming
+    the task and the labels: the model has no output for them, so those cells are left
+    out of the calibration.
     """
 
 

@@ -341,3 +341,94 @@ def test_an_image_replaced_with_its_size_and_mtime_kept_is_decoded_again(tmp_pat
     after = disk_cached_images([str(paths[0])], 16, folder)[0]
     assert before[:, 0, 0].tolist() == [255, 0, 0]
     assert after[:, 0, 0].tolist() == [0, 0, 255]
+
+
+# -- a read-only cache ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Make a folder read-only as for a user who does not own it, and restore it after.
+
+    The tests may run as root, whom permissions stop neither from writing nor removing:
+    ``os.access`` answers as for another user, and ``os.remove`` in it raises as it would.
+    """
+    folders, real_access, real_remove = [], os.access, os.remove
+
+    def inside(path):
+        return any(os.path.realpath(path).startswith(f"{f}{os.sep}") for f in folders)
+
+    def access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and os.path.realpath(path) in folders:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    def remove(path, *args, **kwargs):
+        if inside(path):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_remove(path, *args, **kwargs)
+
+    def make(folder):
+        os.chmod(folder, 0o555)
+        folders.append(os.path.realpath(folder))
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "remove", remove)
+    yield make
+    for folder in folders:
+        os.chmod(folder, 0o755)
+
+
+@pytest.fixture
+def image_opens(monkeypatch):
+    """The images opened so far (PIL.Image.open counted)."""
+    opened, real_open = [], Image.open
+
+    def counting_open(*args, **kwargs):
+        opened.append(args[0] if args else None)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    return opened
+
+
+def test_a_read_only_cache_that_holds_every_image_serves_fit_and_predict(
+    image_set, tmp_path, read_only
+):
+    folder = tmp_path / "cache"
+    data = image_set.iloc[:64]
+    est = small_estimator(data, cache_dir=folder, max_epochs=1)
+    expected = est.fit(data, data[TARGETS]).predict(data)
+    # A temporary file of a build killed long ago, which a read-only folder keeps.
+    stale = folder / f"{_partial_prefix()}0-abc.tmp"
+    stale.write_bytes(b"")
+    os.utime(stale, (0, 0))
+    files = sorted(os.listdir(folder))
+    read_only(folder)
+    refit = small_estimator(data, cache_dir=folder, max_epochs=1).fit(data, data[TARGETS])
+    pd.testing.assert_frame_equal(refit.predict(data), expected)
+    pd.testing.assert_frame_equal(est.predict(data), expected)
+    assert sorted(os.listdir(folder)) == files  # nothing written, nothing removed
+
+
+def test_a_read_only_cache_refuses_only_what_it_would_have_to_store(
+    images, tmp_path, read_only, image_opens
+):
+    folder = tmp_path / "cache"
+    disk_cached_images(images[:16], 16, folder)
+    read_only(folder)
+    image_opens.clear()
+    cached = disk_cached_images(images[:16], 16, folder)
+    assert torch.equal(cached[3], load_image(images[3], 16))
+    image_opens.clear()
+    with pytest.raises(
+        ValueError,
+        match=r"cache_dir='.*cache' cannot be written: '.*cache' is not writable, and 8 of "
+        r"the images asked for are not in it yet: make it writable, or leave cache_dir out",
+    ):
+        disk_cached_images(images, 16, folder)
+    assert image_opens == []  # refused before any image is decoded
+    read_only(tmp_path)
+    with pytest.raises(ValueError, match=r"'.*new' cannot be written: .* is not writable"):
+        disk_cached_images(images, 16, tmp_path / "new")
+    assert not (tmp_path / "new").exists()

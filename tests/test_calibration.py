@@ -178,3 +178,22 @@ def test_beyond_the_kept_scores_a_random_subset_keeps_the_quantile(monkeypatch):
     assert (task.n_cells, len(task.scores)) == (5000, 1000)
     assert np.all(np.diff(task.scores) >= 0)
     assert cal.quantile("age", 0.9) == pytest.approx(1.645 * 10, rel=0.1)  # |N(0, 10)|
+
+
+def test_calibration_labels_never_seen_in_fit_warn_naming_the_task_and_labels():
+    y = pd.DataFrame(
+        {
+            "kind": ["a", "zebra", "b", "yak", "zebra", "c"],
+            "tags": [["x"], ["x", "w"], [], ["y"], None, ["w"]],
+        }
+    )
+    outputs = {"kind": np.zeros((6, 3)), "tags": np.zeros((6, 2))}
+    with pytest.warns(CalibrationWarning) as record:
+        cal = calibrate({"kind": KIND, "tags": TAGS}, outputs, y)
+    assert [str(w.message) for w in record] == [
+        "task 'kind': labels never seen in fit ('yak', 'zebra'), in 3 calibration cells, are "
+        "left out of its calibration (the model has no output for them)",
+        "task 'tags': labels never seen in fit ('w'), in 2 calibration cells, are left out of "
+        "its calibration (the model has no output for them)",
+    ]
+    assert (cal.tasks["kind"].n_cells, cal.tasks["tags"].n_cells) == (3, 3)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import joblib
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import TORCH, run_python_without
@@ -941,3 +942,122 @@ def test_the_demo_hint_names_the_command_as_run(monkeypatch, tmp_path):
     assert invoked_as() == "sk-multitask"
     monkeypatch.setattr(sys, "argv", ["pytest"])
     assert invoked_as() == "sk-multitask"
+
+
+# -- intervals and class sets -----------------------------------------------------------
+
+
+def _network_never_runs(self, X):
+    raise AssertionError("the network ran")
+
+
+@pytest.mark.parametrize("interval", ["1.5", "0", "1", "nan", "-0.1", "x"])
+def test_a_bad_interval_is_refused_as_the_command_line_is_read(
+    workspace, tmp_path, interval, capsys, monkeypatch
+):
+    from sk_multitask.predicting._protocol import MultiTaskPredictor
+
+    root, _, _ = workspace
+    monkeypatch.setattr(MultiTaskPredictor, "predict_raw", _network_never_runs)
+    model, data = str(root / "model.joblib"), str(root / "data.csv")
+    for args in (["predict", data, "--out", "-"], ["evaluate", data, "--out", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, "--model", model, "--interval", interval])
+        assert exit_.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and re.search(
+            rf"--interval: expected a coverage strictly between 0 and 1 .*got '{interval}'",
+            lines[0],
+        ), lines
+
+
+def test_an_uncalibrated_model_is_refused_before_predicting_intervals(
+    workspace, tmp_path, capsys, monkeypatch
+):
+    from sk_multitask.predicting._calibration import Calibration
+    from sk_multitask.predicting._protocol import MultiTaskPredictor
+
+    root, _, _ = workspace
+    fitted = joblib.load(root / "model.joblib")
+    calibrated = fitted.calibration_
+    fitted.calibration_ = None
+    uncalibrated = str(fitted.save(tmp_path / "uncalibrated.skmt"))
+    fitted.calibration_ = Calibration({n: t for n, t in calibrated.tasks.items() if n != "area"})
+    without_area = str(fitted.save(tmp_path / "without_area.skmt"))
+    monkeypatch.setattr(MultiTaskPredictor, "predict_raw", _network_never_runs)
+    data = str(root / "data.csv")
+    for model, message in [
+        (uncalibrated, "the model is not calibrated: fit it with validation rows"),
+        (without_area, "task 'area' is not calibrated"),
+    ]:
+        for args in (["predict", data, "--out", "-"], ["evaluate", data, "--out", str(tmp_path)]):
+            code = main([*args, "--model", model, "--interval", "0.9"])
+            _assert_one_line_error(code, capsys.readouterr().err, message)
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+#: Labels a CSV cell, or a set joined by "|", would mangle.
+ODD_LABELS = {
+    "red": "red|rouge",
+    "green": 'green "vert"',
+    "blue": "blue, bleu",
+    "yellow": "jaune|",
+    "purple": "violet ß",
+}
+
+
+@pytest.fixture(scope="module")
+def odd_labels(tmp_path_factory):
+    """A model fitted by ``sk-multitask fit`` on labels holding ``|``, quotes and commas,
+    and on class codes with empty cells (read as floats) given as a classification."""
+    root = tmp_path_factory.mktemp("odd")
+    df = make_multitask_images(64, image_size=16, path=root / "images", random_state=0)
+    df["color"] = df["color"].map(ODD_LABELS)
+    codes = np.random.default_rng(0).integers(0, 4, len(df)).astype(float)
+    codes[::5] = np.nan
+    df["code"] = codes
+    df.to_csv(root / "data.csv", index=False)
+    assert pd.read_csv(root / "data.csv")["code"].dtype == float  # as pandas reads it
+    code = main(
+        ["fit", str(root / "data.csv"), "--images", str(root / "images"),
+         "--targets", "color,code,area", "--tasks", "code=classification",
+         "--valid-col", "is_valid", "--backbone", "simple_cnn", "--weights", "none",
+         "--epochs", "1", "--image-size", "16", "--model", str(root / "model.joblib")]
+    )  # fmt: skip
+    assert code == 0
+    return root, df
+
+
+def test_class_codes_with_empty_cells_come_back_as_integers(odd_labels, capsys):
+    root, df = odd_labels
+    model = joblib.load(root / "model.joblib")
+    assert model.tasks_["code"].dtype == "Int64"
+    assert list(model.tasks_["code"].classes_) == [0, 1, 2, 3]
+    out = root / "codes.csv"
+    code = main(["predict", str(root / "data.csv"), "--model", str(root / "model.joblib"),
+                 "--proba", "--interval", "0.8", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    written = pd.read_csv(out, dtype=str)
+    assert written["code"].str.fullmatch(r"[0-3]").all()  # not "3.0"
+    assert {"code_proba_0", "code_proba_3"} <= set(written.columns)
+    sets = written["code_set"].dropna().map(json.loads)
+    assert all(isinstance(label, int) for labels in sets for label in labels)
+    folder = root / "evaluation"
+    assert main(["evaluate", str(root / "data.csv"), "--model", str(root / "model.joblib"),
+                 "--out", str(folder)]) == 0  # fmt: skip
+    metrics = pd.read_csv(folder / "metrics.csv", index_col="task")
+    assert metrics.loc["code", "n_labelled"] == df["code"].notna().sum()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".parquet"])
+def test_class_sets_round_trip_whatever_their_labels_hold(odd_labels, suffix):
+    root, df = odd_labels
+    out = root / f"sets{suffix}"
+    code = main(["predict", str(root / "data.csv"), "--model", str(root / "model.joblib"),
+                 "--interval", "0.8", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    read = {".csv": pd.read_csv, ".json": pd.read_json, ".parquet": pd.read_parquet}[suffix]
+    written = read(out)
+    expected = joblib.load(root / "model.joblib").predict_interval(df, 0.8)
+    assert written["color_set"].map(json.loads).tolist() == expected["color", "set"].tolist()
+    assert set(ODD_LABELS.values()) >= {label for s in expected["color", "set"] for label in s}

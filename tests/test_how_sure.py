@@ -1,5 +1,8 @@
 """Calibration, intervals and test-time augmentation through a real fitted model."""
 
+import json
+import re
+
 import joblib
 import numpy as np
 import pandas as pd
@@ -193,9 +196,7 @@ def test_the_cli_writes_intervals_and_evaluates_coverage_and_the_report_shows_bo
     np.testing.assert_allclose(
         written["noisy_area_upper"], expected["noisy_area", "upper"], rtol=1e-6
     )
-    assert written["color_set"].fillna("").tolist() == [
-        "|".join(s) for s in expected["color", "set"]
-    ]
+    assert written["color_set"].map(json.loads).tolist() == expected["color", "set"].tolist()
     folder = tmp_path / "evaluation"
     assert main(["evaluate", str(tmp_path / "test.csv"), "--model", str(path),
                  "--interval", "0.8", "--out", str(folder)]) == 0  # fmt: skip
@@ -227,3 +228,58 @@ def test_a_calibration_outside_the_schema_is_refused(model, data, change):
     change(document["calibration"]["tasks"][0][1])  # the color task's
     with pytest.raises(ValueError, match="'m.skmt'.*calibration is not a list"):
         parse_document(document, "m.skmt")
+
+
+def test_calibrate_warns_naming_the_labels_fit_never_saw(model, data):
+    held_out = data.iloc[200:260].copy()
+    held_out.loc[held_out.index[:3], "color"] = "mauve"
+    with pytest.warns(CalibrationWarning, match=r"task 'color': labels never seen in fit "
+                      r"\('mauve'\), in 3 calibration cells, are left out") as record:  # fmt: skip
+        model.calibrate(held_out, held_out[TASKS])
+    assert record[0].filename == __file__  # the warning points at the call
+    assert model.calibration_.tasks["color"].n_cells == held_out["color"].notna().sum() - 3
+
+
+def _twice(tasks):
+    tasks.append(tasks[0])
+
+
+def _count_off(tasks):
+    tasks[0][1]["n_cells"] += 1
+
+
+def _score_above_one(tasks):
+    tasks[0][1]["scores"][-1] = 1.5
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_twice, r"calibration lists task 'color' twice"),
+        (_count_off, r"the calibration of task 'color' counts n_cells=\d+ but holds \d+ scores"),
+        (_score_above_one, r"the calibration of task 'color' has scores above 1 \(1.5\)"),
+    ],
+    ids=["a task twice", "a count off", "a score above 1"],
+)
+def test_a_calibration_at_odds_with_itself_is_refused_naming_the_file(
+    model, data, tmp_path, change, message
+):
+    import zipfile
+
+    from sk_multitask import load
+    from sk_multitask.persistence import _safe_file as safe_file
+
+    held_out = data.iloc[200:400]
+    saved = model.calibrate(held_out, held_out[TASKS]).save(tmp_path / "model.skmt")
+    load(saved)  # as written: loads
+    tampered = tmp_path / "tampered.skmt"
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for name in src.namelist():
+            content = src.read(name)
+            if name == safe_file.DOCUMENT:
+                document = json.loads(content)
+                change(document["calibration"]["tasks"])
+                content = json.dumps(document)
+            dst.writestr(name, content)
+    with pytest.raises(ValueError, match=rf"'{re.escape(str(tampered))}'.*{message}"):
+        load(tampered)

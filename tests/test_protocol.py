@@ -201,3 +201,39 @@ def test_weighted_coverage_leaves_out_rows_of_weight_zero(model, image_set):
         model.evaluate(odd, odd[TARGETS], coverage=0.8),
         atol=1e-9,
     )
+
+
+# -- intervals: what they need is checked before any image is read ----------------------
+
+
+def _network_never_runs(self, X):
+    raise AssertionError("the network ran")
+
+
+@pytest.mark.parametrize("coverage", [1.5, 0, 1, float("nan"), -0.1, "0.9", True])
+def test_a_bad_coverage_is_refused_before_any_image_is_read(
+    model, image_set, coverage, monkeypatch
+):
+    monkeypatch.setattr(type(model), "_raw_outputs", _network_never_runs)
+    with pytest.raises(ValueError, match="coverage must be"):
+        model.predict_interval(image_set, coverage)
+    with pytest.raises(ValueError, match="coverage must be"):
+        model.evaluate(image_set, image_set[TARGETS], coverage=coverage)
+
+
+def test_a_model_or_task_not_calibrated_is_refused_before_any_image_is_read(
+    model, image_set, monkeypatch
+):
+    from sk_multitask.predicting._calibration import Calibration
+
+    monkeypatch.setattr(type(model), "_raw_outputs", _network_never_runs)
+    calibrated = model.calibration_
+    tasks = {name: task for name, task in calibrated.tasks.items() if name != "area"}
+    monkeypatch.setattr(model, "calibration_", Calibration(tasks))
+    with pytest.raises(ValueError, match="task 'area' is not calibrated"):
+        model.predict_interval(image_set)
+    monkeypatch.setattr(model, "calibration_", None)
+    with pytest.raises(ValueError, match="the model is not calibrated"):
+        model.predict_interval(image_set)
+    with pytest.raises(ValueError, match="the model is not calibrated"):
+        model.evaluate(image_set, image_set[TARGETS], coverage=0.9)

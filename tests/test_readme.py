@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sk_multitask import load
 from sk_multitask.datasets import make_multitask_images
 
 README = Path(__file__).parents[1] / "README.md"
@@ -50,7 +51,8 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     search = namespace["search"]
     assert search.cv.shuffle
     assert set(search.cv_results_) >= {"mean_test_age", "mean_test_gender", "mean_test_mean"}
-    assert (tmp_path / "model.joblib").is_file()
+    assert load(tmp_path / "model.skmt").tasks_.keys() == {"age", "gender", "ethnicity"}
+    assert not list(tmp_path.glob(".sk_multitask-*"))  # no temporary file left
     assert namespace["est"].predict(namespace["df"]).shape == (48, 3)
 
 

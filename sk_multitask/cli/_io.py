@@ -12,6 +12,7 @@ lines naming the file.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 import tempfile
@@ -28,6 +29,7 @@ __all__ = [
     "check_output",
     "check_writable",
     "images_input",
+    "integer_classes",
     "interval_columns",
     "is_image_file",
     "known_model_format",
@@ -123,6 +125,29 @@ def require_columns(data, names, what):
     if missing:
         raise CommandError(f"{what} {missing} not in the data; its columns are {columns}")
     return data[names]
+
+
+def integer_classes(y, names):
+    """``y`` with each float column of ``names`` (classification targets) whose labelled
+    values are all integers read as nullable integers (``Int64``): one empty cell makes
+    pandas read a CSV column of class codes as floats, whose labels would come back as
+    ``3.0``. Other columns are left as read.
+
+    Examples
+    --------
+    >>> y = pd.DataFrame({"ethnicity": [3.0, None, 0.0], "age": [31.5, None, 5.0]})
+    >>> integer_classes(y, ["ethnicity", "age"]).dtypes.tolist()
+    [Int64Dtype(), dtype('float64')]
+    """
+    y = y.copy()
+    for name in names:
+        column = y.get(name)
+        if column is None or column.dtype.kind != "f":
+            continue
+        labelled = column.dropna()
+        if labelled.eq(labelled.round()).all() and labelled.abs().lt(2**53).all():
+            y[name] = column.astype("Int64")
+    return y
 
 
 def known_model_format(path):
@@ -232,10 +257,17 @@ def save_model(est, path):
 
 def interval_columns(frame):
     """``predict_interval``'s frame as flat columns ``TASK_lower``, ``TASK_upper`` and
-    ``TASK_set`` (the labels joined by ``|``, a missing row empty)."""
+    ``TASK_set``: a set is a JSON list of its labels (``["red", "a|b"]``, ``[0, 3]``), so
+    that any label reads back with ``json.loads``, whatever characters it holds; a missing
+    row is empty."""
     flat = pd.DataFrame(index=frame.index)
     for (task, bound), column in frame.items():
         if bound == "set":
-            column = column.map(lambda s: None if s is None else "|".join(map(str, s)))
+            column = column.map(_json_list, na_action="ignore")
         flat[f"{task}_{bound}"] = column
     return flat
+
+
+def _json_list(labels):
+    # A label of a type JSON lacks (a date, a Decimal) is written as its text.
+    return json.dumps(list(labels), ensure_ascii=False, default=str)

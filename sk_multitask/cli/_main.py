@@ -33,11 +33,14 @@ import pandas as pd
 from .. import __version__
 from ..inputs._files import atomic_path
 from ..inputs._sources import image_references
-from ..targets._outputs import probability_table
+from ..predicting._protocol import interval_calibration
+from ..targets import CLASSIFICATION
+from ..targets._outputs import decoders, probability_table
 from ._io import (
     check_output,
     check_writable,
     images_input,
+    integer_classes,
     interval_columns,
     is_image_file,
     known_model_format,
@@ -64,7 +67,9 @@ def _data_and_estimator(args):
     from ..estimator import MultiTaskImageEstimator
 
     est = MultiTaskImageEstimator(**estimator_params(args), verbose=1)
-    return data, y, est
+    # Class codes read as floats (an empty cell) train as integer labels: 3, not 3.0.
+    classes = [name for name, kind in (est.tasks or {}).items() if kind == CLASSIFICATION]
+    return data, integer_classes(y, classes), est
 
 
 def fit(args):
@@ -112,6 +117,8 @@ def predict(args):
     if args.out != "-":
         check_writable(args.out, "the predictions")
     model = load_model(args.model, verbose=1, storage_options=args.storage_options)
+    if args.interval is not None:  # an uncalibrated model fails now, not after predicting
+        interval_calibration(model, args.interval)
     data, X = images_input(args.data, model, args.images)
     # The image column as people name the images (not the bytes of an image column).
     names = pd.DataFrame({model.image_col: image_references(data, model.image_col)}, data.index)
@@ -142,6 +149,10 @@ def _evaluate_to(model, data, y, out, coverage=None):
 
     report = write_report(model, data, y, os.path.join(out, "report.html"), coverage=coverage)
     print(f"metrics and report written to {out} ({os.path.basename(report)})")
+
+
+def _integer_classes(decoder):
+    return decoder.kind == CLASSIFICATION and pd.api.types.is_integer_dtype(decoder.dtype)
 
 
 #: The files ``evaluate`` writes in its ``--out`` folder.
@@ -182,7 +193,12 @@ def evaluate(args):
         raise CommandError(
             f"none of the model's targets {list(model.tasks_)} is a column of the data"
         )
-    _evaluate_to(model, X, data[present], args.out, coverage=args.interval)
+    if args.interval is not None:
+        interval_calibration(model, args.interval, present)
+    # Class codes read as floats (an empty cell): the model's integer labels in the report.
+    fitted = decoders(model.tasks_)
+    y = integer_classes(data[present], [t for t in present if _integer_classes(fitted[t])])
+    _evaluate_to(model, X, y, args.out, coverage=args.interval)
     return 0
 
 

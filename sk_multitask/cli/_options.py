@@ -142,6 +142,19 @@ _JSON_KINDS = {
 }  # fmt: skip
 
 
+def coverage(text):
+    """A coverage strictly between 0 and 1 (``--interval 0.9``), checked as the command
+    line is read: a bad one ends before any model or image is read."""
+    from ..predicting._calibration import check_coverage
+
+    try:
+        return check_coverage(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a coverage strictly between 0 and 1 (e.g. 0.9), got {text!r}"
+        ) from None
+
+
 _STORAGE = "fsspec options of URL image paths, as a JSON object (credentials: environment)"
 
 
@@ -252,7 +265,9 @@ COMMAND_OPTIONS = {
         Option("--images", _IMAGES),
         Option("--storage-options", _STORAGE, type=json_object),
         Option("--proba", "add class probability columns", flag_only=True),
-        Option("--interval", _INTERVAL + " columns: TASK_lower, TASK_upper, TASK_set", type=float),
+        Option(
+            "--interval", _INTERVAL + " columns: TASK_lower, TASK_upper, TASK_set", type=coverage
+        ),
         Option("--out", "output .csv, .parquet or .json file; - for CSV on stdout", required=True),
     ),
     "evaluate": (
@@ -261,7 +276,7 @@ COMMAND_OPTIONS = {
         Option("--images", _IMAGES),
         Option("--storage-options", _STORAGE, type=json_object),
         Option("--out", "folder for metrics.csv, metrics.json, report.html", required=True),
-        Option("--interval", _INTERVAL + ": add ECE, coverage and mean width", type=float),
+        Option("--interval", _INTERVAL + ": add ECE, coverage and mean width", type=coverage),
     ),
     "export": (
         Option("--model", _MODEL, required=True),

@@ -59,6 +59,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "atomic_write",
             "model_format",
             "same_file",
+            "unwritable",
         ],
         "_sources": [
             "MemoryImage",

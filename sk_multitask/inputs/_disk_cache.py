@@ -44,7 +44,7 @@ import torch
 from ..exceptions import CacheDamageWarning, ImageNotFoundError
 from ._dataset import BadImageLog, decoded_batches
 from ._decoding import as_size
-from ._files import atomic_write
+from ._files import atomic_write, unwritable
 from ._sources import MemoryImage
 from ._storage import is_url
 
@@ -71,7 +71,7 @@ def _warn_damaged(path, reason):
 
 def _remove_pair(npy):  # keys first; a reader that has the images open keeps them
     for path in (npy[: -len(".npy")] + ".keys.npy", npy):
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, PermissionError):  # a read-only cache
             os.remove(path)
 
 
@@ -252,7 +252,9 @@ def disk_cached_images(paths, image_size, cache_dir, num_workers=0, skip=False):
     image_size : int or (int, int)
     cache_dir : str or path
         The cache folder (created if needed); share it between fits, processes and
-        machines that see the same files at the same paths.
+        machines that see the same files at the same paths. A folder that cannot be
+        written serves the images it holds; one missing there is a ValueError naming
+        the folder and the count, before any is decoded.
     num_workers : int, default=0
     skip : bool, default=False
 
@@ -273,8 +275,8 @@ def disk_cached_images(paths, image_size, cache_dir, num_workers=0, skip=False):
     (8, (3, 16, 16))
     """
     height, width = as_size(image_size)
-    os.makedirs(cache_dir, exist_ok=True)
-    _remove_stale_partials(cache_dir)
+    if os.path.isdir(cache_dir):
+        _remove_stale_partials(cache_dir)
     keys = image_fingerprints(paths, (height, width), skip)
     files, where = _lookup(cache_dir, (height, width), keys)
     missing = np.array([key != _UNCACHED and key not in where for key in keys], dtype=bool)
@@ -283,6 +285,14 @@ def disk_cached_images(paths, image_size, cache_dir, num_workers=0, skip=False):
         # An image listed twice is decoded once.
         _, first = np.unique(keys[wanted], return_index=True)
         wanted = wanted[np.sort(first)]
+        cause = unwritable(cache_dir)  # a read-only cache serves what it holds, no more
+        if cause is not None:
+            raise ValueError(
+                f"cache_dir={os.fspath(cache_dir)!r} cannot be written: {cause}, and "
+                f"{len(wanted)} of the images asked for are not in it yet: make it "
+                "writable, or leave cache_dir out"
+            )
+        os.makedirs(cache_dir, exist_ok=True)
         new_file, built = _build(cache_dir, np.asarray(paths, dtype=object)[wanted],
                                  keys[wanted], (height, width), num_workers, skip)
         files.append(new_file)
@@ -366,7 +376,7 @@ def _remove_stale_partials(cache_dir):
         path = os.path.join(cache_dir, name)
         pid = int(named.group(2) if named else legacy.group(1))
         ours = legacy is not None or named.group(1) == host
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, PermissionError):  # a read-only cache
             if (ours and not _alive(pid)) or time.time() - os.path.getmtime(path) > _STALE_SECONDS:
                 os.remove(path)
 

@@ -63,6 +63,28 @@ def same_file(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def unwritable(folder):
+    """Why no new file can be written in ``folder`` (made first if missing), or None.
+
+    The nearest existing path on its way (``folder`` itself, or the parent it would be
+    made in) must be a folder this process may write in.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> unwritable(tempfile.gettempdir()) is None
+    True
+    """
+    existing = os.path.abspath(os.fspath(folder))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing!r} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing!r} is not writable"
+    return None
+
+
 def _new_file(folder, prefix):
     """A new empty file in ``folder`` with the mode ``open`` gives (mkstemp's is private)."""
     while True:

@@ -118,10 +118,39 @@ def _is_calibration(state):
     return state is None or (
         isinstance(state, dict)
         and state.keys() == {"tasks"}
-        and _list_of(lambda p: isinstance(p, list) and len(p) == 2 and _is_task_calibration(p[1]))(
-            state["tasks"]
-        )
+        and _list_of(
+            lambda p: isinstance(p, list)
+            and len(p) == 2
+            and (_is_scalar(p[0]) or _list_of(_is_scalar)(p[0]))  # a name, or a tuple's
+            and _is_task_calibration(p[1])
+        )(state["tasks"])
     )
+
+
+def _check_calibration(state):
+    """A ValueError naming the task unless each task of a calibration (checked by
+    :func:`_is_calibration`) is listed once, counts as many cells as its scores (all of
+    them up to :data:`MAX_CALIBRATION_SCORES`, a subset beyond), and, for a
+    classification, has scores ``1 - p`` no higher than 1."""
+    if state is None:
+        return
+    seen = set()
+    for name, task in state["tasks"]:
+        key = tuple(name) if isinstance(name, list) else name
+        if key in seen:
+            raise ValueError(f"calibration lists task {name!r} twice")
+        seen.add(key)
+        scores = task["scores"]
+        if scores is not None and len(scores) != min(task["n_cells"], MAX_CALIBRATION_SCORES):
+            raise ValueError(
+                f"the calibration of task {name!r} counts n_cells={task['n_cells']} but "
+                f"holds {len(scores)} scores (all of them, up to {MAX_CALIBRATION_SCORES})"
+            )
+        if task["kind"] == CLASSIFICATION and max(scores) > 1:
+            raise ValueError(
+                f"the calibration of task {name!r} has scores above 1 ({max(scores)}): a "
+                "classification's scores are 1 - a probability"
+            )
 
 
 _REQUIRED = object()
@@ -221,13 +250,15 @@ def _check_task(state):
 
 
 def check_fields(document):
-    """TypeError naming the first key of ``document`` unknown, missing or of the wrong type."""
+    """TypeError naming the first key of ``document`` unknown, missing or of the wrong type;
+    ValueError naming a calibration's task listed twice or at odds with its scores."""
     unknown = sorted(map(str, document.keys() - _KEYS))
     _require(not unknown, f"unknown keys {unknown[:5]}")
     for key, default, check, message in _FIELDS:
         if default is _REQUIRED and key not in document:
             raise KeyError(key)
         _require(check(document.get(key, default)), message)
+    _check_calibration(document.get("calibration"))
     for state in document["tasks"]:
         _check_task(state)
 

@@ -19,6 +19,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "TaskCalibration",
             "calibrate",
             "calibrated_outputs",
+            "check_coverage",
             "conformal_quantile",
             "fit_temperature",
             "interval_metrics",
@@ -27,6 +28,11 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "read_calibration",
         ],
         "_inference": ["network_outputs", "validation_calibration"],
-        "_protocol": ["MultiTaskPredictor", "checked_outputs", "scoring_module"],
+        "_protocol": [
+            "MultiTaskPredictor",
+            "checked_outputs",
+            "interval_calibration",
+            "scoring_module",
+        ],
     },
 )

@@ -192,6 +192,8 @@ def _task_calibration(decoder, out, truth, rng):
     if decoder.kind == MULTILABEL:
         seen = set(decoder.classes.tolist())
         known = np.array([set(cell) <= seen for cell in truth], dtype=bool)  # as for a class
+        unseen = {label for cell in truth[~known] for label in cell} - seen
+        _warn_unseen(decoder.name, unseen, (~known).sum())
         out, truth = out[known], truth[known]
         if not len(out):
             return None
@@ -207,6 +209,7 @@ def _task_calibration(decoder, out, truth, rng):
         scores, temperature = np.abs(truth - decoder.decode(out).to_numpy()), None
     else:
         known = np.isin(truth, decoder.classes)  # a label unseen in fit has no output
+        _warn_unseen(decoder.name, pd.unique(truth[~known]), (~known).sum())
         out, codes = out[known], decoder.class_codes(truth[known])
         if not len(out):
             return None
@@ -217,6 +220,23 @@ def _task_calibration(decoder, out, truth, rng):
     if n_cells > MAX_CALIBRATION_SCORES:
         scores = rng.choice(scores, MAX_CALIBRATION_SCORES, replace=False)
     return TaskCalibration(decoder.kind, n_cells, temperature, np.sort(scores))
+
+
+def _warn_unseen(name, labels, n_cells):
+    """Warn that ``n_cells`` calibration cells of task ``name``, holding ``labels`` that
+    fit never saw, are left out (the network has no output for them)."""
+    n_cells = int(n_cells)
+    if not n_cells:
+        return
+    labels = sorted((getattr(v, "item", lambda v=v: v)() for v in labels), key=str)
+    shown = ", ".join(map(repr, labels[:5])) + (f" and {len(labels) - 5} more" * (len(labels) > 5))
+    warnings.warn(
+        f"task {name!r}: labels never seen in fit ({shown}), in {n_cells} calibration "
+        f"cell{'s' * (n_cells > 1)}, are left out of its calibration (the model has no "
+        "output for them)",
+        CalibrationWarning,
+        stacklevel=5,
+    )
 
 
 def calibrate(decoders, outputs, y, *, skip_unlabelled=False):
@@ -262,7 +282,14 @@ def calibrate(decoders, outputs, y, *, skip_unlabelled=False):
     return Calibration(tasks)
 
 
-def _check_coverage(coverage):
+def check_coverage(coverage):
+    """``coverage`` as a float strictly between 0 and 1, or a ValueError naming it (NaN too).
+
+    Examples
+    --------
+    >>> check_coverage(0.9)
+    0.9
+    """
     if isinstance(coverage, bool) or not isinstance(coverage, (float, int, np.floating)):
         raise ValueError(f"coverage must be a number between 0 and 1; got {coverage!r}")
     if not 0 < coverage < 1:
@@ -318,6 +345,16 @@ class Calibration:
             )
         return q
 
+    def check_tasks(self, decoders):
+        """Refuse, naming it, a task of ``decoders`` that has intervals or sets (not a
+        multi-label one) but no calibration."""
+        for name, decoder in decoders.items():
+            if decoder.kind != MULTILABEL and name not in self.tasks:
+                raise ValueError(
+                    f"task {name!r} is not calibrated (no labelled cell in the validation "
+                    "rows of fit): call calibrate(X, y) with held-out rows labelled for it"
+                )
+
     def intervals(self, decoders, outputs, index, coverage=0.9):
         """What ``predict_interval`` returns (see the estimator's method).
 
@@ -330,16 +367,12 @@ class Calibration:
         index : pandas Index
         coverage : float, default=0.9
         """
-        coverage = _check_coverage(coverage)
+        coverage = check_coverage(coverage)
+        self.check_tasks(decoders)
         columns = {}
         for name, decoder in decoders.items():
             if decoder.kind == MULTILABEL:
                 continue
-            if name not in self.tasks:
-                raise ValueError(
-                    f"task {name!r} is not calibrated (no labelled cell in the validation "
-                    "rows of fit): call calibrate(X, y) with held-out rows labelled for it"
-                )
             q = self.quantile(name, coverage)
             out = np.asarray(outputs[name], dtype=np.float32)
             if decoder.kind == REGRESSION:

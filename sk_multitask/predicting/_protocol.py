@@ -7,9 +7,11 @@ network's raw outputs (:meth:`MultiTaskPredictor._raw_outputs`: torch and skorch
 ONNX Runtime) and in where each cell's training loss comes from
 (:meth:`MultiTaskPredictor._cell_loss`). :func:`checked_outputs` is the one check of
 ``X`` against ``y`` and ``sample_weight``, used by every method here, the report and the
-figures. This module imports numpy and pandas only; scikit-learn is imported by the
-methods that score (``evaluate``, ``score``, ``top_losses``), with a one-line error
-naming it where it is not installed.
+figures; :func:`interval_calibration` what intervals need, checked before any image is
+read (by :meth:`~MultiTaskPredictor.predict_interval` and the command line). This module
+imports numpy and pandas only; scikit-learn is imported by the methods that score
+(``evaluate``, ``score``, ``top_losses``), with a one-line error naming it where it is
+not installed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from numbers import Integral
 
 from ..evaluation._diagnostics import top_loss_table
-from ..predicting._calibration import calibrated_outputs, interval_metrics
+from ..predicting._calibration import calibrated_outputs, check_coverage, interval_metrics
 from ..targets import check_aligned, check_sample_weight, check_targets, check_task
 from ..targets._outputs import decoders, prediction_frame, probability_frames, split_outputs
 
@@ -73,6 +75,38 @@ def checked_outputs(model, X, y, sample_weight=None):
     outputs, index = model.predict_raw(X)
     y = check_targets(y, model.tasks_, len(index))
     return outputs, index, y, check_sample_weight(sample_weight, len(index))
+
+
+def interval_calibration(model, coverage, tasks=None):
+    """What :meth:`MultiTaskPredictor.predict_interval` needs, checked before any image is
+    read: ``coverage`` strictly between 0 and 1, and a calibration of every task that has
+    intervals or sets (all but multi-label ones).
+
+    Parameters
+    ----------
+    model : MultiTaskPredictor
+        A fitted estimator or ONNX predictor.
+    coverage : float
+    tasks : list, default=None
+        The tasks whose intervals are asked (``evaluate`` measures those of ``y``);
+        None: every task.
+
+    Returns
+    -------
+    calibration : Calibration
+        ``model.calibration_``.
+    coverage : float
+
+    Raises
+    ------
+    ValueError
+        Naming the coverage, or saying how the model (or which task) gets calibrated.
+    """
+    coverage = check_coverage(coverage)
+    calibration = model._calibration()
+    fitted = decoders(model.tasks_)
+    calibration.check_tasks(fitted if tasks is None else {name: fitted[name] for name in tasks})
+    return calibration, coverage
 
 
 class MultiTaskPredictor:
@@ -170,8 +204,9 @@ class MultiTaskPredictor:
         X : image input
             As for :meth:`predict_raw`.
         coverage : float, default=0.9
-            Strictly between 0 and 1. Too few calibration cells for it: the interval is
-            unbounded, the set holds every class, and a
+            Strictly between 0 and 1; it and the calibration are checked before any
+            image is read (:func:`interval_calibration`). Too few calibration cells for
+            it: the interval is unbounded, the set holds every class, and a
             :class:`~sk_multitask.exceptions.CalibrationWarning` names the task and its
             count.
 
@@ -184,7 +219,7 @@ class MultiTaskPredictor:
             probability is at least a threshold). Multi-label tasks have none. The row of
             an image skipped as unreadable is missing.
         """
-        calibration = self._calibration()
+        calibration, coverage = interval_calibration(self, coverage)
         outputs, index = self.predict_raw(X)
         return calibration.intervals(decoders(self.tasks_), outputs, index, coverage)
 
@@ -224,7 +259,9 @@ class MultiTaskPredictor:
             the calibrated ones once calibrated.
         """
         metrics = scoring_module("evaluate")
-        calibration = None if coverage is None or per_class else self._calibration()
+        calibration = None
+        if coverage is not None and not per_class:
+            coverage, calibration = check_coverage(coverage), self._calibration()
         outputs, _, y, sample_weight = checked_outputs(self, X, y, sample_weight)
         fitted = decoders(self.tasks_)
         tasks = {name: fitted[name] for name in y.columns}

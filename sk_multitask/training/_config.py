@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..inputs._decoding import MAX_IMAGE_SIZE, as_size
+from ..inputs._files import unwritable
 from ..network._backbones import (
     check_backbone,
     check_single_image_batches,
@@ -170,7 +171,7 @@ def check_parameters(config, warm=None):
     check_callbacks(config.callbacks)
     check_loss_options(config.loss_weights, config.regression_loss)
     check_class_weight_option(config.class_weight)
-    check_writable_folder(config.cache_dir, "cache_dir")
+    check_writable_folder(config.cache_dir, "cache_dir", readable=True)
     check_writable_folder(config.checkpoint_dir, "checkpoint_dir")
     if config.batch_size == 1:
         check_single_image_batches(config.backbone, image_size)
@@ -213,9 +214,13 @@ def check_image_size_bound(image_size):
         )
 
 
-def check_writable_folder(path, parameter):
+def check_writable_folder(path, parameter, readable=False):
     """Refuse a folder (``cache_dir``, ``checkpoint_dir``) that cannot be created or
     written, before any data is read; a folder that does not exist yet is not created.
+
+    With ``readable`` (a disk cache, which may hold every image already), an existing
+    folder that can be read passes: whether something must be written into it is known
+    once the images are (:func:`~sk_multitask.inputs._disk_cache.disk_cached_images`).
 
     Raises
     ------
@@ -225,14 +230,9 @@ def check_writable_folder(path, parameter):
     if path is None:
         return
     path = os.path.abspath(os.fspath(path))
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    cause = None
-    if not os.path.isdir(existing):
-        cause = f"{existing!r} is not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        cause = f"{existing!r} is not writable"
+    if readable and os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK):
+        return
+    cause = unwritable(path)
     if cause is not None:
         raise ValueError(f"{parameter}={path!r} cannot be written: {cause}")
 

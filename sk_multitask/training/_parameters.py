@@ -287,7 +287,9 @@ FINGERPRINT_PARAMS = tuple(name for name, p in PARAMETERS.items() if p.fingerpri
 def parameter_constraints():
     """The estimator's ``_parameter_constraints``: scikit-learn's, from the table.
 
-    Imports scikit-learn (and torch, for the backbone's class).
+    Imports scikit-learn (and torch, for the backbone's class). A number's interval
+    refuses booleans, which scikit-learn's takes for the ints they are
+    (``max_epochs=True`` is no number of epochs).
 
     Examples
     --------
@@ -295,12 +297,18 @@ def parameter_constraints():
     ...     print(constraint)
     an int in the range [0, inf)
     a str among {'auto'}
+    >>> [c.is_satisfied_by(True) for c in parameter_constraints()["max_epochs"]]
+    [False]
     """
     from sklearn.utils import _param_validation as sklearn
 
+    class NumberInterval(sklearn.Interval):
+        def is_satisfied_by(self, val):
+            return not isinstance(val, bool) and super().is_satisfied_by(val)
+
     def made(constraint):
         if isinstance(constraint, Interval):
-            return sklearn.Interval(
+            return NumberInterval(
                 constraint.type, constraint.left, constraint.right, closed=constraint.closed
             )
         if isinstance(constraint, StrOptions):

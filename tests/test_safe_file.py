@@ -123,14 +123,18 @@ def test_dtypes_classes_and_missing_cells_round_trip(image_set, tmp_path):
     assert_same_outputs(est, loaded, X, y)
 
 
-def test_parameters_of_any_json_shape_round_trip(fitted, tmp_path):
-    est = copy.deepcopy(fitted).set_params(
-        image_root=pathlib.Path(fitted.image_root),
+def test_parameters_of_any_json_shape_round_trip(image_set, tmp_path):
+    rows = image_set.iloc[:32]
+    est = small_estimator(
+        rows,
+        image_root=pathlib.Path(rows.attrs["image_root"]),
         image_size=(16, 16),
         loss_weights={"color": 2.0, "shape": 1, "area": np.float64(0.5)},
         tasks={"area": "regression"},
         class_weight={"color": {"red": 2.0}},
-    )
+        max_epochs=1,
+        valid_split=None,
+    ).fit(rows, rows[TARGETS])
     est.net_.criterion_.weights.copy_(torch.tensor([2.0, 1.0, 0.5]))
     loaded = load(est.save(tmp_path / "m.skmt"))
     assert loaded.get_params() == est.get_params()

@@ -77,7 +77,7 @@ def _write(estimator, file, with_params=True):
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator)
-    document = model_document(estimator, with_params)
+    document = model_document(estimator, with_params, action="save" if with_params else "pickle")
     weights = save_tensors(net_state(estimator.net_))
     document["weights_sha256"] = hashlib.sha256(weights).hexdigest()
     with zipfile.ZipFile(file, "w") as archive:

@@ -49,9 +49,11 @@ __getattr__, __dir__, __all__ = _lazy_exports(
         "_parameters": [
             "DEFAULTS",
             "FINGERPRINT_PARAMS",
+            "NETWORK_PARAMS",
             "PARAMETERS",
             "RUNTIME_PARAMS",
             "SECRET_PARAMS",
+            "check_network_unchanged",
             "parameter_constraints",
         ],
     },

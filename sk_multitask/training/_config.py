@@ -30,7 +30,7 @@ from ..network._backbones import (
 from ..network._loss import check_loss_options
 from ..network._weighting import check_class_weight_option
 from ..targets import check_task_names
-from ._parameters import DEFAULTS, FINGERPRINT_PARAMS
+from ._parameters import DEFAULTS, FINGERPRINT_PARAMS, NETWORK_PARAMS
 from .callbacks import check_callbacks
 
 
@@ -47,6 +47,11 @@ class _ConfigMethods:
         """The parameters that decide what a fit learns (a checkpoint's fingerprint):
         :data:`~sk_multitask.training._parameters.FINGERPRINT_PARAMS`."""
         return {name: getattr(self, name) for name in FINGERPRINT_PARAMS}
+
+    def network_params(self):
+        """The parameters that decide the network a fit builds (fixed by the fit):
+        :data:`~sk_multitask.training._parameters.NETWORK_PARAMS`."""
+        return {name: getattr(self, name) for name in NETWORK_PARAMS}
 
     def one_epoch(self):
         """The config of one ``partial_fit`` call: one epoch, continuing the fitted

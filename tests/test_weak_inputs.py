@@ -1,8 +1,42 @@
 """Weak cases of the estimator's parameters and data (issue 26): each refused in one line
 naming its cause before any work is done, or handled so that the result is usable."""
 
+import struct
+import zlib
+
+import numpy as np
 import pytest
 from conftest import TARGETS, small_estimator
+from PIL import Image
+
+from sk_multitask.exceptions import BadImageError, BadImageWarning
+
+
+@pytest.fixture(scope="module")
+def rows(image_set):
+    return image_set.iloc[:48]
+
+
+@pytest.fixture(scope="module")
+def pixels(rows):
+    """The 48 images of ``rows`` as a uint8 array (N, 16, 16, 3)."""
+    root = rows.attrs["image_root"]
+    return np.stack(
+        [np.asarray(Image.open(f"{root}/{name}").convert("RGB")) for name in rows["filename"]]
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted_once(rows):
+    return small_estimator(rows, max_epochs=1, valid_split=None).fit(rows, rows[TARGETS])
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor(fitted_once, tmp_path_factory):
+    pytest.importorskip("onnxscript")
+    from sk_multitask.onnx import OnnxPredictor
+
+    return OnnxPredictor(fitted_once.export_onnx(tmp_path_factory.mktemp("onnx") / "m.onnx"))
 
 
 @pytest.mark.parametrize("name", ["max_epochs", "batch_size", "patience", "lr", "tta"])
@@ -10,3 +44,76 @@ def test_a_boolean_is_not_a_number(image_set, name):
     est = small_estimator(image_set, **{name: True})
     with pytest.raises(ValueError, match=rf"'{name}' parameter .* must be .*Got True instead"):
         est.fit(image_set, image_set[TARGETS])
+
+
+# -- images without pixels -------------------------------------------------------------
+
+
+def _png_of_width_zero():
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 0, 5, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+#: Images without pixels, as each kind of in-memory image.
+EMPTY = {
+    "array": np.zeros((0, 32, 3), np.uint8),
+    "PIL": Image.new("RGB", (0, 0)),
+    "bytes": _png_of_width_zero(),
+}
+
+
+def _with_empty_second(pixels, empty):
+    return [pixels[0], empty, *pixels[2:]]
+
+
+@pytest.mark.parametrize("kind", list(EMPTY))
+def test_an_image_without_pixels_is_a_bad_image_named_by_its_row(
+    fitted_once, onnx_predictor, pixels, kind
+):
+    X = _with_empty_second(pixels, EMPTY[kind])
+    for model in (fitted_once, onnx_predictor):
+        with pytest.raises(BadImageError, match=r"'X\[1\]'") as raised:
+            model.predict(X)
+        assert raised.value.path == "X[1]"
+
+
+@pytest.mark.parametrize("kind", list(EMPTY))
+def test_skip_gives_an_image_without_pixels_missing_predictions(
+    fitted_once, onnx_predictor, pixels, kind
+):
+    X = _with_empty_second(pixels, EMPTY[kind])
+    for model in (fitted_once, onnx_predictor):
+        model.on_bad_image = "skip"
+        try:
+            with pytest.warns(BadImageWarning, match=r"'X\[1\]'"):
+                predicted = model.predict(X)
+        finally:
+            model.on_bad_image = "raise"
+        assert predicted.iloc[1].isna().all() and predicted.drop(index=1).notna().all().all()
+
+
+@pytest.mark.parametrize("kind", ["array", "PIL"])
+def test_fit_refuses_or_skips_an_image_without_pixels(rows, pixels, kind):
+    X, y = _with_empty_second(pixels, EMPTY[kind]), rows[TARGETS]
+    with pytest.raises(BadImageError, match=r"'X\[1\]'.*no pixels"):
+        small_estimator(rows, max_epochs=1, valid_split=None).fit(X, y)
+    est = small_estimator(rows, max_epochs=1, valid_split=None, on_bad_image="skip")
+    with pytest.warns(BadImageWarning, match=r"'X\[1\]' \(no pixels"):
+        est.fit(X, y)
+    assert est.skipped_images_ == ["X[1]"]
+    assert est.data_sizes_.loc["rows", "train"] == len(rows) - 1
+
+
+def test_an_array_of_images_without_pixels_is_refused(fitted_once, onnx_predictor, rows):
+    X = np.zeros((2, 0, 32, 3), np.uint8)
+    message = r"X has shape \(2, 0, 32, 3\): its images have no pixels"
+    for model in (fitted_once, onnx_predictor):
+        with pytest.raises(BadImageError, match=message):
+            model.predict(X)
+    with pytest.raises(BadImageError, match=message):
+        small_estimator(rows, on_bad_image="skip").fit(X, rows[TARGETS].iloc[:2])

@@ -5,6 +5,7 @@ import struct
 import zlib
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import TARGETS, small_estimator
 from PIL import Image
@@ -117,3 +118,19 @@ def test_an_array_of_images_without_pixels_is_refused(fitted_once, onnx_predicto
             model.predict(X)
     with pytest.raises(BadImageError, match=message):
         small_estimator(rows, on_bad_image="skip").fit(X, rows[TARGETS].iloc[:2])
+
+
+# -- arrays with negative strides --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "view",
+    [lambda X: X[:, ::-1], lambda X: X[..., ::-1], lambda X: list(X[:, :, ::-1])],
+    ids=["rows reversed", "channels reversed", "list of flipped images"],
+)
+def test_an_array_with_negative_strides_is_read_as_its_copy(fitted_once, rows, pixels, view):
+    X = view(pixels)
+    copied = [image.copy() for image in X] if isinstance(X, list) else X.copy()
+    pd.testing.assert_frame_equal(fitted_once.predict(X), fitted_once.predict(copied))
+    est = small_estimator(rows, max_epochs=1, valid_split=None, cache=True)
+    est.fit(X, rows[TARGETS])

@@ -285,7 +285,8 @@ def array_pixels(image, image_size):
 
     One channel is repeated, a fourth (alpha) dropped; the resize is that of
     :func:`read_image`. An RGB image that already has the size is returned as is
-    (no copy).
+    (no copy), unless it is a view with reversed or scattered rows (``X[:, ::-1]``,
+    ``X[..., ::-1]``), which is copied: torch takes no negative strides.
     """
     image = np.asarray(image)
     if image.ndim == 2 or image.shape[2] == 1:
@@ -294,7 +295,7 @@ def array_pixels(image, image_size):
         image = image[..., :3]
     size = as_size(image_size)
     if image.shape[:2] == size:
-        return image
+        return np.ascontiguousarray(image)
     return np.array(_resized(Image.fromarray(np.ascontiguousarray(image)), size))
 
 

@@ -1,12 +1,14 @@
 """Weak cases of the estimator's parameters and data (issue 26): each refused in one line
 naming its cause before any work is done, or handled so that the result is usable."""
 
+import copy
 import struct
 import zlib
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import TARGETS, small_estimator
 from PIL import Image
 
@@ -134,3 +136,55 @@ def test_an_array_with_negative_strides_is_read_as_its_copy(fitted_once, rows, p
     pd.testing.assert_frame_equal(fitted_once.predict(X), fitted_once.predict(copied))
     est = small_estimator(rows, max_epochs=1, valid_split=None, cache=True)
     est.fit(X, rows[TARGETS])
+
+
+# -- parameters refused before any image is read ---------------------------------------
+
+
+def _not_optimizer(params, lr):
+    return None
+
+
+def _without_lr(params):
+    return torch.optim.SGD(params, lr=0.1)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"checkpoint_dir": ""}, r"^checkpoint_dir='' names no folder"),
+        ({"cache_dir": ""}, r"^cache_dir='' names no folder"),
+        ({"device": "meta"}, r"^device='meta' holds no data"),
+        (
+            {"optimizer": _without_lr},
+            r"^optimizer _without_lr cannot be called as optimizer\(param_groups, lr=lr\).*"
+            r"unexpected keyword argument 'lr'",
+        ),
+        (
+            {"optimizer": _not_optimizer},
+            r"^optimizer _not_optimizer must return a torch.optim.Optimizer.*returned NoneType",
+        ),
+    ],
+    ids=["checkpoint_dir ''", "cache_dir ''", "meta", "optimizer without lr", "no optimizer"],
+)
+def test_a_parameter_that_cannot_work_is_refused_before_reading_images(
+    rows, params, message, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # '' would have been the working folder
+    missing = rows.assign(filename="missing.png")  # read, they would fail otherwise
+    with pytest.raises(ValueError, match=message):
+        small_estimator(rows, **params).fit(missing, missing[TARGETS])
+    assert not list(tmp_path.iterdir())
+
+
+def test_predicting_refuses_an_empty_cache_dir(fitted_once, rows):
+    with pytest.raises(ValueError, match=r"^cache_dir='' names no folder"):
+        copy.deepcopy(fitted_once).set_params(cache_dir="").predict(rows)
+
+
+def test_a_plain_function_returning_a_torch_optimizer_trains(rows):
+    def sgd(params, lr):
+        return torch.optim.SGD(params, lr=lr)
+
+    est = small_estimator(rows, max_epochs=1, valid_split=None, optimizer=sgd)
+    assert isinstance(est.fit(rows, rows[TARGETS]).net_.optimizer_, torch.optim.SGD)

@@ -188,3 +188,26 @@ def test_a_plain_function_returning_a_torch_optimizer_trains(rows):
 
     est = small_estimator(rows, max_epochs=1, valid_split=None, optimizer=sgd)
     assert isinstance(est.fit(rows, rows[TARGETS]).net_.optimizer_, torch.optim.SGD)
+
+
+# -- sample weights: their scale does not matter -----------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e-320, 1e308])
+def test_weights_count_relative_to_each_other_whatever_their_scale(rows, scale):
+    y = rows[TARGETS]
+    relative = np.where(np.arange(len(rows)) % 3 == 0, 0.5, 1.0)
+    reference = small_estimator(rows, max_epochs=1).fit(rows, y, sample_weight=relative)
+    scaled = small_estimator(rows, max_epochs=1).fit(rows, y, sample_weight=relative * scale)
+    for key in ("train_loss", "valid_loss"):
+        assert scaled.history_[:, key] == reference.history_[:, key]
+        assert np.isfinite(scaled.history_[:, key]).all() and scaled.history_[-1, key] > 0
+    pd.testing.assert_frame_equal(
+        scaled.evaluate(rows, y, sample_weight=relative * scale),
+        reference.evaluate(rows, y, sample_weight=relative),
+    )
+
+
+def test_scoring_with_weights_all_zero_says_so(fitted_once, rows):
+    with pytest.raises(ValueError, match="^sample_weight is zero on every row: there is nothing"):
+        fitted_once.score(rows, rows[TARGETS], sample_weight=np.zeros(len(rows)))

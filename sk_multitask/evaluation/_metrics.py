@@ -158,6 +158,8 @@ def task_scores(tasks, outputs, y, metrics=None, sample_weight=None):
             truth, predicted = label_codes(truth, predicted)
         scores[name] = float(metric(truth, predicted, **_weights(sample_weight, scored)))
     if not scores:
+        if sample_weight is not None and not sample_weight.any():
+            raise ValueError("sample_weight is zero on every row: there is nothing to score")
         raise ValueError("y has no labelled cell in any task: nothing to score")
     return scores
 

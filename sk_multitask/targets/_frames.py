@@ -233,7 +233,13 @@ def check_same_tasks(fitted, tasks, method="warm_start"):
 
 
 def check_sample_weight(sample_weight, n_rows):
-    """Row weights as a float64 array of ``n_rows`` finite non-negative values.
+    """Row weights as a float64 array of ``n_rows`` finite non-negative values, the
+    largest 1.
+
+    Every loss and metric they weight is a weighted mean, which their scale does not
+    change; scaled, weights of 1e-320 (which float32, the training's precision, holds
+    as 0: nothing would train) or 1e308 (whose sums overflow to infinity) weigh as
+    weights of 1 do. Weights of one are kept as they are.
 
     Parameters
     ----------
@@ -255,6 +261,8 @@ def check_sample_weight(sample_weight, n_rows):
     --------
     >>> check_sample_weight([1, 0.5], 2)
     array([1. , 0.5])
+    >>> check_sample_weight([1e-320, 2e-320], 2)
+    array([0.5, 1. ])
     >>> check_sample_weight([1, -1], 2)
     Traceback (most recent call last):
     ...
@@ -277,7 +285,8 @@ def check_sample_weight(sample_weight, n_rows):
             raise ValueError(
                 f"sample_weight must be {what}; got {weights[position]} at position {position}"
             )
-    return weights
+    largest = weights.max(initial=0.0)
+    return weights / largest if largest > 0 else weights
 
 
 def check_trainable(y_train):

@@ -211,3 +211,19 @@ def test_weights_count_relative_to_each_other_whatever_their_scale(rows, scale):
 def test_scoring_with_weights_all_zero_says_so(fitted_once, rows):
     with pytest.raises(ValueError, match="^sample_weight is zero on every row: there is nothing"):
         fitted_once.score(rows, rows[TARGETS], sample_weight=np.zeros(len(rows)))
+
+
+# -- cross-validation: a fold where a task has no labelled cell -------------------------
+
+
+def test_a_fold_without_a_tasks_labels_scores_it_nan(rows):
+    from sklearn.model_selection import KFold, cross_validate
+
+    from sk_multitask.evaluation import multitask_scorer
+
+    y = rows[TARGETS].copy()
+    y.loc[y.index[32:], "shape"] = None  # the last fold has no shape label
+    est = small_estimator(rows, max_epochs=1, valid_split=None)
+    results = cross_validate(est, rows, y, cv=KFold(3), scoring=multitask_scorer())
+    assert np.isnan(results["test_shape"][2]) and np.isfinite(results["test_shape"][:2]).all()
+    assert np.isfinite(results["test_mean"]).all()

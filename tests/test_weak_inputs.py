@@ -227,3 +227,15 @@ def test_a_fold_without_a_tasks_labels_scores_it_nan(rows):
     results = cross_validate(est, rows, y, cv=KFold(3), scoring=multitask_scorer())
     assert np.isnan(results["test_shape"][2]) and np.isfinite(results["test_shape"][:2]).all()
     assert np.isfinite(results["test_mean"]).all()
+
+
+# -- a Hugging Face Dataset as y ------------------------------------------------------------
+
+
+def test_a_hugging_face_dataset_as_y_is_read_as_its_table(fitted_once, rows):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_pandas(rows, preserve_index=False)
+    est = small_estimator(rows, max_epochs=1, valid_split=None)
+    est.fit(ds, ds.select_columns(TARGETS))
+    pd.testing.assert_frame_equal(est.predict(rows), fitted_once.predict(rows))
+    assert est.score(ds, ds.select_columns(TARGETS)) == fitted_once.score(rows, rows[TARGETS])

@@ -78,7 +78,8 @@ def target_frame(y):
     """``y`` as a DataFrame of one column per task.
 
     A Series becomes one column (named ``"target"`` when it has no name); a 1-D or
-    2-D array becomes a frame with default column names.
+    2-D array becomes a frame with default column names; a Hugging Face
+    ``datasets.Dataset`` (``ds.select_columns([...])``) becomes its ``to_pandas()``.
 
     Raises
     ------
@@ -86,6 +87,8 @@ def target_frame(y):
         If ``y`` has more than two dimensions, no column, or duplicate column names
         (also once turned into strings: ``1`` and ``"1"``).
     """
+    if _is_hf_dataset(y):  # as X: one column per feature (a ClassLabel's integers)
+        y = y.to_pandas()
     if isinstance(y, pd.Series):
         y = y.to_frame(name="target" if y.name is None else y.name)
     elif not isinstance(y, pd.DataFrame):
@@ -111,6 +114,12 @@ def target_frame(y):
         for name, column in lists.items():
             y[name] = column
     return y
+
+
+def _is_hf_dataset(y):
+    """Whether ``y`` is a Hugging Face ``datasets.Dataset`` (told by its type's module:
+    ``datasets`` is not imported for it)."""
+    return type(y).__module__.partition(".")[0] == "datasets" and hasattr(y, "to_pandas")
 
 
 def _label_lists(column):

@@ -21,6 +21,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "PRETRAINED",
             "TIMM_PREFIX",
             "SimpleCNN",
+            "backbone_state_shapes",
             "build_backbone",
             "check_backbone",
             "check_single_image_batches",

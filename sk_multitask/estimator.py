@@ -29,7 +29,7 @@ from .training._config import TrainingConfig, WarmStart, seeded
 from .training._distributed import dask_worker_threads
 from .training._fit_data import fitted_attributes, prepare_fit
 from .training._lr_finder import find_lr
-from .training._parameters import parameter_constraints
+from .training._parameters import check_network_unchanged, parameter_constraints
 from .training.callbacks import load_checkpoint
 
 __all__ = ["MultiTaskImageEstimator", "load"]
@@ -261,6 +261,14 @@ class MultiTaskImageEstimator(
     pretrained_ : bool
         Whether the backbone started from pretrained weights (in the first fit, for a
         warm start): a ``warm_start`` fit keeps their recipe (``backbone_lr_scale``).
+    network_params_ : dict
+        The parameters that built the network, as ``fit`` took them: ``backbone``,
+        ``weights``, ``image_size``, ``tasks``, ``loss_weights``, ``class_weight``,
+        ``regression_loss`` (those the parameter table marks ``network``). Setting one
+        of them after ``fit`` changes nothing fitted (``predict`` and the other methods
+        use the fitted network), but ``partial_fit``, a ``warm_start`` fit, :meth:`save`,
+        the pickle and :meth:`export_onnx` then refuse, naming it, until a new ``fit``.
+        A saved model's parameters are these.
     skipped_images_ : list of str
         The image files left out of training (``on_bad_image="skip"``); empty when
         every image was read.
@@ -678,6 +686,8 @@ class MultiTaskImageEstimator(
         if not ((partial or self.warm_start) and hasattr(self, "net_")):
             return None
         method = "partial_fit" if partial else "warm_start"
+        params = self.get_params(deep=False)
+        check_network_unchanged(self.network_params_, params, self.image_size_, method)
         return WarmStart(self.net_, self.tasks_, self.image_size_, self.pretrained_, method)
 
     def _set_fitted(self, net, data):

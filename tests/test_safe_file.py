@@ -123,14 +123,18 @@ def test_dtypes_classes_and_missing_cells_round_trip(image_set, tmp_path):
     assert_same_outputs(est, loaded, X, y)
 
 
-def test_parameters_of_any_json_shape_round_trip(fitted, tmp_path):
-    est = copy.deepcopy(fitted).set_params(
-        image_root=pathlib.Path(fitted.image_root),
+def test_parameters_of_any_json_shape_round_trip(image_set, tmp_path):
+    rows = image_set.iloc[:32]
+    est = small_estimator(
+        rows,
+        image_root=pathlib.Path(rows.attrs["image_root"]),
         image_size=(16, 16),
         loss_weights={"color": 2.0, "shape": 1, "area": np.float64(0.5)},
         tasks={"area": "regression"},
         class_weight={"color": {"red": 2.0}},
-    )
+        max_epochs=1,
+        valid_split=None,
+    ).fit(rows, rows[TARGETS])
     est.net_.criterion_.weights.copy_(torch.tensor([2.0, 1.0, 0.5]))
     loaded = load(est.save(tmp_path / "m.skmt"))
     assert loaded.get_params() == est.get_params()
@@ -407,6 +411,14 @@ def with_first_task(document, **change):
     return document | {"tasks": [document["tasks"][0] | change, *document["tasks"][1:]]}
 
 
+def naming_backbone(name):
+    """A change of a document: it names backbone ``name`` (its weights stay the small CNN's)."""
+    return lambda d: d | {
+        "params": d["params"] | {"backbone": name},
+        "backbone": {"name": name, "class": None},
+    }
+
+
 #: How much a file may add to the peak memory of a process loading it (crafted files
 #: cost gigabytes without the caps; loading a good model adds a few megabytes).
 MEMORY_BOUND_MB = 200
@@ -442,6 +454,8 @@ def crafted(saved, tmp_path_factory):
             saved, folder / "big.skmt", lambda d: d | {"image_size": [4096] * 2}
         ),
         "padded weights": craft(saved, folder / "weights.skmt", weights=weights + b"\0" * 2**20),
+        # 640 million parameters: building it took 3.4 GB before its weights were refused
+        "huge backbone": craft(saved, folder / "regnet.skmt", naming_backbone("regnet_y_128gf")),
     }
     return saved, files
 
@@ -465,6 +479,7 @@ def test_crafted_files_are_refused_within_a_memory_bound(crafted):
         "huge image": "image_size is not two integers from 1 to 4096",
         "largest image": None,  # loads: the dry run that finds the feature size is bounded
         "padded weights": "the weights are not the",
+        "huge backbone": "the weights do not fit backbone 'regnet_y_128gf'",
     }
     for case, path in files.items():
         grown, error = results[str(path)]
@@ -483,6 +498,11 @@ def test_crafted_files_are_refused_within_a_memory_bound(crafted):
         (lambda d: d | {"tasks": d["tasks"][:2]}, "more heads than the document has tasks"),
         (lambda d: d | {"params": d["params"] | {"colour": 1}}, r"unknown parameters \['colour'\]"),
         (lambda d: d | {"format_version": 3}, r"format version 3.*reads format versions up to 2"),
+        (
+            naming_backbone("resnet18"),
+            r"do not fit backbone 'resnet18', which the model document names: its tensor "
+            r"'conv1.weight' has shape \[64, 3, 7, 7\], the file's none; nothing was built",
+        ),
     ],
 )
 def test_a_document_that_does_not_fit_its_weights_is_refused(saved, tmp_path, change, match):

@@ -23,6 +23,7 @@ from ..targets import (
     REGRESSION,
     binarize,
     check_task_names,
+    target_frame,
 )
 
 #: The metrics by name: scikit-learn's scorers of those names (higher-is-better). The
@@ -158,6 +159,8 @@ def task_scores(tasks, outputs, y, metrics=None, sample_weight=None):
             truth, predicted = label_codes(truth, predicted)
         scores[name] = float(metric(truth, predicted, **_weights(sample_weight, scored)))
     if not scores:
+        if sample_weight is not None and not sample_weight.any():
+            raise ValueError("sample_weight is zero on every row: there is nothing to score")
         raise ValueError("y has no labelled cell in any task: nothing to score")
     return scores
 
@@ -345,6 +348,10 @@ class MultitaskScorer:
     Made by :func:`multitask_scorer`. Under scikit-learn's metadata routing,
     ``set_score_request(sample_weight=True)`` makes a search or ``cross_validate`` pass
     it the routed ``sample_weight``, as it does scikit-learn's own scorers.
+
+    Every column of ``y`` has its key, so that the folds of a search agree: a task
+    with no labelled cell in a fold scores NaN there, and ``"mean"`` is the mean over
+    the tasks scored (as :meth:`~MultiTaskImageEstimator.score` is).
     """
 
     def __init__(self, metrics=None):
@@ -352,8 +359,9 @@ class MultitaskScorer:
         self.sample_weight_request = None  # routing's default: not requested
 
     def __call__(self, estimator, X, y, sample_weight=None):
-        scores = estimator._task_scores(X, y, self.metrics, sample_weight)
-        scores["mean"] = float(np.mean(list(scores.values())))
+        scored = estimator._task_scores(X, y, self.metrics, sample_weight)
+        scores = {name: scored.get(name, np.nan) for name in target_frame(y).columns}
+        scores["mean"] = float(np.mean(list(scored.values())))
         return scores
 
     def set_score_request(self, *, sample_weight=None):

@@ -57,6 +57,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "PICKLE_SUFFIXES",
             "atomic_path",
             "atomic_write",
+            "check_folder_named",
             "model_format",
             "same_file",
             "unwritable",

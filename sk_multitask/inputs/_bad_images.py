@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from ..exceptions import BadImageError, BadImageWarning
-from ._decoding import PIL_ERRORS, decode_image, open_image, source_name
+from ._decoding import PIL_ERRORS, decode_image, no_pixels, open_image, source_name
 from ._sources import MemoryImage, is_pixel_array
 from ._storage import is_url
 
@@ -103,8 +103,8 @@ def find_bad_images(images, verify=False):
     ----------
     images : sequence of str and MemoryImage, or uint8 ndarray
         As :func:`~sk_multitask.inputs._sources.resolve_images` returns them: file paths are
-        checked, encoded bytes too (an array or a PIL image is decoded already; a URL
-        only with ``verify``).
+        checked, encoded bytes too (an array or a PIL image is decoded already: only
+        one without pixels is bad; a URL only with ``verify``).
     verify : bool, default=False
 
     Returns
@@ -126,7 +126,7 @@ def _bad_image_reason(source, verify):
     """Why one image of :func:`find_bad_images` is bad, or None."""
     if isinstance(source, MemoryImage):
         if not isinstance(source.data, bytes):
-            return None  # decoded already
+            return no_pixels(source.data)  # decoded already: only its size can be wrong
         if not source.data:
             return "empty"
     elif is_url(source):

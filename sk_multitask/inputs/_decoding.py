@@ -221,7 +221,8 @@ def read_image(path, image_size):
         Naming the file, if it does not exist (a ``FileNotFoundError``).
     BadImageError
         Naming the file, if it cannot be decoded (a ``ValueError``), a decompression
-        bomb (above twice ``PIL.Image.MAX_IMAGE_PIXELS``) included, or, for a URL, read.
+        bomb (above twice ``PIL.Image.MAX_IMAGE_PIXELS``) and an image without pixels
+        (a side of 0) included, or, for a URL, read.
 
     Examples
     --------
@@ -253,6 +254,9 @@ def read_image(path, image_size):
 
 def _loaded(img, size, draft=True):
     """The opened image decoded, in RGB, reduced toward ``size``; and its EXIF orientation."""
+    empty = no_pixels(img)
+    if empty:  # resized, it would be a black image predicted with confidence
+        raise ValueError(empty)
     # A JPEG's EXIF is read with its header: without one there is nothing to turn.
     has_exif = img.format != "JPEG" or "exif" in img.info
     orientation = img.getexif().get(_ORIENTATION, 1) if has_exif else 1
@@ -264,12 +268,25 @@ def _loaded(img, size, draft=True):
     return _reduced_rgb(img, stored), orientation
 
 
+def no_pixels(image):
+    """Why an image (a PIL image or an ``(H, W[, C])`` array) has no pixels, or None.
+
+    Examples
+    --------
+    >>> no_pixels(np.zeros((0, 32, 3), np.uint8)), no_pixels(Image.new("RGB", (2, 1)))
+    ('no pixels (0x32)', None)
+    """
+    height, width = image.shape[:2] if isinstance(image, np.ndarray) else image.size[::-1]
+    return None if height and width else f"no pixels ({height}x{width})"
+
+
 def array_pixels(image, image_size):
     """Uint8 pixels ``(H, W, 3)`` of ``image_size`` from one ``(H, W[, C])`` array image.
 
     One channel is repeated, a fourth (alpha) dropped; the resize is that of
     :func:`read_image`. An RGB image that already has the size is returned as is
-    (no copy).
+    (no copy), unless it is a view with reversed or scattered rows (``X[:, ::-1]``,
+    ``X[..., ::-1]``), which is copied: torch takes no negative strides.
     """
     image = np.asarray(image)
     if image.ndim == 2 or image.shape[2] == 1:
@@ -278,7 +295,7 @@ def array_pixels(image, image_size):
         image = image[..., :3]
     size = as_size(image_size)
     if image.shape[:2] == size:
-        return image
+        return np.ascontiguousarray(image)
     return np.array(_resized(Image.fromarray(np.ascontiguousarray(image)), size))
 
 
@@ -287,9 +304,18 @@ def decode_image(source, image_size):
 
     ``source`` is a path or binary file object, an ``(H, W[, C])`` array
     (:func:`array_pixels`), or a :class:`~sk_multitask.inputs._sources.MemoryImage` of either kind.
+
+    Raises
+    ------
+    BadImageError
+        Naming the image, for an array without pixels (a side of 0) and as
+        :func:`read_image` raises.
     """
     pixels = source.data if isinstance(source, MemoryImage) else source
     if isinstance(pixels, np.ndarray):
+        empty = no_pixels(pixels)
+        if empty:
+            raise BadImageError(source_name(source), empty, what="image")
         return array_pixels(pixels, image_size)
     return read_image(source, image_size)
 

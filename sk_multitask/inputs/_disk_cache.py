@@ -44,7 +44,7 @@ import torch
 from ..exceptions import CacheDamageWarning, ImageNotFoundError
 from ._dataset import BadImageLog, decoded_batches
 from ._decoding import as_size
-from ._files import atomic_write, unwritable
+from ._files import atomic_write, check_folder_named, unwritable
 from ._sources import MemoryImage
 from ._storage import is_url
 
@@ -275,6 +275,7 @@ def disk_cached_images(paths, image_size, cache_dir, num_workers=0, skip=False):
     (8, (3, 16, 16))
     """
     height, width = as_size(image_size)
+    check_folder_named(cache_dir, "cache_dir")
     if os.path.isdir(cache_dir):
         _remove_stale_partials(cache_dir)
     keys = image_fingerprints(paths, (height, width), skip)

@@ -49,6 +49,29 @@ def model_format(path):
     )
 
 
+def check_folder_named(path, parameter):
+    """Refuse a folder parameter (``cache_dir``, ``checkpoint_dir``) that names no folder.
+
+    An empty name would be the working folder to some calls and no folder at all to
+    others (``os.makedirs('')``).
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter.
+
+    Examples
+    --------
+    >>> check_folder_named("cache", "cache_dir")
+    >>> check_folder_named("", "cache_dir")
+    Traceback (most recent call last):
+    ...
+    ValueError: cache_dir='' names no folder: give a folder's path, or None
+    """
+    if not os.fspath(path).strip():
+        raise ValueError(f"{parameter}={path!r} names no folder: give a folder's path, or None")
+
+
 def same_file(a, b):
     """Whether paths ``a`` and ``b`` name one file (through links too), existing or not.
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..exceptions import ROOT_HINT
+from ..exceptions import ROOT_HINT, BadImageError
 from ._storage import StorageUrl, check_protocols, is_url, join_url
 
 #: The kinds of one image, for the messages.
@@ -234,6 +234,10 @@ def _check_array(X):
         )
     if len(X) == 0:
         raise ValueError("X is empty: there are no images")
+    if 0 in X.shape[1:3]:  # every row: nothing would be left to skip
+        raise BadImageError(
+            "X[0]", "no pixels", f"X has shape {X.shape}: its images have no pixels (a side of 0)"
+        )
     return X
 
 

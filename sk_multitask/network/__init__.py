@@ -19,6 +19,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "TIMM_PREFIX",
             "WEIGHTS_SUFFIXES",
             "SimpleCNN",
+            "backbone_state_shapes",
             "build_backbone",
             "check_backbone",
             "check_single_image_batches",

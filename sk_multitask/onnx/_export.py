@@ -52,6 +52,7 @@ def export_onnx(estimator, path):
     except ImportError as exc:
         raise missing_onnx_extra("export_onnx", exc) from exc
     check_is_fitted(estimator)
+    metadata = json.dumps(model_document(estimator, action="export_onnx"))  # checked first
     module = copy.deepcopy(estimator.net_.module_).cpu().float().eval()
     module.channels_last = False  # a memory format means nothing in the graph
     example = torch.zeros(2, 3, *estimator.image_size_, dtype=torch.uint8)
@@ -65,7 +66,7 @@ def export_onnx(estimator, path):
         verbose=False,
     )
     model = program.model_proto
-    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(model_document(estimator))})
+    onnx.helper.set_model_props(model, {METADATA_KEY: metadata})
     path = os.fspath(path)
     with atomic_write(path) as file:
         file.write(model.SerializeToString())

@@ -37,7 +37,7 @@ import pandas as pd
 from .. import __version__
 from ..targets._cell_loss import CellLoss, regression_loss_names, static_task_weights
 from ..targets._outputs import OutputDecoder, task_from_dict, task_to_dict
-from ..training._parameters import RUNTIME_PARAMS
+from ..training._parameters import RUNTIME_PARAMS, check_network_unchanged
 from ._schema import FORMAT, FORMAT_VERSION, check_document, check_fields, data_sizes_frame
 
 #: The largest model document read, in bytes (a safe file's JSON member, an ONNX file's
@@ -151,7 +151,7 @@ def _plain(value):
 # -- building a document ---------------------------------------------------------------
 
 
-def model_document(estimator, with_params=True):
+def model_document(estimator, with_params=True, action="save"):
     """The document describing a fitted estimator: everything it knows but the weights.
 
     Parameters
@@ -160,13 +160,24 @@ def model_document(estimator, with_params=True):
     with_params : bool, default=True
         Record the parameters. A pickle holds them itself (any value, a callable
         optimizer too) and records none.
+    action : str, default="save"
+        What writes the document (``"save"``, ``"pickle"``, ``"export_onnx"``), named
+        in the error below.
 
     Returns
     -------
     dict
         JSON-able, with the keys listed in this module's description.
+
+    Raises
+    ------
+    ValueError
+        When a parameter that built the network was changed after ``fit``
+        (:func:`~sk_multitask.training._parameters.check_network_unchanged`): the
+        document would describe another network than the weights are.
     """
     params = estimator.get_params(deep=False)
+    check_network_unchanged(estimator.network_params_, params, estimator.image_size_, action)
     for name in RUNTIME_PARAMS:  # this machine's settings: a loaded model takes the loader's
         del params[name]
     backbone = params["backbone"]

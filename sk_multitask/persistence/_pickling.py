@@ -31,7 +31,7 @@ from ..predicting._calibration import read_calibration
 from ..targets._outputs import decoders
 from ..training._build import rebuild_saved_net
 from ..training._config import TrainingConfig, resolve_device
-from ..training._parameters import RUNTIME_PARAMS, SECRET_PARAMS
+from ..training._parameters import NETWORK_PARAMS, RUNTIME_PARAMS, SECRET_PARAMS
 from ._document import package_versions
 from ._safe_file import model_bytes, read_model
 from ._versions import InconsistentVersionWarning
@@ -45,7 +45,7 @@ OPTIMIZER_KEY = "_sk_multitask_optimizer"
 #: The fitted attributes the safe file's bytes carry: never pickled themselves.
 SAVED_ATTRIBUTES = (
     "net_", "history_", "tasks_", "image_size_", "data_sizes_", "skipped_images_", "best_epoch_",
-    "calibration_",
+    "calibration_", "network_params_",
 )  # fmt: skip
 #: The key pickles of sk-multitask 0.1.0 recorded the package version under.
 _OLD_VERSION_KEY = "_sk_multitask_version"
@@ -69,8 +69,10 @@ def restore_fitted(estimator, saved):
     Returns
     -------
     estimator
-        With ``net_``, ``tasks_``, ``history_`` and the fitted attributes the model
-        document gives.
+        With ``net_``, ``tasks_``, ``history_``, the fitted attributes the model
+        document gives, and ``network_params_``: the parameters that built the network
+        are the estimator's, since a model with any of them changed after ``fit`` is
+        never written (:func:`~sk_multitask.persistence._document.model_document`).
     """
     cuda = torch.cuda.is_available() or not estimator.device.startswith("cuda")
     device = resolve_device(estimator.device) if cuda else "cpu"  # a GPU model loads on a CPU
@@ -80,6 +82,7 @@ def restore_fitted(estimator, saved):
     for name, value in saved.model.fitted_attributes().items():
         setattr(estimator, name, value)
     estimator.calibration_ = read_calibration(saved.model.calibration, decoders(estimator.tasks_))
+    estimator.network_params_ = {name: getattr(estimator, name) for name in NETWORK_PARAMS}
     return estimator
 
 

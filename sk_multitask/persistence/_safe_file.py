@@ -25,6 +25,7 @@ import zipfile
 from dataclasses import dataclass
 
 from ..inputs._files import atomic_write
+from ..network._backbones import backbone_state_shapes
 from ..network._model import NET_PARTS, load_net_state, net_state
 from ..targets import REGRESSION
 from ..targets._outputs import task_from_dict
@@ -77,7 +78,7 @@ def _write(estimator, file, with_params=True):
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator)
-    document = model_document(estimator, with_params)
+    document = model_document(estimator, with_params, action="save" if with_params else "pickle")
     weights = save_tensors(net_state(estimator.net_))
     document["weights_sha256"] = hashlib.sha256(weights).hexdigest()
     with zipfile.ZipFile(file, "w") as archive:
@@ -204,6 +205,37 @@ def _check_tensors(model, header, path):
         raise ValueError(f"{path!r}: the weights have more heads than the document has tasks")
 
 
+#: The prefix of the backbone's tensors in the weights.
+_BACKBONE = "module.backbone."
+
+
+def _check_backbone_tensors(backbone, header, path):
+    """A ValueError unless the backbone tensors the header declares are those of the
+    registry backbone the document names, key by key and shape by shape: checked
+    before the backbone is built, so that a small file naming a huge backbone
+    (``regnet_y_128gf``: 2.6 GB) is refused without building it."""
+    expected = backbone_state_shapes(backbone)
+    saved = {
+        key.removeprefix(_BACKBONE): entry.get("shape") if isinstance(entry, dict) else None
+        for key, entry in header.items()
+        if key.startswith(_BACKBONE)
+    }
+    for key, shape in expected.items():
+        if saved.get(key) != list(shape):
+            found = "none" if key not in saved else f"shape {saved[key]}"
+            raise ValueError(
+                f"{path!r}: the weights do not fit backbone {backbone!r}, which the model "
+                f"document names: its tensor {key[:80]!r} has shape {list(shape)}, the "
+                f"file's {found}; nothing was built"
+            )
+    extra = sorted(saved.keys() - expected.keys())
+    if extra:
+        raise ValueError(
+            f"{path!r}: the weights do not fit backbone {backbone!r}, which the model "
+            f"document names: it has no tensor {extra[0][:80]!r}; nothing was built"
+        )
+
+
 def _read_weights(path, document, weights):
     """The tensors of ``weights``, once their hash matches the document's."""
     from safetensors import SafetensorError
@@ -265,6 +297,8 @@ def read_model(path, backbone=None):
     params = dict(model.params)
     if backbone is not None:
         params["backbone"] = backbone
+    elif isinstance(params.get("backbone"), str):
+        _check_backbone_tensors(params["backbone"], header, path)
     elif model.backbone_class is not None:
         raise ValueError(
             f"{path!r} holds a model whose backbone is a module of your own, "

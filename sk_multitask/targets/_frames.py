@@ -78,7 +78,8 @@ def target_frame(y):
     """``y`` as a DataFrame of one column per task.
 
     A Series becomes one column (named ``"target"`` when it has no name); a 1-D or
-    2-D array becomes a frame with default column names.
+    2-D array becomes a frame with default column names; a Hugging Face
+    ``datasets.Dataset`` (``ds.select_columns([...])``) becomes its ``to_pandas()``.
 
     Raises
     ------
@@ -86,6 +87,8 @@ def target_frame(y):
         If ``y`` has more than two dimensions, no column, or duplicate column names
         (also once turned into strings: ``1`` and ``"1"``).
     """
+    if _is_hf_dataset(y):  # as X: one column per feature (a ClassLabel's integers)
+        y = y.to_pandas()
     if isinstance(y, pd.Series):
         y = y.to_frame(name="target" if y.name is None else y.name)
     elif not isinstance(y, pd.DataFrame):
@@ -111,6 +114,12 @@ def target_frame(y):
         for name, column in lists.items():
             y[name] = column
     return y
+
+
+def _is_hf_dataset(y):
+    """Whether ``y`` is a Hugging Face ``datasets.Dataset`` (told by its type's module:
+    ``datasets`` is not imported for it)."""
+    return type(y).__module__.partition(".")[0] == "datasets" and hasattr(y, "to_pandas")
 
 
 def _label_lists(column):
@@ -233,7 +242,13 @@ def check_same_tasks(fitted, tasks, method="warm_start"):
 
 
 def check_sample_weight(sample_weight, n_rows):
-    """Row weights as a float64 array of ``n_rows`` finite non-negative values.
+    """Row weights as a float64 array of ``n_rows`` finite non-negative values, the
+    largest 1.
+
+    Every loss and metric they weight is a weighted mean, which their scale does not
+    change; scaled, weights of 1e-320 (which float32, the training's precision, holds
+    as 0: nothing would train) or 1e308 (whose sums overflow to infinity) weigh as
+    weights of 1 do. Weights of one are kept as they are.
 
     Parameters
     ----------
@@ -255,6 +270,8 @@ def check_sample_weight(sample_weight, n_rows):
     --------
     >>> check_sample_weight([1, 0.5], 2)
     array([1. , 0.5])
+    >>> check_sample_weight([1e-320, 2e-320], 2)
+    array([0.5, 1. ])
     >>> check_sample_weight([1, -1], 2)
     Traceback (most recent call last):
     ...
@@ -277,7 +294,8 @@ def check_sample_weight(sample_weight, n_rows):
             raise ValueError(
                 f"sample_weight must be {what}; got {weights[position]} at position {position}"
             )
-    return weights
+    largest = weights.max(initial=0.0)
+    return weights / largest if largest > 0 else weights
 
 
 def check_trainable(y_train):

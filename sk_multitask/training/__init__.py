@@ -46,10 +46,12 @@ __getattr__, __dir__, __all__ = _lazy_exports(
         "_parameters": [
             "DEFAULTS",
             "FINGERPRINT_PARAMS",
+            "NETWORK_PARAMS",
             "PARAMETERS",
             "REDACTED",
             "RUNTIME_PARAMS",
             "SECRET_PARAMS",
+            "check_network_unchanged",
             "is_credential_name",
             "parameter_constraints",
             "redacted_params",

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..inputs._decoding import MAX_IMAGE_SIZE, as_size
-from ..inputs._files import unwritable
+from ..inputs._files import check_folder_named, unwritable
 from ..network._backbones import (
     check_backbone,
     check_single_image_batches,
@@ -31,7 +31,8 @@ from ..network._backbones import (
 from ..network._loss import check_loss_options
 from ..network._weighting import check_class_weight_option
 from ..targets import check_task_names
-from ._parameters import DEFAULTS, FINGERPRINT_PARAMS, check_secret_params
+from ._net import check_optimizer
+from ._parameters import DEFAULTS, FINGERPRINT_PARAMS, NETWORK_PARAMS, check_secret_params
 from .callbacks import check_callbacks
 
 
@@ -48,6 +49,11 @@ class _ConfigMethods:
         """The parameters that decide what a fit learns (a checkpoint's fingerprint):
         :data:`~sk_multitask.training._parameters.FINGERPRINT_PARAMS`."""
         return {name: getattr(self, name) for name in FINGERPRINT_PARAMS}
+
+    def network_params(self):
+        """The parameters that decide the network a fit builds (fixed by the fit):
+        :data:`~sk_multitask.training._parameters.NETWORK_PARAMS`."""
+        return {name: getattr(self, name) for name in NETWORK_PARAMS}
 
     def one_epoch(self):
         """The config of one ``partial_fit`` call: one epoch, continuing the fitted
@@ -152,7 +158,8 @@ def check_parameters(config, warm=None):
 
     Run first by :func:`~sk_multitask.training._fit_data.prepare_fit`, so that a bad value fails
     before any image is read: the image size and its bound, the device, the backbone and
-    its weights (by name: nothing is downloaded), the callbacks, the values of
+    its weights (by name: nothing is downloaded), a callable optimizer (one probe call),
+    the callbacks, the values of
     ``loss_weights``, ``class_weight`` and ``regression_loss``, the folders written to, and
     ``batch_size=1`` against the backbone's BatchNorm. ``image_size="auto"`` is the
     backbone's :func:`~sk_multitask.network._backbones.default_image_size`, or the fitted size
@@ -168,6 +175,7 @@ def check_parameters(config, warm=None):
         image_size = default_image_size(config.backbone, config.weights)
     check_image_size_bound(image_size)
     resolve_device(config.device)
+    check_optimizer(config.optimizer, config.lr)
     check_callbacks(config.callbacks)
     check_loss_options(config.loss_weights, config.regression_loss)
     check_class_weight_option(config.class_weight)
@@ -215,8 +223,9 @@ def check_image_size_bound(image_size):
 
 
 def check_writable_folder(path, parameter, readable=False):
-    """Refuse a folder (``cache_dir``, ``checkpoint_dir``) that cannot be created or
-    written, before any data is read; a folder that does not exist yet is not created.
+    """Refuse a folder (``cache_dir``, ``checkpoint_dir``) that is named by an empty
+    string, or cannot be created or written, before any data is read; a folder that
+    does not exist yet is not created.
 
     With ``readable`` (a disk cache, which may hold every image already), an existing
     folder that can be read passes: whether something must be written into it is known
@@ -229,6 +238,7 @@ def check_writable_folder(path, parameter, readable=False):
     """
     if path is None:
         return
+    check_folder_named(path, parameter)
     path = os.path.abspath(os.fspath(path))
     if readable and os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK):
         return
@@ -248,6 +258,11 @@ def resolve_device(device):
             f"device={device!r} is not a torch device ('auto', 'cpu', 'cuda', "
             f"'cuda:1', 'mps'...): {exc}"
         ) from exc
+    if torch.device(device).type == "meta":
+        raise ValueError(
+            f"device={device!r} holds no data (tensors of shapes only); use 'auto', 'cpu' "
+            "or 'cuda'"
+        )
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but no CUDA device is available; use 'auto' or 'cpu'")
     return device

@@ -64,6 +64,8 @@ class FitData:
         What the fit depends on, for its checkpoint (``checkpoint_dir``).
     valid_y : DataFrame or None
         The validation rows of ``y``, as given (``fit`` calibrates on them).
+    network_params : dict
+        The parameters that built the network (the fitted ``network_params_``).
     """
 
     tasks: dict
@@ -77,6 +79,7 @@ class FitData:
     bad_images: Any = None
     fingerprint: str | None = None
     valid_y: pd.DataFrame | None = None
+    network_params: dict = dataclasses.field(default_factory=dict)
 
 
 def _fingerprint(config, image_size, images, targets, sample_weight, train, valid):
@@ -107,10 +110,6 @@ def prepare_fit(config, X, y, warm=None, sample_weight=None):
     FitData
     """
     image_size = check_parameters(config, warm)
-    if warm is not None and image_size != warm.image_size:
-        raise ValueError(
-            f"warm_start: image_size {image_size} differs from the fitted {warm.image_size}"
-        )
     X, y, images, skipped, sample_weight = _screened_inputs(config, X, y, sample_weight)
     rng = check_random_state(config.random_state)
     train, valid = split_rows(X, len(images), config.valid_split, rng)
@@ -148,6 +147,7 @@ def prepare_fit(config, X, y, warm=None, sample_weight=None):
         bad_images=bad_images,
         fingerprint=fingerprint,
         valid_y=None if valid is None else y.iloc[valid],
+        network_params=config.network_params(),
     )
 
 
@@ -238,7 +238,8 @@ def task_specs(tasks):
 def fitted_attributes(net, data):
     """The fitted attributes of an estimator that trained ``net`` on ``data`` (a
     :class:`FitData`): ``tasks_``, ``data_sizes_``, ``skipped_images_``, ``image_size_``,
-    ``pretrained_``, ``net_``, ``history_`` and, with early stopping, ``best_epoch_``.
+    ``pretrained_``, ``network_params_``, ``net_``, ``history_`` and, with early stopping,
+    ``best_epoch_``.
 
     One :class:`~sk_multitask.exceptions.BadImageWarning` counts the images left out of
     training. An accelerated net becomes one process's plain copy (it predicts alone
@@ -261,6 +262,7 @@ def fitted_attributes(net, data):
         "skipped_images_": list(skipped),
         "image_size_": data.plan.image_size,
         "pretrained_": data.plan.pretrained,
+        "network_params_": data.network_params,
         "net_": net,
         "history_": net.history,
     }

@@ -29,6 +29,36 @@ OPTIMIZERS = {
 }
 
 
+def check_optimizer(optimizer, lr):
+    """Refuse a callable ``optimizer`` that the net cannot use, before any data is read.
+
+    The net calls it as torch's optimizers are called, ``optimizer(param_groups,
+    lr=lr)``, and needs a :class:`torch.optim.Optimizer` back: a probe call on one
+    zero parameter checks both. A name of :data:`OPTIMIZERS` needs no check.
+
+    Raises
+    ------
+    ValueError
+        Naming the callable and what is wrong.
+    """
+    if isinstance(optimizer, str):
+        return
+    name = getattr(optimizer, "__name__", None) or repr(optimizer)[:80]
+    probe = [{"params": [torch.nn.Parameter(torch.zeros(1))]}]
+    try:
+        made = optimizer(probe, lr=lr)
+    except Exception as exc:  # the user's code: whatever it raises, name the call
+        raise ValueError(
+            f"optimizer {name} cannot be called as optimizer(param_groups, lr=lr), as "
+            f"torch's optimizers are: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(made, torch.optim.Optimizer):
+        raise ValueError(
+            f"optimizer {name} must return a torch.optim.Optimizer when called as "
+            f"optimizer(param_groups, lr=lr); it returned {type(made).__name__}"
+        )
+
+
 def _raised_in(exc, function):
     """Whether ``exc`` was raised inside ``function`` (skorch's own ``EarlyStopping``, say)."""
     traceback = exc.__traceback__

@@ -3,16 +3,16 @@
 One row per parameter of :class:`~sk_multitask.MultiTaskImageEstimator`, in the order
 of its signature: the default, the values it may take (scikit-learn's
 ``_parameter_constraints``), whether it is a run-time setting, whether a checkpoint's
-fingerprint counts it, the command-line option that sets it, and a one-line
-description (the command line's help). From the table come the estimator's
-``_parameter_constraints`` (:func:`parameter_constraints`), the fields and defaults of
-:class:`~sk_multitask.training._config.TrainingConfig`, the command line's options
-(:mod:`sk_multitask.cli._options`: flag, default, choices, help), the parameters never
-saved (:data:`RUNTIME_PARAMS`, :data:`SECRET_PARAMS`) and those a checkpoint's
-fingerprint counts (:data:`FINGERPRINT_PARAMS`). The estimator's ``__init__`` spells
-its keyword arguments out (scikit-learn's ``get_params`` reads the signature), and so
-does its docstring: tests/test_parameters.py checks both, names and defaults, against
-the table.
+fingerprint counts it, whether it builds the network, the command-line option that
+sets it, and a one-line description (the command line's help). From the table come the
+estimator's ``_parameter_constraints`` (:func:`parameter_constraints`), the fields and
+defaults of :class:`~sk_multitask.training._config.TrainingConfig`, the command line's
+options (:mod:`sk_multitask.cli._options`: flag, default, choices, help), the
+parameters never saved (:data:`RUNTIME_PARAMS`, :data:`SECRET_PARAMS`), those a
+checkpoint's fingerprint counts (:data:`FINGERPRINT_PARAMS`) and those ``fit`` fixes
+(:data:`NETWORK_PARAMS`). The estimator's ``__init__`` spells its keyword arguments
+out (scikit-learn's ``get_params`` reads the signature), and so does its docstring:
+tests/test_parameters.py checks both, names and defaults, against the table.
 
 **Run-time settings** say how this machine runs a model, not what the model is or
 predicts: the model document never records them, and a file that holds them has them
@@ -24,6 +24,16 @@ they take (``device``), what they print (``verbose``) or what code runs
 never leave the machine in a model file. ``tta`` changes predictions, so it is saved
 with the model, though it changes nothing a fit learns (the fingerprint leaves it
 out); ``callbacks`` may change what a fit learns, so the fingerprint counts them.
+
+**Network parameters** decide the network and the loss a fit builds (the backbone,
+its starting weights, the input size, the tasks' kinds, the loss's weights and
+forms): once fitted, the network is theirs. Setting one of them after ``fit`` changes
+nothing fitted, as in scikit-learn (``predict`` and the other methods use the fitted
+network), but whatever would build on the fitted network with the new value, or
+describe it by that value, refuses in one line naming the parameter, both values and
+that a new ``fit`` is needed (:func:`check_network_unchanged`): ``partial_fit``, a
+``warm_start`` fit, ``save``, the pickle and ``export_onnx``. A full ``fit`` builds
+anew.
 
 This module imports neither torch nor scikit-learn: the model document (which the
 torch-free ONNX predictor reads) and the command line import it. Its constraints are
@@ -43,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs._decoding import MAX_TTA
+from ..inputs._decoding import MAX_TTA, as_size
 from ..targets._cell_loss import REGRESSION_LOSS_NAMES
 
 
@@ -99,6 +109,9 @@ class Parameter:
     fingerprint : bool or None
         Whether a checkpoint's fingerprint counts it, so that a fit with another value
         starts anew rather than resuming; None: unless it is a run-time setting.
+    network : bool
+        Whether it decides the network (or the loss) a fit builds: fixed by ``fit``
+        (see the module's description).
     """
 
     name: str
@@ -109,6 +122,7 @@ class Parameter:
     runtime: bool = False
     secret: bool = False
     fingerprint: bool | None = None
+    network: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "constraints", tuple(self.constraints))
@@ -140,16 +154,18 @@ _TABLE = (
     Parameter(
         "backbone", "resnet18", [str, InstanceOf("torch.nn.Module")],
         "torchvision model name, timm/<name>, simple_cnn, or a torch module", "--backbone",
+        network=True,
     ),
     Parameter(
         "weights", "DEFAULT", _FOLDER,
         "pretrained weights: DEFAULT, a weights name or file, or None", "--weights",
+        network=True,
     ),
     Parameter(
         "image_size", 224,
         [Interval(Integral, 1, None, closed="left"), tuple, list, np.ndarray, _AUTO],
         "side (or height, width) images are resized to (auto: the backbone's input size)",
-        "--image-size",
+        "--image-size", network=True,
     ),
     Parameter(
         "on_bad_image", "raise", [StrOptions({"raise", "skip"})],
@@ -158,18 +174,21 @@ _TABLE = (
     Parameter(
         "check_images", False, ["boolean"], "open every image file's header before training"
     ),
-    Parameter("tasks", None, [dict, None], "task kinds overriding inference", "--tasks"),
+    Parameter(
+        "tasks", None, [dict, None], "task kinds overriding inference", "--tasks", network=True
+    ),
     Parameter(
         "loss_weights", None, [dict, StrOptions({"uncertainty", "dwa"}), None],
-        "weights of the task losses: a dict, or learned (uncertainty, dwa)",
+        "weights of the task losses: a dict, or learned (uncertainty, dwa)", network=True,
     ),
     Parameter(
         "class_weight", None, [dict, StrOptions({"balanced"}), None],
         "class weights of the classification losses: balanced, or a dict per task",
+        network=True,
     ),
     Parameter(
         "regression_loss", "mse", [dict, StrOptions(REGRESSION_LOSS_NAMES)],
-        "loss of the regression tasks, or a dict per task",
+        "loss of the regression tasks, or a dict per task", network=True,
     ),
     Parameter(
         "max_epochs", 10, [Interval(Integral, 1, None, closed="left")],
@@ -283,6 +302,82 @@ RUNTIME_PARAMS = tuple(name for name, p in PARAMETERS.items() if p.runtime)
 SECRET_PARAMS = tuple(name for name, p in PARAMETERS.items() if p.secret)
 #: The parameters a checkpoint's fingerprint counts: what a fit learns depends on them.
 FINGERPRINT_PARAMS = tuple(name for name, p in PARAMETERS.items() if p.fingerprint)
+#: The parameters that decide the network a fit builds: fixed by ``fit`` (a fitted
+#: estimator's ``network_params_``), checked by :func:`check_network_unchanged`.
+NETWORK_PARAMS = tuple(name for name, p in PARAMETERS.items() if p.network)
+
+
+def check_network_unchanged(fitted, params, image_size, action):
+    """Refuse ``action`` on a fitted network when a parameter that built it has changed.
+
+    Parameters
+    ----------
+    fitted : dict
+        The values of :data:`NETWORK_PARAMS` the network was built with
+        (``network_params_``).
+    params : dict
+        The estimator's parameters now (``get_params(deep=False)``).
+    image_size : (int, int)
+        The fitted size (``image_size_``): the ``image_size`` values compared are the
+        sizes they stand for, ``"auto"`` the fitted one (as a continued fit reads it).
+    action : str
+        What would use the network with the new value (``"save"``, ``"partial_fit"``...).
+
+    Raises
+    ------
+    ValueError
+        One line naming ``action``, the parameter, its fitted and its new value.
+
+    Examples
+    --------
+    >>> fitted = {name: DEFAULTS[name] for name in NETWORK_PARAMS}
+    >>> params = {**fitted, "image_size": (224, 224), "lr": 0.1}
+    >>> check_network_unchanged(fitted, params, (224, 224), "save")
+    >>> check_network_unchanged(fitted, {**params, "backbone": "resnet34"}, (224, 224), "save")
+    Traceback (most recent call last):
+    ...
+    ValueError: save: backbone was changed after fit from 'resnet18' to 'resnet34', ...
+    """
+    for name in NETWORK_PARAMS:
+        old, new = fitted[name], params[name]
+        if name == "image_size":
+            same = _size(old, image_size) == _size(new, image_size)
+        else:
+            same = _equal(old, new)
+        if not same:
+            shown_old, shown_new = _shown(old), _shown(new)
+            if shown_new == shown_old:  # two modules of one class
+                shown_new = "another " + shown_new.removeprefix("a ")
+            raise ValueError(
+                f"{action}: {name} was changed after fit from {shown_old} to {shown_new}, "
+                "but the fitted network was built with the former; fit again (a full fit, "
+                f"not warm_start) to build one with the new value, or set {name} back"
+            )
+
+
+def _size(value, fitted):
+    """The (height, width) an ``image_size`` value stands for once fitted."""
+    if isinstance(value, str) and value == "auto":
+        return tuple(fitted)
+    try:
+        return as_size(value)
+    except ValueError:
+        return value
+
+
+def _equal(a, b):
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # an array's ambiguous truth: not the same value
+        return False
+
+
+def _shown(value):
+    """A short repr: a module or any long value by its type."""
+    text = repr(value)
+    return text if len(text) <= 60 and "\n" not in text else f"a {type(value).__name__}"
 
 #: What a value that may be a credential reads as wherever the package writes it.
 REDACTED = "<redacted>"
@@ -399,7 +494,9 @@ def _redacted_query(match):
 def parameter_constraints():
     """The estimator's ``_parameter_constraints``: scikit-learn's, from the table.
 
-    Imports scikit-learn (and torch, for the backbone's class).
+    Imports scikit-learn (and torch, for the backbone's class). A number's interval
+    refuses booleans, which scikit-learn's takes for the ints they are
+    (``max_epochs=True`` is no number of epochs).
 
     Examples
     --------
@@ -407,12 +504,18 @@ def parameter_constraints():
     ...     print(constraint)
     an int in the range [0, inf)
     a str among {'auto'}
+    >>> [c.is_satisfied_by(True) for c in parameter_constraints()["max_epochs"]]
+    [False]
     """
     from sklearn.utils import _param_validation as sklearn
 
+    class NumberInterval(sklearn.Interval):
+        def is_satisfied_by(self, val):
+            return not isinstance(val, bool) and super().is_satisfied_by(val)
+
     def made(constraint):
         if isinstance(constraint, Interval):
-            return sklearn.Interval(
+            return NumberInterval(
                 constraint.type, constraint.left, constraint.right, closed=constraint.closed
             )
         if isinstance(constraint, StrOptions):

@@ -91,7 +91,7 @@ def scorable_rows(truth, outputs, sample_weight=None):
     ----------
     truth : Series
         The task's column of true targets.
-    outputs : array or tensor (N, n_outputs)
+    outputs : ndarray (N, n_outputs)
         The task's raw head outputs.
     sample_weight : ndarray (N,), optional
         Row weights (checked: finite, non-negative).
@@ -205,7 +205,7 @@ def evaluate_tasks(tasks, outputs, y, sample_weight=None):
         Task name to :class:`~sk_multitask.targets._outputs.OutputDecoder`, for the columns of
         ``y``.
     outputs : dict
-        Task name to the head's raw outputs (array or tensor (N, n_outputs)).
+        Task name to the head's raw outputs (float array (N, n_outputs)).
     y : DataFrame
         True targets, missing cells as NaN, None or ``pd.NA``.
     sample_weight : ndarray (N,), optional
@@ -299,7 +299,7 @@ def per_class_metrics(tasks, outputs, y, sample_weight=None):
         Task name to :class:`~sk_multitask.targets._outputs.OutputDecoder`, for the columns of
         ``y`` (regression tasks are left out).
     outputs : dict
-        Task name to the head's raw outputs (tensor (N, n_outputs)).
+        Task name to the head's raw outputs (float array (N, n_outputs)).
     y : DataFrame
         True targets, missing cells as NaN, None or ``pd.NA``.
     sample_weight : ndarray (N,), optional

@@ -1,8 +1,9 @@
 """A predictor that runs a model exported to ONNX without torch.
 
 :class:`OnnxPredictor` reads a file written by :func:`sk_multitask.onnx.export_onnx` and
-predicts with ONNX Runtime. It imports numpy, pandas, scipy, PIL and onnxruntime only, not
-torch, skorch or scikit-learn, and decodes images and outputs with the code the
+predicts with ONNX Runtime. It imports numpy, pandas, scipy, PIL and onnxruntime (and
+pyarrow for a model whose labels pandas stores in Arrow), not torch, skorch or
+scikit-learn, and decodes images and outputs with the code the
 estimator uses (:mod:`sk_multitask.inputs._decoding`,
 :class:`sk_multitask.targets._outputs.OutputDecoder`),
 with the estimator's rule for images that cannot be read, so that both return the same

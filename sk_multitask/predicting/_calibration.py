@@ -247,7 +247,7 @@ def calibrate(decoders, outputs, y, *, skip_unlabelled=False):
     decoders : dict
         Task name to :class:`~sk_multitask.targets._outputs.OutputDecoder`.
     outputs : dict
-        Task name to its raw head outputs (N, n_outputs), array or CPU tensor.
+        Task name to its raw head outputs, a float array (N, n_outputs).
     y : DataFrame
         The true targets of the same rows; missing cells are left out.
     skip_unlabelled : bool, default=False

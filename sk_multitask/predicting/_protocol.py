@@ -318,7 +318,7 @@ class MultiTaskPredictor:
             ``X``'s index of those rows, largest loss first; ``image`` (the path as
             given in ``X``, or the position in an image array), ``<task>_pred`` and
             ``<task>_true`` for every task (a missing truth stays missing), ``loss``.
-            Losses are those of training (see ``MaskedMultiTaskLoss.cell_losses``):
+            Losses are those of training (see ``CellLoss.cell_losses``):
             cross-entropy (times the true label's class weight), binary cross-entropy
             averaged over labels, or the regression loss of the standardised value.
         """

@@ -12,9 +12,11 @@ beside real labels is one, with a
 cell with no label. Decoding the network's outputs back to labels and values is
 :mod:`sk_multitask.targets._outputs`'.
 
-The concept lives in two private modules: ``_tasks`` (task kinds, inference, the
-fitted :class:`Task` and its encoding, task names) and ``_frames`` (``y`` as a frame:
-its checks against ``X`` and the fitted tasks, data sizes, the row split).
+The concept lives in private modules: ``_tasks`` (task kinds, inference, the fitted
+:class:`Task` and its encoding, task names), ``_frames`` (``y`` as a frame: its checks
+against ``X`` and the fitted tasks, data sizes, the row split), ``_outputs`` (raw
+outputs back to labels, values and probabilities) and ``_cell_loss`` (each cell's
+training loss, in numpy).
 """
 
 from ._frames import (

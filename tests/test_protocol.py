@@ -237,3 +237,17 @@ def test_a_model_or_task_not_calibrated_is_refused_before_any_image_is_read(
         model.predict_interval(image_set)
     with pytest.raises(ValueError, match="the model is not calibrated"):
         model.evaluate(image_set, image_set[TARGETS], coverage=0.9)
+
+
+def test_the_onnx_predictor_averages_over_the_saved_test_time_views(fitted, image_set, tmp_path):
+    """tta is saved with the model: both predictors average the same views."""
+    import copy
+
+    est = copy.deepcopy(fitted).set_params(tta=3)
+    onnx = OnnxPredictor(est.export_onnx(tmp_path / "tta.onnx"))
+    assert onnx.tta == 3
+    plain = OnnxPredictor(fitted.export_onnx(tmp_path / "plain.onnx")).predict_raw(image_set)[0]
+    averaged, expected = onnx.predict_raw(image_set)[0], est.predict_raw(image_set)[0]
+    for task in TARGETS:
+        np.testing.assert_allclose(averaged[task], expected[task], atol=1e-4)
+    assert not np.allclose(averaged["color"], plain["color"], atol=1e-4)

@@ -22,6 +22,7 @@ from ..inputs._bad_images import (
     decode_or_record,
     mark_unreadable,
 )
+from ..inputs._decoding import tta_views
 from ..inputs._sources import resolve_images
 from ..persistence._document import parse_document, read_document
 from ..predicting._calibration import read_calibration
@@ -150,7 +151,7 @@ class OnnxPredictor(MultiTaskPredictor):
         The estimator's calibration (:mod:`sk_multitask.predicting._calibration`).
     params : dict
         The estimator's parameters, as saved.
-    image_col, image_root, image_size, batch_size, on_bad_image, storage_options
+    image_col, image_root, image_size, batch_size, on_bad_image, storage_options, tta
         What :meth:`predict` reads ``X`` with.
 
     Examples
@@ -209,6 +210,9 @@ class OnnxPredictor(MultiTaskPredictor):
         saved = self.params.get("on_bad_image", "raise")
         self.on_bad_image = saved if on_bad_image is None else on_bad_image
         self.storage_options = storage_options
+        # The estimator's test-time augmentation, which its predictions average over.
+        self.tta = int(self.params.get("tta", 0))
+        tta_views(self.image_size, self.tta)  # a bad count in the file: refused here
         self.path = path
 
     def _raw_outputs(self, X):
@@ -222,16 +226,25 @@ class OnnxPredictor(MultiTaskPredictor):
         width = sum(decoder.n_outputs for decoder in self.tasks_.values())
         outputs = np.empty((len(images), width), dtype=np.float32)
         bad = BadImageRecords() if self.on_bad_image == "skip" else None
+        views = tta_views(self.image_size, self.tta)
         for start in range(0, len(images), self.batch_size):
             positions = range(start, min(start + self.batch_size, len(images)))
             pixels = {i: decode_or_record(images[i], self.image_size, i, bad) for i in positions}
             read = [i for i, image in pixels.items() if image is not None]
             if read:
-                batch = np.stack([pixels[i] for i in read])
-                feed = {INPUT: np.ascontiguousarray(batch.transpose(0, 3, 1, 2))}
-                outputs[read] = self.session.run([OUTPUT], feed)[0]
+                batch = np.stack([pixels[i] for i in read]).transpose(0, 3, 1, 2)
+                outputs[read] = self._averaged_outputs(batch, views)
         mark_unreadable(outputs, {} if bad is None else bad.collect())
         return outputs, index
+
+    def _averaged_outputs(self, batch, views):
+        """The outputs of a batch ``(N, C, H, W)``, averaged over it and its test-time
+        augmentation ``views`` (logits averaged, as the estimator does)."""
+        outputs = self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(batch)})[0]
+        for rows, cols in views:
+            view = np.ascontiguousarray(batch[..., rows[:, None], cols[None, :]])
+            outputs = outputs + self.session.run([OUTPUT], {INPUT: view})[0]
+        return outputs / (1 + len(views))
 
     def _cell_loss(self):
         """Each cell's loss as the network was trained, from the model document."""

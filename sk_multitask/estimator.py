@@ -633,7 +633,7 @@ class MultiTaskImageEstimator(
         """Write the network to an ONNX file, for :class:`sk_multitask.onnx.OnnxPredictor`.
 
         The file's metadata holds the model document (tasks, history, data sizes...).
-        Needs the ``onnx`` extra. See :func:`sk_multitask.onnx._export.export_onnx`.
+        Needs the ``onnx`` extra. See :func:`sk_multitask.onnx.export_onnx`.
         """
         from .onnx._export import export_onnx
 

@@ -1,6 +1,8 @@
 """Shared fixtures: seeded randomness, a small generated image set, small estimators."""
 
 import contextlib
+import copy
+import hashlib
 import os
 
 import numpy as np
@@ -72,17 +74,62 @@ def small_estimator(df, **params):
     return MultiTaskImageEstimator(**{**defaults, **params})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fitted_skip(image_set):
-    """An estimator fitted on ``image_set`` with ``on_bad_image="skip"``, one epoch."""
+    """An estimator fitted on ``image_set`` with ``on_bad_image="skip"``, one epoch, shared
+    by the whole session: read-only (a test that changes it takes ``fitted_skip_copy``)."""
     est = small_estimator(image_set, on_bad_image="skip", max_epochs=1)
     return est.fit(image_set, image_set[TARGETS])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fitted(image_set):
-    """An estimator fitted on ``image_set``, shared by a test module."""
+    """An estimator fitted on ``image_set``, shared by the whole session: read-only (a test
+    that changes it takes ``fitted_copy``)."""
     return small_estimator(image_set).fit(image_set, image_set[TARGETS])
+
+
+@pytest.fixture
+def fitted_copy(fitted):
+    """A copy of ``fitted`` of its own (through its pickle: the model document), to change."""
+    return copy.deepcopy(fitted)
+
+
+@pytest.fixture
+def fitted_skip_copy(fitted_skip):
+    """A copy of ``fitted_skip`` of its own, to change."""
+    return copy.deepcopy(fitted_skip)
+
+
+SHARED = ("fitted", "fitted_skip")
+
+
+def _fingerprint(est):
+    """What a test could change in a fitted estimator: its parameters, which object each
+    attribute holds, the network's and the criterion's tensors, the history's length."""
+    tensors = hashlib.sha256()
+    for module in (est.net_.module_, est.net_.criterion_):
+        for name, value in module.state_dict().items():
+            tensors.update(name.encode())
+            tensors.update(value.detach().cpu().numpy().tobytes())
+    return (
+        repr(sorted(est.get_params(deep=False).items())),
+        {name: id(value) for name, value in vars(est).items()},
+        {name: id(value) for name, value in vars(est.net_).items()},
+        tensors.hexdigest(),
+        len(est.history_),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _shared_models_unchanged(request):
+    """A test that changes a session-wide model fails, naming the copy to take instead:
+    otherwise it would change what the tests after it see."""
+    shared = {n: request.getfixturevalue(n) for n in SHARED if n in request.fixturenames}
+    before = {name: _fingerprint(est) for name, est in shared.items()}
+    yield
+    for name, est in shared.items():
+        assert _fingerprint(est) == before[name], f"the test changed {name}: take {name}_copy"
 
 
 def reload(est, folder, how):

@@ -125,16 +125,16 @@ def test_the_report_replaces_its_file_atomically(fitted, image_set, tmp_path, mo
     assert path.read_text().startswith("<!DOCTYPE html>")
 
 
-def test_report_runs_the_network_once(fitted, image_set, tmp_path, monkeypatch):
+def test_report_runs_the_network_once(fitted_copy, image_set, tmp_path, monkeypatch):
     calls = []
-    get_iterator = fitted.net_.get_iterator  # one iterator per pass over the data
+    get_iterator = fitted_copy.net_.get_iterator  # one iterator per pass over the data
 
     def counted(*args, **kwargs):
         calls.append(1)
         return get_iterator(*args, **kwargs)
 
-    monkeypatch.setattr(fitted.net_, "get_iterator", counted)
-    write_report(fitted, image_set, image_set[TARGETS], tmp_path / "report.html", k=2)
+    monkeypatch.setattr(fitted_copy.net_, "get_iterator", counted)
+    write_report(fitted_copy, image_set, image_set[TARGETS], tmp_path / "report.html", k=2)
     assert len(calls) == 1
 
 

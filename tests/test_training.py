@@ -205,7 +205,7 @@ def _state(est):
     return {k: v.clone() for k, v in est.net_.module_.state_dict().items()}
 
 
-def test_lr_find_leaves_the_estimator_as_it_was(image_set, fitted):
+def test_lr_find_leaves_the_estimator_as_it_was(image_set, fitted_copy):
     y = image_set[TARGETS]
     unfitted = small_estimator(image_set)
     params = unfitted.get_params()
@@ -219,10 +219,10 @@ def test_lr_find_leaves_the_estimator_as_it_was(image_set, fitted):
     assert unfitted.get_params() == params
     assert not hasattr(unfitted, "net_")
 
-    before, fitted_params = _state(fitted), fitted.get_params()
-    fitted.lr_find(image_set, y, num_it=10)
-    assert fitted.get_params() == fitted_params
-    for name, value in _state(fitted).items():
+    before, fitted_params = _state(fitted_copy), fitted_copy.get_params()
+    fitted_copy.lr_find(image_set, y, num_it=10)
+    assert fitted_copy.get_params() == fitted_params
+    for name, value in _state(fitted_copy).items():
         assert torch.equal(value, before[name]), name
 
 

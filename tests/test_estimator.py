@@ -297,8 +297,8 @@ def test_corrupt_image_names_the_file_and_leaves_nothing_fitted(image_set, tmp_p
         check_is_fitted(est)
 
 
-def test_failed_refit_keeps_the_previous_model_intact(fitted, image_set, tmp_path):
-    est = small_estimator(image_set).fit(image_set, image_set[TARGETS])
+def test_failed_refit_keeps_the_previous_model_intact(fitted_copy, image_set, tmp_path):
+    est = fitted_copy
     before = est.predict(image_set)
     bad = _bad_image_set(image_set, tmp_path)
     with pytest.raises(ValueError, match="cannot decode image file"):

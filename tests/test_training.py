@@ -120,8 +120,8 @@ def test_freeze_epochs_freeze_parameters_and_batchnorm_statistics(image_set, pre
     assert all(p.requires_grad for p in est.net_.module_.parameters())  # unfrozen at the end
 
 
-def test_auto_recipe_resolves_from_the_weights(image_set, pretrained_file):
-    scratch = small_estimator(image_set, max_epochs=2).fit(image_set, image_set[TARGETS])
+def test_auto_recipe_resolves_from_the_weights(image_set, pretrained_file, fitted):
+    scratch = fitted  # from scratch: weights=None
     tuned = small_estimator(image_set, weights=pretrained_file, max_epochs=2).fit(
         image_set, image_set[TARGETS]
     )

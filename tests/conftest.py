@@ -4,6 +4,7 @@ import contextlib
 import copy
 import hashlib
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -87,6 +88,12 @@ def fitted(image_set):
     """An estimator fitted on ``image_set``, shared by the whole session: read-only (a test
     that changes it takes ``fitted_copy``)."""
     return small_estimator(image_set).fit(image_set, image_set[TARGETS])
+
+
+@pytest.fixture(scope="session")
+def fitted_onnx(fitted, tmp_path_factory):
+    """``fitted`` exported to ONNX once for the session: the file's path (read-only)."""
+    return pathlib.Path(fitted.export_onnx(tmp_path_factory.mktemp("onnx") / "model.onnx"))
 
 
 @pytest.fixture

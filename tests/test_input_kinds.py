@@ -190,9 +190,9 @@ def test_images_in_memory_are_cached_on_disk_by_content(fitted_copy, files, expe
     assert len(list(tmp_path.glob("*.keys.npy"))) == 2
 
 
-def test_the_onnx_predictor_takes_every_kind_of_x_without_torch(fitted, files, tmp_path):
+def test_the_onnx_predictor_takes_every_kind_of_x_without_torch(fitted_onnx, files, tmp_path):
     paths, encoded, _ = files
-    model = fitted.export_onnx(tmp_path / "model.onnx")
+    model = fitted_onnx
     pd.DataFrame({"filename": [{"bytes": d, "path": None} for d in encoded]}).to_parquet(
         tmp_path / "dicts.parquet"
     )

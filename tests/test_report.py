@@ -158,9 +158,9 @@ def numbers(html):
 
 
 def test_the_onnx_predictor_writes_the_report_of_the_estimator_without_torch(
-    fitted, image_set, tmp_path
+    fitted, fitted_onnx, image_set, tmp_path
 ):
-    onnx = fitted.export_onnx(tmp_path / "model.onnx")
+    onnx = fitted_onnx
     image_set.to_pickle(tmp_path / "data.pkl")
     result = run_python_without(
         f"""

@@ -1,6 +1,5 @@
 """Shared fixtures: seeded randomness, a small generated image set, small estimators."""
 
-import contextlib
 import copy
 import hashlib
 import os
@@ -20,6 +19,14 @@ TARGETS = ["color", "shape", "area"]
 # and keeps no example database; locally it explores new examples on every run.
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+# One torch thread in each test process and in the processes the tests start (they inherit
+# OMP_NUM_THREADS): the tests' batches are tiny, and where the cores are busy (other jobs, or
+# make test's one pytest-xdist worker per core) torch's threads only wait on each other: on a
+# busy 2-core machine, the first 46 tests of tests/test_estimator.py took 206 s with torch's
+# default of two threads, 19 s with one.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 #: Code to run first in a subprocess: importing the packages named in BLOCKED (a set
 #: defined before it) then fails, as where they are not installed.
@@ -149,15 +156,3 @@ def reload(est, folder, how):
         return load(est.save(folder / "model.skmt"))
     joblib.dump(est, folder / "model.joblib")
     return joblib.load(folder / "model.joblib")
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """One torch thread for many tiny batches: on a busy machine, more threads only wait
-    on each other (a 1-image prediction took 0.47 s with 2 threads, 0.01 s with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import sklearn
 import torch
-from conftest import TARGETS, one_torch_thread, reload, run_python_without
+from conftest import TARGETS, reload, run_python_without
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -179,9 +179,8 @@ def test_the_onnx_predictor_writes_the_report_of_the_estimator_without_torch(
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"  # nothing of torch was imported
     y = image_set[TARGETS]
-    with one_torch_thread():
-        report = write_report(fitted, image_set, y, tmp_path / "fitted.html", k=4)
-        fitted_top = fitted.top_losses(image_set, y, k=6)
+    report = write_report(fitted, image_set, y, tmp_path / "fitted.html", k=4)
+    fitted_top = fitted.top_losses(image_set, y, k=6)
     expected = report_sections(report.read_text())
     text = (tmp_path / "onnx.html").read_text()
     sections = report_sections(text)

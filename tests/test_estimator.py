@@ -96,6 +96,7 @@ def test_score_is_mean_of_accuracy_and_r2_on_labelled_cells(fitted, image_set):
     assert fitted.score(image_set, y[["shape"]]) == pytest.approx(expected[1])
 
 
+@pytest.mark.slow
 def test_reaches_target_quality_on_the_synthetic_set(tmp_path):
     """The foundation's bar: >= 0.90 accuracy per classification, R² >= 0.80, on CPU."""
     df = make_multitask_images(1000, image_size=32, missing_rate=0.1, path=tmp_path, random_state=0)

@@ -115,6 +115,7 @@ def post_json(url, payload):
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_a_posted_image(logged, fitted, image_set, tmp_path):
     port = free_port()
     # The server runs uvicorn from this environment's scripts, and imports this checkout.

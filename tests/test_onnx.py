@@ -136,6 +136,7 @@ def test_evaluate_matches_the_estimator(fitted, fitted_onnx, image_set):
     pd.testing.assert_frame_equal(table, expected, **TOLERANCE)
 
 
+@pytest.mark.slow
 def test_resnet18_parity_with_resized_files(tmp_path):
     df = make_multitask_images(48, image_size=32, path=tmp_path / "images", random_state=1)
     est = small_estimator(

@@ -157,6 +157,7 @@ def numbers(html):
     return np.array([float(v) for v in re.findall(r">(-?[0-9][0-9.e+-]*)</td>", html)])
 
 
+@pytest.mark.slow
 def test_the_onnx_predictor_writes_the_report_of_the_estimator_without_torch(
     fitted, fitted_onnx, image_set, tmp_path
 ):

@@ -344,6 +344,7 @@ print("finished")
 """
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_model(image_set, tmp_path):
     params = small_estimator(
         image_set, max_epochs=4, checkpoint_dir=str(tmp_path / "ckpt"), augment=True

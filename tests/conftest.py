@@ -1,4 +1,5 @@
-"""Shared fixtures: seeded randomness, a small generated image set, small estimators."""
+"""Shared fixtures: one torch thread, seeded randomness, a small generated image set, small
+estimators, and fitted models shared by the whole session (with copies to change)."""
 
 import copy
 import hashlib

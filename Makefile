@@ -19,14 +19,17 @@ LATEST ?= .venv-latest
 demo: $(VENV)/.installed
 	$(BIN)/sk-multitask demo --out demo-output
 
+# The suite on every core (pytest-xdist), each test file in one worker: its tests share their
+# module's fixtures, ports and processes. make test TEST_WORKERS=0: in one process.
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The suite against the newest releases of everything (the dev and docs extras included,
 # for make constraints), whatever the constraints say.
 test-latest: $(LATEST)/bin/python
 	$(LATEST)/bin/python -m pip install --upgrade --upgrade-strategy eager -e ".[dev,docs]"
-	$(LATEST)/bin/python -m pytest
+	$(LATEST)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Once the suite passes on them, the newest releases become the constraints of their Python.
 constraints: test-latest

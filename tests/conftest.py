@@ -1,7 +1,10 @@
-"""Shared fixtures: seeded randomness, a small generated image set, small estimators."""
+"""Shared fixtures: one torch thread, seeded randomness, a small generated image set, small
+estimators, and fitted models shared by the whole session (with copies to change)."""
 
-import contextlib
+import copy
+import hashlib
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -17,6 +20,14 @@ TARGETS = ["color", "shape", "area"]
 # and keeps no example database; locally it explores new examples on every run.
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+# One torch thread in each test process and in the processes the tests start (they inherit
+# OMP_NUM_THREADS): the tests' batches are tiny, and where the cores are busy (other jobs, or
+# make test's one pytest-xdist worker per core) torch's threads only wait on each other: on a
+# busy 2-core machine, the first 46 tests of tests/test_estimator.py took 206 s with torch's
+# default of two threads, 19 s with one.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 #: Code to run first in a subprocess: importing the packages named in BLOCKED (a set
 #: defined before it) then fails, as where they are not installed.
@@ -72,17 +83,68 @@ def small_estimator(df, **params):
     return MultiTaskImageEstimator(**{**defaults, **params})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fitted_skip(image_set):
-    """An estimator fitted on ``image_set`` with ``on_bad_image="skip"``, one epoch."""
+    """An estimator fitted on ``image_set`` with ``on_bad_image="skip"``, one epoch, shared
+    by the whole session: read-only (a test that changes it takes ``fitted_skip_copy``)."""
     est = small_estimator(image_set, on_bad_image="skip", max_epochs=1)
     return est.fit(image_set, image_set[TARGETS])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fitted(image_set):
-    """An estimator fitted on ``image_set``, shared by a test module."""
+    """An estimator fitted on ``image_set``, shared by the whole session: read-only (a test
+    that changes it takes ``fitted_copy``)."""
     return small_estimator(image_set).fit(image_set, image_set[TARGETS])
+
+
+@pytest.fixture(scope="session")
+def fitted_onnx(fitted, tmp_path_factory):
+    """``fitted`` exported to ONNX once for the session: the file's path (read-only)."""
+    return pathlib.Path(fitted.export_onnx(tmp_path_factory.mktemp("onnx") / "model.onnx"))
+
+
+@pytest.fixture
+def fitted_copy(fitted):
+    """A copy of ``fitted`` of its own (through its pickle: the model document), to change."""
+    return copy.deepcopy(fitted)
+
+
+@pytest.fixture
+def fitted_skip_copy(fitted_skip):
+    """A copy of ``fitted_skip`` of its own, to change."""
+    return copy.deepcopy(fitted_skip)
+
+
+SHARED = ("fitted", "fitted_skip")
+
+
+def _fingerprint(est):
+    """What a test could change in a fitted estimator: its parameters, which object each
+    attribute holds, the network's and the criterion's tensors, the history's length."""
+    tensors = hashlib.sha256()
+    for module in (est.net_.module_, est.net_.criterion_):
+        for name, value in module.state_dict().items():
+            tensors.update(name.encode())
+            tensors.update(value.detach().cpu().numpy().tobytes())
+    return (
+        repr(sorted(est.get_params(deep=False).items())),
+        {name: id(value) for name, value in vars(est).items()},
+        {name: id(value) for name, value in vars(est.net_).items()},
+        tensors.hexdigest(),
+        len(est.history_),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _shared_models_unchanged(request):
+    """A test that changes a session-wide model fails, naming the copy to take instead:
+    otherwise it would change what the tests after it see."""
+    shared = {n: request.getfixturevalue(n) for n in SHARED if n in request.fixturenames}
+    before = {name: _fingerprint(est) for name, est in shared.items()}
+    yield
+    for name, est in shared.items():
+        assert _fingerprint(est) == before[name], f"the test changed {name}: take {name}_copy"
 
 
 def reload(est, folder, how):
@@ -95,15 +157,3 @@ def reload(est, folder, how):
         return load(est.save(folder / "model.skmt"))
     joblib.dump(est, folder / "model.joblib")
     return joblib.load(folder / "model.joblib")
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """One torch thread for many tiny batches: on a busy machine, more threads only wait
-    on each other (a 1-image prediction took 0.47 s with 2 threads, 0.01 s with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

@@ -117,6 +117,7 @@ def test_disk_cache_file_errors_name_the_file(images, tmp_path):
         disk_cached_images(images, 16, tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_two_processes_building_the_same_cache(images, tmp_path):
     folder = tmp_path / "cache"
     script = textwrap.dedent(
@@ -283,6 +284,7 @@ cache.disk_cached_images(sys.argv[1:-1], 16, sys.argv[-1])
 """
 
 
+@pytest.mark.slow
 def test_a_build_killed_midway_leaves_nothing_that_is_matched_and_is_cleaned(images, tmp_path):
     folder = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -83,6 +83,7 @@ def test_fit_saves_a_model_and_shows_progress(workspace):
     }
 
 
+@pytest.mark.slow
 def test_predict_writes_predictions_and_probabilities(workspace):
     root, df, _ = workspace
     result = run(
@@ -108,6 +109,7 @@ def test_predict_writes_predictions_and_probabilities(workspace):
     assert preds["area"].to_numpy() == pytest.approx(expected["area"].to_numpy(), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_and_a_report(workspace):
     root, df, _ = workspace
     out = root / "evaluation"
@@ -137,6 +139,7 @@ def run_without_torch(*args, blocked=TORCH):
     )
 
 
+@pytest.mark.slow
 def test_export_then_predict_and_evaluate_with_each_model_file(workspace, capsys):
     root, df, _ = workspace
     model = joblib.load(root / "model.joblib")
@@ -651,6 +654,7 @@ def test_a_closed_pipe_ends_quietly(workspace, shipped):
     assert (process.returncode, stderr) == (141, "")
 
 
+@pytest.mark.slow
 def test_evaluate_with_a_safe_file_prints_the_metrics_and_exits_0(workspace, shipped):
     root, df, _ = workspace
     skmt, _ = shipped

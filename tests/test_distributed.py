@@ -22,6 +22,7 @@ def _threads_in_fit():
         return torch.get_num_threads()
 
 
+@pytest.mark.slow
 def test_grid_search_on_dask_matches_sequential(image_set):
     from dask.distributed import Client, LocalCluster
 
@@ -73,6 +74,7 @@ def launch_on_two_processes(*args):
     return run
 
 
+@pytest.mark.slow
 def test_cli_fit_data_parallel_on_two_processes(image_set, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2 sk-multitask fit` on CPUs: one model."""
     data = tmp_path / "train.csv"
@@ -125,6 +127,7 @@ with open(os.path.join(out, f"weights-{os.environ['RANK']}.json"), "w") as f:
 """
 
 
+@pytest.mark.slow
 def test_learned_task_weights_are_the_same_in_every_process(image_set, tmp_path):
     """loss_weights="uncertainty" on two processes: the learned log-variances' gradients
     are averaged as the network's are, so both processes end with the same task weights."""

@@ -110,6 +110,7 @@ def test_code_blocks_rejects_a_stray_marker():
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
+@pytest.mark.slow
 def test_page_code_runs(page, tmp_path, monkeypatch):
     """The page's python blocks run in order, as a reader would paste them."""
     monkeypatch.chdir(tmp_path)

@@ -96,6 +96,7 @@ def test_score_is_mean_of_accuracy_and_r2_on_labelled_cells(fitted, image_set):
     assert fitted.score(image_set, y[["shape"]]) == pytest.approx(expected[1])
 
 
+@pytest.mark.slow
 def test_reaches_target_quality_on_the_synthetic_set(tmp_path):
     """The foundation's bar: >= 0.90 accuracy per classification, R² >= 0.80, on CPU."""
     df = make_multitask_images(1000, image_size=32, missing_rate=0.1, path=tmp_path, random_state=0)
@@ -297,8 +298,8 @@ def test_corrupt_image_names_the_file_and_leaves_nothing_fitted(image_set, tmp_p
         check_is_fitted(est)
 
 
-def test_failed_refit_keeps_the_previous_model_intact(fitted, image_set, tmp_path):
-    est = small_estimator(image_set).fit(image_set, image_set[TARGETS])
+def test_failed_refit_keeps_the_previous_model_intact(fitted_copy, image_set, tmp_path):
+    est = fitted_copy
     before = est.predict(image_set)
     bad = _bad_image_set(image_set, tmp_path)
     with pytest.raises(ValueError, match="cannot decode image file"):

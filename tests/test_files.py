@@ -167,6 +167,7 @@ def fitted_small(image_set):
     return small_estimator(image_set, max_epochs=1).fit(image_set, image_set[TARGETS])
 
 
+@pytest.mark.slow
 def test_save_killed_at_random_moments_leaves_a_model_that_loads(fitted_small, image_set, tmp_path):
     target = tmp_path / "models" / "model.skmt"
     target.parent.mkdir()
@@ -211,6 +212,7 @@ def small_data(tmp_path_factory):
     return root, args
 
 
+@pytest.mark.slow
 def test_cli_fit_killed_at_random_moments_leaves_a_model_that_loads(small_data, tmp_path):
     _, args = small_data
     target = tmp_path / "models" / "m.joblib"

@@ -74,6 +74,7 @@ def fitted_wide(image_set):
     return est.fit(train, train[TARGETS])
 
 
+@pytest.mark.slow
 def test_auto_round_trips_with_the_resolved_size(fitted_wide, image_set, tmp_path):
     assert fitted_wide.image_size == "auto" and fitted_wide.image_size_ == WIDE
     X = image_set.iloc[32:48]

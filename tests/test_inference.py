@@ -96,13 +96,10 @@ def test_the_report_is_written_with_an_unreadable_image(fitted_skip, three_rows,
     assert "Confusion matrix: color" in path.read_text()
 
 
-def test_raise_names_the_file_in_transform(fitted_skip, three_rows):
-    fitted_skip.set_params(on_bad_image="raise")
-    try:
-        with pytest.raises(BadImageError, match=re.escape(three_rows["filename"].iloc[BAD])):
-            fitted_skip.transform(three_rows)
-    finally:
-        fitted_skip.set_params(on_bad_image="skip")
+def test_raise_names_the_file_in_transform(fitted_skip_copy, three_rows):
+    fitted_skip_copy.set_params(on_bad_image="raise")
+    with pytest.raises(BadImageError, match=re.escape(three_rows["filename"].iloc[BAD])):
+        fitted_skip_copy.transform(three_rows)
 
 
 def test_onnx_predictor_gives_a_missing_row(fitted_skip, three_rows, tmp_path):
@@ -147,20 +144,17 @@ def test_scorable_rows_need_a_truth_and_a_prediction():
     np.testing.assert_array_equal(scorable_rows(truth, outputs), [0, 3])
 
 
-def test_the_disk_cache_follows_the_rule(fitted_skip, three_rows, tmp_path):
+def test_the_disk_cache_follows_the_rule(fitted_skip_copy, three_rows, tmp_path):
     # Was: the disk cache raised BadImageError whatever on_bad_image said.
     missing = three_rows.assign(filename=three_rows["filename"].tolist()[:2] + ["gone.jpg"])
-    fitted_skip.set_params(cache_dir=tmp_path / "cache")
-    try:
-        for _ in range(2):  # building the cache, then reading it
-            with pytest.warns(BadImageWarning, match="1 image file could not be read"):
-                features = fitted_skip.transform(three_rows)
-            assert np.isnan(features[BAD]).all() and not np.isnan(features[[0, 2]]).any()
-        with pytest.warns(BadImageWarning, match="2 image files could not be read"):
-            predicted = fitted_skip.predict(missing)
-        assert predicted.iloc[1:].isna().all().all() and predicted.iloc[0].notna().all()
-        fitted_skip.set_params(on_bad_image="raise")
-        with pytest.raises(BadImageError, match=re.escape(three_rows["filename"].iloc[BAD])):
-            fitted_skip.predict(three_rows)
-    finally:
-        fitted_skip.set_params(cache_dir=None, on_bad_image="skip")
+    est = fitted_skip_copy.set_params(cache_dir=tmp_path / "cache")
+    for _ in range(2):  # building the cache, then reading it
+        with pytest.warns(BadImageWarning, match="1 image file could not be read"):
+            features = est.transform(three_rows)
+        assert np.isnan(features[BAD]).all() and not np.isnan(features[[0, 2]]).any()
+    with pytest.warns(BadImageWarning, match="2 image files could not be read"):
+        predicted = est.predict(missing)
+    assert predicted.iloc[1:].isna().all().all() and predicted.iloc[0].notna().all()
+    est.set_params(on_bad_image="raise")
+    with pytest.raises(BadImageError, match=re.escape(three_rows["filename"].iloc[BAD])):
+        est.predict(three_rows)

@@ -95,18 +95,15 @@ def test_each_kind_of_x_predicts_as_the_files(fitted, files, expected, kind):
     pd.testing.assert_frame_equal(fitted.predict(kinds[kind]), expected)
 
 
-def test_a_hugging_face_dataset_predicts_as_the_files(fitted, files, expected):
+def test_a_hugging_face_dataset_predicts_as_the_files(fitted_copy, files, expected):
     paths, encoded, _ = files
     by_path = datasets.Dataset.from_dict({"image": paths}).cast_column("image", datasets.Image())
     # Decoded PIL images: datasets stores them as PNG (lossless; a JPEG would be re-encoded).
     in_memory = datasets.Dataset.from_dict({"image": [pil(d).convert("RGB") for d in encoded]})
     assert isinstance(in_memory.features["image"], datasets.Image)
-    est = fitted.set_params(image_col="image")
-    try:
-        for X in (by_path, in_memory, in_memory.to_pandas()):
-            pd.testing.assert_frame_equal(est.predict(X), expected)
-    finally:
-        fitted.set_params(image_col="filename")
+    est = fitted_copy.set_params(image_col="image")
+    for X in (by_path, in_memory, in_memory.to_pandas()):
+        pd.testing.assert_frame_equal(est.predict(X), expected)
 
 
 def test_one_path_or_one_pil_image_is_one_row(fitted, files):
@@ -155,20 +152,17 @@ def test_inputs_that_cannot_be_told_apart_or_read_are_refused(X, error, match):
         resolve_images(X)
 
 
-def test_undecodable_bytes_raise_naming_the_image_or_give_a_missing_row(fitted, files):
+def test_undecodable_bytes_raise_naming_the_image_or_give_a_missing_row(fitted_copy, files):
     _, encoded, _ = files
     X = pd.Series([encoded[0], b"not an image", encoded[2]])
     with pytest.raises(BadImageError, match=r"cannot decode image 'X\[1\]': cannot identify"):
-        fitted.predict(X)
+        fitted_copy.predict(X)
     named = pd.DataFrame({"filename": [{"bytes": b"", "path": "cat.png"}, {"bytes": encoded[0]}]})
     with pytest.raises(BadImageError, match=r"cannot decode image 'cat\.png'"):
-        fitted.predict(named)
-    fitted.set_params(on_bad_image="skip")
-    try:
-        with pytest.warns(BadImageWarning, match=r"1 image file could not be read .*'X\[1\]'"):
-            predicted = fitted.predict(X)
-    finally:
-        fitted.set_params(on_bad_image="raise")
+        fitted_copy.predict(named)
+    fitted_copy.set_params(on_bad_image="skip")
+    with pytest.warns(BadImageWarning, match=r"1 image file could not be read .*'X\[1\]'"):
+        predicted = fitted_copy.predict(X)
     assert predicted.loc[1].isna().all() and predicted.loc[[0, 2]].notna().all().all()
 
 
@@ -182,26 +176,23 @@ def test_fit_skips_undecodable_bytes_by_name(image_set, files):
     assert est.skipped_images_ == ["X[3]"]
 
 
-def test_images_in_memory_are_cached_on_disk_by_content(fitted, files, expected, tmp_path):
+def test_images_in_memory_are_cached_on_disk_by_content(fitted_copy, files, expected, tmp_path):
     paths, encoded, pixels = files
     keys = image_fingerprints(resolve_images(encoded)[0], 16)
     assert len(set(keys.tolist())) == N  # one key per image, by content
     again = image_fingerprints(resolve_images([bytes(d) for d in encoded])[0], 16)
     assert (keys == again).all()
     assert (keys != image_fingerprints(resolve_images(encoded)[0], 8)).all()  # the size counts
-    fitted.set_params(cache_dir=tmp_path)
-    try:
-        for X in (encoded, [pil(data) for data in encoded], encoded):
-            pd.testing.assert_frame_equal(fitted.predict(X), expected)
-    finally:
-        fitted.set_params(cache_dir=None)
+    fitted_copy.set_params(cache_dir=tmp_path)
+    for X in (encoded, [pil(data) for data in encoded], encoded):
+        pd.testing.assert_frame_equal(fitted_copy.predict(X), expected)
     # The bytes, then the PIL images, once each; the second read of the bytes built nothing.
     assert len(list(tmp_path.glob("*.keys.npy"))) == 2
 
 
-def test_the_onnx_predictor_takes_every_kind_of_x_without_torch(fitted, files, tmp_path):
+def test_the_onnx_predictor_takes_every_kind_of_x_without_torch(fitted_onnx, files, tmp_path):
     paths, encoded, _ = files
-    model = fitted.export_onnx(tmp_path / "model.onnx")
+    model = fitted_onnx
     pd.DataFrame({"filename": [{"bytes": d, "path": None} for d in encoded]}).to_parquet(
         tmp_path / "dicts.parquet"
     )

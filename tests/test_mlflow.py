@@ -221,6 +221,7 @@ def images_request(column, values):
     return {"dataframe_split": {"columns": [column], "data": [[value] for value in values]}}
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_a_posted_image(served, fitted, image_set):
     status, text = invoke(served, images_request("image_base64", encoded(image_set, [0, 1])))
     assert status == 200, text
@@ -233,6 +234,7 @@ def test_mlflow_models_serve_answers_a_posted_image(served, fitted, image_set):
     assert got["area"].tolist() == pytest.approx(expected["area"].tolist())
 
 
+@pytest.mark.slow
 def test_the_served_model_reads_the_paths_and_urls_it_was_logged_with(
     served, fitted, image_set, image_server
 ):
@@ -248,6 +250,7 @@ def test_the_served_model_reads_the_paths_and_urls_it_was_logged_with(
     assert image_server.requests[before:] == [f"/images/{name}" for name in names]
 
 
+@pytest.mark.slow
 def test_the_served_model_reads_nothing_else_and_says_one_thing(
     served, image_set, image_server, tmp_path
 ):
@@ -278,6 +281,7 @@ def test_the_served_model_reads_nothing_else_and_says_one_thing(
     )
 
 
+@pytest.mark.slow
 def test_a_bad_request_gets_one_json_line_without_a_traceback(served, image_set):
     image = encoded(image_set, [0])[0]
     not_an_image = base64.b64encode(b"hello, not an image").decode()

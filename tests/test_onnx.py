@@ -18,13 +18,6 @@ from sk_multitask.persistence._document import MAX_DOCUMENT_BYTES
 TOLERANCE = {"atol": 1e-4, "rtol": 0}
 
 
-@pytest.fixture(scope="module")
-def exported(fitted, tmp_path_factory):
-    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    fitted.export_onnx(path)
-    return path
-
-
 def pixel_array(df, size):
     root = df.attrs["image_root"]
     return np.stack([read_image(os.path.join(root, f), size) for f in df["filename"]])
@@ -43,8 +36,8 @@ def assert_parity(est, predictor, X):
         pd.testing.assert_frame_equal(probas[name], proba, **TOLERANCE)
 
 
-def test_the_file_holds_the_graph_and_the_model_document(fitted, exported):
-    model = onnx.load(exported)
+def test_the_file_holds_the_graph_and_the_model_document(fitted, fitted_onnx):
+    model = onnx.load(fitted_onnx)
     onnx.checker.check_model(model)
     (images,) = model.graph.input
     shape = [d.dim_param or d.dim_value for d in images.type.tensor_type.shape.dim]
@@ -59,8 +52,8 @@ def test_the_file_holds_the_graph_and_the_model_document(fitted, exported):
     assert len(document["history"]) == len(fitted.history_) == 2
 
 
-def test_the_predictor_knows_what_the_fitted_model_knows(fitted, exported):
-    predictor = OnnxPredictor(exported)
+def test_the_predictor_knows_what_the_fitted_model_knows(fitted, fitted_onnx):
+    predictor = OnnxPredictor(fitted_onnx)
     pd.testing.assert_frame_equal(predictor.data_sizes_, fitted.data_sizes_)
     assert predictor.skipped_images_ == fitted.skipped_images_ == []
     assert [row["epoch"] for row in predictor.history_] == [1, 2]
@@ -106,24 +99,24 @@ def _without_image_col(document):
         (lambda d: d | {"history": " " * MAX_DOCUMENT_BYTES}, "model document is over"),
     ],
 )
-def test_a_metadata_document_outside_the_schema_is_refused(exported, tmp_path, change, match):
-    wrong = rewrite_metadata(exported, tmp_path / "wrong.onnx", change)
+def test_a_metadata_document_outside_the_schema_is_refused(fitted_onnx, tmp_path, change, match):
+    wrong = rewrite_metadata(fitted_onnx, tmp_path / "wrong.onnx", change)
     with pytest.raises(ValueError, match=f"wrong.onnx.*{match}"):
         OnnxPredictor(wrong)
 
 
-def test_run_time_parameters_in_the_metadata_are_ignored(exported, tmp_path):
+def test_run_time_parameters_in_the_metadata_are_ignored(fitted_onnx, tmp_path):
     hostile = {"cache_dir": str(tmp_path / "cache"), "num_workers": 64, "callbacks": [1]}
     path = rewrite_metadata(
-        exported, tmp_path / "hostile.onnx", lambda d: d | {"params": d["params"] | hostile}
+        fitted_onnx, tmp_path / "hostile.onnx", lambda d: d | {"params": d["params"] | hostile}
     )
     predictor = OnnxPredictor(path)
     assert not set(hostile) & set(predictor.params)
-    assert predictor.batch_size == OnnxPredictor(exported).batch_size
+    assert predictor.batch_size == OnnxPredictor(fitted_onnx).batch_size
 
 
-def test_simple_cnn_parity_for_paths_and_arrays(fitted, exported, image_set):
-    predictor = OnnxPredictor(exported, batch_size=48)  # batches of 48 and of 16
+def test_simple_cnn_parity_for_paths_and_arrays(fitted, fitted_onnx, image_set):
+    predictor = OnnxPredictor(fitted_onnx, batch_size=48)  # batches of 48 and of 16
     assert list(predictor.tasks_) == TARGETS
     assert_parity(fitted, predictor, image_set)
     root = image_set.attrs["image_root"]
@@ -136,13 +129,14 @@ def test_simple_cnn_parity_for_paths_and_arrays(fitted, exported, image_set):
     assert_parity(fitted, predictor, bigger[..., 0])  # grayscale
 
 
-def test_evaluate_matches_the_estimator(fitted, exported, image_set):
+def test_evaluate_matches_the_estimator(fitted, fitted_onnx, image_set):
     y = image_set[TARGETS]
-    table = OnnxPredictor(exported).evaluate(image_set, y)
+    table = OnnxPredictor(fitted_onnx).evaluate(image_set, y)
     expected = fitted.evaluate(image_set, y)
     pd.testing.assert_frame_equal(table, expected, **TOLERANCE)
 
 
+@pytest.mark.slow
 def test_resnet18_parity_with_resized_files(tmp_path):
     df = make_multitask_images(48, image_size=32, path=tmp_path / "images", random_state=1)
     est = small_estimator(
@@ -154,14 +148,16 @@ def test_resnet18_parity_with_resized_files(tmp_path):
     assert_parity(est, predictor, pixel_array(df, 32))
 
 
-def test_the_predictor_runs_where_torch_cannot_be_imported(fitted, exported, image_set, tmp_path):
+def test_the_predictor_runs_where_torch_cannot_be_imported(
+    fitted, fitted_onnx, image_set, tmp_path
+):
     image_set.to_csv(tmp_path / "data.csv", index=False)
     result = run_python_without(
         f"""
         import pandas as pd
         from sk_multitask.onnx import OnnxPredictor
 
-        predictor = OnnxPredictor({str(exported)!r})
+        predictor = OnnxPredictor({str(fitted_onnx)!r})
         data = pd.read_csv({str(tmp_path / "data.csv")!r})
         predictor.predict(data).to_pickle({str(tmp_path / "pred.pkl")!r})
         predictor.predict_proba(data)["shape"].to_pickle({str(tmp_path / "shape.pkl")!r})
@@ -183,20 +179,20 @@ def test_the_predictor_runs_where_torch_cannot_be_imported(fitted, exported, ima
     pd.testing.assert_frame_equal(shape, fitted.predict_proba(data)["shape"], **TOLERANCE)
 
 
-def test_files_that_are_not_sk_multitask_onnx_are_refused(exported, tmp_path):
+def test_files_that_are_not_sk_multitask_onnx_are_refused(fitted_onnx, tmp_path):
     with pytest.raises(FileNotFoundError, match="ONNX file not found"):
         OnnxPredictor(tmp_path / "absent.onnx")
     (tmp_path / "notes.onnx").write_text("hello")
     with pytest.raises(ValueError, match="notes.onnx.*not an ONNX model"):
         OnnxPredictor(tmp_path / "notes.onnx")
 
-    model = onnx.load(exported)
+    model = onnx.load(fitted_onnx)
     del model.metadata_props[:]
     onnx.save(model, tmp_path / "bare.onnx")
     with pytest.raises(ValueError, match="not one exported by sk-multitask"):
         OnnxPredictor(tmp_path / "bare.onnx")
 
-    props = {p.key: p.value for p in onnx.load(exported).metadata_props}
+    props = {p.key: p.value for p in onnx.load(fitted_onnx).metadata_props}
     document = json.loads(props[METADATA_KEY]) | {"format_version": 99}
     onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(document)})
     onnx.save(model, tmp_path / "newer.onnx")
@@ -205,13 +201,13 @@ def test_files_that_are_not_sk_multitask_onnx_are_refused(exported, tmp_path):
 
 
 @pytest.mark.parametrize("batch_size", [-1, 0, 2.5, True, "8"])
-def test_a_bad_batch_size_is_refused(exported, batch_size):
+def test_a_bad_batch_size_is_refused(fitted_onnx, batch_size):
     with pytest.raises(ValueError, match=r"batch_size must be a positive int; got"):
-        OnnxPredictor(exported, batch_size=batch_size)
+        OnnxPredictor(fitted_onnx, batch_size=batch_size)
 
 
-def test_a_bad_batch_size_in_the_metadata_is_refused(exported, tmp_path, image_set):
-    model = onnx.load(exported)
+def test_a_bad_batch_size_in_the_metadata_is_refused(fitted_onnx, tmp_path, image_set):
+    model = onnx.load(fitted_onnx)
     document = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
     document["params"]["batch_size"] = -1  # once returned uninitialised memory
     onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(document)})
@@ -232,6 +228,6 @@ def test_a_bad_batch_size_in_the_metadata_is_refused(exported, tmp_path, image_s
         ({"on_bad_image": "ignore"}, "on_bad_image must be one of"),
     ],
 )
-def test_bad_arguments_are_refused(exported, params, message):
+def test_bad_arguments_are_refused(fitted_onnx, params, message):
     with pytest.raises((TypeError, ValueError), match=message):
-        OnnxPredictor(exported, **params)
+        OnnxPredictor(fitted_onnx, **params)

@@ -48,6 +48,7 @@ def expected_title(row):
     )
 
 
+@pytest.mark.slow
 def test_importing_the_package_does_not_import_matplotlib():
     code = (
         "import sys, sk_multitask, sk_multitask.plotting, sk_multitask.report; "

@@ -37,10 +37,9 @@ MISALIGNED = "y's index does not match X's: rows pair up by position"
 
 
 @pytest.fixture(scope="module")
-def models(fitted, tmp_path_factory):
+def models(fitted, fitted_onnx):
     """The fitted estimator and the ONNX predictor of its export."""
-    path = fitted.export_onnx(tmp_path_factory.mktemp("onnx") / "model.onnx")
-    return {"estimator": fitted, "onnx": OnnxPredictor(path)}
+    return {"estimator": fitted, "onnx": OnnxPredictor(fitted_onnx)}
 
 
 @pytest.fixture(params=["estimator", "onnx"])

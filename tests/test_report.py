@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import sklearn
 import torch
-from conftest import TARGETS, one_torch_thread, reload, run_python_without
+from conftest import TARGETS, reload, run_python_without
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -125,16 +125,16 @@ def test_the_report_replaces_its_file_atomically(fitted, image_set, tmp_path, mo
     assert path.read_text().startswith("<!DOCTYPE html>")
 
 
-def test_report_runs_the_network_once(fitted, image_set, tmp_path, monkeypatch):
+def test_report_runs_the_network_once(fitted_copy, image_set, tmp_path, monkeypatch):
     calls = []
-    get_iterator = fitted.net_.get_iterator  # one iterator per pass over the data
+    get_iterator = fitted_copy.net_.get_iterator  # one iterator per pass over the data
 
     def counted(*args, **kwargs):
         calls.append(1)
         return get_iterator(*args, **kwargs)
 
-    monkeypatch.setattr(fitted.net_, "get_iterator", counted)
-    write_report(fitted, image_set, image_set[TARGETS], tmp_path / "report.html", k=2)
+    monkeypatch.setattr(fitted_copy.net_, "get_iterator", counted)
+    write_report(fitted_copy, image_set, image_set[TARGETS], tmp_path / "report.html", k=2)
     assert len(calls) == 1
 
 
@@ -157,10 +157,11 @@ def numbers(html):
     return np.array([float(v) for v in re.findall(r">(-?[0-9][0-9.e+-]*)</td>", html)])
 
 
+@pytest.mark.slow
 def test_the_onnx_predictor_writes_the_report_of_the_estimator_without_torch(
-    fitted, image_set, tmp_path
+    fitted, fitted_onnx, image_set, tmp_path
 ):
-    onnx = fitted.export_onnx(tmp_path / "model.onnx")
+    onnx = fitted_onnx
     image_set.to_pickle(tmp_path / "data.pkl")
     result = run_python_without(
         f"""
@@ -179,9 +180,8 @@ def test_the_onnx_predictor_writes_the_report_of_the_estimator_without_torch(
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"  # nothing of torch was imported
     y = image_set[TARGETS]
-    with one_torch_thread():
-        report = write_report(fitted, image_set, y, tmp_path / "fitted.html", k=4)
-        fitted_top = fitted.top_losses(image_set, y, k=6)
+    report = write_report(fitted, image_set, y, tmp_path / "fitted.html", k=4)
+    fitted_top = fitted.top_losses(image_set, y, k=6)
     expected = report_sections(report.read_text())
     text = (tmp_path / "onnx.html").read_text()
     sections = report_sections(text)

@@ -460,6 +460,7 @@ def crafted(saved, tmp_path_factory):
     return saved, files
 
 
+@pytest.mark.slow
 def test_crafted_files_are_refused_within_a_memory_bound(crafted):
     saved, files = crafted
     assert files["padded"].stat().st_size < 3 * 2**20  # a gigabyte of spaces, deflated

@@ -4,7 +4,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TARGETS, one_torch_thread, small_estimator
+from conftest import TARGETS, small_estimator
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.pipeline import Pipeline
@@ -219,14 +219,8 @@ class _RowsAsImages(MultiTaskImageEstimator):
         return super().score(_images(X), y, sample_weight)
 
 
-@pytest.fixture
-def one_thread():
-    with one_torch_thread():
-        yield
-
-
 @pytest.mark.parametrize("check", ON_IMAGES)
-def test_api_checks_on_images(check, one_thread):
+def test_api_checks_on_images(check):
     from sklearn.utils import estimator_checks
 
     est = _RowsAsImages(backbone="simple_cnn", weights=None, image_size=8, max_epochs=1,
@@ -260,7 +254,7 @@ def test_the_html_repr_links_the_class_page_of_the_documentation_site():
 
 
 @pytest.mark.parametrize("layout", ["read-only memmap", "F-ordered"])
-def test_image_arrays_of_any_memory_layout_give_the_same_model(layout, tmp_path, one_thread):
+def test_image_arrays_of_any_memory_layout_give_the_same_model(layout, tmp_path):
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
     y = pd.DataFrame({"kind": rng.choice(["a", "b"], 24), "size": rng.normal(size=24)})

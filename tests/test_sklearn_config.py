@@ -6,7 +6,7 @@ import pandas as pd
 import polars as pl
 import pytest
 import sklearn
-from conftest import TARGETS, one_torch_thread, small_estimator
+from conftest import TARGETS, small_estimator
 
 from sk_multitask.datasets import make_multitask_images
 from sk_multitask.report import write_report
@@ -26,12 +26,6 @@ def results(df):
         "score": est.score(df, y),
         "transform": est.transform(df),
     }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,7 @@ def fitted_timm(request, image_set):
     return est.fit(train, train[TARGETS])
 
 
+@pytest.mark.slow
 def test_fitted_timm_round_trips_safe_file_and_onnx(fitted_timm, image_set, tmp_path, offline):
     cfg = timm.models.get_pretrained_cfg(fitted_timm.backbone.removeprefix("timm/"))
     module = fitted_timm.net_.module_

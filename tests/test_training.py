@@ -120,8 +120,8 @@ def test_freeze_epochs_freeze_parameters_and_batchnorm_statistics(image_set, pre
     assert all(p.requires_grad for p in est.net_.module_.parameters())  # unfrozen at the end
 
 
-def test_auto_recipe_resolves_from_the_weights(image_set, pretrained_file):
-    scratch = small_estimator(image_set, max_epochs=2).fit(image_set, image_set[TARGETS])
+def test_auto_recipe_resolves_from_the_weights(image_set, pretrained_file, fitted):
+    scratch = fitted  # from scratch: weights=None
     tuned = small_estimator(image_set, weights=pretrained_file, max_epochs=2).fit(
         image_set, image_set[TARGETS]
     )
@@ -205,7 +205,7 @@ def _state(est):
     return {k: v.clone() for k, v in est.net_.module_.state_dict().items()}
 
 
-def test_lr_find_leaves_the_estimator_as_it_was(image_set, fitted):
+def test_lr_find_leaves_the_estimator_as_it_was(image_set, fitted_copy):
     y = image_set[TARGETS]
     unfitted = small_estimator(image_set)
     params = unfitted.get_params()
@@ -219,10 +219,10 @@ def test_lr_find_leaves_the_estimator_as_it_was(image_set, fitted):
     assert unfitted.get_params() == params
     assert not hasattr(unfitted, "net_")
 
-    before, fitted_params = _state(fitted), fitted.get_params()
-    fitted.lr_find(image_set, y, num_it=10)
-    assert fitted.get_params() == fitted_params
-    for name, value in _state(fitted).items():
+    before, fitted_params = _state(fitted_copy), fitted_copy.get_params()
+    fitted_copy.lr_find(image_set, y, num_it=10)
+    assert fitted_copy.get_params() == fitted_params
+    for name, value in _state(fitted_copy).items():
         assert torch.equal(value, before[name]), name
 
 
@@ -344,6 +344,7 @@ print("finished")
 """
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_model(image_set, tmp_path):
     params = small_estimator(
         image_set, max_epochs=4, checkpoint_dir=str(tmp_path / "ckpt"), augment=True

@@ -39,7 +39,7 @@ __getattr__, __dir__, _names = _lazy_exports(
     __name__,
     {
         "estimator": ["MultiTaskImageEstimator", "load"],
-        "evaluation._metrics": ["multitask_scorer"],
+        "predicting._scoring": ["multitask_scorer"],
         "persistence._versions": ["InconsistentVersionWarning"],
     },
 )

@@ -45,7 +45,7 @@ from .evaluation._figures import (
 from .evaluation._metrics import scorable_rows
 from .inputs._dataset import ImageDataset, train_transform
 from .inputs._sources import resolve_images
-from .predicting._protocol import checked_outputs
+from .predicting._protocol import checked_outputs, interval_calibration
 from .targets import CLASSIFICATION, REGRESSION, check_aligned, check_targets, check_task
 from .targets._outputs import OutputDecoder, decoders
 
@@ -377,7 +377,7 @@ def plot_intervals(estimator, X, y, task, coverage=0.9):
     """
     check_is_fitted(estimator)
     _fitted_task(estimator, task, REGRESSION, "an interval plot")
-    calibration = estimator._calibration()
+    calibration, coverage = interval_calibration(estimator, coverage, [task])
     outputs, index, y, _ = checked_outputs(estimator, X, y)
     intervals = calibration.intervals(decoders(estimator.tasks_), outputs, index, coverage)
     truth = _task_column(y, task)

@@ -9,11 +9,13 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from sk_multitask.evaluation._metrics import multitask_scorer
+from sk_multitask import multitask_scorer
 
 
 def task_scores(model, X, y, metrics=None):
-    return model._task_scores(X, y, metrics)
+    from sk_multitask.predicting import model_task_scores
+
+    return model_task_scores(model, X, y, metrics)
 
 
 def test_task_scores_use_labelled_cells_only(fitted, image_set):

@@ -12,7 +12,7 @@ from conftest import TARGETS, small_estimator
 from sklearn import metrics as skm
 from sklearn.model_selection import GridSearchCV, cross_validate
 
-from sk_multitask.evaluation._metrics import multitask_scorer
+from sk_multitask import multitask_scorer
 from sk_multitask.network._loss import MaskedMultiTaskLoss
 from sk_multitask.targets import encode_targets
 

@@ -219,7 +219,7 @@ def test_scoring_with_weights_all_zero_says_so(fitted_once, rows):
 def test_a_fold_without_a_tasks_labels_scores_it_nan(rows):
     from sklearn.model_selection import KFold, cross_validate
 
-    from sk_multitask.evaluation import multitask_scorer
+    from sk_multitask import multitask_scorer
 
     y = rows[TARGETS].copy()
     y.loc[y.index[32:], "shape"] = None  # the last fold has no shape label

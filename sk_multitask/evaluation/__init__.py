@@ -1,6 +1,6 @@
 """Scores, diagnostics and figures of predictions against true targets (torch-free).
 
-- ``_metrics``: per-task scores (one rule for scorable rows), :func:`multitask_scorer`;
+- ``_metrics``: per-task scores (one rule for scorable rows), the metrics by name;
 - ``_calibration_metrics``: calibration error, reliability bins, interval and set coverage;
 - ``_diagnostics``: the top-losses table; ``_figures``: the figures, as matplotlib figures.
 """
@@ -31,7 +31,6 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "check_metrics",
             "evaluate_tasks",
             "label_codes",
-            "multitask_scorer",
             "per_class_metrics",
             "scorable_rows",
             "task_scores",

@@ -23,7 +23,6 @@ from ..targets import (
     REGRESSION,
     binarize,
     check_task_names,
-    target_frame,
 )
 
 #: The metrics by name: scikit-learn's scorers of those names (higher-is-better). The
@@ -112,10 +111,13 @@ def scorable_rows(truth, outputs, sample_weight=None):
     return np.flatnonzero(truth.notna().to_numpy() & predicted & weighted)
 
 
-def check_metrics(metrics, tasks):
+def check_metrics(metrics, tasks=None):
     """``metrics`` (task name to a scorer name of ``METRICS`` or a callable), if each
-    names a task of ``tasks``."""
-    check_task_names(metrics, tasks, "metrics")
+    is one and, with ``tasks``, names a task of ``tasks``."""
+    for spec in (metrics or {}).values():
+        _metric(spec)
+    if tasks is not None:
+        check_task_names(metrics, tasks, "metrics")
     return metrics
 
 
@@ -340,86 +342,3 @@ def per_class_metrics(tasks, outputs, y, sample_weight=None):
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index = pd.MultiIndex.from_tuples(list(rows), names=["task", "class"])
     return frame.reindex(columns=["precision", "recall", "f1", "support", "roc_auc"])
-
-
-class MultitaskScorer:
-    """Callable ``(estimator, X, y, sample_weight=None) -> {task: score, ..., "mean": mean}``.
-
-    Made by :func:`multitask_scorer`. Under scikit-learn's metadata routing,
-    ``set_score_request(sample_weight=True)`` makes a search or ``cross_validate`` pass
-    it the routed ``sample_weight``, as it does scikit-learn's own scorers.
-
-    Every column of ``y`` has its key, so that the folds of a search agree: a task
-    with no labelled cell in a fold scores NaN there, and ``"mean"`` is the mean over
-    the tasks scored (as :meth:`~MultiTaskImageEstimator.score` is).
-    """
-
-    def __init__(self, metrics=None):
-        self.metrics = metrics
-        self.sample_weight_request = None  # routing's default: not requested
-
-    def __call__(self, estimator, X, y, sample_weight=None):
-        scored = estimator._task_scores(X, y, self.metrics, sample_weight)
-        scores = {name: scored.get(name, np.nan) for name in target_frame(y).columns}
-        scores["mean"] = float(np.mean(list(scored.values())))
-        return scores
-
-    def set_score_request(self, *, sample_weight=None):
-        """Whether the scorer takes ``sample_weight`` from metadata routing.
-
-        Parameters
-        ----------
-        sample_weight : bool, str or None, default=None
-            True: requested; False: not; None: an error if passed; a str: the alias
-            it is routed under.
-
-        Returns
-        -------
-        self
-        """
-        self.sample_weight_request = sample_weight
-        return self
-
-    def get_metadata_routing(self):
-        """The scorer's metadata request (scikit-learn's routing reads it)."""
-        from sklearn.utils.metadata_routing import MetadataRequest
-
-        request = MetadataRequest(owner=self)
-        request.score.add_request(param="sample_weight", alias=self.sample_weight_request)
-        return request
-
-    def __repr__(self):
-        return f"multitask_scorer(metrics={self.metrics!r})"
-
-
-def multitask_scorer(metrics=None):
-    """A scorer for ``GridSearchCV``/``cross_validate`` with one key per task.
-
-    Passed as ``scoring=``, it makes ``cv_results_`` hold ``mean_test_<task>`` for
-    each task and ``mean_test_mean`` for their mean, so that ``refit=`` can name one
-    task (or ``"mean"``). One prediction pass serves every task.
-
-    Parameters
-    ----------
-    metrics : dict, optional
-        Task name to a metric name, scored by scikit-learn's scorer of that name
-        (``"accuracy"``, ``"balanced_accuracy"``, ``"f1_macro"``, ``"f1_micro"``,
-        ``"jaccard_samples"``, ``"r2"``, ``"neg_mean_absolute_error"``,
-        ``"neg_root_mean_squared_error"``), or a callable ``(y_true, y_pred)`` giving a
-        higher-is-better float. By default
-        accuracy for a classification, R² for a regression and micro F1 for a
-        multi-label task (which metrics get as label indicator matrices).
-
-    Returns
-    -------
-    MultitaskScorer
-
-    Examples
-    --------
-    >>> from sk_multitask.evaluation._metrics import multitask_scorer
-    >>> multitask_scorer({"age": "neg_mean_absolute_error"})
-    multitask_scorer(metrics={'age': 'neg_mean_absolute_error'})
-    """
-    for spec in (metrics or {}).values():
-        _metric(spec)
-    return MultitaskScorer(metrics)

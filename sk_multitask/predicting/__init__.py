@@ -3,6 +3,7 @@
 - ``_protocol`` (torch-free): :class:`MultiTaskPredictor`, the one prediction surface of
   the estimator and the ONNX predictor, and :func:`checked_outputs`, the one check of
   ``X`` against ``y``;
+- ``_scoring`` (torch-free): per-task scores of a model, :func:`multitask_scorer`;
 - ``_inference``: the one batching iterator of every method that runs the network;
 - ``_calibration`` (torch-free): temperature scaling and conformal sets and intervals.
 """
@@ -34,5 +35,6 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "interval_calibration",
             "scoring_module",
         ],
+        "_scoring": ["MultitaskScorer", "model_task_scores", "multitask_scorer"],
     },
 )

@@ -294,7 +294,9 @@ class MultiTaskPredictor:
         -------
         float
         """
-        scores = self._task_scores(X, y, sample_weight=sample_weight)
+        from ._scoring import model_task_scores
+
+        scores = model_task_scores(self, X, y, sample_weight=sample_weight)
         return float(sum(scores.values()) / len(scores))
 
     def top_losses(self, X, y, k=9, task=None):
@@ -332,15 +334,6 @@ class MultiTaskPredictor:
         return top_loss_table(self, X, y, outputs, index, k=k, task=task)
 
     # -- helpers -------------------------------------------------------------------
-
-    def _task_scores(self, X, y, metrics=None, sample_weight=None):
-        """Each task's score (``metrics``: task name to a metric; see
-        :func:`~sk_multitask.multitask_scorer`)."""
-        scoring = scoring_module("score")
-        self._check_fitted()
-        scoring.check_metrics(metrics, self.tasks_)
-        outputs, _, y, sample_weight = checked_outputs(self, X, y, sample_weight)
-        return scoring.task_scores(decoders(self.tasks_), outputs, y, metrics, sample_weight)
 
     def _calibration(self):
         self._check_fitted()

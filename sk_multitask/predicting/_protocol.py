@@ -261,7 +261,8 @@ class MultiTaskPredictor:
         metrics = scoring_module("evaluate")
         calibration = None
         if coverage is not None and not per_class:
-            coverage, calibration = check_coverage(coverage), self._calibration()
+            # Checked before any image is read; the tasks of y are checked as measured.
+            calibration, coverage = interval_calibration(self, coverage, tasks=[])
         outputs, _, y, sample_weight = checked_outputs(self, X, y, sample_weight)
         fitted = decoders(self.tasks_)
         tasks = {name: fitted[name] for name in y.columns}

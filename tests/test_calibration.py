@@ -12,7 +12,13 @@ from sk_multitask.evaluation._calibration_metrics import (
 )
 from sk_multitask.exceptions import CalibrationWarning
 from sk_multitask.persistence._schema import TEMPERATURE_RANGE
-from sk_multitask.predicting._calibration import Calibration, calibrate, fit_temperature, nll
+from sk_multitask.predicting._calibration import (
+    MIN_MISSES,
+    Calibration,
+    calibrate,
+    fit_temperature,
+    nll,
+)
 from sk_multitask.targets._outputs import OutputDecoder
 
 COVERAGES = [0.8, 0.9, 0.95]
@@ -197,3 +203,40 @@ def test_calibration_labels_never_seen_in_fit_warn_naming_the_task_and_labels():
         "its calibration (the model has no output for them)",
     ]
     assert (cal.tasks["kind"].n_cells, cal.tasks["tags"].n_cells) == (3, 3)
+
+
+def test_a_temperature_below_1_needs_ten_misses_and_the_rule_warns_naming_the_task():
+    # Confident, right on all but `misses` cells: the NLL alone wants a temperature below 1.
+    rng = np.random.default_rng(0)
+    labels = np.array(["a", "b", "c"], dtype=object)
+    codes = rng.integers(0, 3, 200)
+    logits = np.eye(3)[codes] * 2.0
+    for misses in (0, 9, 10):
+        wrong = codes.copy()
+        wrong[:misses] = (codes[:misses] + 1) % 3
+        y = pd.DataFrame({"kind": labels[wrong]})
+        assert fit_temperature(logits, wrong) < 1
+        if misses < MIN_MISSES:
+            with pytest.warns(
+                CalibrationWarning,
+                match=rf"task 'kind': 200 calibration cells with {misses} misses \(fewer than 10\)",
+            ):
+                cal = calibrate({"kind": KIND}, {"kind": logits}, y)
+            assert cal.tasks["kind"].temperature == 1.0
+        else:
+            cal = calibrate({"kind": KIND}, {"kind": logits}, y)
+            assert cal.tasks["kind"].temperature == fit_temperature(logits, wrong) < 1
+
+
+def test_a_multilabel_label_without_misses_keeps_temperature_1_and_is_named():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(300, 2)) * 4
+    truth = logits > 0  # label x: right everywhere; label y: 3x over-confident
+    truth[:, 1] = rng.random(300) < 1 / (1 + np.exp(-logits[:, 1] / 3))
+    cells = [[label for label, on in zip("xy", row, strict=True) if on] for row in truth]
+    with pytest.warns(
+        CalibrationWarning,
+        match=r"task 'tags' \(labels 'x'\): 300 calibration cells with at most 0 misses",
+    ):
+        cal = calibrate({"tags": TAGS}, {"tags": logits}, pd.DataFrame({"tags": cells}))
+    assert cal.tasks["tags"].temperature[0] == 1.0 and cal.tasks["tags"].temperature[1] > 2

@@ -1,5 +1,6 @@
 """Calibration, intervals and test-time augmentation through a real fitted model."""
 
+import copy
 import json
 import re
 
@@ -84,7 +85,11 @@ def test_a_calibration_task_without_labels_is_an_error_and_few_cells_warn(model,
     with pytest.raises(ValueError, match="task 'shape' has no labelled cell"):
         model.calibrate(held_out, held_out[["color", "noisy_area"]])
     few = data.iloc[200:210]
-    model.calibrate(few, few[TASKS])
+    with pytest.warns(CalibrationWarning, match="cannot support a temperature below 1") as held:
+        model.calibrate(few, few[TASKS])  # too few misses for a temperature below 1
+    assert [str(w.message).split(" misses")[0] for w in held] == [
+        "task 'color': 9 calibration cells with 3", "task 'shape': 10 calibration cells with 5"
+    ]
     with pytest.warns(CalibrationWarning) as record:
         frame = model.predict_interval(data.head(2), 0.95)
     assert [str(w.message).split(", too few")[0] for w in record] == [
@@ -283,3 +288,22 @@ def test_a_calibration_at_odds_with_itself_is_refused_naming_the_file(
             dst.writestr(name, content)
     with pytest.raises(ValueError, match=rf"'{re.escape(str(tampered))}'.*{message}"):
         load(tampered)
+
+
+def test_calibrating_on_rows_all_classified_right_makes_no_row_surer(model, data):
+    est = copy.deepcopy(model)
+    est.calibration_ = None  # the network's own probabilities
+    held_out = data.iloc[200:]
+    before, predicted = est.predict_proba(held_out), est.predict(held_out)
+    right = held_out.index[
+        (predicted["color"] == held_out["color"]) & (predicted["shape"] == held_out["shape"])
+    ]
+    assert len(right) > 50
+    # The NLL of such rows falls with the temperature down to its bound (0.01).
+    with pytest.warns(CalibrationWarning, match="with 0 misses") as record:
+        est.calibrate(held_out.loc[right], held_out.loc[right, TASKS])
+    assert {str(w.message)[:13] for w in record} == {"task 'color':", "task 'shape':"}
+    after = est.predict_proba(held_out)
+    for task in ("color", "shape"):
+        assert est.calibration_.tasks[task].temperature == 1.0
+        assert (after[task].max(axis=1) <= before[task].max(axis=1)).all()

@@ -7,7 +7,9 @@ probabilities, intervals and sets. Per task, on that task's labelled cells only 
 cells, and the NaN rows of unreadable images, never enter):
 
 - classification: one temperature ``T`` fitted on the negative log-likelihood
-  (Guo et al. 2017; the logits are divided by ``T``), then split-conformal prediction
+  (Guo et al. 2017; the logits are divided by ``T``), never below 1 (sharper than the
+  network) unless the calibration cells hold at least :data:`MIN_MISSES` misses (see
+  :func:`evidenced_temperature`), then split-conformal prediction
   sets with the LAC score ``1 - p(true class)`` (least ambiguous set-valued classifier,
   Sadinle et al. 2019). LAC rather than APS: it gives the smallest sets on average for
   the asked coverage, needs no randomisation to reach it, and its sets are simply
@@ -15,7 +17,8 @@ cells, and the NaN rows of unreadable images, never enter):
   on a row the model finds unlike any class);
 - regression: split-conformal absolute residuals ``|y - prediction|`` in original units,
   giving intervals ``prediction ± q`` of the same width on every row;
-- multi-label: one temperature per label (binary NLL of that label's sigmoid). A
+- multi-label: one temperature per label (binary NLL of that label's sigmoid, under
+  the same rule, a miss being a label decided wrong at 0.5). A
   temperature keeps the 0.5 threshold's decisions (``predict`` is unchanged) and makes
   the per-label probabilities honest; multi-label tasks get no sets.
 
@@ -46,6 +49,11 @@ from ..targets import MULTILABEL, REGRESSION, binarize
 MAX_CALIBRATION_SCORES = 20_000
 #: The temperatures a calibration may hold: fitted within, and checked when read.
 TEMPERATURE_RANGE = (1e-2, 1e2)
+#: The fewest misses (cells whose most probable class is not the true one) that let a
+#: temperature go below 1: ten events per fitted parameter, the rule of thumb of
+#: logistic regression (Peduzzi et al. 1996), the temperature being one parameter and
+#: the misses the rarer outcome that identifies it.
+MIN_MISSES = 10
 
 
 def nll(logits, codes, temperature=1.0):
@@ -102,6 +110,45 @@ def fit_temperature(logits, codes, max_iter=100):
             break
         b = new
     return float(1 / b)
+
+
+def evidenced_temperature(logits, codes):
+    """:func:`fit_temperature`, not below 1 without evidence: the temperature, the misses
+    among the cells, and whether the rule held the fitted temperature back.
+
+    A temperature below 1 makes every probability sharper than the network's. The
+    negative log-likelihood of cells that are all classified right keeps falling as the
+    temperature does, so such cells push it to its bound (0.01: every probability 1.0,
+    and the first miss later costs tens of nats), though they cannot tell how sure the
+    model should be. So a temperature below 1 is kept only when the cells hold at
+    least :data:`MIN_MISSES` misses; with fewer, it is 1 (the network's own
+    probabilities). A temperature above 1 (softer) is always kept: it claims less.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> logits = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])  # all right
+    >>> temperature, misses, held_back = evidenced_temperature(logits, np.array([0, 1, 0]))
+    >>> temperature, misses, held_back
+    (1.0, 0, True)
+    """
+    temperature = fit_temperature(logits, codes)
+    misses = int((np.asarray(logits).argmax(axis=1) != np.asarray(codes)).sum())
+    held_back = temperature < 1 and misses < MIN_MISSES
+    return (1.0 if held_back else temperature), misses, held_back
+
+
+def _warn_held_back(name, n_cells, misses, labels=None):
+    """Warn that task ``name``'s temperature (or those of its ``labels``) was kept at 1."""
+    which = "" if labels is None else f" (labels {', '.join(map(repr, labels))})"
+    warnings.warn(
+        f"task {name!r}{which}: {n_cells} calibration cells with {'at most ' * bool(which)}"
+        f"{misses} misses (fewer "
+        f"than {MIN_MISSES}) cannot support a temperature below 1; it is kept at 1, so that "
+        "calibration does not make the model surer than the network",
+        CalibrationWarning,
+        stacklevel=5,
+    )
 
 
 def min_cells(coverage):
@@ -198,12 +245,17 @@ def _task_calibration(decoder, out, truth, rng):
         if not len(out):
             return None
         indicators = binarize(decoder.name, decoder.classes, truth)
-        temperatures = [
+        fits = [
             # A label's sigmoid is the softmax of the two logits (0, z).
-            fit_temperature(np.stack([np.zeros(len(z)), z], axis=1), indicators[:, j])
+            evidenced_temperature(np.stack([np.zeros(len(z)), z], axis=1), indicators[:, j])
             for j, z in enumerate(out.T)
         ]
-        return TaskCalibration(MULTILABEL, len(out), np.array(temperatures))
+        held = [j for j, fit in enumerate(fits) if fit[2]]
+        if held:
+            labels = decoder.classes[held].tolist()
+            _warn_held_back(decoder.name, len(out), max(fits[j][1] for j in held), labels)
+        temperatures = np.array([temperature for temperature, _, _ in fits])
+        return TaskCalibration(MULTILABEL, len(out), temperatures)
     if decoder.kind == REGRESSION:
         truth = np.asarray(truth, dtype=np.float64)
         scores, temperature = np.abs(truth - decoder.decode(out).to_numpy()), None
@@ -213,7 +265,9 @@ def _task_calibration(decoder, out, truth, rng):
         out, codes = out[known], decoder.class_codes(truth[known])
         if not len(out):
             return None
-        temperature = fit_temperature(out, codes)
+        temperature, misses, held_back = evidenced_temperature(out, codes)
+        if held_back:
+            _warn_held_back(decoder.name, len(out), misses)
         probabilities = decoder.probabilities(out / temperature).astype(np.float64)
         scores = 1 - probabilities[np.arange(len(out)), codes]
     n_cells = len(scores)

@@ -23,6 +23,7 @@ from .persistence._safe_file import save
 from .predicting._calibration import calibrate
 from .predicting._inference import network_outputs, validation_calibration
 from .predicting._protocol import MultiTaskPredictor, checked_outputs
+from .predicting._thresholds import check_thresholds, fit_thresholds
 from .targets._outputs import decoders
 from .training._build import build_net, continue_order
 from .training._config import TrainingConfig, WarmStart, seeded
@@ -238,6 +239,20 @@ class MultiTaskImageEstimator(
         is and flipped (:func:`sk_multitask.inputs._decoding.tta_views`). Each view costs one
         more pass of the network. ``transform`` and the ONNX predictor use the plain
         images only.
+    decision_thresholds : None, "tuned" or dict, default=None
+        When ``predict`` says yes for a binary classification task (its second class,
+        ``classes_[1]``) and for each label of a multi-label task: when that
+        probability (``predict_proba``'s, calibrated once calibrated) is at least the
+        threshold. None: 0.5 (the most probable class). ``"tuned"``: per task and label,
+        the threshold that maximises ``threshold_metric`` on the validation rows (or
+        on the rows of :meth:`calibrate`); a task without a labelled one keeps 0.5,
+        with a :class:`~sk_multitask.exceptions.CalibrationWarning`. A dict: task name
+        to a threshold, or for a multi-label task a dict label to threshold (those
+        left out: 0.5). See :mod:`sk_multitask.predicting._thresholds`.
+    threshold_metric : str, default="f1"
+        What ``decision_thresholds="tuned"`` maximises: ``"f1"``,
+        ``"balanced_accuracy"``, ``"accuracy"``, ``"jaccard"`` or
+        ``"matthews_corrcoef"`` (scikit-learn's scorer names).
 
     Attributes
     ----------
@@ -276,6 +291,10 @@ class MultiTaskImageEstimator(
         Per task, the temperature(s) and conformal scores of :meth:`calibrate` (by
         default fitted on the validation rows; None without any):
         :class:`sk_multitask.predicting._calibration.Calibration`.
+    decision_thresholds_ : dict or None
+        The thresholds ``predict`` decides with (None: ``decision_thresholds=None``):
+        each binary classification task to a float, each multi-label task to a dict
+        label to float.
 
     Examples
     --------
@@ -334,6 +353,8 @@ class MultiTaskImageEstimator(
         verbose=0,
         storage_options=None,
         tta=0,
+        decision_thresholds=None,
+        threshold_metric="f1",
     ):
         self.image_col = image_col
         self.image_root = image_root
@@ -372,6 +393,8 @@ class MultiTaskImageEstimator(
         self.verbose = verbose
         self.storage_options = storage_options
         self.tta = tta
+        self.decision_thresholds = decision_thresholds
+        self.threshold_metric = threshold_metric
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -454,6 +477,7 @@ class MultiTaskImageEstimator(
     def _train(self, config, warm, X, y, sample_weight):
         """Check the data, build the net (or continue ``warm``'s), train it, keep it."""
         data = prepare_fit(config, X, y, warm, sample_weight)
+        check_thresholds(self.decision_thresholds, data.tasks)
         plan = data.plan
         with seeded(plan.seed, plan.device), dask_worker_threads():
             net = build_net(config, data, warm)
@@ -469,8 +493,9 @@ class MultiTaskImageEstimator(
                     self._set_fitted(net, data)
                 raise
         self._set_fitted(net, data)
-        self.calibration_ = validation_calibration(
-            self.net_, data, on_bad_image=self.on_bad_image, tta=self.tta
+        self.calibration_, self.decision_thresholds_ = validation_calibration(
+            self.net_, data, on_bad_image=self.on_bad_image, tta=self.tta,
+            thresholds=self.decision_thresholds, metric=self.threshold_metric,
         )
         return self
 
@@ -538,7 +563,9 @@ class MultiTaskImageEstimator(
         on the negative log-likelihood; :meth:`predict_proba` then returns the scaled
         probabilities) and conformal scores for :meth:`predict_interval`'s sets, a
         regression's absolute residuals in original units, a multi-label task's one
-        temperature per label. See :mod:`sk_multitask.predicting._calibration` and
+        temperature per label (no temperature below 1 without ten misses). With
+        ``decision_thresholds="tuned"``, the thresholds are tuned anew on these rows
+        (``decision_thresholds_``). See :mod:`sk_multitask.predicting._calibration` and
         ``docs/how_sure.md``. The guarantee holds for new rows like these: use rows
         the model was neither trained nor early-stopped on.
 
@@ -559,7 +586,12 @@ class MultiTaskImageEstimator(
             Naming a task that has no labelled cell in ``y``.
         """
         outputs, _, y, _ = checked_outputs(self, X, y)
-        self.calibration_ = calibrate(decoders(self.tasks_), outputs, y)
+        calibration = calibrate(decoders(self.tasks_), outputs, y)
+        self.decision_thresholds_ = fit_thresholds(
+            self.decision_thresholds, self.threshold_metric, self.tasks_,
+            calibration.scale(outputs), y, rows="calibration rows",
+        )
+        self.calibration_ = calibration
         return self
 
     def transform(self, X):

@@ -45,8 +45,8 @@ from .evaluation._metrics import evaluate_tasks, per_class_metrics, scorable_row
 from .inputs._files import atomic_write
 from .predicting._calibration import calibrated_outputs, interval_metrics, min_cells
 from .predicting._protocol import checked_outputs
+from .predicting._thresholds import decision_decoders
 from .targets import CLASSIFICATION, MULTILABEL, REGRESSION
-from .targets._outputs import decoders
 from .training._parameters import redacted_params
 
 __all__ = ["figure_to_png_bytes", "write_report"]
@@ -122,18 +122,19 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
         ``path``.
     """
     outputs, index, y, _ = checked_outputs(estimator, X, y)
-    fitted = decoders(estimator.tasks_)
+    fitted = decision_decoders(estimator)
     tasks = {name: fitted[name] for name in y.columns}
     calibration = getattr(estimator, "calibration_", None)
+    calibrated = calibrated_outputs(calibration, outputs)
     sections = [
         _section("Data", _table(_sizes(estimator, y))),
-        *_metric_sections(tasks, calibrated_outputs(calibration, outputs), y),
+        *_metric_sections(tasks, calibrated, y, _thresholds_note(estimator)),
         _section(
             "Training history",
             _image(history_figure(estimator.tasks_, estimator.history_), "training history")
             + _table(_epochs(estimator)),
         ),
-        *_figure_sections(tasks, outputs, index, y),
+        *_figure_sections(tasks, calibrated, index, y),
         *_how_sure_sections(calibration, tasks, outputs, index, y, coverage or 0.9),
         _top_loss_section(estimator, X, y, outputs, index, k),
         _section("Parameters", _table(_parameters(estimator))),
@@ -144,13 +145,31 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
     return path
 
 
-def _metric_sections(tasks, outputs, y):
-    """The per-task metrics table, and the per-class one when a task is a classification."""
+def _thresholds_note(model):
+    """The decision thresholds a model predicts with, in words ('' without any)."""
+    thresholds = getattr(model, "decision_thresholds_", None)
+    if not thresholds:
+        return ""
+    shown = [
+        f"{name}: "
+        + (
+            ", ".join(f"{label} {t:.3g}" for label, t in threshold.items())
+            if isinstance(threshold, dict)
+            else f"{threshold:.3g}"
+        )
+        for name, threshold in thresholds.items()
+    ]
+    return html.escape(f" Decision thresholds ({'; '.join(shown)}).")
+
+
+def _metric_sections(tasks, outputs, y, thresholds=""):
+    """The per-task metrics table, and the per-class one when a task is a classification;
+    ``thresholds``: the decision thresholds in words."""
     sections = [
         _section(
             "Metrics per task",
-            "<p>Each task on its labelled cells only; mae and rmse in the target's units.</p>\n"
-            + _table(evaluate_tasks(tasks, outputs, y)),
+            "<p>Each task on its labelled cells only; mae and rmse in the target's units."
+            f"{thresholds}</p>\n" + _table(evaluate_tasks(tasks, outputs, y)),
         )
     ]
     if any(task.kind == CLASSIFICATION for task in tasks.values()):

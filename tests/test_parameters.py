@@ -108,9 +108,11 @@ def test_one_list_of_run_time_settings():
     }  # fmt: skip
     assert set(SECRET_PARAMS) == {"storage_options"}
     # The fingerprint leaves out what changes nothing a fit learns: the run-time settings
-    # but the user's callbacks (which may), and tta (what the model predicts).
+    # but the user's callbacks (which may), tta and the decision thresholds (what the
+    # model predicts, decided after the network is trained).
     left_out = set(PARAMETERS) - set(FINGERPRINT_PARAMS)
-    assert left_out == set(RUNTIME_PARAMS) - {"callbacks"} | {"tta"}
+    predicting = {"tta", "decision_thresholds", "threshold_metric"}
+    assert left_out == set(RUNTIME_PARAMS) - {"callbacks"} | predicting
 
 
 def test_the_deployment_page_names_the_run_time_settings():

@@ -155,6 +155,14 @@ def coverage(text):
         ) from None
 
 
+def decision_thresholds(text):
+    """``none``, ``tuned``, or a JSON object of thresholds by task
+    (``--decision-thresholds '{"smoker": 0.3}'``)."""
+    if text in ("none", "tuned"):
+        return None if text == "none" else text
+    return json_object(text)
+
+
 _STORAGE = "fsspec options of URL image paths, as a JSON object (credentials: environment)"
 
 
@@ -209,6 +217,11 @@ PARSING = {
     "random_state": _INTEGER,
     "storage_options": Parsing(json_object, help=_STORAGE),
     "tta": _INTEGER,
+    "decision_thresholds": Parsing(
+        decision_thresholds,
+        help="thresholds of binary tasks and labels: none (0.5), tuned, or a JSON object "
+        '{"task": 0.3, "multilabel task": {"label": 0.2}}',
+    ),
 }
 
 

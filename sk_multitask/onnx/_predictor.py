@@ -27,6 +27,7 @@ from ..inputs._sources import resolve_images
 from ..persistence._document import parse_document, read_document
 from ..predicting._calibration import read_calibration
 from ..predicting._protocol import MultiTaskPredictor
+from ..predicting._thresholds import read_thresholds
 from ..targets._outputs import OutputDecoder
 from ..training._parameters import check_secret_params
 
@@ -149,6 +150,8 @@ class OnnxPredictor(MultiTaskPredictor):
         in the order of the estimator's ``tasks_``.
     calibration_ : Calibration or None
         The estimator's calibration (:mod:`sk_multitask.predicting._calibration`).
+    decision_thresholds_ : dict or None
+        The estimator's decision thresholds (:mod:`sk_multitask.predicting._thresholds`).
     params : dict
         The estimator's parameters, as saved.
     image_col, image_root, image_size, batch_size, on_bad_image, storage_options, tta
@@ -196,6 +199,7 @@ class OnnxPredictor(MultiTaskPredictor):
         self.history_ = model.history
         try:
             self.calibration_ = read_calibration(model.calibration, self.tasks_)
+            self.decision_thresholds_ = read_thresholds(model.decision_thresholds, self.tasks_)
         except ValueError as exc:
             raise ValueError(f"{path!r}: {exc}") from exc
         for name, value in model.fitted_attributes().items():

@@ -15,7 +15,9 @@ holds a safe file's bytes (:mod:`sk_multitask.persistence._pickling`). A documen
   stopping), ``class_weights`` (per classification task, as trained) and
   ``task_weights`` (the loss's task weights at the end of training);
 - ``calibration`` (None, or per task its temperatures and sorted conformal scores, as
-  :class:`sk_multitask.predicting._calibration.Calibration` writes them).
+  :class:`sk_multitask.predicting._calibration.Calibration` writes them);
+- ``decision_thresholds`` (None, or per binary or multi-label task its threshold(s), as
+  :func:`sk_multitask.predicting._thresholds.thresholds_to_list` writes them).
 
 :func:`parse_document` checks a document's keys and types before anything is built
 from it (:mod:`sk_multitask.persistence._schema`), and returns a :class:`ModelDocument`.
@@ -35,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..predicting._thresholds import thresholds_to_list
 from ..targets._cell_loss import CellLoss, regression_loss_names, static_task_weights
 from ..targets._outputs import OutputDecoder, task_from_dict, task_to_dict
 from ..training._parameters import RUNTIME_PARAMS, check_network_unchanged
@@ -212,6 +215,11 @@ def model_document(estimator, with_params=True, action="save"):
         ],
         "task_weights": criterion.weights.tolist(),
         "calibration": _calibration_state(estimator),
+        "decision_thresholds": thresholds_to_list(
+            getattr(estimator, "decision_thresholds_", None),
+            estimator.tasks_,
+            lambda name: task_to_dict(estimator.tasks_[name])["name"],
+        ),
     }
 
 
@@ -257,6 +265,9 @@ class ModelDocument:
     calibration : dict or None
         The calibration's checked data
         (:meth:`sk_multitask.predicting._calibration.Calibration.from_dict` builds it).
+    decision_thresholds : list or None
+        The decision thresholds' checked data
+        (:func:`sk_multitask.predicting._thresholds.read_thresholds` reads it).
     """
 
     document: dict
@@ -271,6 +282,7 @@ class ModelDocument:
     class_weights: dict = field(default_factory=dict)
     task_weights: list | None = None
     calibration: dict | None = None
+    decision_thresholds: list | None = None
 
     def tasks(self, from_dict):
         """Task name to ``from_dict(state)`` for each task (a Task or an OutputDecoder)."""
@@ -356,6 +368,7 @@ def parse_document(document, source):
         },
         task_weights=document.get("task_weights"),
         calibration=document.get("calibration"),
+        decision_thresholds=document.get("decision_thresholds"),
     )
 
 

@@ -28,6 +28,7 @@ from torch import nn
 from .. import __version__
 from ..network._backbones import has_pretrained_weights
 from ..predicting._calibration import read_calibration
+from ..predicting._thresholds import read_thresholds
 from ..targets._outputs import decoders
 from ..training._build import rebuild_saved_net
 from ..training._config import TrainingConfig, resolve_device
@@ -45,7 +46,7 @@ OPTIMIZER_KEY = "_sk_multitask_optimizer"
 #: The fitted attributes the safe file's bytes carry: never pickled themselves.
 SAVED_ATTRIBUTES = (
     "net_", "history_", "tasks_", "image_size_", "data_sizes_", "skipped_images_", "best_epoch_",
-    "calibration_", "network_params_",
+    "calibration_", "decision_thresholds_", "network_params_",
 )  # fmt: skip
 #: The key pickles of sk-multitask 0.1.0 recorded the package version under.
 _OLD_VERSION_KEY = "_sk_multitask_version"
@@ -82,6 +83,9 @@ def restore_fitted(estimator, saved):
     for name, value in saved.model.fitted_attributes().items():
         setattr(estimator, name, value)
     estimator.calibration_ = read_calibration(saved.model.calibration, decoders(estimator.tasks_))
+    estimator.decision_thresholds_ = read_thresholds(
+        saved.model.decision_thresholds, estimator.tasks_
+    )
     estimator.network_params_ = {name: getattr(estimator, name) for name in NETWORK_PARAMS}
     return estimator
 

@@ -153,6 +153,21 @@ def _check_calibration(state):
             )
 
 
+def _is_threshold(value):
+    return _is_number(value) and 0 <= value <= 1
+
+
+def _is_thresholds(state):
+    """Whether ``state`` is None or a list of [task, threshold or thresholds] pairs, each
+    from 0 to 1."""
+    return state is None or _list_of(
+        lambda p: isinstance(p, list)
+        and len(p) == 2
+        and (_is_scalar(p[0]) or _list_of(_is_scalar)(p[0]))
+        and (_is_threshold(p[1]) or (_list_of(_is_threshold)(p[1]) and bool(p[1])))
+    )(state)
+
+
 _REQUIRED = object()
 _SIDES = f"image_size is not two integers from 1 to {MAX_IMAGE_SIZE}"
 _CALIBRATION = (
@@ -160,6 +175,7 @@ _CALIBRATION = (
     f"{TEMPERATURE_RANGE[0]} to {TEMPERATURE_RANGE[1]} and at most {MAX_CALIBRATION_SCORES} "
     "finite non-negative scores"
 )
+_THRESHOLDS = "decision_thresholds is not a list of [task, thresholds from 0 to 1] pairs"
 _PAIRS = "class_weights is not a list of [task, weights] pairs"
 _WEIGHTS = "task_weights is not a list of non-negative numbers"
 #: Key, its default when absent (or _REQUIRED), the check, and what it says when wrong.
@@ -174,6 +190,7 @@ _FIELDS = [
     ("class_weights", [], _list_of(_is_class_weights), _PAIRS),
     ("task_weights", None, lambda v: v is None or _list_of(is_weight)(v), _WEIGHTS),
     ("calibration", None, _is_calibration, _CALIBRATION),
+    ("decision_thresholds", None, _is_thresholds, _THRESHOLDS),
 ]
 #: Every key a document may hold (``weights_sha256``: the safe file's hash of its weights).
 _KEYS = {key for key, *_ in _FIELDS} | {

@@ -5,7 +5,8 @@
   ``X`` against ``y``;
 - ``_scoring`` (torch-free): per-task scores of a model, :func:`multitask_scorer`;
 - ``_inference``: the one batching iterator of every method that runs the network;
-- ``_calibration`` (torch-free): temperature scaling and conformal sets and intervals.
+- ``_calibration`` (torch-free): temperature scaling and conformal sets and intervals;
+- ``_thresholds`` (torch-free): decision thresholds of binary tasks and labels.
 """
 
 from .. import _lazy_exports
@@ -36,5 +37,15 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "scoring_module",
         ],
         "_scoring": ["MultitaskScorer", "model_task_scores", "multitask_scorer"],
+        "_thresholds": [
+            "THRESHOLD_METRICS",
+            "ThresholdDecoder",
+            "check_thresholds",
+            "decision_decoders",
+            "fit_thresholds",
+            "read_thresholds",
+            "thresholds_to_list",
+            "tune_threshold",
+        ],
     },
 )

@@ -25,7 +25,8 @@ from ..inputs._dataset import ImageDataset, bad_image_log
 from ..inputs._decoding import tta_views
 from ..targets._outputs import decoders, split_outputs
 from ..training._distributed import dask_worker_threads
-from ._calibration import calibrate
+from ._calibration import calibrate, calibrated_outputs
+from ._thresholds import fit_thresholds
 
 
 def network_outputs(
@@ -114,11 +115,14 @@ def _outputs(net, module, images, rest, features):
     return net.evaluation_step((images, *rest), training=False)
 
 
-def validation_calibration(net, data, *, on_bad_image, tta):
+def validation_calibration(net, data, *, on_bad_image, tta, thresholds=None, metric="f1"):
     """The calibration of a fitted ``net`` on ``fit``'s validation rows (``data``, a
-    :class:`~sk_multitask.training._fit_data.FitData`); None without any."""
+    :class:`~sk_multitask.training._fit_data.FitData`; None without any), and the
+    decision thresholds of the ``decision_thresholds`` spec ``thresholds`` (tuned for
+    ``metric`` on the same rows' calibrated probabilities: see
+    :func:`~sk_multitask.predicting._thresholds.fit_thresholds`)."""
     if data.valid_set is None:
-        return None
+        return None, fit_thresholds(thresholds, metric, data.tasks)
     with warnings.catch_warnings():  # fit has warned of its bad images already
         warnings.simplefilter("ignore", BadImageWarning)
         outputs = network_outputs(
@@ -127,4 +131,6 @@ def validation_calibration(net, data, *, on_bad_image, tta):
     # An image found bad while decoding for the cache has all its targets masked.
     outputs[data.valid_set.unlabelled_rows()] = float("nan")
     outputs = split_outputs(decoders(data.tasks), outputs.numpy())
-    return calibrate(decoders(data.tasks), outputs, data.valid_y, skip_unlabelled=True)
+    calibration = calibrate(decoders(data.tasks), outputs, data.valid_y, skip_unlabelled=True)
+    scaled = calibrated_outputs(calibration, outputs)
+    return calibration, fit_thresholds(thresholds, metric, data.tasks, scaled, data.valid_y)

@@ -20,6 +20,7 @@ from numbers import Integral
 
 from ..evaluation._diagnostics import top_loss_table
 from ..predicting._calibration import calibrated_outputs, check_coverage, interval_metrics
+from ..predicting._thresholds import decision_decoders
 from ..targets import check_aligned, check_sample_weight, check_targets, check_task
 from ..targets._outputs import decoders, prediction_frame, probability_frames, split_outputs
 
@@ -168,10 +169,12 @@ class MultiTaskPredictor:
         DataFrame
             ``X``'s index (a RangeIndex for non-pandas ``X``) and one column per task:
             class labels with the dtype they were fitted with, regression values as
-            float in original units.
+            float in original units. A binary task, and each label of a multi-label
+            task, is decided at its threshold of ``decision_thresholds_`` where the
+            model has them (0.5 otherwise).
         """
         outputs, index = self.predict_raw(X)
-        return prediction_frame(decoders(self.tasks_), outputs, index)
+        return prediction_frame(decision_decoders(self), self._calibrated(outputs), index)
 
     def predict_proba(self, X):
         """Class probabilities of every classification and multi-label task.
@@ -264,7 +267,7 @@ class MultiTaskPredictor:
             # Checked before any image is read; the tasks of y are checked as measured.
             calibration, coverage = interval_calibration(self, coverage, tasks=[])
         outputs, _, y, sample_weight = checked_outputs(self, X, y, sample_weight)
-        fitted = decoders(self.tasks_)
+        fitted = decision_decoders(self)
         tasks = {name: fitted[name] for name in y.columns}
         table = (metrics.per_class_metrics if per_class else metrics.evaluate_tasks)(
             tasks, self._calibrated(outputs), y, sample_weight

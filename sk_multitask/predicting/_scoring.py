@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..targets import target_frame
-from ..targets._outputs import decoders
 from ._protocol import checked_outputs, scoring_module
+from ._thresholds import decision_decoders
 
 
 def model_task_scores(model, X, y, metrics=None, sample_weight=None):
@@ -29,7 +29,9 @@ def model_task_scores(model, X, y, metrics=None, sample_weight=None):
     model._check_fitted()
     scoring.check_metrics(metrics, model.tasks_)
     outputs, _, y, sample_weight = checked_outputs(model, X, y, sample_weight)
-    return scoring.task_scores(decoders(model.tasks_), outputs, y, metrics, sample_weight)
+    return scoring.task_scores(
+        decision_decoders(model), model._calibrated(outputs), y, metrics, sample_weight
+    )
 
 
 class MultitaskScorer:

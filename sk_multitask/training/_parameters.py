@@ -289,6 +289,17 @@ _TABLE = (
         f"augmented views averaged when predicting (0 to {MAX_TTA})", "--tta",
         fingerprint=False,
     ),
+    Parameter(
+        "decision_thresholds", None, [None, StrOptions({"tuned"}), dict],
+        "thresholds of binary tasks and labels: none (0.5), tuned, or a JSON object",
+        "--decision-thresholds", fingerprint=False,
+    ),
+    Parameter(
+        "threshold_metric", "f1",
+        [StrOptions({"f1", "balanced_accuracy", "accuracy", "jaccard", "matthews_corrcoef"})],
+        "the metric decision_thresholds='tuned' maximises", "--threshold-metric",
+        fingerprint=False,
+    ),
 )
 
 #: Each parameter's row, by name, in the order of the estimator's signature.

@@ -240,3 +240,29 @@ def test_a_multilabel_label_without_misses_keeps_temperature_1_and_is_named():
     ):
         cal = calibrate({"tags": TAGS}, {"tags": logits}, pd.DataFrame({"tags": cells}))
     assert cal.tasks["tags"].temperature[0] == 1.0 and cal.tasks["tags"].temperature[1] > 2
+
+
+def test_lac_top_sets_are_never_empty_hold_the_lac_sets_and_cover_at_least_as_often():
+    rng = np.random.default_rng(3)
+    _, codes, logits = _classes(rng, 2000)
+    labels = np.array(["a", "b", "c"], dtype=object)
+    cal = calibrate({"kind": KIND}, {"kind": logits}, pd.DataFrame({"kind": labels[codes]}))
+    _, test_codes, test_logits = _classes(rng, 5000)
+    index = pd.RangeIndex(5000)
+    lac = cal.intervals({"kind": KIND}, {"kind": test_logits}, index, 0.7, "lac")["kind", "set"]
+    # Coverage 0.7, below the accuracy: the LAC sets of unsure rows are empty.
+    top = cal.intervals({"kind": KIND}, {"kind": test_logits}, index, 0.7)["kind", "set"]
+    assert lac.map(len).eq(0).mean() > 0.05 and top.map(len).min() == 1
+    assert all(set(a) <= set(b) for a, b in zip(lac, top, strict=True))
+    assert (top.map(len) - lac.map(len)).isin([0, 1]).all()
+    covered_lac, _ = set_scores(labels[test_codes], lac)
+    covered_top, _ = set_scores(labels[test_codes], top)
+    assert covered_top >= covered_lac >= 0.68
+
+
+def test_a_bad_set_method_is_refused_naming_it():
+    cal = calibrate({"kind": KIND}, {"kind": np.zeros((30, 3))},
+                    pd.DataFrame({"kind": ["a", "b", "c"] * 10}))  # fmt: skip
+    refused = r"set_method must be one of \['lac_top', 'lac'\]; got 'aps'"
+    with pytest.raises(ValueError, match=refused):
+        cal.intervals({"kind": KIND}, {"kind": np.eye(3)}, pd.RangeIndex(3), 0.9, "aps")

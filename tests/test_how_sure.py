@@ -307,3 +307,11 @@ def test_calibrating_on_rows_all_classified_right_makes_no_row_surer(model, data
     for task in ("color", "shape"):
         assert est.calibration_.tasks[task].temperature == 1.0
         assert (after[task].max(axis=1) <= before[task].max(axis=1)).all()
+
+
+def test_a_bad_set_method_is_refused_before_any_image_is_read(model):
+    with pytest.raises(ValueError, match="set_method must be one of"):
+        model.predict_interval(["no/such/image.png"], 0.9, set_method="raps")
+    with pytest.raises(ValueError, match="set_method must be one of"):
+        model.evaluate(["no/such/image.png"], pd.DataFrame({"color": ["red"]}), coverage=0.9,
+                       set_method=None)  # fmt: skip

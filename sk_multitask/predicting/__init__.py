@@ -6,6 +6,7 @@
 - ``_scoring`` (torch-free): per-task scores of a model, :func:`multitask_scorer`;
 - ``_inference``: the one batching iterator of every method that runs the network;
 - ``_calibration`` (torch-free): temperature scaling and conformal sets and intervals;
+- ``_sets`` (torch-free): prediction sets from calibrated probabilities;
 - ``_thresholds`` (torch-free): decision thresholds of binary tasks and labels.
 """
 
@@ -37,6 +38,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "scoring_module",
         ],
         "_scoring": ["MultitaskScorer", "model_task_scores", "multitask_scorer"],
+        "_sets": ["SET_METHODS", "check_set_method", "prediction_sets"],
         "_thresholds": [
             "THRESHOLD_METRICS",
             "ThresholdDecoder",

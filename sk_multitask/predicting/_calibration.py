@@ -13,8 +13,9 @@ cells, and the NaN rows of unreadable images, never enter):
   sets with the LAC score ``1 - p(true class)`` (least ambiguous set-valued classifier,
   Sadinle et al. 2019). LAC rather than APS: it gives the smallest sets on average for
   the asked coverage, needs no randomisation to reach it, and its sets are simply
-  "every class whose calibrated probability is at least ``1 - q``" (a set may be empty
-  on a row the model finds unlike any class);
+  "every class whose calibrated probability is at least ``1 - q``", with the most
+  probable class always in by default so that no set is empty
+  (:mod:`sk_multitask.predicting._sets`);
 - regression: split-conformal absolute residuals ``|y - prediction|`` in original units,
   giving intervals ``prediction ± q`` of the same width on every row;
 - multi-label: one temperature per label (binary NLL of that label's sigmoid, under
@@ -43,6 +44,7 @@ from scipy.special import log_softmax, softmax
 
 from ..exceptions import CalibrationWarning
 from ..targets import MULTILABEL, REGRESSION, binarize
+from ._sets import check_set_method, prediction_sets
 
 #: The most conformal scores a task's calibration keeps (a random subset beyond): 20,000
 #: scores are about 400 kB of JSON.
@@ -409,7 +411,7 @@ class Calibration:
                     "rows of fit): call calibrate(X, y) with held-out rows labelled for it"
                 )
 
-    def intervals(self, decoders, outputs, index, coverage=0.9):
+    def intervals(self, decoders, outputs, index, coverage=0.9, set_method="lac_top"):
         """What ``predict_interval`` returns (see the estimator's method).
 
         Parameters
@@ -420,8 +422,12 @@ class Calibration:
             Task name to raw head outputs.
         index : pandas Index
         coverage : float, default=0.9
+        set_method : {"lac_top", "lac"}, default="lac_top"
+            How a classification's set is made
+            (:func:`~sk_multitask.predicting._sets.prediction_sets`).
         """
         coverage = check_coverage(coverage)
+        check_set_method(set_method)
         self.check_tasks(decoders)
         columns = {}
         for name, decoder in decoders.items():
@@ -433,7 +439,10 @@ class Calibration:
                 centre = decoder.decode(out).to_numpy()
                 columns[name, "lower"], columns[name, "upper"] = centre - q, centre + q
             else:
-                columns[name, "set"] = _prediction_sets(decoder, self.scale({name: out})[name], q)
+                probabilities = decoder.probabilities(self.scale({name: out})[name])
+                columns[name, "set"] = prediction_sets(
+                    probabilities, decoder.classes.tolist(), q, set_method
+                )
         frame = pd.DataFrame(columns, index=index)
         names = [list(level) for level in zip(*columns, strict=True)] or [[], []]
         frame.columns = pd.MultiIndex.from_arrays(names, names=["task", "bound"])
@@ -472,17 +481,11 @@ def read_calibration(state, decoders):
     return None if state is None else Calibration.from_dict(state, decoders)
 
 
-def _prediction_sets(decoder, logits, q):
-    """LAC sets: per row, the labels whose calibrated probability is at least ``1 - q``;
-    None for a missing row."""
-    probabilities = decoder.probabilities(logits).astype(np.float64)
-    classes = np.asarray(decoder.classes.tolist(), dtype=object)
-    return [
-        None if np.isnan(row).any() else classes[1 - row <= q].tolist() for row in probabilities
-    ]
 
 
-def interval_metrics(calibration, decoders, outputs, y, coverage, sample_weight=None):
+def interval_metrics(
+    calibration, decoders, outputs, y, coverage, sample_weight=None, set_method="lac_top"
+):
     """How sure the model is on labelled rows: the columns ``evaluate(..., coverage=)`` adds.
 
     Parameters
@@ -499,6 +502,8 @@ def interval_metrics(calibration, decoders, outputs, y, coverage, sample_weight=
     coverage : float
     sample_weight : ndarray of shape (n_rows,), default=None
         Checked row weights: each measure weighted, rows of weight 0 left out.
+    set_method : {"lac_top", "lac"}, default="lac_top"
+        The sets measured (:func:`~sk_multitask.predicting._sets.prediction_sets`).
 
     Returns
     -------
@@ -524,7 +529,7 @@ def interval_metrics(calibration, decoders, outputs, y, coverage, sample_weight=
         out = np.asarray(outputs[name], dtype=np.float32)[scored]
         truth = y[name].to_numpy()[scored]
         frame = calibration.intervals(
-            {name: decoder}, {name: out}, pd.RangeIndex(len(out)), coverage
+            {name: decoder}, {name: out}, pd.RangeIndex(len(out)), coverage, set_method
         )
         if decoder.kind == REGRESSION:
             lower, upper = frame[name, "lower"], frame[name, "upper"]

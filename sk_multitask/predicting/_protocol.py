@@ -20,6 +20,7 @@ from numbers import Integral
 
 from ..evaluation._diagnostics import top_loss_table
 from ..predicting._calibration import calibrated_outputs, check_coverage, interval_metrics
+from ..predicting._sets import check_set_method
 from ..predicting._thresholds import decision_decoders
 from ..targets import check_aligned, check_sample_weight, check_targets, check_task
 from ..targets._outputs import decoders, prediction_frame, probability_frames, split_outputs
@@ -38,8 +39,7 @@ def scoring_module(what):
         from ..evaluation import _metrics
     except ImportError as exc:
         raise ImportError(
-            f"{what} needs scikit-learn ({exc.name} cannot be imported): "
-            "pip install scikit-learn"
+            f"{what} needs scikit-learn ({exc.name} cannot be imported): pip install scikit-learn"
         ) from None
     return _metrics
 
@@ -195,7 +195,7 @@ class MultiTaskPredictor:
         outputs, index = self.predict_raw(X)
         return probability_frames(decoders(self.tasks_), self._calibrated(outputs), index)
 
-    def predict_interval(self, X, coverage=0.9):
+    def predict_interval(self, X, coverage=0.9, set_method="lac_top"):
         """Prediction intervals and sets that hold the truth with probability ``coverage``.
 
         Split-conformal (:mod:`sk_multitask.predicting._calibration`) on the calibration
@@ -212,21 +212,29 @@ class MultiTaskPredictor:
             it: the interval is unbounded, the set holds every class, and a
             :class:`~sk_multitask.exceptions.CalibrationWarning` names the task and its
             count.
+        set_method : {"lac_top", "lac"}, default="lac_top"
+            How a classification's set is made from its calibrated probabilities
+            (:mod:`sk_multitask.predicting._sets`): ``"lac_top"``, every class whose
+            probability is at least a threshold (LAC) and the most probable class, so
+            that no set is empty; ``"lac"``, the LAC set alone, empty on a row where no
+            class is likely enough.
 
         Returns
         -------
         DataFrame
             ``X``'s index; two-level columns: ``(task, "lower")`` and ``(task, "upper")``
             for a regression (original units), ``(task, "set")`` for a classification
-            (a list of original labels; LAC sets: every label whose calibrated
-            probability is at least a threshold). Multi-label tasks have none. The row of
-            an image skipped as unreadable is missing.
+            (a list of original labels, as ``set_method`` says). Multi-label tasks have
+            none. The row of an image skipped as unreadable is missing.
         """
+        check_set_method(set_method)
         calibration, coverage = interval_calibration(self, coverage)
         outputs, index = self.predict_raw(X)
-        return calibration.intervals(decoders(self.tasks_), outputs, index, coverage)
+        return calibration.intervals(decoders(self.tasks_), outputs, index, coverage, set_method)
 
-    def evaluate(self, X, y, per_class=False, coverage=None, sample_weight=None):
+    def evaluate(
+        self, X, y, per_class=False, coverage=None, sample_weight=None, set_method="lac_top"
+    ):
         """Per-task metrics on the labelled cells of ``y``, in original labels and units.
 
         Parameters
@@ -247,6 +255,9 @@ class MultiTaskPredictor:
         sample_weight : array-like of shape (n_rows,), default=None
             Row weights of every metric (scikit-learn's ``sample_weight``); rows of
             weight 0 are left out (and out of ``n_labelled`` and ``support``).
+        set_method : {"lac_top", "lac"}, default="lac_top"
+            The sets whose coverage and size ``coverage`` measures, as for
+            :meth:`predict_interval`.
 
         Returns
         -------
@@ -263,6 +274,7 @@ class MultiTaskPredictor:
         """
         metrics = scoring_module("evaluate")
         calibration = None
+        check_set_method(set_method)
         if coverage is not None and not per_class:
             # Checked before any image is read; the tasks of y are checked as measured.
             calibration, coverage = interval_calibration(self, coverage, tasks=[])
@@ -275,7 +287,7 @@ class MultiTaskPredictor:
         if calibration is None:
             return table
         return table.join(
-            interval_metrics(calibration, tasks, outputs, y, coverage, sample_weight)
+            interval_metrics(calibration, tasks, outputs, y, coverage, sample_weight, set_method)
         )
 
     def score(self, X, y, sample_weight=None):

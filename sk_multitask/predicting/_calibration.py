@@ -56,6 +56,9 @@ TEMPERATURE_RANGE = (1e-2, 1e2)
 #: logistic regression (Peduzzi et al. 1996), the temperature being one parameter and
 #: the misses the rarer outcome that identifies it.
 MIN_MISSES = 10
+#: What the warning of a temperature kept at 1 says (``fit`` filters it: see
+#: :func:`~sk_multitask.predicting._inference.validation_calibration`).
+HELD_BACK = "cannot support a temperature below 1"
 
 
 def nll(logits, codes, temperature=1.0):
@@ -145,8 +148,7 @@ def _warn_held_back(name, n_cells, misses, labels=None):
     which = "" if labels is None else f" (labels {', '.join(map(repr, labels))})"
     warnings.warn(
         f"task {name!r}{which}: {n_cells} calibration cells with {'at most ' * bool(which)}"
-        f"{misses} misses (fewer "
-        f"than {MIN_MISSES}) cannot support a temperature below 1; it is kept at 1, so that "
+        f"{misses} misses (fewer than {MIN_MISSES}) {HELD_BACK}; it is kept at 1, so that "
         "calibration does not make the model surer than the network",
         CalibrationWarning,
         stacklevel=5,

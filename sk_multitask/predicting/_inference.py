@@ -18,14 +18,14 @@ import warnings
 import torch
 from tqdm.auto import tqdm
 
-from ..exceptions import BadImageWarning
+from ..exceptions import BadImageWarning, CalibrationWarning
 from ..inputs._bad_images import mark_unreadable
 from ..inputs._cache import cached_images
 from ..inputs._dataset import ImageDataset, bad_image_log
 from ..inputs._decoding import tta_views
 from ..targets._outputs import decoders, split_outputs
 from ..training._distributed import dask_worker_threads
-from ._calibration import calibrate, calibrated_outputs
+from ._calibration import HELD_BACK, calibrate, calibrated_outputs
 from ._thresholds import fit_thresholds
 
 
@@ -117,7 +117,8 @@ def _outputs(net, module, images, rest, features):
 
 def validation_calibration(net, data, *, on_bad_image, tta, thresholds=None, metric="f1"):
     """The calibration of a fitted ``net`` on ``fit``'s validation rows (``data``, a
-    :class:`~sk_multitask.training._fit_data.FitData`; None without any), and the
+    :class:`~sk_multitask.training._fit_data.FitData`; None without any; the rule of
+    temperatures below 1 holds without its warning), and the
     decision thresholds of the ``decision_thresholds`` spec ``thresholds`` (tuned for
     ``metric`` on the same rows' calibrated probabilities: see
     :func:`~sk_multitask.predicting._thresholds.fit_thresholds`)."""
@@ -131,6 +132,10 @@ def validation_calibration(net, data, *, on_bad_image, tta, thresholds=None, met
     # An image found bad while decoding for the cache has all its targets masked.
     outputs[data.valid_set.unlabelled_rows()] = float("nan")
     outputs = split_outputs(decoders(data.tasks), outputs.numpy())
-    calibration = calibrate(decoders(data.tasks), outputs, data.valid_y, skip_unlabelled=True)
+    with warnings.catch_warnings():
+        # The rule holds quietly here: a task the network has learnt (few validation
+        # misses) is the common case of a fit; calibrate(X, y) warns.
+        warnings.filterwarnings("ignore", f".*{HELD_BACK}", CalibrationWarning)
+        calibration = calibrate(decoders(data.tasks), outputs, data.valid_y, skip_unlabelled=True)
     scaled = calibrated_outputs(calibration, outputs)
     return calibration, fit_thresholds(thresholds, metric, data.tasks, scaled, data.valid_y)

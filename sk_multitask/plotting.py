@@ -46,6 +46,7 @@ from .evaluation._metrics import scorable_rows
 from .inputs._dataset import ImageDataset, train_transform
 from .inputs._sources import resolve_images
 from .predicting._protocol import checked_outputs, interval_calibration
+from .predicting._thresholds import decided_predictions
 from .targets import CLASSIFICATION, REGRESSION, check_aligned, check_targets, check_task
 from .targets._outputs import OutputDecoder, decoders
 
@@ -319,8 +320,7 @@ def _truth_and_prediction(estimator, X, y, task):
     outputs, index, y, _ = checked_outputs(estimator, X, y)
     truth = _task_column(y, task)
     scored = scorable_rows(truth, outputs[task])
-    decoder = OutputDecoder.from_task(estimator.tasks_[task])
-    predicted = decoder.decode(outputs[task][scored], index[scored])
+    predicted = decided_predictions(estimator, outputs, index)[task].iloc[scored]
     return truth.iloc[scored], predicted
 
 

@@ -45,7 +45,7 @@ from .evaluation._metrics import evaluate_tasks, per_class_metrics, scorable_row
 from .inputs._files import atomic_write
 from .predicting._calibration import calibrated_outputs, interval_metrics, min_cells
 from .predicting._protocol import checked_outputs
-from .predicting._thresholds import decision_decoders
+from .predicting._thresholds import decided_predictions, decision_decoders
 from .targets import CLASSIFICATION, MULTILABEL, REGRESSION
 from .training._parameters import redacted_params
 
@@ -244,7 +244,8 @@ def _calibration_rows(calibration, tasks):
 
 
 def _top_loss_section(estimator, X, y, outputs, index, k):
-    top = top_loss_table(estimator, X, y, outputs, index, k=k)
+    predicted = decided_predictions(estimator, outputs, index)
+    top = top_loss_table(estimator, X, y, outputs, index, k=k, predicted=predicted)
     figure = top_losses_figure(estimator, X, top)
     return _section("Largest losses", _image(figure, "largest losses"))
 

@@ -173,3 +173,20 @@ def test_a_threshold_of_a_task_that_has_none_is_refused_before_training(rare):
     with pytest.raises(ValueError, match="names 'color', which is not a binary"):
         est.fit(df.iloc[:100], y.iloc[:100])
     assert not hasattr(est, "net_")
+
+
+def test_top_losses_the_figures_and_the_report_show_the_decided_labels(rare, tuned, tmp_path):
+    from sk_multitask.plotting import plot_confusion_matrix
+    from sk_multitask.report import write_report
+
+    df, y = rare
+    test, truth = df.iloc[350:], y.iloc[350:]
+    predicted = tuned.predict(test)
+    top = tuned.top_losses(test, truth, k=len(test))
+    assert top["large_pred"].equals(predicted["large"].loc[top.index])
+    figure = plot_confusion_matrix(tuned, test, truth, "large")
+    counts = figure.axes[0].images[0].get_array()
+    assert counts.sum(axis=0)[1] == (predicted["large"] == "yes").sum()  # predicted "yes"
+    page = write_report(tuned, test, truth, tmp_path / "report.html").read_text()
+    threshold = tuned.decision_thresholds_["large"]
+    assert f"Decision thresholds (large: {threshold:.3g}; tags: round " in page

@@ -17,7 +17,7 @@ from ..targets import check_targets
 from ..targets._outputs import decoders
 
 
-def top_loss_table(model, X, y, outputs, index, k=9, task=None):
+def top_loss_table(model, X, y, outputs, index, k=9, task=None, predicted=None):
     """The table of :meth:`MultiTaskImageEstimator.top_losses`, from computed outputs.
 
     Parameters
@@ -32,6 +32,9 @@ def top_loss_table(model, X, y, outputs, index, k=9, task=None):
     k : int, default=9
     task : hashable, default=None
         Rank by this task's loss over its labelled rows; None: the combined loss.
+    predicted : DataFrame, default=None
+        What ``predict`` gives for every row (labels decided at the model's thresholds);
+        None: decoded from ``outputs``.
     """
     tasks = model.tasks_
     y = check_targets(y, tasks, len(index)).reindex(columns=list(tasks))
@@ -46,7 +49,10 @@ def top_loss_table(model, X, y, outputs, index, k=9, task=None):
     top = rows[np.argsort(-row_loss[rows], kind="stable")[:k]]
     frame = pd.DataFrame({"image": image_references(X, model.image_col)[top]}, index=index[top])
     for name, decoder in decoders(tasks).items():
-        frame[f"{name}_pred"] = decoder.decode(outputs[name][top], index[top])
+        if predicted is None:
+            frame[f"{name}_pred"] = decoder.decode(outputs[name][top], index[top])
+        else:
+            frame[f"{name}_pred"] = predicted[name].iloc[top].set_axis(index[top])
         frame[f"{name}_true"] = y[name].iloc[top].to_numpy()
     frame["loss"] = row_loss[top]
     return frame

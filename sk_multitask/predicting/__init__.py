@@ -43,6 +43,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "THRESHOLD_METRICS",
             "ThresholdDecoder",
             "check_thresholds",
+            "decided_predictions",
             "decision_decoders",
             "fit_thresholds",
             "read_thresholds",

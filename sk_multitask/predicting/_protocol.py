@@ -21,9 +21,9 @@ from numbers import Integral
 from ..evaluation._diagnostics import top_loss_table
 from ..predicting._calibration import calibrated_outputs, check_coverage, interval_metrics
 from ..predicting._sets import check_set_method
-from ..predicting._thresholds import decision_decoders
+from ..predicting._thresholds import decided_predictions, decision_decoders
 from ..targets import check_aligned, check_sample_weight, check_targets, check_task
-from ..targets._outputs import decoders, prediction_frame, probability_frames, split_outputs
+from ..targets._outputs import decoders, probability_frames, split_outputs
 
 #: Why a model has no calibration, and how it gets one.
 NOT_CALIBRATED = (
@@ -174,7 +174,7 @@ class MultiTaskPredictor:
             model has them (0.5 otherwise).
         """
         outputs, index = self.predict_raw(X)
-        return prediction_frame(decision_decoders(self), self._calibrated(outputs), index)
+        return decided_predictions(self, outputs, index)
 
     def predict_proba(self, X):
         """Class probabilities of every classification and multi-label task.
@@ -347,7 +347,8 @@ class MultiTaskPredictor:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         scoring_module("top_losses")  # scikit-learn encodes the targets
         outputs, index, y, _ = checked_outputs(self, X, y)
-        return top_loss_table(self, X, y, outputs, index, k=k, task=task)
+        predicted = decided_predictions(self, outputs, index)
+        return top_loss_table(self, X, y, outputs, index, k=k, task=task, predicted=predicted)
 
     # -- helpers -------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ from scipy.special import expit
 
 from ..exceptions import CalibrationWarning
 from ..targets import CLASSIFICATION, MULTILABEL, binarize
-from ..targets._outputs import OutputDecoder, decoders
+from ..targets._outputs import OutputDecoder, decoders, prediction_frame
+from ._calibration import calibrated_outputs
 
 
 def _ratio(numerator, denominator):
@@ -246,6 +247,13 @@ def decision_decoders(model):
             threshold = np.array([threshold[label] for label in decoder.classes.tolist()])
         fitted[name] = ThresholdDecoder(**vars(decoder), threshold=threshold)
     return fitted
+
+
+def decided_predictions(model, outputs, index):
+    """What ``model.predict`` returns for its raw ``outputs`` (task name to array) and
+    ``index``: labels decided at its thresholds on its calibrated probabilities."""
+    calibrated = calibrated_outputs(getattr(model, "calibration_", None), outputs)
+    return prediction_frame(decision_decoders(model), calibrated, index)
 
 
 def thresholds_to_list(thresholds, tasks, name_of):

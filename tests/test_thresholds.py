@@ -1,5 +1,6 @@
 """Decision thresholds: tuned per binary task and label, decided with, saved, exported."""
 
+import argparse
 import copy
 
 import numpy as np
@@ -9,7 +10,7 @@ from conftest import reload, small_estimator
 from sklearn import metrics as skm
 from test_multilabel import tag_targets
 
-from sk_multitask.cli._options import decision_thresholds
+from sk_multitask.cli._options import add_options, decision_thresholds, estimator_params
 from sk_multitask.datasets import make_multitask_images
 from sk_multitask.exceptions import CalibrationWarning
 from sk_multitask.predicting._thresholds import (
@@ -81,6 +82,14 @@ def test_given_thresholds_fill_the_rest_with_half_and_bad_ones_are_refused():
 def test_the_command_line_reads_none_tuned_or_a_json_object():
     assert decision_thresholds("none") is None and decision_thresholds("tuned") == "tuned"
     assert decision_thresholds('{"smoker": 0.3}') == {"smoker": 0.3}
+    parser = argparse.ArgumentParser()
+    add_options(parser, "fit")
+    args = parser.parse_args(["data.csv", "--targets", "smoker", "--model", "m.skmt",
+                              "--decision-thresholds", '{"smoker": 0.3}',
+                              "--threshold-metric", "balanced_accuracy"])  # fmt: skip
+    params = estimator_params(args)
+    assert params["decision_thresholds"] == {"smoker": 0.3}
+    assert params["threshold_metric"] == "balanced_accuracy"
 
 
 @pytest.fixture(scope="module")

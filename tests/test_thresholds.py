@@ -199,3 +199,10 @@ def test_top_losses_the_figures_and_the_report_show_the_decided_labels(rare, tun
     page = write_report(tuned, test, truth, tmp_path / "report.html").read_text()
     threshold = tuned.decision_thresholds_["large"]
     assert f"Decision thresholds (large: {threshold:.3g}; tags: round " in page
+
+
+def test_a_split_that_half_already_makes_keeps_half():
+    # 0.5 separates these rows as well as 0.35 or 0.75 would: no evidence to move it.
+    p, truth = np.array([0.1, 0.3, 0.8, 0.9]), np.array([False, False, True, True])
+    assert tune_threshold(p, truth) == 0.5
+    assert tune_threshold(np.array([0.1, 0.2, 0.4, 0.9]), truth) == pytest.approx(0.3)

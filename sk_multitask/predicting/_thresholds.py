@@ -60,8 +60,11 @@ THRESHOLD_METRICS = {
 def tune_threshold(probabilities, truth, metric="f1"):
     """The threshold on ``probabilities`` that maximises ``metric`` against ``truth``.
 
-    The candidates lie halfway between consecutive distinct probabilities (and beyond
-    both ends), so that each splits the rows differently; among equally good ones, the
+    Every threshold between two consecutive distinct probabilities splits the rows
+    alike. When 0.5 splits them as well as the best, it is kept: no change without
+    evidence (a validation set that 0.5 already separates says nothing for another
+    threshold). Otherwise the threshold is halfway between the two probabilities of the
+    best split (beyond both ends for the extremes); among equally good splits, the one
     closest to 0.5.
 
     Parameters
@@ -82,6 +85,8 @@ def tune_threshold(probabilities, truth, metric="f1"):
     >>> p = np.array([0.1, 0.2, 0.3, 0.45, 0.9])
     >>> tune_threshold(p, np.array([False, False, True, True, True]))
     0.25
+    >>> tune_threshold(p, np.array([False, False, False, False, True]))  # 0.5 as good
+    0.5
     """
     p = np.asarray(probabilities, dtype=np.float64)
     truth = np.asarray(truth, dtype=bool)
@@ -98,6 +103,10 @@ def tune_threshold(probabilities, truth, metric="f1"):
     fp = (~truth).sum() - negatives_below
     scores = THRESHOLD_METRICS[metric](tp, fp, positives_below, negatives_below)
     best = np.flatnonzero(scores >= scores.max() - 1e-12)
+    # Candidate i stands for the thresholds in (values[i - 1], values[i]].
+    low, high = np.r_[-np.inf, values][best], np.r_[values, np.inf][best]
+    if ((low < 0.5) & (0.5 <= high)).any():
+        return 0.5
     return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
 
 

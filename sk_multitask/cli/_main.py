@@ -227,7 +227,8 @@ def explain(args):
     figure = plot_explain(model, X, task, label, n=args.n, target_layer=args.target_layer)
     with atomic_path(args.out) as temporary:
         figure.savefig(temporary, dpi=100, format=args.out[-3:].lower())
-    print(f"heatmaps of {task} for {min(args.n, len(data))} images written to {args.out}")
+    count = min(args.n, len(data))
+    print(f"heatmaps of {task} for {count} image{'s' * (count > 1)} written to {args.out}")
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
+from collections.abc import Hashable
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,8 @@ def explained_output(task, label=None):
     rule per task kind.
 
     - classification: the logit of ``label``, else of the row's predicted class;
-    - multi-label: the logit of ``label``, else of the row's most probable label;
+    - multi-label: the logit of ``label``, else the row's largest (its most probable
+      label before calibration, which scales each label on its own);
     - regression: the predicted (standardised) value; ``label`` must be None.
 
     Parameters
@@ -86,14 +88,13 @@ def explained_output(task, label=None):
 
 def _label_code(task, label):
     """The output position of one of ``task``'s labels, or a ValueError naming them."""
-    try:
-        code = pd.Index(task.classes_).get_indexer([label])[0]
-    except TypeError:  # an unhashable label
-        code = -1
+    # A list or tuple is no label (pandas would read a tuple as a key of several levels).
+    scalar = isinstance(label, Hashable) and not isinstance(label, tuple)
+    code = pd.Index(task.classes_).get_indexer([label])[0] if scalar else -1
     if code < 0:
-        what = "classes" if task.kind == CLASSIFICATION else "labels"
+        what, plural = ("class", "classes") if task.kind == CLASSIFICATION else ("label", "labels")
         raise ValueError(
-            f"label {label!r} is not one of task {task.name!r}'s {what} "
+            f"label {label!r} is not a {what} of task {task.name!r}: its {plural} are "
             f"{list(task.classes_)}"
         )
     return int(code)

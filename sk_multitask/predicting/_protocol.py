@@ -360,8 +360,8 @@ class MultiTaskPredictor:
         channels of the backbone's last spatial feature map by the mean gradient of one
         output of the task's head, sums them and keeps the positive part: the parts of the
         image that raise that output. The output explained is the logit of the predicted
-        class of a classification (or of ``label``), of the most probable label of a
-        multi-label task (or of ``label``), and the predicted value of a regression. The
+        class of a classification (or of ``label``), the largest logit of a multi-label
+        task (or that of ``label``), and the predicted value of a regression. The
         model is left as it was: the same weights, modes and predictions, no gradient
         kept. See ``docs/interpretation.md``.
 

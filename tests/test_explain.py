@@ -3,6 +3,7 @@ backbone, the Grad-CAM maps, the model left as it was, and the must-show measure
 real images whose left half decides one task and right half another."""
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,14 @@ def test_any_kind_of_x_gives_the_same_heatmaps(fitted, image_set):
     np.testing.assert_allclose(fitted.explain(pixels, "shape"), expected, atol=1e-6)
 
 
+def test_without_captum_explain_names_the_extra_to_install(fitted, image_set, monkeypatch):
+    monkeypatch.setitem(sys.modules, "captum", None)  # importing it now fails
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    extra = r'^explain needs captum: pip install "sk-multitask\[explain\]"$'
+    with pytest.raises(ImportError, match=extra):
+        fitted.explain(image_set, "color")
+
+
 def test_the_onnx_predictor_says_explain_needs_torch(fitted_onnx, image_set):
     predictor = OnnxPredictor(fitted_onnx, image_root=image_set.attrs["image_root"])
     assert not predictor.explainable
@@ -255,9 +264,10 @@ def test_a_torchvision_backbone_explains_through_the_estimator(image_set):
 PAIR_SIZE = (24, 48)
 
 
-def digit_pairs(folder, n, seed=0):
+def digit_pairs(folder, n, size=PAIR_SIZE, seed=0):
     """``n`` PNG files of two of scikit-learn's digits side by side (real 8x8 scans,
-    resized to :data:`PAIR_SIZE`): ``left`` is the left digit, ``right`` the right one."""
+    resized to ``size``): ``left`` is the left digit, ``right`` the right one
+    (benchmarks/bench_explain.py uses it too)."""
     digits = load_digits()
     rng = np.random.RandomState(seed)
     rows = []
@@ -265,7 +275,7 @@ def digit_pairs(folder, n, seed=0):
         ink = np.hstack([digits.images[a], digits.images[b]])
         image = Image.fromarray((255 - ink * 255 / 16).astype(np.uint8))
         name = f"pair_{i:04d}.png"
-        image.resize(PAIR_SIZE[::-1], Image.BILINEAR).save(Path(folder) / name)
+        image.resize(size[::-1], Image.BILINEAR).save(Path(folder) / name)
         rows.append((name, str(digits.target[a]), str(digits.target[b])))
     frame = pd.DataFrame(rows, columns=["filename", "left", "right"])
     frame["is_valid"] = np.arange(n) >= int(0.8 * n)

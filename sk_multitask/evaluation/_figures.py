@@ -87,8 +87,26 @@ def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3, heatmap
 
 
 def explain_figure(images, heatmaps, titles, ncols, suptitle):
-    """The figure of :func:`~sk_multitask.plotting.plot_explain`: each image ``(H, W, 3)``
-    with its heatmap ``(H, W)`` over it (none where the heatmap is missing)."""
+    """The figure of :func:`~sk_multitask.plotting.plot_explain` from images and their
+    heatmaps.
+
+    Parameters
+    ----------
+    images : list of ndarray (H, W, 3), uint8
+        The images as the network sees them, all of one size.
+    heatmaps : ndarray of shape (n_images, H, W)
+        In [0, 1], as :meth:`~sk_multitask.MultiTaskImageEstimator.explain` returns them:
+        drawn over the images, red where 1 and fading to nothing at 0; none for a
+        missing (NaN) heatmap.
+    titles : list of str
+    ncols : int
+        Images per row.
+    suptitle : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     return image_grid(images, titles, ncols, suptitle, heatmaps)
 
 

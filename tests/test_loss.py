@@ -280,7 +280,7 @@ def test_dwa_weights_live_in_a_buffer_and_weigh_the_terms():
     [
         ({"loss_weights": {"age": float("inf")}}, "finite non-negative"),
         ({"loss_weights": "equal"}, "is not a weighting"),
-        ({"class_weight": {"age": [1.0]}}, "not classification tasks"),
+        ({"class_weight": {"age": [1.0]}}, "not classification or ordinal tasks"),
         ({"class_weight": {"height": [1.0]}}, "unknown tasks \\['height'\\]"),
         ({"class_weight": {"gender": [1.0, 2.0, 3.0]}}, "must be 2 finite non-negative"),
         ({"class_weight": {"gender": [1.0, float("nan")]}}, "must be 2 finite non-negative"),

@@ -37,8 +37,7 @@ def scoring_module(what):
         from ..evaluation import _metrics
     except ImportError as exc:
         raise ImportError(
-            f"{what} needs scikit-learn ({exc.name} cannot be imported): "
-            "pip install scikit-learn"
+            f"{what} needs scikit-learn ({exc.name} cannot be imported): pip install scikit-learn"
         ) from None
     return _metrics
 
@@ -216,8 +215,10 @@ class MultiTaskPredictor:
             ``X``'s index; two-level columns: ``(task, "lower")`` and ``(task, "upper")``
             for a regression (original units), ``(task, "set")`` for a classification
             (a list of original labels; LAC sets: every label whose calibrated
-            probability is at least a threshold). Multi-label tasks have none. The row of
-            an image skipped as unreadable is missing.
+            probability is at least a threshold). Multi-label tasks have none. An
+            ordinal task has ``(task, "lower")`` and ``(task, "upper")`` too: the lowest
+            and highest level of a contiguous range, which holds the predicted level. The
+            row of an image skipped as unreadable is missing.
         """
         calibration, coverage = interval_calibration(self, coverage)
         outputs, index = self.predict_raw(X)

@@ -244,7 +244,7 @@ def plot_regression(estimator, X, y, task):
         (true - predicted) against the prediction, both in the target's units.
     """
     check_is_fitted(estimator)
-    _fitted_task(estimator, task, REGRESSION, "a predicted-against-true plot")
+    _fitted_task(estimator, task, (REGRESSION,), "a predicted-against-true plot")
     return regression_figure(task, *_truth_and_prediction(estimator, X, y, task))
 
 
@@ -378,7 +378,7 @@ def plot_intervals(estimator, X, y, task, coverage=0.9):
         measured coverage.
     """
     check_is_fitted(estimator)
-    _fitted_task(estimator, task, REGRESSION, "an interval plot")
+    _fitted_task(estimator, task, (REGRESSION,), "an interval plot")
     calibration, coverage = interval_calibration(estimator, coverage, [task])
     outputs, index, y, _ = checked_outputs(estimator, X, y)
     intervals = calibration.intervals(decoders(estimator.tasks_), outputs, index, coverage)

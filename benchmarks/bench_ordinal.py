@@ -17,7 +17,7 @@ is contiguous: the levels whose tail score is at most the conformal threshold, w
 predicted level, recomputed from ``predict_proba`` and compared with the returned
 ``(lower, upper)``. The classes model's LAC sets are shown beside it.
 
-    python benchmarks/bench_ordinal.py                        # 5 seeds, about 8 minutes on 2 busy cores
+    python benchmarks/bench_ordinal.py                        # 5 seeds, ~8 min on 2 busy cores
     python benchmarks/bench_ordinal.py --seeds 0 --epochs 2   # a smoke test
     python benchmarks/bench_ordinal.py --out benchmarks/results_ordinal_2026-12-07.txt
 

@@ -154,6 +154,15 @@ def test_evaluate_reports_accuracy_and_mae_in_levels(ordinal, image_set):
     assert np.isnan(table.loc["color", "mae"]) and np.isfinite(table.loc["size", "log_loss"])
 
 
+def test_the_scorer_measures_an_ordinal_task_in_levels(ordinal, image_set):
+    from sk_multitask import multitask_scorer
+
+    est, y = ordinal
+    scores = multitask_scorer({"size": "neg_mean_absolute_error"})(est, image_set, y)
+    assert scores["size"] == pytest.approx(-est.evaluate(image_set, y).loc["size", "mae"])
+    assert scores["rank"] == pytest.approx(est.evaluate(image_set, y).loc["rank", "accuracy"])
+
+
 def test_a_level_unseen_in_fit_is_refused_by_the_metrics(ordinal, image_set):
     est, y = ordinal
     y = y[["rank"]].copy()

@@ -4,7 +4,8 @@
   user's module, and their weights (torchvision's, or a local file);
 - ``_feature_maps``: a backbone's last spatial feature map, which heatmaps weigh;
 - ``_model``: the backbone, then one head per task;
-- ``_loss``: the masked multitask loss; ``_weighting``: class weights and dynamic weight
+- ``_loss``: the masked multitask loss, an ordinal head's level probabilities and
+  ``level_score`` (a level's score to explain); ``_weighting``: class weights and dynamic weight
   average.
 """
 
@@ -35,6 +36,9 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "MaskedMultiTaskLoss",
             "check_loss_options",
             "check_task_losses",
+            "class_counts",
+            "corn_log_probabilities",
+            "level_score",
         ],
         "_model": [
             "NET_PARTS",

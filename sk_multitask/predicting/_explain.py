@@ -27,8 +27,9 @@ import pandas as pd
 import torch
 
 from ..network._feature_maps import spatial_layer
+from ..network._loss import level_score
 from ..network._model import multitask_module
-from ..targets import CLASSIFICATION, MULTILABEL, REGRESSION
+from ..targets import CLASSIFICATION, MULTILABEL, ORDINAL, REGRESSION
 from ._inference import batch_results
 
 #: One explanation of a module at a time: its modes and flags are set, then put back.
@@ -43,6 +44,8 @@ def explained_output(task, label=None):
     - classification: the logit of ``label``, else of the row's predicted class;
     - multi-label: the logit of ``label``, else the row's largest (its most probable
       label before calibration, which scales each label on its own);
+    - ordinal: the log-probability of ``label``'s level, else the expected level (CORN:
+      :func:`~sk_multitask.network._loss.level_score`);
     - regression: the predicted (standardised) value; ``label`` must be None.
 
     Parameters
@@ -83,6 +86,9 @@ def explained_output(task, label=None):
             return lambda outputs: outputs.gather(1, outputs.argmax(1, keepdim=True))[:, 0]
         code = _label_code(task, label)
         return lambda outputs: outputs[:, code]
+    if task.kind == ORDINAL:
+        code = None if label is None else _label_code(task, label)
+        return lambda outputs: level_score(outputs, code)
     raise ValueError(f"explain has no rule for task {task.name!r} of kind {task.kind!r}")
 
 
@@ -92,7 +98,11 @@ def _label_code(task, label):
     scalar = isinstance(label, Hashable) and not isinstance(label, tuple)
     code = pd.Index(task.classes_).get_indexer([label])[0] if scalar else -1
     if code < 0:
-        what, plural = ("class", "classes") if task.kind == CLASSIFICATION else ("label", "labels")
+        what, plural = {
+            CLASSIFICATION: ("class", "classes"),
+            MULTILABEL: ("label", "labels"),
+            ORDINAL: ("level", "levels"),
+        }[task.kind]
         raise ValueError(
             f"label {label!r} is not a {what} of task {task.name!r}: its {plural} are "
             f"{list(task.classes_)}"

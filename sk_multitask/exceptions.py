@@ -135,15 +135,20 @@ class MissingLikeLabelWarning(UserWarning):
 
 
 class CalibrationWarning(UserWarning):
-    """Too few calibration cells of a task for the asked coverage, or calibration labels
-    the model never saw.
+    """Too few calibration cells of a task for the asked coverage, calibration labels
+    the model never saw, too few misses for a temperature below 1, or no row to tune a
+    decision threshold on.
 
     Warned when intervals or sets are asked at a coverage that a task has too few
     calibration cells for (fewer than ``coverage / (1 - coverage)``: 9 for 0.9), naming the
     task and its count: its intervals are then unbounded, its sets hold every class. Also
     warned by ``calibrate`` when rows of ``y`` hold labels that ``fit`` never saw, naming
     the task and the labels: the model has no output for them, so those cells are left
-    out of the calibration.
+    out of the calibration. Warned by ``calibrate`` too when a task's calibration cells
+    hold fewer than ten misses, too few for a temperature below 1: it is kept at 1
+    (``fit``'s own calibration applies that rule without the warning); and when
+    ``decision_thresholds="tuned"`` finds no labelled row to tune a task's thresholds
+    on: they stay 0.5.
     """
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "IgnoredWeightsWarning",
     "ImageNotFoundError",
     "MissingLikeLabelWarning",
+    "QuantizationWarning",
     "InconsistentVersionWarning",  # noqa: F822 -- imported on first use (__getattr__)
     "StorageError",
 ]
@@ -144,6 +145,16 @@ class CalibrationWarning(UserWarning):
     warned by ``calibrate`` when rows of ``y`` hold labels that ``fit`` never saw, naming
     the task and the labels: the model has no output for them, so those cells are left
     out of the calibration.
+    """
+
+
+class QuantizationWarning(UserWarning):
+    """Fewer calibration images than an int8 export needs to be trusted.
+
+    Warned by ``export_onnx(quantize="int8")`` when ``calibration_X`` gave fewer than
+    :data:`sk_multitask.onnx._quantize.MIN_CALIBRATION_IMAGES` images (32): the int8
+    ranges of the activations are measured on them, and a handful of images rarely
+    shows the range that other images reach.
     """
 
 

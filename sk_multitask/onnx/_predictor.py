@@ -149,6 +149,11 @@ class OnnxPredictor(MultiTaskPredictor):
         in the order of the estimator's ``tasks_``.
     calibration_ : Calibration or None
         The estimator's calibration (:mod:`sk_multitask.predicting._calibration`).
+    quantization_ : dict or None
+        For an int8 file (``export_onnx(quantize="int8")``): how it was quantized and
+        calibrated (``calibration``: method and image count) and its per-task check
+        against the float model (``check``: ``[task, metric, float, int8]`` rows, or
+        None); None for a float file.
     params : dict
         The estimator's parameters, as saved.
     image_col, image_root, image_size, batch_size, on_bad_image, storage_options, tta
@@ -194,6 +199,7 @@ class OnnxPredictor(MultiTaskPredictor):
         self.tasks_ = model.tasks(OutputDecoder.from_dict)
         _check_graph(self.session, self.tasks_, model.params, path)
         self.history_ = model.history
+        self.quantization_ = model.quantization
         try:
             self.calibration_ = read_calibration(model.calibration, self.tasks_)
         except ValueError as exc:
@@ -284,4 +290,7 @@ class OnnxPredictor(MultiTaskPredictor):
         return parse_document(self.document, self.path).cell_loss()
 
     def __repr__(self):
-        return f"OnnxPredictor({self.path!r})"
+        if self.quantization_ is None:
+            return f"OnnxPredictor({self.path!r})"
+        images = self.quantization_["calibration"]["n_images"]
+        return f"OnnxPredictor({self.path!r}, int8 calibrated on {images} images)"

@@ -110,6 +110,13 @@ def test_few_calibration_images_warn(fitted, image_set, tmp_path):
     assert record["calibration"]["n_images"] == 20 and record["check"] is None
 
 
+def test_calibration_images_that_cannot_be_read_are_an_error(fitted_skip, image_set, tmp_path):
+    missing = image_set.assign(filename=[f"gone_{i}.png" for i in range(len(image_set))])
+    with pytest.raises(ValueError, match="no image of calibration_X could be read"):
+        fitted_skip.export_onnx(tmp_path / "model.onnx", "int8", calibration_X=missing)
+    assert not os.listdir(tmp_path)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -198,8 +198,6 @@ def _quantize(model, float_path, int8_path, predictor, X):
             # Per batch, the calibrator keeps each tensor's min and max only.
             calibrate_method=quantization.CalibrationMethod.MinMax,
         )
-    if reader.n_images == 0:
-        raise ValueError("no image of calibration_X could be read: nothing to calibrate on")
     if reader.n_images < MIN_CALIBRATION_IMAGES:
         warnings.warn(
             f"int8 calibrated on {reader.n_images} images, fewer than "
@@ -225,6 +223,10 @@ def _calibration_reader(base, predictor, X):
         def get_next(self):
             rows, feeds = next(self.batches, (None, None))
             if feeds is None:
+                if self.n_images == 0:  # said here: ONNX Runtime would say "No data"
+                    raise ValueError(
+                        "no image of calibration_X could be read: nothing to calibrate on"
+                    )
                 return None
             missing = declared - feeds.keys()
             if missing:

@@ -204,7 +204,7 @@ def _quantize(model, float_path, int8_path, predictor, X):
             f"{MIN_CALIBRATION_IMAGES}: the activations' ranges may not cover other images; "
             "calibrate on a few hundred images like those it will predict on",
             QuantizationWarning,
-            stacklevel=4,
+            stacklevel=5,  # the caller of est.export_onnx
         )
     return reader.n_images
 
@@ -305,5 +305,9 @@ def _record(n_images, check, max_metric_drop, n_rows):
         "onnxruntime": onnxruntime.__version__,
         "check": None
         if check is None
-        else {"n_rows": n_rows, "max_metric_drop": max_metric_drop, "tasks": tasks},
+        else {
+            "n_rows": n_rows,
+            "max_metric_drop": None if max_metric_drop is None else float(max_metric_drop),
+            "tasks": tasks,
+        },
     }

@@ -113,7 +113,7 @@ def speed(args, folder, options, out):
                 for kind in ("float", "int8")
             }
             ratio = rates["int8"] / rates["float"]
-            row = f"{rates['float']:>10.1f}{rates['int8']:>10.1f}{ratio:>11.2f}x"
+            row = f"{rates['float']:>10.1f}{rates['int8']:>10.1f}{ratio:>12.2f}"
             out(f"{backbone:<12}{batch:>6}{row}")
     out("")
     out("file sizes:")

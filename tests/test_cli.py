@@ -613,6 +613,11 @@ def test_export_int8_checks_each_task_and_predict_runs_it_without_torch(workspac
     )
     assert result.returncode == 0, result.stderr
     assert len(pd.read_csv(root / "int8.csv")) == len(df)
+    evaluation = root / "int8-evaluation"
+    assert main(["evaluate", str(root / "data.csv"), "--model", str(out),
+                 "--out", str(evaluation)]) == 0  # fmt: skip
+    metrics = pd.read_csv(evaluation / "metrics.csv", index_col=0)
+    assert list(metrics.index) == TARGETS.split(",") and (evaluation / "report.html").is_file()
 
 
 def test_predict_on_an_image_file_and_a_folder_with_an_onnx_model(workspace, shipped):

@@ -230,7 +230,8 @@ def export(args):
     )
     if result.check is not None:
         print(result.check.to_string(float_format=lambda v: f"{v:.4f}"))
-    print(f"int8 model written to {args.out} (calibrated on {len(X)} images)")
+    images = load_model(args.out).quantization_["calibration"]["n_images"]  # read ones
+    print(f"int8 model written to {args.out} (calibrated on {images} images)")
     return 0
 
 

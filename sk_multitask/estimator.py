@@ -21,6 +21,7 @@ from .inputs._sources import resolve_images
 from .persistence._pickling import VersionedPickleMixin, load_fitted
 from .persistence._safe_file import save
 from .predicting._calibration import calibrate
+from .predicting._explain import explain_images
 from .predicting._inference import network_outputs, validation_calibration
 from .predicting._protocol import MultiTaskPredictor, checked_outputs
 from .targets._outputs import decoders
@@ -112,10 +113,12 @@ class MultiTaskImageEstimator(
         decoding) so that a bad file fails the run in seconds (or is skipped), not
         during an epoch. A truncated JPEG passes this check; it is found when decoded.
     tasks : dict, default=None
-        Task name to ``"classification"``, ``"regression"`` or ``"multilabel"``,
-        overriding inference. A column whose labelled cells are lists, sets or tuples
-        of labels is inferred multi-label: one sigmoid output per label, an empty
-        list a labelled "no label".
+        Task name to ``"classification"``, ``"regression"``, ``"multilabel"`` or
+        ``"ordinal"``, overriding inference. A column whose labelled cells are lists,
+        sets or tuples of labels is inferred multi-label: one sigmoid output per label,
+        an empty list a labelled "no label". An ordered pandas ``Categorical`` is
+        inferred ordinal (CORN's rank-consistent head; ``"ordinal"`` also takes
+        integer levels).
     loss_weights : dict, "uncertainty", "dwa" or None, default=None
         How the task losses are weighted. A dict: task name to a finite non-negative
         weight (unnamed tasks weigh 1). ``"uncertainty"``: learned weights (Kendall
@@ -124,10 +127,11 @@ class MultiTaskImageEstimator(
         each task's training loss in the last two epochs. The weights in effect are
         in ``history_`` as ``{task}_weight``.
     class_weight : None, "balanced" or dict, default=None
-        Class weights of classification tasks' cross-entropy: ``"balanced"`` (every
-        classification task, scikit-learn's ``compute_class_weight`` on the labelled
-        training cells), or a dict from task name to ``"balanced"`` or
-        ``{label: weight}`` (unnamed labels weigh 1).
+        Class weights of classification tasks' cross-entropy (an ordinal task's
+        likelihood, by level): ``"balanced"`` (every classification and ordinal task,
+        scikit-learn's ``compute_class_weight`` on the labelled training cells), or a
+        dict from task name to ``"balanced"`` or ``{label: weight}`` (unnamed labels
+        weigh 1).
     regression_loss : {"mse", "l1", "huber"} or dict, default="mse"
         The regression tasks' loss on the standardised targets (Huber: delta 1), or
         a dict from regression task name to one (unnamed tasks: ``"mse"``).
@@ -658,6 +662,9 @@ class MultiTaskImageEstimator(
 
     # -- helpers -------------------------------------------------------------------
 
+    #: :meth:`explain` draws heatmaps with the network (an ONNX predictor cannot).
+    explainable = True
+
     def _check_fitted(self):
         check_is_fitted(self)
 
@@ -679,6 +686,18 @@ class MultiTaskImageEstimator(
             tta=0 if features else self.tta,
         )
         return outputs.numpy(), index
+
+    def _heatmaps(self, X, task, label, target_layer):
+        """One task's Grad-CAM heatmaps for ``X`` (:meth:`explain`)."""
+        images, _ = resolve_images(
+            X, self.image_col, self.image_root, check_files=False,
+            storage_options=self.storage_options,
+        )
+        return explain_images(
+            self.net_, images, self.image_size_, self.tasks_[task], label,
+            target_layer=target_layer, backbone=self.backbone, on_bad_image=self.on_bad_image,
+            cache_dir=self.cache_dir, verbose=self.verbose,
+        )
 
     def _cell_loss(self):
         """Each cell's loss as the network was trained (its criterion's numpy twin)."""

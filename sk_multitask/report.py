@@ -45,7 +45,7 @@ from .evaluation._metrics import evaluate_tasks, per_class_metrics, scorable_row
 from .inputs._files import atomic_write
 from .predicting._calibration import calibrated_outputs, interval_metrics, min_cells
 from .predicting._protocol import checked_outputs
-from .targets import CLASSIFICATION, MULTILABEL, REGRESSION
+from .targets import CLASSIFICATION, LABEL_KINDS, MULTILABEL, REGRESSION
 from .targets._outputs import decoders
 from .training._parameters import redacted_params
 
@@ -54,6 +54,10 @@ __all__ = ["figure_to_png_bytes", "write_report"]
 #: Packages whose versions the report names, besides sk-multitask and Python, when the
 #: model imported them (the ONNX predictor runs without torch).
 _PACKAGES = ("torch", "torchvision", "skorch", "onnxruntime", "sklearn", "pandas", "numpy")
+
+#: The alt text of the top losses' figure, without and with the tasks' heatmaps.
+TOP_LOSSES = "largest losses"
+TOP_LOSS_HEATMAPS = "largest losses, with a heatmap per task"
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
@@ -91,12 +95,15 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
     and the per-class one of the classification tasks, the training history (figure
     and epoch table), a confusion matrix for each classification task of ``y`` and a
     predicted-against-true plot with residuals for each regression task, the ``k``
-    images with the largest combined loss, and the estimator's parameters (credentials
-    redacted: :func:`~sk_multitask.training._parameters.redacted_params`). A calibrated
-    model (``calibration_``) adds how sure it is: ECE, coverage and widths, a
-    reliability diagram per classification task and an interval plot per regression
-    task. The network runs once over ``X``. Figures are embedded as PNG data: the file needs
-    nothing else to open.
+    images with the largest combined loss, each with every task's heatmap over it
+    (where the network looked: :meth:`~sk_multitask.MultiTaskImageEstimator.explain`,
+    run on those ``k`` images only; an ONNX predictor, without gradients, shows the
+    images alone), and the estimator's parameters (credentials redacted:
+    :func:`~sk_multitask.training._parameters.redacted_params`). A calibrated model
+    (``calibration_``) adds how sure it is: ECE, coverage and widths, a reliability
+    diagram per classification task and an interval plot per regression task. The
+    network runs once over ``X`` for the rest. Figures are embedded as PNG data: the file
+    needs nothing else to open.
 
     The same report comes from the estimator and from the
     :class:`~sk_multitask.onnx.OnnxPredictor` of its ONNX export, which needs no torch:
@@ -153,7 +160,7 @@ def _metric_sections(tasks, outputs, y):
             + _table(evaluate_tasks(tasks, outputs, y)),
         )
     ]
-    if any(task.kind == CLASSIFICATION for task in tasks.values()):
+    if any(task.kind in LABEL_KINDS for task in tasks.values()):
         sections.append(
             _section(
                 "Metrics per class",
@@ -174,7 +181,7 @@ def _figure_sections(tasks, outputs, index, y):
             continue
         truth = y[name].iloc[scored]
         predicted = task.decode(outputs[name][scored], index[scored])
-        if task.kind == CLASSIFICATION:
+        if task.kind in LABEL_KINDS:
             figure, title = confusion_figure(task, truth, predicted), "Confusion matrix"
         else:
             figure, title = regression_figure(name, truth, predicted), "Predicted and true"
@@ -206,7 +213,7 @@ def _how_sure_sections(calibration, tasks, outputs, index, y, coverage):
     table = interval_metrics(calibration, ready, outputs, y, coverage)
     sections = [_section("How sure", note + _table(table))]
     for name, task in ready.items():
-        if task.kind == CLASSIFICATION:
+        if task.kind in LABEL_KINDS:  # an ordinal task's ranges are in the table
             figure = reliability_figure(task, outputs[name], y[name], calibration)
             title = "Reliability diagram"
         else:
@@ -225,9 +232,19 @@ def _calibration_rows(calibration, tasks):
 
 
 def _top_loss_section(estimator, X, y, outputs, index, k):
+    """The top losses; with each task's heatmap where the model can draw them (an ONNX
+    predictor cannot: it has no gradients)."""
     top = top_loss_table(estimator, X, y, outputs, index, k=k)
-    figure = top_losses_figure(estimator, X, top)
-    return _section("Largest losses", _image(figure, "largest losses"))
+    if not estimator.explainable:
+        figure = top_losses_figure(estimator, X, top)
+        return _section("Largest losses", _image(figure, TOP_LOSSES))
+    note = (
+        "<p>Each image once per task, with the task's heatmap over it: where the network "
+        "looked for its prediction (Grad-CAM on the backbone's last feature map; red "
+        "counts most).</p>\n"
+    )
+    figure = top_losses_figure(estimator, X, top, heatmap=True)
+    return _section("Largest losses", note + _image(figure, TOP_LOSS_HEATMAPS))
 
 
 def _parameters(model):
@@ -296,7 +313,7 @@ def _table(frame):
 def _describe(name, task):
     if task.kind == REGRESSION:
         return f"{name} ({task.kind})"
-    what = "classes" if task.kind == CLASSIFICATION else "labels"
+    what = {CLASSIFICATION: "classes", MULTILABEL: "labels"}.get(task.kind, "levels")
     return f"{name} ({task.kind}, {len(task.classes_)} {what})"
 
 

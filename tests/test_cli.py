@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TORCH, run_python_without
+from PIL import Image
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
 from sk_multitask import MultiTaskImageEstimator
@@ -233,7 +234,9 @@ def test_bad_paths_and_columns_end_with_one_line(workspace, case, capsys):
     _assert_one_line_error(code, capsys.readouterr().err, message)
 
 
-@pytest.mark.parametrize("command", ["fit", "lr-find", "predict", "evaluate", "export", "demo"])
+@pytest.mark.parametrize(
+    "command", ["fit", "lr-find", "predict", "evaluate", "explain", "export", "demo"]
+)
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
@@ -689,6 +692,52 @@ def test_evaluate_with_a_safe_file_prints_the_metrics_and_exits_0(workspace, shi
     table = model.evaluate(df, df[TARGETS.split(",")]).rename_axis("task")
     pd.testing.assert_frame_equal(metrics, table, check_dtype=False, atol=1e-6, rtol=0)
     assert (out / "report.html").is_file()
+
+
+def test_explain_draws_a_tasks_heatmaps_over_the_first_images(workspace, tmp_path, capsys):
+    root, df, _ = workspace
+    out = tmp_path / "heat.png"
+    args = ["explain", str(root / "data.csv"), "--model", str(root / "model.joblib")]
+    assert main([*args, "--task", "shape", "--n", "4", "--out", str(out)]) == 0
+    assert f"heatmaps of shape for 4 images written to {out}" in capsys.readouterr().out
+    with Image.open(out) as figure:
+        assert figure.format == "PNG"
+    image = root / "images" / df["filename"][0]
+    one = tmp_path / "one.svg"
+    assert main(["explain", str(image), *args[2:], "--task", "color", "--label", "red",
+                 "--out", str(one)]) == 0
+    assert one.read_text().startswith("<?xml")
+    assert "heatmaps of color for 1 image written to" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--task", "age"], r"--task age: the model's tasks are \['color', 'shape', 'area'\]$"),
+        (["--task", "area", "--label", "big"], "error: --label: task area is a regression"),
+        (["--task", "color", "--label", "mauve"], r"error: --label mauve: task color's labels are"),
+        (["--task", "color", "--n", "0"], "error: --n must be a positive number of images; got 0"),
+        (["--task", "color", "--target-layer", "layer4"], "target_layer='layer4' is no layer of"),
+    ],
+)
+def test_explain_refuses_a_bad_task_label_or_count_in_one_line(workspace, tmp_path, capsys,
+                                                                options, message):
+    root, _, _ = workspace
+    code = main(["explain", str(root / "data.csv"), "--model", str(root / "model.joblib"),
+                 *options, "--out", str(tmp_path / "heat.png")])
+    _assert_one_line_error(code, capsys.readouterr().err, message)
+    assert not (tmp_path / "heat.png").exists()
+
+
+def test_explain_with_an_onnx_model_says_torch_is_needed(workspace, shipped, tmp_path, capsys):
+    root, _, _ = workspace
+    _, onnx = shipped
+    code = main(["explain", str(root / "data.csv"), "--model", str(onnx), "--task", "color",
+                 "--out", str(tmp_path / "heat.png")])
+    _assert_one_line_error(
+        code, capsys.readouterr().err,
+        r"model.onnx is an ONNX model: explain needs torch .* pass the model's .skmt or pickle",
+    )
 
 
 # --- hostile files and options: every one ends in exactly one line -----------------------

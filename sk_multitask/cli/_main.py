@@ -1,4 +1,4 @@
-"""The ``sk-multitask`` command line: fit, lr-find, predict, evaluate, export, demo.
+"""The ``sk-multitask`` command line: fit, lr-find, predict, evaluate, explain, export, demo.
 
 Every command ends a bad path, column or value with a one-line error on stderr and exit
 status 1, without a traceback, naming command-line options rather than Python
@@ -34,7 +34,7 @@ from .. import __version__
 from ..inputs._files import atomic_path
 from ..inputs._sources import image_references
 from ..predicting._protocol import interval_calibration
-from ..targets import CLASSIFICATION
+from ..targets import LABEL_KINDS, REGRESSION
 from ..targets._outputs import decoders, probability_table
 from ._io import (
     check_output,
@@ -53,6 +53,9 @@ from ._io import (
 )
 from ._options import CommandError, add_options, as_options, estimator_params
 
+#: The figure formats ``explain`` and ``lr-find --plot`` write.
+FIGURE_FORMATS = (".png", ".pdf", ".svg")
+
 
 def _data_and_estimator(args):
     """The table, the targets and the estimator that the fit options describe."""
@@ -68,7 +71,7 @@ def _data_and_estimator(args):
 
     est = MultiTaskImageEstimator(**estimator_params(args), verbose=1)
     # Class codes read as floats (an empty cell) train as integer labels: 3, not 3.0.
-    classes = [name for name, kind in (est.tasks or {}).items() if kind == CLASSIFICATION]
+    classes = [name for name, kind in (est.tasks or {}).items() if kind in LABEL_KINDS]
     return data, integer_classes(y, classes), est
 
 
@@ -92,7 +95,7 @@ def fit(args):
 
 def lr_find(args):
     """Run the learning-rate range test of the fit the options describe; suggest a rate."""
-    if args.plot and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
+    if args.plot and not args.plot.lower().endswith(FIGURE_FORMATS):
         raise CommandError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
     refuse_overwriting({"data": args.data}, [args.plot] if args.plot else [])
     data, y, est = _data_and_estimator(args)
@@ -152,7 +155,7 @@ def _evaluate_to(model, data, y, out, coverage=None):
 
 
 def _integer_classes(decoder):
-    return decoder.kind == CLASSIFICATION and pd.api.types.is_integer_dtype(decoder.dtype)
+    return decoder.kind in LABEL_KINDS and pd.api.types.is_integer_dtype(decoder.dtype)
 
 
 #: The files ``evaluate`` writes in its ``--out`` folder.
@@ -200,6 +203,51 @@ def evaluate(args):
     y = integer_classes(data[present], [t for t in present if _integer_classes(fitted[t])])
     _evaluate_to(model, X, y, args.out, coverage=args.interval)
     return 0
+
+
+def explain(args):
+    """Draw one task's heatmaps (where the network looked) over the first images."""
+    if not args.out.lower().endswith(FIGURE_FORMATS):
+        raise CommandError(f"--out {args.out}: name a .png, .pdf or .svg file")
+    if args.n < 1:
+        raise CommandError(f"--n must be a positive number of images; got {args.n}")
+    if known_model_format(args.model) == "onnx":
+        raise CommandError(
+            f"{args.model} is an ONNX model: explain needs torch and the network's layers "
+            "(Grad-CAM takes gradients inside it); pass the model's .skmt or pickle as --model"
+        )
+    refuse_overwriting({"data": args.data, "--model": args.model}, [args.out])
+    check_writable(args.out, "the figure")
+    model = load_model(args.model, verbose=1, storage_options=args.storage_options)
+    task = _model_task(model, args.task)
+    label = None if args.label is None else _task_label(model.tasks_[task], args.label)
+    data, X = images_input(args.data, model, args.images)
+    from ..plotting import plot_explain  # matplotlib only when plotting
+
+    figure = plot_explain(model, X, task, label, n=args.n, target_layer=args.target_layer)
+    with atomic_path(args.out) as temporary:
+        figure.savefig(temporary, dpi=100, format=args.out[-3:].lower())
+    count = min(args.n, len(data))
+    print(f"heatmaps of {task} for {count} image{'s' * (count > 1)} written to {args.out}")
+    return 0
+
+
+def _model_task(model, name):
+    """The model's task called ``name`` (the command line's text: an integer name too)."""
+    tasks = {str(task): task for task in model.tasks_}
+    if name not in tasks:
+        raise CommandError(f"--task {name}: the model's tasks are {list(tasks)}")
+    return tasks[name]
+
+
+def _task_label(task, text):
+    """The class (or label) of ``task`` whose text is ``text``."""
+    if task.kind == REGRESSION:
+        raise CommandError(f"--label: task {task.name} is a regression, it has no labels")
+    labels = {str(label): label for label in task.classes_}
+    if text not in labels:
+        raise CommandError(f"--label {text}: task {task.name}'s labels are {list(labels)}")
+    return labels[text]
 
 
 def export(args):
@@ -420,6 +468,7 @@ COMMANDS = {
     "lr-find": (lr_find, "the learning-rate range test: loss against rate, a suggested rate"),
     "predict": (predict, "predict every target for a table, an image file or a folder"),
     "evaluate": (evaluate, "per-task metrics and an HTML report"),
+    "explain": (explain, "heatmaps of where the network looked for a task, as a figure"),
     "export": (export, "write a model as a safe file (.skmt) or as ONNX"),
     "demo": (demo, "generate a synthetic set, fit, evaluate, report"),
 }

@@ -23,6 +23,14 @@ from ..predicting._calibration import calibrated_outputs, check_coverage, interv
 from ..targets import check_aligned, check_sample_weight, check_targets, check_task
 from ..targets._outputs import decoders, prediction_frame, probability_frames, split_outputs
 
+#: The heatmap methods of :meth:`MultiTaskPredictor.explain`.
+EXPLAIN_METHODS = ("gradcam",)
+#: Why a model without torch (an ONNX predictor) draws no heatmap, and what does.
+NEEDS_TORCH = (
+    "explain needs torch and the network's layers (Grad-CAM takes gradients inside the "
+    "network), which an ONNX model does not have: load the model's safe file (.skmt) or "
+    "pickle with sk_multitask.load and explain with it"
+)
 #: Why a model has no calibration, and how it gets one.
 NOT_CALIBRATED = (
     "the model is not calibrated: fit it with validation rows (valid_split) or call "
@@ -37,8 +45,7 @@ def scoring_module(what):
         from ..evaluation import _metrics
     except ImportError as exc:
         raise ImportError(
-            f"{what} needs scikit-learn ({exc.name} cannot be imported): "
-            "pip install scikit-learn"
+            f"{what} needs scikit-learn ({exc.name} cannot be imported): pip install scikit-learn"
         ) from None
     return _metrics
 
@@ -114,8 +121,14 @@ class MultiTaskPredictor:
 
     A subclass provides ``tasks_`` (task name to fitted task or decoder, in the order
     of the network's heads), ``image_col``, optionally ``calibration_``, and three
-    hooks: :meth:`_check_fitted`, :meth:`_raw_outputs` and :meth:`_cell_loss`.
+    hooks: :meth:`_check_fitted`, :meth:`_raw_outputs` and :meth:`_cell_loss`; a model that
+    runs its network with torch provides :meth:`_heatmaps` too, and sets
+    :attr:`explainable`.
     """
+
+    #: Whether :meth:`explain` draws heatmaps: it needs torch and the network's layers,
+    #: which the estimator has and an ONNX predictor has not.
+    explainable = False
 
     def _check_fitted(self):
         """Raise if the model is not fitted (an ONNX predictor always is)."""
@@ -129,6 +142,11 @@ class MultiTaskPredictor:
         """The :class:`~sk_multitask.targets._cell_loss.CellLoss` the network was trained
         with."""
         raise NotImplementedError
+
+    def _heatmaps(self, X, task, label, target_layer):
+        """One task's heatmaps for ``X``: an array ``(N, height, width)``, see
+        :meth:`explain`."""
+        raise TypeError(NEEDS_TORCH)
 
     def predict_raw(self, X):
         """Each task's raw outputs: what the heads compute, before decoding.
@@ -216,8 +234,10 @@ class MultiTaskPredictor:
             ``X``'s index; two-level columns: ``(task, "lower")`` and ``(task, "upper")``
             for a regression (original units), ``(task, "set")`` for a classification
             (a list of original labels; LAC sets: every label whose calibrated
-            probability is at least a threshold). Multi-label tasks have none. The row of
-            an image skipped as unreadable is missing.
+            probability is at least a threshold). Multi-label tasks have none. An
+            ordinal task has ``(task, "lower")`` and ``(task, "upper")`` too: the lowest
+            and highest level of a contiguous range, which holds the predicted level. The
+            row of an image skipped as unreadable is missing.
         """
         calibration, coverage = interval_calibration(self, coverage)
         outputs, index = self.predict_raw(X)
@@ -240,7 +260,8 @@ class MultiTaskPredictor:
             Add how sure the model is (needs ``calibration_``): ``ece`` (calibration
             error of a classification's probabilities), ``coverage`` (how often the
             :meth:`predict_interval` interval or set at this coverage holds the truth),
-            ``mean_width`` (regression) and ``mean_set_size`` (classification).
+            ``mean_width`` (regression) and ``mean_set_size`` (classification; the
+            levels of an ordinal task's range).
         sample_weight : array-like of shape (n_rows,), default=None
             Row weights of every metric (scikit-learn's ``sample_weight``); rows of
             weight 0 are left out (and out of ``n_labelled`` and ``support``).
@@ -252,7 +273,8 @@ class MultiTaskPredictor:
             for a classification ``accuracy``, ``balanced_accuracy``, ``f1_macro`` and
             ``log_loss``; for a regression ``mae``, ``rmse`` and ``r2``; for a
             multi-label task ``accuracy`` (exact label set), ``f1_macro``,
-            ``f1_micro``, ``hamming_loss`` and ``log_loss`` (per label). Only the
+            ``f1_micro``, ``hamming_loss`` and ``log_loss`` (per label); for an
+            ordinal task ``accuracy``, ``mae`` in levels and ``log_loss``. Only the
             columns of the kinds present; NaN where a task has none. With ``per_class``:
             one row per (task, class) with ``precision``, ``recall``, ``f1``,
             ``support`` and one-vs-rest ``roc_auc``. Probabilities (``log_loss``) are
@@ -333,6 +355,59 @@ class MultiTaskPredictor:
         scoring_module("top_losses")  # scikit-learn encodes the targets
         outputs, index, y, _ = checked_outputs(self, X, y)
         return top_loss_table(self, X, y, outputs, index, k=k, task=task)
+
+    def explain(self, X, task, label=None, method="gradcam", target_layer=None):
+        """Where the network looked for one task: a heatmap per image (Grad-CAM).
+
+        Grad-CAM (Selvaraju et al. 2017, through Captum's ``LayerGradCam``) weighs the
+        channels of the backbone's last spatial feature map by the mean gradient of one
+        output of the task's head, sums them and keeps the positive part: the parts of the
+        image that raise that output. The output explained is the logit of the predicted
+        class of a classification (or of ``label``), the largest logit of a multi-label
+        task (or that of ``label``), the expected level of an ordinal task (or the
+        log-probability of the level ``label``), and the predicted value of a regression. The
+        model is left as it was: the same weights, modes and predictions, no gradient
+        kept. See ``docs/interpretation.md``.
+
+        Parameters
+        ----------
+        X : image input
+            As for :meth:`predict_raw`; the images are read, resized and batched as
+            :meth:`predict` reads them (not augmented: no ``tta``).
+        task : hashable
+            One of the model's tasks.
+        label : object, default=None
+            A class (label, level) of the task, as ``y`` held it: explain its output on
+            every row. None: each row's prediction. A regression takes none.
+        method : {"gradcam"}, default="gradcam"
+        target_layer : str or torch.nn.Module, default=None
+            The backbone's layer whose feature map is weighed: its name in
+            ``est.net_.module_.backbone.named_modules()`` (``"layer3"``) or the module.
+            None: its last layer with a feature map larger than 1 x 1 (a ResNet's
+            ``layer4``, an EfficientNet's or ConvNeXt's ``features``, a timm model's last
+            stage); a backbone whose last layers work on tokens (a vision transformer)
+            is refused in one line naming the layer to pass.
+
+        Returns
+        -------
+        ndarray of shape (n_images, height, width), float32
+            One heatmap per row of ``X``, at the model's input size (``image_size_``),
+            in [0, 1] (1 where the map counts most; all 0 where nothing raises the
+            output). The row of an image skipped as unreadable
+            (``on_bad_image="skip"``) is NaN.
+
+        Raises
+        ------
+        TypeError
+            For an ONNX predictor: it has no gradients.
+        ValueError
+            For an unknown task, method, label or layer, before any image is read.
+        """
+        self._check_fitted()
+        check_task(task, self.tasks_)
+        if method not in EXPLAIN_METHODS:
+            raise ValueError(f"method must be one of {list(EXPLAIN_METHODS)}; got {method!r}")
+        return self._heatmaps(X, task, label, target_layer)
 
     # -- helpers -------------------------------------------------------------------
 

@@ -84,6 +84,7 @@ GROUPS = {
         "sk_multitask.exceptions.CacheDamageWarning",
         "sk_multitask.exceptions.IgnoredWeightsWarning",
         "sk_multitask.exceptions.CalibrationWarning",
+        "sk_multitask.exceptions.QuantizationWarning",
         "sk_multitask.exceptions.MissingLikeLabelWarning",
         "sk_multitask.exceptions.InconsistentVersionWarning",
     ],

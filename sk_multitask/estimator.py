@@ -665,15 +665,19 @@ class MultiTaskImageEstimator(
         """
         return load_fitted(cls, path, backbone, settings)
 
-    def export_onnx(self, path):
+    def export_onnx(
+        self, path, quantize=None, calibration_X=None, calibration_y=None, max_metric_drop=None
+    ):
         """Write the network to an ONNX file, for :class:`sk_multitask.onnx.OnnxPredictor`.
 
         The file's metadata holds the model document (tasks, history, data sizes...).
+        ``quantize="int8"`` writes it in int8, calibrated on ``calibration_X`` and, with
+        ``calibration_y``, checked per task (returning the path and the per-task drops).
         Needs the ``onnx`` extra. See :func:`sk_multitask.onnx.export_onnx`.
         """
         from .onnx._export import export_onnx
 
-        return export_onnx(self, path)
+        return export_onnx(self, path, quantize, calibration_X, calibration_y, max_metric_drop)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

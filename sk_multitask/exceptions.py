@@ -23,6 +23,7 @@ __all__ = [
     "IgnoredWeightsWarning",
     "ImageNotFoundError",
     "MissingLikeLabelWarning",
+    "QuantizationWarning",
     "InconsistentVersionWarning",  # noqa: F822 -- imported on first use (__getattr__)
     "StorageError",
 ]
@@ -149,6 +150,16 @@ class CalibrationWarning(UserWarning):
     (``fit``'s own calibration applies that rule without the warning); and when
     ``decision_thresholds="tuned"`` finds no labelled row to tune a task's thresholds
     on: they stay 0.5.
+    """
+
+
+class QuantizationWarning(UserWarning):
+    """Fewer calibration images than an int8 export needs to be trusted.
+
+    Warned by ``export_onnx(quantize="int8")`` when ``calibration_X`` gave fewer than
+    :data:`sk_multitask.onnx._quantize.MIN_CALIBRATION_IMAGES` images (32): the int8
+    ranges of the activations are measured on them, and a handful of images rarely
+    shows the range that other images reach.
     """
 
 

@@ -602,6 +602,27 @@ def shipped(workspace):
     return paths
 
 
+def test_export_int8_checks_each_task_and_predict_runs_it_without_torch(workspace, capsys):
+    root, df, _ = workspace
+    out = root / "int8" / "model.onnx"
+    code = main(["export", "--model", str(root / "model.joblib"), "--out", str(out),
+                 "--quantize", "int8", "--calibration", str(root / "data.csv")])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"color +accuracy", printed) and re.search(r"area +r2", printed)
+    assert f"int8 model written to {out} (calibrated on {len(df)} images)" in printed
+    result = run_without_torch(
+        "predict", root / "data.csv", "--model", out, "--out", root / "int8.csv", blocked=NOT_SERVED
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_csv(root / "int8.csv")) == len(df)
+    evaluation = root / "int8-evaluation"
+    assert main(["evaluate", str(root / "data.csv"), "--model", str(out),
+                 "--out", str(evaluation)]) == 0  # fmt: skip
+    metrics = pd.read_csv(evaluation / "metrics.csv", index_col=0)
+    assert list(metrics.index) == TARGETS.split(",") and (evaluation / "report.html").is_file()
+
+
 def test_predict_on_an_image_file_and_a_folder_with_an_onnx_model(workspace, shipped):
     root, df, _ = workspace
     _, onnx = shipped
@@ -860,6 +881,27 @@ HOSTILE = {
     ),
     "export to a name of no format": (
         None, ["export", "--model", "{model}", "--out", "{tmp}/m.zip"], FORMATS
+    ),
+    "int8 without calibration images": (
+        None, ["export", "--model", "{model}", "--out", "{tmp}/q.onnx", "--quantize", "int8"],
+        "--quantize int8 needs --calibration",
+    ),
+    "int8 to a safe file": (
+        None,
+        ["export", "--model", "{model}", "--out", "{tmp}/q.skmt", "--quantize", "int8",
+         "--calibration", "{data}"],
+        r"--quantize int8 writes ONNX: name --out NAME.onnx",
+    ),
+    "calibration without int8": (
+        None, ["export", "--model", "{model}", "--out", "{tmp}/q.onnx", "--calibration", "{data}"],
+        "--calibration is for --quantize int8",
+    ),
+    "a metric drop without labels": (
+        _write("unlabelled.csv", "filename\nimg_00000.jpg\n"),
+        ["export", "--model", "{model}", "--out", "{tmp}/q.onnx", "--quantize", "int8",
+         "--calibration", "{tmp}/unlabelled.csv", "--images", "{images}",
+         "--max-metric-drop", "0.01"],
+        "--max-metric-drop needs labels: none of the model's targets",
     ),
     "an empty data file": (_write("e.csv", b""), [*FIT[:1], "{tmp}/e.csv", *FIT[2:]], "e.csv"),
     "binary data": (

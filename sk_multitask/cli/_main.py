@@ -251,15 +251,54 @@ def _task_label(task, text):
 
 
 def export(args):
-    """Write a saved model as a safe file (.skmt), as ONNX (.onnx) or as a pickle."""
-    known_model_format(args.out)
-    refuse_overwriting({"--model": args.model}, [args.out])
+    """Write a saved model as a safe file (.skmt), as ONNX (.onnx) or as a pickle; with
+    ``--quantize int8``, as int8 ONNX calibrated (and checked per task) on a table."""
+    kind = known_model_format(args.out)
+    _check_quantize_options(args, kind)
+    refuse_overwriting({"--model": args.model, "--calibration": args.calibration}, [args.out])
     model = load_model(args.model)
     if not hasattr(model, "save"):
         raise CommandError(f"{args.model} is already an ONNX model; export a .joblib or .skmt")
-    save_model(model, args.out)
-    print(f"model written to {args.out}")
+    if args.quantize is None:
+        save_model(model, args.out)
+        print(f"model written to {args.out}")
+        return 0
+    data, X = images_input(args.calibration, model, args.images)
+    present = [t for t in model.tasks_ if t in data.columns]
+    if args.max_metric_drop is not None and not present:
+        raise CommandError(
+            f"--max-metric-drop needs labels: none of the model's targets {list(model.tasks_)} "
+            f"is a column of {args.calibration}"
+        )
+    fitted = decoders(model.tasks_)
+    y = integer_classes(data[present], [t for t in present if _integer_classes(fitted[t])])
+    check_writable(args.out, "the model")
+    result = model.export_onnx(
+        args.out, args.quantize, X, y if present else None, args.max_metric_drop
+    )
+    if result.check is not None:
+        print(result.check.to_string(float_format=lambda v: f"{v:.4f}"))
+    images = load_model(args.out).quantization_["calibration"]["n_images"]  # read ones
+    print(f"int8 model written to {args.out} (calibrated on {images} images)")
     return 0
+
+
+def _check_quantize_options(args, kind):
+    """A CommandError unless ``--quantize``, ``--calibration`` and ``--max-metric-drop``
+    fit together and with the output's format."""
+    if args.quantize is None:
+        for flag in ("calibration", "max_metric_drop"):
+            if getattr(args, flag) is not None:
+                option = "--" + flag.replace("_", "-")
+                raise CommandError(f"{option} is for --quantize int8, which was not given")
+        return
+    if kind != "onnx":
+        raise CommandError(f"--quantize {args.quantize} writes ONNX: name --out NAME.onnx")
+    if args.calibration is None:
+        raise CommandError(
+            f"--quantize {args.quantize} needs --calibration: a table (or folder) of images "
+            "like those the model will predict on"
+        )
 
 
 def demo(args):

@@ -307,6 +307,18 @@ COMMAND_OPTIONS = {
     "export": (
         Option("--model", _MODEL, required=True),
         Option("--out", _MODEL_OUT, required=True),
+        Option("--quantize", "write int8 ONNX (static quantization)", choices=("int8",)),
+        Option(
+            "--calibration",
+            "with --quantize: CSV or parquet file (or folder) of images to calibrate on; its "
+            "target columns, if any, check each task's metric in int8 against float",
+        ),
+        Option("--images", _IMAGES),
+        Option(
+            "--max-metric-drop",
+            "with --calibration labels: refuse if a task's metric drops more in int8",
+            type=float,
+        ),
     ),
     "demo": (
         Option("--out", "folder for images, data, model, report", default="demo-output"),

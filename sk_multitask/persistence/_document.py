@@ -17,7 +17,9 @@ holds a safe file's bytes (:mod:`sk_multitask.persistence._pickling`). A documen
 - ``calibration`` (None, or per task its temperatures and sorted conformal scores, as
   :class:`sk_multitask.predicting._calibration.Calibration` writes them);
 - ``decision_thresholds`` (None, or per binary or multi-label task its threshold(s), as
-  :func:`sk_multitask.predicting._thresholds.thresholds_to_list` writes them).
+  :func:`sk_multitask.predicting._thresholds.thresholds_to_list` writes them);
+- ``quantization``, in an int8 ONNX file only: how it was quantized and calibrated, and
+  its per-task check against the float model (:mod:`sk_multitask.onnx._quantize`).
 
 :func:`parse_document` checks a document's keys and types before anything is built
 from it (:mod:`sk_multitask.persistence._schema`), and returns a :class:`ModelDocument`.
@@ -268,6 +270,9 @@ class ModelDocument:
     decision_thresholds : list or None
         The decision thresholds' checked data
         (:func:`sk_multitask.predicting._thresholds.read_thresholds` reads it).
+    quantization : dict or None
+        An int8 ONNX file's record (:mod:`sk_multitask.onnx._quantize`); None for a
+        float model.
     """
 
     document: dict
@@ -283,6 +288,7 @@ class ModelDocument:
     task_weights: list | None = None
     calibration: dict | None = None
     decision_thresholds: list | None = None
+    quantization: dict | None = None
 
     def tasks(self, from_dict):
         """Task name to ``from_dict(state)`` for each task (a Task or an OutputDecoder)."""
@@ -369,6 +375,7 @@ def parse_document(document, source):
         task_weights=document.get("task_weights"),
         calibration=document.get("calibration"),
         decision_thresholds=document.get("decision_thresholds"),
+        quantization=document.get("quantization"),
     )
 
 

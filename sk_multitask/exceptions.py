@@ -23,6 +23,7 @@ __all__ = [
     "IgnoredWeightsWarning",
     "ImageNotFoundError",
     "MissingLikeLabelWarning",
+    "LabelsWarning",
     "InconsistentVersionWarning",  # noqa: F822 -- imported on first use (__getattr__)
     "StorageError",
 ]
@@ -144,6 +145,16 @@ class CalibrationWarning(UserWarning):
     warned by ``calibrate`` when rows of ``y`` hold labels that ``fit`` never saw, naming
     the task and the labels: the model has no output for them, so those cells are left
     out of the calibration.
+    """
+
+
+class LabelsWarning(UserWarning):
+    """A task whose labels :func:`~sk_multitask.labels.find_label_issues` cannot judge, or
+    whose missing cells :func:`~sk_multitask.labels.suggest_labels` cannot rank.
+
+    Warned naming the task: one with fewer labelled cells than folds, or with one class
+    only among them, is not judged; a regression task without labelled cells in ``y``
+    has no residuals to rank its missing cells by.
     """
 
 

@@ -43,6 +43,10 @@ from .evaluation._figures import (
 )
 from .evaluation._metrics import evaluate_tasks, per_class_metrics, scorable_rows
 from .inputs._files import atomic_write
+from .labels._figures import label_issues_figure
+from .labels._issues import cleanlab_modules, label_issue_table
+from .labels._out_of_fold import model_predictions
+from .labels._suggest import suggestion_table
 from .predicting._calibration import calibrated_outputs, interval_metrics, min_cells
 from .predicting._protocol import checked_outputs
 from .targets import CLASSIFICATION, MULTILABEL, REGRESSION
@@ -95,8 +99,10 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
     redacted: :func:`~sk_multitask.training._parameters.redacted_params`). A calibrated
     model (``calibration_``) adds how sure it is: ECE, coverage and widths, a
     reliability diagram per classification task and an interval plot per regression
-    task. The network runs once over ``X``. Figures are embedded as PNG data: the file needs
-    nothing else to open.
+    task. Then the labels to check (the labelled cells the model's predictions flag, with
+    their images: :mod:`sk_multitask.labels`, with cleanlab installed) and the missing
+    cells to label next. The network runs once over ``X``. Figures are embedded as PNG
+    data: the file needs nothing else to open.
 
     The same report comes from the estimator and from the
     :class:`~sk_multitask.onnx.OnnxPredictor` of its ONNX export, which needs no torch:
@@ -136,6 +142,7 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
         *_figure_sections(tasks, outputs, index, y),
         *_how_sure_sections(calibration, tasks, outputs, index, y, coverage or 0.9),
         _top_loss_section(estimator, X, y, outputs, index, k),
+        *_label_sections(estimator, X, y, outputs, index, k),
         _section("Parameters", _table(_parameters(estimator))),
     ]
     path = pathlib.Path(path)
@@ -228,6 +235,36 @@ def _top_loss_section(estimator, X, y, outputs, index, k):
     top = top_loss_table(estimator, X, y, outputs, index, k=k)
     figure = top_losses_figure(estimator, X, top)
     return _section("Largest losses", _image(figure, "largest losses"))
+
+
+def _label_sections(model, X, y, outputs, index, k):
+    """Labels to check (the model's own predictions against ``y``'s labels: cleanlab's
+    confident learning, where it is installed) and the missing cells to label next."""
+    positions = pd.RangeIndex(len(index))
+    try:
+        cleanlab_modules()
+    except ImportError as exc:
+        check = f"<p>{html.escape(str(exc))}.</p>"
+    else:
+        table = label_issue_table(model_predictions(model, outputs, positions), y, positions)
+        flagged = table[table["is_label_issue"]].head(k)
+        check = (
+            "<p>The labelled cells whose label the model finds least likely (judged by the "
+            "model's own predictions: fair on rows it did not train on; "
+            "<code>sk_multitask.labels.find_label_issues</code> judges out of fold).</p>\n"
+        )
+        if len(flagged):
+            check += _image(label_issues_figure(model, X, flagged), "labels to check")
+            check += _table(flagged.assign(row=index[flagged["row"]]).set_index("row"))
+        else:
+            check += "<p>No label flagged.</p>"
+    nexts = suggestion_table(model, outputs, index, y, list(y.columns)).head(k)
+    add = (
+        "<p>The missing cells the model is least sure of, each task's in turn "
+        "(<code>sk_multitask.labels.suggest_labels</code>).</p>\n"
+        + (_table(nexts.set_index("row")) if len(nexts) else "<p>No missing cell.</p>")
+    )
+    return [_section("Labels to check", check), _section("Labels to add next", add)]
 
 
 def _parameters(model):

@@ -1,4 +1,5 @@
-"""The ``sk-multitask`` command line: fit, lr-find, predict, evaluate, export, demo.
+"""The ``sk-multitask`` command line: fit, lr-find, predict, evaluate, export, demo, and
+audit and suggest (:mod:`sk_multitask.cli._labels`).
 
 Every command ends a bad path, column or value with a one-line error on stderr and exit
 status 1, without a traceback, naming command-line options rather than Python
@@ -51,10 +52,11 @@ from ._io import (
     save_model,
     write_table,
 )
+from ._labels import audit, suggest
 from ._options import CommandError, add_options, as_options, estimator_params
 
 
-def _data_and_estimator(args):
+def data_and_estimator(args):
     """The table, the targets and the estimator that the fit options describe."""
     data = read_table(args.data)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -77,7 +79,7 @@ def fit(args):
     refuse_overwriting({"data": args.data}, [args.model])
     known_model_format(args.model)
     check_writable(args.model, "the model")
-    data, y, est = _data_and_estimator(args)
+    data, y, est = data_and_estimator(args)
     start = time.perf_counter()
     est.fit(data, y)
     from ..training._distributed import is_main_process
@@ -95,7 +97,7 @@ def lr_find(args):
     if args.plot and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
         raise CommandError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
     refuse_overwriting({"data": args.data}, [args.plot] if args.plot else [])
-    data, y, est = _data_and_estimator(args)
+    data, y, est = data_and_estimator(args)
     result = est.lr_find(data, y, start_lr=args.start_lr, end_lr=args.end_lr, num_it=args.num_it)
     history, suggested = result
     with pd.option_context("display.width", 120):
@@ -151,7 +153,9 @@ def _evaluate_to(model, data, y, out, coverage=None):
     print(f"metrics and report written to {out} ({os.path.basename(report)})")
 
 
-def _integer_classes(decoder):
+def integer_classification(decoder):
+    """Whether ``decoder`` is a classification of integer labels (read back as floats
+    from a table with empty cells)."""
     return decoder.kind == CLASSIFICATION and pd.api.types.is_integer_dtype(decoder.dtype)
 
 
@@ -197,7 +201,7 @@ def evaluate(args):
         interval_calibration(model, args.interval, present)
     # Class codes read as floats (an empty cell): the model's integer labels in the report.
     fitted = decoders(model.tasks_)
-    y = integer_classes(data[present], [t for t in present if _integer_classes(fitted[t])])
+    y = integer_classes(data[present], [t for t in present if integer_classification(fitted[t])])
     _evaluate_to(model, X, y, args.out, coverage=args.interval)
     return 0
 
@@ -383,4 +387,6 @@ COMMANDS = {
     "evaluate": (evaluate, "per-task metrics and an HTML report"),
     "export": (export, "write a model as a safe file (.skmt) or as ONNX"),
     "demo": (demo, "generate a synthetic set, fit, evaluate, report"),
+    "audit": (audit, "which labels look wrong: each judged against out-of-fold predictions"),
+    "suggest": (suggest, "which missing cells to label next, the most uncertain first"),
 }

@@ -28,6 +28,7 @@ import io
 import pathlib
 import platform
 import sys
+import warnings
 
 import pandas as pd
 
@@ -42,6 +43,7 @@ from .evaluation._figures import (
     top_losses_figure,
 )
 from .evaluation._metrics import evaluate_tasks, per_class_metrics, scorable_rows
+from .exceptions import LabelsWarning
 from .inputs._files import atomic_write
 from .labels._figures import label_issues_figure
 from .labels._issues import cleanlab_modules, label_issue_table
@@ -246,7 +248,8 @@ def _label_sections(model, X, y, outputs, index, k):
     except ImportError as exc:
         check = f"<p>{html.escape(str(exc))}.</p>"
     else:
-        table = label_issue_table(model_predictions(model, outputs, positions), y, positions)
+        predictions = model_predictions(model, outputs, positions)
+        table, notes = _noting(label_issue_table, predictions, y, positions)
         flagged = table[table["is_label_issue"]].head(k)
         check = (
             "<p>The labelled cells whose label the model finds least likely (judged by the "
@@ -258,13 +261,32 @@ def _label_sections(model, X, y, outputs, index, k):
             check += _table(flagged.assign(row=index[flagged["row"]]).set_index("row"))
         else:
             check += "<p>No label flagged.</p>"
-    nexts = suggestion_table(model, outputs, index, y, list(y.columns)).head(k)
-    add = (
+        check += "".join(f"<p>{html.escape(note)}.</p>" for note in notes)
+    nexts, notes = _noting(suggestion_table, model, outputs, index, y, list(y.columns))
+    nexts = nexts.head(k)
+    add = "".join(f"<p>{html.escape(note)}.</p>" for note in notes) + (
         "<p>The missing cells the model is least sure of, each task's in turn "
         "(<code>sk_multitask.labels.suggest_labels</code>).</p>\n"
         + (_table(nexts.set_index("row")) if len(nexts) else "<p>No missing cell.</p>")
     )
     return [_section("Labels to check", check), _section("Labels to add next", add)]
+
+
+def _noting(function, *args):
+    """``function(*args)`` and the :class:`LabelsWarning` messages it warned, to be shown
+    in the report rather than warned (its other warnings are warned)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LabelsWarning)
+        result = function(*args)
+    notes = []
+    for warning in caught:
+        if issubclass(warning.category, LabelsWarning):
+            notes.append(str(warning.message))
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return result, notes
 
 
 def _parameters(model):

@@ -214,8 +214,12 @@ def _confident_learning(name, codes, probabilities):
     probabilities = probabilities[:, present]
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True).clip(1e-12)
     codes = np.searchsorted(present, codes)
-    quality = rank.get_label_quality_scores(codes, probabilities)
-    issue = filter.find_label_issues(codes, probabilities, n_jobs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quality = rank.get_label_quality_scores(codes, probabilities)
+        issue = filter.find_label_issues(codes, probabilities, n_jobs=1)
+    for message in dict.fromkeys(str(w.message) for w in caught):  # cleanlab's, once each
+        warnings.warn(f"task {name!r}: {message}", LabelsWarning, stacklevel=4)
     return quality, issue
 
 

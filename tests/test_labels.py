@@ -91,6 +91,14 @@ def test_a_task_with_fewer_labels_than_folds_is_warned_and_skipped(image_set):
     assert set(table["task"]) == {"color"}
 
 
+def test_a_task_with_one_class_is_warned_and_not_judged(fitted, image_set):
+    y = image_set[["color", "area"]].copy()
+    y["color"] = y["color"].where(y["color"].isna(), "red")
+    with pytest.warns(LabelsWarning, match="task 'color' has one class among its labelled"):
+        table = find_label_issues(fitted, image_set, y, cv="prefit")
+    assert set(table["task"]) == {"area"}
+
+
 def test_more_folds_than_labelled_rows_is_one_line(image_set):
     est = small_estimator(image_set)
     with pytest.raises(ValueError, match=r"^cv=500 folds need at least 500 rows with a lab"):

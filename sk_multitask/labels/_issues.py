@@ -164,11 +164,14 @@ def label_issue_table(predictions, y, index, regression_threshold=3.5):
         given, predicted = given[judged], predicted[judged]
         kind = predictions.kinds[name]
         if kind == CLASSIFICATION:
-            quality, issue = _classification(name, given, predictions.proba[name])
+            judgement = _classification(name, given, predictions.proba[name])
         elif kind == MULTILABEL:
-            quality, issue = _multilabel(name, given, predictions.proba[name])
+            judgement = _multilabel(name, given, predictions.proba[name])
         else:
-            quality, issue = _regression(given, predicted, regression_threshold)
+            judgement = _regression(given, predicted, regression_threshold)
+        if judgement is None:
+            continue
+        quality, issue = judgement
         frames.append(
             pd.DataFrame(
                 {
@@ -200,7 +203,8 @@ def _empty(how):
 
 def _confident_learning(name, codes, probabilities):
     """cleanlab's label quality and flags of integer ``codes`` against ``probabilities``
-    (the classes that no cell was given are left out: nothing can be learned of them)."""
+    (the classes that no cell was given are left out: nothing can be learned of them);
+    None, warned, for a single class."""
     filter, rank = cleanlab_modules()
     present = np.unique(codes)
     if len(present) < 2:
@@ -210,7 +214,7 @@ def _confident_learning(name, codes, probabilities):
             LabelsWarning,
             stacklevel=4,
         )
-        return np.full(len(codes), np.nan), np.zeros(len(codes), dtype=bool)
+        return None
     probabilities = probabilities[:, present]
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True).clip(1e-12)
     codes = np.searchsorted(present, codes)
@@ -236,12 +240,15 @@ def _multilabel(name, given, proba):
     for label in frame.columns:
         present = np.array([label in set(cell) for cell in given], dtype=int)
         p = frame[label].to_numpy(dtype=np.float64)
-        quality, issue = _confident_learning(
+        judgement = _confident_learning(
             f"{name}[{label!r}]", present, np.column_stack([1 - p, p])
         )
-        qualities.append(quality)
-        issues.append(issue)
-    return np.nanmin(np.column_stack(qualities), axis=1), np.any(issues, axis=0)
+        if judgement is not None:
+            qualities.append(judgement[0])
+            issues.append(judgement[1])
+    if not qualities:
+        return None
+    return np.min(qualities, axis=0), np.any(issues, axis=0)
 
 
 def _regression(given, predicted, threshold):

@@ -144,8 +144,9 @@ def main():
             {"digit": df["digit_value"].astype(str),
              "ink": load_digits().images.mean(axis=(1, 2)) / 16}, index=df.index)
         lines.append(
-            f"{len(df)} digits at 32 px; simple_cnn, {epochs} epochs; {clean.isna().mean().mean():.0%}"
-            f" of cells missing; {int(corrupted['digit'].sum())} digits flipped, "
+            f"{len(df)} digits at 32 px; simple_cnn, {epochs} epochs; "
+            f"{clean.isna().mean().mean():.0%} of cells missing; "
+            f"{int(corrupted['digit'].sum())} digits flipped, "
             f"{int(corrupted['ink'].sum())} ink values offset; torch threads 1 per process; "
             f"{os.cpu_count()} CPU cores shared with other sessions"
         )

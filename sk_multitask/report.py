@@ -38,6 +38,7 @@ from .evaluation._figures import (
     confusion_figure,
     history_figure,
     interval_figure,
+    label_issues_figure,
     regression_figure,
     reliability_figure,
     top_losses_figure,
@@ -45,7 +46,6 @@ from .evaluation._figures import (
 from .evaluation._metrics import evaluate_tasks, per_class_metrics, scorable_rows
 from .exceptions import LabelsWarning
 from .inputs._files import atomic_write
-from .labels._figures import label_issues_figure
 from .labels._issues import cleanlab_modules, label_issue_table
 from .labels._out_of_fold import model_predictions
 from .labels._suggest import suggestion_table

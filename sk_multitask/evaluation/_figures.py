@@ -51,11 +51,7 @@ def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3):
     -------
     matplotlib.figure.Figure
     """
-    X = input_table(X, model.image_col)
-    images, _ = resolve_images(
-        X, model.image_col, model.image_root, check_files=False,
-        storage_options=model.storage_options,
-    )
+    X, images = _model_images(model, X)
     # The first image of X that each row of the table names (a path, "X[<position>]" for
     # an image in memory, a position in an array of images).
     first = {}
@@ -65,6 +61,36 @@ def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3):
     titles = [_top_loss_title(model.tasks_, row) for _, row in top.iterrows()]
     images = [decode_image(source, model.image_size_) for source in sources]
     return image_grid(images, titles, ncols, f"Largest {ranked_by} (prediction/truth)")
+
+
+def label_issues_figure(model, X, issues, ncols=4):
+    """The image of each cell of ``issues`` (a
+    :func:`~sk_multitask.labels.find_label_issues` table whose ``row`` is the position in
+    ``X``), titled with its task, given and predicted label: the report's labels to check.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _, images = _model_images(model, X)
+    pictures = [decode_image(images[position], model.image_size_) for position in issues["row"]]
+    titles = [
+        f"{row.task}: given {format_value(model.tasks_[row.task], row.given)}\n"
+        f"predicted {format_value(model.tasks_[row.task], row.predicted)}"
+        for row in issues.itertuples()
+    ]
+    return image_grid(pictures, titles, ncols, "Labels to check (given, predicted)")
+
+
+def _model_images(model, X):
+    """``X`` as a table, and its images as ``model`` reads them (its image column, root
+    and storage options)."""
+    X = input_table(X, model.image_col)
+    images, _ = resolve_images(
+        X, model.image_col, model.image_root, check_files=False,
+        storage_options=model.storage_options,
+    )
+    return X, images
 
 
 def history_figure(tasks, history):

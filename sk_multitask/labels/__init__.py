@@ -6,8 +6,7 @@
   its out-of-fold prediction (cleanlab's confident learning for classes and labels, the
   residuals' robust spread for a regression);
 - ``_suggest`` (torch-free): :func:`suggest_labels`, the missing cells ranked by the
-  model's uncertainty;
-- ``_figures`` (torch-free): the images of flagged cells, for the report.
+  model's uncertainty.
 """
 
 from .. import _lazy_exports

@@ -23,7 +23,6 @@ import pandas as pd
 
 from ..exceptions import LabelsWarning
 from ..predicting._calibration import calibrated_outputs
-from ..targets import CLASSIFICATION
 from ..targets._outputs import decoders, prediction_frame, probability_frames
 
 #: What ``cv="prefit"`` judges, said in the result's ``attrs["predictions"]``.
@@ -192,7 +191,3 @@ def _fit_and_predict(estimator, params, X, y, train, test):
     outputs, _ = model.predict_raw(_safe_indexing(X, test))
     return model_predictions(model, outputs, pd.Index(test))
 
-
-def classification_tasks(kinds):
-    """The names of the classification tasks among ``kinds``."""
-    return [name for name, kind in kinds.items() if kind == CLASSIFICATION]

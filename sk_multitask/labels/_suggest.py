@@ -14,8 +14,8 @@ Each task's uncertainty, on its own scale:
   residuals of the labelled rows most like it say where the model is wrong more often.
   The median, so that a wrong label or two among the neighbours (a value far off, whose
   residual is large) do not make the cell look uncertain: on the digits of
-  ``benchmarks/bench_labels.py``, it ranked the cells the model got wrong better than
-  the mean did (AUROC 0.85 against 0.72).
+  ``benchmarks/bench_labels.py``, it ranks the cells the model gets wrong better than
+  the mean did.
 
 ``score`` is the cell's uncertainty as a quantile among the candidate cells of its task
 (1: the most uncertain of its task): scales differ from task to task, so a list across

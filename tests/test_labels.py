@@ -185,6 +185,28 @@ def test_folds_in_parallel_give_the_same_table(image_set):
     pd.testing.assert_frame_equal(one, two)
 
 
+@pytest.mark.slow  # a Dask cluster of two worker processes
+def test_folds_on_dask_give_the_same_table(image_set):
+    import joblib
+    from dask.distributed import Client, LocalCluster
+
+    subset = image_set.iloc[:60]
+    y = subset[["color", "area"]]
+    est = small_estimator(subset, max_epochs=1)
+    sequential = find_label_issues(est, subset, y, cv=2, random_state=0)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                     dashboard_address=None) as cluster,
+        Client(cluster),
+        joblib.parallel_backend("dask"),
+    ):
+        on_dask = find_label_issues(est, subset, y, cv=2, random_state=0)
+    # Equal up to float noise: the workers' torch runs 1 thread, this process's maybe more.
+    merged = sequential.merge(on_dask, on=["row", "task"], suffixes=("", "_dask"))
+    assert len(merged) == len(sequential) == len(on_dask)
+    np.testing.assert_allclose(merged["label_quality"], merged["label_quality_dask"], atol=1e-3)
+
+
 def test_multilabel_cells_are_judged_label_by_label(image_set):
     from test_multilabel import tag_targets
 

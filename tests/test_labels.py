@@ -218,6 +218,28 @@ def test_multilabel_cells_are_judged_label_by_label(image_set):
     assert table["label_quality"].between(0, 1).all()
 
 
+def test_ordinal_levels_are_judged_and_suggested_as_classes(image_set):
+    from test_ordinal import _ordinal_targets
+
+    y = _ordinal_targets(image_set)[["size", "rank"]]
+    est = small_estimator(image_set, max_epochs=1, tasks={"rank": "ordinal"})
+    table = find_label_issues(est, image_set, y, cv=2, random_state=0)
+    assert _cells(table) == _labelled_cells(y)
+    assert set(table.loc[table["task"] == "size", "given"]) <= {"S", "M", "L", "XL"}
+    assert table["label_quality"].between(0, 1).all()
+    hidden = y.copy()
+    hidden.iloc[:40] = None
+    est.fit(image_set, hidden)
+    suggested = suggest_labels(est, image_set, hidden)
+    assert _cells(suggested) == {
+        (row, task) for task in y for row in hidden.index[hidden[task].isna()]
+    }
+    size = suggested[suggested["task"] == "size"]
+    proba = est.predict_proba(image_set)["size"].loc[size["row"]].to_numpy()
+    top = np.sort(proba, axis=1)
+    np.testing.assert_allclose(size["uncertainty"], 1 - (top[:, -1] - top[:, -2]), atol=1e-6)
+
+
 def test_without_cleanlab_the_error_names_the_extra(monkeypatch, image_set):
     monkeypatch.setitem(sys.modules, "cleanlab", None)
     with pytest.raises(ImportError, match=r'pip install "sk-multitask\[cleanlab\]"'):

@@ -1,9 +1,10 @@
 """Which labels look wrong: each labelled cell judged against a prediction of a model that
 did not learn it (torch-free; cleanlab imported inside the functions that use it).
 
-- A classification: cleanlab's confident learning (``cleanlab.filter.find_label_issues``
-  flags, ``cleanlab.rank.get_label_quality_scores`` scores, self-confidence: the
-  probability given to the given label).
+- A classification (or an ordinal task, its levels as classes): cleanlab's confident
+  learning (``cleanlab.filter.find_label_issues`` flags,
+  ``cleanlab.rank.get_label_quality_scores`` scores, self-confidence: the probability
+  given to the given label).
 - A multi-label task: the same, label by label (present or not, against its
   probability); a cell is flagged when one of its labels is, its quality is its worst
   label's.
@@ -27,7 +28,7 @@ from scipy.special import erfc
 
 from ..exceptions import LabelsWarning
 from ..predicting._protocol import checked_outputs
-from ..targets import CLASSIFICATION, MULTILABEL, check_aligned, target_frame
+from ..targets import LABEL_KINDS, MULTILABEL, check_aligned, target_frame
 from ._out_of_fold import PREFIT, model_predictions, out_of_fold
 
 #: The columns of :func:`find_label_issues`' table.
@@ -163,7 +164,7 @@ def label_issue_table(predictions, y, index, regression_threshold=3.5):
             continue
         given, predicted = given[judged], predicted[judged]
         kind = predictions.kinds[name]
-        if kind == CLASSIFICATION:
+        if kind in LABEL_KINDS:  # an ordinal task's levels as classes
             judgement = _classification(name, given, predictions.proba[name])
         elif kind == MULTILABEL:
             judgement = _multilabel(name, given, predictions.proba[name])

@@ -3,9 +3,9 @@
 
 Each task's uncertainty, on its own scale:
 
-- a classification: the margin, ``1 - (p1 - p2)`` of its two most probable classes
-  (calibrated probabilities once the model is calibrated): 1 when two classes tie, 0
-  when one has all the probability;
+- a classification (or an ordinal task, its levels as classes): the margin,
+  ``1 - (p1 - p2)`` of its two most probable classes (calibrated probabilities once the
+  model is calibrated): 1 when two classes tie, 0 when one has all the probability;
 - a multi-label task: its most uncertain label's, ``1 - |2p - 1|``;
 - a regression: the local residual spread, the median absolute residual (in the
   target's units) of the ``n_neighbors`` labelled cells of ``y`` nearest to the row in
@@ -33,7 +33,7 @@ import pandas as pd
 from ..exceptions import LabelsWarning
 from ..predicting._calibration import calibrated_outputs
 from ..predicting._protocol import checked_outputs
-from ..targets import CLASSIFICATION, MULTILABEL, check_task
+from ..targets import LABEL_KINDS, MULTILABEL, check_task
 from ..targets._outputs import decoders
 
 #: The columns of :func:`suggest_labels`' table.
@@ -125,7 +125,7 @@ def suggestion_table(model, outputs, index, y, tasks, n_neighbors=10):
         candidates = readable & given.isna().to_numpy()
         if not candidates.any():
             continue
-        if decoder.kind == CLASSIFICATION:
+        if decoder.kind in LABEL_KINDS:  # an ordinal task's levels as classes
             uncertainty = _margin(decoder.probabilities(calibrated[name][candidates]))
         elif decoder.kind == MULTILABEL:
             p = decoder.probabilities(calibrated[name][candidates]).astype(np.float64)

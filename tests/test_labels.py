@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TARGETS, small_estimator
+from conftest import TARGETS, run_python_without, small_estimator
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import KFold, ShuffleSplit
 
@@ -85,7 +85,9 @@ def test_a_task_with_fewer_labels_than_folds_is_warned_and_skipped(image_set):
     y = image_set[["color", "shape"]].copy()
     y["shape"] = None
     y.iloc[0, 1] = "circle"
-    est = small_estimator(image_set, max_epochs=1)
+    # Parameters keyed by task name it too: the folds fit without it.
+    est = small_estimator(image_set, max_epochs=1, tasks={"shape": "classification"},
+                          loss_weights={"color": 1.0, "shape": 2.0})
     with pytest.warns(LabelsWarning, match="task 'shape' has 1 labelled cells, fewer than"):
         table = find_label_issues(est, image_set, y, cv=2, random_state=0)
     assert set(table["task"]) == {"color"}
@@ -238,6 +240,22 @@ def test_ordinal_levels_are_judged_and_suggested_as_classes(image_set):
     proba = est.predict_proba(image_set)["size"].loc[size["row"]].to_numpy()
     top = np.sort(proba, axis=1)
     np.testing.assert_allclose(size["uncertainty"], 1 - (top[:, -1] - top[:, -2]), atol=1e-6)
+
+
+def test_importing_cleanlab_leaves_the_warnings_filters_alone():
+    # cleanlab 2.9's import adds a filter ignoring every warning; a fresh process shows it.
+    result = run_python_without(
+        """
+        import warnings
+        from sk_multitask.labels._issues import cleanlab_modules
+        before = list(warnings.filters)
+        cleanlab_modules()
+        print(warnings.filters == before)
+        """,
+        blocked=(),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
 
 
 def test_without_cleanlab_the_error_names_the_extra(monkeypatch, image_set):

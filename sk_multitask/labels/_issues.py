@@ -40,7 +40,10 @@ _MAD_TO_SD = 1.4826
 def cleanlab_modules():
     """``cleanlab.filter`` and ``cleanlab.rank``, or an ImportError naming the extra."""
     try:
-        from cleanlab import filter, rank
+        # Importing cleanlab (2.9) adds a filter that ignores every warning, for the whole
+        # process (cleanlab.datalab's spurious_correlation module): kept inside the import.
+        with warnings.catch_warnings():
+            from cleanlab import filter, rank
     except ImportError:
         raise ImportError(
             'judging labels needs cleanlab: pip install "sk-multitask[cleanlab]"'

@@ -164,11 +164,10 @@ def out_of_fold(estimator, X, y, cv, groups=None, n_jobs=None, random_state=None
     labelled = y.notna().to_numpy().any(axis=1)
     cv = check_cv(cv, int(labelled.sum()))
     n_splits = cv if isinstance(cv, int) else cv.get_n_splits(None, None, groups)
-    y = y[judged_tasks(y, n_splits)]
+    kept = judged_tasks(y, n_splits)
+    params = _without_tasks(estimator, set(y.columns) - set(kept))
+    y = y[kept]
     splits = fold_splits(y, cv, groups, random_state)
-    params = {}
-    if getattr(estimator, "tasks", None):  # kinds given for the tasks judged only
-        params["tasks"] = {k: v for k, v in estimator.tasks.items() if k in y.columns} or None
     results = Parallel(n_jobs=n_jobs)(
         delayed(_fit_and_predict)(estimator, params, X, y, train, test)
         for train, test in splits
@@ -180,6 +179,16 @@ def out_of_fold(estimator, X, y, cv, groups=None, n_jobs=None, random_state=None
     }
     predicted = pd.concat([r.predicted for r in results])
     return Predictions(kinds, proba, predicted, f"out of fold: {len(splits)} folds, a fit each")
+
+
+def _without_tasks(estimator, dropped):
+    """The parameters keyed by task (``tasks``, ``loss_weights``, ``class_weight``) without
+    the ``dropped`` tasks, which the folds do not fit (None where none is left)."""
+    params = {}
+    for name, value in estimator.get_params(deep=False).items():
+        if isinstance(value, dict) and dropped & set(value):
+            params[name] = {k: v for k, v in value.items() if k not in dropped} or None
+    return params
 
 
 def _fit_and_predict(estimator, params, X, y, train, test):

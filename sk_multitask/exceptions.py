@@ -24,6 +24,7 @@ __all__ = [
     "ImageNotFoundError",
     "MissingLikeLabelWarning",
     "LabelsWarning",
+    "QuantizationWarning",
     "InconsistentVersionWarning",  # noqa: F822 -- imported on first use (__getattr__)
     "StorageError",
 ]
@@ -155,6 +156,16 @@ class LabelsWarning(UserWarning):
     Warned naming the task: one with fewer labelled cells than folds, or with one class
     only among them, is not judged; a regression task without labelled cells in ``y``
     has no residuals to rank its missing cells by.
+    """
+
+
+class QuantizationWarning(UserWarning):
+    """Fewer calibration images than an int8 export needs to be trusted.
+
+    Warned by ``export_onnx(quantize="int8")`` when ``calibration_X`` gave fewer than
+    :data:`sk_multitask.onnx._quantize.MIN_CALIBRATION_IMAGES` images (32): the int8
+    ranges of the activations are measured on them, and a handful of images rarely
+    shows the range that other images reach.
     """
 
 

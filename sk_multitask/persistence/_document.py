@@ -15,7 +15,9 @@ holds a safe file's bytes (:mod:`sk_multitask.persistence._pickling`). A documen
   stopping), ``class_weights`` (per classification task, as trained) and
   ``task_weights`` (the loss's task weights at the end of training);
 - ``calibration`` (None, or per task its temperatures and sorted conformal scores, as
-  :class:`sk_multitask.predicting._calibration.Calibration` writes them).
+  :class:`sk_multitask.predicting._calibration.Calibration` writes them);
+- ``quantization``, in an int8 ONNX file only: how it was quantized and calibrated, and
+  its per-task check against the float model (:mod:`sk_multitask.onnx._quantize`).
 
 :func:`parse_document` checks a document's keys and types before anything is built
 from it (:mod:`sk_multitask.persistence._schema`), and returns a :class:`ModelDocument`.
@@ -257,6 +259,9 @@ class ModelDocument:
     calibration : dict or None
         The calibration's checked data
         (:meth:`sk_multitask.predicting._calibration.Calibration.from_dict` builds it).
+    quantization : dict or None
+        An int8 ONNX file's record (:mod:`sk_multitask.onnx._quantize`); None for a
+        float model.
     """
 
     document: dict
@@ -271,6 +276,7 @@ class ModelDocument:
     class_weights: dict = field(default_factory=dict)
     task_weights: list | None = None
     calibration: dict | None = None
+    quantization: dict | None = None
 
     def tasks(self, from_dict):
         """Task name to ``from_dict(state)`` for each task (a Task or an OutputDecoder)."""
@@ -356,6 +362,7 @@ def parse_document(document, source):
         },
         task_weights=document.get("task_weights"),
         calibration=document.get("calibration"),
+        quantization=document.get("quantization"),
     )
 
 

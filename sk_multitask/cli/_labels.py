@@ -9,8 +9,8 @@ from ._io import (
     check_output,
     check_writable,
     images_input,
-    integer_classes,
     load_model,
+    model_targets,
     refuse_overwriting,
     write_table,
 )
@@ -50,19 +50,13 @@ def suggest(args):
     """Rank the missing cells of a table (every cell of a task it lacks) by the model's
     uncertainty; write the table of :func:`~sk_multitask.labels.suggest_labels`."""
     from ..labels._suggest import suggest_labels
-    from ..targets._outputs import decoders
-    from ._main import integer_classification
 
     _check_out(args, {"data": args.data, "--model": args.model})
     model = load_model(args.model, verbose=1, storage_options=args.storage_options)
     if args.task is not None and args.task not in model.tasks_:
         raise CommandError(f"--task {args.task!r} is not one of the model's {list(model.tasks_)}")
     data, X = images_input(args.data, model, args.images)
-    present = [t for t in model.tasks_ if t in data.columns]
-    fitted = decoders(model.tasks_)
-    integers = [t for t in present if integer_classification(fitted[t])]
-    y = integer_classes(data[present], integers) if present else None
-    table = suggest_labels(model, X, y, task=args.task, n=args.n)
+    table = suggest_labels(model, X, model_targets(model, data), task=args.task, n=args.n)
     write_table(table, args.out)
     sink = sys.stderr if args.out == "-" else sys.stdout
     print(f"{len(table)} cells to label, most uncertain first: {args.out}", file=sink)

@@ -36,7 +36,7 @@ from ..inputs._files import atomic_path
 from ..inputs._sources import image_references
 from ..predicting._protocol import interval_calibration
 from ..targets import LABEL_KINDS, REGRESSION
-from ..targets._outputs import decoders, probability_table
+from ..targets._outputs import probability_table
 from ._io import (
     check_output,
     check_writable,
@@ -46,6 +46,7 @@ from ._io import (
     is_image_file,
     known_model_format,
     load_model,
+    model_targets,
     read_table,
     refuse_overwriting,
     require_columns,
@@ -156,12 +157,6 @@ def _evaluate_to(model, data, y, out, coverage=None):
     print(f"metrics and report written to {out} ({os.path.basename(report)})")
 
 
-def integer_classification(decoder):
-    """Whether ``decoder`` is a task of integer labels, classes or levels (read back as
-    floats from a table with empty cells)."""
-    return decoder.kind in LABEL_KINDS and pd.api.types.is_integer_dtype(decoder.dtype)
-
-
 #: The files ``evaluate`` writes in its ``--out`` folder.
 EVALUATION_FILES = ("metrics.csv", "metrics.json", "report.html")
 #: What ``evaluate`` needs beyond what ``predict`` needs, which a torch-free install for
@@ -195,16 +190,14 @@ def evaluate(args):
     refuse_overwriting({"data": args.data, "--model": args.model}, written)
     model = load_model(args.model, verbose=1, storage_options=args.storage_options)
     data, X = images_input(args.data, model, args.images)
-    present = [t for t in model.tasks_ if t in data.columns]
-    if not present:
+    # Class codes read as floats (an empty cell): the model's integer labels in the report.
+    y = model_targets(model, data)
+    if y is None:
         raise CommandError(
             f"none of the model's targets {list(model.tasks_)} is a column of the data"
         )
     if args.interval is not None:
-        interval_calibration(model, args.interval, present)
-    # Class codes read as floats (an empty cell): the model's integer labels in the report.
-    fitted = decoders(model.tasks_)
-    y = integer_classes(data[present], [t for t in present if integer_classification(fitted[t])])
+        interval_calibration(model, args.interval, list(y.columns))
     _evaluate_to(model, X, y, args.out, coverage=args.interval)
     return 0
 
@@ -268,18 +261,14 @@ def export(args):
         print(f"model written to {args.out}")
         return 0
     data, X = images_input(args.calibration, model, args.images)
-    present = [t for t in model.tasks_ if t in data.columns]
-    if args.max_metric_drop is not None and not present:
+    y = model_targets(model, data)
+    if args.max_metric_drop is not None and y is None:
         raise CommandError(
             f"--max-metric-drop needs labels: none of the model's targets {list(model.tasks_)} "
             f"is a column of {args.calibration}"
         )
-    fitted = decoders(model.tasks_)
-    y = integer_classes(data[present], [t for t in present if integer_classification(fitted[t])])
     check_writable(args.out, "the model")
-    result = model.export_onnx(
-        args.out, args.quantize, X, y if present else None, args.max_metric_drop
-    )
+    result = model.export_onnx(args.out, args.quantize, X, y, args.max_metric_drop)
     if result.check is not None:
         print(result.check.to_string(float_format=lambda v: f"{v:.4f}"))
     images = load_model(args.out).quantization_["calibration"]["n_images"]  # read ones

@@ -87,6 +87,13 @@ class InstanceOf:
 
 
 @dataclasses.dataclass(frozen=True)
+class HasMethods:
+    """scikit-learn's ``HasMethods`` constraint: an object with the ``methods``."""
+
+    methods: tuple
+
+
+@dataclasses.dataclass(frozen=True)
 class Parameter:
     """One parameter of the estimator.
 
@@ -166,6 +173,24 @@ _TABLE = (
         [Interval(Integral, 1, None, closed="left"), tuple, list, np.ndarray, _AUTO],
         "side (or height, width) images are resized to (auto: the backbone's input size)",
         "--image-size", network=True,
+    ),
+    Parameter(
+        "tabular_cols", None, [list, None],
+        "table columns of X read beside the images (comma-separated)", "--tabular",
+        network=True,
+    ),
+    Parameter(
+        "tabular_transformer", None, [HasMethods(("fit", "transform")), None],
+        "scikit-learn transformer of the table columns (None: impute, scale, one-hot)",
+        network=True,
+    ),
+    Parameter(
+        "fusion_width", 256, [Interval(Integral, 1, None, closed="left")],
+        "width of the MLP fusing image features and table columns", network=True,
+    ),
+    Parameter(
+        "fusion_depth", 1, [Interval(Integral, 1, None, closed="left")],
+        "hidden layers of the MLP fusing image features and table columns", network=True,
     ),
     Parameter(
         "on_bad_image", "raise", [StrOptions({"raise", "skip"})],
@@ -520,6 +545,8 @@ def parameter_constraints():
             )
         if isinstance(constraint, StrOptions):
             return sklearn.StrOptions(set(constraint.options))
+        if isinstance(constraint, HasMethods):
+            return sklearn.HasMethods(list(constraint.methods))
         if isinstance(constraint, InstanceOf):
             module, _, name = constraint.path.rpartition(".")
             return getattr(importlib.import_module(module), name)

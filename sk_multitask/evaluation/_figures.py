@@ -62,7 +62,9 @@ def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3):
     for position, reference in enumerate(image_references(X, model.image_col)):
         first.setdefault(reference, position)
     sources = images[[first[reference] for reference in top["image"]]]
-    titles = [_top_loss_title(model.tasks_, row) for _, row in top.iterrows()]
+    encoder = model._table_encoder()
+    columns = [] if encoder is None else encoder.columns
+    titles = [_top_loss_title(model.tasks_, row, columns) for _, row in top.iterrows()]
     images = [decode_image(source, model.image_size_) for source in sources]
     return image_grid(images, titles, ncols, f"Largest {ranked_by} (prediction/truth)")
 
@@ -173,14 +175,24 @@ def format_value(task, value):
     return _format_number(value) if task.kind == REGRESSION else str(value)
 
 
-def _top_loss_title(tasks, row):
-    """``color red/blue | area 0.31/0.62`` then ``loss 2.3`` on a second line."""
+def _top_loss_title(tasks, row, columns=()):
+    """``color red/blue | area 0.31/0.62`` then ``loss 2.3`` on a second line, and the
+    table ``columns``' values (``age=41 | sex=F``) on a third."""
     fields = " | ".join(
         f"{name} {format_value(task, row[f'{name}_pred'])}/"
         f"{format_value(task, row[f'{name}_true'])}"
         for name, task in tasks.items()
     )
-    return f"{fields}\nloss {_format_number(row['loss'])}"
+    title = f"{fields}\nloss {_format_number(row['loss'])}"
+    if columns:
+        title += "\n" + " | ".join(f"{c}={_table_value(row[c])}" for c in columns)
+    return title
+
+
+def _table_value(value):
+    if isinstance(value, float):
+        return _format_number(value)
+    return str(value)[:12]
 
 
 def image_grid(images, titles, ncols, suptitle):

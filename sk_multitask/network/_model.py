@@ -60,7 +60,8 @@ class MultiTaskModule(nn.Module):
             # Ludwig's concat combiner: an MLP over the image features and the table, so
             # that a target may depend on their interactions (an XOR), not only their sum.
             widths = [n_features + self.n_table] + [fusion_width] * fusion_depth
-            layers = []
+            # Normalised, image features and table columns start on one scale.
+            layers = [nn.BatchNorm1d(widths[0])]
             for width_in, width_out in zip(widths, widths[1:], strict=False):
                 layers += [nn.Linear(width_in, width_out), nn.ReLU()]
             self.fusion = nn.Sequential(*layers)

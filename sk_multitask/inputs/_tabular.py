@@ -302,7 +302,8 @@ def fit_table_encoder(frame, transformer=None):
     if transformer is not None:
         fitted = clone(transformer)
         encoded = _dense(fitted.fit_transform(frame))
-        table = TransformerTable(frame.columns, fitted, encoded.shape[1] if encoded.ndim == 2 else 0)
+        width = encoded.shape[1] if encoded.ndim == 2 else 0
+        table = TransformerTable(frame.columns, fitted, width)
         table.encode(frame)  # its shape and values checked now, not at the first batch
         return table
     numeric = [c for c in frame.columns if _is_numeric(frame[c])]

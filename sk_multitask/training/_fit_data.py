@@ -270,8 +270,8 @@ def task_specs(tasks):
 def fitted_attributes(net, data):
     """The fitted attributes of an estimator that trained ``net`` on ``data`` (a
     :class:`FitData`): ``tasks_``, ``data_sizes_``, ``skipped_images_``, ``image_size_``,
-    ``pretrained_``, ``network_params_``, ``table_encoder_``, ``net_``, ``history_`` and, with early stopping,
-    ``best_epoch_``.
+    ``pretrained_``, ``network_params_``, ``table_encoder_``, ``net_``, ``history_`` and,
+    with early stopping, ``best_epoch_``.
 
     One :class:`~sk_multitask.exceptions.BadImageWarning` counts the images left out of
     training. An accelerated net becomes one process's plain copy (it predicts alone

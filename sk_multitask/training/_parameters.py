@@ -159,22 +159,6 @@ _TABLE = (
         "image_root", None, _FOLDER, "folder the image paths are relative to", "--images"
     ),
     Parameter(
-        "backbone", "resnet18", [str, InstanceOf("torch.nn.Module")],
-        "torchvision model name, timm/<name>, simple_cnn, or a torch module", "--backbone",
-        network=True,
-    ),
-    Parameter(
-        "weights", "DEFAULT", _FOLDER,
-        "pretrained weights: DEFAULT, a weights name or file, or None", "--weights",
-        network=True,
-    ),
-    Parameter(
-        "image_size", 224,
-        [Interval(Integral, 1, None, closed="left"), tuple, list, np.ndarray, _AUTO],
-        "side (or height, width) images are resized to (auto: the backbone's input size)",
-        "--image-size", network=True,
-    ),
-    Parameter(
         "tabular_cols", None, [list, None],
         "table columns of X read beside the images (comma-separated)", "--tabular",
         network=True,
@@ -191,6 +175,22 @@ _TABLE = (
     Parameter(
         "fusion_depth", 1, [Interval(Integral, 1, None, closed="left")],
         "hidden layers of the MLP fusing image features and table columns", network=True,
+    ),
+    Parameter(
+        "backbone", "resnet18", [str, InstanceOf("torch.nn.Module")],
+        "torchvision model name, timm/<name>, simple_cnn, or a torch module", "--backbone",
+        network=True,
+    ),
+    Parameter(
+        "weights", "DEFAULT", _FOLDER,
+        "pretrained weights: DEFAULT, a weights name or file, or None", "--weights",
+        network=True,
+    ),
+    Parameter(
+        "image_size", 224,
+        [Interval(Integral, 1, None, closed="left"), tuple, list, np.ndarray, _AUTO],
+        "side (or height, width) images are resized to (auto: the backbone's input size)",
+        "--image-size", network=True,
     ),
     Parameter(
         "on_bad_image", "raise", [StrOptions({"raise", "skip"})],

@@ -274,3 +274,37 @@ def test_the_fusion_learns_an_xor_that_images_alone_cannot(tmp_path):
         est.fit(train, train[["xor", "color"]])
         scores[cols is not None] = est.score(test, test[["xor"]])
     assert scores[False] < 0.7 < 0.9 < scores[True]
+
+
+def test_a_number_column_holding_text_at_predict_is_named(fitted_table, table_set):
+    rows = table_set.head(4).assign(z=["1.5", "2", "n/a?", "0"])
+    with pytest.raises(ValueError, match="table column 'z' was numeric in fit"):
+        fitted_table.predict(rows)
+    # Numbers written as text are numbers.
+    texts = table_set.head(4).assign(z=table_set["z"].head(4).astype(str))
+    np.testing.assert_allclose(
+        fitted_table.predict(texts)["area"], fitted_table.predict(table_set.head(4))["area"],
+        rtol=1e-5,
+    )
+
+
+def test_a_transformer_returning_missing_values_is_refused(table_set):
+    from sklearn.preprocessing import FunctionTransformer
+
+    est = small_estimator(
+        table_set, tabular_cols=["z"], max_epochs=1,
+        tabular_transformer=FunctionTransformer(lambda frame: frame.to_numpy(float)),
+    )
+    with pytest.raises(ValueError, match="returned missing or infinite values"):
+        est.fit(table_set, table_set[TARGETS])
+    assert not hasattr(est, "net_")
+
+
+def test_the_table_reaches_lr_find_weights_and_intervals(table_set):
+    est = small_estimator(table_set, tabular_cols=TABLE, max_epochs=1)
+    history, lr = est.lr_find(table_set, table_set[TARGETS], num_it=5)
+    assert len(history) == 5 and lr > 0
+    weights = np.linspace(0.5, 1.5, len(table_set))
+    est.fit(table_set, table_set[TARGETS], sample_weight=weights)
+    intervals = est.predict_interval(awkward_rows(table_set), coverage=0.8)
+    assert intervals[("area", "lower")].notna().all()

@@ -93,10 +93,12 @@ def quality(df, epochs, seed):
 def cost(df, epochs, repeats, backbone, image_size, n_rows):
     """Median seconds per epoch of each variant, and its ratio to images only."""
     rng = np.random.RandomState(1)
-    df = df.iloc[:n_rows].copy()
     wide = [f"x{i}" for i in range(200)]
-    df[wide] = rng.standard_normal((len(df), len(wide)))
-    df["c"] = rng.choice(list("pqrs"), len(df))
+    extra = pd.DataFrame(rng.standard_normal((n_rows, len(wide))), columns=wide)
+    extra["c"] = rng.choice(list("pqrs"), n_rows)
+    root = df.attrs["image_root"]
+    df = pd.concat([df.iloc[:n_rows].reset_index(drop=True), extra], axis=1)
+    df.attrs["image_root"] = root
     variants = {
         "images only": None,
         "5 columns": ["z", "group", "x0", "x1", "c"],
@@ -125,7 +127,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a smoke test")
     parser.add_argument("--part", choices=["quality", "cost", "all"], default="all")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backbone", default="resnet18", help="the cost part's backbone")
+    parser.add_argument("--backbone", default="simple_cnn", help="the cost part's backbone")
+    parser.add_argument("--image-size", type=int, default=32, help="the cost part's size")
+    parser.add_argument("--rows", type=int, default=512, help="the cost part's rows")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
@@ -138,7 +142,7 @@ def main():
             print(quality(df, epochs, args.seed).round(3).to_string())
         if args.part in ("cost", "all"):
             repeats, epochs = (1, 2) if args.quick else (3, 4)
-            size, rows = 64, 512
+            size, rows = args.image_size, args.rows
             print(f"\n== Cost per epoch: {args.backbone} (from scratch) at {size} px, "
                   f"{rows} rows, batches of 32, cache=True, {repeats} interleaved rounds of "
                   f"{epochs} epochs")

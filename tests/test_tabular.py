@@ -308,3 +308,22 @@ def test_the_table_reaches_lr_find_weights_and_intervals(table_set):
     est.fit(table_set, table_set[TARGETS], sample_weight=weights)
     intervals = est.predict_interval(awkward_rows(table_set), coverage=0.8)
     assert intervals[("area", "lower")].notna().all()
+
+
+def test_the_command_line_fits_and_predicts_with_table_columns(table_set, tmp_path, capsys):
+    from sk_multitask.cli import main
+
+    table_set.to_csv(tmp_path / "data.csv", index=False)
+    common = [
+        "fit", str(tmp_path / "data.csv"), "--images", table_set.attrs["image_root"],
+        "--targets", "color,area", "--backbone", "simple_cnn", "--weights", "none",
+        "--epochs", "1", "--image-size", "16", "--seed", "0",
+    ]
+    assert main([*common, "--tabular", "z,absent", "--model", str(tmp_path / "m.skmt")]) == 1
+    assert "table column 'absent' (--tabular) is not in X" in capsys.readouterr().err
+    assert main([*common, "--tabular", "z,group", "--model", str(tmp_path / "m.skmt")]) == 0
+    assert load(tmp_path / "m.skmt").table_encoder_.columns == ["z", "group"]
+    out = tmp_path / "predictions.csv"
+    status = main(["predict", str(tmp_path / "data.csv"), "--model", str(tmp_path / "m.skmt"),
+                   "--out", str(out)])
+    assert status == 0 and len(pd.read_csv(out)) == len(table_set)

@@ -211,6 +211,8 @@ PARSING = {
     "tasks": Parsing(
         convert=task_kinds, help="task kinds overriding inference: age=regression,..."
     ),
+    "fusion_width": _INTEGER,
+    "fusion_depth": _INTEGER,
     "max_epochs": _INTEGER,
     "lr": Parsing(float),
     "freeze_epochs": _AUTO_INTEGER,

@@ -170,11 +170,13 @@ _TABLE = (
     ),
     Parameter(
         "fusion_width", 256, [Interval(Integral, 1, None, closed="left")],
-        "width of the MLP fusing image features and table columns", network=True,
+        "width of the MLP fusing image features and table columns", "--fusion-width",
+        network=True,
     ),
     Parameter(
         "fusion_depth", 1, [Interval(Integral, 1, None, closed="left")],
-        "hidden layers of the MLP fusing image features and table columns", network=True,
+        "hidden layers of the MLP fusing image features and table columns", "--fusion-depth",
+        network=True,
     ),
     Parameter(
         "backbone", "resnet18", [str, InstanceOf("torch.nn.Module")],

@@ -327,3 +327,14 @@ def test_the_command_line_fits_and_predicts_with_table_columns(table_set, tmp_pa
     status = main(["predict", str(tmp_path / "data.csv"), "--model", str(tmp_path / "m.skmt"),
                    "--out", str(out)])
     assert status == 0 and len(pd.read_csv(out)) == len(table_set)
+
+
+def test_a_search_tunes_the_fusion(table_set):
+    from sklearn.model_selection import GridSearchCV
+
+    est = small_estimator(table_set, tabular_cols=TABLE, max_epochs=1, valid_split=None)
+    search = GridSearchCV(est, {"fusion_width": [8, 16]}, cv=2).fit(
+        table_set, table_set[TARGETS]
+    )
+    assert search.best_estimator_.net_.module_.fusion[1].out_features in (8, 16)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()

@@ -227,8 +227,9 @@ def rebuild_saved_net(config, saved, device, table_encoder=None):
     """
     size = saved.model.image_size
     encoder = table_encoder
-    # The first layer reading the backbone's features: the fusion MLP's, else the heads'.
-    first = "module.fusion.0.weight" if encoder is not None else "module.heads.0.weight"
+    # The first linear layer reading the backbone's features: the fusion MLP's (after its
+    # BatchNorm), else the heads'.
+    first = "module.fusion.1.weight" if encoder is not None else "module.heads.0.weight"
     features = saved.state[first].shape[1]
     with seeded(0, device):  # building draws initial weights: keep torch's RNG as it was
         for dry_run in (tuple(min(side, DRY_RUN_SIDE) for side in size), size):
@@ -236,7 +237,7 @@ def rebuild_saved_net(config, saved, device, table_encoder=None):
                 config, saved.tasks, dry_run, device=device, class_weights=saved.class_weights,
                 table_encoder=encoder,
             )
-            layer = net.module_.fusion[0] if encoder is not None else net.module_.heads[0]
+            layer = net.module_.fusion[1] if encoder is not None else net.module_.heads[0]
             if layer.in_features == features or isinstance(config.backbone, str):
                 break
     return net

@@ -19,7 +19,7 @@
    (round-robin over the variants, ``--repeats`` rounds, median of each variant's
    epochs after the first), so that the load of other processes falls on all alike.
 
-    python benchmarks/bench_tabular.py                  # about 15 minutes on 2 CPU cores
+    OMP_NUM_THREADS=1 python benchmarks/bench_tabular.py   # 5 minutes on a busy 2-core machine
     python benchmarks/bench_tabular.py --quick          # fewer epochs and rounds: a smoke test
     python benchmarks/bench_tabular.py --part cost      # only the cost part
 """
@@ -130,6 +130,7 @@ def main():
     parser.add_argument("--backbone", default="simple_cnn", help="the cost part's backbone")
     parser.add_argument("--image-size", type=int, default=32, help="the cost part's size")
     parser.add_argument("--rows", type=int, default=512, help="the cost part's rows")
+    parser.add_argument("--repeats", type=int, default=6, help="the cost part's rounds")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
@@ -141,7 +142,7 @@ def main():
                   f"{(~df['held_out']).sum()} training rows, {df['held_out'].sum()} held out")
             print(quality(df, epochs, args.seed).round(3).to_string())
         if args.part in ("cost", "all"):
-            repeats, epochs = (1, 2) if args.quick else (3, 4)
+            repeats, epochs = (1, 2) if args.quick else (args.repeats, 4)
             size, rows = args.image_size, args.rows
             print(f"\n== Cost per epoch: {args.backbone} (from scratch) at {size} px, "
                   f"{rows} rows, batches of 32, cache=True, {repeats} interleaved rounds of "

@@ -415,7 +415,8 @@ class MultiTaskImageEstimator(
             ``image_root``), encoded bytes, a PIL image, a uint8 array or a
             ``{"bytes", "path"}`` dict; an array holds uint8 images
             ``(N, H, W[, C])``, a tensor ``(N, C, H, W)`` or ``(N, H, W, C)``; one
-            path or PIL image is one row. See ``docs/inputs.md``.
+            path or PIL image is one row. See ``docs/inputs.md``. With
+            ``tabular_cols``, a DataFrame (or Dataset) that holds those columns too.
         y : DataFrame or Series
             One column per task, missing cells as NaN, None or ``pd.NA``.
         sample_weight : array-like of shape (n_rows,), default=None

@@ -130,10 +130,12 @@ class MultiTaskImageEstimator(
         decoding) so that a bad file fails the run in seconds (or is skipped), not
         during an epoch. A truncated JPEG passes this check; it is found when decoded.
     tasks : dict, default=None
-        Task name to ``"classification"``, ``"regression"`` or ``"multilabel"``,
-        overriding inference. A column whose labelled cells are lists, sets or tuples
-        of labels is inferred multi-label: one sigmoid output per label, an empty
-        list a labelled "no label".
+        Task name to ``"classification"``, ``"regression"``, ``"multilabel"`` or
+        ``"ordinal"``, overriding inference. A column whose labelled cells are lists,
+        sets or tuples of labels is inferred multi-label: one sigmoid output per label,
+        an empty list a labelled "no label". An ordered pandas ``Categorical`` is
+        inferred ordinal (CORN's rank-consistent head; ``"ordinal"`` also takes
+        integer levels).
     loss_weights : dict, "uncertainty", "dwa" or None, default=None
         How the task losses are weighted. A dict: task name to a finite non-negative
         weight (unnamed tasks weigh 1). ``"uncertainty"``: learned weights (Kendall
@@ -142,10 +144,11 @@ class MultiTaskImageEstimator(
         each task's training loss in the last two epochs. The weights in effect are
         in ``history_`` as ``{task}_weight``.
     class_weight : None, "balanced" or dict, default=None
-        Class weights of classification tasks' cross-entropy: ``"balanced"`` (every
-        classification task, scikit-learn's ``compute_class_weight`` on the labelled
-        training cells), or a dict from task name to ``"balanced"`` or
-        ``{label: weight}`` (unnamed labels weigh 1).
+        Class weights of classification tasks' cross-entropy (an ordinal task's
+        likelihood, by level): ``"balanced"`` (every classification and ordinal task,
+        scikit-learn's ``compute_class_weight`` on the labelled training cells), or a
+        dict from task name to ``"balanced"`` or ``{label: weight}`` (unnamed labels
+        weigh 1).
     regression_loss : {"mse", "l1", "huber"} or dict, default="mse"
         The regression tasks' loss on the standardised targets (Huber: delta 1), or
         a dict from regression task name to one (unnamed tasks: ``"mse"``).

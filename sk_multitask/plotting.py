@@ -46,7 +46,7 @@ from .evaluation._metrics import scorable_rows
 from .inputs._dataset import ImageDataset, train_transform
 from .inputs._sources import resolve_images
 from .predicting._protocol import checked_outputs, interval_calibration
-from .targets import CLASSIFICATION, REGRESSION, check_aligned, check_targets, check_task
+from .targets import LABEL_KINDS, REGRESSION, check_aligned, check_targets, check_task
 from .targets._outputs import OutputDecoder, decoders
 
 __all__ = [
@@ -221,7 +221,7 @@ def plot_confusion_matrix(estimator, X, y, task, normalize=None):
         order of the task's ``classes_``.
     """
     check_is_fitted(estimator)
-    fitted = _fitted_task(estimator, task, CLASSIFICATION, "a confusion matrix")
+    fitted = _fitted_task(estimator, task, LABEL_KINDS, "a confusion matrix")
     return confusion_figure(fitted, *_truth_and_prediction(estimator, X, y, task), normalize)
 
 
@@ -244,7 +244,7 @@ def plot_regression(estimator, X, y, task):
         (true - predicted) against the prediction, both in the target's units.
     """
     check_is_fitted(estimator)
-    _fitted_task(estimator, task, REGRESSION, "a predicted-against-true plot")
+    _fitted_task(estimator, task, (REGRESSION,), "a predicted-against-true plot")
     return regression_figure(task, *_truth_and_prediction(estimator, X, y, task))
 
 
@@ -304,12 +304,14 @@ def show_batch(estimator, X, y, n=9, ncols=3, random_state=None):
 # -- helpers -----------------------------------------------------------------------
 
 
-def _fitted_task(estimator, task, kind, figure):
-    """The fitted task named ``task``, which ``figure`` needs to be of ``kind``."""
+def _fitted_task(estimator, task, kinds, figure):
+    """The fitted task named ``task``, which ``figure`` needs to be of one of ``kinds``."""
     check_task(task, estimator.tasks_)
     fitted = estimator.tasks_[task]
-    if fitted.kind != kind:
-        raise ValueError(f"task {task!r} is a {fitted.kind}; {figure} needs a {kind} task")
+    if fitted.kind not in kinds:
+        article = "an" if fitted.kind[0] in "aeiou" else "a"
+        needs = " or ".join(kinds)
+        raise ValueError(f"task {task!r} is {article} {fitted.kind}; {figure} needs a {needs} task")
     return fitted
 
 
@@ -350,7 +352,7 @@ def plot_reliability(estimator, X, y, task, n_bins=10):
     """
     check_is_fitted(estimator)
     decoder = OutputDecoder.from_task(
-        _fitted_task(estimator, task, CLASSIFICATION, "a reliability diagram")
+        _fitted_task(estimator, task, LABEL_KINDS, "a reliability diagram")
     )
     outputs, _, y, _ = checked_outputs(estimator, X, y)
     truth = _task_column(y, task)
@@ -376,7 +378,7 @@ def plot_intervals(estimator, X, y, task, coverage=0.9):
         measured coverage.
     """
     check_is_fitted(estimator)
-    _fitted_task(estimator, task, REGRESSION, "an interval plot")
+    _fitted_task(estimator, task, (REGRESSION,), "an interval plot")
     calibration, coverage = interval_calibration(estimator, coverage, [task])
     outputs, index, y, _ = checked_outputs(estimator, X, y)
     intervals = calibration.intervals(decoders(estimator.tasks_), outputs, index, coverage)

@@ -45,7 +45,7 @@ from .evaluation._metrics import evaluate_tasks, per_class_metrics, scorable_row
 from .inputs._files import atomic_write
 from .predicting._calibration import calibrated_outputs, interval_metrics, min_cells
 from .predicting._protocol import checked_outputs
-from .targets import CLASSIFICATION, MULTILABEL, REGRESSION
+from .targets import CLASSIFICATION, LABEL_KINDS, MULTILABEL, REGRESSION
 from .targets._outputs import decoders
 from .training._parameters import redacted_params
 
@@ -157,7 +157,7 @@ def _metric_sections(tasks, outputs, y):
             + _table(evaluate_tasks(tasks, outputs, y)),
         )
     ]
-    if any(task.kind == CLASSIFICATION for task in tasks.values()):
+    if any(task.kind in LABEL_KINDS for task in tasks.values()):
         sections.append(
             _section(
                 "Metrics per class",
@@ -178,7 +178,7 @@ def _figure_sections(tasks, outputs, index, y):
             continue
         truth = y[name].iloc[scored]
         predicted = task.decode(outputs[name][scored], index[scored])
-        if task.kind == CLASSIFICATION:
+        if task.kind in LABEL_KINDS:
             figure, title = confusion_figure(task, truth, predicted), "Confusion matrix"
         else:
             figure, title = regression_figure(name, truth, predicted), "Predicted and true"
@@ -210,7 +210,7 @@ def _how_sure_sections(calibration, tasks, outputs, index, y, coverage):
     table = interval_metrics(calibration, ready, outputs, y, coverage)
     sections = [_section("How sure", note + _table(table))]
     for name, task in ready.items():
-        if task.kind == CLASSIFICATION:
+        if task.kind in LABEL_KINDS:  # an ordinal task's ranges are in the table
             figure = reliability_figure(task, outputs[name], y[name], calibration)
             title = "Reliability diagram"
         else:
@@ -318,7 +318,7 @@ def _table(frame):
 def _describe(name, task):
     if task.kind == REGRESSION:
         return f"{name} ({task.kind})"
-    what = "classes" if task.kind == CLASSIFICATION else "labels"
+    what = {CLASSIFICATION: "classes", MULTILABEL: "labels"}.get(task.kind, "levels")
     return f"{name} ({task.kind}, {len(task.classes_)} {what})"
 
 

@@ -357,7 +357,7 @@ def test_bad_input_raises_a_clear_error_and_fits_nothing(image_set, case):
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"tasks": {"area": "ordinal"}}, "unknown task kind 'ordinal' for target 'area'"),
+        ({"tasks": {"area": "ranking"}}, "unknown task kind 'ranking' for target 'area'"),
         ({"tasks": {"age": "regression"}}, r"tasks names unknown tasks \['age'\]"),
         ({"loss_weights": {"age": 1.0}}, "loss_weights names unknown tasks"),
         ({"backbone": "resnet9000"}, "unknown backbone 'resnet9000'"),

@@ -280,7 +280,7 @@ def test_dwa_weights_live_in_a_buffer_and_weigh_the_terms():
     [
         ({"loss_weights": {"age": float("inf")}}, "finite non-negative"),
         ({"loss_weights": "equal"}, "is not a weighting"),
-        ({"class_weight": {"age": [1.0]}}, "not classification tasks"),
+        ({"class_weight": {"age": [1.0]}}, "not classification or ordinal tasks"),
         ({"class_weight": {"height": [1.0]}}, "unknown tasks \\['height'\\]"),
         ({"class_weight": {"gender": [1.0, 2.0, 3.0]}}, "must be 2 finite non-negative"),
         ({"class_weight": {"gender": [1.0, float("nan")]}}, "must be 2 finite non-negative"),
@@ -305,7 +305,8 @@ def test_loss_weights_all_zero_warn_that_nothing_trains():
 
 
 def _labelled_frame(n=40, seed=0):
-    """Targets of the four ML_SPECS tasks as a user gives them, a fifth of cells missing."""
+    """Targets of the four ML_SPECS tasks and an ordinal one (``grade``, 4 levels) as a
+    user gives them, a fifth of cells missing."""
     rng = np.random.default_rng(seed)
     y = pd.DataFrame(
         {
@@ -313,6 +314,7 @@ def _labelled_frame(n=40, seed=0):
             "ethnicity": rng.choice(["a", "b", "c"], n).astype(object),
             "age": rng.normal(40, 12, n),
             "tags": [sorted(set(rng.choice(["x", "y", "z"], 2))) for _ in range(n)],
+            "grade": pd.Categorical(rng.choice(list("DCBA"), n), list("DCBA"), ordered=True),
         }
     )
     for name in y.columns:
@@ -327,16 +329,18 @@ def test_numpy_cell_losses_equal_the_torch_loss_in_every_variant(variant):
     y = _labelled_frame()
     tasks = fit_tasks(y, kinds={"tags": "multilabel"})
     params = VARIANTS.get(variant, {"regression_loss": {"age": "l1"}})
+    if variant == "class weights":  # an ordinal task's weigh its true level
+        params = {"class_weight": {**params["class_weight"], "grade": [3.0, 1.0, 0.5, 2.0]}}
     criterion = MaskedMultiTaskLoss([(n, t.kind, t.n_outputs) for n, t in tasks.items()], **params)
     if variant == "uncertainty":
-        criterion.log_vars.data = torch.tensor([0.5, -1.0, 0.0, 2.0])
-    outputs = torch.randn(len(y), 9, generator=torch.Generator().manual_seed(1)) * 3
+        criterion.log_vars.data = torch.tensor([0.5, -1.0, 0.0, 2.0, 1.0])
+    outputs = torch.randn(len(y), 12, generator=torch.Generator().manual_seed(1)) * 3
     outputs[5] = float("nan")  # an image that could not be read
     targets = torch.from_numpy(encode_targets(y, tasks))
 
     expected, expected_labelled = criterion.cell_losses(outputs, targets)
     twin = criterion.numpy_cell_loss(tasks)
-    split = dict(zip(tasks, torch.split(outputs, [2, 3, 1, 3], dim=1), strict=True))
+    split = dict(zip(tasks, torch.split(outputs, [2, 3, 1, 3, 3], dim=1), strict=True))
     losses, labelled = twin.cell_losses(split, y)
 
     np.testing.assert_array_equal(labelled, expected_labelled.numpy())
@@ -348,3 +352,24 @@ def test_numpy_cell_losses_equal_the_torch_loss_in_every_variant(variant):
 
 def test_the_numpy_twin_knows_every_regression_loss():
     assert tuple(REGRESSION_LOSSES) == REGRESSION_LOSS_NAMES
+
+
+def test_ordinal_term_is_the_sum_of_corn_binary_cross_entropies_on_its_conditional_rows():
+    # CORN (Shi, Cao and Raschka): output j trains on the rows with level >= j, target
+    # level > j. Its per-cell loss is the sum of those binary cross-entropies.
+    logits = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.3, -1.0], [2.0, 1.0, 3.0]])
+    levels = [0, 2, 3]
+    criterion = MaskedMultiTaskLoss([("grade", "ordinal", 3)])
+    losses, _ = criterion.cell_losses(logits, torch.tensor([[float(k)] for k in levels]))
+    for row, level in enumerate(levels):
+        trained = range(min(level + 1, 3))  # the outputs this row trains
+        expected = sum(
+            F.binary_cross_entropy_with_logits(logits[row, j], torch.tensor(float(level > j)))
+            for j in trained
+        )
+        assert losses[row, 0].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_ordinal_class_weights_are_checked_against_its_levels():
+    with pytest.raises(ValueError, match="class_weight of task 'grade' must be 4 finite"):
+        MaskedMultiTaskLoss([("grade", "ordinal", 3)], class_weight={"grade": [1.0, 1.0, 1.0]})

@@ -52,12 +52,12 @@ def test_decode_round_trip_restores_labels_and_dtype(column):
 
 
 def test_decode_category_keeps_all_categories():
-    dtype = pd.CategoricalDtype(["lo", "mid", "hi"], ordered=True)
+    # An unordered one: an ordered categorical is an ordinal task (tests/test_ordinal.py).
+    dtype = pd.CategoricalDtype(["lo", "mid", "hi"])
     column = pd.Series(["lo", "hi", "lo"], dtype=dtype, name="level")
     task = fit_tasks(column.to_frame())["level"]
     decoded = OutputDecoder.from_task(task).decode(_one_hot(task.encode(column), task.n_outputs))
-    assert list(decoded.cat.categories) == ["lo", "mid", "hi"]
-    assert decoded.cat.ordered
+    assert decoded.dtype == dtype and list(decoded.cat.categories) == ["lo", "mid", "hi"]
 
 
 def test_decode_regression_in_original_units():

@@ -163,8 +163,8 @@ def test_the_missing_like_labels_are_pandas_read_csv_defaults():
 
 def test_fit_tasks_rejects_unknown_kind():
     y = pd.DataFrame({"a": [1, 2]})
-    with pytest.raises(ValueError, match="unknown task kind 'ordinal' for target 'a'"):
-        fit_tasks(y, kinds={"a": "ordinal"})
+    with pytest.raises(ValueError, match="unknown task kind 'ranking' for target 'a'"):
+        fit_tasks(y, kinds={"a": "ranking"})
 
 
 def test_fit_tasks_rejects_kinds_for_absent_column():

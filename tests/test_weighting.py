@@ -50,7 +50,7 @@ def test_label_weights_by_task_unnamed_labels_weigh_one():
     "class_weight, match",
     [
         ({"height": "balanced"}, "class_weight names unknown tasks \\['height'\\]"),
-        ({"age": "balanced"}, "names tasks \\['age'\\] that are not classification tasks"),
+        ({"age": "balanced"}, "names tasks \\['age'\\] that are not classification or ordinal"),
         ({"e": {"d": 2.0}}, "task 'e' names labels \\['d'\\] that are not among its classes"),
         (
             {"e": {"a": -1.0}},
@@ -141,7 +141,7 @@ def test_balanced_class_weights_of_a_fit_come_from_its_training_rows(image_set):
         ({"regression_loss": "l2"}, "'regression_loss' parameter"),
         ({"loss_weights": {"area": float("nan")}}, "finite non-negative"),
         ({"loss_weights": {"size": 2.0}}, "loss_weights names unknown tasks \\['size'\\]"),
-        ({"class_weight": {"area": "balanced"}}, "not classification tasks"),
+        ({"class_weight": {"area": "balanced"}}, "not classification or ordinal tasks"),
         ({"regression_loss": {"color": "l1"}}, "not regression tasks"),
     ],
 )
@@ -160,7 +160,7 @@ def test_class_weights_and_the_loss_share_one_check():
     specs = [(name, task.kind, task.n_outputs) for name, task in tasks.items()]
     for given, match in [
         ({"e": {"a": -1.0}}, "class_weight of task 'e' must be 3 finite non-negative numbers"),
-        ({"age": {}}, "class_weight names tasks \\['age'\\] that are not classification tasks"),
+        ({"age": {}}, "class_weight names tasks \\['age'\\] that are not classification or"),
         ({"x": {}}, "class_weight names unknown tasks \\['x'\\]; the tasks .* \\['e', 'age'\\]"),
     ]:
         with pytest.raises(ValueError, match=match):

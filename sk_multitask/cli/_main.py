@@ -34,7 +34,7 @@ from .. import __version__
 from ..inputs._files import atomic_path
 from ..inputs._sources import image_references
 from ..predicting._protocol import interval_calibration
-from ..targets import CLASSIFICATION
+from ..targets import LABEL_KINDS
 from ..targets._outputs import decoders, probability_table
 from ._io import (
     check_output,
@@ -68,7 +68,7 @@ def _data_and_estimator(args):
 
     est = MultiTaskImageEstimator(**estimator_params(args), verbose=1)
     # Class codes read as floats (an empty cell) train as integer labels: 3, not 3.0.
-    classes = [name for name, kind in (est.tasks or {}).items() if kind == CLASSIFICATION]
+    classes = [name for name, kind in (est.tasks or {}).items() if kind in LABEL_KINDS]
     return data, integer_classes(y, classes), est
 
 
@@ -152,7 +152,7 @@ def _evaluate_to(model, data, y, out, coverage=None):
 
 
 def _integer_classes(decoder):
-    return decoder.kind == CLASSIFICATION and pd.api.types.is_integer_dtype(decoder.dtype)
+    return decoder.kind in LABEL_KINDS and pd.api.types.is_integer_dtype(decoder.dtype)
 
 
 #: The files ``evaluate`` writes in its ``--out`` folder.

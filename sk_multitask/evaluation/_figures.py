@@ -15,12 +15,12 @@ import numpy as np
 
 from ..inputs._decoding import decode_image
 from ..inputs._sources import image_references, input_table, resolve_images
-from ..targets import CLASSIFICATION, MULTILABEL, REGRESSION, is_missing
+from ..targets import CLASSIFICATION, MULTILABEL, ORDINAL, REGRESSION, is_missing
 from ._calibration_metrics import expected_calibration_error, reliability_bins
 from ._metrics import scorable_rows
 
 #: The history metric plotted per task kind.
-_KIND_METRICS = {CLASSIFICATION: "acc", REGRESSION: "mae", MULTILABEL: "f1"}
+_KIND_METRICS = {CLASSIFICATION: "acc", REGRESSION: "mae", MULTILABEL: "f1", ORDINAL: "mae"}
 #: History metric suffix -> (axes title word, y-axis label).
 _METRIC_LABELS = {
     "acc": ("accuracy", "accuracy"),
@@ -224,9 +224,9 @@ def confusion_figure(task, truth, predicted, normalize=None):
     Parameters
     ----------
     task : Task
-        The fitted classification task (``est.tasks_[name]``): its classes order the
-        matrix, which counts the labelled cells of ``truth`` of a class it knows (the
-        title says how many others there were).
+        The fitted classification or ordinal task (``est.tasks_[name]``): its classes
+        (levels) order the matrix, which counts the labelled cells of ``truth`` of a
+        class it knows (the title says how many others there were).
     truth, predicted : Series
         True and predicted labels, aligned.
     normalize : str or None, default=None
@@ -300,8 +300,10 @@ def reliability_figure(decoder, outputs, truth, calibration=None, n_bins=10):
     out = np.asarray(outputs, dtype=np.float32)[scored][known]
     codes = decoder.class_codes(labels[known])
     curves = {"raw": out}
+    temperature = None
     if calibration is not None and decoder.name in calibration.tasks:
         temperature = calibration.tasks[decoder.name].temperature
+    if temperature is not None:  # an ordinal task has none
         curves[f"calibrated (T = {temperature:.3g})"] = calibration.scale({decoder.name: out})[
             decoder.name
         ]

@@ -19,11 +19,14 @@ from sklearn.base import BaseEstimator
 
 from ..targets import (
     CLASSIFICATION,
+    LABEL_KINDS,
     MULTILABEL,
+    ORDINAL,
     REGRESSION,
     binarize,
     check_task_names,
 )
+from ..targets._ordinal import median_levels
 
 #: The metrics by name: scikit-learn's scorers of those names (higher-is-better). The
 #: F1 and Jaccard scores are made with ``zero_division=0``: without any positive (true
@@ -38,7 +41,12 @@ METRICS = {
     "neg_mean_absolute_error": skm.get_scorer("neg_mean_absolute_error"),
     "neg_root_mean_squared_error": skm.get_scorer("neg_root_mean_squared_error"),
 }
-DEFAULT_METRICS = {CLASSIFICATION: "accuracy", REGRESSION: "r2", MULTILABEL: "f1_micro"}
+DEFAULT_METRICS = {
+    CLASSIFICATION: "accuracy",
+    REGRESSION: "r2",
+    MULTILABEL: "f1_micro",
+    ORDINAL: "accuracy",
+}
 
 
 class _Predictions(BaseEstimator):
@@ -135,8 +143,10 @@ def task_scores(tasks, outputs, y, metrics=None, sample_weight=None):
         its columns are tasks (a subset is fine).
     metrics : dict, optional
         Task name to a scorer name of ``METRICS`` or a callable ``(y_true, y_pred)``;
-        by default accuracy for a classification, R² for a regression and micro F1
-        (on the label indicator matrices) for a multi-label task.
+        by default accuracy for a classification or an ordinal task, R² for a
+        regression and micro F1 (on the label indicator matrices) for a multi-label
+        task. An ordinal task's levels are scored as their positions (0 the lowest),
+        so that ``"neg_mean_absolute_error"`` is in levels.
     sample_weight : ndarray of shape (n_rows,), optional
         Checked row weights, passed to each metric as its ``sample_weight`` (a callable
         metric must then take that keyword argument).
@@ -178,21 +188,37 @@ def label_codes(truth, predicted):
 
 
 def _comparable(task, values):
-    """Labels or values as metrics take them: indicator matrices for a multi-label task."""
+    """Labels or values as metrics take them: indicator matrices for a multi-label task,
+    level positions for an ordinal one."""
     if task.kind == MULTILABEL:
         return binarize(task.name, task.classes_, values)
+    if task.kind == ORDINAL:
+        return level_positions(task, values)
     return plain_labels(values)
+
+
+def level_positions(task, levels):
+    """The positions of an ordinal task's ``levels`` (0 the lowest), refusing a level the
+    task does not have: a distance in levels needs both ends among them."""
+    positions = task.class_codes(np.asarray(levels))
+    if (positions < 0).any():
+        unseen = sorted(map(str, set(np.asarray(levels)[positions < 0].tolist())))
+        raise ValueError(
+            f"target {task.name!r} has levels not seen in fit: {unseen}; its ordinal "
+            f"levels are {task.classes_.tolist()}"
+        )
+    return positions
 
 
 # The metric columns of evaluate_tasks, in order, and the task kinds that have them.
 _EVALUATE_COLUMNS = {
-    "accuracy": {CLASSIFICATION, MULTILABEL},
+    "accuracy": {CLASSIFICATION, MULTILABEL, ORDINAL},
     "balanced_accuracy": {CLASSIFICATION},
     "f1_macro": {CLASSIFICATION, MULTILABEL},
     "f1_micro": {MULTILABEL},
     "hamming_loss": {MULTILABEL},
-    "log_loss": {CLASSIFICATION, MULTILABEL},
-    "mae": {REGRESSION},
+    "log_loss": {CLASSIFICATION, MULTILABEL, ORDINAL},
+    "mae": {REGRESSION, ORDINAL},
     "rmse": {REGRESSION},
     "r2": {REGRESSION},
 }
@@ -213,6 +239,9 @@ def evaluate_tasks(tasks, outputs, y, sample_weight=None):
     sample_weight : ndarray (N,), optional
         Checked row weights: every metric weighted, ``n_labelled`` the count of
         labelled cells of positive weight.
+
+    An ordinal task has ``accuracy``, ``mae`` in levels (the predicted level's distance
+    from the true one, 0 the lowest level, 1 the next...) and ``log_loss``.
     """
     rows = {}
     for name, task in tasks.items():
@@ -271,6 +300,18 @@ def _classification_scores(task, truth, out, **weights):
     )
 
 
+def _ordinal_scores(task, truth, out, **weights):
+    truth = level_positions(task, truth)
+    predicted = median_levels(out)
+    return dict(
+        accuracy=skm.accuracy_score(truth, predicted, **weights),
+        mae=skm.mean_absolute_error(truth, predicted, **weights),
+        log_loss=skm.log_loss(
+            truth, task.probabilities(out), labels=np.arange(len(task.classes_)), **weights
+        ),
+    )
+
+
 def _regression_scores(task, truth, out, **weights):
     predicted = task.decode(out).to_numpy()
     return dict(
@@ -286,11 +327,13 @@ _KIND_SCORES = {
     MULTILABEL: _multilabel_scores,
     CLASSIFICATION: _classification_scores,
     REGRESSION: _regression_scores,
+    ORDINAL: _ordinal_scores,
 }
 
 
 def per_class_metrics(tasks, outputs, y, sample_weight=None):
-    """Per-class precision, recall, F1, support and ROC AUC of the classification tasks.
+    """Per-class precision, recall, F1, support and ROC AUC of the classification (and
+    ordinal: per level) tasks.
 
     The table of :meth:`MultiTaskImageEstimator.evaluate(X, y, per_class=True)
     <sk_multitask.MultiTaskImageEstimator.evaluate>`, on each task's labelled cells.
@@ -318,7 +361,7 @@ def per_class_metrics(tasks, outputs, y, sample_weight=None):
     """
     rows = {}
     for name, task in tasks.items():
-        if task.kind != CLASSIFICATION:
+        if task.kind not in LABEL_KINDS:
             continue
         scored = scorable_rows(y[name], outputs[name], sample_weight)
         truth = y[name].to_numpy()[scored]

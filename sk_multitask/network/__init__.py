@@ -3,7 +3,8 @@
 - ``_backbones`` and ``_weight_files``: torchvision's registry, timm, the small CNN or the
   user's module, and their weights (torchvision's, or a local file);
 - ``_model``: the backbone, then one head per task;
-- ``_loss``: the masked multitask loss; ``_weighting``: class weights and dynamic weight
+- ``_loss``: the masked multitask loss, an ordinal head's level probabilities and
+  ``level_score`` (a level's score to explain); ``_weighting``: class weights and dynamic weight
   average.
 """
 
@@ -33,6 +34,9 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "MaskedMultiTaskLoss",
             "check_loss_options",
             "check_task_losses",
+            "class_counts",
+            "corn_log_probabilities",
+            "level_score",
         ],
         "_model": [
             "NET_PARTS",

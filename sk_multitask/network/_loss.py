@@ -2,8 +2,11 @@
 
 Each task's term is the mean of its per-cell loss over the *labelled* cells of the
 batch: cross-entropy for a classification (a weighted mean with class weights),
-binary cross-entropy averaged over the labels for a multi-label task, and the squared
-error (or absolute error, or Huber loss) of the standardised value for a regression.
+binary cross-entropy averaged over the labels for a multi-label task, CORN's loss for
+an ordinal task (the negative log-likelihood of the true level, which is the sum of the
+binary cross-entropies of the conditional outputs that row trains:
+:mod:`sk_multitask.targets._ordinal`), and the squared error (or absolute error, or
+Huber loss) of the standardised value for a regression.
 The loss is the weighted sum of the terms. A task with no label in the batch adds
 exactly zero, with zero gradient: never NaN.
 
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..targets import CLASSIFICATION, MULTILABEL, target_width
+from ..targets import LABEL_KINDS, MULTILABEL, ORDINAL, target_width
 from ..targets._cell_loss import CellLoss, regression_loss_names, static_task_weights
 from ._weighting import check_class_weights
 
@@ -57,9 +60,11 @@ class MaskedMultiTaskLoss(nn.Module):
         ``task_weights``, 1 until set by
         :class:`~sk_multitask.training.callbacks.DynamicWeightAverage` each epoch.
     class_weight : dict, optional
-        Classification task name to its class weights, one per output (class index
-        order). The task's term is then the weighted mean of the cross-entropy over
-        its labelled cells, as ``torch.nn.functional.cross_entropy(weight=...)``.
+        Classification (or ordinal) task name to its class weights, one per class
+        (level), in order. The task's term is then the weighted mean of the
+        cross-entropy (an ordinal task's negative log-likelihood) over its labelled
+        cells, each weighted by its true class, as
+        ``torch.nn.functional.cross_entropy(weight=...)``.
     regression_loss : {"mse", "l1", "huber"} or dict, default="mse"
         The per-cell loss of the regression tasks, on their standardised scale, or a
         dict from regression task name to one (unnamed tasks: ``"mse"``).
@@ -114,8 +119,7 @@ class MaskedMultiTaskLoss(nn.Module):
 
     def _class_weights(self, class_weight):
         """Task name to a float tensor of class weights, checked against the task."""
-        n_classes = {name: n for name, kind, n in self.task_specs if kind == CLASSIFICATION}
-        weights = check_class_weights(class_weight, self.names, n_classes)
+        weights = check_class_weights(class_weight, self.names, class_counts(self.task_specs))
         return {name: torch.tensor(w, dtype=torch.float32) for name, w in weights.items()}
 
     def split_outputs(self, y_pred):
@@ -152,9 +156,13 @@ class MaskedMultiTaskLoss(nn.Module):
             known = ~torch.isnan(target[:, 0]) & (rows > 0)
             filled = torch.where(torch.isnan(target), torch.zeros_like(target), target)
             weight = rows
-            if kind == CLASSIFICATION:
+            if kind in LABEL_KINDS:
                 classes = filled[:, 0].long()
-                cell = F.cross_entropy(out, classes, reduction="none")
+                if kind == ORDINAL:
+                    log_p = corn_log_probabilities(out)
+                    cell = -log_p.gather(1, classes[:, None])[:, 0]
+                else:
+                    cell = F.cross_entropy(out, classes, reduction="none")
                 if name in self.class_weights:
                     weight = weight * getattr(self, self.class_weights[name])[classes]
             elif kind == MULTILABEL:
@@ -178,7 +186,8 @@ class MaskedMultiTaskLoss(nn.Module):
         losses : float tensor (N, n_tasks)
             Cross-entropy (classification; times the class weight of the true label
             with ``class_weight``), binary cross-entropy averaged over the labels
-            (multi-label) or the regression loss of the standardised value, times
+            (multi-label), the negative log-likelihood of the true level (ordinal;
+            times its class weight) or the regression loss of the standardised value, times
             the row weight; not weighted by the task weights.
         labelled : bool tensor (N, n_tasks)
         """
@@ -272,17 +281,70 @@ def check_task_losses(task_specs, loss_weights=None, class_weight=None, regressi
         weights = static_task_weights(loss_weights, names)
         if not any(weights):
             warnings.warn(
-                f"every loss weight is 0 (loss_weights={loss_weights}): the network trains "
-                "nothing",
+                f"every loss weight is 0 (loss_weights={loss_weights}): the network trains nothing",
                 UserWarning,
                 stacklevel=3,
             )
     regression_loss_names(regression_loss, task_specs)
-    n_classes = {name: n for name, kind, n in task_specs if kind == CLASSIFICATION}
-    for name, weights in check_class_weights(class_weight, names, n_classes).items():
+    for name, weights in check_class_weights(class_weight, names, class_counts(task_specs)).items():
         if not weights.any():
             warnings.warn(
                 f"every class weight of task {name!r} is 0: the task trains nothing",
                 UserWarning,
                 stacklevel=3,
             )
+
+
+def class_counts(task_specs):
+    """Task name to its number of classes (levels), for the tasks class weights apply to:
+    classification and ordinal ones, from their ``(name, kind, n_outputs)``."""
+    return {
+        name: n + 1 if kind == ORDINAL else n for name, kind, n in task_specs if kind in LABEL_KINDS
+    }
+
+
+def corn_log_probabilities(logits):
+    """``log P(y = k)`` of each level of an ordinal task from its head's CORN logits:
+    the torch twin of :func:`sk_multitask.targets._ordinal.level_log_probabilities`.
+
+    Parameters
+    ----------
+    logits : tensor of shape (N, n_levels - 1)
+
+    Returns
+    -------
+    tensor of shape (N, n_levels), differentiable
+    """
+    first = logits.new_zeros(len(logits), 1)
+    reach = torch.cat([first, F.logsigmoid(logits).cumsum(dim=1)], dim=1)  # log P(y >= k)
+    return reach + torch.cat([F.logsigmoid(-logits), first], dim=1)  # + log P(y = k | y >= k)
+
+
+def level_score(logits, level=None):
+    """One number per row of an ordinal task's CORN logits, to explain (Grad-CAM):
+    the log-probability of level position ``level``, or the expected level position
+    (``level=None``).
+
+    Parameters
+    ----------
+    logits : tensor of shape (N, n_levels - 1)
+        The task's head outputs (``split_outputs`` of the network's outputs).
+    level : int or None, default=None
+        A level's position among the task's ``classes_`` (0 the lowest).
+
+    Returns
+    -------
+    tensor of shape (N,), differentiable
+
+    Examples
+    --------
+    >>> import torch
+    >>> logits = torch.zeros(1, 2)  # P = 0.5, 0.25, 0.25
+    >>> float(level_score(logits)), round(float(level_score(logits, 0).exp()), 3)
+    (0.75, 0.5)
+    """
+    log_p = corn_log_probabilities(logits)
+    if level is None:
+        positions = torch.arange(log_p.shape[1], dtype=log_p.dtype, device=log_p.device)
+        return (log_p.exp() * positions).sum(dim=1)
+    return log_p[:, level]

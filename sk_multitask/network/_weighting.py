@@ -16,18 +16,20 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.utils.class_weight import compute_class_weight
 
-from ..targets import CLASSIFICATION, check_task_names
+from ..targets import LABEL_KINDS, check_task_names
 from ..targets._cell_loss import is_weight
 
 
 def class_weights(class_weight, tasks, y):
-    """Per-class weights of classification tasks, from the estimator's ``class_weight``.
+    """Per-class weights of classification (and ordinal) tasks, from the estimator's
+    ``class_weight``.
 
     Parameters
     ----------
     class_weight : None, "balanced" or dict
-        ``"balanced"`` weighs every classification task; a dict maps a task name to
-        ``"balanced"`` or to ``{label: weight}`` (labels not named weigh 1).
+        ``"balanced"`` weighs every classification and ordinal task; a dict maps a task
+        name to ``"balanced"`` or to ``{label: weight}`` (labels, or levels, not named
+        weigh 1).
     tasks : dict
         Task name to fitted :class:`~sk_multitask.targets.Task`.
     y : DataFrame
@@ -54,10 +56,10 @@ def class_weights(class_weight, tasks, y):
     """
     if class_weight is None:
         return {}
-    n_classes = {n: t.n_outputs for n, t in tasks.items() if t.kind == CLASSIFICATION}
+    n_classes = {n: len(t.classes_) for n, t in tasks.items() if t.kind in LABEL_KINDS}
     if class_weight == "balanced":
         class_weight = dict.fromkeys(n_classes, "balanced")
-    check_task_names(class_weight, tasks, "class_weight", CLASSIFICATION, n_classes)
+    check_task_names(class_weight, tasks, "class_weight", _WEIGHTED, n_classes)
     weights = {
         name: _task_class_weights(tasks[name], spec, y[name].dropna().to_numpy())
         for name, spec in class_weight.items()
@@ -98,11 +100,12 @@ def check_class_weights(class_weight, task_names, n_classes):
     Parameters
     ----------
     class_weight : dict or None
-        Classification task name to its weights, one per class (``classes_`` order).
+        Classification (or ordinal) task name to its weights, one per class or level
+        (``classes_`` order).
     task_names : iterable
         Every task.
     n_classes : dict
-        Classification task name to its number of classes.
+        Classification (and ordinal) task name to its number of classes (levels).
 
     Returns
     -------
@@ -116,7 +119,7 @@ def check_class_weights(class_weight, task_names, n_classes):
         ``n_classes`` finite non-negative numbers.
     """
     class_weight = dict(class_weight or {})
-    check_task_names(class_weight, task_names, "class_weight", CLASSIFICATION, n_classes)
+    check_task_names(class_weight, task_names, "class_weight", _WEIGHTED, n_classes)
     arrays = {}
     for name, weights in class_weight.items():
         weights = list(weights)
@@ -127,6 +130,10 @@ def check_class_weights(class_weight, task_names, n_classes):
             )
         arrays[name] = np.array(weights, dtype=np.float64)
     return arrays
+
+
+#: The task kinds class weights apply to, as messages name them.
+_WEIGHTED = "classification or ordinal"
 
 
 def _task_class_weights(task, spec, labels):

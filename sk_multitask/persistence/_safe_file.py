@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from ..inputs._files import atomic_write
 from ..network._backbones import backbone_state_shapes
 from ..network._model import NET_PARTS, load_net_state, net_state
-from ..targets import REGRESSION
+from ..targets import REGRESSION, head_outputs
 from ..targets._outputs import task_from_dict
 from ._document import MAX_DOCUMENT_BYTES, ModelDocument, model_document, read_document
 
@@ -193,7 +193,8 @@ def _check_tensors(model, header, path):
         if key != "__metadata__" and key.partition(".")[0] not in NET_PARTS:
             raise ValueError(f"{path!r}: unexpected tensor {key[:80]!r} in the weights")
     for i, state in enumerate(model.task_states):
-        outputs = 1 if state["kind"] == REGRESSION else len(state["classes"]["values"])
+        n_classes = None if state["kind"] == REGRESSION else len(state["classes"]["values"])
+        outputs = head_outputs(state["kind"], n_classes)
         entry = header.get(f"module.heads.{i}.weight")
         shape = entry.get("shape") if isinstance(entry, dict) else None
         if not isinstance(shape, list) or len(shape) != 2 or shape[0] != outputs:

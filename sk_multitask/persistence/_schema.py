@@ -19,7 +19,7 @@ from .. import __version__
 from ..inputs._decoding import MAX_IMAGE_SIZE
 from ..inputs._tabular import TableEncoder
 from ..predicting._calibration import MAX_CALIBRATION_SCORES, TEMPERATURE_RANGE
-from ..targets import CLASSIFICATION, MULTILABEL, REGRESSION, TASK_KINDS
+from ..targets import CLASSIFICATION, MULTILABEL, ORDINAL, REGRESSION, TASK_KINDS
 from ..targets._cell_loss import is_weight
 
 #: The version of the document's layout. A reader refuses a document of a newer
@@ -97,6 +97,7 @@ def _is_task_calibration(state):
     temperature, scores = state["temperature"], state["scores"]
     temperatures = {
         REGRESSION: temperature is None,
+        ORDINAL: temperature is None,
         CLASSIFICATION: _is_temperature(temperature),
         MULTILABEL: _list_of(_is_temperature)(temperature) and bool(temperature),
     }
@@ -147,10 +148,10 @@ def _check_calibration(state):
                 f"the calibration of task {name!r} counts n_cells={task['n_cells']} but "
                 f"holds {len(scores)} scores (all of them, up to {MAX_CALIBRATION_SCORES})"
             )
-        if task["kind"] == CLASSIFICATION and max(scores) > 1:
+        if task["kind"] in (CLASSIFICATION, ORDINAL) and max(scores) > 1:
             raise ValueError(
                 f"the calibration of task {name!r} has scores above 1 ({max(scores)}): a "
-                "classification's scores are 1 - a probability"
+                f"{task['kind']}'s scores are probabilities"
             )
 
 
@@ -275,6 +276,10 @@ def _check_task(state):
     else:
         _check_array(state.get("classes"), f"the classes of {what}")
         _require(state["classes"]["values"], f"{what} has no classes")
+        _require(
+            state["kind"] != ORDINAL or len(state["classes"]["values"]) >= 2,
+            f"{what} is ordinal with fewer than two levels",
+        )
 
 
 def check_fields(document):

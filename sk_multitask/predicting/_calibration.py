@@ -17,7 +17,16 @@ cells, and the NaN rows of unreadable images, never enter):
   giving intervals ``prediction ± q`` of the same width on every row;
 - multi-label: one temperature per label (binary NLL of that label's sigmoid). A
   temperature keeps the 0.5 threshold's decisions (``predict`` is unchanged) and makes
-  the per-label probabilities honest; multi-label tasks get no sets.
+  the per-label probabilities honest; multi-label tasks get no sets;
+- ordinal: no temperature. Dividing CORN's conditional logits by a temperature moves
+  the median level (a product of probabilities crosses 0.5 elsewhere), so it would
+  change ``predict``, which calibration never does (a classification's temperature
+  keeps its argmax, a multi-label task's its 0.5 decisions). Split-conformal *ranges*
+  of levels instead, with the score ``max(P(y < true), P(y > true))``, how far into a
+  tail of the predicted distribution the true level lies
+  (:func:`~sk_multitask.targets._ordinal.tail_scores`): the levels scoring at most
+  ``q`` are contiguous, and the range is the smallest one holding them and the
+  predicted level (the median), so that it is never empty.
 
 ``q`` is the ``k``-th smallest of the ``n`` calibration scores with
 ``k = ceil((n + 1) * coverage)`` (the finite-sample quantile ``k / n``): if the
@@ -39,7 +48,8 @@ import pandas as pd
 from scipy.special import log_softmax, softmax
 
 from ..exceptions import CalibrationWarning
-from ..targets import MULTILABEL, REGRESSION, binarize
+from ..targets import MULTILABEL, ORDINAL, REGRESSION, binarize
+from ..targets._ordinal import level_ranges, median_levels, tail_scores
 
 #: The most conformal scores a task's calibration keeps (a random subset beyond): 20,000
 #: scores are about 400 kB of JSON.
@@ -144,12 +154,12 @@ class TaskCalibration:
 
     Attributes
     ----------
-    kind : {"classification", "regression", "multilabel"}
+    kind : {"classification", "regression", "multilabel", "ordinal"}
     n_cells : int
         The labelled cells it was fitted on.
     temperature : float, ndarray or None
-        A classification's temperature, a multi-label task's one per label (None for a
-        regression).
+        A classification's temperature, a multi-label task's one per label (None for
+        a regression or an ordinal task).
     scores : ndarray or None
         The sorted conformal scores (None for a multi-label task); at most
         :data:`~sk_multitask.persistence._schema.MAX_CALIBRATION_SCORES`, a random subset of them
@@ -213,9 +223,14 @@ def _task_calibration(decoder, out, truth, rng):
         out, codes = out[known], decoder.class_codes(truth[known])
         if not len(out):
             return None
-        temperature = fit_temperature(out, codes)
-        probabilities = decoder.probabilities(out / temperature).astype(np.float64)
-        scores = 1 - probabilities[np.arange(len(out)), codes]
+        if decoder.kind == ORDINAL:
+            temperature = None  # it would move the median level: see the module's text
+            probabilities = decoder.probabilities(out).astype(np.float64)
+            scores = tail_scores(probabilities)[np.arange(len(out)), codes]
+        else:
+            temperature = fit_temperature(out, codes)
+            probabilities = decoder.probabilities(out / temperature).astype(np.float64)
+            scores = 1 - probabilities[np.arange(len(out)), codes]
     n_cells = len(scores)
     if n_cells > MAX_CALIBRATION_SCORES:
         scores = rng.choice(scores, MAX_CALIBRATION_SCORES, replace=False)
@@ -336,7 +351,10 @@ class Calibration:
         task = self.tasks[name]
         q = conformal_quantile(task.scores, coverage)
         if math.isinf(q):
-            what = "intervals are unbounded" if task.kind == REGRESSION else "sets hold every class"
+            what = {
+                REGRESSION: "intervals are unbounded",
+                ORDINAL: "ranges hold every level",
+            }.get(task.kind, "sets hold every class")
             warnings.warn(
                 f"task {name!r} has {len(task.scores)} calibration cells, too few for "
                 f"coverage {coverage} (it needs at least {min_cells(coverage)}): its {what}",
@@ -378,6 +396,9 @@ class Calibration:
             if decoder.kind == REGRESSION:
                 centre = decoder.decode(out).to_numpy()
                 columns[name, "lower"], columns[name, "upper"] = centre - q, centre + q
+            elif decoder.kind == ORDINAL:
+                lower, upper = _level_ranges(decoder, out, q, index)
+                columns[name, "lower"], columns[name, "upper"] = lower, upper
             else:
                 columns[name, "set"] = _prediction_sets(decoder, self.scale({name: out})[name], q)
         frame = pd.DataFrame(columns, index=index)
@@ -428,6 +449,16 @@ def _prediction_sets(decoder, logits, q):
     ]
 
 
+def _level_ranges(decoder, logits, q, index):
+    """An ordinal task's conformal ranges as two Series of levels (lowest, highest), in
+    the task's dtype, missing on a missing row: the levels whose tail score is at most
+    ``q``, and the level ``predict`` gives (the median)."""
+    missing = np.isnan(logits).any(axis=1)
+    logits = np.nan_to_num(logits)
+    lower, upper = level_ranges(decoder.probabilities(logits), median_levels(logits), q)
+    return decoder.labels_at(lower, missing, index), decoder.labels_at(upper, missing, index)
+
+
 def interval_metrics(calibration, decoders, outputs, y, coverage, sample_weight=None):
     """How sure the model is on labelled rows: the columns ``evaluate(..., coverage=)`` adds.
 
@@ -449,9 +480,11 @@ def interval_metrics(calibration, decoders, outputs, y, coverage, sample_weight=
     Returns
     -------
     DataFrame
-        Per task: ``ece`` (classification, of the calibrated probabilities),
-        ``coverage`` (how often the interval or set holds the truth) and ``mean_width``
-        (regression) or ``mean_set_size`` (classification); NaN elsewhere.
+        Per task: ``ece`` (classification and ordinal, of the calibrated
+        probabilities; an ordinal task's are not temperature-scaled), ``coverage``
+        (how often the interval, set or range holds the truth) and ``mean_width``
+        (regression) or ``mean_set_size`` (classification; an ordinal task's levels
+        in its range); NaN elsewhere.
     """
     from ..evaluation._calibration_metrics import (
         expected_calibration_error,
@@ -477,7 +510,13 @@ def interval_metrics(calibration, decoders, outputs, y, coverage, sample_weight=
             covered, width = interval_scores(truth, lower, upper, weights)
             rows[name] = {"coverage": covered, "mean_width": width}
             continue
-        covered, size = set_scores(truth, frame[name, "set"], weights)
+        if decoder.kind == ORDINAL:  # the range's size: the levels it holds
+            bounds = [frame[name, "lower"], frame[name, "upper"], truth]
+            lower, upper, true = (decoder.class_codes(np.asarray(v)) for v in bounds)
+            covered, width = interval_scores(true, lower, upper, weights)
+            size = width + 1
+        else:
+            covered, size = set_scores(truth, frame[name, "set"], weights)
         known = np.isin(truth, decoder.classes)
         probabilities = decoder.probabilities(calibration.scale({name: out[known]})[name])
         codes = decoder.class_codes(truth[known])

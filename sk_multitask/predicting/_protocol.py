@@ -37,8 +37,7 @@ def scoring_module(what):
         from ..evaluation import _metrics
     except ImportError as exc:
         raise ImportError(
-            f"{what} needs scikit-learn ({exc.name} cannot be imported): "
-            "pip install scikit-learn"
+            f"{what} needs scikit-learn ({exc.name} cannot be imported): pip install scikit-learn"
         ) from None
     return _metrics
 
@@ -216,8 +215,10 @@ class MultiTaskPredictor:
             ``X``'s index; two-level columns: ``(task, "lower")`` and ``(task, "upper")``
             for a regression (original units), ``(task, "set")`` for a classification
             (a list of original labels; LAC sets: every label whose calibrated
-            probability is at least a threshold). Multi-label tasks have none. The row of
-            an image skipped as unreadable is missing.
+            probability is at least a threshold). Multi-label tasks have none. An
+            ordinal task has ``(task, "lower")`` and ``(task, "upper")`` too: the lowest
+            and highest level of a contiguous range, which holds the predicted level. The
+            row of an image skipped as unreadable is missing.
         """
         calibration, coverage = interval_calibration(self, coverage)
         outputs, index = self.predict_raw(X)
@@ -240,7 +241,8 @@ class MultiTaskPredictor:
             Add how sure the model is (needs ``calibration_``): ``ece`` (calibration
             error of a classification's probabilities), ``coverage`` (how often the
             :meth:`predict_interval` interval or set at this coverage holds the truth),
-            ``mean_width`` (regression) and ``mean_set_size`` (classification).
+            ``mean_width`` (regression) and ``mean_set_size`` (classification; the
+            levels of an ordinal task's range).
         sample_weight : array-like of shape (n_rows,), default=None
             Row weights of every metric (scikit-learn's ``sample_weight``); rows of
             weight 0 are left out (and out of ``n_labelled`` and ``support``).
@@ -252,7 +254,8 @@ class MultiTaskPredictor:
             for a classification ``accuracy``, ``balanced_accuracy``, ``f1_macro`` and
             ``log_loss``; for a regression ``mae``, ``rmse`` and ``r2``; for a
             multi-label task ``accuracy`` (exact label set), ``f1_macro``,
-            ``f1_micro``, ``hamming_loss`` and ``log_loss`` (per label). Only the
+            ``f1_micro``, ``hamming_loss`` and ``log_loss`` (per label); for an
+            ordinal task ``accuracy``, ``mae`` in levels and ``log_loss``. Only the
             columns of the kinds present; NaN where a task has none. With ``per_class``:
             one row per (task, class) with ``precision``, ``recall``, ``f1``,
             ``support`` and one-vs-rest ``roc_auc``. Probabilities (``log_loss``) are

@@ -97,8 +97,10 @@ def multitask_scorer(metrics=None):
         ``"jaccard_samples"``, ``"r2"``, ``"neg_mean_absolute_error"``,
         ``"neg_root_mean_squared_error"``), or a callable ``(y_true, y_pred)`` giving a
         higher-is-better float. By default
-        accuracy for a classification, R² for a regression and micro F1 for a
-        multi-label task (which metrics get as label indicator matrices).
+        accuracy for a classification or an ordinal task, R² for a regression and
+        micro F1 for a multi-label task (which metrics get as label indicator
+        matrices). An ordinal task's levels are scored as their positions, so that
+        ``"neg_mean_absolute_error"`` is in levels.
 
     Returns
     -------

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_softmax
 
-from ._tasks import CLASSIFICATION, MULTILABEL, REGRESSION, check_task_names, encode_targets
+from ._ordinal import level_nll
+from ._tasks import (
+    CLASSIFICATION,
+    MULTILABEL,
+    ORDINAL,
+    REGRESSION,
+    check_task_names,
+    encode_targets,
+)
 
 __all__ = [
     "REGRESSION_LOSS_NAMES",
@@ -87,7 +95,8 @@ class CellLoss:
         Task name to fitted :class:`~sk_multitask.targets.Task` (which encodes ``y``), in
         the order of the network's heads.
     class_weights : dict
-        Classification task name to its class weights (one per class), as trained.
+        Classification (or ordinal) task name to its class weights (one per class or
+        level), as trained.
     regression_losses : dict
         Regression task name to ``"mse"``, ``"l1"`` or ``"huber"``.
     task_weights : ndarray (n_tasks,)
@@ -113,7 +122,9 @@ class CellLoss:
         -------
         losses : float64 ndarray (N, n_tasks)
             Cross-entropy (times the true label's class weight), binary cross-entropy
-            averaged over the labels, or the regression loss of the standardised value;
+            averaged over the labels, an ordinal task's negative log-likelihood of the
+            true level (times its class weight), or the regression loss of the
+            standardised value;
             not weighted by the task weights. NaN on a row of NaN outputs.
         labelled : bool ndarray (N, n_tasks)
         """
@@ -136,6 +147,9 @@ class CellLoss:
         """One task's per-cell loss from its outputs and encoded targets (0 if missing)."""
         if kind == CLASSIFICATION:
             return self._cross_entropy(name, out, filled[:, 0].astype(np.intp))
+        if kind == ORDINAL:
+            levels = filled[:, 0].astype(np.intp)
+            return self._class_weighted(name, level_nll(out, levels), levels)
         if kind == MULTILABEL:
             # log(1 + exp(x)) - x t, numpy's logaddexp keeping it finite for any logit.
             cell = np.logaddexp(0, out) - out * filled
@@ -145,6 +159,10 @@ class CellLoss:
     def _cross_entropy(self, name, logits, classes):
         log_p = log_softmax(logits, axis=1)
         cell = -np.take_along_axis(log_p, classes[:, None], axis=1)[:, 0]
+        return self._class_weighted(name, cell, classes)
+
+    def _class_weighted(self, name, cell, classes):
+        """``cell`` times the class weight of each row's true class, if the task has them."""
         if name in self.class_weights:
             cell = cell * np.asarray(self.class_weights[name], dtype=np.float64)[classes]
         return cell

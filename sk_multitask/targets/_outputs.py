@@ -15,7 +15,17 @@ import pandas as pd
 from pandas.api import types as ptypes
 from scipy.special import expit, softmax
 
-from ._tasks import CLASSIFICATION, MULTILABEL, REGRESSION, TASK_KINDS, Task
+from ._ordinal import LevelEncoder, level_log_probabilities, median_levels
+from ._tasks import (
+    CLASSIFICATION,
+    LABEL_KINDS,
+    MULTILABEL,
+    ORDINAL,
+    REGRESSION,
+    TASK_KINDS,
+    Task,
+    head_outputs,
+)
 
 __all__ = [
     "OutputDecoder",
@@ -36,11 +46,12 @@ class OutputDecoder:
     Attributes
     ----------
     name : hashable
-    kind : {"classification", "regression", "multilabel"}
+    kind : {"classification", "regression", "multilabel", "ordinal"}
     dtype : dtype
         The target column's dtype; predicted labels are cast back to it.
     classes : ndarray or None
-        The class (or label) names, in the order of the head's outputs.
+        The class (or label) names, in the order of the head's outputs; an ordinal
+        task's levels, lowest first (its head has one output fewer).
     mean, scale : float
         The standardisation a regression head's output is inverted with.
 
@@ -61,12 +72,14 @@ class OutputDecoder:
 
     @property
     def n_outputs(self):
-        """How many outputs the task's head has: one per class or label, or one."""
-        return 1 if self.kind == REGRESSION else len(self.classes)
+        """How many outputs the task's head has: one per class or label, one fewer than
+        its levels, or one."""
+        return head_outputs(self.kind, None if self.classes is None else len(self.classes))
 
     @property
     def classes_(self):
-        """The labels of a classification or multi-label task (None for a regression)."""
+        """The labels of a classification or multi-label task, the levels of an ordinal
+        one (None for a regression)."""
         return self.classes
 
     @classmethod
@@ -110,11 +123,12 @@ class OutputDecoder:
         above 0.5, in the order of ``classes``. A row of NaN outputs (an image that
         could not be read) decodes to a missing value: NaN, None (object labels) or
         ``pd.NA`` (an integer or boolean dtype becomes its nullable counterpart,
-        ``Int64`` or ``boolean``).
+        ``Int64`` or ``boolean``). An ordinal task gives the median level of its
+        distribution (:func:`~sk_multitask.targets._ordinal.median_levels`).
         """
         outputs = np.asarray(outputs)
         if len(outputs) == 0:
-            dtype = {CLASSIFICATION: self.dtype, MULTILABEL: object}.get(self.kind, np.float64)
+            dtype = {MULTILABEL: object, REGRESSION: np.float64}.get(self.kind, self.dtype)
             return pd.Series([], index=index, name=self.name, dtype=dtype)
         if self.kind == MULTILABEL:
             classes = np.asarray(self.classes.tolist(), dtype=object)
@@ -122,17 +136,23 @@ class OutputDecoder:
                 None if np.isnan(row).any() else classes[row > 0].tolist() for row in outputs
             ]
             return pd.Series(labels, index=index, name=self.name, dtype=object)
-        if self.kind == CLASSIFICATION:
-            labels = pd.Series(self.classes[outputs.argmax(axis=1)], index=index, name=self.name)
-            labels = labels.astype(self.dtype)
-            missing = np.isnan(outputs).any(axis=1)
-            return _with_missing(labels, missing) if missing.any() else labels
+        if self.kind in LABEL_KINDS:
+            chosen = median_levels(outputs) if self.kind == ORDINAL else outputs.argmax(axis=1)
+            return self.labels_at(chosen, np.isnan(outputs).any(axis=1), index)
         values = outputs.reshape(-1).astype(np.float64) * self.scale + self.mean
         return pd.Series(values, index=index, name=self.name, dtype=np.float64)
 
+    def labels_at(self, positions, missing, index=None):
+        """The classes (levels) at ``positions`` as a Series in the task's dtype, missing
+        where ``missing`` (a missing value as :meth:`decode` gives it)."""
+        labels = pd.Series(self.classes[positions], index=index, name=self.name)
+        labels = labels.astype(self.dtype)
+        return _with_missing(labels, missing) if missing.any() else labels
+
     def probabilities(self, outputs):
-        """Probabilities (N, n_outputs), float32: a classification's softmax (rows sum
-        to 1), a multi-label task's independent sigmoids.
+        """Probabilities, float32: a classification's softmax (rows sum to 1), a
+        multi-label task's independent sigmoids, an ordinal task's ``P(y = level)``
+        (one column per level, rows sum to 1; from its ``n_levels - 1`` outputs).
 
         scipy's, which neither overflow nor warn for logits of any size (a calibration
         temperature of 0.01 makes them a hundred times larger).
@@ -142,6 +162,8 @@ class OutputDecoder:
             raise ValueError(f"task {self.name!r} is a regression: it has no probabilities")
         if self.kind == MULTILABEL:
             return expit(logits)
+        if self.kind == ORDINAL:
+            return np.exp(level_log_probabilities(logits)).astype(np.float32)
         return softmax(logits, axis=1)
 
     def proba(self, outputs, index=None):
@@ -150,7 +172,10 @@ class OutputDecoder:
         return pd.DataFrame(probabilities, index=index, columns=pd.Index(self.classes))
 
     def class_codes(self, labels):
-        """The output positions of class labels seen in fit (for the log loss)."""
+        """The positions of class labels (levels) seen in fit among ``classes`` (for
+        the log loss)."""
+        if self.kind == ORDINAL:
+            return LevelEncoder(self.classes).transform(labels)
         return np.searchsorted(self.classes, labels)
 
 
@@ -183,6 +208,8 @@ def task_from_dict(state):
         encoder.var_ = encoder.scale_**2
         encoder.n_features_in_ = 1
         encoder.n_samples_seen_ = np.int64(state["n_samples_seen"])
+    elif decoder.kind == ORDINAL:
+        encoder = LevelEncoder(decoder.classes)
     else:
         encoder = LabelEncoder() if decoder.kind == CLASSIFICATION else MultiLabelBinarizer()
         encoder.classes_ = decoder.classes
@@ -297,7 +324,7 @@ def probability_table(frames, index):
 
 
 def probability_frames(decoders, outputs, index):
-    """What ``predict_proba`` returns: per classification or multi-label task,
+    """What ``predict_proba`` returns: per classification, multi-label or ordinal task,
     :meth:`OutputDecoder.proba` (a DataFrame with the labels as columns)."""
     return {
         name: decoder.proba(outputs[name], index)

@@ -10,6 +10,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from ..exceptions import MissingLikeLabelWarning
+from ._ordinal import LevelEncoder
 
 # scikit-learn is imported inside the functions that need it: the torch-free ONNX
 # predictor reads task kinds and checks y through this module, without scikit-learn.
@@ -20,8 +21,13 @@ CLASSIFICATION = "classification"
 REGRESSION = "regression"
 #: The kind of a task predicting a set of labels (a column of lists).
 MULTILABEL = "multilabel"
+#: The kind of a task predicting one of ordered levels (an ordered ``Categorical``, or
+#: integer levels): CORN's rank-consistent head (:mod:`sk_multitask.targets._ordinal`).
+ORDINAL = "ordinal"
 #: Every task kind, as ``tasks=`` takes them.
-TASK_KINDS = (CLASSIFICATION, REGRESSION, MULTILABEL)
+TASK_KINDS = (CLASSIFICATION, REGRESSION, MULTILABEL, ORDINAL)
+#: The task kinds whose head predicts one of several labels: classes or levels.
+LABEL_KINDS = (CLASSIFICATION, ORDINAL)
 
 #: The cell types that hold the labels of a multi-label task.
 LABEL_SETS = (list, tuple, set, frozenset)
@@ -38,11 +44,11 @@ IDENTIFIER_CLASS_FRACTION = 0.9
 #: ``na_values``; pandas keeps the list in a private module). In a label column they are
 #: most likely missing cells that were read as text (``keep_default_na=False``, a JSON or
 #: database export): :class:`MissingLikeLabelWarning`.
+
 MISSING_LIKE_LABELS = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
     "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 )  # fmt: skip
-
 
 
 @dataclass(eq=False)
@@ -56,12 +62,13 @@ class Task:
     ----------
     name : hashable
         The column of ``y``.
-    kind : {"classification", "regression", "multilabel"}
-    encoder : LabelEncoder, StandardScaler or MultiLabelBinarizer
+    kind : {"classification", "regression", "multilabel", "ordinal"}
+    encoder : LabelEncoder, StandardScaler, MultiLabelBinarizer or LevelEncoder
         A regression's scaler is fitted on the labelled cells of the *training* rows
         only, so that the validation labels leave the model unchanged. The classes
         (or labels) are those of every labelled row, the validation rows included:
-        a validation label must encode.
+        a validation label must encode. An ordinal task's levels are an ordered
+        categorical's categories (used or not), or its distinct integer values.
     dtype : dtype
         The column's dtype; classification predictions are cast back to it.
     """
@@ -73,13 +80,15 @@ class Task:
 
     @property
     def classes_(self):
-        """The labels of a classification or multi-label task (None for a regression)."""
+        """The labels of a classification or multi-label task, the levels of an ordinal
+        one, in order (None for a regression)."""
         return None if self.kind == REGRESSION else self.encoder.classes_
 
     @property
     def n_outputs(self):
-        """How many outputs the task's head has: one per class or label, or one."""
-        return 1 if self.kind == REGRESSION else len(self.encoder.classes_)
+        """How many outputs the task's head has: one per class or label, one fewer than
+        its levels, or one."""
+        return head_outputs(self.kind, None if self.kind == REGRESSION else len(self.classes_))
 
     @property
     def width(self):
@@ -105,7 +114,7 @@ class Task:
             return encoded
         if self.kind == MULTILABEL:
             encoded[labelled] = binarize(self.name, self.classes_, values)
-        elif self.kind == CLASSIFICATION:
+        elif self.kind in LABEL_KINDS:
             unseen = ~np.isin(values, self.encoder.classes_)
             if unseen.any():
                 raise ValueError(
@@ -151,6 +160,20 @@ def binarize(name, classes, cells):
     return indicators
 
 
+def head_outputs(kind, n_classes):
+    """How many outputs the head of a task of ``kind`` with ``n_classes`` classes (labels,
+    levels; None for a regression) has.
+
+    Examples
+    --------
+    >>> head_outputs("classification", 3), head_outputs("ordinal", 3)
+    (3, 2)
+    """
+    if kind == REGRESSION:
+        return 1
+    return n_classes - 1 if kind == ORDINAL else n_classes
+
+
 def target_width(kind, n_outputs):
     """How many encoded-target columns a task of ``kind`` with ``n_outputs`` takes."""
     return n_outputs if kind == MULTILABEL else 1
@@ -173,7 +196,8 @@ def _check_label_sets(name, cells):
 def infer_task_kind(column):
     """The task kind of a target column, from its dtype.
 
-    Float is a regression; object, string, category and bool are classifications;
+    Float is a regression; an ordered categorical is an ordinal task; object, string,
+    (unordered) category and bool are classifications;
     an integer column is a classification when it has at most
     ``MAX_INTEGER_CLASSES`` distinct labelled values, else a regression. An object
     column whose labelled cells are lists, sets or tuples of labels is a multi-label
@@ -190,8 +214,12 @@ def infer_task_kind(column):
     'regression'
     >>> infer_task_kind(pd.Series([["cat", "dog"], [], None]))
     'multilabel'
+    >>> infer_task_kind(pd.Series(pd.Categorical(["S", "L"], ["S", "M", "L"], ordered=True)))
+    'ordinal'
     """
     dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype) and dtype.ordered:
+        return ORDINAL
     if ptypes.is_bool_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
         return CLASSIFICATION
     if ptypes.is_float_dtype(dtype):
@@ -223,8 +251,8 @@ def fit_tasks(y, kinds=None, train=None):
     y : DataFrame
         One column per task; missing cells are NaN, None or ``pd.NA``.
     kinds : dict, optional
-        Task name to ``"classification"``, ``"regression"`` or ``"multilabel"``,
-        overriding inference.
+        Task name to ``"classification"``, ``"regression"``, ``"multilabel"`` or
+        ``"ordinal"`` (integer levels or an ordered categorical), overriding inference.
     train : array of row positions, optional
         The training rows: a regression's scaler is fitted on their labelled cells
         only. The classes (or labels) come from every labelled row, so that a
@@ -270,6 +298,8 @@ def fit_tasks(y, kinds=None, train=None):
             )
         elif kind == CLASSIFICATION:
             encoder = _fit_classes(name, labelled)
+        elif kind == ORDINAL:
+            encoder = _fit_levels(name, column, labelled)
         else:
             encoder = _fit_scaler(name, labelled, column.iloc[train].dropna())
         if kind != REGRESSION:
@@ -362,6 +392,39 @@ def _fit_classes(name, labelled):
             f"pass tasks={{{name!r}: 'regression'}}"
         )
     return encoder
+
+
+def _fit_levels(name, column, labelled):
+    """An ordinal task's levels: an ordered categorical's categories, in their order, or
+    the distinct integer values (an integer column, or integers read as floats beside
+    missing cells), ascending."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype) and dtype.ordered:
+        levels = np.asarray(dtype.categories)
+    elif ptypes.is_integer_dtype(dtype) or (
+        ptypes.is_float_dtype(dtype) and _integral(labelled.to_numpy(dtype=np.float64))
+    ):
+        levels = np.unique(labelled.to_numpy())
+    else:
+        if isinstance(dtype, pd.CategoricalDtype):
+            reason = "its categories are not ordered"
+        elif ptypes.is_float_dtype(dtype):
+            reason = "it holds values that are not integers"
+        else:
+            reason = f"its dtype is {dtype}"
+        raise ValueError(
+            f"target {name!r} cannot be ordinal: {reason}; ordinal levels are integers or "
+            f"an ordered categorical (y[{name!r}] = pd.Categorical(y[{name!r}], "
+            "categories=[lowest, ..., highest], ordered=True))"
+        )
+    if len(levels) < 2:
+        raise ValueError(f"target {name!r} is ordinal with a single level; it needs at least two")
+    return LevelEncoder(levels)
+
+
+def _integral(values):
+    with np.errstate(invalid="ignore"):
+        return bool(np.isfinite(values).all() and (values == np.round(values)).all())
 
 
 def _fit_scaler(name, labelled, training):

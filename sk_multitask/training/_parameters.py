@@ -210,7 +210,7 @@ _TABLE = (
     ),
     Parameter(
         "class_weight", None, [dict, StrOptions({"balanced"}), None],
-        "class weights of the classification losses: balanced, or a dict per task",
+        "class weights of the classification and ordinal losses: balanced, or a dict per task",
         network=True,
     ),
     Parameter(

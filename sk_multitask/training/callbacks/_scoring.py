@@ -6,9 +6,10 @@ import math
 import sys
 
 import torch
+import torch.nn.functional as F
 from skorch.callbacks import Callback, PrintLog, ProgressBar
 
-from ...targets import CLASSIFICATION, MULTILABEL
+from ...targets import CLASSIFICATION, MULTILABEL, ORDINAL
 
 __all__ = [
     "EpochTable",
@@ -89,6 +90,7 @@ def batch_task_stats(criterion, y_pred, y_true):
 
     The columns are the loss sum, the loss weight sum (the term is their ratio),
     the labelled count, then two kind-specific sums: hits and 0 (classification);
+    hits and absolute errors in levels of the median level (ordinal);
     absolute and squared errors in standardised units (regression); per-label hits
     and true positives (multi-label). With row weights (``sample_weight``) every
     count and sum but the loss's weighs each cell by its row's weight. On
@@ -108,6 +110,12 @@ def batch_task_stats(criterion, y_pred, y_true):
             correct = out.argmax(dim=1) == target[:, 0]
             firsts.append((correct * weights).sum())
             seconds.append(torch.zeros((), device=out.device))
+        elif kind == ORDINAL:
+            # The median level, as targets._ordinal.median_levels: how many P(y > j) > 0.5.
+            median = (F.logsigmoid(out).cumsum(dim=1) > math.log(0.5)).sum(dim=1)
+            error = (median - torch.nan_to_num(target[:, 0])).abs()
+            firsts.append(((error == 0) * weights).sum())
+            seconds.append((error * weights).sum())
         elif kind == MULTILABEL:
             predicted, truth = out > 0, target > 0.5  # NaN > 0.5 is False: weight 0 below
             rows = weights[:, None]
@@ -123,7 +131,8 @@ def batch_task_stats(criterion, y_pred, y_true):
 def task_metrics(task, loss_sum, loss_norm, count, first, second):
     """Turn summed statistics (:func:`batch_task_stats`) into the task's loss and metric(s).
 
-    Classification: ``acc``; regression: ``mae`` and ``rmse`` in original units;
+    Classification: ``acc``; ordinal: ``acc`` and ``mae`` in levels (of the median
+    level); regression: ``mae`` and ``rmse`` in original units;
     multi-label: ``f1``, the micro-averaged F1 over labels (0 when there is no
     positive, true or predicted). NaN when the task has no labelled cell.
     """
@@ -132,6 +141,8 @@ def task_metrics(task, loss_sum, loss_norm, count, first, second):
     metrics = {"loss": loss_sum / loss_norm if loss_norm else 0.0}
     if task.kind == CLASSIFICATION:
         metrics["acc"] = first / count
+    elif task.kind == ORDINAL:
+        metrics["acc"], metrics["mae"] = first / count, second / count
     elif task.kind == MULTILABEL:
         errors = count * task.n_outputs - first
         metrics["f1"] = 2 * second / (2 * second + errors) if 2 * second + errors else 0.0
@@ -183,7 +194,8 @@ def epoch_table(tasks, validation):
     """The epoch table the estimator prints with ``verbose=1``.
 
     The losses first, then one metric per task (accuracy, micro F1 for a multi-label
-    task, or the mean absolute error in the target's units), on the validation data
+    task, the mean absolute error in levels for an ordinal one or in the target's units
+    for a regression), on the validation data
     when there is some, else on the training batches; other per-task keys (losses,
     RMSE, loss weights) and the learning rates stay in ``history_`` only. With three
     tasks it is less than 100 characters wide.

@@ -3,6 +3,7 @@ files, the bad inputs, the permutation importance (sk_multitask.inputs._tabular)
 
 import copy
 import json
+import pathlib
 import warnings
 
 import joblib
@@ -338,3 +339,37 @@ def test_a_search_tunes_the_fusion(table_set):
     )
     assert search.best_estimator_.net_.module_.fusion[1].out_features in (8, 16)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_the_mlflow_pyfunc_takes_the_table_columns(fitted_table, table_set, tmp_path):
+    import base64
+
+    import mlflow
+
+    from sk_multitask import mlflow as sk_mlflow
+
+    sk_mlflow.save_model(fitted_table, tmp_path / "model")
+    inputs = mlflow.models.Model.load(tmp_path / "model").signature.inputs.to_dict()
+    assert {(c["name"], c["type"]) for c in inputs} >= {("z", "double"), ("group", "string")}
+    model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    rows = table_set.iloc[:3]
+    root = table_set.attrs["image_root"]
+    files = [(pathlib.Path(root) / name).read_bytes() for name in rows["filename"]]
+    request = rows[TABLE].astype({"count": float}).assign(  # a double, as the signature says
+        image_base64=[base64.b64encode(data).decode("ascii") for data in files]
+    )
+    pd.testing.assert_frame_equal(model.predict(request), fitted_table.predict(rows))
+    with pytest.raises(mlflow.exceptions.MlflowException, match="table column 'group'"):
+        model.predict(request.drop(columns="group"))
+
+
+def test_the_report_and_the_top_losses_figure_show_the_table(fitted_table, table_set, tmp_path):
+    from sk_multitask.plotting import plot_top_losses
+    from sk_multitask.report import write_report
+
+    html = write_report(fitted_table, table_set, table_set[TARGETS], tmp_path / "r.html")
+    page = html.read_text(encoding="utf-8")
+    assert "Table columns: permutation importance" in page and "<th>group</th>" in page
+    fig = plot_top_losses(fitted_table, table_set, table_set[TARGETS], k=2)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert all("z=" in title and "group=" in title for title in titles)

@@ -283,7 +283,8 @@ class MultiTaskImageEstimator(
         Whether the backbone started from pretrained weights (in the first fit, for a
         warm start): a ``warm_start`` fit keeps their recipe (``backbone_lr_scale``).
     network_params_ : dict
-        The parameters that built the network, as ``fit`` took them: ``backbone``,
+        The parameters that built the network, as ``fit`` took them: ``tabular_cols``,
+        ``tabular_transformer``, ``fusion_width``, ``fusion_depth``, ``backbone``,
         ``weights``, ``image_size``, ``tasks``, ``loss_weights``, ``class_weight``,
         ``regression_loss`` (those the parameter table marks ``network``). Setting one
         of them after ``fit`` changes nothing fitted (``predict`` and the other methods

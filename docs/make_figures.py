@@ -7,7 +7,8 @@ small CNN on 600 synthetic 32 px images for 8 epochs and writes, into :data:`GEN
 (``build/docs``, ignored by git: a build changes no tracked file):
 
 - ``images/``: history.png, top_losses.png, confusion_color.png, confusion_shape.png,
-  show_batch.png and the HTML report, report.html; then lr_find.png, and lr_schedule.png
+  show_batch.png, explain_shape.png and top_losses_heatmap.png (where each task looked)
+  and the HTML report, report.html; then lr_find.png, and lr_schedule.png
   of a fine-tuning fit from a backbone trained on half of the set;
 - ``snippets/``: the tables and sentences the pages show about that run (the metrics,
   the top losses, the confusions...), included by ``--8<-- "name"`` lines
@@ -168,6 +169,10 @@ def main():
             "confusion_color": plotting.plot_confusion_matrix(est, valid, y_valid, "color"),
             "confusion_shape": plotting.plot_confusion_matrix(est, valid, y_valid, "shape"),
             "show_batch": plotting.show_batch(est, df, y, n=9, random_state=0),
+            "explain_shape": plotting.plot_explain(est, valid, "shape"),
+            "top_losses_heatmap": plotting.plot_top_losses(
+                est, valid, y_valid, k=4, heatmap=True
+            ),
             **training_figures(df, y, folder),
         }
         for name, fig in figures.items():

@@ -22,6 +22,7 @@ from .inputs._tabular import encoded_table
 from .persistence._pickling import VersionedPickleMixin, load_fitted
 from .persistence._safe_file import save
 from .predicting._calibration import calibrate
+from .predicting._explain import explain_images
 from .predicting._inference import network_outputs, validation_calibration
 from .predicting._protocol import MultiTaskPredictor, checked_outputs
 from .targets._outputs import decoders
@@ -666,15 +667,19 @@ class MultiTaskImageEstimator(
         """
         return load_fitted(cls, path, backbone, settings)
 
-    def export_onnx(self, path):
+    def export_onnx(
+        self, path, quantize=None, calibration_X=None, calibration_y=None, max_metric_drop=None
+    ):
         """Write the network to an ONNX file, for :class:`sk_multitask.onnx.OnnxPredictor`.
 
         The file's metadata holds the model document (tasks, history, data sizes...).
+        ``quantize="int8"`` writes it in int8, calibrated on ``calibration_X`` and, with
+        ``calibration_y``, checked per task (returning the path and the per-task drops).
         Needs the ``onnx`` extra. See :func:`sk_multitask.onnx.export_onnx`.
         """
         from .onnx._export import export_onnx
 
-        return export_onnx(self, path)
+        return export_onnx(self, path, quantize, calibration_X, calibration_y, max_metric_drop)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -690,6 +695,9 @@ class MultiTaskImageEstimator(
         return tags
 
     # -- helpers -------------------------------------------------------------------
+
+    #: :meth:`explain` draws heatmaps with the network (an ONNX predictor cannot).
+    explainable = True
 
     def _check_fitted(self):
         check_is_fitted(self)
@@ -713,6 +721,19 @@ class MultiTaskImageEstimator(
             tta=0 if features else self.tta,
         )
         return outputs.numpy(), index
+
+    def _heatmaps(self, X, task, label, target_layer):
+        """One task's Grad-CAM heatmaps for ``X`` (:meth:`explain`)."""
+        images, _ = resolve_images(
+            X, self.image_col, self.image_root, check_files=False,
+            storage_options=self.storage_options,
+        )
+        return explain_images(
+            self.net_, images, self.image_size_, self.tasks_[task], label,
+            target_layer=target_layer, backbone=self.backbone, on_bad_image=self.on_bad_image,
+            cache_dir=self.cache_dir, verbose=self.verbose,
+            table=encoded_table(X, self._table_encoder(), self.image_col),
+        )
 
     def _cell_loss(self):
         """Each cell's loss as the network was trained (its criterion's numpy twin)."""

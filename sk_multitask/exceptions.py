@@ -23,6 +23,7 @@ __all__ = [
     "IgnoredWeightsWarning",
     "ImageNotFoundError",
     "MissingLikeLabelWarning",
+    "QuantizationWarning",
     "InconsistentVersionWarning",  # noqa: F822 -- imported on first use (__getattr__)
     "StorageError",
     "TableColumnWarning",
@@ -151,6 +152,16 @@ class CalibrationWarning(UserWarning):
 class TableColumnWarning(UserWarning):
     """A table column (``tabular_cols``) that is constant or all missing in the training
     rows: it tells the network nothing. Warned by ``fit``, naming the column."""
+
+
+class QuantizationWarning(UserWarning):
+    """Fewer calibration images than an int8 export needs to be trusted.
+
+    Warned by ``export_onnx(quantize="int8")`` when ``calibration_X`` gave fewer than
+    :data:`sk_multitask.onnx._quantize.MIN_CALIBRATION_IMAGES` images (32): the int8
+    ranges of the activations are measured on them, and a handful of images rarely
+    shows the range that other images reach.
+    """
 
 
 def __getattr__(name):

@@ -34,6 +34,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .evaluation._figures import (
     confusion_figure,
+    explain_figure,
     format_value,
     history_figure,
     image_grid,
@@ -44,15 +45,18 @@ from .evaluation._figures import (
 )
 from .evaluation._metrics import scorable_rows
 from .inputs._dataset import ImageDataset, train_transform
-from .inputs._sources import resolve_images
+from .inputs._decoding import decode_image
+from .inputs._sources import input_rows, resolve_images
 from .predicting._protocol import checked_outputs, interval_calibration
 from .targets import LABEL_KINDS, REGRESSION, check_aligned, check_targets, check_task
 from .targets._outputs import OutputDecoder, decoders
 
 __all__ = [
     "confusion_figure",
+    "explain_figure",
     "interval_figure",
     "plot_confusion_matrix",
+    "plot_explain",
     "plot_history",
     "plot_intervals",
     "plot_lr_find",
@@ -71,8 +75,10 @@ __all__ = [
 _COUNT = [Interval(Integral, 1, None, closed="left")]
 
 
-@validate_params({"ncols": _COUNT}, prefer_skip_nested_validation=False)
-def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
+@validate_params(
+    {"ncols": _COUNT, "heatmap": ["boolean"]}, prefer_skip_nested_validation=False
+)
+def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3, heatmap=False):
     """The ``k`` images with the largest loss, with every task's prediction and truth.
 
     Each image is shown as the network sees it (decoded and resized to the
@@ -92,16 +98,72 @@ def plot_top_losses(estimator, X, y, k=9, task=None, ncols=3):
         combined loss. See :meth:`MultiTaskImageEstimator.top_losses`.
     ncols : int, default=3
         Images per row of the grid.
+    heatmap : bool, default=False
+        Show each image once per task with that task's heatmap over it (where the
+        network looked for its prediction: :meth:`MultiTaskImageEstimator.explain`),
+        one row of panels per image (``ncols`` is then the number of tasks).
 
     Returns
     -------
     matplotlib.figure.Figure
-        One axes per image, largest loss first; the suptitle names the loss.
+        One axes per image (per image and task with ``heatmap``), largest loss first; the
+        suptitle names the loss.
     """
     check_is_fitted(estimator)
     top = estimator.top_losses(X, y, k=k, task=task)
     ranked_by = "combined loss" if task is None else f"{task} loss"
-    return top_losses_figure(estimator, X, top, ranked_by, ncols)
+    return top_losses_figure(estimator, X, top, ranked_by, ncols, heatmap=heatmap)
+
+
+@validate_params({"n": _COUNT, "ncols": _COUNT}, prefer_skip_nested_validation=False)
+def plot_explain(estimator, X, task, label=None, n=9, ncols=3, target_layer=None):
+    """Where the network looked for one task: the first ``n`` images with their heatmaps.
+
+    Each image is shown as the network sees it, with the task's Grad-CAM heatmap over it
+    (:meth:`MultiTaskImageEstimator.explain`: red where the feature map raised the
+    explained output most, nothing where no part did), titled with the task's
+    prediction.
+
+    Parameters
+    ----------
+    estimator : fitted MultiTaskImageEstimator
+    X : image input, as for ``fit``
+    task : hashable
+        One of the estimator's tasks.
+    label : object, default=None
+        Explain this class (or label) on every image; None: each image's prediction.
+    n : int, default=9
+        How many images: the first ``n`` rows of ``X``.
+    ncols : int, default=3
+        Images per row of the grid.
+    target_layer : str or torch.nn.Module, default=None
+        The backbone's layer to weigh, as for ``explain``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per image. An image skipped as unreadable (``on_bad_image="skip"``)
+        is titled so, without a heatmap.
+    """
+    check_is_fitted(estimator)
+    images, _ = resolve_images(
+        X, estimator.image_col, estimator.image_root, check_files=False,
+        storage_options=estimator.storage_options,
+    )
+    rows = input_rows(X, estimator.image_col, range(min(n, len(images))))
+    heatmaps = estimator.explain(rows, task, label, target_layer=target_layer)
+    predicted = estimator.predict(rows)[task]
+    fitted = estimator.tasks_[task]
+    shown, titles = [], []
+    size = estimator.image_size_
+    for source, heatmap, value in zip(images[: len(rows)], heatmaps, predicted, strict=True):
+        readable = np.isfinite(heatmap).all()
+        blank = np.full((*size, 3), 128, dtype=np.uint8)
+        shown.append(decode_image(source, size) if readable else blank)
+        titles.append(f"{task} {format_value(fitted, value)}" if readable else "unreadable")
+    what = "each image's prediction" if label is None else f"{label!r} on every image"
+    suptitle = f"Where the network looked for {task}: Grad-CAM of {what}"
+    return explain_figure(shown, heatmaps, titles, ncols, suptitle)
 
 
 def plot_history(estimator):

@@ -55,6 +55,10 @@ __all__ = ["figure_to_png_bytes", "write_report"]
 #: model imported them (the ONNX predictor runs without torch).
 _PACKAGES = ("torch", "torchvision", "skorch", "onnxruntime", "sklearn", "pandas", "numpy")
 
+#: The alt text of the top losses' figure, without and with the tasks' heatmaps.
+TOP_LOSSES = "largest losses"
+TOP_LOSS_HEATMAPS = "largest losses, with a heatmap per task"
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
        padding: 0 1em; color: #222; }
@@ -91,15 +95,18 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
     and the per-class one of the classification tasks, the training history (figure
     and epoch table), a confusion matrix for each classification task of ``y`` and a
     predicted-against-true plot with residuals for each regression task, the ``k``
-    images with the largest combined loss, and the estimator's parameters (credentials
-    redacted: :func:`~sk_multitask.training._parameters.redacted_params`). A calibrated
-    model (``calibration_``) adds how sure it is: ECE, coverage and widths, a
-    reliability diagram per classification task and an interval plot per regression
-    task. A model with table columns (``tabular_cols``) adds each task's score drop
-    when each column is permuted (:meth:`table_importance
-    <sk_multitask.MultiTaskImageEstimator.table_importance>`, 2 repeats). The network
-    runs once over ``X`` (and twice per table column more). Figures are embedded as PNG
-    data: the file needs nothing else to open.
+    images with the largest combined loss, each with every task's heatmap over it
+    (where the network looked: :meth:`~sk_multitask.MultiTaskImageEstimator.explain`,
+    run on those ``k`` images only; an ONNX predictor, without gradients, shows the
+    images alone), and the estimator's parameters (credentials redacted:
+    :func:`~sk_multitask.training._parameters.redacted_params`). A calibrated model
+    (``calibration_``) adds how sure it is: ECE, coverage and widths, a reliability
+    diagram per classification task and an interval plot per regression task. A model
+    with table columns (``tabular_cols``) adds each task's score drop when each column is
+    permuted (:meth:`table_importance
+    <sk_multitask.MultiTaskImageEstimator.table_importance>`, 2 repeats). The network runs
+    once over ``X`` for the rest (and twice more per table column). Figures are embedded
+    as PNG data: the file needs nothing else to open.
 
     The same report comes from the estimator and from the
     :class:`~sk_multitask.onnx.OnnxPredictor` of its ONNX export, which needs no torch:
@@ -247,9 +254,19 @@ def _table_sections(estimator, X, y):
 
 
 def _top_loss_section(estimator, X, y, outputs, index, k):
+    """The top losses; with each task's heatmap where the model can draw them (an ONNX
+    predictor cannot: it has no gradients)."""
     top = top_loss_table(estimator, X, y, outputs, index, k=k)
-    figure = top_losses_figure(estimator, X, top)
-    return _section("Largest losses", _image(figure, "largest losses"))
+    if not estimator.explainable:
+        figure = top_losses_figure(estimator, X, top)
+        return _section("Largest losses", _image(figure, TOP_LOSSES))
+    note = (
+        "<p>Each image once per task, with the task's heatmap over it: where the network "
+        "looked for its prediction (Grad-CAM on the backbone's last feature map; red "
+        "counts most).</p>\n"
+    )
+    figure = top_losses_figure(estimator, X, top, heatmap=True)
+    return _section("Largest losses", note + _image(figure, TOP_LOSS_HEATMAPS))
 
 
 def _parameters(model):

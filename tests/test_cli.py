@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TORCH, run_python_without
+from PIL import Image
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
 from sk_multitask import MultiTaskImageEstimator
@@ -233,7 +234,9 @@ def test_bad_paths_and_columns_end_with_one_line(workspace, case, capsys):
     _assert_one_line_error(code, capsys.readouterr().err, message)
 
 
-@pytest.mark.parametrize("command", ["fit", "lr-find", "predict", "evaluate", "export", "demo"])
+@pytest.mark.parametrize(
+    "command", ["fit", "lr-find", "predict", "evaluate", "explain", "export", "demo"]
+)
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
@@ -600,6 +603,27 @@ def shipped(workspace):
     return paths
 
 
+def test_export_int8_checks_each_task_and_predict_runs_it_without_torch(workspace, capsys):
+    root, df, _ = workspace
+    out = root / "int8" / "model.onnx"
+    code = main(["export", "--model", str(root / "model.joblib"), "--out", str(out),
+                 "--quantize", "int8", "--calibration", str(root / "data.csv")])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"color +accuracy", printed) and re.search(r"area +r2", printed)
+    assert f"int8 model written to {out} (calibrated on {len(df)} images)" in printed
+    result = run_without_torch(
+        "predict", root / "data.csv", "--model", out, "--out", root / "int8.csv", blocked=NOT_SERVED
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_csv(root / "int8.csv")) == len(df)
+    evaluation = root / "int8-evaluation"
+    assert main(["evaluate", str(root / "data.csv"), "--model", str(out),
+                 "--out", str(evaluation)]) == 0  # fmt: skip
+    metrics = pd.read_csv(evaluation / "metrics.csv", index_col=0)
+    assert list(metrics.index) == TARGETS.split(",") and (evaluation / "report.html").is_file()
+
+
 def test_predict_on_an_image_file_and_a_folder_with_an_onnx_model(workspace, shipped):
     root, df, _ = workspace
     _, onnx = shipped
@@ -669,6 +693,52 @@ def test_evaluate_with_a_safe_file_prints_the_metrics_and_exits_0(workspace, shi
     table = model.evaluate(df, df[TARGETS.split(",")]).rename_axis("task")
     pd.testing.assert_frame_equal(metrics, table, check_dtype=False, atol=1e-6, rtol=0)
     assert (out / "report.html").is_file()
+
+
+def test_explain_draws_a_tasks_heatmaps_over_the_first_images(workspace, tmp_path, capsys):
+    root, df, _ = workspace
+    out = tmp_path / "heat.png"
+    args = ["explain", str(root / "data.csv"), "--model", str(root / "model.joblib")]
+    assert main([*args, "--task", "shape", "--n", "4", "--out", str(out)]) == 0
+    assert f"heatmaps of shape for 4 images written to {out}" in capsys.readouterr().out
+    with Image.open(out) as figure:
+        assert figure.format == "PNG"
+    image = root / "images" / df["filename"][0]
+    one = tmp_path / "one.svg"
+    assert main(["explain", str(image), *args[2:], "--task", "color", "--label", "red",
+                 "--out", str(one)]) == 0
+    assert one.read_text().startswith("<?xml")
+    assert "heatmaps of color for 1 image written to" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--task", "age"], r"--task age: the model's tasks are \['color', 'shape', 'area'\]$"),
+        (["--task", "area", "--label", "big"], "error: --label: task area is a regression"),
+        (["--task", "color", "--label", "mauve"], r"error: --label mauve: task color's labels are"),
+        (["--task", "color", "--n", "0"], "error: --n must be a positive number of images; got 0"),
+        (["--task", "color", "--target-layer", "layer4"], "target_layer='layer4' is no layer of"),
+    ],
+)
+def test_explain_refuses_a_bad_task_label_or_count_in_one_line(workspace, tmp_path, capsys,
+                                                                options, message):
+    root, _, _ = workspace
+    code = main(["explain", str(root / "data.csv"), "--model", str(root / "model.joblib"),
+                 *options, "--out", str(tmp_path / "heat.png")])
+    _assert_one_line_error(code, capsys.readouterr().err, message)
+    assert not (tmp_path / "heat.png").exists()
+
+
+def test_explain_with_an_onnx_model_says_torch_is_needed(workspace, shipped, tmp_path, capsys):
+    root, _, _ = workspace
+    _, onnx = shipped
+    code = main(["explain", str(root / "data.csv"), "--model", str(onnx), "--task", "color",
+                 "--out", str(tmp_path / "heat.png")])
+    _assert_one_line_error(
+        code, capsys.readouterr().err,
+        r"model.onnx is an ONNX model: explain needs torch .* pass the model's .skmt or pickle",
+    )
 
 
 # --- hostile files and options: every one ends in exactly one line -----------------------
@@ -812,6 +882,27 @@ HOSTILE = {
     ),
     "export to a name of no format": (
         None, ["export", "--model", "{model}", "--out", "{tmp}/m.zip"], FORMATS
+    ),
+    "int8 without calibration images": (
+        None, ["export", "--model", "{model}", "--out", "{tmp}/q.onnx", "--quantize", "int8"],
+        "--quantize int8 needs --calibration",
+    ),
+    "int8 to a safe file": (
+        None,
+        ["export", "--model", "{model}", "--out", "{tmp}/q.skmt", "--quantize", "int8",
+         "--calibration", "{data}"],
+        r"--quantize int8 writes ONNX: name --out NAME.onnx",
+    ),
+    "calibration without int8": (
+        None, ["export", "--model", "{model}", "--out", "{tmp}/q.onnx", "--calibration", "{data}"],
+        "--calibration is for --quantize int8",
+    ),
+    "a metric drop without labels": (
+        _write("unlabelled.csv", "filename\nimg_00000.jpg\n"),
+        ["export", "--model", "{model}", "--out", "{tmp}/q.onnx", "--quantize", "int8",
+         "--calibration", "{tmp}/unlabelled.csv", "--images", "{images}",
+         "--max-metric-drop", "0.01"],
+        "--max-metric-drop needs labels: none of the model's targets",
     ),
     "an empty data file": (_write("e.csv", b""), [*FIT[:1], "{tmp}/e.csv", *FIT[2:]], "e.csv"),
     "binary data": (

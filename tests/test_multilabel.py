@@ -207,3 +207,16 @@ def test_safe_file_and_onnx_round_trips_keep_a_multilabel_task(
     np.testing.assert_allclose(
         predictor.predict_proba(X)["tags"].to_numpy(), expected_proba["tags"].to_numpy(), atol=1e-4
     )
+
+
+def test_explain_draws_the_largest_logits_label_or_the_one_given(multilabel_fitted, image_set):
+    X = image_set.iloc[:12]
+    # The network's most probable label (calibration scales each label on its own).
+    top = np.array(TAGS)[multilabel_fitted.predict_raw(X)[0]["tags"].argmax(axis=1)]
+    own = multilabel_fitted.explain(X, "tags")
+    assert own.shape == (12, 16, 16) and np.isfinite(own).all()
+    for tag in TAGS:
+        of_tag = multilabel_fitted.explain(X, "tags", label=tag)
+        np.testing.assert_allclose(of_tag[top == tag], own[top == tag], atol=1e-6)
+    with pytest.raises(ValueError, match=r"'cold' is not a label of task 'tags': its labels are"):
+        multilabel_fitted.explain(X, "tags", label="cold")

@@ -255,3 +255,14 @@ def test_the_command_line_fits_an_integer_column_as_ordinal(image_set, tmp_path)
     assert loaded.tasks_["rank"].kind == "ordinal"
     assert loaded.tasks_["rank"].classes_.tolist() == [0, 1, 2]
     assert loaded.predict(image_set.head(3))["rank"].dtype == "Int64"
+
+
+def test_explain_weighs_the_expected_level_or_a_given_level(ordinal, image_set):
+    est, _ = ordinal
+    X = image_set.iloc[:10]
+    expected = est.explain(X, "size")
+    assert expected.shape == (10, 16, 16) and np.isfinite(expected).all()
+    levels = [est.explain(X, "size", label=level) for level in SIZES]
+    assert not any(np.allclose(expected, of_level) for of_level in levels)
+    with pytest.raises(ValueError, match=r"'XXL' is not a level of task 'size': its levels are"):
+        est.explain(X, "size", label="XXL")

@@ -15,6 +15,7 @@ from skorch.history import History
 from sk_multitask.inputs._dataset import load_image
 from sk_multitask.plotting import (
     plot_confusion_matrix,
+    plot_explain,
     plot_history,
     plot_lr_schedule,
     plot_regression,
@@ -84,6 +85,69 @@ def test_top_losses_of_an_image_array_show_its_rows(fitted, image_set):
     assert [ax.get_subplotspec().get_geometry()[:2] for ax in fig.axes] == [(2, 2)] * 4
     for ax, position in zip(fig.axes, top["image"], strict=True):
         assert np.array_equal(shown(ax), X[position])
+
+
+def test_top_losses_with_heatmaps_show_each_image_once_per_task_with_its_map(
+    fitted, image_set
+):
+    y = image_set[TARGETS]
+
+    fig = plot_top_losses(fitted, image_set, y, k=3, heatmap=True)
+
+    top = fitted.top_losses(image_set, y, k=3)
+    assert len(fig.axes) == 3 * 3  # one row per image, one panel per task
+    assert [ax.get_subplotspec().get_geometry()[:2] for ax in fig.axes] == [(3, 3)] * 9
+    assert fig.get_suptitle().startswith("Largest combined loss (prediction/truth)\nover each")
+    rows = image_set.set_index("filename").loc[top["image"]].reset_index()
+    for i, row in enumerate(top.itertuples()):
+        panels = fig.axes[3 * i : 3 * i + 3]
+        assert panels[0].get_title() == f"color {label(row.color_pred)}/{label(row.color_true)}" + (
+            f"\nloss {row.loss:.3g}"
+        )
+        assert panels[1].get_title().startswith("shape ")
+        for ax, task in zip(panels, TARGETS, strict=True):
+            assert np.array_equal(shown(ax), pixels(image_set, row.image))
+            heatmap = fitted.explain(rows.iloc[[i]], task)[0]
+            drawn = [np.asarray(image.get_array()) for image in ax.images[1:]]
+            # A map that is all 0 (nothing raised the output) is drawn fully transparent.
+            assert len(drawn) == 1 and np.allclose(drawn[0], heatmap, atol=1e-6)
+
+
+def test_plot_explain_draws_the_first_images_with_their_heatmaps(fitted, image_set):
+    fig = plot_explain(fitted, image_set, "shape", n=4, ncols=2)
+
+    heatmaps = fitted.explain(image_set.iloc[:4], "shape")
+    predicted = fitted.predict(image_set.iloc[:4])["shape"]
+    assert [ax.get_title() for ax in fig.axes] == [f"shape {p}" for p in predicted]
+    assert fig.get_suptitle() == (
+        "Where the network looked for shape: Grad-CAM of each image's prediction"
+    )
+    for ax, filename, heatmap in zip(fig.axes, image_set["filename"], heatmaps, strict=False):
+        assert np.array_equal(shown(ax), pixels(image_set, filename))
+        assert np.allclose(np.asarray(ax.images[1].get_array()), heatmap)
+    of_label = plot_explain(fitted, image_set, "color", label="red", n=2)
+    assert of_label.get_suptitle().endswith("Grad-CAM of 'red' on every image")
+
+
+def test_plot_explain_titles_an_unreadable_image_so_without_a_heatmap(
+    fitted_skip, image_set, tmp_path
+):
+    from sk_multitask.exceptions import BadImageWarning
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    X = [str(broken), os.path.join(image_set.attrs["image_root"], image_set["filename"][0])]
+    with pytest.warns(BadImageWarning):
+        fig = plot_explain(fitted_skip, X, "color")
+    assert fig.axes[0].get_title() == "unreadable" and len(fig.axes[0].images) == 1
+    assert fig.axes[1].get_title().startswith("color ") and len(fig.axes[1].images) == 2
+
+
+def test_plot_explain_refuses_a_bad_grid_or_task(fitted, image_set):
+    with pytest.raises(ValueError, match="The 'n' parameter of plot_explain must be an int"):
+        plot_explain(fitted, image_set, "shape", n=0)
+    with pytest.raises(ValueError, match="unknown task 'age'"):
+        plot_explain(fitted, image_set, "age")
 
 
 def test_history_plots_each_tasks_loss_and_metric_for_train_and_valid(fitted):
@@ -241,12 +305,16 @@ def test_show_batch_refuses_a_bad_grid(fitted, image_set, params):
         (plot_history, None),
         (plot_confusion_matrix, {"task": "color"}),
         (show_batch, {}),
+        (plot_explain, None),
     ],
 )
 def test_an_unfitted_estimator_is_refused(image_set, plot, args):
     est = small_estimator(image_set)
     with pytest.raises(NotFittedError):
-        plot(est) if args is None else plot(est, image_set, image_set[TARGETS], **args)
+        if plot is plot_explain:
+            plot(est, image_set, "color")
+        else:
+            plot(est) if args is None else plot(est, image_set, image_set[TARGETS], **args)
 
 
 def test_figures_are_not_left_open_in_pyplot(fitted, image_set):

@@ -13,7 +13,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from sk_multitask import __version__, report
-from sk_multitask.report import figure_to_png_bytes, write_report
+from sk_multitask.report import (
+    TOP_LOSS_HEATMAPS,
+    TOP_LOSSES,
+    figure_to_png_bytes,
+    write_report,
+)
 
 
 def embedded_images(text):
@@ -125,17 +130,39 @@ def test_the_report_replaces_its_file_atomically(fitted, image_set, tmp_path, mo
     assert path.read_text().startswith("<!DOCTYPE html>")
 
 
-def test_report_runs_the_network_once(fitted_copy, image_set, tmp_path, monkeypatch):
-    calls = []
+def test_report_runs_the_network_once_then_explains_the_top_losses(
+    fitted_copy, image_set, tmp_path, monkeypatch
+):
+    rows = []
     get_iterator = fitted_copy.net_.get_iterator  # one iterator per pass over the data
 
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return get_iterator(*args, **kwargs)
+    def counted(dataset, *args, **kwargs):
+        rows.append(len(dataset))
+        return get_iterator(dataset, *args, **kwargs)
 
     monkeypatch.setattr(fitted_copy.net_, "get_iterator", counted)
     write_report(fitted_copy, image_set, image_set[TARGETS], tmp_path / "report.html", k=2)
-    assert len(calls) == 1
+    # Once over X; then the heatmaps of each task on the two images shown only.
+    assert rows == [len(image_set), 2, 2, 2]
+
+
+def test_the_report_shows_each_tasks_heatmaps_over_the_top_losses(fitted, image_set, tmp_path):
+    from sk_multitask.evaluation._figures import top_losses_figure
+
+    y = image_set[TARGETS]
+    text = write_report(fitted, image_set, y, tmp_path / "report.html", k=3).read_text()
+
+    section = report_sections(text)["Largest losses"]
+    assert "heatmap over it: where the network looked for its prediction" in section
+    shown = re.search(
+        rf'<img alt="{TOP_LOSS_HEATMAPS}" src="data:image/png;base64,([^"]+)"', text
+    )
+    embedded = base64.b64decode(shown.group(1))
+    top = fitted.top_losses(image_set, y, k=3)
+    with_heatmaps = top_losses_figure(fitted, image_set, top, heatmap=True)
+    assert embedded == figure_to_png_bytes(with_heatmaps)
+    assert embedded != figure_to_png_bytes(top_losses_figure(fitted, image_set, top))
+    assert Image.open(io.BytesIO(embedded)).size == with_heatmaps.canvas.get_width_height()
 
 
 def test_figure_to_png_bytes_renders_at_the_given_dpi():
@@ -186,6 +213,9 @@ def test_the_onnx_predictor_writes_the_report_of_the_estimator_without_torch(
     text = (tmp_path / "onnx.html").read_text()
     sections = report_sections(text)
     assert list(sections) == list(expected)  # the same sections: metrics, figures, top losses
+    # The top losses without heatmaps: an ONNX predictor has no gradients.
+    assert f'alt="{TOP_LOSSES}"' in text and TOP_LOSS_HEATMAPS not in text
+    assert f'alt="{TOP_LOSS_HEATMAPS}"' in report.read_text()
     # History, two confusion matrices, the regression, the top losses; then how sure the
     # calibrated model is: two reliability diagrams and the interval plot.
     pngs = "data:image/png;base64,"

@@ -1,4 +1,4 @@
-"""The ``sk-multitask`` command line: fit, lr-find, predict, evaluate, export, demo.
+"""The ``sk-multitask`` command line: fit, lr-find, predict, evaluate, explain, export, demo.
 
 Every command ends a bad path, column or value with a one-line error on stderr and exit
 status 1, without a traceback, naming command-line options rather than Python
@@ -34,7 +34,7 @@ from .. import __version__
 from ..inputs._files import atomic_path
 from ..inputs._sources import image_references
 from ..predicting._protocol import interval_calibration
-from ..targets import LABEL_KINDS
+from ..targets import LABEL_KINDS, REGRESSION
 from ..targets._outputs import decoders, probability_table
 from ._io import (
     check_output,
@@ -52,6 +52,9 @@ from ._io import (
     write_table,
 )
 from ._options import CommandError, add_options, as_options, estimator_params
+
+#: The figure formats ``explain`` and ``lr-find --plot`` write.
+FIGURE_FORMATS = (".png", ".pdf", ".svg")
 
 
 def _data_and_estimator(args):
@@ -92,7 +95,7 @@ def fit(args):
 
 def lr_find(args):
     """Run the learning-rate range test of the fit the options describe; suggest a rate."""
-    if args.plot and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
+    if args.plot and not args.plot.lower().endswith(FIGURE_FORMATS):
         raise CommandError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
     refuse_overwriting({"data": args.data}, [args.plot] if args.plot else [])
     data, y, est = _data_and_estimator(args)
@@ -202,16 +205,100 @@ def evaluate(args):
     return 0
 
 
+def explain(args):
+    """Draw one task's heatmaps (where the network looked) over the first images."""
+    if not args.out.lower().endswith(FIGURE_FORMATS):
+        raise CommandError(f"--out {args.out}: name a .png, .pdf or .svg file")
+    if args.n < 1:
+        raise CommandError(f"--n must be a positive number of images; got {args.n}")
+    if known_model_format(args.model) == "onnx":
+        raise CommandError(
+            f"{args.model} is an ONNX model: explain needs torch and the network's layers "
+            "(Grad-CAM takes gradients inside it); pass the model's .skmt or pickle as --model"
+        )
+    refuse_overwriting({"data": args.data, "--model": args.model}, [args.out])
+    check_writable(args.out, "the figure")
+    model = load_model(args.model, verbose=1, storage_options=args.storage_options)
+    task = _model_task(model, args.task)
+    label = None if args.label is None else _task_label(model.tasks_[task], args.label)
+    data, X = images_input(args.data, model, args.images)
+    from ..plotting import plot_explain  # matplotlib only when plotting
+
+    figure = plot_explain(model, X, task, label, n=args.n, target_layer=args.target_layer)
+    with atomic_path(args.out) as temporary:
+        figure.savefig(temporary, dpi=100, format=args.out[-3:].lower())
+    count = min(args.n, len(data))
+    print(f"heatmaps of {task} for {count} image{'s' * (count > 1)} written to {args.out}")
+    return 0
+
+
+def _model_task(model, name):
+    """The model's task called ``name`` (the command line's text: an integer name too)."""
+    tasks = {str(task): task for task in model.tasks_}
+    if name not in tasks:
+        raise CommandError(f"--task {name}: the model's tasks are {list(tasks)}")
+    return tasks[name]
+
+
+def _task_label(task, text):
+    """The class (or label) of ``task`` whose text is ``text``."""
+    if task.kind == REGRESSION:
+        raise CommandError(f"--label: task {task.name} is a regression, it has no labels")
+    labels = {str(label): label for label in task.classes_}
+    if text not in labels:
+        raise CommandError(f"--label {text}: task {task.name}'s labels are {list(labels)}")
+    return labels[text]
+
+
 def export(args):
-    """Write a saved model as a safe file (.skmt), as ONNX (.onnx) or as a pickle."""
-    known_model_format(args.out)
-    refuse_overwriting({"--model": args.model}, [args.out])
+    """Write a saved model as a safe file (.skmt), as ONNX (.onnx) or as a pickle; with
+    ``--quantize int8``, as int8 ONNX calibrated (and checked per task) on a table."""
+    kind = known_model_format(args.out)
+    _check_quantize_options(args, kind)
+    refuse_overwriting({"--model": args.model, "--calibration": args.calibration}, [args.out])
     model = load_model(args.model)
     if not hasattr(model, "save"):
         raise CommandError(f"{args.model} is already an ONNX model; export a .joblib or .skmt")
-    save_model(model, args.out)
-    print(f"model written to {args.out}")
+    if args.quantize is None:
+        save_model(model, args.out)
+        print(f"model written to {args.out}")
+        return 0
+    data, X = images_input(args.calibration, model, args.images)
+    present = [t for t in model.tasks_ if t in data.columns]
+    if args.max_metric_drop is not None and not present:
+        raise CommandError(
+            f"--max-metric-drop needs labels: none of the model's targets {list(model.tasks_)} "
+            f"is a column of {args.calibration}"
+        )
+    fitted = decoders(model.tasks_)
+    y = integer_classes(data[present], [t for t in present if _integer_classes(fitted[t])])
+    check_writable(args.out, "the model")
+    result = model.export_onnx(
+        args.out, args.quantize, X, y if present else None, args.max_metric_drop
+    )
+    if result.check is not None:
+        print(result.check.to_string(float_format=lambda v: f"{v:.4f}"))
+    images = load_model(args.out).quantization_["calibration"]["n_images"]  # read ones
+    print(f"int8 model written to {args.out} (calibrated on {images} images)")
     return 0
+
+
+def _check_quantize_options(args, kind):
+    """A CommandError unless ``--quantize``, ``--calibration`` and ``--max-metric-drop``
+    fit together and with the output's format."""
+    if args.quantize is None:
+        for flag in ("calibration", "max_metric_drop"):
+            if getattr(args, flag) is not None:
+                option = "--" + flag.replace("_", "-")
+                raise CommandError(f"{option} is for --quantize int8, which was not given")
+        return
+    if kind != "onnx":
+        raise CommandError(f"--quantize {args.quantize} writes ONNX: name --out NAME.onnx")
+    if args.calibration is None:
+        raise CommandError(
+            f"--quantize {args.quantize} needs --calibration: a table (or folder) of images "
+            "like those the model will predict on"
+        )
 
 
 def demo(args):
@@ -381,6 +468,7 @@ COMMANDS = {
     "lr-find": (lr_find, "the learning-rate range test: loss against rate, a suggested rate"),
     "predict": (predict, "predict every target for a table, an image file or a folder"),
     "evaluate": (evaluate, "per-task metrics and an HTML report"),
+    "explain": (explain, "heatmaps of where the network looked for a task, as a figure"),
     "export": (export, "write a model as a safe file (.skmt) or as ONNX"),
     "demo": (demo, "generate a synthetic set, fit, evaluate, report"),
 }

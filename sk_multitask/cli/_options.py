@@ -293,9 +293,34 @@ COMMAND_OPTIONS = {
         Option("--out", "folder for metrics.csv, metrics.json, report.html", required=True),
         Option("--interval", _INTERVAL + ": add ECE, coverage and mean width", type=coverage),
     ),
+    "explain": (
+        Option("data", "an image file, a folder of images, or a CSV or parquet table of them"),
+        Option("--model", _MODEL + "; not .onnx: explain needs torch", required=True),
+        Option("--task", "the task whose heatmaps to draw", required=True),
+        Option("--label", "a class (or label) of the task to explain on every image "
+               "(default: each image's prediction)"),
+        Option("--images", _IMAGES),
+        Option("--storage-options", _STORAGE, type=json_object),
+        Option("--n", "how many images: the first N of the data", type=int, default=9),
+        Option("--target-layer", "the backbone's layer to weigh, by name (default: its "
+               "last spatial feature map)"),
+        Option("--out", "the figure to write: .png, .pdf or .svg", required=True),
+    ),
     "export": (
         Option("--model", _MODEL, required=True),
         Option("--out", _MODEL_OUT, required=True),
+        Option("--quantize", "write int8 ONNX (static quantization)", choices=("int8",)),
+        Option(
+            "--calibration",
+            "with --quantize: CSV or parquet file (or folder) of images to calibrate on; its "
+            "target columns, if any, check each task's metric in int8 against float",
+        ),
+        Option("--images", _IMAGES),
+        Option(
+            "--max-metric-drop",
+            "with --calibration labels: refuse if a task's metric drops more in int8",
+            type=float,
+        ),
     ),
     "demo": (
         Option("--out", "folder for images, data, model, report", default="demo-output"),

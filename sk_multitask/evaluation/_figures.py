@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ..inputs._decoding import decode_image
-from ..inputs._sources import image_references, input_table, resolve_images
+from ..inputs._sources import image_references, input_rows, input_table, resolve_images
 from ..targets import CLASSIFICATION, MULTILABEL, ORDINAL, REGRESSION, is_missing
 from ._calibration_metrics import expected_calibration_error, reliability_bins
 from ._metrics import scorable_rows
@@ -31,9 +31,11 @@ _TITLE_SIZE = 9
 #: Inches per title character at ``_TITLE_SIZE`` points, to size grid cells so that
 #: neighbouring titles do not overlap.
 _CHAR_WIDTH = 0.075
+#: How opaque a heatmap is over its image where it is 1 (it fades with its value).
+_HEATMAP_ALPHA = 0.7
 
 
-def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3):
+def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3, heatmap=False):
     """The figure of :func:`~sk_multitask.plotting.plot_top_losses` from a computed
     ``top_losses`` table: each image decoded and resized as the network sees it.
 
@@ -46,6 +48,10 @@ def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3):
     ranked_by : str, default="combined loss"
         What the rows are ranked by, for the title.
     ncols : int, default=3
+    heatmap : bool, default=False
+        Show each image once per task, that task's heatmap over it
+        (:meth:`~sk_multitask.MultiTaskImageEstimator.explain` of its prediction): one
+        row of panels per image, ``ncols`` ignored.
 
     Returns
     -------
@@ -61,12 +67,51 @@ def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3):
     first = {}
     for position, reference in enumerate(image_references(X, model.image_col)):
         first.setdefault(reference, position)
-    sources = images[[first[reference] for reference in top["image"]]]
+    positions = [first[reference] for reference in top["image"]]
+    images = [decode_image(source, model.image_size_) for source in images[positions]]
+    suptitle = f"Largest {ranked_by} (prediction/truth)"
     encoder = model._table_encoder()
     columns = [] if encoder is None else encoder.columns
-    titles = [_top_loss_title(model.tasks_, row, columns) for _, row in top.iterrows()]
-    images = [decode_image(source, model.image_size_) for source in sources]
-    return image_grid(images, titles, ncols, f"Largest {ranked_by} (prediction/truth)")
+    if not heatmap:
+        titles = [_top_loss_title(model.tasks_, row, columns) for _, row in top.iterrows()]
+        return image_grid(images, titles, ncols, suptitle)
+    rows = input_rows(X, model.image_col, positions)
+    maps = {name: model.explain(rows, name) for name in model.tasks_}
+    panels, titles, heatmaps = [], [], []
+    for i, (_, row) in enumerate(top.iterrows()):
+        for j, (name, task) in enumerate(model.tasks_.items()):
+            panels.append(images[i])
+            heatmaps.append(maps[name][i])
+            title = _prediction_and_truth(name, task, row)
+            if j == 0:
+                title += f"\nloss {_format_number(row['loss'])}" + _table_line(row, columns)
+            titles.append(title)
+    suptitle += "\nover each, where a task looked for its prediction (Grad-CAM)"
+    return image_grid(panels, titles, len(model.tasks_), suptitle, heatmaps)
+
+
+def explain_figure(images, heatmaps, titles, ncols, suptitle):
+    """The figure of :func:`~sk_multitask.plotting.plot_explain` from images and their
+    heatmaps.
+
+    Parameters
+    ----------
+    images : list of ndarray (H, W, 3), uint8
+        The images as the network sees them, all of one size.
+    heatmaps : ndarray of shape (n_images, H, W)
+        In [0, 1], as :meth:`~sk_multitask.MultiTaskImageEstimator.explain` returns them:
+        drawn over the images, red where 1 and fading to nothing at 0; none for a
+        missing (NaN) heatmap.
+    titles : list of str
+    ncols : int
+        Images per row.
+    suptitle : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    return image_grid(images, titles, ncols, suptitle, heatmaps)
 
 
 def history_figure(tasks, history):
@@ -175,18 +220,24 @@ def format_value(task, value):
     return _format_number(value) if task.kind == REGRESSION else str(value)
 
 
+def _prediction_and_truth(name, task, row):
+    """``color red/blue``: a task's prediction and truth in a top-losses row."""
+    predicted = format_value(task, row[f"{name}_pred"])
+    return f"{name} {predicted}/{format_value(task, row[f'{name}_true'])}"
+
+
 def _top_loss_title(tasks, row, columns=()):
     """``color red/blue | area 0.31/0.62`` then ``loss 2.3`` on a second line, and the
     table ``columns``' values (``age=41 | sex=F``) on a third."""
-    fields = " | ".join(
-        f"{name} {format_value(task, row[f'{name}_pred'])}/"
-        f"{format_value(task, row[f'{name}_true'])}"
-        for name, task in tasks.items()
-    )
-    title = f"{fields}\nloss {_format_number(row['loss'])}"
-    if columns:
-        title += "\n" + " | ".join(f"{c}={_table_value(row[c])}" for c in columns)
-    return title
+    fields = " | ".join(_prediction_and_truth(name, task, row) for name, task in tasks.items())
+    return f"{fields}\nloss {_format_number(row['loss'])}" + _table_line(row, columns)
+
+
+def _table_line(row, columns):
+    """A new line of the table ``columns``' values in a top-losses row (none without)."""
+    if not columns:
+        return ""
+    return "\n" + " | ".join(f"{c}={_table_value(row[c])}" for c in columns)
 
 
 def _table_value(value):
@@ -195,9 +246,10 @@ def _table_value(value):
     return str(value)[:12]
 
 
-def image_grid(images, titles, ncols, suptitle):
+def image_grid(images, titles, ncols, suptitle, heatmaps=None):
     """One titled, axis-less image per array ``(H, W, 3)`` of ``images`` (all of one
-    size), ``ncols`` to a row."""
+    size), ``ncols`` to a row; with ``heatmaps``, each image's map ``(H, W)`` in [0, 1]
+    drawn over it (none where it is missing: NaN)."""
     from matplotlib.figure import Figure
 
     ncols = min(ncols, len(titles))
@@ -211,6 +263,9 @@ def image_grid(images, titles, ncols, suptitle):
     for i, title in enumerate(titles):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ax.imshow(images[i])
+        if heatmaps is not None and np.isfinite(heatmaps[i]).all():
+            alpha = _HEATMAP_ALPHA * heatmaps[i]  # faint where it counts little
+            ax.imshow(heatmaps[i], cmap="jet", alpha=alpha, vmin=0, vmax=1)
         ax.set_title(title, fontsize=_TITLE_SIZE)
         ax.set_axis_off()
     fig.suptitle(suptitle)

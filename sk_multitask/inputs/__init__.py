@@ -65,6 +65,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
         "_sources": [
             "MemoryImage",
             "image_references",
+            "input_rows",
             "input_table",
             "is_pixel_array",
             "resolve_images",

@@ -146,6 +146,26 @@ def input_table(X, image_col, *columns):
     return X.select_columns(wanted).to_pandas()
 
 
+def input_rows(X, image_col, positions):
+    """The rows of ``X`` at ``positions``, as an input of the same meaning.
+
+    A table keeps all its columns (a ``datasets.Dataset`` becomes a DataFrame), an array
+    of images stays an array; a list, a tensor or one image becomes what
+    :func:`resolve_images` reads the same way. The figures use it to run the network on
+    the few rows they show.
+
+    Examples
+    --------
+    >>> input_rows(["a.png", "b.png", "c.png"], "filename", [2, 0]).tolist()
+    ['c.png', 'a.png']
+    """
+    X = input_table(X, image_col)
+    if isinstance(X, pd.DataFrame | pd.Series):
+        return X.iloc[list(positions)]
+    cells, _ = _cells(X, image_col)
+    return cells[list(positions)] if is_pixel_array(cells) else cells.iloc[list(positions)]
+
+
 def _missing_column(image_col, columns):
     return ValueError(
         f"image column {image_col!r} is not in X; its columns are {list(columns)} "

@@ -2,6 +2,7 @@
 
 - ``_backbones`` and ``_weight_files``: torchvision's registry, timm, the small CNN or the
   user's module, and their weights (torchvision's, or a local file);
+- ``_feature_maps``: a backbone's last spatial feature map, which heatmaps weigh;
 - ``_model``: the backbone, then one head per task;
 - ``_loss``: the masked multitask loss, an ordinal head's level probabilities and
   ``level_score`` (a level's score to explain); ``_weighting``: class weights and dynamic weight
@@ -28,6 +29,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "has_pretrained_weights",
             "is_torchvision_classifier",
         ],
+        "_feature_maps": ["spatial_layer"],
         "_loss": [
             "LOSS_WEIGHTINGS",
             "REGRESSION_LOSSES",

@@ -9,7 +9,8 @@ task's head concatenated.
 The model document (:func:`sk_multitask.persistence._document.model_document`: parameters, tasks,
 image size, history, data sizes, skipped images, best epoch, class and task weights, versions)
 is stored in the file's metadata, under :data:`METADATA_KEY`, where
-:class:`sk_multitask.onnx.OnnxPredictor` reads it.
+:class:`sk_multitask.onnx.OnnxPredictor` reads it. With ``quantize="int8"`` the graph is
+quantized, calibrated and checked per task first (:mod:`sk_multitask.onnx._quantize`).
 
 Importing this module imports neither torch nor onnx (``export_onnx`` does).
 """
@@ -23,11 +24,14 @@ import warnings
 from ..inputs._files import atomic_write
 from ..persistence._document import model_document
 from ._predictor import INPUT, METADATA_KEY, OUTPUT, TABLE_INPUT, missing_onnx_extra
+from ._quantize import check_quantize_options, write_int8
 
 __all__ = ["export_onnx"]
 
 
-def export_onnx(estimator, path):
+def export_onnx(
+    estimator, path, quantize=None, calibration_X=None, calibration_y=None, max_metric_drop=None
+):
     """Write a fitted estimator's network to ``path`` as ONNX, with its metadata.
 
     The graph takes uint8 images ``(N, 3, H, W)`` of the training size (any ``N``)
@@ -39,11 +43,29 @@ def export_onnx(estimator, path):
     ----------
     estimator : fitted MultiTaskImageEstimator
     path : str or path
+    quantize : {None, "int8"}, default=None
+        ``"int8"``: static quantization with ONNX Runtime (QDQ, per-channel int8 weights,
+        uint8 activations) of the backbone; the input normalisation and the heads stay
+        float. Often twice as fast on x86 CPUs with VNNI, a quarter of the size.
+    calibration_X : image input, default=None
+        Needed with ``"int8"``: images like those the model will predict on (a few
+        hundred), read as ``predict`` reads them; the activations' int8 ranges are
+        measured on them. Fewer than 32 warn
+        (:class:`~sk_multitask.exceptions.QuantizationWarning`).
+    calibration_y : DataFrame or Series, default=None
+        Their labels: the float and int8 models are scored per task on these rows
+        (accuracy, R², micro F1) and the drops returned and recorded in the file.
+        Held-out rows measure what users will see.
+    max_metric_drop : float, default=None
+        With ``calibration_y``: a task whose score drops by more refuses the export,
+        naming the task; nothing is written.
 
     Returns
     -------
-    str
-        The path written.
+    str or Int8Export
+        The path written; with ``quantize="int8"`` an
+        :class:`~sk_multitask.onnx._quantize.Int8Export` ``(path, check)``, ``check``
+        the per-task scores and drops (None without ``calibration_y``).
     """
     import copy
 
@@ -55,8 +77,10 @@ def export_onnx(estimator, path):
         import onnxscript  # noqa: F401 -- torch's exporter needs it
     except ImportError as exc:
         raise missing_onnx_extra("export_onnx", exc) from exc
+    check_quantize_options(quantize, calibration_X, calibration_y, max_metric_drop)
     check_is_fitted(estimator)
-    metadata = json.dumps(model_document(estimator, action="export_onnx"))  # checked first
+    document = model_document(estimator, action="export_onnx")  # checked first
+    metadata = json.dumps(document)
     module = copy.deepcopy(estimator.net_.module_).cpu().float().eval()
     module.channels_last = False  # a memory format means nothing in the graph
     batch = torch.export.Dim("batch")
@@ -80,6 +104,11 @@ def export_onnx(estimator, path):
     model = program.model_proto
     onnx.helper.set_model_props(model, {METADATA_KEY: metadata})
     path = os.fspath(path)
+    if quantize is not None:
+        return write_int8(
+            model, document, path, calibration_X, calibration_y, max_metric_drop,
+            storage_options=estimator.storage_options,
+        )
     with atomic_write(path) as file:
         file.write(model.SerializeToString())
     return path

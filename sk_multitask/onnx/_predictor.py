@@ -159,6 +159,11 @@ class OnnxPredictor(MultiTaskPredictor):
         in the order of the estimator's ``tasks_``.
     calibration_ : Calibration or None
         The estimator's calibration (:mod:`sk_multitask.predicting._calibration`).
+    quantization_ : dict or None
+        For an int8 file (``export_onnx(quantize="int8")``): how it was quantized and
+        calibrated (``calibration``: method and image count) and its per-task check
+        against the float model (``check``: ``[task, metric, float, int8]`` rows, or
+        None); None for a float file.
     params : dict
         The estimator's parameters, as saved.
     table_encoder_ : TableEncoder or None
@@ -211,6 +216,7 @@ class OnnxPredictor(MultiTaskPredictor):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path!r}: {exc}") from exc
         self.history_ = model.history
+        self.quantization_ = model.quantization
         try:
             self.calibration_ = read_calibration(model.calibration, self.tasks_)
         except ValueError as exc:
@@ -232,38 +238,73 @@ class OnnxPredictor(MultiTaskPredictor):
         tta_views(self.image_size, self.tta)  # a bad count in the file: refused here
         self.path = path
 
-    def _raw_outputs(self, X):
-        """The heads' concatenated outputs (a float32 array) for ``X``, and ``X``'s index;
-        the row of an image that cannot be read is NaN with ``on_bad_image="skip"``
-        (:func:`sk_multitask.inputs._bad_images.mark_unreadable`, the estimator's rule)."""
+    def input_batches(self, X, bad=None):
+        """``X`` as the graph's inputs, batch by batch: what :meth:`predict_raw` runs and
+        what int8 calibration (:mod:`sk_multitask.onnx._quantize`) feeds the graph.
+
+        Parameters
+        ----------
+        X : image input
+            As for :meth:`predict_raw`.
+        bad : BadImageRecords, default=None
+            Where an image that cannot be read is recorded (and left out of its batch);
+            None: such an image raises, naming the file.
+
+        Returns
+        -------
+        n_rows : int
+        index : pandas Index
+            ``X``'s index.
+        batches : iterator of (list, dict)
+            The positions of the rows read in a batch, and the graph's inputs for them
+            by name (``images``: uint8 ``(n, 3, H, W)``; with table columns, ``table``:
+            float32 ``(n, n_encoded)``, encoded as the estimator encodes them).
+        """
         images, index = resolve_images(
             X, self.image_col, self.image_root, check_files=False,
             storage_options=self.storage_options,
         )
         table = encoded_table(X, self.table_encoder_, self.image_col)
-        width = sum(decoder.n_outputs for decoder in self.tasks_.values())
-        outputs = np.empty((len(images), width), dtype=np.float32)
+
+        size = self.image_size
+
+        def batches():
+            for start in range(0, len(images), self.batch_size):
+                positions = range(start, min(start + self.batch_size, len(images)))
+                pixels = {i: decode_or_record(images[i], size, i, bad) for i in positions}
+                read = [i for i, image in pixels.items() if image is not None]
+                if read:
+                    batch = np.stack([pixels[i] for i in read]).transpose(0, 3, 1, 2)
+                    feeds = {INPUT: np.ascontiguousarray(batch)}
+                    if table is not None:
+                        feeds[TABLE_INPUT] = table[read]
+                    yield read, feeds
+
+        return len(images), index, batches()
+
+    def _raw_outputs(self, X):
+        """The heads' concatenated outputs (a float32 array) for ``X``, and ``X``'s index;
+        the row of an image that cannot be read is NaN with ``on_bad_image="skip"``
+        (:func:`sk_multitask.inputs._bad_images.mark_unreadable`, the estimator's rule)."""
         bad = BadImageRecords() if self.on_bad_image == "skip" else None
+        n_rows, index, batches = self.input_batches(X, bad)
+        width = sum(decoder.n_outputs for decoder in self.tasks_.values())
+        outputs = np.empty((n_rows, width), dtype=np.float32)
         views = tta_views(self.image_size, self.tta)
-        for start in range(0, len(images), self.batch_size):
-            positions = range(start, min(start + self.batch_size, len(images)))
-            pixels = {i: decode_or_record(images[i], self.image_size, i, bad) for i in positions}
-            read = [i for i, image in pixels.items() if image is not None]
-            if read:
-                batch = np.stack([pixels[i] for i in read]).transpose(0, 3, 1, 2)
-                feeds = {} if table is None else {TABLE_INPUT: table[read]}
-                outputs[read] = self._averaged_outputs(batch, views, feeds)
+        for rows, feeds in batches:
+            outputs[rows] = self._averaged_outputs(feeds, views)
         mark_unreadable(outputs, {} if bad is None else bad.collect())
         return outputs, index
 
-    def _averaged_outputs(self, batch, views, feeds):
-        """The outputs of a batch ``(N, C, H, W)``, averaged over it and its test-time
-        augmentation ``views`` (logits averaged, as the estimator does); ``feeds``: the
-        graph's other inputs (the table), the same for every view."""
-        outputs = self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(batch), **feeds})[0]
+    def _averaged_outputs(self, feeds, views):
+        """The outputs of a batch (the graph's inputs by name), averaged over it and its
+        test-time augmentation ``views`` of the images (logits averaged, as the estimator
+        does)."""
+        outputs = self.session.run([OUTPUT], feeds)[0]
+        batch = feeds[INPUT]
         for rows, cols in views:
             view = np.ascontiguousarray(batch[..., rows[:, None], cols[None, :]])
-            outputs = outputs + self.session.run([OUTPUT], {INPUT: view, **feeds})[0]
+            outputs = outputs + self.session.run([OUTPUT], {**feeds, INPUT: view})[0]
         return outputs / (1 + len(views))
 
     def _cell_loss(self):
@@ -271,4 +312,7 @@ class OnnxPredictor(MultiTaskPredictor):
         return parse_document(self.document, self.path).cell_loss()
 
     def __repr__(self):
-        return f"OnnxPredictor({self.path!r})"
+        if self.quantization_ is None:
+            return f"OnnxPredictor({self.path!r})"
+        images = self.quantization_["calibration"]["n_images"]
+        return f"OnnxPredictor({self.path!r}, int8 calibrated on {images} images)"

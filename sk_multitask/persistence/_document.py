@@ -20,6 +20,8 @@ holds a safe file's bytes (:mod:`sk_multitask.persistence._pickling`). A documen
   width of their encoding and the default preprocessing's fitted state
   (:meth:`sk_multitask.inputs._tabular.TableEncoder.to_dict`; None in a pickle's document
   when a ``tabular_transformer`` of the user's, which the pickle holds, encodes them).
+- ``quantization``, in an int8 ONNX file only: how it was quantized and calibrated, and
+  its per-task check against the float model (:mod:`sk_multitask.onnx._quantize`).
 
 :func:`parse_document` checks a document's keys and types before anything is built
 from it (:mod:`sk_multitask.persistence._schema`), and returns a :class:`ModelDocument`.
@@ -290,6 +292,9 @@ class ModelDocument:
         (:meth:`sk_multitask.predicting._calibration.Calibration.from_dict` builds it).
     tabular : dict or None
         The table columns' entry (checked); None for a model of images only.
+    quantization : dict or None
+        An int8 ONNX file's record (:mod:`sk_multitask.onnx._quantize`); None for a
+        float model.
     """
 
     document: dict
@@ -312,6 +317,7 @@ class ModelDocument:
         if self.tabular is None or self.tabular["encoder"] is None:
             return None
         return TableEncoder.from_dict(self.tabular["columns"], self.tabular["encoder"])
+    quantization: dict | None = None
 
     def tasks(self, from_dict):
         """Task name to ``from_dict(state)`` for each task (a Task or an OutputDecoder)."""
@@ -398,6 +404,7 @@ def parse_document(document, source):
         task_weights=document.get("task_weights"),
         calibration=document.get("calibration"),
         tabular=document.get("tabular"),
+        quantization=document.get("quantization"),
     )
 
 

@@ -181,6 +181,62 @@ def _check_tabular(state):
     )
 
 
+#: The keys of an int8 file's ``quantization`` record, and of its per-task check.
+QUANTIZATION_KEYS = {
+    "dtype", "format", "per_channel", "activations", "weights", "quantized", "calibration",
+    "onnxruntime", "check",
+}  # fmt: skip
+_CHECK_KEYS = {"n_rows", "max_metric_drop", "tasks"}
+
+
+def _is_score(value):
+    return value is None or _is_number(value)
+
+
+def _is_task_check(row):
+    """[task, metric, float score, int8 score], a score None where there was none."""
+    return (
+        isinstance(row, list)
+        and len(row) == 4
+        and (_is_scalar(row[0]) or _list_of(_is_scalar)(row[0]))
+        and isinstance(row[1], str)
+        and _is_score(row[2])
+        and _is_score(row[3])
+    )
+
+
+def _is_quantization(state):
+    """Whether ``state`` is None or the record :mod:`sk_multitask.onnx._quantize` writes:
+    how the file was quantized and calibrated, and its per-task check (or None)."""
+    if state is None:
+        return True
+    if not (isinstance(state, dict) and state.keys() == QUANTIZATION_KEYS):
+        return False
+    calibration, check = state["calibration"], state["check"]
+    return (
+        state["dtype"] == "int8"
+        and state["format"] == "QDQ"
+        and isinstance(state["per_channel"], bool)
+        and state["activations"] in ("int8", "uint8")
+        and state["weights"] in ("int8", "uint8")
+        and all(isinstance(state[key], str) for key in ("quantized", "onnxruntime"))
+        and isinstance(calibration, dict)
+        and calibration.keys() == {"method", "n_images"}
+        and isinstance(calibration["method"], str)
+        and _is_count(calibration["n_images"])
+        and (
+            check is None
+            or (
+                isinstance(check, dict)
+                and check.keys() == _CHECK_KEYS
+                and _is_count(check["n_rows"])
+                and (check["max_metric_drop"] is None or _is_number(check["max_metric_drop"]))
+                and _list_of(_is_task_check)(check["tasks"])
+            )
+        )
+    )
+
+
 _REQUIRED = object()
 _SIDES = f"image_size is not two integers from 1 to {MAX_IMAGE_SIZE}"
 _CALIBRATION = (
@@ -190,6 +246,10 @@ _CALIBRATION = (
 )
 _PAIRS = "class_weights is not a list of [task, weights] pairs"
 _WEIGHTS = "task_weights is not a list of non-negative numbers"
+_QUANTIZATION = (
+    "quantization is not an int8 record (dtype, format, calibration, check...) as "
+    "export_onnx(quantize='int8') writes it"
+)
 #: Key, its default when absent (or _REQUIRED), the check, and what it says when wrong.
 _FIELDS = [
     ("params", _REQUIRED, lambda v: isinstance(v, dict), "params is not a dict"),
@@ -203,6 +263,7 @@ _FIELDS = [
     ("task_weights", None, lambda v: v is None or _list_of(is_weight)(v), _WEIGHTS),
     ("calibration", None, _is_calibration, _CALIBRATION),
     ("tabular", None, _is_tabular, "tabular is not (columns, n_encoded, encoder)"),
+    ("quantization", None, _is_quantization, _QUANTIZATION),
 ]
 #: Every key a document may hold (``weights_sha256``: the safe file's hash of its weights).
 _KEYS = {key for key, *_ in _FIELDS} | {

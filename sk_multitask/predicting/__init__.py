@@ -5,6 +5,7 @@
   ``X`` against ``y``;
 - ``_scoring`` (torch-free): per-task scores of a model, :func:`multitask_scorer`;
 - ``_inference``: the one batching iterator of every method that runs the network;
+- ``_explain``: heatmaps of where the network looked for a task (Grad-CAM, Captum);
 - ``_calibration`` (torch-free): temperature scaling and conformal sets and intervals.
 """
 
@@ -28,7 +29,8 @@ __getattr__, __dir__, __all__ = _lazy_exports(
             "nll",
             "read_calibration",
         ],
-        "_inference": ["network_outputs", "validation_calibration"],
+        "_explain": ["explain_images", "explained_output"],
+        "_inference": ["batch_results", "network_outputs", "validation_calibration"],
         "_protocol": [
             "MultiTaskPredictor",
             "checked_outputs",

@@ -71,47 +71,97 @@ def network_outputs(
     tensor of shape (N, width), float32
         The heads' concatenated outputs, or the features.
     """
+    views = [tuple(map(torch.as_tensor, view)) for view in tta_views(image_size, tta)]
+    return batch_results(
+        net,
+        images,
+        image_size,
+        lambda batch: _batch_outputs(net, batch, features, views),
+        on_bad_image=on_bad_image,
+        cache_dir=cache_dir,
+        verbose=verbose,
+        desc="transform" if features else "predict",
+        table=table,
+    )
+
+
+def batch_results(
+    net,
+    images,
+    image_size,
+    step,
+    *,
+    on_bad_image="raise",
+    cache_dir=None,
+    verbose=0,
+    desc="",
+    table=None,
+):
+    """``step`` run on every batch of ``images``: the one batching iterator.
+
+    Every method that runs the network goes through it (:func:`network_outputs`, and
+    :func:`sk_multitask.predicting._explain.explain_images` for heatmaps): the disk cache,
+    skorch's iterator (batches of ``net.batch_size``), the progress bar and the rule for
+    unreadable images are the same for all.
+
+    Parameters
+    ----------
+    net : fitted skorch net
+    images : ndarray of str (resolved paths) or uint8 ndarray
+    image_size : (int, int)
+    step : callable
+        A batch as skorch's iterator gives it (``(X, y)``) to a CPU tensor ``(B, ...)``.
+    on_bad_image, cache_dir, verbose
+        As for :func:`network_outputs`.
+    desc : str
+        The progress bar's label.
+    table : float32 ndarray of shape (N, n_table), optional
+        The encoded table columns: each batch's ``X`` is then ``{"images": ..., "table":
+        ...}`` (the module's keyword arguments).
+
+    Returns
+    -------
+    tensor of shape (N, ...), float32
+        The batches' results in order; the rows of images skipped as unreadable are NaN.
+    """
     bad_images = bad_image_log(on_bad_image)
     if cache_dir is not None:
         images, _ = cached_images(
             images, image_size, cache=False, cache_dir=cache_dir, bad_images=bad_images
         )
     dataset = ImageDataset(images, table=table, image_size=image_size, bad_images=bad_images)
-    views = [tuple(map(torch.as_tensor, view)) for view in tta_views(image_size, tta)]
-    batches = _batches(net, dataset, features, views)
+    batches = map(step, net.get_iterator(dataset, training=False))
     if verbose:
         total = math.ceil(len(dataset) / net.batch_size)
-        desc = "transform" if features else "predict"
         batches = tqdm(batches, total=total, desc=desc, unit="batch", leave=False)
-    outputs, start = None, 0
+    results, start = None, 0
     with dask_worker_threads():
         for batch in batches:
-            if outputs is None:
+            if results is None:
                 # One buffer filled batch by batch: kept per-batch tensors fragment the
                 # heap, and memory grew with the number of images (docs/performance.md).
-                outputs = torch.empty(len(dataset), batch.shape[1])
-            outputs[start : start + len(batch)] = batch
+                results = torch.empty(len(dataset), *batch.shape[1:])
+            results[start : start + len(batch)] = batch
             start += len(batch)
     bad = {} if bad_images is None else bad_images.collect()
-    return mark_unreadable(outputs, bad, stacklevel=3)
+    return mark_unreadable(results, bad, stacklevel=4)
 
 
-def _batches(net, dataset, features, views=()):
-    """The outputs of each batch of ``dataset``, on the CPU: skorch's iterator and step,
-    averaged over the plain batch and its test-time augmentation ``views``."""
+def _batch_outputs(net, batch, features, views=()):
+    """One batch's outputs, on the CPU: skorch's step, averaged over the plain batch and
+    its test-time augmentation ``views``."""
     module = net.module_
-    for batch in net.get_iterator(dataset, training=False):
-        inputs, rest = batch[0], batch[1:]
-        images, table = (inputs["images"], inputs["table"]) if isinstance(inputs, dict) else (
-            inputs, None
-        )
-        out = _outputs(net, module, images, table, rest, features).float()
-        for rows, cols in views:
-            view = images[..., rows[:, None], cols[None, :]]
-            out += _outputs(net, module, view, table, rest, features)
-        # Logits are averaged (a normalised geometric mean of the views' probabilities),
-        # so that regression outputs and temperature scaling follow the same rule.
-        yield (out / (1 + len(views))).cpu()
+    inputs, rest = batch[0], batch[1:]
+    images, table = (inputs["images"], inputs["table"]) if isinstance(inputs, dict) else (
+        inputs, None
+    )
+    out = _outputs(net, module, images, table, rest, features).float()
+    for rows, cols in views:
+        view = images[..., rows[:, None], cols[None, :]]
+        out += _outputs(net, module, view, table, rest, features)
+    # Logits are averaged (a normalised geometric mean of the views' probabilities),
+    # so that regression outputs and temperature scaling follow the same rule.
+    return (out / (1 + len(views))).cpu()
 
 
 def _outputs(net, module, images, table, rest, features):

@@ -23,6 +23,14 @@ from ..predicting._calibration import calibrated_outputs, check_coverage, interv
 from ..targets import check_aligned, check_sample_weight, check_targets, check_task
 from ..targets._outputs import decoders, prediction_frame, probability_frames, split_outputs
 
+#: The heatmap methods of :meth:`MultiTaskPredictor.explain`.
+EXPLAIN_METHODS = ("gradcam",)
+#: Why a model without torch (an ONNX predictor) draws no heatmap, and what does.
+NEEDS_TORCH = (
+    "explain needs torch and the network's layers (Grad-CAM takes gradients inside the "
+    "network), which an ONNX model does not have: load the model's safe file (.skmt) or "
+    "pickle with sk_multitask.load and explain with it"
+)
 #: Why a model has no calibration, and how it gets one.
 NOT_CALIBRATED = (
     "the model is not calibrated: fit it with validation rows (valid_split) or call "
@@ -113,8 +121,14 @@ class MultiTaskPredictor:
 
     A subclass provides ``tasks_`` (task name to fitted task or decoder, in the order
     of the network's heads), ``image_col``, optionally ``calibration_``, and three
-    hooks: :meth:`_check_fitted`, :meth:`_raw_outputs` and :meth:`_cell_loss`.
+    hooks: :meth:`_check_fitted`, :meth:`_raw_outputs` and :meth:`_cell_loss`; a model that
+    runs its network with torch provides :meth:`_heatmaps` too, and sets
+    :attr:`explainable`.
     """
+
+    #: Whether :meth:`explain` draws heatmaps: it needs torch and the network's layers,
+    #: which the estimator has and an ONNX predictor has not.
+    explainable = False
 
     def _check_fitted(self):
         """Raise if the model is not fitted (an ONNX predictor always is)."""
@@ -128,6 +142,11 @@ class MultiTaskPredictor:
         """The :class:`~sk_multitask.targets._cell_loss.CellLoss` the network was trained
         with."""
         raise NotImplementedError
+
+    def _heatmaps(self, X, task, label, target_layer):
+        """One task's heatmaps for ``X``: an array ``(N, height, width)``, see
+        :meth:`explain`."""
+        raise TypeError(NEEDS_TORCH)
 
     def predict_raw(self, X):
         """Each task's raw outputs: what the heads compute, before decoding.
@@ -366,6 +385,59 @@ class MultiTaskPredictor:
 
         self._check_fitted()
         return table_importance(self, X, y, n_repeats, random_state, sample_weight)
+
+    def explain(self, X, task, label=None, method="gradcam", target_layer=None):
+        """Where the network looked for one task: a heatmap per image (Grad-CAM).
+
+        Grad-CAM (Selvaraju et al. 2017, through Captum's ``LayerGradCam``) weighs the
+        channels of the backbone's last spatial feature map by the mean gradient of one
+        output of the task's head, sums them and keeps the positive part: the parts of the
+        image that raise that output. The output explained is the logit of the predicted
+        class of a classification (or of ``label``), the largest logit of a multi-label
+        task (or that of ``label``), the expected level of an ordinal task (or the
+        log-probability of the level ``label``), and the predicted value of a regression. The
+        model is left as it was: the same weights, modes and predictions, no gradient
+        kept. See ``docs/interpretation.md``.
+
+        Parameters
+        ----------
+        X : image input
+            As for :meth:`predict_raw`; the images are read, resized and batched as
+            :meth:`predict` reads them (not augmented: no ``tta``).
+        task : hashable
+            One of the model's tasks.
+        label : object, default=None
+            A class (label, level) of the task, as ``y`` held it: explain its output on
+            every row. None: each row's prediction. A regression takes none.
+        method : {"gradcam"}, default="gradcam"
+        target_layer : str or torch.nn.Module, default=None
+            The backbone's layer whose feature map is weighed: its name in
+            ``est.net_.module_.backbone.named_modules()`` (``"layer3"``) or the module.
+            None: its last layer with a feature map larger than 1 x 1 (a ResNet's
+            ``layer4``, an EfficientNet's or ConvNeXt's ``features``, a timm model's last
+            stage); a backbone whose last layers work on tokens (a vision transformer)
+            is refused in one line naming the layer to pass.
+
+        Returns
+        -------
+        ndarray of shape (n_images, height, width), float32
+            One heatmap per row of ``X``, at the model's input size (``image_size_``),
+            in [0, 1] (1 where the map counts most; all 0 where nothing raises the
+            output). The row of an image skipped as unreadable
+            (``on_bad_image="skip"``) is NaN.
+
+        Raises
+        ------
+        TypeError
+            For an ONNX predictor: it has no gradients.
+        ValueError
+            For an unknown task, method, label or layer, before any image is read.
+        """
+        self._check_fitted()
+        check_task(task, self.tasks_)
+        if method not in EXPLAIN_METHODS:
+            raise ValueError(f"method must be one of {list(EXPLAIN_METHODS)}; got {method!r}")
+        return self._heatmaps(X, task, label, target_layer)
 
     # -- helpers -------------------------------------------------------------------
 

@@ -373,3 +373,15 @@ def test_the_report_and_the_top_losses_figure_show_the_table(fitted_table, table
     fig = plot_top_losses(fitted_table, table_set, table_set[TARGETS], k=2)
     titles = [ax.get_title() for ax in fig.axes]
     assert all("z=" in title and "group=" in title for title in titles)
+
+
+def test_explain_and_int8_export_take_the_table(fitted_table, table_set, tmp_path):
+    heatmaps = fitted_table.explain(table_set.head(3), "color")
+    assert heatmaps.shape == (3, 16, 16) and np.isfinite(heatmaps).all()
+    exported = fitted_table.export_onnx(
+        tmp_path / "int8.onnx", quantize="int8", calibration_X=table_set,
+        calibration_y=table_set[TARGETS],
+    )
+    path = exported[0] if isinstance(exported, tuple) else exported
+    predictions = OnnxPredictor(path).predict(awkward_rows(table_set))
+    assert predictions["area"].notna().all()

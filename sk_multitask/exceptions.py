@@ -26,6 +26,7 @@ __all__ = [
     "QuantizationWarning",
     "InconsistentVersionWarning",  # noqa: F822 -- imported on first use (__getattr__)
     "StorageError",
+    "TableColumnWarning",
 ]
 
 #: What a relative image path that is not found most likely needs.
@@ -146,6 +147,11 @@ class CalibrationWarning(UserWarning):
     the task and the labels: the model has no output for them, so those cells are left
     out of the calibration.
     """
+
+
+class TableColumnWarning(UserWarning):
+    """A table column (``tabular_cols``) that is constant or all missing in the training
+    rows: it tells the network nothing. Warned by ``fit``, naming the column."""
 
 
 class QuantizationWarning(UserWarning):

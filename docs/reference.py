@@ -92,6 +92,7 @@ GROUPS = {
         "sk_multitask.exceptions.QuantizationWarning",
         "sk_multitask.exceptions.MissingLikeLabelWarning",
         "sk_multitask.exceptions.LabelsWarning",
+        "sk_multitask.exceptions.TableColumnWarning",
         "sk_multitask.exceptions.InconsistentVersionWarning",
     ],
     "Datasets": [

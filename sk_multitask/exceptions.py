@@ -27,6 +27,7 @@ __all__ = [
     "QuantizationWarning",
     "InconsistentVersionWarning",  # noqa: F822 -- imported on first use (__getattr__)
     "StorageError",
+    "TableColumnWarning",
 ]
 
 #: What a relative image path that is not found most likely needs.
@@ -157,6 +158,11 @@ class LabelsWarning(UserWarning):
     only among them, is not judged; a regression task without labelled cells in ``y``
     has no residuals to rank its missing cells by.
     """
+
+
+class TableColumnWarning(UserWarning):
+    """A table column (``tabular_cols``) that is constant or all missing in the training
+    rows: it tells the network nothing. Warned by ``fit``, naming the column."""
 
 
 class QuantizationWarning(UserWarning):

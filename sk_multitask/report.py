@@ -107,11 +107,14 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
     images alone), and the estimator's parameters (credentials redacted:
     :func:`~sk_multitask.training._parameters.redacted_params`). A calibrated model
     (``calibration_``) adds how sure it is: ECE, coverage and widths, a reliability
-    diagram per classification task and an interval plot per regression task. Then the
-    labels to check (the labelled cells the model's predictions flag, with their images:
+    diagram per classification task and an interval plot per regression task. A model
+    with table columns (``tabular_cols``) adds each task's score drop when each column is
+    permuted (:meth:`table_importance
+    <sk_multitask.MultiTaskImageEstimator.table_importance>`, 2 repeats). Then the labels
+    to check (the labelled cells the model's predictions flag, with their images:
     :mod:`sk_multitask.labels`, with cleanlab installed) and the missing cells to label
-    next. The network runs once over ``X`` for the rest. Figures are embedded as PNG data:
-    the file needs nothing else to open.
+    next. The network runs once over ``X`` for the rest (and twice more per table
+    column). Figures are embedded as PNG data: the file needs nothing else to open.
 
     The same report comes from the estimator and from the
     :class:`~sk_multitask.onnx.OnnxPredictor` of its ONNX export, which needs no torch:
@@ -151,6 +154,7 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
         *_figure_sections(tasks, outputs, index, y),
         *_how_sure_sections(calibration, tasks, outputs, index, y, coverage or 0.9),
         _top_loss_section(estimator, X, y, outputs, index, k),
+        *_table_sections(estimator, X, y),
         *_label_sections(estimator, X, y, outputs, index, k),
         _section("Parameters", _table(_parameters(estimator))),
     ]
@@ -238,6 +242,24 @@ def _how_sure_sections(calibration, tasks, outputs, index, y, coverage):
 def _calibration_rows(calibration, tasks):
     """How many cells each task was calibrated on, in words."""
     return ", ".join(f"{calibration.tasks[name].n_cells} {name} cells" for name in tasks)
+
+
+#: The permutations per table column of the report's importance table (each one runs
+#: the model over X again).
+REPORT_REPEATS = 2
+
+
+def _table_sections(estimator, X, y):
+    """With table columns: each task's score drop when each column is permuted."""
+    if estimator._table_encoder() is None:
+        return []
+    drops = estimator.table_importance(X, y, n_repeats=REPORT_REPEATS)
+    note = (
+        f"<p>Each task's score (accuracy, R², micro F1) minus its mean over "
+        f"{REPORT_REPEATS} permutations of each table column: how much the model relies "
+        "on it (0: not at all).</p>"
+    )
+    return [_section("Table columns: permutation importance", note + _table(drops))]
 
 
 def _top_loss_section(estimator, X, y, outputs, index, k):

@@ -491,6 +491,7 @@ def test_a_bad_monitor_is_named_as_an_option(workspace, tmp_path, capsys):
 
 #: The estimator parameters that ``fit`` has no option for, and why.
 NOT_OPTIONS = {
+    "tabular_transformer",  # a scikit-learn transformer: Python only
     "on_bad_image",  # Python only: the command line fails on an unreadable image
     "check_images",  # Python only: fit checks every image file exists anyway
     "loss_weights",  # a dict per task or a strategy: Python only

@@ -381,6 +381,7 @@ def test_quickstart_shows_the_table_of_its_own_call():
 MEASURED_TABLES = {
     "how_sure.md": "results_calibration_*.txt",
     "labels.md": "results_labels_*.txt",
+    "tabular.md": "results_tabular_*.txt",
     "interpretation.md": "results_explain_*.txt",
     "deployment.md": "results_int8_*.txt",
 }

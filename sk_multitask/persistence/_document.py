@@ -16,6 +16,10 @@ holds a safe file's bytes (:mod:`sk_multitask.persistence._pickling`). A documen
   ``task_weights`` (the loss's task weights at the end of training);
 - ``calibration`` (None, or per task its temperatures and sorted conformal scores, as
   :class:`sk_multitask.predicting._calibration.Calibration` writes them);
+- ``tabular``, only for a model with table columns (``tabular_cols``): their names, the
+  width of their encoding and the default preprocessing's fitted state
+  (:meth:`sk_multitask.inputs._tabular.TableEncoder.to_dict`; None in a pickle's document
+  when a ``tabular_transformer`` of the user's, which the pickle holds, encodes them).
 - ``quantization``, in an int8 ONNX file only: how it was quantized and calibrated, and
   its per-task check against the float model (:mod:`sk_multitask.onnx._quantize`).
 
@@ -37,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..inputs._tabular import TableEncoder
 from ..targets._cell_loss import CellLoss, regression_loss_names, static_task_weights
 from ..targets._outputs import OutputDecoder, task_from_dict, task_to_dict
 from ..training._parameters import RUNTIME_PARAMS, check_network_unchanged
@@ -188,7 +193,8 @@ def model_document(estimator, with_params=True, action="save"):
         params["backbone"] = None
     module, criterion = estimator.net_.module_, estimator.net_.criterion_
     sizes = getattr(estimator, "data_sizes_", None)
-    return {
+    tabular = _tabular_state(getattr(estimator, "table_encoder_", None), action)
+    document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "versions": package_versions(),
@@ -215,6 +221,31 @@ def model_document(estimator, with_params=True, action="save"):
         "task_weights": criterion.weights.tolist(),
         "calibration": _calibration_state(estimator),
     }
+    if tabular is not None:  # a model of images only: the document of before
+        document["tabular"] = tabular
+    return document
+
+
+def _tabular_state(encoder, action):
+    """The document's ``tabular`` entry of a fitted table encoder (None: images only).
+
+    Raises
+    ------
+    ValueError
+        For a ``tabular_transformer`` of the user's, unless pickled (``action``).
+    """
+    if encoder is None:
+        return None
+    state = {"columns": list(encoder.columns), "n_encoded": encoder.n_features, "encoder": None}
+    if isinstance(encoder, TableEncoder):
+        state["encoder"] = encoder.to_dict()
+    elif action != "pickle":
+        raise ValueError(
+            f"{action}: tabular_transformer ({type(encoder.transformer).__name__}) is code, "
+            "which a safe file or an ONNX file cannot hold; pickle the model (joblib, skops) "
+            "or fit with tabular_transformer=None, whose fitted state is stored as data"
+        )
+    return _plain(state)
 
 
 def _calibration_state(estimator):
@@ -259,6 +290,8 @@ class ModelDocument:
     calibration : dict or None
         The calibration's checked data
         (:meth:`sk_multitask.predicting._calibration.Calibration.from_dict` builds it).
+    tabular : dict or None
+        The table columns' entry (checked); None for a model of images only.
     quantization : dict or None
         An int8 ONNX file's record (:mod:`sk_multitask.onnx._quantize`); None for a
         float model.
@@ -276,6 +309,14 @@ class ModelDocument:
     class_weights: dict = field(default_factory=dict)
     task_weights: list | None = None
     calibration: dict | None = None
+    tabular: dict | None = None
+
+    def table_encoder(self):
+        """The model's :class:`~sk_multitask.inputs._tabular.TableEncoder`; None for a model
+        of images only, or whose table a transformer of the user's encodes (a pickle's)."""
+        if self.tabular is None or self.tabular["encoder"] is None:
+            return None
+        return TableEncoder.from_dict(self.tabular["columns"], self.tabular["encoder"])
     quantization: dict | None = None
 
     def tasks(self, from_dict):
@@ -362,6 +403,7 @@ def parse_document(document, source):
         },
         task_weights=document.get("task_weights"),
         calibration=document.get("calibration"),
+        tabular=document.get("tabular"),
         quantization=document.get("quantization"),
     )
 

@@ -17,7 +17,7 @@ Examples
 >>> with tempfile.TemporaryDirectory() as folder:
 ...     path = write_report(est, df, y, os.path.join(folder, "report.html"), k=4)
 ...     path.name, path.read_text().count("data:image/png;base64,")
-('report.html', 5)
+('report.html', 6)
 """
 
 from __future__ import annotations

@@ -385,3 +385,32 @@ def test_explain_and_int8_export_take_the_table(fitted_table, table_set, tmp_pat
     path = exported[0] if isinstance(exported, tuple) else exported
     predictions = OnnxPredictor(path).predict(awkward_rows(table_set))
     assert predictions["area"].notna().all()
+
+
+def test_tta_caches_calibration_and_a_pipeline_take_the_table(table_set, tmp_path):
+    """The image-only machinery (test-time views, the memory and disk caches) leaves the
+    table as it is, and calibration and a Pipeline see it: each row keeps its own values."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    rows = awkward_rows(table_set)
+    est = small_estimator(table_set, tabular_cols=TABLE, max_epochs=1, cache=True,
+                          cache_dir=str(tmp_path / "cache"))
+    est.fit(table_set, table_set[TARGETS])
+    def raw(X):
+        return np.hstack(list(est.predict_raw(X)[0].values()))
+
+    plain = raw(rows)
+    est.set_params(tta=2)
+    viewed = raw(rows)
+    assert viewed.shape == plain.shape and np.isfinite(viewed).all()
+    assert not np.allclose(viewed, plain)  # the images were augmented: other outputs
+    est.set_params(tta=0)
+    # The table changes the outputs row by row: swapping two rows' table values moves them.
+    swapped = rows.copy()
+    swapped[TABLE] = rows[TABLE].iloc[::-1].to_numpy()
+    assert not np.allclose(raw(swapped), plain)
+    est.calibrate(table_set, table_set[TARGETS])
+    assert est.predict_proba(rows)["color"].notna().all().all()
+    pipe = make_pipeline(FunctionTransformer(lambda df: df.copy()), est)
+    pd.testing.assert_frame_equal(pipe.predict(rows), est.predict(rows))

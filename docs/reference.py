@@ -32,6 +32,7 @@ PUBLIC_MODULES = [
     "sk_multitask.plotting",
     "sk_multitask.report",
     "sk_multitask.onnx",
+    "sk_multitask.labels",
     "sk_multitask.mlflow",
     "sk_multitask.exceptions",
 ]
@@ -62,6 +63,10 @@ GROUPS = {
         "sk_multitask.plotting.interval_figure",
         "sk_multitask.report.figure_to_png_bytes",
     ],
+    "Know your labels": [
+        "sk_multitask.labels.find_label_issues",
+        "sk_multitask.labels.suggest_labels",
+    ],
     "Save and deploy": [
         "sk_multitask.load",
         "sk_multitask.onnx.export_onnx",
@@ -86,6 +91,8 @@ GROUPS = {
         "sk_multitask.exceptions.CalibrationWarning",
         "sk_multitask.exceptions.QuantizationWarning",
         "sk_multitask.exceptions.MissingLikeLabelWarning",
+        "sk_multitask.exceptions.LabelsWarning",
+        "sk_multitask.exceptions.TableColumnWarning",
         "sk_multitask.exceptions.InconsistentVersionWarning",
     ],
     "Datasets": [

@@ -3,8 +3,8 @@
 Public names are imported on first use, so that ``sk_multitask.onnx`` (the torch-free
 predictor) can be imported without torch. The package is laid out by the stages of its
 data flow (``docs/architecture.md``): ``inputs``, ``targets``, ``network``, ``training``,
-``predicting``, ``evaluation``, ``persistence``, then ``onnx``, the estimator and the
-tools on top (``plotting``, ``report``, ``mlflow``, ``cli``).
+``predicting``, ``evaluation``, ``persistence``, then ``onnx``, the estimator, ``labels``
+and the tools on top (``plotting``, ``report``, ``mlflow``, ``cli``).
 """
 
 import importlib

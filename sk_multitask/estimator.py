@@ -18,6 +18,7 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.validation import check_is_fitted
 
 from .inputs._sources import resolve_images
+from .inputs._tabular import encoded_table
 from .persistence._pickling import VersionedPickleMixin, load_fitted
 from .persistence._safe_file import save
 from .predicting._calibration import calibrate
@@ -76,6 +77,23 @@ class MultiTaskImageEstimator(
         paths, encoded bytes, PIL images or ``{"bytes", "path"}`` dicts.
     image_root : str or path, default=None
         Folder that relative image paths are resolved against; None: as given.
+    tabular_cols : list, default=None
+        Columns of the DataFrame ``X`` read beside the images (a patient's age and sex
+        beside the scan): their encoding and the image features go through a small MLP
+        (``fusion_width``, ``fusion_depth``) before the heads, so that a target may
+        depend on both and on their interactions. None: images only (no fusion, the
+        network of a model without a table). See ``docs/tabular.md``.
+    tabular_transformer : scikit-learn transformer or None, default=None
+        None: the default preprocessing, fitted on the training rows: numeric and
+        boolean columns median-imputed with a missing indicator, then standardised;
+        other columns one-hot (unknown categories ignored, missing its own level),
+        stored as data in saved and exported models. A transformer of yours (a
+        ``ColumnTransformer``, a ``Pipeline``) is cloned and fitted on the training
+        rows' table columns; being code, only pickles (joblib, skops) carry it.
+    fusion_width : int, default=256
+        Units of each hidden layer of the fusion MLP (with ``tabular_cols``).
+    fusion_depth : int, default=1
+        Hidden layers (linear, ReLU) of the fusion MLP (with ``tabular_cols``).
     backbone : str or torch.nn.Module, default="resnet18"
         ``"simple_cnn"`` (a small CNN, fast on a CPU), a classification model name of
         torchvision's registry, ``"timm/<name>"`` (a timm model by its Hugging Face hub
@@ -281,13 +299,17 @@ class MultiTaskImageEstimator(
         Whether the backbone started from pretrained weights (in the first fit, for a
         warm start): a ``warm_start`` fit keeps their recipe (``backbone_lr_scale``).
     network_params_ : dict
-        The parameters that built the network, as ``fit`` took them: ``backbone``,
+        The parameters that built the network, as ``fit`` took them: ``tabular_cols``,
+        ``tabular_transformer``, ``fusion_width``, ``fusion_depth``, ``backbone``,
         ``weights``, ``image_size``, ``tasks``, ``loss_weights``, ``class_weight``,
         ``regression_loss`` (those the parameter table marks ``network``). Setting one
         of them after ``fit`` changes nothing fitted (``predict`` and the other methods
         use the fitted network), but ``partial_fit``, a ``warm_start`` fit, :meth:`save`,
         the pickle and :meth:`export_onnx` then refuse, naming it, until a new ``fit``.
         A saved model's parameters are these.
+    table_encoder_ : TableEncoder, TransformerTable or None
+        The fitted encoding of the ``tabular_cols`` (None without them):
+        :mod:`sk_multitask.inputs._tabular`.
     skipped_images_ : list of str
         The image files left out of training (``on_bad_image="skip"``); empty when
         every image was read.
@@ -322,6 +344,10 @@ class MultiTaskImageEstimator(
         self,
         image_col="filename",
         image_root=None,
+        tabular_cols=None,
+        tabular_transformer=None,
+        fusion_width=256,
+        fusion_depth=1,
         backbone="resnet18",
         weights="DEFAULT",
         image_size=224,
@@ -362,6 +388,10 @@ class MultiTaskImageEstimator(
     ):
         self.image_col = image_col
         self.image_root = image_root
+        self.tabular_cols = tabular_cols
+        self.tabular_transformer = tabular_transformer
+        self.fusion_width = fusion_width
+        self.fusion_depth = fusion_depth
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
@@ -413,7 +443,8 @@ class MultiTaskImageEstimator(
             ``image_root``), encoded bytes, a PIL image, a uint8 array or a
             ``{"bytes", "path"}`` dict; an array holds uint8 images
             ``(N, H, W[, C])``, a tensor ``(N, C, H, W)`` or ``(N, H, W, C)``; one
-            path or PIL image is one row. See ``docs/inputs.md``.
+            path or PIL image is one row. See ``docs/inputs.md``. With
+            ``tabular_cols``, a DataFrame (or Dataset) that holds those columns too.
         y : DataFrame or Series
             One column per task, missing cells as NaN, None or ``pd.NA``.
         sample_weight : array-like of shape (n_rows,), default=None
@@ -599,7 +630,10 @@ class MultiTaskImageEstimator(
         return self
 
     def transform(self, X):
-        """The backbone's features of every image: the estimator as a feature extractor.
+        """The features of every row the heads read: the estimator as a feature extractor.
+
+        The backbone's features of the image, or, with ``tabular_cols``, the fusion
+        MLP's output over the image features and the encoded table columns.
 
         In a :class:`~sklearn.pipeline.Pipeline` it feeds the features to the next
         step (a ``LogisticRegression``, UMAP...); the network is the one ``fit``
@@ -711,6 +745,7 @@ class MultiTaskImageEstimator(
             self.net_,
             images,
             self.image_size_,
+            table=encoded_table(X, self._table_encoder(), self.image_col),
             on_bad_image=self.on_bad_image,
             cache_dir=self.cache_dir,
             verbose=self.verbose,
@@ -729,6 +764,7 @@ class MultiTaskImageEstimator(
             self.net_, images, self.image_size_, self.tasks_[task], label,
             target_layer=target_layer, backbone=self.backbone, on_bad_image=self.on_bad_image,
             cache_dir=self.cache_dir, verbose=self.verbose,
+            table=encoded_table(X, self._table_encoder(), self.image_col),
         )
 
     def _cell_loss(self):
@@ -743,7 +779,10 @@ class MultiTaskImageEstimator(
         method = "partial_fit" if partial else "warm_start"
         params = self.get_params(deep=False)
         check_network_unchanged(self.network_params_, params, self.image_size_, method)
-        return WarmStart(self.net_, self.tasks_, self.image_size_, self.pretrained_, method)
+        return WarmStart(
+            self.net_, self.tasks_, self.image_size_, self.pretrained_, method,
+            self._table_encoder(),
+        )
 
     def _set_fitted(self, net, data):
         vars(self).update(fitted_attributes(net, data))

@@ -23,9 +23,11 @@ __all__ = [
     "IgnoredWeightsWarning",
     "ImageNotFoundError",
     "MissingLikeLabelWarning",
+    "LabelsWarning",
     "QuantizationWarning",
     "InconsistentVersionWarning",  # noqa: F822 -- imported on first use (__getattr__)
     "StorageError",
+    "TableColumnWarning",
 ]
 
 #: What a relative image path that is not found most likely needs.
@@ -151,6 +153,21 @@ class CalibrationWarning(UserWarning):
     ``decision_thresholds="tuned"`` finds no labelled row to tune a task's thresholds
     on: they stay 0.5.
     """
+
+
+class LabelsWarning(UserWarning):
+    """A task whose labels :func:`~sk_multitask.labels.find_label_issues` cannot judge, or
+    whose missing cells :func:`~sk_multitask.labels.suggest_labels` cannot rank.
+
+    Warned naming the task: one with fewer labelled cells than folds, or with one class
+    only among them, is not judged; a regression task without labelled cells in ``y``
+    has no residuals to rank its missing cells by.
+    """
+
+
+class TableColumnWarning(UserWarning):
+    """A table column (``tabular_cols``) that is constant or all missing in the training
+    rows: it tells the network nothing. Warned by ``fit``, naming the column."""
 
 
 class QuantizationWarning(UserWarning):

@@ -43,6 +43,7 @@ import tempfile
 import urllib.parse
 import warnings
 
+import numpy as np
 import pandas as pd
 
 from sk_multitask import __version__
@@ -119,21 +120,39 @@ def _example_image(estimator):
     height, width = estimator.image_size_
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (128, 128, 128)).save(buffer, format="PNG")
-    return pd.DataFrame({BASE64_COLUMN: [base64.b64encode(buffer.getvalue()).decode("ascii")]})
+    example = {BASE64_COLUMN: [base64.b64encode(buffer.getvalue()).decode("ascii")]}
+    # Table columns (tabular_cols) missing: the encoder imputes them.
+    numeric, columns = _table_columns(estimator)
+    example.update({c: [np.nan if c in numeric else None] for c in columns})
+    return pd.DataFrame(example)
+
+
+def _table_columns(estimator):
+    """The numeric table columns (as a set) and all the table columns of ``estimator``'s
+    ``tabular_cols`` (none for a model of images only)."""
+    encoder = estimator._table_encoder()
+    if encoder is None:
+        return set(), []
+    numeric = set(getattr(encoder, "numeric", {}).get("columns", []))
+    return numeric, list(encoder.columns)
 
 
 def _signature(estimator, example):
-    """Inputs: the image column and :data:`BASE64_COLUMN`, each optional (strings);
+    """Inputs: the image column and :data:`BASE64_COLUMN`, each optional (strings), and
+    the table columns (``tabular_cols``: numbers or strings);
     outputs: as ``predict`` gives them for ``example``; the ``method`` parameter."""
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema
 
     outputs = MultiTaskPyfuncModel(estimator).predict(example)
     inferred = infer_signature(example, outputs, params={"method": "predict"})
+    numeric, columns = _table_columns(estimator)
     inputs = Schema(
         [
             ColSpec("string", estimator.image_col, required=False),
             ColSpec("string", BASE64_COLUMN, required=False),
+            *(ColSpec("double" if c in numeric else "string", c, required=False)
+              for c in columns),
         ]
     )
     return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
@@ -466,7 +485,12 @@ class MultiTaskPyfuncModel:
             self._image(position, text, name)
             for position, (text, name) in enumerate(zip(encoded, named, strict=True))
         ]
-        return pd.DataFrame({column: pd.Series(images, model_input.index, dtype=object)})
+        X = pd.DataFrame({column: pd.Series(images, model_input.index, dtype=object)})
+        _, table = _table_columns(self.estimator)
+        for name in table:  # a column missing is named by the estimator's check
+            if name in model_input:
+                X[name] = model_input[name]
+        return X
 
     def _image(self, position, text, name):
         """Row ``position``'s image: the bytes of ``text`` (base64), else what ``name``

@@ -17,7 +17,7 @@ Examples
 >>> with tempfile.TemporaryDirectory() as folder:
 ...     path = write_report(est, df, y, os.path.join(folder, "report.html"), k=4)
 ...     path.name, path.read_text().count("data:image/png;base64,")
-('report.html', 5)
+('report.html', 6)
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import io
 import pathlib
 import platform
 import sys
+import warnings
 
 import pandas as pd
 
@@ -37,12 +38,17 @@ from .evaluation._figures import (
     confusion_figure,
     history_figure,
     interval_figure,
+    label_issues_figure,
     regression_figure,
     reliability_figure,
     top_losses_figure,
 )
 from .evaluation._metrics import evaluate_tasks, per_class_metrics, scorable_rows
+from .exceptions import LabelsWarning
 from .inputs._files import atomic_write
+from .labels._issues import cleanlab_modules, label_issue_table
+from .labels._out_of_fold import model_predictions
+from .labels._suggest import suggestion_table
 from .predicting._calibration import calibrated_outputs, interval_metrics, min_cells
 from .predicting._protocol import checked_outputs
 from .predicting._thresholds import decided_predictions, decision_decoders
@@ -101,9 +107,14 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
     images alone), and the estimator's parameters (credentials redacted:
     :func:`~sk_multitask.training._parameters.redacted_params`). A calibrated model
     (``calibration_``) adds how sure it is: ECE, coverage and widths, a reliability
-    diagram per classification task and an interval plot per regression task. The
-    network runs once over ``X`` for the rest. Figures are embedded as PNG data: the file
-    needs nothing else to open.
+    diagram per classification task and an interval plot per regression task. A model
+    with table columns (``tabular_cols``) adds each task's score drop when each column is
+    permuted (:meth:`table_importance
+    <sk_multitask.MultiTaskImageEstimator.table_importance>`, 2 repeats). Then the labels
+    to check (the labelled cells the model's predictions flag, with their images:
+    :mod:`sk_multitask.labels`, with cleanlab installed) and the missing cells to label
+    next. The network runs once over ``X`` for the rest (and twice more per table
+    column). Figures are embedded as PNG data: the file needs nothing else to open.
 
     The same report comes from the estimator and from the
     :class:`~sk_multitask.onnx.OnnxPredictor` of its ONNX export, which needs no torch:
@@ -144,6 +155,8 @@ def write_report(estimator, X, y, path, k=9, coverage=None):
         *_figure_sections(tasks, calibrated, index, y),
         *_how_sure_sections(calibration, tasks, outputs, index, y, coverage or 0.9),
         _top_loss_section(estimator, X, y, outputs, index, k),
+        *_table_sections(estimator, X, y),
+        *_label_sections(estimator, X, y, outputs, index, k),
         _section("Parameters", _table(_parameters(estimator))),
     ]
     path = pathlib.Path(path)
@@ -250,6 +263,24 @@ def _calibration_rows(calibration, tasks):
     return ", ".join(f"{calibration.tasks[name].n_cells} {name} cells" for name in tasks)
 
 
+#: The permutations per table column of the report's importance table (each one runs
+#: the model over X again).
+REPORT_REPEATS = 2
+
+
+def _table_sections(estimator, X, y):
+    """With table columns: each task's score drop when each column is permuted."""
+    if estimator._table_encoder() is None:
+        return []
+    drops = estimator.table_importance(X, y, n_repeats=REPORT_REPEATS)
+    note = (
+        f"<p>Each task's score (accuracy, R², micro F1) minus its mean over "
+        f"{REPORT_REPEATS} permutations of each table column: how much the model relies "
+        "on it (0: not at all).</p>"
+    )
+    return [_section("Table columns: permutation importance", note + _table(drops))]
+
+
 def _top_loss_section(estimator, X, y, outputs, index, k):
     """The top losses; with each task's heatmap where the model can draw them (an ONNX
     predictor cannot: it has no gradients)."""
@@ -265,6 +296,56 @@ def _top_loss_section(estimator, X, y, outputs, index, k):
     )
     figure = top_losses_figure(estimator, X, top, heatmap=True)
     return _section("Largest losses", note + _image(figure, TOP_LOSS_HEATMAPS))
+
+
+def _label_sections(model, X, y, outputs, index, k):
+    """Labels to check (the model's own predictions against ``y``'s labels: cleanlab's
+    confident learning, where it is installed) and the missing cells to label next."""
+    positions = pd.RangeIndex(len(index))
+    try:
+        cleanlab_modules()
+    except ImportError as exc:
+        check = f"<p>{html.escape(str(exc))}.</p>"
+    else:
+        predictions = model_predictions(model, outputs, positions)
+        table, notes = _noting(label_issue_table, predictions, y, positions)
+        flagged = table[table["is_label_issue"]].head(k)
+        check = (
+            "<p>The labelled cells whose label the model finds least likely (judged by the "
+            "model's own predictions: fair on rows it did not train on; "
+            "<code>sk_multitask.labels.find_label_issues</code> judges out of fold).</p>\n"
+        )
+        if len(flagged):
+            check += _image(label_issues_figure(model, X, flagged), "labels to check")
+            check += _table(flagged.assign(row=index[flagged["row"]]).set_index("row"))
+        else:
+            check += "<p>No label flagged.</p>"
+        check += "".join(f"<p>{html.escape(note)}.</p>" for note in notes)
+    nexts, notes = _noting(suggestion_table, model, outputs, index, y, list(y.columns))
+    nexts = nexts.head(k)
+    add = "".join(f"<p>{html.escape(note)}.</p>" for note in notes) + (
+        "<p>The missing cells the model is least sure of, each task's in turn "
+        "(<code>sk_multitask.labels.suggest_labels</code>).</p>\n"
+        + (_table(nexts.set_index("row")) if len(nexts) else "<p>No missing cell.</p>")
+    )
+    return [_section("Labels to check", check), _section("Labels to add next", add)]
+
+
+def _noting(function, *args):
+    """``function(*args)`` and the :class:`LabelsWarning` messages it warned, to be shown
+    in the report rather than warned (its other warnings are warned)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LabelsWarning)
+        result = function(*args)
+    notes = []
+    for warning in caught:
+        if issubclass(warning.category, LabelsWarning):
+            notes.append(str(warning.message))
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return result, notes
 
 
 def _parameters(model):

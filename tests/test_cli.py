@@ -171,8 +171,8 @@ def test_export_then_predict_and_evaluate_with_each_model_file(workspace, capsys
     assert result.returncode == 0, result.stderr
     assert "metrics and report written to" in result.stdout
     # History, two confusion matrices, the regression, the top losses; then how sure the
-    # calibrated model is: two reliability diagrams and the interval plot.
-    assert (out / "report.html").read_text().count("data:image/png;base64,") == 8
+    # calibrated model is: two reliability diagrams and the interval plot; the labels to check.
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 9
     metrics = pd.read_csv(out / "metrics.csv", index_col="task")
     table = model.evaluate(df, df[TARGETS.split(",")]).rename_axis("task")
     pd.testing.assert_frame_equal(metrics, table, check_dtype=False, atol=1e-4, rtol=0)
@@ -491,6 +491,7 @@ def test_a_bad_monitor_is_named_as_an_option(workspace, tmp_path, capsys):
 
 #: The estimator parameters that ``fit`` has no option for, and why.
 NOT_OPTIONS = {
+    "tabular_transformer",  # a scikit-learn transformer: Python only
     "on_bad_image",  # Python only: the command line fails on an unreadable image
     "check_images",  # Python only: fit checks every image file exists anyway
     "loss_weights",  # a dict per task or a strategy: Python only

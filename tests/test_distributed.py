@@ -22,13 +22,24 @@ def _threads_in_fit():
         return torch.get_num_threads()
 
 
+def with_table(df):
+    """``df`` with two table columns, a number and a category (one cell of each missing)."""
+    rng = np.random.default_rng(0)
+    df = df.assign(z=rng.normal(size=len(df)), group=rng.choice(["a", "b", "c"], len(df)))
+    df.loc[df.index[0], "z"] = np.nan
+    df.loc[df.index[1], "group"] = None
+    return df
+
+
 @pytest.mark.slow
-def test_grid_search_on_dask_matches_sequential(image_set):
+@pytest.mark.parametrize("table", [False, True], ids=["images", "images+table"])
+def test_grid_search_on_dask_matches_sequential(image_set, table):
     from dask.distributed import Client, LocalCluster
 
-    data = image_set.iloc[:64]
+    data = with_table(image_set.iloc[:64]) if table else image_set.iloc[:64]
     y = data[TARGETS]
-    est = small_estimator(data, max_epochs=1, valid_split=None)
+    est = small_estimator(data, max_epochs=1, valid_split=None,
+                          tabular_cols=["z", "group"] if table else None)
     grid = {"lr": [1e-3, 3e-3]}
     sequential = GridSearchCV(est, grid, cv=KFold(2), refit=False).fit(data, y)
     with (
@@ -75,9 +86,13 @@ def launch_on_two_processes(*args):
 
 
 @pytest.mark.slow
-def test_cli_fit_data_parallel_on_two_processes(image_set, tmp_path):
-    """`accelerate launch --multi_gpu --num_processes 2 sk-multitask fit` on CPUs: one model."""
+@pytest.mark.parametrize("table", [False, True], ids=["images", "images+table"])
+def test_cli_fit_data_parallel_on_two_processes(image_set, tmp_path, table):
+    """`accelerate launch --multi_gpu --num_processes 2 sk-multitask fit` on CPUs: one model
+    (with table columns too: the batches are then dicts of images and table)."""
     data = tmp_path / "train.csv"
+    if table:
+        image_set = with_table(image_set)  # keeps its attrs (image_root)
     image_set.to_csv(data, index=False)
     model = tmp_path / "model.joblib"
     run = launch_on_two_processes(
@@ -86,6 +101,7 @@ def test_cli_fit_data_parallel_on_two_processes(image_set, tmp_path):
         "--model", model, "--backbone", "simple_cnn", "--weights", "none",
         "--image-size", "16", "--epochs", "3", "--batch-size", "32",
         "--valid-col", "is_valid", "--seed", "0",
+        *(["--tabular", "z,group"] if table else []),
     )  # fmt: skip
     assert run.stdout.count("model saved to") == 1  # only the main process writes
 
@@ -97,7 +113,9 @@ def test_cli_fit_data_parallel_on_two_processes(image_set, tmp_path):
     valid = image_set["is_valid"].to_numpy()
     distributed = est.score(image_set[valid], image_set[TARGETS][valid])
 
-    single = small_estimator(image_set, max_epochs=3).fit(image_set, image_set[TARGETS])
+    assert est.tabular_cols == (["z", "group"] if table else None)
+    single = small_estimator(image_set, max_epochs=3, tabular_cols=est.tabular_cols)
+    single.fit(image_set, image_set[TARGETS])
     alone = single.score(image_set[valid], image_set[TARGETS][valid])
     assert abs(distributed - alone) < 0.15, (distributed, alone)
     # Metrics gathered from both processes: near those of the whole validation set (not

@@ -380,6 +380,8 @@ def test_quickstart_shows_the_table_of_its_own_call():
 # table that the run did not print fails here.
 MEASURED_TABLES = {
     "how_sure.md": ("results_calibration_*.txt", "results_thresholds_*.txt"),
+    "labels.md": ("results_labels_*.txt",),
+    "tabular.md": ("results_tabular_*.txt",),
     "interpretation.md": ("results_explain_*.txt",),
     "deployment.md": ("results_int8_*.txt",),
 }

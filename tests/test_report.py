@@ -37,8 +37,8 @@ def test_report_is_one_html_file_with_metrics_and_embedded_figures(fitted, image
     assert "<table" in text and "balanced_accuracy" in text and "<th>area</th>" in text
     # history, one confusion matrix per classification task, area's plot, top losses, and
     # (calibrated on the validation rows) a reliability diagram per classification task
-    # and area's intervals
-    assert text.count("data:image/png;base64,") == 8
+    # and area's intervals, then the labels to check
+    assert text.count("data:image/png;base64,") == 9
     assert text.count("<h2>Confusion matrix:") == 2
     assert "<h2>Predicted and true: area</h2>" in text
     assert text.count("<h2>Reliability diagram:") == 2
@@ -95,7 +95,7 @@ def test_a_loaded_model_writes_the_report_of_the_fitted_one(fitted, image_set, t
     y = image_set[TARGETS]
     original = write_report(fitted, image_set, y, tmp_path / "fitted.html", k=3).read_text()
     text = write_report(loaded, image_set, y, tmp_path / "loaded.html", k=3).read_text()
-    assert text.count("data:image/png;base64,") == 8
+    assert text.count("data:image/png;base64,") == 9
     sizes = re.search(r"<h2>Data</h2>(.*?)</table>", text, re.S).group(1)
     labelled = ["area", *fitted.data_sizes_.loc["area"], y["area"].notna().sum()]
     assert re.search(r"\s*".join(f"<t[hd]>{c}</t[hd]>" for c in labelled), sizes)
@@ -114,7 +114,7 @@ def test_the_cli_evaluates_a_safe_file_with_its_report(fitted, image_set, tmp_pa
     captured = capsys.readouterr()
     assert "metrics and report written to" in captured.out
     assert "Traceback" not in captured.err
-    assert (out / "report.html").read_text().count("data:image/png;base64,") == 8
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 9
 
 
 def test_the_report_replaces_its_file_atomically(fitted, image_set, tmp_path, monkeypatch):
@@ -163,6 +163,22 @@ def test_the_report_shows_each_tasks_heatmaps_over_the_top_losses(fitted, image_
     assert embedded == figure_to_png_bytes(with_heatmaps)
     assert embedded != figure_to_png_bytes(top_losses_figure(fitted, image_set, top))
     assert Image.open(io.BytesIO(embedded)).size == with_heatmaps.canvas.get_width_height()
+
+
+def test_the_report_shows_the_labels_to_check_and_to_add_next(fitted, image_set, tmp_path):
+    from sk_multitask.labels import find_label_issues, suggest_labels
+
+    y = image_set[TARGETS]
+    text = write_report(fitted, image_set, y, tmp_path / "report.html", k=3).read_text()
+    sections = report_sections(text)
+    check, add = sections["Labels to check"], sections["Labels to add next"]
+    assert 'alt="labels to check"' in check
+    # The k worst flagged cells of the model's own predictions; the k first to label.
+    issues = find_label_issues(fitted, image_set.drop(columns="is_valid"), y, cv="prefit")
+    worst = issues[issues["is_label_issue"]].head(3)
+    assert re.findall(r"<th>(\d+)</th>", check) == [str(row) for row in worst["row"]]
+    first = suggest_labels(fitted, image_set, y, n=3)
+    assert re.findall(r"<th>(\d+)</th>", add) == [str(row) for row in first["row"]]
 
 
 def test_figure_to_png_bytes_renders_at_the_given_dpi():
@@ -217,9 +233,9 @@ def test_the_onnx_predictor_writes_the_report_of_the_estimator_without_torch(
     assert f'alt="{TOP_LOSSES}"' in text and TOP_LOSS_HEATMAPS not in text
     assert f'alt="{TOP_LOSS_HEATMAPS}"' in report.read_text()
     # History, two confusion matrices, the regression, the top losses; then how sure the
-    # calibrated model is: two reliability diagrams and the interval plot.
+    # calibrated model is: two reliability diagrams and the interval plot; the labels to check.
     pngs = "data:image/png;base64,"
-    assert text.count(pngs) == report.read_text().count(pngs) == 8
+    assert text.count(pngs) == report.read_text().count(pngs) == 9
     for title in ("Data", "Metrics per task", "Metrics per class", "Training history"):
         np.testing.assert_allclose(numbers(sections[title]), numbers(expected[title]), rtol=1e-3)
     params = re.findall(r"<tr>\s*<th>(.*?)</th>\s*<td>(.*?)</td>", sections["Parameters"])

@@ -51,7 +51,7 @@ def test_every_method_works_under_a_global_transform_output(reference, images, t
         pd.testing.assert_frame_equal(got[name], expected[name])
     pd.testing.assert_frame_equal(got["lr_find"][0], expected["lr_find"][0])
     assert got["lr_find"][1] == expected["lr_find"][1] and got["score"] == expected["score"]
-    assert report.read_text().count("data:image/png;base64,") == 5
+    assert report.read_text().count("data:image/png;base64,") == 6  # the labels to check too
     # The estimator's own output follows the setting, as a scikit-learn transformer's does.
     features, names = got["transform"], list(est.get_feature_names_out())
     if output == "pandas":

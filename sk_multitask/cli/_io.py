@@ -30,6 +30,7 @@ __all__ = [
     "check_writable",
     "images_input",
     "integer_classes",
+    "model_targets",
     "interval_columns",
     "is_image_file",
     "known_model_format",
@@ -125,6 +126,22 @@ def require_columns(data, names, what):
     if missing:
         raise CommandError(f"{what} {missing} not in the data; its columns are {columns}")
     return data[names]
+
+
+def model_targets(model, data):
+    """The columns of ``data`` that are tasks of ``model``, in its order, with the class
+    codes and levels of its integer-label tasks read as integers (:func:`integer_classes`:
+    a column with an empty cell is read as floats); None where there is none."""
+    from ..targets import LABEL_KINDS
+    from ..targets._outputs import decoders
+
+    fitted = decoders(model.tasks_)
+    present = [t for t in fitted if t in data.columns]
+    integers = [
+        t for t in present
+        if fitted[t].kind in LABEL_KINDS and pd.api.types.is_integer_dtype(fitted[t].dtype)
+    ]
+    return integer_classes(data[present], integers) if present else None
 
 
 def integer_classes(y, names):

@@ -1,4 +1,5 @@
-"""The ``sk-multitask`` command line: fit, lr-find, predict, evaluate, explain, export, demo.
+"""The ``sk-multitask`` command line: fit, lr-find, predict, evaluate, explain, export, demo,
+and audit and suggest (:mod:`sk_multitask.cli._labels`).
 
 Every command ends a bad path, column or value with a one-line error on stderr and exit
 status 1, without a traceback, naming command-line options rather than Python
@@ -35,7 +36,7 @@ from ..inputs._files import atomic_path
 from ..inputs._sources import image_references
 from ..predicting._protocol import interval_calibration
 from ..targets import LABEL_KINDS, REGRESSION
-from ..targets._outputs import decoders, probability_table
+from ..targets._outputs import probability_table
 from ._io import (
     check_output,
     check_writable,
@@ -45,19 +46,21 @@ from ._io import (
     is_image_file,
     known_model_format,
     load_model,
+    model_targets,
     read_table,
     refuse_overwriting,
     require_columns,
     save_model,
     write_table,
 )
+from ._labels import audit, suggest
 from ._options import CommandError, add_options, as_options, estimator_params
 
 #: The figure formats ``explain`` and ``lr-find --plot`` write.
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
 
 
-def _data_and_estimator(args):
+def data_and_estimator(args):
     """The table, the targets and the estimator that the fit options describe."""
     data = read_table(args.data)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -80,7 +83,7 @@ def fit(args):
     refuse_overwriting({"data": args.data}, [args.model])
     known_model_format(args.model)
     check_writable(args.model, "the model")
-    data, y, est = _data_and_estimator(args)
+    data, y, est = data_and_estimator(args)
     start = time.perf_counter()
     est.fit(data, y)
     from ..training._distributed import is_main_process
@@ -98,7 +101,7 @@ def lr_find(args):
     if args.plot and not args.plot.lower().endswith(FIGURE_FORMATS):
         raise CommandError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
     refuse_overwriting({"data": args.data}, [args.plot] if args.plot else [])
-    data, y, est = _data_and_estimator(args)
+    data, y, est = data_and_estimator(args)
     result = est.lr_find(data, y, start_lr=args.start_lr, end_lr=args.end_lr, num_it=args.num_it)
     history, suggested = result
     with pd.option_context("display.width", 120):
@@ -154,10 +157,6 @@ def _evaluate_to(model, data, y, out, coverage=None):
     print(f"metrics and report written to {out} ({os.path.basename(report)})")
 
 
-def _integer_classes(decoder):
-    return decoder.kind in LABEL_KINDS and pd.api.types.is_integer_dtype(decoder.dtype)
-
-
 #: The files ``evaluate`` writes in its ``--out`` folder.
 EVALUATION_FILES = ("metrics.csv", "metrics.json", "report.html")
 #: What ``evaluate`` needs beyond what ``predict`` needs, which a torch-free install for
@@ -191,16 +190,14 @@ def evaluate(args):
     refuse_overwriting({"data": args.data, "--model": args.model}, written)
     model = load_model(args.model, verbose=1, storage_options=args.storage_options)
     data, X = images_input(args.data, model, args.images)
-    present = [t for t in model.tasks_ if t in data.columns]
-    if not present:
+    # Class codes read as floats (an empty cell): the model's integer labels in the report.
+    y = model_targets(model, data)
+    if y is None:
         raise CommandError(
             f"none of the model's targets {list(model.tasks_)} is a column of the data"
         )
     if args.interval is not None:
-        interval_calibration(model, args.interval, present)
-    # Class codes read as floats (an empty cell): the model's integer labels in the report.
-    fitted = decoders(model.tasks_)
-    y = integer_classes(data[present], [t for t in present if _integer_classes(fitted[t])])
+        interval_calibration(model, args.interval, list(y.columns))
     _evaluate_to(model, X, y, args.out, coverage=args.interval)
     return 0
 
@@ -264,18 +261,14 @@ def export(args):
         print(f"model written to {args.out}")
         return 0
     data, X = images_input(args.calibration, model, args.images)
-    present = [t for t in model.tasks_ if t in data.columns]
-    if args.max_metric_drop is not None and not present:
+    y = model_targets(model, data)
+    if args.max_metric_drop is not None and y is None:
         raise CommandError(
             f"--max-metric-drop needs labels: none of the model's targets {list(model.tasks_)} "
             f"is a column of {args.calibration}"
         )
-    fitted = decoders(model.tasks_)
-    y = integer_classes(data[present], [t for t in present if _integer_classes(fitted[t])])
     check_writable(args.out, "the model")
-    result = model.export_onnx(
-        args.out, args.quantize, X, y if present else None, args.max_metric_drop
-    )
+    result = model.export_onnx(args.out, args.quantize, X, y, args.max_metric_drop)
     if result.check is not None:
         print(result.check.to_string(float_format=lambda v: f"{v:.4f}"))
     images = load_model(args.out).quantization_["calibration"]["n_images"]  # read ones
@@ -471,4 +464,6 @@ COMMANDS = {
     "explain": (explain, "heatmaps of where the network looked for a task, as a figure"),
     "export": (export, "write a model as a safe file (.skmt) or as ONNX"),
     "demo": (demo, "generate a synthetic set, fit, evaluate, report"),
+    "audit": (audit, "which labels look wrong: each judged against out-of-fold predictions"),
+    "suggest": (suggest, "which missing cells to label next, the most uncertain first"),
 }

@@ -181,6 +181,16 @@ def task_kinds(spec):
     return kinds
 
 
+def column_list(spec):
+    """``"z,group"`` → ``["z", "group"]``; None for no text (``--tabular``)."""
+    if not spec:
+        return None
+    columns = [name.strip() for name in spec.split(",") if name.strip()]
+    if not columns:
+        raise CommandError(f"--tabular {spec!r} names no column: give NAME[,NAME...]")
+    return columns
+
+
 @dataclass(frozen=True)
 class Parsing:
     """How the text of a parameter's option becomes the parameter's value.
@@ -200,12 +210,17 @@ _INTEGER, _AUTO_INTEGER = Parsing(int), Parsing(auto_or(int, "an integer"))
 #: as is, or is a switch (a boolean parameter).
 PARSING = {
     "image_root": Parsing(convert=absolute),
+    "tabular_cols": Parsing(
+        convert=column_list, help="table columns read beside the images: z,group,..."
+    ),
     "backbone": Parsing(help="torchvision model name, timm/<name> or simple_cnn"),
     "weights": Parsing(none_or_str, help="DEFAULT, a weights name or file, or none"),
     "image_size": _AUTO_INTEGER,
     "tasks": Parsing(
         convert=task_kinds, help="task kinds overriding inference: age=regression,..."
     ),
+    "fusion_width": _INTEGER,
+    "fusion_depth": _INTEGER,
     "max_epochs": _INTEGER,
     "lr": Parsing(float),
     "freeze_epochs": _AUTO_INTEGER,
@@ -319,6 +334,24 @@ COMMAND_OPTIONS = {
             "with --calibration labels: refuse if a task's metric drops more in int8",
             type=float,
         ),
+    ),
+    "audit": (
+        *TRAINING_OPTIONS,
+        Option("--cv", "folds: a model fitted per fold judges the rows it held out",
+               type=int, default=5),
+        Option("--n-jobs", "folds fitted at once", type=int, default=1),
+        Option("--out", "the judged cells: .csv, .parquet or .json; - for CSV on stdout",
+               required=True),
+    ),
+    "suggest": (
+        Option("data", "CSV or parquet file with the image column (targets: the labels known)"),
+        Option("--model", _MODEL, required=True),
+        Option("--images", _IMAGES),
+        Option("--storage-options", _STORAGE, type=json_object),
+        Option("--task", "this task's cells only (default: every task's, in turn)"),
+        Option("--n", "the first N cells only", type=int),
+        Option("--out", "the cells to label: .csv, .parquet or .json; - for CSV on stdout",
+               required=True),
     ),
     "demo": (
         Option("--out", "folder for images, data, model, report", default="demo-output"),

@@ -57,11 +57,7 @@ def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3, heatmap
     -------
     matplotlib.figure.Figure
     """
-    X = input_table(X, model.image_col)
-    images, _ = resolve_images(
-        X, model.image_col, model.image_root, check_files=False,
-        storage_options=model.storage_options,
-    )
+    X, images = _model_images(model, X)
     # The first image of X that each row of the table names (a path, "X[<position>]" for
     # an image in memory, a position in an array of images).
     first = {}
@@ -70,8 +66,10 @@ def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3, heatmap
     positions = [first[reference] for reference in top["image"]]
     images = [decode_image(source, model.image_size_) for source in images[positions]]
     suptitle = f"Largest {ranked_by} (prediction/truth)"
+    encoder = model._table_encoder()
+    columns = [] if encoder is None else encoder.columns
     if not heatmap:
-        titles = [_top_loss_title(model.tasks_, row) for _, row in top.iterrows()]
+        titles = [_top_loss_title(model.tasks_, row, columns) for _, row in top.iterrows()]
         return image_grid(images, titles, ncols, suptitle)
     rows = input_rows(X, model.image_col, positions)
     maps = {name: model.explain(rows, name) for name in model.tasks_}
@@ -81,7 +79,9 @@ def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3, heatmap
             panels.append(images[i])
             heatmaps.append(maps[name][i])
             title = _prediction_and_truth(name, task, row)
-            titles.append(f"{title}\nloss {_format_number(row['loss'])}" if j == 0 else title)
+            if j == 0:
+                title += f"\nloss {_format_number(row['loss'])}" + _table_line(row, columns)
+            titles.append(title)
     suptitle += "\nover each, where a task looked for its prediction (Grad-CAM)"
     return image_grid(panels, titles, len(model.tasks_), suptitle, heatmaps)
 
@@ -108,6 +108,36 @@ def explain_figure(images, heatmaps, titles, ncols, suptitle):
     matplotlib.figure.Figure
     """
     return image_grid(images, titles, ncols, suptitle, heatmaps)
+
+
+def label_issues_figure(model, X, issues, ncols=4):
+    """The image of each cell of ``issues`` (a
+    :func:`~sk_multitask.labels.find_label_issues` table whose ``row`` is the position in
+    ``X``), titled with its task, given and predicted label: the report's labels to check.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _, images = _model_images(model, X)
+    pictures = [decode_image(images[position], model.image_size_) for position in issues["row"]]
+    titles = [
+        f"{row.task}: given {format_value(model.tasks_[row.task], row.given)}\n"
+        f"predicted {format_value(model.tasks_[row.task], row.predicted)}"
+        for row in issues.itertuples()
+    ]
+    return image_grid(pictures, titles, ncols, "Labels to check (given, predicted)")
+
+
+def _model_images(model, X):
+    """``X`` as a table, and its images as ``model`` reads them (its image column, root
+    and storage options)."""
+    X = input_table(X, model.image_col)
+    images, _ = resolve_images(
+        X, model.image_col, model.image_root, check_files=False,
+        storage_options=model.storage_options,
+    )
+    return X, images
 
 
 def history_figure(tasks, history):
@@ -222,10 +252,24 @@ def _prediction_and_truth(name, task, row):
     return f"{name} {predicted}/{format_value(task, row[f'{name}_true'])}"
 
 
-def _top_loss_title(tasks, row):
-    """``color red/blue | area 0.31/0.62`` then ``loss 2.3`` on a second line."""
+def _top_loss_title(tasks, row, columns=()):
+    """``color red/blue | area 0.31/0.62`` then ``loss 2.3`` on a second line, and the
+    table ``columns``' values (``age=41 | sex=F``) on a third."""
     fields = " | ".join(_prediction_and_truth(name, task, row) for name, task in tasks.items())
-    return f"{fields}\nloss {_format_number(row['loss'])}"
+    return f"{fields}\nloss {_format_number(row['loss'])}" + _table_line(row, columns)
+
+
+def _table_line(row, columns):
+    """A new line of the table ``columns``' values in a top-losses row (none without)."""
+    if not columns:
+        return ""
+    return "\n" + " | ".join(f"{c}={_table_value(row[c])}" for c in columns)
+
+
+def _table_value(value):
+    if isinstance(value, float):
+        return _format_number(value)
+    return str(value)[:12]
 
 
 def image_grid(images, titles, ncols, suptitle, heatmaps=None):

@@ -92,7 +92,8 @@ def train_transform(augment):
 class ImageDataset(torch.utils.data.Dataset):
     """Images (file paths or a uint8 array) and their encoded targets.
 
-    Items are ``(image, target)``: ``image`` a uint8 tensor ``(3, H, W)``, ``target``
+    Items are ``(image, target)``: ``image`` a uint8 tensor ``(3, H, W)`` (with a
+    ``table``, ``{"images": image, "table": row}``), ``target``
     a float32 tensor with one entry per task, NaN where missing, then the row's weight
     with ``sample_weight`` (empty without targets, so that skorch always sees an
     ``(X, y)`` pair). The loss reads the weight from there
@@ -107,6 +108,9 @@ class ImageDataset(torch.utils.data.Dataset):
     targets : ndarray of shape (N, n_tasks), optional
     sample_weight : ndarray of shape (N,), optional
         Row weights (with ``targets``), appended to each target.
+    table : ndarray of shape (N, n_table), optional
+        The encoded table columns (:mod:`sk_multitask.inputs._tabular`): each item's
+        image is then ``{"images": image, "table": row}``.
     image_size : int or (int, int)
     transform : callable, optional
         Applied to each uint8 image tensor (training augmentation).
@@ -122,11 +126,13 @@ class ImageDataset(torch.utils.data.Dataset):
         targets=None,
         sample_weight=None,
         *,
+        table=None,
         image_size,
         transform=None,
         bad_images=None,
     ):
         self.images = images
+        self.table = None if table is None else torch.as_tensor(table, dtype=torch.float32)
         self.targets = None if targets is None else torch.as_tensor(targets)
         self.weighted = sample_weight is not None
         if self.weighted:
@@ -156,11 +162,18 @@ class ImageDataset(torch.utils.data.Dataset):
                 missing = torch.full_like(target, float("nan"))
                 if self.weighted:  # weight 0: a NaN weight would make NaN gradients
                     missing[-1] = 0.0
-                return blank, missing
+                return self._inputs(blank, i), missing
             image = as_tensor(pixels)
         if self.transform is not None:
             image = _transformed(self.transform, image, seed)
-        return image, target
+        return self._inputs(image, i), target
+
+    def _inputs(self, image, i):
+        """What the network's ``forward`` takes of row ``i``: the image, or with a table
+        ``{"images": image, "table": row}`` (skorch passes its keys as arguments)."""
+        if self.table is None:
+            return image
+        return {"images": image, "table": self.table[i]}
 
 
 def _transformed(transform, image, seed):

@@ -1,4 +1,5 @@
-"""The network: a shared backbone, then one head per task.
+"""The network: a shared backbone (fused with the table columns, if any), then one head
+per task.
 
 The one seam between backbone (:mod:`sk_multitask.network._backbones`) and heads is
 :meth:`MultiTaskModule.forward_features`.
@@ -28,6 +29,10 @@ class MultiTaskModule(nn.Module):
         Task name to the head's number of outputs (classes, or 1 for a regression).
     mean, std : sequence of 3 floats
         Normalisation for images scaled to [0, 1].
+    n_table : int, default=0
+        The width of the encoded table columns; 0: images only (no fusion MLP).
+    fusion_width, fusion_depth : int, default=256, 1
+        The fusion MLP's hidden width and number of hidden layers (with a table).
 
     Notes
     -----
@@ -36,10 +41,31 @@ class MultiTaskModule(nn.Module):
     :meth:`forward_heads` gives them as a dict keyed by task name.
     """
 
-    def __init__(self, backbone, n_features, head_sizes, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(
+        self,
+        backbone,
+        n_features,
+        head_sizes,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        n_table=0,
+        fusion_width=256,
+        fusion_depth=1,
+    ):
         super().__init__()
         self.backbone = backbone
         self.task_names = list(head_sizes)
+        self.n_table = int(n_table)
+        if self.n_table:
+            # Ludwig's concat combiner: an MLP over the image features and the table, so
+            # that a target may depend on their interactions (an XOR), not only their sum.
+            widths = [n_features + self.n_table] + [fusion_width] * fusion_depth
+            # Normalised, image features and table columns start on one scale.
+            layers = [nn.BatchNorm1d(widths[0])]
+            for width_in, width_out in zip(widths, widths[1:], strict=False):
+                layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+            self.fusion = nn.Sequential(*layers)
+            n_features = fusion_width
         # A ModuleList, not a ModuleDict: task names need not be valid module names.
         self.heads = nn.ModuleList(nn.Linear(n_features, n) for n in head_sizes.values())
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
@@ -68,12 +94,22 @@ class MultiTaskModule(nn.Module):
             self.backbone.eval()
         return self
 
-    def forward_features(self, images):
-        """Shared features ``(N, n_features)`` of uint8 (0-255) or float images."""
+    def forward_features(self, images, table=None):
+        """Shared features ``(N, n_features)`` of uint8 (0-255) or float images: the
+        backbone's, or with a table (float ``(N, n_table)``) the fusion MLP's output over
+        the backbone's features and the table."""
         x = (images.float() - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return torch.flatten(self.backbone(x), 1)
+        features = torch.flatten(self.backbone(x), 1)
+        if not self.n_table:
+            return features
+        if table is None:
+            raise ValueError(
+                f"the network reads {self.n_table} encoded table columns beside the images "
+                "(tabular_cols): call it with table=..."
+            )
+        return self.fusion(torch.cat([features, table.to(features.dtype)], dim=1))
 
     def forward_heads(self, features):
         """Each task's outputs, keyed by task name."""
@@ -81,8 +117,8 @@ class MultiTaskModule(nn.Module):
             name: head(features) for name, head in zip(self.task_names, self.heads, strict=True)
         }
 
-    def forward(self, images):
-        features = self.forward_features(images)
+    def forward(self, images, table=None):
+        features = self.forward_features(images, table)
         return torch.cat([head(features) for head in self.heads], dim=1)
 
 

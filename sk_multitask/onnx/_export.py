@@ -2,7 +2,10 @@
 
 :func:`export_onnx` (also ``est.export_onnx(path)``) writes the network as one ONNX
 file: input ``images``, uint8 ``(N, 3, H, W)`` with a dynamic batch size, the
-normalisation inside the graph; output ``outputs``, every task's head concatenated.
+normalisation inside the graph (and, for a model with ``tabular_cols``, input ``table``,
+float32 ``(N, n_encoded)``: the encoded table columns, which the predictor encodes with
+the estimator's encoder, :mod:`sk_multitask.inputs._tabular`); output ``outputs``, every
+task's head concatenated.
 The model document (:func:`sk_multitask.persistence._document.model_document`: parameters, tasks,
 image size, history, data sizes, skipped images, best epoch, class and task weights, versions)
 is stored in the file's metadata, under :data:`METADATA_KEY`, where
@@ -16,10 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 from ..inputs._files import atomic_write
 from ..persistence._document import model_document
-from ._predictor import INPUT, METADATA_KEY, OUTPUT, missing_onnx_extra
+from ._predictor import INPUT, METADATA_KEY, OUTPUT, TABLE_INPUT, missing_onnx_extra
 from ._quantize import check_quantize_options, write_int8
 
 __all__ = ["export_onnx"]
@@ -79,16 +83,24 @@ def export_onnx(
     metadata = json.dumps(document)
     module = copy.deepcopy(estimator.net_.module_).cpu().float().eval()
     module.channels_last = False  # a memory format means nothing in the graph
-    example = torch.zeros(2, 3, *estimator.image_size_, dtype=torch.uint8)
-    program = torch.onnx.export(
-        module,
-        (example,),
-        dynamo=True,
-        input_names=[INPUT],
-        output_names=[OUTPUT],
-        dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
-        verbose=False,
-    )
+    batch = torch.export.Dim("batch")
+    example = (torch.zeros(2, 3, *estimator.image_size_, dtype=torch.uint8),)
+    names, shapes = [INPUT], {"images": {0: batch}}
+    if module.n_table:  # a second input: the encoded table columns
+        example += (torch.zeros(2, module.n_table, dtype=torch.float32),)
+        names, shapes = [INPUT, TABLE_INPUT], {**shapes, "table": {0: batch}}
+    with warnings.catch_warnings():
+        # Two inputs share the batch axis; torch says it names it once.
+        warnings.filterwarnings("ignore", message="# The axis name: batch will not be used")
+        program = torch.onnx.export(
+            module,
+            example,
+            dynamo=True,
+            input_names=names,
+            output_names=[OUTPUT],
+            dynamic_shapes=shapes,
+            verbose=False,
+        )
     model = program.model_proto
     onnx.helper.set_model_props(model, {METADATA_KEY: metadata})
     path = os.fspath(path)

@@ -24,6 +24,7 @@ from ..inputs._bad_images import (
 )
 from ..inputs._decoding import tta_views
 from ..inputs._sources import resolve_images
+from ..inputs._tabular import encoded_table
 from ..persistence._document import parse_document, read_document
 from ..predicting._calibration import read_calibration
 from ..predicting._protocol import MultiTaskPredictor
@@ -37,6 +38,9 @@ __all__ = ["METADATA_KEY", "OnnxPredictor", "check_batch_size", "missing_onnx_ex
 METADATA_KEY = "sk_multitask"
 #: The names of the ONNX graph's input (uint8 images) and output (every head's outputs).
 INPUT, OUTPUT = "images", "outputs"
+#: The name of the graph's second input, of a model with table columns: float32
+#: ``(N, n_encoded)``.
+TABLE_INPUT = "table"
 
 
 def check_batch_size(value, where="batch_size"):
@@ -105,11 +109,17 @@ def _open_session(path, session_options, providers):
     return session, read_document(metadata[METADATA_KEY], path)
 
 
-def _check_graph(session, tasks, params, path):
-    """A ValueError unless the document's parameters and tasks fit the ONNX graph."""
-    missing = [name for name in ("image_col", "batch_size") if name not in params]
+def _check_graph(session, tasks, model, path):
+    """A ValueError unless the document's parameters, tasks and table fit the ONNX graph."""
+    missing = [name for name in ("image_col", "batch_size") if name not in model.params]
     if missing:
         raise ValueError(f"{path!r}: the model document has no parameters {missing}")
+    inputs = [node.name for node in session.get_inputs()]
+    expected = [INPUT, TABLE_INPUT] if model.tabular is not None else [INPUT]
+    if inputs != expected:
+        raise ValueError(
+            f"{path!r}: the ONNX graph's inputs are {inputs}, the model document's {expected}"
+        )
     width = session.get_outputs()[0].shape[-1]
     outputs = sum(decoder.n_outputs for decoder in tasks.values())
     if isinstance(width, int) and width != outputs:  # a named dimension: not known here
@@ -159,6 +169,9 @@ class OnnxPredictor(MultiTaskPredictor):
         None); None for a float file.
     params : dict
         The estimator's parameters, as saved.
+    table_encoder_ : TableEncoder or None
+        The estimator's encoding of its table columns (``tabular_cols``), applied to
+        ``X`` in numpy, the same code as the estimator's; None for images only.
     image_col, image_root, image_size, batch_size, on_bad_image, storage_options, tta
         What :meth:`predict` reads ``X`` with.
 
@@ -200,7 +213,11 @@ class OnnxPredictor(MultiTaskPredictor):
         self.document = model.document
         self.params = model.params
         self.tasks_ = model.tasks(OutputDecoder.from_dict)
-        _check_graph(self.session, self.tasks_, model.params, path)
+        _check_graph(self.session, self.tasks_, model, path)
+        try:
+            self.table_encoder_ = model.table_encoder()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path!r}: {exc}") from exc
         self.history_ = model.history
         self.quantization_ = model.quantization
         try:
@@ -244,12 +261,14 @@ class OnnxPredictor(MultiTaskPredictor):
             ``X``'s index.
         batches : iterator of (list, dict)
             The positions of the rows read in a batch, and the graph's inputs for them
-            by name (``images``: uint8 ``(n, 3, H, W)``).
+            by name (``images``: uint8 ``(n, 3, H, W)``; with table columns, ``table``:
+            float32 ``(n, n_encoded)``, encoded as the estimator encodes them).
         """
         images, index = resolve_images(
             X, self.image_col, self.image_root, check_files=False,
             storage_options=self.storage_options,
         )
+        table = encoded_table(X, self.table_encoder_, self.image_col)
 
         size = self.image_size
 
@@ -260,7 +279,10 @@ class OnnxPredictor(MultiTaskPredictor):
                 read = [i for i, image in pixels.items() if image is not None]
                 if read:
                     batch = np.stack([pixels[i] for i in read]).transpose(0, 3, 1, 2)
-                    yield read, {INPUT: np.ascontiguousarray(batch)}
+                    feeds = {INPUT: np.ascontiguousarray(batch)}
+                    if table is not None:
+                        feeds[TABLE_INPUT] = table[read]
+                    yield read, feeds
 
         return len(images), index, batches()
 

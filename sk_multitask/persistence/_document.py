@@ -18,6 +18,10 @@ holds a safe file's bytes (:mod:`sk_multitask.persistence._pickling`). A documen
   :class:`sk_multitask.predicting._calibration.Calibration` writes them);
 - ``decision_thresholds`` (None, or per binary or multi-label task its threshold(s), as
   :func:`sk_multitask.predicting._thresholds.thresholds_to_list` writes them);
+- ``tabular``, only for a model with table columns (``tabular_cols``): their names, the
+  width of their encoding and the default preprocessing's fitted state
+  (:meth:`sk_multitask.inputs._tabular.TableEncoder.to_dict`; None in a pickle's document
+  when a ``tabular_transformer`` of the user's, which the pickle holds, encodes them).
 - ``quantization``, in an int8 ONNX file only: how it was quantized and calibrated, and
   its per-task check against the float model (:mod:`sk_multitask.onnx._quantize`).
 
@@ -39,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..inputs._tabular import TableEncoder
 from ..predicting._thresholds import thresholds_to_list
 from ..targets._cell_loss import CellLoss, regression_loss_names, static_task_weights
 from ..targets._outputs import OutputDecoder, task_from_dict, task_to_dict
@@ -191,7 +196,8 @@ def model_document(estimator, with_params=True, action="save"):
         params["backbone"] = None
     module, criterion = estimator.net_.module_, estimator.net_.criterion_
     sizes = getattr(estimator, "data_sizes_", None)
-    return {
+    tabular = _tabular_state(getattr(estimator, "table_encoder_", None), action)
+    document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "versions": package_versions(),
@@ -223,6 +229,31 @@ def model_document(estimator, with_params=True, action="save"):
             lambda name: task_to_dict(estimator.tasks_[name])["name"],
         ),
     }
+    if tabular is not None:  # a model of images only: the document of before
+        document["tabular"] = tabular
+    return document
+
+
+def _tabular_state(encoder, action):
+    """The document's ``tabular`` entry of a fitted table encoder (None: images only).
+
+    Raises
+    ------
+    ValueError
+        For a ``tabular_transformer`` of the user's, unless pickled (``action``).
+    """
+    if encoder is None:
+        return None
+    state = {"columns": list(encoder.columns), "n_encoded": encoder.n_features, "encoder": None}
+    if isinstance(encoder, TableEncoder):
+        state["encoder"] = encoder.to_dict()
+    elif action != "pickle":
+        raise ValueError(
+            f"{action}: tabular_transformer ({type(encoder.transformer).__name__}) is code, "
+            "which a safe file or an ONNX file cannot hold; pickle the model (joblib, skops) "
+            "or fit with tabular_transformer=None, whose fitted state is stored as data"
+        )
+    return _plain(state)
 
 
 def _calibration_state(estimator):
@@ -270,6 +301,8 @@ class ModelDocument:
     decision_thresholds : list or None
         The decision thresholds' checked data
         (:func:`sk_multitask.predicting._thresholds.read_thresholds` reads it).
+    tabular : dict or None
+        The table columns' entry (checked); None for a model of images only.
     quantization : dict or None
         An int8 ONNX file's record (:mod:`sk_multitask.onnx._quantize`); None for a
         float model.
@@ -288,6 +321,14 @@ class ModelDocument:
     task_weights: list | None = None
     calibration: dict | None = None
     decision_thresholds: list | None = None
+    tabular: dict | None = None
+
+    def table_encoder(self):
+        """The model's :class:`~sk_multitask.inputs._tabular.TableEncoder`; None for a model
+        of images only, or whose table a transformer of the user's encodes (a pickle's)."""
+        if self.tabular is None or self.tabular["encoder"] is None:
+            return None
+        return TableEncoder.from_dict(self.tabular["columns"], self.tabular["encoder"])
     quantization: dict | None = None
 
     def tasks(self, from_dict):
@@ -375,6 +416,7 @@ def parse_document(document, source):
         task_weights=document.get("task_weights"),
         calibration=document.get("calibration"),
         decision_thresholds=document.get("decision_thresholds"),
+        tabular=document.get("tabular"),
         quantization=document.get("quantization"),
     )
 

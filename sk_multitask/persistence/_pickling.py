@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..inputs._tabular import TableEncoder
 from ..network._backbones import has_pretrained_weights
 from ..predicting._calibration import read_calibration
 from ..predicting._thresholds import read_thresholds
@@ -48,6 +49,8 @@ SAVED_ATTRIBUTES = (
     "net_", "history_", "tasks_", "image_size_", "data_sizes_", "skipped_images_", "best_epoch_",
     "calibration_", "decision_thresholds_", "network_params_",
 )  # fmt: skip
+# ``table_encoder_`` too when it is the default preprocessing (data in the document); a
+# transformer of the user's (code) is pickled as it is.
 #: The key pickles of sk-multitask 0.1.0 recorded the package version under.
 _OLD_VERSION_KEY = "_sk_multitask_version"
 
@@ -78,7 +81,9 @@ def restore_fitted(estimator, saved):
     cuda = torch.cuda.is_available() or not estimator.device.startswith("cuda")
     device = resolve_device(estimator.device) if cuda else "cpu"  # a GPU model loads on a CPU
     config = TrainingConfig.from_estimator(estimator)
-    estimator.net_ = saved.restore(rebuild_saved_net(config, saved, device))
+    encoder = _table_encoder(estimator, saved)
+    estimator.net_ = saved.restore(rebuild_saved_net(config, saved, device, encoder))
+    estimator.table_encoder_ = encoder
     estimator.tasks_, estimator.history_ = saved.tasks, estimator.net_.history
     for name, value in saved.model.fitted_attributes().items():
         setattr(estimator, name, value)
@@ -88,6 +93,23 @@ def restore_fitted(estimator, saved):
     )
     estimator.network_params_ = {name: getattr(estimator, name) for name in NETWORK_PARAMS}
     return estimator
+
+
+def _table_encoder(estimator, saved):
+    """The encoding of a saved model's table columns: the document's default
+    preprocessing, or the user's transformer a pickle holds (None: images only)."""
+    tabular = saved.model.tabular
+    if tabular is None:
+        return None
+    if tabular["encoder"] is not None:
+        return saved.model.table_encoder()
+    encoder = getattr(estimator, "table_encoder_", None)
+    if encoder is None or encoder.n_features != tabular["n_encoded"]:
+        raise ValueError(
+            f"{saved.path!r}: the model's table columns are encoded by a tabular_transformer "
+            "of the user's, which only a pickle of the model holds"
+        )
+    return encoder
 
 
 def load_fitted(cls, path, backbone, settings):
@@ -140,6 +162,8 @@ class VersionedPickleMixin:
         state = {**super().__getstate__(), **secrets}
         if "net_" in state:
             state = {k: v for k, v in state.items() if k not in SAVED_ATTRIBUTES}
+            if isinstance(state.get("table_encoder_"), TableEncoder):  # in the document
+                del state["table_encoder_"]
             state[MODEL_KEY] = model_bytes(self, with_params=False)
             if self.warm_start:
                 state[OPTIMIZER_KEY] = _optimizer_bytes(self.net_)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .. import __version__
 from ..inputs._decoding import MAX_IMAGE_SIZE
+from ..inputs._tabular import TableEncoder
 from ..predicting._calibration import MAX_CALIBRATION_SCORES, TEMPERATURE_RANGE
 from ..targets import CLASSIFICATION, MULTILABEL, ORDINAL, REGRESSION, TASK_KINDS
 from ..targets._cell_loss import is_weight
@@ -169,6 +170,32 @@ def _is_thresholds(state):
     )(state)
 
 
+def _is_tabular(state):
+    """Whether ``state`` is the ``tabular`` entry: table columns (scalars), the encoded
+    width, and the encoder's state (checked by :func:`_check_tabular`) or None."""
+    return state is None or (
+        isinstance(state, dict)
+        and state.keys() == {"columns", "n_encoded", "encoder"}
+        and _list_of(lambda c: _is_scalar(c) and c is not None)(state["columns"])
+        and len(state["columns"]) > 0
+        and _is_count(state["n_encoded"])
+        and state["n_encoded"] > 0
+    )
+
+
+def _check_tabular(state):
+    """A TypeError naming what is wrong unless the ``tabular`` entry's encoder is as
+    :meth:`~sk_multitask.inputs._tabular.TableEncoder.to_dict` writes it, of the width
+    the entry declares."""
+    if state is None or state["encoder"] is None:
+        return
+    encoder = TableEncoder.from_dict(state["columns"], state["encoder"])
+    _require(
+        encoder.n_features == state["n_encoded"],
+        f"tabular's encoder gives {encoder.n_features} columns, not n_encoded",
+    )
+
+
 #: The keys of an int8 file's ``quantization`` record, and of its per-task check.
 QUANTIZATION_KEYS = {
     "dtype", "format", "per_channel", "activations", "weights", "quantized", "calibration",
@@ -252,6 +279,7 @@ _FIELDS = [
     ("task_weights", None, lambda v: v is None or _list_of(is_weight)(v), _WEIGHTS),
     ("calibration", None, _is_calibration, _CALIBRATION),
     ("decision_thresholds", None, _is_thresholds, _THRESHOLDS),
+    ("tabular", None, _is_tabular, "tabular is not (columns, n_encoded, encoder)"),
     ("quantization", None, _is_quantization, _QUANTIZATION),
 ]
 #: Every key a document may hold (``weights_sha256``: the safe file's hash of its weights).
@@ -342,6 +370,7 @@ def check_fields(document):
             raise KeyError(key)
         _require(check(document.get(key, default)), message)
     _check_calibration(document.get("calibration"))
+    _check_tabular(document.get("tabular"))
     for state in document["tasks"]:
         _check_task(state)
 

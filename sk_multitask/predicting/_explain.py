@@ -122,6 +122,7 @@ def explain_images(
     on_bad_image="raise",
     cache_dir=None,
     verbose=0,
+    table=None,
 ):
     """The Grad-CAM heatmap of one task's output for every image.
 
@@ -143,6 +144,9 @@ def explain_images(
     on_bad_image, cache_dir, verbose
         As for :func:`~sk_multitask.predicting._inference.network_outputs`: the row of an
         image skipped as unreadable is NaN.
+    table : float32 ndarray of shape (N, n_table), optional
+        The encoded table columns of a model that reads them (``tabular_cols``): the
+        heatmaps explain the output given the image and its table row.
 
     Returns
     -------
@@ -168,7 +172,7 @@ def explain_images(
     with _explaining(module):
         heatmaps = batch_results(
             net, images, image_size, step, on_bad_image=on_bad_image, cache_dir=cache_dir,
-            verbose=verbose, desc="explain",
+            verbose=verbose, desc="explain", table=table,
         )
     return heatmaps.numpy().astype(np.float32, copy=False)
 

@@ -39,6 +39,7 @@ def network_outputs(
     verbose=0,
     features=False,
     tta=0,
+    table=None,
 ):
     """The fitted network's outputs for every image: a float32 CPU tensor ``(N, width)``.
 
@@ -61,6 +62,10 @@ def network_outputs(
     tta : int, default=0
         Test-time augmentation: the outputs are the mean over the plain images and
         this many augmented views of them (:func:`sk_multitask.inputs._decoding.tta_views`).
+    table : float32 ndarray of shape (N, n_table), optional
+        The encoded table columns of a model that reads them
+        (:func:`sk_multitask.inputs._tabular.encoded_table`); test-time views augment the
+        images only.
 
     Returns
     -------
@@ -77,11 +82,21 @@ def network_outputs(
         cache_dir=cache_dir,
         verbose=verbose,
         desc="transform" if features else "predict",
+        table=table,
     )
 
 
 def batch_results(
-    net, images, image_size, step, *, on_bad_image="raise", cache_dir=None, verbose=0, desc=""
+    net,
+    images,
+    image_size,
+    step,
+    *,
+    on_bad_image="raise",
+    cache_dir=None,
+    verbose=0,
+    desc="",
+    table=None,
 ):
     """``step`` run on every batch of ``images``: the one batching iterator.
 
@@ -101,6 +116,9 @@ def batch_results(
         As for :func:`network_outputs`.
     desc : str
         The progress bar's label.
+    table : float32 ndarray of shape (N, n_table), optional
+        The encoded table columns: each batch's ``X`` is then ``{"images": ..., "table":
+        ...}`` (the module's keyword arguments).
 
     Returns
     -------
@@ -112,7 +130,7 @@ def batch_results(
         images, _ = cached_images(
             images, image_size, cache=False, cache_dir=cache_dir, bad_images=bad_images
         )
-    dataset = ImageDataset(images, image_size=image_size, bad_images=bad_images)
+    dataset = ImageDataset(images, table=table, image_size=image_size, bad_images=bad_images)
     batches = map(step, net.get_iterator(dataset, training=False))
     if verbose:
         total = math.ceil(len(dataset) / net.batch_size)
@@ -134,22 +152,28 @@ def _batch_outputs(net, batch, features, views=()):
     """One batch's outputs, on the CPU: skorch's step, averaged over the plain batch and
     its test-time augmentation ``views``."""
     module = net.module_
-    images, rest = batch[0], batch[1:]
-    out = _outputs(net, module, images, rest, features).float()
+    inputs, rest = batch[0], batch[1:]
+    images, table = (inputs["images"], inputs["table"]) if isinstance(inputs, dict) else (
+        inputs, None
+    )
+    out = _outputs(net, module, images, table, rest, features).float()
     for rows, cols in views:
-        out += _outputs(net, module, images[..., rows[:, None], cols[None, :]], rest, features)
+        view = images[..., rows[:, None], cols[None, :]]
+        out += _outputs(net, module, view, table, rest, features)
     # Logits are averaged (a normalised geometric mean of the views' probabilities),
     # so that regression outputs and temperature scaling follow the same rule.
     return (out / (1 + len(views))).cpu()
 
 
-def _outputs(net, module, images, rest, features):
-    """One batch's heads' outputs (or features)."""
+def _outputs(net, module, images, table, rest, features):
+    """One batch's heads' outputs (or features); ``table``: its encoded table, or None."""
     if features:
         with torch.no_grad():
             module.eval()
-            return module.forward_features(images.to(net.device))
-    return net.evaluation_step((images, *rest), training=False)
+            table = None if table is None else table.to(net.device)
+            return module.forward_features(images.to(net.device), table)
+    inputs = images if table is None else {"images": images, "table": table}
+    return net.evaluation_step((inputs, *rest), training=False)
 
 
 def validation_calibration(net, data, *, on_bad_image, tta, thresholds=None, metric="f1"):
@@ -163,8 +187,11 @@ def validation_calibration(net, data, *, on_bad_image, tta, thresholds=None, met
         return None, fit_thresholds(thresholds, metric, data.tasks)
     with warnings.catch_warnings():  # fit has warned of its bad images already
         warnings.simplefilter("ignore", BadImageWarning)
+        valid = data.valid_set
+        table = None if valid.table is None else valid.table.numpy()
         outputs = network_outputs(
-            net, data.valid_set.images, data.plan.image_size, on_bad_image=on_bad_image, tta=tta
+            net, valid.images, data.plan.image_size, on_bad_image=on_bad_image, tta=tta,
+            table=table,
         )
     # An image found bad while decoding for the cache has all its targets masked.
     outputs[data.valid_set.unlabelled_rows()] = float("nan")

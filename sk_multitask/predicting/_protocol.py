@@ -357,7 +357,8 @@ class MultiTaskPredictor:
         -------
         DataFrame
             ``X``'s index of those rows, largest loss first; ``image`` (the path as
-            given in ``X``, or the position in an image array), ``<task>_pred`` and
+            given in ``X``, or the position in an image array), the table columns'
+            values (``tabular_cols``) as given in ``X``, ``<task>_pred`` and
             ``<task>_true`` for every task (a missing truth stays missing), ``loss``.
             Losses are those of training (see ``CellLoss.cell_losses``):
             cross-entropy (times the true label's class weight), binary cross-entropy
@@ -372,6 +373,35 @@ class MultiTaskPredictor:
         outputs, index, y, _ = checked_outputs(self, X, y)
         predicted = decided_predictions(self, outputs, index)
         return top_loss_table(self, X, y, outputs, index, k=k, task=task, predicted=predicted)
+
+    def table_importance(self, X, y, n_repeats=5, random_state=0, sample_weight=None):
+        """Which table column matters: each task's score drop when a column is permuted.
+
+        Permutation importance (scikit-learn's ``permutation_importance`` idea) over the
+        ``tabular_cols``: each column's cells are shuffled among the rows ``n_repeats``
+        times, and each task's score (accuracy, R², micro F1, as :meth:`score`) drops by
+        how much the model relies on it. Each repeat of each column runs the model over
+        ``X`` again. See :func:`sk_multitask.predicting._importance.table_importance`.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Images and table columns, as for :meth:`predict_raw`; use held-out rows.
+        y : DataFrame or Series
+            True targets; missing cells are left out.
+        n_repeats : int, default=5
+        random_state : int, default=0
+        sample_weight : array-like of shape (n_rows,), default=None
+
+        Returns
+        -------
+        DataFrame
+            Tasks (rows) by table columns: the mean score drop (positive: it helped).
+        """
+        from ._importance import table_importance
+
+        self._check_fitted()
+        return table_importance(self, X, y, n_repeats, random_state, sample_weight)
 
     def explain(self, X, task, label=None, method="gradcam", target_layer=None):
         """Where the network looked for one task: a heatmap per image (Grad-CAM).
@@ -427,6 +457,11 @@ class MultiTaskPredictor:
         return self._heatmaps(X, task, label, target_layer)
 
     # -- helpers -------------------------------------------------------------------
+
+    def _table_encoder(self):
+        """The fitted encoding of the table columns (``table_encoder_``); None for a
+        model of images only."""
+        return getattr(self, "table_encoder_", None)
 
     def _calibration(self):
         self._check_fitted()

@@ -70,15 +70,17 @@ def continue_order(net):
     net.iterator_train__sampler.epoch = len(net.history)
 
 
-def rebuild_net(config, tasks, image_size, *, device, class_weights=None):
+def rebuild_net(config, tasks, image_size, *, device, class_weights=None, table_encoder=None):
     """An initialised net of the structure ``config`` trains, to load saved parameters into.
 
     :func:`build_net` without data: the backbone is built without its weights (nothing
     is downloaded); ``class_weights`` (task name to its weights) gives the criterion the
-    buffers the saved state has.
+    buffers the saved state has; ``table_encoder`` the width of the table it fuses.
     """
     plan = Plan(image_size=as_size(image_size), device=device)
-    data = FitData(tasks=tasks, plan=plan, class_weights=class_weights)
+    data = FitData(
+        tasks=tasks, plan=plan, class_weights=class_weights, table_encoder=table_encoder
+    )
     return build_net(dataclasses.replace(config, weights=None), data)
 
 
@@ -89,7 +91,14 @@ def _network(config, data):
         config.backbone, config.weights, plan.image_size
     )
     module = MultiTaskModule(
-        backbone, n_features, {n: t.n_outputs for n, t in tasks.items()}, mean, std
+        backbone,
+        n_features,
+        {n: t.n_outputs for n, t in tasks.items()},
+        mean,
+        std,
+        n_table=data.n_table,
+        fusion_width=config.fusion_width,
+        fusion_depth=config.fusion_depth,
     )
     # Channels-last input: 25-35% faster convolutions on a CPU here
     # (docs/performance.md); on CUDA, with channels-last weights, cuDNN's fastest.
@@ -208,20 +217,27 @@ def _accelerated_net(config, plan, params):
 DRY_RUN_SIDE = 256
 
 
-def rebuild_saved_net(config, saved, device):
+def rebuild_saved_net(config, saved, device, table_encoder=None):
     """The net to load ``saved`` (a :class:`~sk_multitask.persistence._safe_file.SavedModel`) into.
 
     The backbone's dry run is at an image size of at most :data:`DRY_RUN_SIDE`: the
     feature size of the built-in backbones (global pooling) does not depend on it.
     A backbone of your own whose features do is rebuilt at the saved image size.
+    ``table_encoder``: the model's encoding of its table columns (None: images only).
     """
     size = saved.model.image_size
-    features = saved.state["module.heads.0.weight"].shape[1]
+    encoder = table_encoder
+    # The first linear layer reading the backbone's features: the fusion MLP's (after its
+    # BatchNorm), else the heads'.
+    first = "module.fusion.1.weight" if encoder is not None else "module.heads.0.weight"
+    features = saved.state[first].shape[1]
     with seeded(0, device):  # building draws initial weights: keep torch's RNG as it was
         for dry_run in (tuple(min(side, DRY_RUN_SIDE) for side in size), size):
             net = rebuild_net(
-                config, saved.tasks, dry_run, device=device, class_weights=saved.class_weights
+                config, saved.tasks, dry_run, device=device, class_weights=saved.class_weights,
+                table_encoder=encoder,
             )
-            if net.module_.heads[0].in_features == features or isinstance(config.backbone, str):
+            layer = net.module_.fusion[1] if encoder is not None else net.module_.heads[0]
+            if layer.in_features == features or isinstance(config.backbone, str):
                 break
     return net

@@ -90,6 +90,8 @@ class WarmStart:
     pretrained: bool
     #: What continues it, for the errors: ``"warm_start"`` or ``"partial_fit"``.
     method: str = "warm_start"
+    #: The fitted encoding of the table columns (None: images only), kept by the fit.
+    table_encoder: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ from ..inputs._cache import cached_images
 from ..inputs._dataset import ImageDataset, bad_image_log, train_transform
 from ..inputs._decoding import check_image_size
 from ..inputs._sources import input_table, resolve_images
+from ..inputs._tabular import check_tabular_cols, fit_table_encoder, table_frame
 from ..network._loss import check_task_losses
 from ..network._weighting import class_weights
 from ..targets import (
@@ -66,6 +67,9 @@ class FitData:
         The validation rows of ``y``, as given (``fit`` calibrates on them).
     network_params : dict
         The parameters that built the network (the fitted ``network_params_``).
+    table_encoder : TableEncoder, TransformerTable or None
+        The encoding of the table columns, fitted on the training rows (or the warm
+        start's); None: images only.
     """
 
     tasks: dict
@@ -80,6 +84,12 @@ class FitData:
     fingerprint: str | None = None
     valid_y: pd.DataFrame | None = None
     network_params: dict = dataclasses.field(default_factory=dict)
+    table_encoder: Any = None
+
+    @property
+    def n_table(self):
+        """The width of the encoded table (0: images only)."""
+        return 0 if self.table_encoder is None else self.table_encoder.n_features
 
 
 def _fingerprint(config, image_size, images, targets, sample_weight, train, valid):
@@ -114,12 +124,14 @@ def prepare_fit(config, X, y, warm=None, sample_weight=None):
     rng = check_random_state(config.random_state)
     train, valid = split_rows(X, len(images), config.valid_split, rng)
     tasks, targets, weights = _fitted_targets(config, y, train, valid, warm)
+    encoder, table = _fitted_table(config, X, y, train, warm)
     if sample_weight is not None and not sample_weight[train].any():
         raise ValueError("sample_weight is zero on every training row: there is nothing to train")
     seed = None if config.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
     plan = Plan.resolve(config, image_size, seed=seed, decoded=False, warm=warm)
     check_image_size(images, image_size)
-    fingerprint = _fingerprint(config, image_size, images, targets, sample_weight, train, valid)
+    learned = targets if table is None else np.column_stack([targets, table])
+    fingerprint = _fingerprint(config, image_size, images, learned, sample_weight, train, valid)
     bad_images = bad_image_log(config.on_bad_image)  # None: raise
     images, decoded = cached_images(
         images,
@@ -133,7 +145,7 @@ def prepare_fit(config, X, y, warm=None, sample_weight=None):
     if decoded and bad_images is not None:  # rows of images that cannot be decoded train nothing
         targets[list(bad_images.read())] = np.nan
     train_set, valid_set = _datasets(
-        config, image_size, images, (targets, sample_weight), train, valid, bad_images
+        config, image_size, images, (targets, sample_weight, table), train, valid, bad_images
     )
     return FitData(
         tasks=tasks,
@@ -148,7 +160,22 @@ def prepare_fit(config, X, y, warm=None, sample_weight=None):
         fingerprint=fingerprint,
         valid_y=None if valid is None else y.iloc[valid],
         network_params=config.network_params(),
+        table_encoder=encoder,
     )
+
+
+def _fitted_table(config, X, y, train, warm):
+    """The encoding of the table columns fitted on the ``train`` rows (a warm start's
+    kept), and the encoded table of every row; (None, None) for images only."""
+    if config.tabular_cols is None:
+        return None, None
+    valid_col = config.valid_split if isinstance(config.valid_split, str) else None
+    check_tabular_cols(config.tabular_cols, config.image_col, valid_col, list(y.columns))
+    frame = table_frame(X, config.tabular_cols, config.image_col)
+    encoder = warm.table_encoder if warm is not None else None
+    if encoder is None:
+        encoder = fit_table_encoder(frame.iloc[train], config.tabular_transformer)
+    return encoder, encoder.encode(frame)
 
 
 def _fitted_targets(config, y, train, valid, warm):
@@ -181,7 +208,8 @@ def _screened_inputs(config, X, y, sample_weight):
     skip = config.on_bad_image == "skip"
     check_aligned(X, y)
     check_aligned(X, sample_weight, "sample_weight")
-    X = input_table(X, config.image_col, config.valid_split)  # a datasets.Dataset: a frame
+    # A datasets.Dataset: a frame of the columns the fit reads.
+    X = input_table(X, config.image_col, config.valid_split, *(config.tabular_cols or ()))
     images, _ = resolve_images(
         X,
         config.image_col,
@@ -209,15 +237,19 @@ def _screened_inputs(config, X, y, sample_weight):
 
 def _datasets(config, image_size, images, labels, train, valid, bad_images):
     """The training and validation datasets (None: no validation); ``labels`` are the
-    encoded targets and the row weights (or None)."""
-    targets, weights = labels
+    encoded targets, the row weights and the encoded table (or None)."""
+    targets, weights, table = labels
 
     def rows(part):
-        return targets[part], None if weights is None else weights[part]
+        return {
+            "targets": targets[part],
+            "sample_weight": None if weights is None else weights[part],
+            "table": None if table is None else table[part],
+        }
 
     train_set = ImageDataset(
         images[train],
-        *rows(train),
+        **rows(train),
         image_size=image_size,
         transform=train_transform(config.augment),
         bad_images=bad_images,
@@ -225,7 +257,7 @@ def _datasets(config, image_size, images, labels, train, valid, bad_images):
     if valid is None:
         return train_set, None
     valid_set = ImageDataset(
-        images[valid], *rows(valid), image_size=image_size, bad_images=bad_images
+        images[valid], **rows(valid), image_size=image_size, bad_images=bad_images
     )
     return train_set, valid_set
 
@@ -238,8 +270,8 @@ def task_specs(tasks):
 def fitted_attributes(net, data):
     """The fitted attributes of an estimator that trained ``net`` on ``data`` (a
     :class:`FitData`): ``tasks_``, ``data_sizes_``, ``skipped_images_``, ``image_size_``,
-    ``pretrained_``, ``network_params_``, ``net_``, ``history_`` and, with early stopping,
-    ``best_epoch_``.
+    ``pretrained_``, ``network_params_``, ``table_encoder_``, ``net_``, ``history_`` and,
+    with early stopping, ``best_epoch_``.
 
     One :class:`~sk_multitask.exceptions.BadImageWarning` counts the images left out of
     training. An accelerated net becomes one process's plain copy (it predicts alone
@@ -263,6 +295,7 @@ def fitted_attributes(net, data):
         "image_size_": data.plan.image_size,
         "pretrained_": data.plan.pretrained,
         "network_params_": data.network_params,
+        "table_encoder_": data.table_encoder,
         "net_": net,
         "history_": net.history,
     }

@@ -87,6 +87,13 @@ class InstanceOf:
 
 
 @dataclasses.dataclass(frozen=True)
+class HasMethods:
+    """scikit-learn's ``HasMethods`` constraint: an object with the ``methods``."""
+
+    methods: tuple
+
+
+@dataclasses.dataclass(frozen=True)
 class Parameter:
     """One parameter of the estimator.
 
@@ -150,6 +157,26 @@ _TABLE = (
     ),
     Parameter(
         "image_root", None, _FOLDER, "folder the image paths are relative to", "--images"
+    ),
+    Parameter(
+        "tabular_cols", None, [list, None],
+        "table columns of X read beside the images (comma-separated)", "--tabular",
+        network=True,
+    ),
+    Parameter(
+        "tabular_transformer", None, [HasMethods(("fit", "transform")), None],
+        "scikit-learn transformer of the table columns (None: impute, scale, one-hot)",
+        network=True,
+    ),
+    Parameter(
+        "fusion_width", 256, [Interval(Integral, 1, None, closed="left")],
+        "width of the MLP fusing image features and table columns", "--fusion-width",
+        network=True,
+    ),
+    Parameter(
+        "fusion_depth", 1, [Interval(Integral, 1, None, closed="left")],
+        "hidden layers of the MLP fusing image features and table columns", "--fusion-depth",
+        network=True,
     ),
     Parameter(
         "backbone", "resnet18", [str, InstanceOf("torch.nn.Module")],
@@ -531,6 +558,8 @@ def parameter_constraints():
             )
         if isinstance(constraint, StrOptions):
             return sklearn.StrOptions(set(constraint.options))
+        if isinstance(constraint, HasMethods):
+            return sklearn.HasMethods(list(constraint.methods))
         if isinstance(constraint, InstanceOf):
             module, _, name = constraint.path.rpartition(".")
             return getattr(importlib.import_module(module), name)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TARGETS, small_estimator
+from sklearn.preprocessing import StandardScaler
 
 from sk_multitask import load
 from sk_multitask.training._parameters import NETWORK_PARAMS, PARAMETERS
@@ -25,6 +26,10 @@ CHANGED = {
     "loss_weights": "uncertainty",
     "class_weight": "balanced",
     "regression_loss": "l1",
+    "tabular_cols": ["area"],
+    "tabular_transformer": StandardScaler(),
+    "fusion_width": 64,
+    "fusion_depth": 2,
 }
 REFUSED = r"backbone was changed after fit from 'simple_cnn' to 'resnet18'.*fit again"
 

@@ -110,6 +110,12 @@ def main():
         f"noisy_area noise sd {args.noise}; seeds {args.seeds}; "
         f"{time.perf_counter() - start:.0f} s in all\n"
     )
+    print_tables(frame)
+
+
+def print_tables(frame):
+    """Each table of ``frame`` (columns seed, table, measure, column, value) in Markdown:
+    the means over the seeds, then each seed's figures."""
     for table, part in frame.groupby("table", sort=False):
         wide = part.pivot_table(index="measure", columns="column", values="value", sort=False)
         seeds = part.pivot_table(

@@ -29,6 +29,7 @@ import time
 import numpy as np
 import pandas as pd
 from bench_recipe import digits_frame
+from calibration import print_tables
 from sklearn.metrics import f1_score, log_loss
 
 from sk_multitask import MultiTaskImageEstimator, load
@@ -115,13 +116,7 @@ def main():
         f"tune), 20% held out; simple_cnn, {args.epochs} epochs; seeds {args.seeds}; "
         f"{time.perf_counter() - start:.0f} s in all\n"
     )
-    for table, part in frame.groupby("table", sort=False):
-        wide = part.pivot_table(index="measure", columns="column", values="value", sort=False)
-        seeds = part.pivot_table(
-            index="measure", columns=["column", "seed"], values="value", sort=False
-        )
-        print(f"## {table}: mean over the seeds\n\n{wide.to_markdown(floatfmt='.3f')}\n")
-        print(f"## {table}: per seed\n\n{seeds.to_markdown(floatfmt='.3f')}\n")
+    print_tables(frame)
 
 
 if __name__ == "__main__":

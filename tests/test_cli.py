@@ -1145,6 +1145,21 @@ def test_class_codes_with_empty_cells_come_back_as_integers(odd_labels, capsys):
     assert metrics.loc["code", "n_labelled"] == df["code"].notna().sum()
 
 
+@pytest.mark.parametrize("set_method", ["lac", "lac_top"])
+def test_predict_makes_the_sets_the_set_method_names(odd_labels, set_method):
+    root, df = odd_labels
+    model = joblib.load(root / "model.joblib")
+    out = root / f"sets-{set_method}.csv"
+    args = ["--interval", "0.3", "--set-method", set_method, "--out", str(out)]
+    model_path = str(root / "model.joblib")
+    assert main(["predict", str(root / "data.csv"), "--model", model_path, *args]) == 0
+    written = pd.read_csv(out)["code_set"].map(json.loads)
+    expected = model.predict_interval(df, 0.3, set_method)[("code", "set")]
+    assert [sorted(s) for s in written] == [sorted(s) for s in expected]
+    # The two methods differ here: LAC leaves some sets empty, lac_top none.
+    assert (written.map(len) == 0).any() == (set_method == "lac")
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".json", ".parquet"])
 def test_class_sets_round_trip_whatever_their_labels_hold(odd_labels, suffix):
     root, df = odd_labels

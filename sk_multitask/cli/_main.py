@@ -132,7 +132,7 @@ def predict(args):
     if args.proba:
         out = out.join(probability_table(model.predict_proba(X), out.index))
     if args.interval is not None:
-        out = out.join(interval_columns(model.predict_interval(X, args.interval)))
+        out = out.join(interval_columns(model.predict_interval(X, args.interval, args.set_method)))
     write_table(out, args.out)
     # With --out -, standard output holds the table only.
     sink = sys.stderr if args.out == "-" else sys.stdout

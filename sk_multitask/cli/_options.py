@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..inputs._storage import is_url
+from ..predicting._sets import SET_METHODS
 from ..targets import TASK_KINDS
 from ..training._parameters import PARAMETERS, StrOptions
 
@@ -295,6 +296,11 @@ COMMAND_OPTIONS = {
         Option("--proba", "add class probability columns", flag_only=True),
         Option(
             "--interval", _INTERVAL + " columns: TASK_lower, TASK_upper, TASK_set", type=coverage
+        ),
+        Option(
+            "--set-method", "how --interval's class sets are made: lac_top (never empty: the "
+            "LAC set and the most probable class) or lac (may be empty)",
+            choices=SET_METHODS, default="lac_top",
         ),
         Option("--out", "output .csv, .parquet or .json file; - for CSV on stdout", required=True),
     ),

@@ -176,6 +176,13 @@ def test_tuned_without_validation_rows_says_so_in_one_line_per_task(rare):
     assert est.decision_thresholds_ == {"large": 0.5, "tags": {"round": 0.5, "warm": 0.5}}
 
 
+def test_tuned_without_a_task_to_tune_is_refused_before_training(image_set):
+    est = small_estimator(image_set, decision_thresholds="tuned")
+    with pytest.raises(ValueError, match=r"^decision_thresholds='tuned' tunes .* has none"):
+        est.fit(image_set, image_set[["color", "area"]])
+    assert not hasattr(est, "net_")
+
+
 def test_a_threshold_of_a_task_that_has_none_is_refused_before_training(rare):
     df, y = rare
     est = small_estimator(df, max_epochs=1, decision_thresholds={"color": 0.3})

@@ -122,10 +122,16 @@ def thresholded_tasks(tasks):
 
 def check_thresholds(spec, tasks):
     """Refuse, in one line naming it, a ``decision_thresholds`` dict entry that is not a
-    binary or multi-label task of ``tasks``, a label of it, or a number from 0 to 1."""
+    binary or multi-label task of ``tasks``, a label of it, or a number from 0 to 1; and
+    ``"tuned"`` where no task has a threshold to tune (it would silently do nothing)."""
+    allowed = thresholded_tasks(tasks)
+    if spec == "tuned" and not allowed:
+        raise ValueError(
+            "decision_thresholds='tuned' tunes the thresholds of binary classification and "
+            f"multi-label tasks, and this model has none (tasks: {list(tasks)})"
+        )
     if not isinstance(spec, dict):
         return
-    allowed = thresholded_tasks(tasks)
     for name, value in spec.items():
         if name not in allowed:
             raise ValueError(

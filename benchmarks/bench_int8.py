@@ -199,7 +199,7 @@ def main():
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; onnxruntime "
         f"{onnxruntime.__version__} ({args.threads or 'default'} threads), torch "
         f"{torch.__version__}; {os.cpu_count()} CPUs; load average at start "
-        f"{os.getloadavg()[0]:.1f} (other sessions share the machine)"
+        f"{os.getloadavg()[0]:.1f}"
     )
     with tempfile.TemporaryDirectory() as folder:
         if not args.quality:

@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.validation import check_is_fitted
 
 from .inputs._sources import resolve_images
-from .inputs._tabular import encoded_table
+from .inputs._tabular import encoded_table, fitted_table_encoder
 from .persistence._pickling import VersionedPickleMixin, load_fitted
 from .persistence._safe_file import save
 from .predicting._calibration import calibrate
@@ -745,7 +745,7 @@ class MultiTaskImageEstimator(
             self.net_,
             images,
             self.image_size_,
-            table=encoded_table(X, self._table_encoder(), self.image_col),
+            table=encoded_table(X, fitted_table_encoder(self), self.image_col),
             on_bad_image=self.on_bad_image,
             cache_dir=self.cache_dir,
             verbose=self.verbose,
@@ -764,7 +764,7 @@ class MultiTaskImageEstimator(
             self.net_, images, self.image_size_, self.tasks_[task], label,
             target_layer=target_layer, backbone=self.backbone, on_bad_image=self.on_bad_image,
             cache_dir=self.cache_dir, verbose=self.verbose,
-            table=encoded_table(X, self._table_encoder(), self.image_col),
+            table=encoded_table(X, fitted_table_encoder(self), self.image_col),
         )
 
     def _cell_loss(self):
@@ -781,7 +781,7 @@ class MultiTaskImageEstimator(
         check_network_unchanged(self.network_params_, params, self.image_size_, method)
         return WarmStart(
             self.net_, self.tasks_, self.image_size_, self.pretrained_, method,
-            self._table_encoder(),
+            fitted_table_encoder(self),
         )
 
     def _set_fitted(self, net, data):

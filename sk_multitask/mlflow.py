@@ -50,6 +50,7 @@ from sk_multitask import __version__
 from sk_multitask.estimator import load
 from sk_multitask.inputs._files import atomic_folder
 from sk_multitask.inputs._storage import is_url, join_url
+from sk_multitask.inputs._tabular import fitted_table_encoder
 from sk_multitask.targets._outputs import probability_table
 from sk_multitask.training._parameters import redacted_params
 
@@ -130,7 +131,7 @@ def _example_image(estimator):
 def _table_columns(estimator):
     """The numeric table columns (as a set) and all the table columns of ``estimator``'s
     ``tabular_cols`` (none for a model of images only)."""
-    encoder = estimator._table_encoder()
+    encoder = fitted_table_encoder(estimator)
     if encoder is None:
         return set(), []
     numeric = set(getattr(encoder, "numeric", {}).get("columns", []))

@@ -46,6 +46,7 @@ from .evaluation._figures import (
 from .evaluation._metrics import evaluate_tasks, per_class_metrics, scorable_rows
 from .exceptions import LabelsWarning
 from .inputs._files import atomic_write
+from .inputs._tabular import fitted_table_encoder
 from .labels._issues import cleanlab_modules, label_issue_table
 from .labels._out_of_fold import model_predictions
 from .labels._suggest import suggestion_table
@@ -270,7 +271,7 @@ REPORT_REPEATS = 2
 
 def _table_sections(estimator, X, y):
     """With table columns: each task's score drop when each column is permuted."""
-    if estimator._table_encoder() is None:
+    if fitted_table_encoder(estimator) is None:
         return []
     drops = estimator.table_importance(X, y, n_repeats=REPORT_REPEATS)
     note = (

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..inputs._sources import image_references
-from ..inputs._tabular import table_frame
+from ..inputs._tabular import fitted_table_encoder, table_frame
 from ..targets import check_targets
 from ..targets._outputs import decoders
 
@@ -49,7 +49,7 @@ def top_loss_table(model, X, y, outputs, index, k=9, task=None, predicted=None):
     rows = rows[~np.isnan(row_loss[rows])]  # images that could not be read
     top = rows[np.argsort(-row_loss[rows], kind="stable")[:k]]
     frame = pd.DataFrame({"image": image_references(X, model.image_col)[top]}, index=index[top])
-    encoder = model._table_encoder()
+    encoder = fitted_table_encoder(model)
     if encoder is not None:  # what the table told the network, beside the image
         table = table_frame(X, encoder.columns, model.image_col)
         for column in encoder.columns:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..inputs._decoding import decode_image
 from ..inputs._sources import image_references, input_rows, input_table, resolve_images
+from ..inputs._tabular import fitted_table_encoder
 from ..targets import CLASSIFICATION, MULTILABEL, ORDINAL, REGRESSION, is_missing
 from ._calibration_metrics import expected_calibration_error, reliability_bins
 from ._metrics import scorable_rows
@@ -66,7 +67,7 @@ def top_losses_figure(model, X, top, ranked_by="combined loss", ncols=3, heatmap
     positions = [first[reference] for reference in top["image"]]
     images = [decode_image(source, model.image_size_) for source in images[positions]]
     suptitle = f"Largest {ranked_by} (prediction/truth)"
-    encoder = model._table_encoder()
+    encoder = fitted_table_encoder(model)
     columns = [] if encoder is None else encoder.columns
     if not heatmap:
         titles = [_top_loss_title(model.tasks_, row, columns) for _, row in top.iterrows()]

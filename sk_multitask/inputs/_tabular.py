@@ -84,6 +84,12 @@ def table_frame(X, columns, image_col):
     return X[list(columns)]
 
 
+def fitted_table_encoder(model):
+    """The fitted encoding of a model's table columns (its ``table_encoder_``, of the
+    estimator or of the ONNX predictor), or None for a model of images only."""
+    return getattr(model, "table_encoder_", None)
+
+
 def encoded_table(X, encoder, image_col):
     """``X``'s table columns encoded by ``encoder`` (float32 ``(N, n_features)``), or None
     for a model without table columns (``encoder`` None): what the network's ``table``

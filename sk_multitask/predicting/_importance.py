@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..inputs._sources import input_table
+from ..inputs._tabular import fitted_table_encoder
 from ._scoring import model_task_scores
 
 
@@ -49,7 +50,7 @@ def table_importance(model, X, y, n_repeats=5, random_state=0, sample_weight=Non
     ValueError
         If the model has no table columns, or ``n_repeats`` is not a positive integer.
     """
-    encoder = model._table_encoder()
+    encoder = fitted_table_encoder(model)
     if encoder is None:
         raise ValueError(
             "the model has no table columns (tabular_cols): there is no column to permute"

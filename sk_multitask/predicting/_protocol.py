@@ -458,11 +458,6 @@ class MultiTaskPredictor:
 
     # -- helpers -------------------------------------------------------------------
 
-    def _table_encoder(self):
-        """The fitted encoding of the table columns (``table_encoder_``); None for a
-        model of images only."""
-        return getattr(self, "table_encoder_", None)
-
     def _calibration(self):
         self._check_fitted()
         calibration = getattr(self, "calibration_", None)

@@ -1118,7 +1118,8 @@ def odd_labels(tmp_path_factory):
         ["fit", str(root / "data.csv"), "--images", str(root / "images"),
          "--targets", "color,code,area", "--tasks", "code=classification",
          "--valid-col", "is_valid", "--backbone", "simple_cnn", "--weights", "none",
-         "--epochs", "1", "--image-size", "16", "--model", str(root / "model.joblib")]
+         "--epochs", "1", "--image-size", "16", "--seed", "0",
+         "--model", str(root / "model.joblib")]
     )  # fmt: skip
     assert code == 0
     return root, df

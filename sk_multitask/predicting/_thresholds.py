@@ -223,12 +223,23 @@ def _seen(decoder, truth):
     return np.isin(truth, decoder.classes)
 
 
+def positive_probabilities(kind, outputs):
+    """The probabilities a threshold decides on, float64 ``(n, 1 or n_labels)``: a binary
+    task's second class (the sigmoid of its logits' difference: its softmax), or each
+    label of a multi-label task."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if kind == MULTILABEL:
+        return expit(outputs)
+    return expit(outputs[:, 1:] - outputs[:, :1])
+
+
 def _positives(decoder, outputs, truth):
     """The positive probabilities (n, 1 or n_labels) of a task's rows and their truth."""
-    outputs = np.asarray(outputs, dtype=np.float64)
     if decoder.kind == MULTILABEL:
-        return expit(outputs), binarize(decoder.name, decoder.classes, truth).astype(bool)
-    return expit(outputs[:, 1:] - outputs[:, :1]), (truth == decoder.classes[1])[:, None]
+        truth = binarize(decoder.name, decoder.classes, truth).astype(bool)
+    else:
+        truth = (truth == decoder.classes[1])[:, None]
+    return positive_probabilities(decoder.kind, outputs), truth
 
 
 @dataclass(frozen=True, eq=False)
@@ -243,10 +254,10 @@ class ThresholdDecoder(OutputDecoder):
         outputs = np.asarray(outputs, dtype=np.float64)
         if not len(outputs):
             return super().decode(outputs, index)
-        p = expit(outputs) if self.kind == MULTILABEL else expit(outputs[:, 1] - outputs[:, 0])
+        p = positive_probabilities(self.kind, outputs)
         decided = np.where(p >= self.threshold, 1.0, -1.0)
         if self.kind == CLASSIFICATION:  # the logits (-1, 1) decode to the second class
-            decided = np.stack([-decided, decided], axis=1)
+            decided = np.concatenate([-decided, decided], axis=1)
         decided[np.isnan(outputs).any(axis=1)] = np.nan
         return super().decode(decided, index)
 
